@@ -56,7 +56,7 @@ def guests_built() -> bool:
 @dataclass(frozen=True)
 class GuestSpec:
     name: str
-    kind: str = "heartbeat"  # heartbeat | dirty | local-disk
+    kind: str = "heartbeat"  # heartbeat | dirty | local-disk | shared-disk
     memory_mib: int = config.HEARTBEAT_MEMORY_MIB
     domain_type: str = "qemu"
     cpu_xml: str = "<cpu mode='custom' match='exact' check='none'><model fallback='forbid'>qemu64</model></cpu>"
@@ -77,11 +77,17 @@ def prepare_disk(spec: GuestSpec, *, directory: Path | None = None) -> Path:
 
     Heartbeat/dirty disks are read-only, so libvirt needs no shared storage to
     migrate them. ``local-disk`` guests get a writable qcow2 overlay in the
-    host's private image directory instead (``directory``).
+    host's private image directory instead (``directory``), ``shared-disk``
+    guests one on the lab's shared storage.
     """
     p = config.paths()
     p.disks.mkdir(parents=True, exist_ok=True)
     base = image_path("dirty" if spec.kind == "dirty" else "heartbeat")
+    if spec.kind == "shared-disk":
+        disk = p.shared / f"{spec.name}.qcow2"
+        disk.unlink(missing_ok=True)
+        run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(base), str(disk)])
+        return disk
     if spec.kind == "local-disk":
         if directory is None:
             raise LabError("a local-disk guest needs the host's private image directory")
@@ -94,8 +100,9 @@ def prepare_disk(spec: GuestSpec, *, directory: Path | None = None) -> Path:
 
 
 def domain_xml(spec: GuestSpec, disk: Path) -> str:
-    readonly = spec.kind != "local-disk"
-    fmt = "qcow2" if spec.kind == "local-disk" else "raw"
+    writable = spec.kind in ("local-disk", "shared-disk")
+    readonly = not writable
+    fmt = "qcow2" if writable else "raw"
     sock = serial_socket(spec.name)
     return f"""<domain type={quoteattr(spec.domain_type)}>
   <name>{escape(spec.name)}</name>

@@ -1,8 +1,9 @@
 /* Memory-dirtying boot sector: switches to 32-bit protected mode and keeps
  * writing one dword into every 4 KiB page between 4 MiB and 100 MiB, printing
- * "HB <n>\r\n" on COM1 after every 16 passes. Its dirty rate is far above what
+ * "HB <n>\r\n" on COM1 after every pass. Its dirty rate is far above what
  * a throttled link can copy, so a live migration does not converge unless
  * the guest is slowed (auto-converge) or switched to post-copy. Needs >= 128 MiB. */
+        .set DELAY, 20000
         .code16
         .section .text
         .global _start
@@ -35,12 +36,12 @@ pm32:
 pass:
         movl    $0x00400000, %esi
 1:      addl    %ebx, (%esi)
+        movl    $DELAY, %ecx            /* pace the writes: ~1 pass/s at full speed */
+5:      loop    5b
         addl    $4096, %esi
         cmpl    $0x06400000, %esi
         jb      1b
         incl    %ebx
-        testl   $15, %ebx
-        jnz     pass
         movb    $'H', %al
         call    putc
         movb    $'B', %al

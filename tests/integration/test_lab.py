@@ -1,0 +1,335 @@
+"""The lab itself, proven against real libvirtd/QEMU/sshd in namespaces."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+
+import libvirt
+import pytest
+
+from lab import hosts, knobs
+from lab.heartbeat import report
+from lab.hosts import ssh_argv
+
+pytestmark = pytest.mark.lab
+
+libvirt.registerErrorHandler(lambda ctx, err: None, None)
+
+LIVE = libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PEER2PEER | libvirt.VIR_MIGRATE_PERSIST_DEST | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
+
+
+class Knob:
+    """Apply a lab knob; undo it when the test ends."""
+
+    def __init__(self, knob, host, **kw):
+        self.knob, self.host, self.kw = knob, host, kw
+
+    def _args(self, undo):
+        import argparse
+
+        return argparse.Namespace(knob=self.knob, host=self.host, as_host=self.kw.get("as_host"),
+                                  name=self.kw.get("name"), rate=self.kw.get("rate", "4mbit"), undo=undo)
+
+    def __enter__(self):
+        return knobs.run_knob(self._args(False))
+
+    def __exit__(self, *exc):
+        knobs.run_knob(self._args(True))
+
+
+def sh(host: dict, argv: list[str], check=False) -> subprocess.CompletedProcess:
+    return subprocess.run(ssh_argv(host["address"], argv), capture_output=True, text=True, timeout=30, check=check)
+
+
+def conn(host: dict) -> libvirt.virConnect:
+    return libvirt.open(host["libvirt_uri"])
+
+
+def where(lab_hosts: list[dict], guest: str) -> dict[str, str]:
+    """Ask every host about the guest: {host name: state}."""
+    found = {}
+    for h in lab_hosts:
+        c = conn(h)
+        try:
+            dom = c.lookupByName(guest)
+            state, _ = dom.state()
+            found[h["name"]] = {libvirt.VIR_DOMAIN_RUNNING: "running", libvirt.VIR_DOMAIN_PAUSED: "paused",
+                                libvirt.VIR_DOMAIN_SHUTOFF: "shutoff"}.get(state, str(state))
+        except libvirt.libvirtError:
+            pass
+        finally:
+            c.close()
+    return found
+
+
+def a_guest(status: dict) -> tuple[dict, str]:
+    """A running heartbeat guest and the host it runs on now."""
+    for h in status["hosts"]:
+        for g, st in h["guest_states"].items():
+            if g.startswith("hb-") and st == "running":
+                return h, g
+    raise AssertionError("no running heartbeat guest in the lab")
+
+
+def other_host(status: dict, *not_these: dict) -> dict:
+    names = {h["name"] for h in not_these}
+    return next(h for h in status["hosts"] if h["name"] not in names)
+
+
+def migrate(src: dict, dst: dict, guest: str, flags: int = LIVE, params: dict | None = None):
+    c = conn(src)
+    try:
+        dom = c.lookupByName(guest)
+        dom.migrateToURI3(dst["libvirt_uri"], params or {}, flags)
+    finally:
+        c.close()
+
+
+# ---------------------------------------------------------------------------
+def test_hosts_are_distinct_and_resolve_each_other(lab):
+    assert len(lab["hosts"]) >= 3 and lab["up"]
+    names, uuids = set(), set()
+    for h in lab["hosts"]:
+        assert sh(h, ["hostname"], check=True).stdout.strip() == h["name"]
+        c = conn(h)
+        try:
+            names.add(c.getHostname())
+            uuids.add(c.getCapabilities().split("<uuid>")[1].split("</uuid>")[0])
+        finally:
+            c.close()
+        for other in lab["hosts"]:
+            out = sh(h, ["getent", "hosts", other["name"]], check=True).stdout
+            assert out.split()[0] == other["address"]
+        # Lab traffic stays on the machine: no default route, no forwarding.
+        routes = subprocess.run(["ip", "-n", h["netns"], "route"], capture_output=True, text=True).stdout
+        assert "default" not in routes
+        fwd = subprocess.run(["ip", "netns", "exec", h["netns"], "cat", "/proc/sys/net/ipv4/ip_forward"],
+                             capture_output=True, text=True).stdout.strip()
+        assert fwd == "0"
+    assert len(names) == len(uuids) == len(lab["hosts"])
+
+
+def test_shared_storage_is_the_same_file_everywhere(lab):
+    marker = f"{lab['shared_path']}/marker-{time.time_ns()}"
+    first, *rest = lab["hosts"]
+    sh(first, ["sh", "-c", f"echo from-{first['name']} > {marker}"], check=True)
+    try:
+        for h in rest:
+            assert sh(h, ["cat", marker], check=True).stdout.strip() == f"from-{first['name']}"
+            fstype = sh(h, ["findmnt", "-n", "-o", "FSTYPE", "-T", marker], check=True).stdout.strip()
+            assert fstype == "fuse.glusterfs"
+    finally:
+        sh(first, ["rm", "-f", marker])
+
+
+def test_live_migration_keeps_heartbeat_continuous(lab_now):
+    src, guest = a_guest(lab_now)
+    dst = other_host(lab_now, src)
+    t0 = time.time()
+    time.sleep(0.5)
+    migrate(src, dst, guest)
+    time.sleep(1.0)
+    try:
+        assert where(lab_now["hosts"], guest) == {dst["name"]: "running"}
+        rep = report(guest, since=t0)
+        assert rep.continuous, rep
+        assert rep.beats >= 10
+        assert rep.max_gap_s < 1.0, rep
+        assert rep.last_beat_age_s < 0.5
+    finally:
+        migrate(dst, src, guest)
+    assert where(lab_now["hosts"], guest) == {src["name"]: "running"}
+
+
+def test_guest_on_shared_disk_migrates_without_unsafe(lab_now):
+    src = lab_now["hosts"][0]
+    dst = lab_now["hosts"][1]
+    with Knob("shared-disk-guest", src["name"]) as g:
+        migrate(src, dst, g["guest"])
+        assert where(lab_now["hosts"], g["guest"]) == {dst["name"]: "running"}
+        migrate(dst, src, g["guest"])
+
+
+def test_knob_cpu_model_unknown_on_destination(lab_now):
+    src, dst, ok = lab_now["hosts"][:3]
+    with Knob("cpu-guest", src["name"]) as g, Knob("cpu-model-unknown", dst["name"]):
+        with pytest.raises(libvirt.libvirtError, match="Unknown CPU model EPYC-Milan"):
+            migrate(src, dst, g["guest"])
+        assert where(lab_now["hosts"], g["guest"]) == {src["name"]: "running"}
+        c = conn(dst)
+        try:
+            cpu = "<cpu mode='custom' match='exact'><model>EPYC-Milan</model></cpu>"
+            with pytest.raises(libvirt.libvirtError, match="Unknown CPU model"):
+                c.compareHypervisorCPU(None, "x86_64", None, "qemu", cpu, 0)
+        finally:
+            c.close()
+        # A host that knows the model accepts the guest.
+        migrate(src, ok, g["guest"])
+        assert where(lab_now["hosts"], g["guest"]) == {ok["name"]: "running"}
+        migrate(ok, src, g["guest"])
+
+
+def test_knob_same_uuid_is_the_same_host_for_libvirt(lab_now):
+    src, guest = a_guest(lab_now)
+    dst = other_host(lab_now, src)
+    with Knob("same-uuid", dst["name"], as_host=src["name"]):
+        with pytest.raises(libvirt.libvirtError, match="Attempt to migrate guest to the same host"):
+            migrate(src, dst, guest)
+        assert where(lab_now["hosts"], guest) == {src["name"]: "running"}
+
+
+def test_knob_same_hostname(lab_now):
+    a, b = lab_now["hosts"][:2]
+    with Knob("same-hostname", b["name"], as_host=a["name"]):
+        assert sh(b, ["hostname"], check=True).stdout.strip() == a["name"]
+        c = conn(b)
+        try:
+            assert c.getHostname() == a["name"]
+        finally:
+            c.close()
+    assert sh(b, ["hostname"], check=True).stdout.strip() == b["name"]
+
+
+def test_knob_hide_host_from_etc_hosts(lab_now):
+    a, b, hidden = lab_now["hosts"][:3]
+    with Knob("hide-host", hidden["name"]):
+        res = sh(a, ["getent", "hosts", hidden["name"]])
+        assert res.returncode == 2 and res.stdout == ""
+        assert sh(b, ["getent", "hosts", a["name"]], check=True).stdout.split()[0] == a["address"]
+    assert sh(a, ["getent", "hosts", hidden["name"]], check=True).stdout.split()[0] == hidden["address"]
+
+
+def test_knob_no_shared_storage(lab_now):
+    src, dst = lab_now["hosts"][:2]
+    with Knob("shared-disk-guest", src["name"]) as g, Knob("no-shared", dst["name"]):
+        res = sh(dst, ["findmnt", "-n", lab_now["shared_path"]])
+        assert res.returncode != 0
+        with pytest.raises(libvirt.libvirtError, match="No such file or directory|Could not open|Cannot access"):
+            migrate(src, dst, g["guest"])
+        assert where(lab_now["hosts"], g["guest"]) == {src["name"]: "running"}
+    assert sh(dst, ["findmnt", "-n", "-o", "FSTYPE", lab_now["shared_path"]], check=True).stdout.strip() == "fuse.glusterfs"
+
+
+def test_knob_local_disk_is_unsafe_to_migrate(lab_now):
+    src, dst = lab_now["hosts"][:2]
+    with Knob("local-disk-guest", src["name"]) as g:
+        with pytest.raises(libvirt.libvirtError, match="Migration without shared storage is unsafe"):
+            migrate(src, dst, g["guest"])
+        with pytest.raises(libvirt.libvirtError, match="Storage pool not found"):
+            migrate(src, dst, g["guest"], LIVE | libvirt.VIR_MIGRATE_NON_SHARED_DISK)
+        assert where(lab_now["hosts"], g["guest"]) == {src["name"]: "running"}
+
+
+def test_knob_duplicate_name_on_destination(lab_now):
+    src, guest = a_guest(lab_now)
+    dst = other_host(lab_now, src)
+    with Knob("duplicate-name", dst["name"], name=guest):
+        with pytest.raises(libvirt.libvirtError, match="already exists"):
+            migrate(src, dst, guest)
+        assert where(lab_now["hosts"], guest) == {src["name"]: "running", dst["name"]: "shutoff"}
+
+
+def test_knob_block_migration_ports(lab_now):
+    src, guest = a_guest(lab_now)
+    dst = other_host(lab_now, src)
+    with Knob("block-ports", dst["name"]):
+        with pytest.raises(libvirt.libvirtError, match="Connection refused|Failed to connect|unable to connect"):
+            migrate(src, dst, guest)
+        assert where(lab_now["hosts"], guest) == {src["name"]: "running"}
+        # Tunnelled migration goes through libvirtd's own connection, not those ports.
+        migrate(src, dst, guest, LIVE | libvirt.VIR_MIGRATE_TUNNELLED)
+        assert where(lab_now["hosts"], guest) == {dst["name"]: "running"}
+        migrate(dst, src, guest, LIVE | libvirt.VIR_MIGRATE_TUNNELLED)
+
+
+def test_knob_libvirtd_stop_and_restart(lab_now):
+    src, guest = a_guest(lab_now)
+    dst = other_host(lab_now, src)
+    with Knob("libvirtd-stop", dst["name"]):
+        with pytest.raises(libvirt.libvirtError, match="Connection refused|unable to connect"):
+            libvirt.open(dst["libvirt_uri"])
+        with pytest.raises(libvirt.libvirtError, match="Connection refused|unable to connect"):
+            migrate(src, dst, guest)
+        assert where([src], guest) == {src["name"]: "running"}
+    # Back, and the guests it ran survived the restart.
+    after = hosts.status()
+    assert next(h for h in after["hosts"] if h["name"] == dst["name"])["guest_states"] == dst["guest_states"]
+
+
+def job_sampler(host: dict, guest: str, stop: threading.Event, samples: list):
+    c = conn(host)
+    try:
+        dom = c.lookupByName(guest)
+        while not stop.is_set():
+            try:
+                st = dom.jobStats()
+            except libvirt.libvirtError:
+                st = {}
+            if st.get("type", 0) != libvirt.VIR_DOMAIN_JOB_NONE:
+                samples.append((time.monotonic(), st))
+            time.sleep(0.25)
+    finally:
+        c.close()
+
+
+def test_knob_dirty_guest_does_not_converge_on_a_throttled_link_and_abort_keeps_it(lab_now):
+    src, dst = lab_now["hosts"][:2]
+    with Knob("dirty-guest", src["name"]) as g, Knob("throttle", src["name"], rate="200mbit"):
+        guest = g["guest"]
+        stop, samples, errors = threading.Event(), [], []
+        sampler = threading.Thread(target=job_sampler, args=(src, guest, stop, samples))
+        sampler.start()
+
+        def run():
+            try:
+                migrate(src, dst, guest)
+            except libvirt.libvirtError as exc:
+                errors.append(exc)
+
+        mig = threading.Thread(target=run)
+        mig.start()
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline:
+            if samples and samples[-1][1].get("memory_iteration", 0) >= 3:
+                break
+            time.sleep(0.2)
+        c = conn(src)
+        try:
+            c.lookupByName(guest).abortJob()
+        finally:
+            c.close()
+        mig.join(30)
+        stop.set()
+        sampler.join(5)
+        assert errors and errors[0].get_error_code() == libvirt.VIR_ERR_OPERATION_ABORTED, errors
+        late = [s for _, s in samples if s.get("memory_iteration", 0) >= 2]
+        assert late, f"never reached a second iteration: {samples[-1:]}"
+        # Each new pass starts with ~the whole working set dirty again: not converging.
+        start_of_pass = {}
+        for s in late:
+            it = s["memory_iteration"]
+            start_of_pass[it] = max(start_of_pass.get(it, 0), s["memory_remaining"])
+        assert min(start_of_pass.values()) > 32 * 1024 * 1024, start_of_pass
+        # The link really is throttled: well under 200 Mbit/s plus margin.
+        (t0, first), (t1, last) = samples[0], samples[-1]
+        rate = (last["memory_processed"] - first["memory_processed"]) / max(t1 - t0, 0.1)
+        assert rate < 30e6, rate
+        assert where(lab_now["hosts"], guest) == {src["name"]: "running"}
+        assert report(guest, since=time.time() - 2).beats >= 1
+
+
+def test_throttle_limits_the_hosts_bandwidth(lab_now):
+    a, b = lab_now["hosts"][:2]
+    payload = 2 * 1024 * 1024
+    cmd = ["sh", "-c", f"head -c {payload} /dev/urandom | ssh -i {lab_now['hosts'][0]['ssh_key']} "
+           f"-o BatchMode=yes -o UserKnownHostsFile={a['ssh_known_hosts']} root@{b['address']} 'cat > /dev/null'"]
+    start = time.monotonic()
+    sh(a, cmd, check=True)
+    fast = time.monotonic() - start
+    with Knob("throttle", a["name"], rate="4mbit"):
+        start = time.monotonic()
+        sh(a, cmd, check=True)
+        slow = time.monotonic() - start
+    assert slow > 3.0 > fast, (fast, slow)
