@@ -299,9 +299,14 @@ class SSHSession:
             ) from exc
         try:
             channel.exec_command(command)
-            if stdin is not None:
-                channel.sendall(stdin.encode())
-            channel.shutdown_write()
+            try:
+                if stdin is not None:
+                    channel.sendall(stdin.encode())
+                channel.shutdown_write()
+            except (paramiko.SSHException, OSError):
+                # The command may already have exited without reading its
+                # input; its output and exit status are still to be read.
+                log.debug("could not send stdin/EOF to `%s`", command, exc_info=True)
             stdout, stderr = _collect_output(channel, deadline)
             if stdout is None:
                 raise CommandTimeout(argv, timeout)
@@ -394,6 +399,14 @@ def _start_transport(
             hint="Check that the port is an SSH server and that the host is not overloaded.",
             address=address,
         ) from exc
+    # start_client returns quietly when its timeout expires mid-handshake.
+    if not (transport.is_active() and transport.initial_kex_done):
+        transport.close()
+        raise HostUnreachable(
+            f"SSH handshake with {address}:{port} timed out after {timeout:g} s",
+            hint="Check that the port is an SSH server and that the host is not overloaded.",
+            address=address,
+        )
     return transport
 
 
