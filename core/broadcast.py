@@ -1,0 +1,75 @@
+"""The one module that sends events to browsers (Channels groups).
+
+Every function here schedules its group_send with transaction.on_commit, so a page never
+hears about a change that was rolled back. Group names are short and dotted:
+"inventory", "audit", "job.<id>".
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from asgiref.sync import async_to_sync
+from channels.exceptions import ChannelFull
+from channels.layers import get_channel_layer
+from django.db import transaction
+from redis.exceptions import RedisError
+
+if TYPE_CHECKING:
+    from .models import AuditEvent, Job
+
+logger = logging.getLogger(__name__)
+
+INVENTORY_GROUP = "inventory"
+AUDIT_GROUP = "audit"
+
+
+def job_group(job_id: int) -> str:
+    return f"job.{job_id}"
+
+
+def _send(group: str, event: dict[str, Any]) -> None:
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        async_to_sync(layer.group_send)(group, event)
+    except (RedisError, OSError, ChannelFull) as exc:
+        # A missed live update is not worth failing the change for: pages catch up on reconnect.
+        logger.warning("live event %s to %s not sent: %s", event.get("type"), group, exc)
+
+
+def _send_on_commit(group: str, event: dict[str, Any]) -> None:
+    transaction.on_commit(lambda: _send(group, event))
+
+
+def job_state_payload(job: Job) -> dict[str, Any]:
+    return {
+        "id": job.pk,
+        "status": job.status,
+        "status_label": job.get_status_display(),
+        "progress": job.progress,
+        "error": job.error,
+        "error_hint": job.error_hint,
+        "result": job.result,
+        "started": job.started.isoformat() if job.started else None,
+        "ended": job.ended.isoformat() if job.ended else None,
+        "terminal": job.is_terminal,
+    }
+
+
+def job_changed(job: Job) -> None:
+    _send_on_commit(job_group(job.pk), {"type": "job.status", "job": job_state_payload(job)})
+
+
+def job_log(job: Job, entry: dict[str, Any]) -> None:
+    _send_on_commit(job_group(job.pk), {"type": "job.log", "entry": entry})
+
+
+def inventory_changed(*, host_id: int | None = None) -> None:
+    _send_on_commit(INVENTORY_GROUP, {"type": "inventory.changed", "host_id": host_id})
+
+
+def audit_recorded(event: AuditEvent) -> None:
+    _send_on_commit(AUDIT_GROUP, {"type": "audit.recorded", "event_id": event.pk})

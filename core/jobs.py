@@ -1,0 +1,197 @@
+"""Background jobs: the Job row is created and enqueued here, and run_job() runs the work.
+
+A job function takes ids only, loads its rows and hands its work to run_job():
+
+    def host_refresh_job(job_id: int, host_id: int) -> None:
+        run_job(job_id, lambda ctx: inventory.refresh_host(host_id=host_id, ctx=ctx))
+
+run_job() marks the row running, captures log lines and progress, and always ends it as
+succeeded or failed (with the error's message and hint) — never leaves it running.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from typing import Any
+
+import django_rq
+from django.conf import settings
+from django.db import models, transaction
+from django.utils import timezone
+from redis.exceptions import RedisError
+from rq import Callback
+from rq.timeouts import JobTimeoutException
+
+from . import broadcast
+from .actors import Actor
+from .choices import JobLogLevelChoices, JobStatusChoices
+from .models import Job
+
+logger = logging.getLogger(__name__)
+
+# Log lines kept per job; a runaway job must not grow its row without bound.
+MAX_LOG_LINES = 2000
+# How long past its timeout a running job may stay "running" before we call its worker dead.
+STALE_GRACE = timedelta(minutes=2)
+
+
+class JobContext:
+    """Handed to the work function: log lines and progress go to the Job row and the job page."""
+
+    def __init__(self, job: Job):
+        self.job = job
+
+    def log(self, message: str, *, level: JobLogLevelChoices = JobLogLevelChoices.INFO) -> None:
+        entry = {"t": timezone.now().isoformat(), "level": str(level), "msg": str(message)}
+        if len(self.job.log) < MAX_LOG_LINES:
+            self.job.log.append(entry)
+            self.job.save(update_fields=["log"])
+            broadcast.job_log(self.job, entry)
+        logger.info("job %s: %s", self.job.pk, message)
+
+    def progress(self, percent: int) -> None:
+        self.job.progress = max(0, min(100, int(percent)))
+        self.job.save(update_fields=["progress"])
+        broadcast.job_changed(self.job)
+
+
+def _rq_job_id(job: Job) -> str:
+    return f"vmportal-job-{job.pk}"
+
+
+@transaction.atomic
+def job_enqueue(
+    *,
+    kind: str,
+    func: Callable[..., None],
+    args: Sequence[Any] = (),
+    target: models.Model | None = None,
+    timeout_s: int,
+    actor: Actor,
+    queue: str = "default",
+    run_inline: bool = False,
+) -> Job:
+    """Create a queued Job row and enqueue func(job.pk, *args) once the transaction commits.
+
+    run_inline=True runs it in this process on commit instead (management commands that
+    wait for the result; no worker needed).
+    """
+    job = Job.objects.create(
+        kind=kind,
+        target_type=target._meta.model_name if target is not None else "",
+        target_id=str(target.pk) if target is not None else "",
+        target_label=str(target)[:255] if target is not None else "",
+        timeout_s=timeout_s,
+        queue_name=queue,
+        created_by=actor.user,
+    )
+    job.rq_job_id = _rq_job_id(job)
+    job.save(update_fields=["rq_job_id"])
+    transaction.on_commit(lambda: _submit(job.pk, func, tuple(args), run_inline=run_inline))
+    return job
+
+
+def _submit(job_id: int, func: Callable[..., None], args: tuple, *, run_inline: bool) -> None:
+    job = Job.objects.get(pk=job_id)
+    if run_inline or settings.VMPORTAL_JOBS_INLINE:
+        func(job.pk, *args)
+        return
+    try:
+        django_rq.get_queue(job.queue_name).enqueue_call(
+            func=func,
+            args=(job.pk, *args),
+            job_id=job.rq_job_id,
+            timeout=job.timeout_s,
+            result_ttl=3600,
+            failure_ttl=7 * 24 * 3600,
+            on_failure=Callback(rq_job_failed),
+        )
+    except RedisError as exc:
+        _finish(
+            job,
+            JobStatusChoices.FAILED,
+            error=f"Could not put the job on the queue: {exc}",
+            hint="Check that redis is running at REDIS_URL and that an rqworker is started.",
+        )
+
+
+def _start(job: Job) -> None:
+    job.status = JobStatusChoices.RUNNING
+    job.started = timezone.now()
+    job.save(update_fields=["status", "started"])
+    broadcast.job_changed(job)
+
+
+def _finish(
+    job: Job,
+    status: JobStatusChoices,
+    *,
+    result: Any = None,
+    error: str = "",
+    hint: str = "",
+) -> None:
+    job.status = status
+    job.ended = timezone.now()
+    job.result = result
+    job.error = error
+    job.error_hint = hint
+    if status == JobStatusChoices.SUCCEEDED:
+        job.progress = 100
+    job.save(update_fields=["status", "ended", "result", "error", "error_hint", "progress"])
+    broadcast.job_changed(job)
+
+
+def run_job(job_id: int, work: Callable[[JobContext], Any]) -> Job:
+    """Run work(ctx) as the job `job_id`, recording start, log, result or failure on its row.
+
+    Errors carrying .message and .hint (our adapter errors) are recorded with both; any other
+    exception is recorded with its type and text. The job row never stays "running".
+    """
+    job = Job.objects.get(pk=job_id)
+    if job.status != JobStatusChoices.QUEUED:
+        logger.warning("job %s is %s, not queued: not running it again", job.pk, job.status)
+        return job
+    _start(job)
+    ctx = JobContext(job)
+    try:
+        result = work(ctx)
+    except JobTimeoutException:
+        ctx.log(f"Timed out after {job.timeout_s} s", level=JobLogLevelChoices.ERROR)
+        _finish(job, JobStatusChoices.FAILED, error=f"The job timed out after {job.timeout_s} s.")
+    except Exception as exc:  # the job row must record every failure, whatever raised it
+        message = getattr(exc, "message", "") or f"{type(exc).__name__}: {exc}"
+        hint = getattr(exc, "hint", "") or ""
+        if not hasattr(exc, "hint"):
+            logger.exception("job %s (%s) failed", job.pk, job.kind)
+        ctx.log(message, level=JobLogLevelChoices.ERROR)
+        _finish(job, JobStatusChoices.FAILED, error=message, hint=hint)
+    else:
+        _finish(job, JobStatusChoices.SUCCEEDED, result=result)
+    return job
+
+
+def rq_job_failed(rq_job, connection, exc_type, exc_value, tb) -> None:
+    """RQ failure callback: the work failed outside run_job (e.g. import error, killed horse)."""
+    job_id = (rq_job.args or [None])[0]
+    job = Job.objects.filter(pk=job_id).first()
+    if job is not None and not job.is_terminal:
+        _finish(job, JobStatusChoices.FAILED, error=f"The worker failed the job: {exc_type.__name__}: {exc_value}")
+
+
+def jobs_abort_stale(*, now=None) -> int:
+    """Mark jobs running long past their timeout as aborted (their worker died). Returns count."""
+    now = now or timezone.now()
+    aborted = 0
+    for job in Job.objects.filter(status=JobStatusChoices.RUNNING, started__isnull=False):
+        if job.started + timedelta(seconds=job.timeout_s) + STALE_GRACE < now:
+            with transaction.atomic():
+                _finish(
+                    job,
+                    JobStatusChoices.ABORTED,
+                    error="The worker stopped before finishing this job.",
+                    hint="Check the rqworker logs; start the job again if needed.",
+                )
+            aborted += 1
+    return aborted

@@ -1,0 +1,57 @@
+"""Role checks for views, POSTs and websocket connects.
+
+Roles are the Django groups Viewer < Operator < Admin; a superuser is Admin.
+"""
+
+from __future__ import annotations
+
+from django.contrib.auth.mixins import AccessMixin
+from django.core.exceptions import PermissionDenied
+
+from .choices import ROLE_ORDER, RoleChoices
+
+
+def user_role_rank(user) -> int:
+    """Index in ROLE_ORDER of the highest role the user holds, or -1 for none."""
+    if user is None or not user.is_authenticated or not user.is_active:
+        return -1
+    if user.is_superuser:
+        return len(ROLE_ORDER) - 1
+    cached = getattr(user, "_vmportal_role_rank", None)
+    if cached is None:
+        names = set(user.groups.values_list("name", flat=True))
+        cached = max((i for i, role in enumerate(ROLE_ORDER) if role.value in names), default=-1)
+        user._vmportal_role_rank = cached
+    return cached
+
+
+def user_has_role(user, role: RoleChoices) -> bool:
+    return user_role_rank(user) >= ROLE_ORDER.index(role)
+
+
+class RoleRequiredMixin(AccessMixin):
+    """Anonymous users go to the login page; logged-in users without the role get 403.
+
+    Applies to every method of the view (GET and POST alike).
+    """
+
+    required_role: RoleChoices = RoleChoices.VIEWER
+
+    def dispatch(self, request, *args, **kwargs):
+        if not request.user.is_authenticated:
+            return self.handle_no_permission()
+        if not user_has_role(request.user, self.required_role):
+            raise PermissionDenied(f"This page needs the {self.required_role.label} role.")
+        return super().dispatch(request, *args, **kwargs)
+
+
+class ViewerRequiredMixin(RoleRequiredMixin):
+    required_role = RoleChoices.VIEWER
+
+
+class OperatorRequiredMixin(RoleRequiredMixin):
+    required_role = RoleChoices.OPERATOR
+
+
+class AdminRequiredMixin(RoleRequiredMixin):
+    required_role = RoleChoices.ADMIN

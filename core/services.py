@@ -1,0 +1,46 @@
+"""Core writes: users and roles."""
+
+from __future__ import annotations
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.db import transaction
+
+from .actors import Actor
+from .audit import audit_record
+from .choices import AuditResultChoices, RoleChoices
+
+
+@transaction.atomic
+def admin_ensure(*, username: str, password: str | None, actor: Actor) -> tuple[object, bool]:
+    """Make sure `username` exists as an active superuser in the Admin group.
+
+    Creates the user when missing (password required then). When the user exists and a password
+    is given, the password is set to it; otherwise the password is left unchanged.
+    Returns (user, created).
+    """
+    User = get_user_model()
+    user = User.objects.filter(username=username).first()
+    created = user is None
+    if created:
+        if not password:
+            raise ValueError("A password is needed to create the admin user.")
+        user = User.objects.create_superuser(username=username, email="", password=password)
+    else:
+        user.is_superuser = True
+        user.is_staff = True
+        user.is_active = True
+        if password:
+            user.set_password(password)
+        user.save()
+    admin_group, _ = Group.objects.get_or_create(name=RoleChoices.ADMIN.value)
+    user.groups.add(admin_group)
+    audit_record(
+        actor=actor,
+        action="user.ensure_admin",
+        result=AuditResultChoices.OK,
+        target=user,
+        parameters={"username": username, "created": created, "password_changed": bool(password)},
+        message="Admin user created." if created else "Admin user checked.",
+    )
+    return user, created

@@ -1,0 +1,63 @@
+"""Choice classes of the inventory."""
+
+from django.db import models
+
+
+class HostAuthMethodChoices(models.TextChoices):
+    PORTAL_KEY = "portal_key", "The portal's own key pair"
+    PRIVATE_KEY = "private_key", "An uploaded private key"
+    PASSWORD = "password", "A password"
+
+
+class HostStatusChoices(models.TextChoices):
+    PENDING_TRUST = "pending_trust", "Host key not trusted yet"
+    UNKNOWN = "unknown", "Not contacted yet"
+    REACHABLE = "reachable", "Reachable"
+    UNREACHABLE = "unreachable", "Unreachable"
+    KEY_MISMATCH = "key_mismatch", "Host key mismatch"
+
+
+# Hosts the portal may connect to (it has a pinned host key that still matches).
+HOST_CONNECTABLE_STATES = (HostStatusChoices.UNKNOWN, HostStatusChoices.REACHABLE, HostStatusChoices.UNREACHABLE)
+
+
+class VMStateChoices(models.TextChoices):
+    # The names the libvirt adapter reports (state_name()).
+    NOSTATE = "nostate", "No state"
+    RUNNING = "running", "Running"
+    BLOCKED = "blocked", "Blocked"
+    PAUSED = "paused", "Paused"
+    SHUTDOWN = "shutdown", "Shutting down"
+    SHUTOFF = "shutoff", "Shut off"
+    CRASHED = "crashed", "Crashed"
+    PMSUSPENDED = "pmsuspended", "Suspended (power management)"
+
+
+VM_ACTIVE_STATES = (
+    VMStateChoices.RUNNING,
+    VMStateChoices.BLOCKED,
+    VMStateChoices.PAUSED,
+    VMStateChoices.SHUTDOWN,
+    VMStateChoices.PMSUSPENDED,
+)
+
+
+class VMActionChoices(models.TextChoices):
+    START = "start", "Start"
+    SHUTDOWN = "shutdown", "Shut down"
+    DESTROY = "destroy", "Force off"
+
+
+class DiskStorageChoices(models.TextChoices):
+    SHARED = "shared", "Shared"
+    LOCAL = "local", "Local"
+    NETWORK = "network", "Network"
+    UNKNOWN = "unknown", "Unknown"
+
+
+class HostJobKindChoices(models.TextChoices):
+    FETCH_HOST_KEY = "host.fetch_key", "Fetch SSH host key"
+    REFRESH = "host.refresh", "Refresh host inventory"
+    VM_START = "vm.start", "Start guest"
+    VM_SHUTDOWN = "vm.shutdown", "Shut down guest"
+    VM_DESTROY = "vm.destroy", "Force off guest"

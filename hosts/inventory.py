@@ -1,0 +1,203 @@
+"""Talking to hosts for the inventory: the work the jobs run.
+
+Each function connects with the host's stored credentials and pinned key (through the
+adapters), gathers or acts, and stores the result through services. Adapter errors carry a
+message and a hint; they are recorded on the host and re-raised so the job fails with them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from core.actors import Actor
+from core.choices import JobLogLevelChoices
+from core.encryption import decrypt_secret
+from core.jobs import JobContext
+from hosts.adapters import facts as facts_adapter
+from hosts.adapters import libvirt as libvirt_adapter
+from hosts.adapters import ssh as ssh_adapter
+from hosts.adapters.errors import AdapterError, CommandFailed, CommandTimeout, HostKeyMismatch
+
+from . import services
+from .choices import HostAuthMethodChoices, VMActionChoices, VMStateChoices
+from .models import Host, PortalKey, VirtualMachine
+
+logger = logging.getLogger(__name__)
+
+SSH_CONNECT_TIMEOUT_S = 10.0
+# How long "shut down" waits for the guest OS to power off before reporting it did not.
+SHUTDOWN_WAIT_S = 120.0
+ACTION_POLL_INTERVAL_S = 1.0
+
+
+class HostNotTrusted(AdapterError):
+    default_hint = "Confirm the host's SSH key fingerprint on its trust page first."
+
+
+def ssh_target_for(host: Host) -> ssh_adapter.SSHTarget:
+    """The adapter's SSHTarget for a host: its credentials (decrypted) and pinned host key."""
+    private_key_pem = password = None
+    if host.auth_method == HostAuthMethodChoices.PORTAL_KEY:
+        portal_key = PortalKey.objects.order_by("pk").first()
+        if portal_key is None:
+            raise AdapterError(
+                "The portal has no SSH key pair yet.",
+                hint="Open 'Add host' once to generate it, then install its public key on the host.",
+            )
+        private_key_pem = decrypt_secret(portal_key.private_key_encrypted)
+    elif host.auth_method == HostAuthMethodChoices.PRIVATE_KEY:
+        private_key_pem = decrypt_secret(host.secret_encrypted)
+    else:
+        password = decrypt_secret(host.secret_encrypted)
+    return ssh_adapter.SSHTarget(
+        address=host.address,
+        port=host.ssh_port,
+        user=host.ssh_user,
+        private_key_pem=private_key_pem,
+        password=password,
+        pinned_host_key=host.host_key or None,
+        connect_timeout=SSH_CONNECT_TIMEOUT_S,
+    )
+
+
+def _require_trusted(host: Host) -> None:
+    if not host.host_key:
+        raise HostNotTrusted(f"The SSH host key of {host.name} has not been confirmed yet.")
+
+
+def _record_failure(host: Host, exc: AdapterError, ctx: JobContext | None) -> None:
+    services.host_contact_failed(
+        host=host,
+        error=exc.message,
+        hint=exc.hint,
+        key_mismatch=isinstance(exc, HostKeyMismatch),
+        actor=Actor.system(),
+        job=ctx.job if ctx else None,
+    )
+
+
+def fetch_host_key(*, host_id: int, ctx: JobContext) -> dict:
+    """Read the SSH host key the host presents (no login) and keep it for an admin to confirm."""
+    host = Host.objects.get(pk=host_id)
+    ctx.log(f"Connecting to {host.address}:{host.ssh_port} to read its SSH host key")
+    key = ssh_adapter.fetch_host_key(host.address, host.ssh_port, timeout=SSH_CONNECT_TIMEOUT_S)
+    services.host_key_presented(host=host, key=key)
+    ctx.log(f"The host presented {key.key_type} key {key.fingerprint}")
+    if host.host_key and host.host_key != key.openssh:
+        ctx.log(
+            f"This differs from the pinned key {host.host_key_fingerprint}", level=JobLogLevelChoices.WARNING
+        )
+    return {"fingerprint": key.fingerprint, "key_type": key.key_type}
+
+
+def _disk_paths(domains: list[libvirt_adapter.DomainInfo]) -> list[str]:
+    paths = {
+        disk.source
+        for dom in domains
+        for disk in dom.disks
+        if disk.source and disk.source_type in ("file", "block") and not disk.protocol
+    }
+    return sorted(paths)
+
+
+def refresh_host(*, host_id: int, ctx: JobContext) -> dict:
+    """Gather facts and guests of one host and store them; mark it unreachable on failure."""
+    host = Host.objects.get(pk=host_id)
+    _require_trusted(host)
+    uri = host.effective_libvirt_uri
+    try:
+        target = ssh_target_for(host)
+        ctx.log(f"Connecting to {host.ssh_user}@{host.address}:{host.ssh_port} over SSH")
+        with ssh_adapter.SSHSession(target) as session:
+            os_release = _read_os_release(session, ctx)
+            ctx.progress(20)
+            ctx.log(f"Connecting to libvirt at {uri}")
+            with libvirt_adapter.open_connection(uri, ssh_target=target) as conn:
+                facts = libvirt_adapter.get_host_facts(conn)
+                ctx.progress(50)
+                domains = libvirt_adapter.list_domains(conn)
+            ctx.log(f"{facts.hostname}: {facts.hypervisor} {facts.hypervisor_version}, {len(domains)} guest(s)")
+            ctx.progress(70)
+            storage = _storage_of_paths(session, _disk_paths(domains), ctx)
+    except AdapterError as exc:
+        _record_failure(host, exc, ctx)
+        raise
+    summary = services.host_inventory_save(
+        host=host, facts=facts, os_release=os_release, domains=domains, storage=storage, actor=Actor.system()
+    )
+    ctx.log(f"Saved {summary['vms']} guest(s): {summary['added']} new, {summary['removed']} gone")
+    return {"host": host.name, **summary}
+
+
+def _read_os_release(session, ctx: JobContext):
+    # A host without os-release is odd but not broken: keep going without the OS name.
+    try:
+        return facts_adapter.read_os_release(session)
+    except (CommandFailed, CommandTimeout) as exc:
+        ctx.log(f"Could not read os-release: {exc.message}", level=JobLogLevelChoices.WARNING)
+        return None
+
+
+def _storage_of_paths(session, paths: list[str], ctx: JobContext) -> dict:
+    if not paths:
+        return {}
+    try:
+        return facts_adapter.storage_kind(session, paths)
+    except (CommandFailed, CommandTimeout) as exc:
+        ctx.log(f"Could not tell shared from local storage: {exc.message}", level=JobLogLevelChoices.WARNING)
+        return {}
+
+
+_ADAPTER_CALLS = {
+    VMActionChoices.START: "start_domain",
+    VMActionChoices.SHUTDOWN: "shutdown_domain",
+    VMActionChoices.DESTROY: "destroy_domain",
+}
+
+
+def run_vm_action(*, vm_id: int, action: str, ctx: JobContext) -> dict:
+    """Start, shut down or force off a guest; wait for shut down to power it off."""
+    action = VMActionChoices(action)
+    vm = VirtualMachine.objects.select_related("host").get(pk=vm_id)
+    host = vm.host
+    _require_trusted(host)
+    uuid = str(vm.uuid)
+    try:
+        target = ssh_target_for(host)
+        ctx.log(f"{action.label}: {vm.name} ({uuid}) on {host.name}")
+        with libvirt_adapter.open_connection(host.effective_libvirt_uri, ssh_target=target) as conn:
+            getattr(libvirt_adapter, _ADAPTER_CALLS[action])(conn, uuid)
+            ctx.progress(30)
+            info = libvirt_adapter.get_domain(conn, uuid)
+            if action == VMActionChoices.SHUTDOWN:
+                info = _wait_for_shutoff(conn, uuid, info, ctx)
+    except HostKeyMismatch as exc:
+        _record_failure(host, exc, ctx)
+        services.vm_action_outcome(vm=vm, action=action, ok=False, message=exc.message, actor=Actor.system(), job=ctx.job)
+        raise
+    except AdapterError as exc:
+        services.vm_action_outcome(vm=vm, action=action, ok=False, message=exc.message, actor=Actor.system(), job=ctx.job)
+        raise
+    services.vm_state_save(vm=vm, info=info)
+    ctx.log(f"{vm.name} is now {info.state} ({info.reason})")
+    if action == VMActionChoices.SHUTDOWN and info.state != VMStateChoices.SHUTOFF:
+        message = f"{vm.name} was asked to shut down but is still {info.state} after {SHUTDOWN_WAIT_S:g} s."
+        services.vm_action_outcome(vm=vm, action=action, ok=False, message=message, actor=Actor.system(), job=ctx.job)
+        raise AdapterError(
+            message,
+            hint="The guest OS may ignore ACPI shutdown requests. Use Force off if losing unsaved data is acceptable.",
+        )
+    services.vm_action_outcome(
+        vm=vm, action=action, ok=True, message=f"{vm.name} is {info.state}.", actor=Actor.system(), job=ctx.job
+    )
+    return {"vm": vm.name, "state": info.state, "reason": info.reason}
+
+
+def _wait_for_shutoff(conn, uuid: str, info, ctx: JobContext):
+    deadline = time.monotonic() + SHUTDOWN_WAIT_S
+    ctx.log("Waiting for the guest OS to power off")
+    while info.state != VMStateChoices.SHUTOFF and time.monotonic() < deadline:
+        time.sleep(ACTION_POLL_INTERVAL_S)
+        info = libvirt_adapter.get_domain(conn, uuid)
+    return info

@@ -1,0 +1,33 @@
+"""RQ job functions of the inventory: ids in, runner called, nothing else."""
+
+from core.actors import Actor
+from core.jobs import jobs_abort_stale, run_job
+
+from . import inventory, services
+from .models import Host
+
+
+def fetch_host_key_job(job_id: int, host_id: int) -> None:
+    run_job(job_id, lambda ctx: inventory.fetch_host_key(host_id=host_id, ctx=ctx))
+
+
+def refresh_host_job(job_id: int, host_id: int) -> None:
+    run_job(job_id, lambda ctx: inventory.refresh_host(host_id=host_id, ctx=ctx))
+
+
+def vm_action_job(job_id: int, vm_id: int, action: str) -> None:
+    run_job(job_id, lambda ctx: inventory.run_vm_action(vm_id=vm_id, action=action, ctx=ctx))
+
+
+def inventory_refresh_all() -> int:
+    """Periodic (rqcron): queue a refresh of every host the portal may contact.
+
+    Only dispatches: each host's refresh is its own Job with its own row. Also closes jobs
+    whose worker died. Returns the number of hosts queued.
+    """
+    jobs_abort_stale()
+    queued = 0
+    for host in Host.objects.all():
+        if services.host_refresh_request(host=host, actor=Actor.system()) is not None:
+            queued += 1
+    return queued

@@ -1,0 +1,176 @@
+"""Inventory: hypervisor hosts (with what we observed about them) and their guests."""
+
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.db.models.functions import Lower
+from django.utils import timezone
+
+from .choices import (
+    HOST_CONNECTABLE_STATES,
+    DiskStorageChoices,
+    HostAuthMethodChoices,
+    HostStatusChoices,
+    VMStateChoices,
+)
+from .validators import (
+    default_libvirt_uri,
+    validate_address,
+    validate_host_name,
+    validate_libvirt_uri,
+    validate_ssh_user,
+)
+
+
+class PortalKey(models.Model):
+    """The portal's own SSH key pair; admins install its public key on hosts. One row."""
+
+    private_key_encrypted = models.TextField()
+    public_key = models.TextField()
+    created = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return "portal key"
+
+
+class Host(models.Model):
+    """A libvirt host as configured by an admin, with its pinned SSH host key and reachability."""
+
+    name = models.CharField(max_length=63, validators=[validate_host_name])
+    address = models.CharField(max_length=253, validators=[validate_address])
+    ssh_port = models.PositiveIntegerField(default=22, validators=[MinValueValidator(1), MaxValueValidator(65535)])
+    ssh_user = models.CharField(max_length=32, default="root", validators=[validate_ssh_user])
+    auth_method = models.CharField(max_length=16, choices=HostAuthMethodChoices.choices)
+    # Uploaded private key (PEM) or password, Fernet-encrypted; empty for the portal key.
+    secret_encrypted = models.TextField(blank=True)
+    # Empty means the default qemu+ssh://user@address:port/system.
+    libvirt_uri = models.CharField(max_length=300, blank=True, validators=[validate_libvirt_uri])
+
+    # Pinned SSH host key, "type base64", set only after an admin confirmed its fingerprint.
+    host_key = models.TextField(blank=True)
+    host_key_fingerprint = models.CharField(max_length=80, blank=True)
+    host_key_trusted_at = models.DateTimeField(null=True, blank=True)
+    # The key the host presented last, waiting for an admin to confirm it.
+    presented_host_key = models.TextField(blank=True)
+    presented_host_key_fingerprint = models.CharField(max_length=80, blank=True)
+    presented_host_key_at = models.DateTimeField(null=True, blank=True)
+
+    status = models.CharField(
+        max_length=16, choices=HostStatusChoices.choices, default=HostStatusChoices.PENDING_TRUST
+    )
+    last_error = models.TextField(blank=True)
+    last_error_hint = models.TextField(blank=True)
+    last_checked = models.DateTimeField(null=True, blank=True)
+    last_seen = models.DateTimeField(null=True, blank=True)
+    created = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(Lower("name"), name="hosts_host_name_ci_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def effective_libvirt_uri(self) -> str:
+        return self.libvirt_uri or default_libvirt_uri(
+            address=self.address, ssh_user=self.ssh_user, ssh_port=self.ssh_port
+        )
+
+    @property
+    def is_connectable(self) -> bool:
+        return bool(self.host_key) and self.status in HOST_CONNECTABLE_STATES
+
+
+class HostFacts(models.Model):
+    """What the last successful refresh read from the host (kept when it becomes unreachable)."""
+
+    host = models.OneToOneField(Host, on_delete=models.CASCADE, related_name="facts")
+    hostname = models.CharField(max_length=255, blank=True)
+    host_uuid = models.CharField(max_length=64, blank=True)
+    os_pretty_name = models.CharField(max_length=255, blank=True)
+    os_id = models.CharField(max_length=64, blank=True)
+    os_version_id = models.CharField(max_length=64, blank=True)
+    arch = models.CharField(max_length=32, blank=True)
+    cpu_vendor = models.CharField(max_length=64, blank=True)
+    cpu_model = models.CharField(max_length=128, blank=True)
+    cpu_features = models.JSONField(default=list, blank=True)
+    hypervisor = models.CharField(max_length=64, blank=True)
+    hypervisor_version = models.CharField(max_length=32, blank=True)
+    libvirt_version = models.CharField(max_length=32, blank=True)
+    domain_types = models.JSONField(default=list, blank=True)
+    machine_types = models.JSONField(default=list, blank=True)
+    memory_total_kib = models.PositiveBigIntegerField(default=0)
+    memory_free_kib = models.PositiveBigIntegerField(default=0)
+    cpus = models.PositiveIntegerField(default=0)
+    gathered_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"facts of {self.host_id}"
+
+
+class VirtualMachine(models.Model):
+    """A libvirt domain as last seen on its host."""
+
+    host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="vms")
+    uuid = models.UUIDField()
+    name = models.CharField(max_length=255)
+    state = models.CharField(max_length=16, choices=VMStateChoices.choices)
+    state_reason = models.CharField(max_length=32, blank=True)
+    libvirt_id = models.IntegerField(null=True, blank=True)
+    vcpus = models.PositiveIntegerField(default=0)
+    memory_kib = models.PositiveBigIntegerField(default=0)
+    max_memory_kib = models.PositiveBigIntegerField(default=0)
+    arch = models.CharField(max_length=32, blank=True)
+    domain_type = models.CharField(max_length=16, blank=True)
+    machine = models.CharField(max_length=64, blank=True)
+    persistent = models.BooleanField(default=True)
+    autostart = models.BooleanField(default=False)
+    cpu_mode = models.CharField(max_length=32, blank=True)
+    cpu_model = models.CharField(max_length=128, blank=True)
+    first_seen = models.DateTimeField(default=timezone.now)
+    updated = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name", "host__name"]
+        constraints = [models.UniqueConstraint(fields=["host", "uuid"], name="hosts_vm_host_uuid_unique")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class VirtualDisk(models.Model):
+    vm = models.ForeignKey(VirtualMachine, on_delete=models.CASCADE, related_name="disks")
+    target = models.CharField(max_length=32)
+    device = models.CharField(max_length=16, blank=True)
+    source_type = models.CharField(max_length=16, blank=True)
+    # A path for file/block disks, the volume/image name for network disks.
+    source = models.TextField(blank=True)
+    protocol = models.CharField(max_length=16, blank=True)
+    format = models.CharField(max_length=16, blank=True)
+    readonly = models.BooleanField(default=False)
+    shareable = models.BooleanField(default=False)
+    storage = models.CharField(max_length=16, choices=DiskStorageChoices.choices, default=DiskStorageChoices.UNKNOWN)
+    storage_fstype = models.CharField(max_length=32, blank=True)
+    storage_mountpoint = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["target"]
+
+    def __str__(self) -> str:
+        return self.target
+
+
+class VirtualNic(models.Model):
+    vm = models.ForeignKey(VirtualMachine, on_delete=models.CASCADE, related_name="nics")
+    mac = models.CharField(max_length=32, blank=True)
+    type = models.CharField(max_length=16, blank=True)
+    source = models.CharField(max_length=255, blank=True)
+    model = models.CharField(max_length=32, blank=True)
+
+    class Meta:
+        ordering = ["mac"]
+
+    def __str__(self) -> str:
+        return self.mac

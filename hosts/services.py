@@ -1,0 +1,525 @@
+"""Inventory writes. Each service runs in one transaction and writes its audit event there.
+
+Views, management commands, jobs and the watcher all change hosts and guests through these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.db import transaction
+from django.utils import timezone
+
+from core import broadcast
+from core.actors import Actor
+from core.audit import audit_record
+from core.choices import AuditResultChoices, JobStatusChoices
+from core.encryption import encrypt_secret
+from core.jobs import job_enqueue
+from core.models import Job
+from hosts.adapters.facts import OsRelease, StorageLocation
+from hosts.adapters.libvirt import DomainInfo, HostFacts as AdapterHostFacts
+from hosts.adapters.ssh import HostKeyInfo, generate_keypair
+
+from .choices import (
+    DiskStorageChoices,
+    HostAuthMethodChoices,
+    HostJobKindChoices,
+    HostStatusChoices,
+    VMActionChoices,
+    VMStateChoices,
+)
+from .models import Host, HostFacts, PortalKey, VirtualDisk, VirtualMachine, VirtualNic
+from .vm_actions import vm_action_allowed
+
+# Explicit job timeouts, each longer than the work it bounds.
+FETCH_HOST_KEY_TIMEOUT_S = 60
+REFRESH_TIMEOUT_S = 300
+VM_ACTION_TIMEOUT_S = 240
+
+
+class ServiceRefused(Exception):
+    """The request is not allowed as it stands; .message says why, .hint what to do."""
+
+    def __init__(self, message: str, *, hint: str = ""):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+@dataclass(frozen=True)
+class HostConnection:
+    """How the portal reaches a host, as an admin entered it."""
+
+    address: str
+    ssh_port: int
+    ssh_user: str
+    auth_method: HostAuthMethodChoices
+    private_key_pem: str | None = None
+    password: str | None = None
+    libvirt_uri: str = ""
+
+    def audit_parameters(self) -> dict:
+        return {
+            "address": self.address,
+            "ssh_port": self.ssh_port,
+            "ssh_user": self.ssh_user,
+            "auth_method": str(self.auth_method),
+            "private_key": self.private_key_pem,
+            "password": self.password,
+            "libvirt_uri": self.libvirt_uri,
+        }
+
+
+def _apply_connection(host: Host, connection: HostConnection) -> None:
+    host.address = connection.address
+    host.ssh_port = connection.ssh_port
+    host.ssh_user = connection.ssh_user
+    host.auth_method = connection.auth_method
+    host.libvirt_uri = connection.libvirt_uri
+    if connection.auth_method == HostAuthMethodChoices.PRIVATE_KEY:
+        host.secret_encrypted = encrypt_secret(connection.private_key_pem or "")
+    elif connection.auth_method == HostAuthMethodChoices.PASSWORD:
+        host.secret_encrypted = encrypt_secret(connection.password or "")
+    else:
+        host.secret_encrypted = ""
+
+
+def _pin(host: Host, key: HostKeyInfo) -> None:
+    host.host_key = key.openssh
+    host.host_key_fingerprint = key.fingerprint
+    host.host_key_trusted_at = timezone.now()
+    host.presented_host_key = ""
+    host.presented_host_key_fingerprint = ""
+    host.presented_host_key_at = None
+    host.status = HostStatusChoices.UNKNOWN
+    host.last_error = ""
+    host.last_error_hint = ""
+
+
+@transaction.atomic
+def portal_key_get_or_create(*, actor: Actor) -> PortalKey:
+    """The portal's SSH key pair, generated (and audited) the first time it is needed."""
+    key = PortalKey.objects.select_for_update().order_by("pk").first()
+    if key is not None:
+        return key
+    private_pem, public = generate_keypair()
+    key = PortalKey.objects.create(private_key_encrypted=encrypt_secret(private_pem), public_key=public)
+    audit_record(
+        actor=actor,
+        action="portal_key.generate",
+        result=AuditResultChoices.OK,
+        target=key,
+        parameters={"public_key": public},
+        message="Generated the portal's SSH key pair.",
+    )
+    return key
+
+
+@transaction.atomic
+def host_create(
+    *, name: str, connection: HostConnection, actor: Actor, trusted_host_key: HostKeyInfo | None = None
+) -> tuple[Host, Job]:
+    """Add a host and start on its SSH host key.
+
+    Without trusted_host_key the host waits for an admin to confirm the key a background job
+    fetches (returned job). With it (the caller has verified the fingerprint, e.g. on the
+    command line) the key is pinned at once and the returned job is the first refresh.
+    """
+    if Host.objects.filter(name__iexact=name).exists():
+        raise ServiceRefused(f"A host named {name!r} already exists.", hint="Choose another name.")
+    if connection.auth_method == HostAuthMethodChoices.PORTAL_KEY:
+        portal_key_get_or_create(actor=actor)
+    host = Host(name=name)
+    _apply_connection(host, connection)
+    if trusted_host_key is not None:
+        _pin(host, trusted_host_key)
+    host.full_clean()
+    host.save()
+    parameters = {"name": name, **connection.audit_parameters()}
+    if trusted_host_key is not None:
+        parameters["host_key_fingerprint"] = trusted_host_key.fingerprint
+    audit_record(
+        actor=actor,
+        action="host.add",
+        result=AuditResultChoices.OK,
+        target=host,
+        parameters=parameters,
+        message=(
+            f"Added host {name}; host key {trusted_host_key.fingerprint} trusted."
+            if trusted_host_key
+            else f"Added host {name}; waiting for its host key to be confirmed."
+        ),
+    )
+    broadcast.inventory_changed(host_id=host.pk)
+    if trusted_host_key is not None:
+        return host, _enqueue_refresh(host, actor=actor)
+    return host, _enqueue_fetch_host_key(host, actor=actor)
+
+
+@transaction.atomic
+def host_connection_update(
+    *, host: Host, connection: HostConnection, actor: Actor, trusted_host_key: HostKeyInfo | None = None
+) -> Host:
+    """Change how the portal reaches a host (and, when given, re-pin its verified host key)."""
+    host = Host.objects.select_for_update().get(pk=host.pk)
+    _apply_connection(host, connection)
+    parameters = connection.audit_parameters()
+    if trusted_host_key is not None and trusted_host_key.openssh != host.host_key:
+        parameters["host_key_fingerprint"] = trusted_host_key.fingerprint
+        parameters["previous_host_key_fingerprint"] = host.host_key_fingerprint
+        _pin(host, trusted_host_key)
+    host.full_clean()
+    host.save()
+    audit_record(
+        actor=actor,
+        action="host.update",
+        result=AuditResultChoices.OK,
+        target=host,
+        parameters=parameters,
+        message=f"Updated the connection settings of {host.name}.",
+    )
+    broadcast.inventory_changed(host_id=host.pk)
+    return host
+
+
+def _enqueue_fetch_host_key(host: Host, *, actor: Actor) -> Job:
+    from .jobs import fetch_host_key_job
+
+    return job_enqueue(
+        kind=HostJobKindChoices.FETCH_HOST_KEY,
+        func=fetch_host_key_job,
+        args=(host.pk,),
+        target=host,
+        timeout_s=FETCH_HOST_KEY_TIMEOUT_S,
+        actor=actor,
+    )
+
+
+def _enqueue_refresh(host: Host, *, actor: Actor, run_inline: bool = False) -> Job:
+    from .jobs import refresh_host_job
+
+    return job_enqueue(
+        kind=HostJobKindChoices.REFRESH,
+        func=refresh_host_job,
+        args=(host.pk,),
+        target=host,
+        timeout_s=REFRESH_TIMEOUT_S,
+        actor=actor,
+        run_inline=run_inline,
+    )
+
+
+@transaction.atomic
+def host_key_fetch_request(*, host: Host, actor: Actor) -> Job:
+    """Fetch the host's SSH key again, for an admin to confirm (e.g. after a mismatch)."""
+    audit_record(
+        actor=actor,
+        action="host.fetch_key",
+        result=AuditResultChoices.OK,
+        target=host,
+        message=f"Asked {host.name} for its SSH host key.",
+    )
+    return _enqueue_fetch_host_key(host, actor=actor)
+
+
+@transaction.atomic
+def host_key_presented(*, host: Host, key: HostKeyInfo) -> Host:
+    """Remember the key the host presented, for an admin to confirm on the trust page."""
+    host = Host.objects.select_for_update().get(pk=host.pk)
+    host.presented_host_key = key.openssh
+    host.presented_host_key_fingerprint = key.fingerprint
+    host.presented_host_key_at = timezone.now()
+    host.save(update_fields=["presented_host_key", "presented_host_key_fingerprint", "presented_host_key_at"])
+    broadcast.inventory_changed(host_id=host.pk)
+    return host
+
+
+@transaction.atomic
+def host_key_trust(*, host: Host, fingerprint: str, actor: Actor) -> Job:
+    """Pin the presented host key whose fingerprint the admin confirmed, then refresh the host.
+
+    The confirmed fingerprint must be the one on record: a key that changed between showing
+    and confirming is refused (and audited).
+    """
+    host = Host.objects.select_for_update().get(pk=host.pk)
+    if not host.presented_host_key or fingerprint != host.presented_host_key_fingerprint:
+        audit_record(
+            actor=actor,
+            action="host.trust_key",
+            result=AuditResultChoices.REFUSED,
+            target=host,
+            parameters={"confirmed_fingerprint": fingerprint, "presented_fingerprint": host.presented_host_key_fingerprint},
+            message="The confirmed fingerprint is not the key the host presented.",
+        )
+        raise ServiceRefused(
+            "The fingerprint you confirmed is not the one the host presented last.",
+            hint="Fetch the host key again and compare the new fingerprint with the host's console.",
+        )
+    previous = host.host_key_fingerprint
+    _pin(host, HostKeyInfo.from_openssh(host.presented_host_key))
+    host.save()
+    audit_record(
+        actor=actor,
+        action="host.trust_key",
+        result=AuditResultChoices.OK,
+        target=host,
+        parameters={"fingerprint": fingerprint, "previous_fingerprint": previous},
+        message=f"Trusted SSH host key {fingerprint} for {host.name}.",
+    )
+    broadcast.inventory_changed(host_id=host.pk)
+    return _enqueue_refresh(host, actor=actor)
+
+
+@transaction.atomic
+def host_refresh_request(*, host: Host, actor: Actor, run_inline: bool = False) -> Job | None:
+    """Queue a refresh of the host's facts and guests; reuse one already waiting in the queue.
+
+    Returns None for a host the portal may not connect to (host key not trusted or mismatched).
+    """
+    if not host.is_connectable:
+        return None
+    if not run_inline:
+        waiting = Job.objects.filter(
+            kind=HostJobKindChoices.REFRESH,
+            target_type="host",
+            target_id=str(host.pk),
+            status=JobStatusChoices.QUEUED,
+        ).first()
+        if waiting is not None:
+            return waiting
+    return _enqueue_refresh(host, actor=actor, run_inline=run_inline)
+
+
+def _storage_of(disk, storage: dict[str, StorageLocation]) -> tuple[str, str, str]:
+    if disk.source_type == "network" or disk.protocol:
+        return DiskStorageChoices.NETWORK, "", ""
+    location = storage.get(disk.source)
+    if location is None:
+        return DiskStorageChoices.UNKNOWN, "", ""
+    kind = DiskStorageChoices.SHARED if location.shared else DiskStorageChoices.LOCAL
+    return kind, location.fstype, location.mountpoint
+
+
+def _vm_fields(info: DomainInfo) -> dict:
+    return {
+        "name": info.name,
+        "state": info.state if info.state in VMStateChoices.values else VMStateChoices.NOSTATE,
+        "state_reason": info.reason,
+        "libvirt_id": info.id,
+        "vcpus": info.vcpus,
+        "memory_kib": info.memory_kib,
+        "max_memory_kib": info.max_memory_kib,
+        "arch": info.arch,
+        "domain_type": info.domain_type,
+        "machine": info.machine,
+        "persistent": info.persistent,
+        "autostart": info.autostart,
+        "cpu_mode": info.cpu_mode or "",
+        "cpu_model": info.cpu_model or "",
+        "updated": timezone.now(),
+    }
+
+
+def _save_vm(host: Host, info: DomainInfo, storage: dict[str, StorageLocation]) -> VirtualMachine:
+    vm, _ = VirtualMachine.objects.update_or_create(host=host, uuid=info.uuid, defaults=_vm_fields(info))
+    vm.disks.all().delete()
+    vm.nics.all().delete()
+    disks = []
+    for disk in info.disks:
+        kind, fstype, mountpoint = _storage_of(disk, storage)
+        disks.append(
+            VirtualDisk(
+                vm=vm,
+                target=disk.target,
+                device=disk.device,
+                source_type=disk.source_type,
+                source=disk.source,
+                protocol=disk.protocol,
+                format=disk.format,
+                readonly=disk.readonly,
+                shareable=disk.shareable,
+                storage=kind,
+                storage_fstype=fstype,
+                storage_mountpoint=mountpoint,
+            )
+        )
+    VirtualDisk.objects.bulk_create(disks)
+    VirtualNic.objects.bulk_create(
+        VirtualNic(vm=vm, mac=nic.mac, type=nic.type, source=nic.source, model=nic.model) for nic in info.nics
+    )
+    return vm
+
+
+@transaction.atomic
+def host_inventory_save(
+    *,
+    host: Host,
+    facts: AdapterHostFacts,
+    os_release: OsRelease | None,
+    domains: list[DomainInfo],
+    storage: dict[str, StorageLocation],
+    actor: Actor,
+) -> dict:
+    """Store what a refresh read: facts, guests (added, changed, gone), host reachable.
+
+    Returns counts {"vms": n, "added": a, "removed": r}.
+    """
+    host = Host.objects.select_for_update().get(pk=host.pk)
+    now = timezone.now()
+    os_fields = (
+        {"os_pretty_name": os_release.pretty_name, "os_id": os_release.id, "os_version_id": os_release.version_id}
+        if os_release is not None
+        else {}
+    )
+    HostFacts.objects.update_or_create(
+        host=host,
+        defaults={
+            "hostname": facts.hostname,
+            "host_uuid": facts.host_uuid,
+            "arch": facts.arch,
+            "cpu_vendor": facts.cpu_vendor,
+            "cpu_model": facts.cpu_model,
+            "cpu_features": list(facts.cpu_features),
+            "hypervisor": facts.hypervisor,
+            "hypervisor_version": facts.hypervisor_version,
+            "libvirt_version": facts.libvirt_version,
+            "domain_types": list(facts.domain_types),
+            "machine_types": list(facts.machine_types),
+            "memory_total_kib": facts.memory_total_kib,
+            "memory_free_kib": facts.memory_free_kib,
+            "cpus": facts.cpus,
+            "gathered_at": now,
+            **os_fields,
+        },
+    )
+    known = set(host.vms.values_list("uuid", flat=True))
+    seen = set()
+    for info in domains:
+        vm = _save_vm(host, info, storage)
+        seen.add(vm.uuid)
+    gone = known - seen
+    if gone:
+        host.vms.filter(uuid__in=gone).delete()
+    _mark_reachable(host, now=now, actor=actor)
+    broadcast.inventory_changed(host_id=host.pk)
+    return {"vms": len(seen), "added": len(seen - known), "removed": len(gone)}
+
+
+def _mark_reachable(host: Host, *, now, actor: Actor) -> None:
+    was = host.status
+    host.status = HostStatusChoices.REACHABLE
+    host.last_error = ""
+    host.last_error_hint = ""
+    host.last_checked = now
+    host.last_seen = now
+    host.save(update_fields=["status", "last_error", "last_error_hint", "last_checked", "last_seen"])
+    if was == HostStatusChoices.UNREACHABLE:
+        audit_record(
+            actor=actor,
+            action="host.reachable",
+            result=AuditResultChoices.OK,
+            target=host,
+            message=f"{host.name} is reachable again.",
+        )
+
+
+@transaction.atomic
+def host_contact_failed(
+    *, host: Host, error: str, hint: str, key_mismatch: bool = False, actor: Actor, job: Job | None = None
+) -> Host:
+    """Record that the portal could not reach (or refused to trust) the host.
+
+    Audited when the host's status changes, so a host that stays down does not flood the trail.
+    """
+    host = Host.objects.select_for_update().get(pk=host.pk)
+    was = host.status
+    host.status = HostStatusChoices.KEY_MISMATCH if key_mismatch else HostStatusChoices.UNREACHABLE
+    host.last_error = error
+    host.last_error_hint = hint
+    host.last_checked = timezone.now()
+    host.save(update_fields=["status", "last_error", "last_error_hint", "last_checked"])
+    if was != host.status:
+        audit_record(
+            actor=actor,
+            action="host.key_mismatch" if key_mismatch else "host.unreachable",
+            result=AuditResultChoices.REFUSED if key_mismatch else AuditResultChoices.FAILED,
+            target=host,
+            message=error,
+            job=job,
+        )
+    broadcast.inventory_changed(host_id=host.pk)
+    return host
+
+
+@transaction.atomic
+def vm_action_request(*, vm: VirtualMachine, action: VMActionChoices, actor: Actor) -> Job:
+    """Queue start / shut down / force off of a guest, audited as requested."""
+    from .jobs import vm_action_job
+
+    action = VMActionChoices(action)
+    vm = VirtualMachine.objects.select_related("host").get(pk=vm.pk)
+    parameters = {"action": str(action), "vm_uuid": str(vm.uuid), "host": vm.host.name, "state": vm.state}
+    if not vm.host.is_connectable:
+        audit_record(
+            actor=actor, action=f"vm.{action}", result=AuditResultChoices.REFUSED, target=vm,
+            parameters=parameters, message=f"{vm.host.name} cannot be contacted ({vm.host.get_status_display()}).",
+        )
+        raise ServiceRefused(
+            f"The host {vm.host.name} cannot be contacted: {vm.host.get_status_display()}.",
+            hint="Fix the host's connection first (see its page).",
+        )
+    if not vm_action_allowed(action, vm.state, persistent=vm.persistent):
+        audit_record(
+            actor=actor, action=f"vm.{action}", result=AuditResultChoices.REFUSED, target=vm,
+            parameters=parameters, message=f"Not possible while the guest is {vm.get_state_display()}.",
+        )
+        raise ServiceRefused(
+            f"{action.label} is not possible while {vm.name} is {vm.get_state_display().lower()}.",
+            hint="Refresh the host if the state shown is out of date.",
+        )
+    job = job_enqueue(
+        kind=f"vm.{action}",
+        func=vm_action_job,
+        args=(vm.pk, str(action)),
+        target=vm,
+        timeout_s=VM_ACTION_TIMEOUT_S,
+        actor=actor,
+    )
+    audit_record(
+        actor=actor,
+        action=f"vm.{action}",
+        result=AuditResultChoices.OK,
+        target=vm,
+        parameters=parameters,
+        message=f"{action.label} of {vm.name} on {vm.host.name} requested.",
+        job=job,
+    )
+    return job
+
+
+@transaction.atomic
+def vm_state_save(*, vm: VirtualMachine, info: DomainInfo) -> VirtualMachine:
+    """Update one guest's state right after an action (the next refresh updates the rest)."""
+    vm = VirtualMachine.objects.select_for_update().get(pk=vm.pk)
+    for field_name in ("state", "state_reason", "libvirt_id", "updated"):
+        setattr(vm, field_name, _vm_fields(info)[field_name])
+    vm.save(update_fields=["state", "state_reason", "libvirt_id", "updated"])
+    broadcast.inventory_changed(host_id=vm.host_id)
+    return vm
+
+
+@transaction.atomic
+def vm_action_outcome(
+    *, vm: VirtualMachine, action: VMActionChoices, ok: bool, message: str, actor: Actor, job: Job
+) -> None:
+    """Audit how a guest action ended."""
+    audit_record(
+        actor=actor,
+        action=f"vm.{action}",
+        result=AuditResultChoices.OK if ok else AuditResultChoices.FAILED,
+        target=vm,
+        parameters={"action": str(action), "vm_uuid": str(vm.uuid)},
+        message=message,
+        job=job,
+    )

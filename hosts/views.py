@@ -1,0 +1,236 @@
+"""Inventory pages. Views only read, validate and call services; no host I/O here."""
+
+from django.contrib import messages
+from django.http import Http404
+from django.shortcuts import get_object_or_404, redirect
+from django.urls import reverse
+from django.views import View
+from django.views.generic import DetailView, FormView, TemplateView
+
+from core.actors import Actor
+from core.models import Job
+from core.roles import AdminRequiredMixin, OperatorRequiredMixin, ViewerRequiredMixin
+
+from . import services
+from .choices import HostJobKindChoices, VMActionChoices
+from .duplicates import HostIdentity, find_duplicate_identities
+from .forms import HostAddForm, HostTrustForm
+from .models import Host, PortalKey, VirtualMachine
+from .vm_actions import vm_actions_available
+
+RECENT_JOBS = 10
+
+
+def _facts_of(host: Host):
+    return getattr(host, "facts", None)
+
+
+def _duplicate_flags(hosts):
+    identities = []
+    for host in hosts:
+        facts = _facts_of(host)
+        identities.append(
+            HostIdentity(
+                host_id=host.pk,
+                name=host.name,
+                hostname=facts.hostname if facts else "",
+                host_uuid=facts.host_uuid if facts else "",
+            )
+        )
+    return find_duplicate_identities(identities)
+
+
+def _recent_jobs(target_type: str, target_id) -> list[Job]:
+    return list(
+        Job.objects.filter(target_type=target_type, target_id=str(target_id)).defer("log", "result")[:RECENT_JOBS]
+    )
+
+
+class InventoryView(ViewerRequiredMixin, TemplateView):
+    template_name = "hosts/inventory.html"
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        hosts = list(Host.objects.select_related("facts"))
+        flags = _duplicate_flags(hosts)
+        context["host_rows"] = [
+            {"host": host, "facts": _facts_of(host), "duplicates": flags.get(host.pk)} for host in hosts
+        ]
+        context["duplicate_count"] = len(flags)
+        context["vms"] = VirtualMachine.objects.select_related("host")
+        return context
+
+
+class InventoryTablesPartialView(InventoryView):
+    template_name = "hosts/partials/inventory_tables.html"
+
+
+class HostDetailView(ViewerRequiredMixin, DetailView):
+    model = Host
+    template_name = "hosts/host_detail.html"
+    context_object_name = "host"
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        host = self.object
+        others = list(Host.objects.select_related("facts"))
+        context["facts"] = _facts_of(host)
+        context["duplicates"] = _duplicate_flags(others).get(host.pk)
+        context["vms"] = host.vms.all()
+        context["jobs"] = _recent_jobs("host", host.pk)
+        context["portal_key"] = PortalKey.objects.order_by("pk").first()
+        return context
+
+
+class HostDetailPartialView(HostDetailView):
+    template_name = "hosts/partials/host_detail_body.html"
+
+
+class HostAddView(AdminRequiredMixin, FormView):
+    template_name = "hosts/host_add.html"
+    form_class = HostAddForm
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        context["portal_key"] = PortalKey.objects.order_by("pk").first()
+        return context
+
+    def form_valid(self, form):
+        try:
+            host, _job = services.host_create(
+                name=form.cleaned_data["name"], connection=form.connection(), actor=Actor.from_request(self.request)
+            )
+        except services.ServiceRefused as exc:
+            form.add_error(None, f"{exc.message} {exc.hint}")
+            return self.form_invalid(form)
+        messages.success(self.request, f"Added {host.name}. Check its SSH host key fingerprint below.")
+        return redirect("hosts:host_trust", pk=host.pk)
+
+
+class HostTrustView(AdminRequiredMixin, DetailView):
+    """Shows the host key fingerprint the host presented; POST confirms (pins) it."""
+
+    model = Host
+    template_name = "hosts/host_trust.html"
+    context_object_name = "host"
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        host = self.object
+        context["fetch_job"] = (
+            Job.objects.filter(kind=HostJobKindChoices.FETCH_HOST_KEY, target_type="host", target_id=str(host.pk))
+            .defer("log")
+            .first()
+        )
+        context["form"] = HostTrustForm(initial={"fingerprint": host.presented_host_key_fingerprint})
+        context["portal_key"] = PortalKey.objects.order_by("pk").first()
+        return context
+
+    def post(self, request, *args, **kwargs):
+        host = self.get_object()
+        form = HostTrustForm(request.POST)
+        if not form.is_valid():
+            messages.error(request, "The confirmation was incomplete; check the fingerprint and confirm again.")
+            return redirect("hosts:host_trust", pk=host.pk)
+        try:
+            job = services.host_key_trust(
+                host=host, fingerprint=form.cleaned_data["fingerprint"], actor=Actor.from_request(request)
+            )
+        except services.ServiceRefused as exc:
+            messages.error(request, f"{exc.message} {exc.hint}")
+            return redirect("hosts:host_trust", pk=host.pk)
+        messages.success(request, f"Host key trusted. Gathering facts from {host.name} (job #{job.pk}).")
+        return redirect("hosts:host_detail", pk=host.pk)
+
+
+class HostKeyFetchView(AdminRequiredMixin, View):
+    def post(self, request, pk):
+        host = get_object_or_404(Host, pk=pk)
+        services.host_key_fetch_request(host=host, actor=Actor.from_request(request))
+        messages.info(request, f"Asking {host.name} for its SSH host key.")
+        return redirect("hosts:host_trust", pk=host.pk)
+
+
+class HostRefreshView(OperatorRequiredMixin, View):
+    def post(self, request, pk):
+        host = get_object_or_404(Host, pk=pk)
+        job = services.host_refresh_request(host=host, actor=Actor.from_request(request))
+        if job is None:
+            messages.error(
+                request,
+                f"{host.name} cannot be refreshed while it is '{host.get_status_display()}'. "
+                "Confirm its host key first.",
+            )
+            return redirect("hosts:host_detail", pk=host.pk)
+        return redirect("core:job_detail", pk=job.pk)
+
+
+class PortalKeyView(AdminRequiredMixin, TemplateView):
+    """The portal's public key, to install in authorized_keys on hosts; POST generates it."""
+
+    template_name = "hosts/portal_key.html"
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        context["portal_key"] = PortalKey.objects.order_by("pk").first()
+        return context
+
+    def post(self, request):
+        services.portal_key_get_or_create(actor=Actor.from_request(request))
+        return redirect("hosts:portal_key")
+
+
+class VMMixin:
+    def get_vm(self) -> VirtualMachine:
+        return get_object_or_404(
+            VirtualMachine.objects.select_related("host"), host_id=self.kwargs["host_pk"], uuid=self.kwargs["vm_uuid"]
+        )
+
+
+class VMDetailView(ViewerRequiredMixin, VMMixin, DetailView):
+    template_name = "hosts/vm_detail.html"
+    context_object_name = "vm"
+
+    def get_object(self, queryset=None):
+        return self.get_vm()
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        vm = self.object
+        context["actions"] = vm_actions_available(vm.state, persistent=vm.persistent) if vm.host.is_connectable else []
+        context["disks"] = vm.disks.all()
+        context["nics"] = vm.nics.all()
+        context["jobs"] = _recent_jobs("virtualmachine", vm.pk)
+        return context
+
+
+class VMDetailPartialView(VMDetailView):
+    template_name = "hosts/partials/vm_detail_body.html"
+
+
+class VMActionView(OperatorRequiredMixin, VMMixin, TemplateView):
+    """GET: the confirm step. POST: queue the action and go to its job page."""
+
+    template_name = "hosts/vm_action_confirm.html"
+
+    def get_action(self) -> VMActionChoices:
+        try:
+            return VMActionChoices(self.kwargs["action"])
+        except ValueError:
+            raise Http404("No such action.") from None
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        context["vm"] = self.get_vm()
+        context["action"] = self.get_action()
+        return context
+
+    def post(self, request, *args, **kwargs):
+        vm = self.get_vm()
+        action = self.get_action()
+        try:
+            job = services.vm_action_request(vm=vm, action=action, actor=Actor.from_request(request))
+        except services.ServiceRefused as exc:
+            messages.error(request, f"{exc.message} {exc.hint}")
+            return redirect(reverse("hosts:vm_detail", kwargs={"host_pk": vm.host_id, "vm_uuid": vm.uuid}))
+        return redirect("core:job_detail", pk=job.pk)

@@ -1,0 +1,1 @@
+"""Models of live migrations arrive with the migration feature."""

@@ -1,0 +1,139 @@
+/* Live updates over websockets, without any framework.
+ *
+ * [data-live-socket][data-live-partial]: on any event from the socket, re-fetch the partial
+ *   URL and swap it in (server-rendered, already escaped). [data-live-host-id] limits this to
+ *   events about that host.
+ * [data-job-socket]: a job page (or widget) that shows status, progress and log lines as they
+ *   arrive; [data-reload-on-finish] reloads the page once the job ends.
+ * Sockets reconnect with backoff; on (re)connect the server sends the current state.
+ */
+(function () {
+  "use strict";
+
+  var indicator = document.getElementById("live-indicator");
+  var openSockets = 0;
+
+  function setIndicator() {
+    if (!indicator) return;
+    indicator.dataset.state = openSockets > 0 ? "live" : "offline";
+    indicator.title = openSockets > 0 ? "Live updates on" : "Live updates reconnecting…";
+  }
+
+  function connect(path, onMessage) {
+    var delay = 1000;
+    function open() {
+      var scheme = window.location.protocol === "https:" ? "wss://" : "ws://";
+      var ws = new WebSocket(scheme + window.location.host + path);
+      var counted = false;
+      ws.onopen = function () { delay = 1000; counted = true; openSockets += 1; setIndicator(); };
+      ws.onmessage = function (event) {
+        var data;
+        try { data = JSON.parse(event.data); } catch (e) { return; }
+        onMessage(data);
+      };
+      ws.onclose = function (event) {
+        if (counted) { openSockets -= 1; }
+        setIndicator();
+        // 4401 not logged in, 4403 role missing, 4404 gone: retrying will not help.
+        if (event.code === 4401 || event.code === 4403 || event.code === 4404) return;
+        window.setTimeout(open, delay);
+        delay = Math.min(delay * 2, 30000);
+      };
+    }
+    open();
+  }
+
+  function bindPartialRegion(region) {
+    var timer = null;
+    var hostId = region.dataset.liveHostId;
+    function refresh() {
+      window.fetch(region.dataset.livePartial, { credentials: "same-origin" })
+        .then(function (response) {
+          if (response.status === 404) { window.location.reload(); return null; }
+          return response.ok ? response.text() : null;
+        })
+        .then(function (html) { if (html !== null && html !== undefined) region.innerHTML = html; })
+        .catch(function () { /* offline: the next event or reconnect catches up */ });
+    }
+    connect(region.dataset.liveSocket, function (message) {
+      if (hostId && message.host_id && String(message.host_id) !== hostId) return;
+      window.clearTimeout(timer);
+      timer = window.setTimeout(refresh, 250);
+    });
+  }
+
+  function logLine(entry) {
+    var li = document.createElement("li");
+    li.className = "log-" + (entry.level || "info");
+    var time = document.createElement("time");
+    time.textContent = (entry.t || "").slice(11, 19);
+    var text = document.createElement("span");
+    text.textContent = entry.msg || "";
+    li.appendChild(time);
+    li.appendChild(document.createTextNode(" "));
+    li.appendChild(text);
+    return li;
+  }
+
+  function formatTime(iso) {
+    return iso ? iso.slice(0, 19).replace("T", " ") : "—";
+  }
+
+  function bindJob(root) {
+    var reloadOnFinish = root.hasAttribute("data-reload-on-finish");
+    var status = root.querySelector("[data-job-status]");
+    var progress = root.querySelector("[data-job-progress]");
+    var log = root.querySelector("[data-job-log]");
+    var error = root.querySelector("[data-job-error]");
+    var started = root.querySelector("[data-job-started]");
+    var ended = root.querySelector("[data-job-ended]");
+
+    function showStatus(job) {
+      if (status) {
+        status.className = "badge job-" + job.status;
+        status.textContent = job.status_label;
+      }
+      if (progress && job.progress !== null && job.progress !== undefined) progress.value = job.progress;
+      if (started) started.textContent = formatTime(job.started);
+      if (ended) ended.textContent = formatTime(job.ended);
+      if (error) {
+        error.hidden = !job.error;
+        var message = error.querySelector("[data-job-error-message]");
+        var hint = error.querySelector("[data-job-error-hint]");
+        if (message) message.textContent = job.error || "";
+        if (hint) {
+          hint.hidden = !job.error_hint;
+          hint.querySelector("span").textContent = job.error_hint || "";
+        }
+      }
+      if (job.terminal && reloadOnFinish) window.location.reload();
+    }
+
+    function appendLog(entry) {
+      if (!log) return;
+      var placeholder = log.querySelector(".log-empty");
+      if (placeholder) placeholder.remove();
+      log.appendChild(logLine(entry));
+      log.scrollTop = log.scrollHeight;
+    }
+
+    connect(root.dataset.jobSocket, function (message) {
+      if (message.type === "job.state") {
+        if (log) {
+          log.replaceChildren();
+          (message.log || []).forEach(appendLog);
+        }
+        showStatus(message.job);
+      } else if (message.type === "job.status") {
+        showStatus(message.job);
+      } else if (message.type === "job.log") {
+        appendLog(message.entry);
+      }
+    });
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    document.querySelectorAll("[data-live-socket][data-live-partial]").forEach(bindPartialRegion);
+    document.querySelectorAll("[data-job-socket]").forEach(bindJob);
+  });
+})();

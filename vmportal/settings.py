@@ -1,0 +1,187 @@
+"""VMPortal settings, read from the environment.
+
+Environment variables (all optional in development, see each one below):
+  DJANGO_DEBUG=1            turn on debug mode (off by default)
+  DJANGO_SECRET_KEY         required unless DJANGO_DEBUG=1
+  DJANGO_ALLOWED_HOSTS      comma-separated, default "localhost,127.0.0.1,[::1]"
+  DJANGO_CSRF_TRUSTED_ORIGINS  comma-separated origins, e.g. "https://portal.example.org"
+  DJANGO_STATIC_ROOT        where collectstatic writes, default <repo>/staticfiles
+  DATABASE_URL              default: SQLite file var/vmportal.sqlite3
+  REDIS_URL                 default redis://127.0.0.1:6390/0 (the private redis of `make run`)
+  VMPORTAL_SECRETS_KEY      Fernet key encrypting SSH keys/passwords at rest; required unless
+                            DJANGO_DEBUG=1, in which case var/secrets.key is generated once (0600)
+  VMPORTAL_INVENTORY_REFRESH_SECONDS  period of the full inventory refresh, default 300
+"""
+
+import os
+from pathlib import Path
+
+import dj_database_url
+from cryptography.fernet import Fernet
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = BASE_DIR / "var"
+
+
+def _env_list(name: str, default: str) -> list[str]:
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+def _dev_secrets_key(path: Path) -> str:
+    """Read the development Fernet key, creating it (mode 0600) on first use."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as handle:
+        key = Fernet.generate_key().decode()
+        handle.write(key + "\n")
+    return key
+
+
+DEBUG = os.environ.get("DJANGO_DEBUG", "") == "1"
+
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured("Set DJANGO_SECRET_KEY (or DJANGO_DEBUG=1 for development).")
+    SECRET_KEY = "dev-only-insecure-secret-key-do-not-use-in-production"
+
+VMPORTAL_SECRETS_KEY = os.environ.get("VMPORTAL_SECRETS_KEY", "")
+if not VMPORTAL_SECRETS_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "Set VMPORTAL_SECRETS_KEY to a Fernet key "
+            "(python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')."
+        )
+    VMPORTAL_SECRETS_KEY = _dev_secrets_key(VAR_DIR / "secrets.key")
+
+ALLOWED_HOSTS = _env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
+CSRF_TRUSTED_ORIGINS = _env_list("DJANGO_CSRF_TRUSTED_ORIGINS", "")
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "django_rq",
+    "core",
+    "hosts",
+    "migrations_app",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "core.middleware.RequestIdMiddleware",
+    "core.middleware.ContentSecurityPolicyMiddleware",
+]
+
+ROOT_URLCONF = "vmportal.urls"
+WSGI_APPLICATION = "vmportal.wsgi.application"
+ASGI_APPLICATION = "vmportal.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "core.context_processors.roles",
+            ],
+        },
+    },
+]
+
+_default_sqlite = f"sqlite:///{VAR_DIR / 'vmportal.sqlite3'}"
+if "DATABASE_URL" not in os.environ:
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+DATABASES = {
+    "default": dj_database_url.config(default=_default_sqlite, conn_max_age=0),
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "core:login"
+LOGIN_REDIRECT_URL = "hosts:inventory"
+LOGOUT_REDIRECT_URL = "core:login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = Path(os.environ.get("DJANGO_STATIC_ROOT", BASE_DIR / "staticfiles"))
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": (
+            "django.contrib.staticfiles.storage.StaticFilesStorage"
+            if DEBUG
+            else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        )
+    },
+}
+# In development serve straight from the app folders; in production run collectstatic.
+WHITENOISE_USE_FINDERS = DEBUG
+
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6390/0")
+
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [REDIS_URL]},
+    },
+}
+
+RQ_QUEUES = {
+    "default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 600},
+    "migrations": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 3600},
+}
+# Tests set this to run job functions in-process instead of through Redis.
+VMPORTAL_JOBS_INLINE = False
+
+VMPORTAL_INVENTORY_REFRESH_SECONDS = int(os.environ.get("VMPORTAL_INVENTORY_REFRESH_SECONDS", "300"))
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": "WARNING"},
+    "loggers": {
+        "core": {"level": "INFO"},
+        "hosts": {"level": "INFO"},
+        "migrations_app": {"level": "INFO"},
+    },
+}

@@ -1,0 +1,10 @@
+from django.contrib import admin
+from django.urls import include, path
+from django.views.generic import RedirectView
+
+urlpatterns = [
+    path("", RedirectView.as_view(pattern_name="hosts:inventory", permanent=False)),
+    path("", include("core.urls")),
+    path("hosts/", include("hosts.urls")),
+    path("admin/", admin.site.urls),
+]
