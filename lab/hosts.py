@@ -43,8 +43,15 @@ mount --bind $H/hosts /etc/hosts
 mount --bind $H/etc-libvirt /etc/libvirt
 mount --bind $H/var-lib-libvirt /var/lib/libvirt
 mount --bind $H/var-cache-libvirt /var/cache/libvirt
-mount --bind $H/var-log-libvirt /var/log/libvirt
+mount --bind $H/var-log /var/log
 mount --bind $H/run /run
+mount --bind $H/srv /srv
+mount --bind $H/mnt /mnt
+mount --bind $H/fstab /etc/fstab
+mount --bind $H/local-sbin /usr/local/sbin
+[ -d /etc/ganesha ] && mount --bind $H/etc-ganesha /etc/ganesha
+[ -d /var/lib/nfs ] && mount --bind $H/var-lib-nfs /var/lib/nfs
+[ -e /sbin/mount.nfs ] && mount --bind $H/mount.nfs /sbin/mount.nfs
 mkdir -p /run/sshd /run/libvirt
 {shared_action}
 virtlogd -d
@@ -178,8 +185,23 @@ def prepare_host_dir(spec: HostSpec, specs: list[HostSpec]) -> Path:
     cache.mkdir()
     if p.capabilities_cache.exists():
         shutil.copytree(p.capabilities_cache, cache / "qemu" / "capabilities")
-    (hdir / "var-log-libvirt").mkdir()
+    (hdir / "var-log" / "libvirt").mkdir(parents=True)
     (hdir / "run").mkdir()
+    # Private /srv, /mnt, /etc/fstab and NFS state: what an admin (or the
+    # portal's storage wizard) changes there stays inside this host.
+    (hdir / "srv").mkdir()
+    (hdir / "mnt").mkdir()
+    (hdir / "fstab").write_text("# /etc/fstab of lab host " + spec.name + "\n")
+    for src, dst in (("/etc/ganesha", "etc-ganesha"), ("/var/lib/nfs", "var-lib-nfs")):
+        if Path(src).is_dir():
+            shutil.copytree(src, hdir / dst, symlinks=True)
+    # Lab stand-ins for what a namespace on this kernel lacks (see lab/README.md).
+    (hdir / "local-sbin").mkdir()
+    bin_dir = Path(__file__).resolve().parent / "bin"
+    shutil.copy(bin_dir / "systemctl", hdir / "local-sbin" / "systemctl")
+    mount_nfs = (bin_dir / "mount.nfs").read_text().replace("@STATE_DIR@", str(p.root))
+    (hdir / "mount.nfs").write_text(mount_nfs)
+    (hdir / "mount.nfs").chmod(0o755)
     (hdir / "hostname").write_text(spec.name + "\n")
     (hdir / "hosts").write_text(hosts_file(specs))
     (hdir / "sshd_config").write_text(
@@ -322,6 +344,7 @@ def up(count: int = 3, guests_per_host: int = 1, log=print) -> dict:
         for stale in (p.hosts, p.serial, p.disks, p.heartbeats):
             shutil.rmtree(stale, ignore_errors=True)
         ensure_keys(specs)
+        (p.root / "hosts.map").write_text("".join(f"{s.address} {s.name}\n" for s in specs))
         run(["ip", "link", "add", config.BRIDGE, "type", "bridge"])
         run(["ip", "addr", "add", f"{config.BRIDGE_ADDRESS}/{config.NETMASK_BITS}", "dev", config.BRIDGE])
         run(["ip", "link", "set", config.BRIDGE, "up"])

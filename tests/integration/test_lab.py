@@ -333,3 +333,46 @@ def test_throttle_limits_the_hosts_bandwidth(lab_now):
         sh(a, cmd, check=True)
         slow = time.monotonic() - start
     assert slow > 3.0 > fast, (fast, slow)
+
+
+GANESHA_CONF = """NFS_CORE_PARAM { Protocols = 3, 4; }
+NFSV4 { Graceless = true; }
+EXPORT {
+  Export_Id = 77; Path = "%(path)s"; Pseudo = "%(path)s"; Protocols = 3, 4; Transports = TCP;
+  Access_Type = RW; Squash = root_squash; Clients = 10.77.0.0/24; FSAL { Name = VFS; }
+}
+"""
+
+
+def test_real_ganesha_server_and_lab_client_mount(lab_now):
+    server, *clients = lab_now["hosts"][:3]
+    export = f"/srv/labtest-{time.time_ns()}"
+    mnt = f"/mnt/labtest-{time.time_ns()}"
+    conf = GANESHA_CONF % {"path": export}
+    sh(server, ["sh", "-c", f"cp /etc/ganesha/ganesha.conf /etc/ganesha/ganesha.conf.labtest; mkdir -p {export}"], check=True)
+    try:
+        subprocess.run(ssh_argv(server["address"], ["sh", "-c", "cat > /etc/ganesha/ganesha.conf"]),
+                       input=conf, text=True, check=True, timeout=30)
+        sh(server, ["systemctl", "restart", "nfs-ganesha"], check=True)
+        assert sh(server, ["systemctl", "is-active", "nfs-ganesha"]).stdout.strip() == "active"
+        for c in clients:
+            # Real MOUNT protocol answer from ganesha, asked from the client host.
+            assert export in sh(c, ["showmount", "-e", server["name"]], check=True).stdout
+            sh(c, ["mkdir", "-p", mnt], check=True)
+            sh(c, ["mount", "-t", "nfs", f"{server['name']}:{export}", mnt], check=True)
+            assert sh(c, ["findmnt", "-n", "-o", "FSTYPE", mnt], check=True).stdout.strip() == "fuse.glusterfs"
+        sh(clients[0], ["sh", "-c", f"echo hello-from-{clients[0]['name']} > {mnt}/marker"], check=True)
+        for c in clients[1:]:
+            assert sh(c, ["cat", f"{mnt}/marker"], check=True).stdout.strip() == f"hello-from-{clients[0]['name']}"
+        assert sh(server, ["cat", f"{export}/marker"], check=True).stdout.strip() == f"hello-from-{clients[0]['name']}"
+        # An export the server does not have is refused, as a real mount would be.
+        res = sh(clients[0], ["mount", "-t", "nfs", f"{server['name']}:/srv/not-exported", mnt])
+        assert res.returncode == 32 and "access denied by server" in res.stderr
+        # Private per host: the export exists on the server only.
+        assert sh(clients[0], ["test", "-d", export]).returncode != 0
+    finally:
+        for c in clients:
+            sh(c, ["umount", mnt])
+            sh(c, ["rmdir", mnt])
+        sh(server, ["systemctl", "stop", "nfs-ganesha"])
+        sh(server, ["sh", "-c", f"mv /etc/ganesha/ganesha.conf.labtest /etc/ganesha/ganesha.conf; rm -rf {export}"])
