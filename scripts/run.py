@@ -1,0 +1,145 @@
+"""`make run`: the whole portal on embedded defaults, stopped with Ctrl-C.
+
+Starts, in order: a private redis-server (own port and data dir under var/),
+database migrations, static files, the admin account, the lab (when running
+as root with the packages) and its hosts onboarded, the RQ workers with the
+scheduler, the host-event watcher, and the ASGI server on
+http://127.0.0.1:8000. Ctrl-C stops every process it started, by PID, and
+takes the lab down if it brought it up. Safe to re-run.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BASE = Path(__file__).resolve().parent.parent
+VAR = BASE / "var"
+PY = sys.executable  # the virtualenv's real interpreter
+REDIS_PORT = int(os.environ.get("VMPORTAL_REDIS_PORT", "6390"))
+HTTP_PORT = int(os.environ.get("VMPORTAL_HTTP_PORT", "8000"))
+WORKERS = int(os.environ.get("VMPORTAL_WORKERS", "2"))
+
+
+def secret_file(path: Path, make) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(make() + "\n")
+    return path.read_text().strip()
+
+
+def environment() -> dict:
+    from cryptography.fernet import Fernet
+
+    env = dict(os.environ)
+    env.setdefault("DJANGO_SECRET_KEY", secret_file(VAR / "secret_key", lambda: secrets.token_urlsafe(50)))
+    # Separate from SECRET_KEY on purpose: it encrypts host credentials at rest.
+    env.setdefault("VMPORTAL_SECRETS_KEY", secret_file(VAR / "secrets.key", lambda: Fernet.generate_key().decode()))
+    env.setdefault("REDIS_URL", f"redis://127.0.0.1:{REDIS_PORT}/0")
+    env["PYTHONPATH"] = str(BASE)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+class Supervisor:
+    def __init__(self, env: dict) -> None:
+        self.env = env
+        self.procs: list[tuple[str, subprocess.Popen]] = []
+        self.lab_started = False
+
+    def start(self, name: str, argv: list[str]) -> subprocess.Popen:
+        proc = subprocess.Popen(argv, cwd=BASE, env=self.env, start_new_session=True)
+        self.procs.append((name, proc))
+        print(f"started {name} (pid {proc.pid})")
+        return proc
+
+    def manage(self, *args: str, check: bool = True) -> int:
+        return subprocess.run([PY, "manage.py", *args], cwd=BASE, env=self.env, check=check).returncode
+
+    def stop(self) -> None:
+        for name, proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.terminate()
+        deadline = time.monotonic() + 10
+        for name, proc in reversed(self.procs):
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            print(f"stopped {name}")
+        if self.lab_started:
+            subprocess.run([PY, "-m", "lab", "down"], cwd=BASE, env=self.env)
+
+
+def main() -> int:
+    env = environment()
+    sup = Supervisor(env)
+    stopping = False
+
+    def on_signal(signum, frame):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        redis_dir = VAR / "redis"
+        redis_dir.mkdir(parents=True, exist_ok=True)
+        if port_open(REDIS_PORT):
+            print(f"something already listens on 127.0.0.1:{REDIS_PORT}; using it as Redis")
+        else:
+            sup.start("redis", ["redis-server", "--bind", "127.0.0.1", "--port", str(REDIS_PORT),
+                                "--dir", str(redis_dir), "--save", "", "--appendonly", "no"])
+            deadline = time.monotonic() + 10
+            while not port_open(REDIS_PORT):
+                if time.monotonic() > deadline:
+                    raise SystemExit("redis-server did not start")
+                time.sleep(0.05)
+        sup.manage("migrate", "--noinput", "-v", "0")
+        sup.manage("collectstatic", "--noinput", "-v", "0")
+        sup.manage("ensure_admin")
+        if os.geteuid() == 0 and os.environ.get("VMPORTAL_LAB", "1") != "0":
+            was_up = subprocess.run([PY, "-c", "from lab import hosts; raise SystemExit(0 if hosts.is_up() else 1)"],
+                                    cwd=BASE, env=env).returncode == 0
+            if subprocess.run([PY, "-m", "lab", "up"], cwd=BASE, env=env).returncode == 0:
+                sup.lab_started = not was_up
+                sup.manage("lab_onboard", check=False)
+            else:
+                print("the lab could not start (see above); the portal runs without it")
+        for i in range(WORKERS):
+            argv = [PY, "manage.py", "rqworker", "default", "migrations"]
+            if i == 0:
+                argv.append("--with-scheduler")
+            sup.start(f"rq worker {i + 1}", argv)
+        sup.start("host watcher", [PY, "manage.py", "watch_hosts"])
+        sup.start("asgi server", [PY, "-m", "daphne", "-b", "127.0.0.1", "-p", str(HTTP_PORT), "vmportal.asgi:application"])
+        print(f"\nVMPortal: http://127.0.0.1:{HTTP_PORT}/  (Ctrl-C stops everything)\n")
+        while not stopping:
+            for name, proc in sup.procs:
+                if proc.poll() is not None:
+                    print(f"{name} exited with {proc.returncode}; stopping")
+                    stopping = True
+            time.sleep(0.5)
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        sup.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
