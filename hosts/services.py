@@ -6,13 +6,14 @@ Views, management commands, jobs and the watcher all change hosts and guests thr
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NoReturn
 
 from django.db import transaction
 from django.utils import timezone
 
 from core import broadcast
 from core.actors import Actor
-from core.audit import audit_record
+from core.audit import audit_record, audit_record_now
 from core.choices import AuditResultChoices, JobStatusChoices
 from core.encryption import encrypt_secret
 from core.jobs import job_enqueue
@@ -235,40 +236,46 @@ def host_key_presented(*, host: Host, key: HostKeyInfo) -> Host:
     return host
 
 
-@transaction.atomic
 def host_key_trust(*, host: Host, fingerprint: str, actor: Actor) -> Job:
     """Pin the presented host key whose fingerprint the admin confirmed, then refresh the host.
 
     The confirmed fingerprint must be the one on record: a key that changed between showing
     and confirming is refused (and audited).
     """
-    host = Host.objects.select_for_update().get(pk=host.pk)
-    if not host.presented_host_key or fingerprint != host.presented_host_key_fingerprint:
-        audit_record(
-            actor=actor,
-            action="host.trust_key",
-            result=AuditResultChoices.REFUSED,
-            target=host,
-            parameters={"confirmed_fingerprint": fingerprint, "presented_fingerprint": host.presented_host_key_fingerprint},
-            message="The confirmed fingerprint is not the key the host presented.",
-        )
-        raise ServiceRefused(
-            "The fingerprint you confirmed is not the one the host presented last.",
-            hint="Fetch the host key again and compare the new fingerprint with the host's console.",
-        )
-    previous = host.host_key_fingerprint
-    _pin(host, HostKeyInfo.from_openssh(host.presented_host_key))
-    host.save()
-    audit_record(
+    with transaction.atomic():
+        host = Host.objects.select_for_update().get(pk=host.pk)
+        presented = host.presented_host_key_fingerprint
+        if host.presented_host_key and fingerprint == presented:
+            previous = host.host_key_fingerprint
+            _pin(host, HostKeyInfo.from_openssh(host.presented_host_key))
+            host.save()
+            audit_record(
+                actor=actor,
+                action="host.trust_key",
+                result=AuditResultChoices.OK,
+                target=host,
+                parameters={"fingerprint": fingerprint, "previous_fingerprint": previous},
+                message=f"Trusted SSH host key {fingerprint} for {host.name}.",
+            )
+            broadcast.inventory_changed(host_id=host.pk)
+            return _enqueue_refresh(host, actor=actor)
+    _refuse(
         actor=actor,
         action="host.trust_key",
-        result=AuditResultChoices.OK,
         target=host,
-        parameters={"fingerprint": fingerprint, "previous_fingerprint": previous},
-        message=f"Trusted SSH host key {fingerprint} for {host.name}.",
+        parameters={"confirmed_fingerprint": fingerprint, "presented_fingerprint": presented},
+        message="The fingerprint you confirmed is not the one the host presented last.",
+        hint="Read the host key again and compare the new fingerprint with the host's console.",
     )
-    broadcast.inventory_changed(host_id=host.pk)
-    return _enqueue_refresh(host, actor=actor)
+
+
+def _refuse(*, actor: Actor, action: str, target, parameters: dict, message: str, hint: str) -> NoReturn:
+    """Audit a refused request in its own transaction (it must outlive the refusal), then raise."""
+    audit_record_now(
+        actor=actor, action=action, result=AuditResultChoices.REFUSED, target=target,
+        parameters=parameters, message=message,
+    )
+    raise ServiceRefused(message, hint=hint)
 
 
 @transaction.atomic
@@ -452,49 +459,43 @@ def host_contact_failed(
     return host
 
 
-@transaction.atomic
 def vm_action_request(*, vm: VirtualMachine, action: VMActionChoices, actor: Actor) -> Job:
-    """Queue start / shut down / force off of a guest, audited as requested."""
+    """Queue start / shut down / force off of a guest, audited as requested (or refused)."""
     from .jobs import vm_action_job
 
     action = VMActionChoices(action)
     vm = VirtualMachine.objects.select_related("host").get(pk=vm.pk)
     parameters = {"action": str(action), "vm_uuid": str(vm.uuid), "host": vm.host.name, "state": vm.state}
     if not vm.host.is_connectable:
-        audit_record(
-            actor=actor, action=f"vm.{action}", result=AuditResultChoices.REFUSED, target=vm,
-            parameters=parameters, message=f"{vm.host.name} cannot be contacted ({vm.host.get_status_display()}).",
-        )
-        raise ServiceRefused(
-            f"The host {vm.host.name} cannot be contacted: {vm.host.get_status_display()}.",
+        _refuse(
+            actor=actor, action=f"vm.{action}", target=vm, parameters=parameters,
+            message=f"The host {vm.host.name} cannot be contacted: {vm.host.get_status_display()}.",
             hint="Fix the host's connection first (see its page).",
         )
     if not vm_action_allowed(action, vm.state, persistent=vm.persistent):
-        audit_record(
-            actor=actor, action=f"vm.{action}", result=AuditResultChoices.REFUSED, target=vm,
-            parameters=parameters, message=f"Not possible while the guest is {vm.get_state_display()}.",
-        )
-        raise ServiceRefused(
-            f"{action.label} is not possible while {vm.name} is {vm.get_state_display().lower()}.",
+        _refuse(
+            actor=actor, action=f"vm.{action}", target=vm, parameters=parameters,
+            message=f"{action.label} is not possible while {vm.name} is {vm.get_state_display().lower()}.",
             hint="Refresh the host if the state shown is out of date.",
         )
-    job = job_enqueue(
-        kind=f"vm.{action}",
-        func=vm_action_job,
-        args=(vm.pk, str(action)),
-        target=vm,
-        timeout_s=VM_ACTION_TIMEOUT_S,
-        actor=actor,
-    )
-    audit_record(
-        actor=actor,
-        action=f"vm.{action}",
-        result=AuditResultChoices.OK,
-        target=vm,
-        parameters=parameters,
-        message=f"{action.label} of {vm.name} on {vm.host.name} requested.",
-        job=job,
-    )
+    with transaction.atomic():
+        job = job_enqueue(
+            kind=f"vm.{action}",
+            func=vm_action_job,
+            args=(vm.pk, str(action)),
+            target=vm,
+            timeout_s=VM_ACTION_TIMEOUT_S,
+            actor=actor,
+        )
+        audit_record(
+            actor=actor,
+            action=f"vm.{action}",
+            result=AuditResultChoices.OK,
+            target=vm,
+            parameters=parameters,
+            message=f"{action.label} of {vm.name} on {vm.host.name} requested.",
+            job=job,
+        )
     return job
 
 

@@ -1,0 +1,111 @@
+"""Fixtures for the Django unit tests: users per role, hosts, and a fake hypervisor fleet.
+
+The fake replaces the adapter modules as hosts.inventory sees them (ssh, libvirt, facts), so
+the runner, services and jobs run for real down to that boundary.
+"""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from hypervisor_fakes import FakeFleet, make_domain
+
+from core.actors import Actor
+from hosts import inventory
+from hosts.adapters.ssh import generate_keypair
+from hosts.choices import HostAuthMethodChoices
+from hosts.services import HostConnection, host_create
+
+PASSWORD = "correct horse battery"
+
+
+def _user(username: str, role: str | None, *, superuser: bool = False):
+    User = get_user_model()
+    if superuser:
+        return User.objects.create_superuser(username=username, password=PASSWORD, email="")
+    user = User.objects.create_user(username=username, password=PASSWORD)
+    if role:
+        user.groups.add(Group.objects.get_or_create(name=role)[0])
+    return user
+
+
+@pytest.fixture
+def viewer(db):
+    return _user("vera", "Viewer")
+
+
+@pytest.fixture
+def operator(db):
+    return _user("otto", "Operator")
+
+
+@pytest.fixture
+def admin(db):
+    return _user("ada", "Admin")
+
+
+@pytest.fixture
+def nobody(db):
+    return _user("norole", None)
+
+
+def _client_for(client_class, user):
+    client = client_class()
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def viewer_client(viewer):
+    from django.test import Client
+
+    return _client_for(Client, viewer)
+
+
+@pytest.fixture
+def operator_client(operator):
+    from django.test import Client
+
+    return _client_for(Client, operator)
+
+
+@pytest.fixture
+def admin_client(admin):
+    from django.test import Client
+
+    return _client_for(Client, admin)
+
+
+@pytest.fixture
+def fleet(monkeypatch):
+    fleet = FakeFleet()
+    ssh, libvirt, facts = fleet.modules()
+    monkeypatch.setattr(inventory, "ssh_adapter", ssh)
+    monkeypatch.setattr(inventory, "libvirt_adapter", libvirt)
+    monkeypatch.setattr(inventory, "facts_adapter", facts)
+    return fleet
+
+
+@pytest.fixture
+def private_key_pem():
+    pem, _ = generate_keypair()
+    return pem
+
+
+@pytest.fixture
+def trusted_host(db, fleet, private_key_pem, django_capture_on_commit_callbacks):
+    """A host added with its key pinned and refreshed once (two guests)."""
+    hv = fleet.add("192.0.2.10", hostname="kvm-a", domains=[make_domain("web-1"), make_domain("db-1", state="shutoff", reason="shutdown", id=None)])
+    with django_capture_on_commit_callbacks(execute=True):
+        host, _job = host_create(
+            name="kvm-a",
+            connection=HostConnection(
+                address=hv.address, ssh_port=22, ssh_user="root",
+                auth_method=HostAuthMethodChoices.PRIVATE_KEY, private_key_pem=private_key_pem,
+            ),
+            actor=Actor.system(),
+            trusted_host_key=hv.host_key,
+        )
+    host.refresh_from_db()
+    return host

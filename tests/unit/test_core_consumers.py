@@ -1,0 +1,142 @@
+"""Websockets: role checked on connect, current state sent first, broadcasts delivered."""
+
+import pytest
+from asgiref.sync import async_to_sync
+from channels.routing import URLRouter
+from channels.testing import WebsocketCommunicator
+from django.contrib.auth.models import AnonymousUser
+from django.db import transaction
+
+from core import broadcast
+from core.actors import Actor
+from core.audit import audit_record
+from core.choices import AuditResultChoices
+from core.models import Job
+from core.routing import websocket_urlpatterns as core_ws
+from hosts.routing import websocket_urlpatterns as hosts_ws
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+app = URLRouter(core_ws + hosts_ws)
+
+
+def communicator(path, user):
+    comm = WebsocketCommunicator(app, path)
+    comm.scope["user"] = user
+    return comm
+
+
+async def _connect_and_receive(path, user):
+    comm = communicator(path, user)
+    connected, code = await comm.connect()
+    first = await comm.receive_json_from() if connected else None
+    await comm.disconnect()
+    return connected, code, first
+
+
+def connect(path, user):
+    return async_to_sync(_connect_and_receive)(path, user)
+
+
+@pytest.mark.parametrize("path", ["/ws/inventory/", "/ws/audit/"])
+def test_anonymous_is_rejected(path):
+    connected, code, _ = connect(path, AnonymousUser())
+    assert not connected and code == 4401
+
+
+@pytest.mark.parametrize("path", ["/ws/inventory/", "/ws/audit/"])
+def test_user_without_role_is_rejected(nobody, path):
+    connected, code, _ = connect(path, nobody)
+    assert not connected and code == 4403
+
+
+def test_viewer_gets_inventory_state_on_connect(viewer):
+    connected, _, first = connect("/ws/inventory/", viewer)
+    assert connected and first["type"] == "inventory.state"
+
+
+def test_job_socket_sends_current_state_then_live_log(viewer):
+    job = Job.objects.create(kind="test.job", timeout_s=10, log=[{"t": "x", "level": "info", "msg": "earlier"}])
+
+    async def scenario():
+        comm = communicator(f"/ws/jobs/{job.pk}/", viewer)
+        connected, _ = await comm.connect()
+        assert connected
+        state = await comm.receive_json_from()
+        await _send_log(job)
+        live = await comm.receive_json_from(timeout=2)
+        await comm.disconnect()
+        return state, live
+
+    from asgiref.sync import sync_to_async
+
+    def send_log_sync(job):
+        with transaction.atomic():
+            broadcast.job_log(job, {"t": "y", "level": "info", "msg": "later"})
+
+    _send_log = sync_to_async(send_log_sync)
+    state, live = async_to_sync(scenario)()
+    assert state["type"] == "job.state" and state["log"][0]["msg"] == "earlier"
+    assert live == {"type": "job.log", "entry": {"t": "y", "level": "info", "msg": "later"}}
+
+
+def test_job_socket_for_missing_job_is_closed(viewer):
+    connected, code, _ = connect("/ws/jobs/999999/", viewer)
+    assert not connected and code == 4404
+
+
+def test_audit_socket_hears_new_events(viewer):
+    async def scenario():
+        comm = communicator("/ws/audit/", viewer)
+        await comm.connect()
+        await comm.receive_json_from()
+        await record()
+        message = await comm.receive_json_from(timeout=2)
+        await comm.disconnect()
+        return message
+
+    from asgiref.sync import sync_to_async
+
+    @sync_to_async
+    def record():
+        with transaction.atomic():
+            return audit_record(actor=Actor.system(), action="test.live", result=AuditResultChoices.OK)
+
+    message = async_to_sync(scenario)()
+    assert message["type"] == "audit.recorded" and message["event_id"]
+
+
+def test_rolled_back_change_is_not_broadcast(viewer):
+    async def scenario():
+        comm = communicator("/ws/inventory/", viewer)
+        await comm.connect()
+        await comm.receive_json_from()
+        await rolled_back()
+        nothing = await comm.receive_nothing(timeout=0.3)
+        await comm.disconnect()
+        return nothing
+
+    from asgiref.sync import sync_to_async
+
+    @sync_to_async
+    def rolled_back():
+        try:
+            with transaction.atomic():
+                broadcast.inventory_changed(host_id=1)
+                raise RuntimeError("rollback")
+        except RuntimeError:
+            pass
+
+    assert async_to_sync(scenario)() is True
+
+
+def test_asgi_app_rejects_foreign_origin(settings):
+    from vmportal.asgi import application
+
+    async def scenario():
+        comm = WebsocketCommunicator(application, "/ws/inventory/", headers=[(b"origin", b"http://evil.example")])
+        connected, _ = await comm.connect()
+        await comm.disconnect()
+        return connected
+
+    assert async_to_sync(scenario)() is False

@@ -1,0 +1,128 @@
+"""Job truth: the row records start, log, progress and every way a job can end."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+from redis.exceptions import ConnectionError as RedisConnectionError
+from rq.timeouts import JobTimeoutException
+
+from core import jobs
+from core.actors import Actor
+from core.choices import JobStatusChoices
+from core.jobs import job_enqueue, jobs_abort_stale, run_job
+from core.models import Job
+from hosts.adapters.errors import HostUnreachable
+
+pytestmark = pytest.mark.django_db
+
+
+def queued_job(**kw):
+    return Job.objects.create(kind="test.job", timeout_s=kw.pop("timeout_s", 30), **kw)
+
+
+def test_run_job_success_records_log_progress_result():
+    job = queued_job()
+
+    def work(ctx):
+        ctx.log("step one")
+        ctx.progress(40)
+        return {"answer": 42}
+
+    run_job(job.pk, work)
+    job.refresh_from_db()
+    assert job.status == JobStatusChoices.SUCCEEDED
+    assert [entry["msg"] for entry in job.log] == ["step one"]
+    assert job.result == {"answer": 42}
+    assert job.progress == 100
+    assert job.started and job.ended and job.started <= job.ended
+
+
+def test_run_job_adapter_error_keeps_message_and_hint():
+    job = queued_job()
+
+    def work(ctx):
+        raise HostUnreachable("10.0.0.9:22 refused the connection", hint="Start sshd.")
+
+    run_job(job.pk, work)
+    job.refresh_from_db()
+    assert job.status == JobStatusChoices.FAILED
+    assert job.error == "10.0.0.9:22 refused the connection"
+    assert job.error_hint == "Start sshd."
+    assert job.log[-1]["level"] == "error"
+
+
+def test_run_job_unexpected_exception_is_recorded_not_raised():
+    job = queued_job()
+    run_job(job.pk, lambda ctx: {}["missing"])
+    job.refresh_from_db()
+    assert job.status == JobStatusChoices.FAILED
+    assert job.error.startswith("KeyError")
+
+
+def test_run_job_timeout_is_failed_with_clear_message():
+    job = queued_job(timeout_s=7)
+
+    def work(ctx):
+        raise JobTimeoutException("boom")
+
+    run_job(job.pk, work)
+    job.refresh_from_db()
+    assert job.status == JobStatusChoices.FAILED
+    assert "timed out after 7 s" in job.error
+
+
+def test_run_job_does_not_run_twice():
+    job = queued_job()
+    calls = []
+    run_job(job.pk, lambda ctx: calls.append(1))
+    run_job(job.pk, lambda ctx: calls.append(2))
+    assert calls == [1]
+
+
+def _noop_job(job_id):
+    run_job(job_id, lambda ctx: {"ran": True})
+
+
+def test_job_enqueue_runs_only_after_commit(django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        job = job_enqueue(kind="test.noop", func=_noop_job, timeout_s=10, actor=Actor.system())
+    job.refresh_from_db()
+    assert job.status == JobStatusChoices.QUEUED
+    assert job.rq_job_id == f"vmportal-job-{job.pk}"
+    assert job.timeout_s == 10
+    assert len(callbacks) == 1
+    callbacks[0]()
+    job.refresh_from_db()
+    assert job.status == JobStatusChoices.SUCCEEDED and job.result == {"ran": True}
+
+
+def test_job_enqueue_passes_timeout_to_rq_and_fails_cleanly_without_redis(
+    settings, monkeypatch, django_capture_on_commit_callbacks
+):
+    settings.VMPORTAL_JOBS_INLINE = False
+    seen = {}
+
+    class FakeQueue:
+        def enqueue_call(self, **kwargs):
+            seen.update(kwargs)
+            raise RedisConnectionError("Connection refused")
+
+    monkeypatch.setattr(jobs.django_rq, "get_queue", lambda name: FakeQueue())
+    with django_capture_on_commit_callbacks(execute=True):
+        job = job_enqueue(kind="test.noop", func=_noop_job, timeout_s=33, actor=Actor.system())
+    job.refresh_from_db()
+    assert seen["timeout"] == 33 and seen["job_id"] == job.rq_job_id and seen["args"] == (job.pk,)
+    assert job.status == JobStatusChoices.FAILED
+    assert "queue" in job.error and "REDIS_URL" in job.error_hint
+
+
+def test_stale_running_jobs_are_aborted():
+    now = timezone.now()
+    stale = queued_job(timeout_s=60, status=JobStatusChoices.RUNNING, started=now - timedelta(minutes=10))
+    fresh = queued_job(timeout_s=60, status=JobStatusChoices.RUNNING, started=now - timedelta(seconds=30))
+    assert jobs_abort_stale(now=now) == 1
+    stale.refresh_from_db()
+    fresh.refresh_from_db()
+    assert stale.status == JobStatusChoices.ABORTED and "worker" in stale.error
+    assert fresh.status == JobStatusChoices.RUNNING
