@@ -71,12 +71,12 @@ def job_enqueue(
     timeout_s: int,
     actor: Actor,
     queue: str = "default",
-    run_inline: bool = False,
+    enqueue: bool = True,
 ) -> Job:
     """Create a queued Job row and enqueue func(job.pk, *args) once the transaction commits.
 
-    run_inline=True runs it in this process on commit instead (management commands that
-    wait for the result; no worker needed).
+    enqueue=False only creates the row: the caller runs func(job.pk, *args) itself (management
+    commands that wait for the result, with no worker).
     """
     job = Job.objects.create(
         kind=kind,
@@ -89,13 +89,14 @@ def job_enqueue(
     )
     job.rq_job_id = _rq_job_id(job)
     job.save(update_fields=["rq_job_id"])
-    transaction.on_commit(lambda: _submit(job.pk, func, tuple(args), run_inline=run_inline))
+    if enqueue:
+        transaction.on_commit(lambda: _submit(job.pk, func, tuple(args)))
     return job
 
 
-def _submit(job_id: int, func: Callable[..., None], args: tuple, *, run_inline: bool) -> None:
+def _submit(job_id: int, func: Callable[..., None], args: tuple) -> None:
     job = Job.objects.get(pk=job_id)
-    if run_inline or settings.VMPORTAL_JOBS_INLINE:
+    if settings.VMPORTAL_JOBS_INLINE:
         func(job.pk, *args)
         return
     try:

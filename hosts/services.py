@@ -197,7 +197,7 @@ def _enqueue_fetch_host_key(host: Host, *, actor: Actor) -> Job:
     )
 
 
-def _enqueue_refresh(host: Host, *, actor: Actor, run_inline: bool = False) -> Job:
+def _enqueue_refresh(host: Host, *, actor: Actor, enqueue: bool = True) -> Job:
     from .jobs import refresh_host_job
 
     return job_enqueue(
@@ -207,7 +207,7 @@ def _enqueue_refresh(host: Host, *, actor: Actor, run_inline: bool = False) -> J
         target=host,
         timeout_s=REFRESH_TIMEOUT_S,
         actor=actor,
-        run_inline=run_inline,
+        enqueue=enqueue,
     )
 
 
@@ -279,14 +279,15 @@ def _refuse(*, actor: Actor, action: str, target, parameters: dict, message: str
 
 
 @transaction.atomic
-def host_refresh_request(*, host: Host, actor: Actor, run_inline: bool = False) -> Job | None:
+def host_refresh_request(*, host: Host, actor: Actor, enqueue: bool = True) -> Job | None:
     """Queue a refresh of the host's facts and guests; reuse one already waiting in the queue.
 
+    enqueue=False creates the job for the caller to run at once (hosts.jobs.refresh_host_job).
     Returns None for a host the portal may not connect to (host key not trusted or mismatched).
     """
     if not host.is_connectable:
         return None
-    if not run_inline:
+    if enqueue:
         waiting = Job.objects.filter(
             kind=HostJobKindChoices.REFRESH,
             target_type="host",
@@ -295,7 +296,7 @@ def host_refresh_request(*, host: Host, actor: Actor, run_inline: bool = False) 
         ).first()
         if waiting is not None:
             return waiting
-    return _enqueue_refresh(host, actor=actor, run_inline=run_inline)
+    return _enqueue_refresh(host, actor=actor, enqueue=enqueue)
 
 
 def _storage_of(disk, storage: dict[str, StorageLocation]) -> tuple[str, str, str]:

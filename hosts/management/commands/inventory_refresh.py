@@ -2,6 +2,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from core.actors import Actor
 from core.choices import JobStatusChoices
+from hosts.jobs import refresh_host_job
 from hosts.models import Host
 from hosts.services import host_refresh_request
 
@@ -22,13 +23,14 @@ class Command(BaseCommand):
             self.stdout.write("No hosts in the inventory.")
             return
         for host in hosts:
-            job = host_refresh_request(host=host, actor=Actor.system(), run_inline=wait)
+            job = host_refresh_request(host=host, actor=Actor.system(), enqueue=not wait)
             if job is None:
                 self.stdout.write(f"{host.name}: skipped ({host.get_status_display()})")
                 continue
             if not wait:
                 self.stdout.write(f"{host.name}: refresh queued as job #{job.pk}")
                 continue
+            refresh_host_job(job.pk, host.pk)
             job.refresh_from_db()
             if job.status == JobStatusChoices.SUCCEEDED:
                 result = job.result or {}

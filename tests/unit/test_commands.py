@@ -1,0 +1,131 @@
+"""Management commands: host_add, inventory_refresh, vm_list, ensure_admin, lab_onboard."""
+
+import json
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.management import CommandError, call_command
+
+from core.models import AuditEvent
+from hosts.choices import HostStatusChoices
+from hosts.models import Host
+from hypervisor_fakes import make_domain
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def cli_fleet(fleet, monkeypatch):
+    """The commands import fetch_host_key directly; point them at the fake fleet too."""
+    from hosts.management.commands import host_add, lab_onboard
+
+    monkeypatch.setattr(host_add, "fetch_host_key", fleet.fetch_host_key)
+    monkeypatch.setattr(lab_onboard, "fetch_host_key", fleet.fetch_host_key)
+    return fleet
+
+
+@pytest.fixture
+def key_file(tmp_path, private_key_pem):
+    path = tmp_path / "id_ed25519"
+    path.write_text(private_key_pem)
+    return path
+
+
+def test_host_add_without_trust_prints_fingerprint_and_fails(cli_fleet, key_file, capsys):
+    hv = cli_fleet.add("192.0.2.40")
+    with pytest.raises(CommandError, match="--trust-host-key"):
+        call_command("host_add", "kvm-c", "--address", hv.address, "--ssh-key", str(key_file))
+    assert hv.host_key.fingerprint in capsys.readouterr().out
+    assert not Host.objects.exists()
+
+
+def test_host_add_with_trust_pins_and_refreshes(cli_fleet, key_file, capsys, django_capture_on_commit_callbacks):
+    hv = cli_fleet.add("192.0.2.40", domains=[make_domain("web")])
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command(
+            "host_add", "kvm-c", "--address", hv.address, "--ssh-key", str(key_file), "--ssh-user", "root",
+            "--libvirt-uri", "qemu+tcp://192.0.2.40/system", "--trust-host-key",
+        )
+    out = capsys.readouterr().out
+    assert f"trusting host key {hv.host_key.fingerprint}" in out
+    host = Host.objects.get(name="kvm-c")
+    assert host.host_key == hv.host_key.openssh and host.libvirt_uri == "qemu+tcp://192.0.2.40/system"
+    assert host.status == HostStatusChoices.REACHABLE and host.vms.count() == 1
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["bad name", "--address", "192.0.2.1"], "letters"),
+        (["ok", "--address", "300.1.1.1"], "IPv4"),
+        (["ok", "--address", "192.0.2.1", "--libvirt-uri", "qemu+ssh://h/system?command=sh"], "query"),
+        (["ok", "--address", "192.0.2.1", "--ssh-key", "/nonexistent/key"], "Cannot read"),
+    ],
+)
+def test_host_add_rejects_bad_input(cli_fleet, args, message):
+    with pytest.raises(CommandError, match=message):
+        call_command("host_add", *args)
+
+
+def test_host_add_reports_unreachable_host(cli_fleet):
+    with pytest.raises(CommandError, match="refused"):
+        call_command("host_add", "kvm-z", "--address", "192.0.2.99", "--trust-host-key")
+
+
+def test_inventory_refresh_wait_prints_summary(trusted_host, fleet, capsys):
+    call_command("inventory_refresh", "--wait")
+    assert "kvm-a: ok, 2 guest(s)" in capsys.readouterr().out
+    fleet.hosts[trusted_host.address].reachable = False
+    with pytest.raises(CommandError, match="1 of 1"):
+        call_command("inventory_refresh", "--wait")
+    out = capsys.readouterr().out
+    assert "kvm-a: failed" in out and "what to do:" in out
+
+
+def test_vm_list_json_and_table(trusted_host, capsys):
+    call_command("vm_list", "--json")
+    rows = json.loads(capsys.readouterr().out)
+    assert {(r["host"], r["name"], r["state"]) for r in rows} == {("kvm-a", "web-1", "running"), ("kvm-a", "db-1", "shutoff")}
+    call_command("vm_list")
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split() == ["HOST", "NAME", "STATE", "VCPUS", "MEMORY", "UUID"] and len(table) == 3
+
+
+def test_ensure_admin_generates_password_once(monkeypatch, capsys):
+    monkeypatch.delenv("VMPORTAL_ADMIN_PASSWORD", raising=False)
+    call_command("ensure_admin")
+    out = capsys.readouterr().out
+    password = out.split("password: ")[1].split()[0]
+    admin = get_user_model().objects.get(username="admin")
+    assert admin.is_superuser and admin.check_password(password) and admin.groups.filter(name="Admin").exists()
+    call_command("ensure_admin")
+    assert "unchanged" in capsys.readouterr().out
+    monkeypatch.setenv("VMPORTAL_ADMIN_PASSWORD", "from-env-123")
+    call_command("ensure_admin")
+    admin.refresh_from_db()
+    assert admin.check_password("from-env-123")
+    assert AuditEvent.objects.filter(action="user.ensure_admin").count() == 3
+    assert "from-env-123" not in json.dumps(list(AuditEvent.objects.values_list("parameters", flat=True)))
+
+
+def test_lab_onboard_adds_then_updates(cli_fleet, key_file, tmp_path, capsys, django_capture_on_commit_callbacks):
+    a = cli_fleet.add("10.77.0.11", hostname="labh1", domains=[make_domain("hb-labh1-1")])
+    b = cli_fleet.add("10.77.0.12", hostname="labh2")
+    status = {"hosts": [
+        {"name": "labh1", "address": a.address, "libvirt_uri": "qemu+tcp://10.77.0.11/system", "ssh_user": "root", "ssh_port": 22, "ssh_key": str(key_file)},
+        {"name": "labh2", "address": b.address, "libvirt_uri": "qemu+tcp://10.77.0.12/system", "ssh_user": "root", "ssh_port": 22, "ssh_key": str(key_file)},
+    ]}
+    status_file = tmp_path / "lab.json"
+    status_file.write_text(json.dumps(status))
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("lab_onboard", "--status-file", str(status_file))
+    assert Host.objects.filter(status=HostStatusChoices.REACHABLE).count() == 2
+    assert Host.objects.get(name="labh1").vms.get().name == "hb-labh1-1"
+
+    from hypervisor_fakes import make_host_key
+
+    a.host_key = make_host_key()  # lab rebuilt: new host key, re-pinned on onboarding
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("lab_onboard", "--status-file", str(status_file))
+    assert Host.objects.get(name="labh1").host_key == a.host_key.openssh
+    assert "labh1: updated" in capsys.readouterr().out

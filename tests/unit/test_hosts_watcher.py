@@ -1,0 +1,130 @@
+"""The event watch loop: events become one refresh per host, lost hosts reconnect with backoff."""
+
+import pytest
+
+from core.choices import JobStatusChoices
+from core.models import Job
+from hosts.adapters.errors import HostKeyMismatch, HostUnreachable
+from hosts.adapters.libvirt import DomainEvent
+from hosts.choices import HostStatusChoices
+from hosts.models import Host
+from hosts.watcher import HostEventWatch
+
+pytestmark = pytest.mark.django_db
+
+
+class FakeEventWatcher:
+    def __init__(self):
+        self.watching = {}
+        self.fail_with = {}
+        self.attempts = []
+
+    def watch(self, uri, on_event, on_disconnect, *, ssh_target=None, known_hosts_dir=None):
+        self.attempts.append(uri)
+        error = self.fail_with.get(uri)
+        if error is not None:
+            raise error
+        self.watching[uri] = (on_event, on_disconnect)
+
+    def unwatch(self, uri):
+        self.watching.pop(uri, None)
+
+    def close(self):
+        self.watching.clear()
+
+    def emit(self, uri, name="web-1"):
+        on_event, _ = self.watching[uri]
+        on_event(uri, DomainEvent(domain_uuid="x", domain_name=name, event="stopped", detail="destroyed"))
+
+    def drop(self, uri):
+        _, on_disconnect = self.watching[uri]
+        on_disconnect(uri, "eof")
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture
+def watch(settings, trusted_host):
+    settings.VMPORTAL_JOBS_INLINE = False  # count queued refreshes instead of running them
+    fake, clock = FakeEventWatcher(), Clock()
+    return HostEventWatch(watcher=fake, clock=clock, debounce_s=1.0), fake, clock
+
+
+def queued_refreshes():
+    return Job.objects.filter(kind="host.refresh", status=JobStatusChoices.QUEUED).count()
+
+
+def test_connects_to_trusted_hosts_and_catches_up_once(watch, trusted_host):
+    loop, fake, clock = watch
+    loop.step(0)
+    assert trusted_host.effective_libvirt_uri in fake.watching
+    clock.now += 1.5
+    loop.step(0)
+    assert queued_refreshes() == 1
+
+
+def test_burst_of_events_gives_one_refresh(watch, trusted_host):
+    loop, fake, clock = watch
+    loop.step(0)
+    clock.now += 1.5
+    loop.step(0)  # the catch-up refresh
+    Job.objects.update(status=JobStatusChoices.SUCCEEDED)
+    uri = trusted_host.effective_libvirt_uri
+    for _ in range(5):
+        fake.emit(uri)
+    loop.step(0)
+    assert queued_refreshes() == 0  # debounced
+    clock.now += 1.5
+    loop.step(0)
+    assert queued_refreshes() == 1
+
+
+def test_disconnect_reconnects_with_backoff(watch, trusted_host):
+    loop, fake, clock = watch
+    uri = trusted_host.effective_libvirt_uri
+    loop.step(0)
+    fake.fail_with[uri] = HostUnreachable("gone")
+    fake.drop(uri)
+    loop.step(0)
+    assert uri not in fake.watching
+    attempts = len(fake.attempts)
+    clock.now += 0.5
+    loop.step(0)
+    assert len(fake.attempts) == attempts  # still backing off
+    clock.now += 1.0
+    loop.step(0)
+    assert len(fake.attempts) == attempts + 1  # retried, failed again
+    trusted_host.refresh_from_db()
+    assert trusted_host.status == HostStatusChoices.UNREACHABLE
+    del fake.fail_with[uri]
+    clock.now += 2.5
+    loop.step(0)
+    assert uri in fake.watching
+
+
+def test_key_mismatch_stops_watching_the_host(watch, trusted_host):
+    loop, fake, clock = watch
+    uri = trusted_host.effective_libvirt_uri
+    fake.fail_with[uri] = HostKeyMismatch(expected_fingerprint="SHA256:a", actual_fingerprint="SHA256:b")
+    loop.step(0)
+    trusted_host.refresh_from_db()
+    assert trusted_host.status == HostStatusChoices.KEY_MISMATCH
+    assert trusted_host.pk not in loop.peers
+    clock.now += 3600
+    loop.step(0)
+    assert fake.attempts == [uri]
+
+
+def test_new_hosts_are_picked_up_on_resync(watch, trusted_host):
+    loop, fake, clock = watch
+    loop.step(0)
+    Host.objects.filter(pk=trusted_host.pk).update(libvirt_uri="qemu+tcp://192.0.2.10/system")
+    clock.now += loop.resync_s + 1
+    loop.step(0)
+    assert list(fake.watching) == ["qemu+tcp://192.0.2.10/system"]
