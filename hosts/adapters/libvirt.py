@@ -1,10 +1,16 @@
 """Talk to libvirt on a hypervisor host; return plain dataclasses.
 
 - ``open_connection(uri, ssh_target=…)`` is the only way in; it always closes.
-  ``qemu+ssh://`` URIs are rewritten to libvirt's libssh transport with a
-  temporary known_hosts file holding just the pinned key, so libvirt checks
-  the same host key as our paramiko sessions (plain ``qemu+ssh`` would run the
-  ``ssh`` binary with the portal user's ~/.ssh/known_hosts instead).
+  For ``qemu+ssh://`` URIs libvirt runs OpenSSH through a temporary wrapper
+  that allows exactly the pinned host key (its own known_hosts file, strict
+  checking, HostKeyAlgorithms limited to the pinned key's type) and logs in
+  with the portal's key, so libvirt checks the same host key as our paramiko
+  sessions. Plain ``qemu+ssh`` would trust the portal user's
+  ~/.ssh/known_hosts instead. libvirt's in-process transports were tried and
+  rejected: with this libvirt (9.0) ``qemu+libssh`` fails on any reply larger
+  than about 1 KiB, and ``qemu+libssh2`` picks the host key type itself
+  (ECDSA before ed25519), so an ed25519 pin would not match a host that has
+  both keys.
 - ``get_host_facts`` / ``list_domains`` read; ``start_domain`` & co. act.
 - ``EventWatcher`` delivers domain lifecycle events from libvirt's event loop.
 
@@ -17,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shlex
 import shutil
 import tempfile
 import threading
@@ -46,8 +53,8 @@ EVENT_KEEPALIVE_INTERVAL_S = 5
 EVENT_KEEPALIVE_COUNT = 3
 
 _SSH_TRANSPORTS = {"ssh", "libssh", "libssh2"}
-# URI parameters we set ourselves for the libssh transport; any the caller
-# passed are dropped so they cannot weaken host key checking.
+# URI parameters that choose keys or weaken host key checking; any the caller
+# passed are dropped, the wrapper decides those.
 _OWNED_URI_PARAMS = {"keyfile", "known_hosts", "known_hosts_verify", "sshauth", "no_verify", "command"}
 
 _CONNECTION_LOST_CODES = {
@@ -446,27 +453,67 @@ class _PreparedURI:
     pinned: HostKeyInfo | None = None
 
 
+# Name under which the pinned key is stored in the temporary known_hosts;
+# HostKeyAlias makes ssh look it up by this name whatever the address form.
+PINNED_HOST_ALIAS = "vmportal-pinned-host"
+
+_HOST_KEY_ALGORITHMS = {"ssh-rsa": "rsa-sha2-512,rsa-sha2-256"}
+
+
+def ssh_wrapper_script(
+    *, ssh_binary: str, known_hosts: str, keyfile: str, key_type: str, connect_timeout: float
+) -> str:
+    """The shell script libvirt runs instead of ``ssh`` (see the module docstring)."""
+    options = {
+        "BatchMode": "yes",
+        "StrictHostKeyChecking": "yes",
+        "UserKnownHostsFile": known_hosts,
+        "GlobalKnownHostsFile": "/dev/null",
+        "HostKeyAlias": PINNED_HOST_ALIAS,
+        "HostKeyAlgorithms": _HOST_KEY_ALGORITHMS.get(key_type, key_type),
+        "CheckHostIP": "no",
+        "UpdateHostKeys": "no",
+        "IdentitiesOnly": "yes",
+        "IdentityFile": keyfile,
+        "IdentityAgent": "none",
+        "ConnectTimeout": str(max(1, round(connect_timeout))),
+    }
+    argv = [ssh_binary, "-F", "/dev/null"]
+    for name, value in options.items():
+        argv += ["-o", f"{name}={value}"]
+    # ssh keeps the first value it sees for an option, so ours win over
+    # anything libvirt adds after them.
+    return "#!/bin/sh\nexec " + " ".join(shlex.quote(a) for a in argv) + ' "$@"\n'
+
+
 def _prepare_uri(uri: str, ssh_target: SSHTarget | None, known_hosts_dir: str | None) -> _PreparedURI:
-    """Rewrite SSH URIs to libssh with a pinned known_hosts file; others pass through."""
+    """Point SSH URIs at a wrapper that only accepts the pinned key; others pass through."""
     parts = urlsplit(uri)
     driver, _, transport = parts.scheme.partition("+")
     if transport not in _SSH_TRANSPORTS:
         return _PreparedURI(uri=uri)
     if ssh_target is None:
         raise AdapterError(
-            f"Refusing to open {uri} without the host's SSH settings.",
+            f"Refusing to open {_redact(uri)} without the host's SSH settings.",
             hint="Pass the host's SSHTarget (key and pinned host key) so the host key is verified.",
         )
     host = parts.hostname or ssh_target.address
     port = parts.port or ssh_target.port
     if not ssh_target.pinned_host_key:
         # Raises HostKeyUnknown carrying the key the host presents.
-        check_host_key(fetch_host_key(host, port, timeout=ssh_target.connect_timeout), None,
-                       address=host, port=port)
+        check_host_key(
+            fetch_host_key(host, port, timeout=ssh_target.connect_timeout), None, address=host, port=port
+        )
     if not ssh_target.private_key_pem:
         raise HostAuthError(
             f"libvirt over SSH to {host} needs the portal's private key; a password alone is not supported.",
             hint="Install the portal's public key for that user on the host.",
+        )
+    ssh_binary = shutil.which("ssh")
+    if ssh_binary is None:
+        raise AdapterError(
+            "The OpenSSH client (ssh) is not installed on the portal machine.",
+            hint="Install the openssh-client package; libvirt uses it for qemu+ssh:// connections.",
         )
     pinned = HostKeyInfo.from_openssh(ssh_target.pinned_host_key)
     user = parts.username or ssh_target.user
@@ -475,43 +522,57 @@ def _prepare_uri(uri: str, ssh_target: SSHTarget | None, known_hosts_dir: str | 
     try:
         keyfile = os.path.join(workdir, "id_portal")
         known_hosts = os.path.join(workdir, "known_hosts")
+        wrapper = os.path.join(workdir, "ssh")
         _write_private(keyfile, ssh_target.private_key_pem.rstrip("\n") + "\n")
-        # libssh looks hosts up as "host" on port 22 and "[host]:port" otherwise.
-        host_field = host if port == 22 else f"[{host}]:{port}"
-        _write_private(known_hosts, f"{host_field} {pinned.openssh}\n")
+        _write_private(known_hosts, f"{PINNED_HOST_ALIAS} {pinned.openssh}\n")
+        _write_private(
+            wrapper,
+            ssh_wrapper_script(
+                ssh_binary=ssh_binary,
+                known_hosts=known_hosts,
+                keyfile=keyfile,
+                key_type=pinned.key_type,
+                connect_timeout=ssh_target.connect_timeout,
+            ),
+            mode=0o700,
+        )
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
         raise
 
     params = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in _OWNED_URI_PARAMS]
-    params += [
-        ("keyfile", keyfile),
-        ("known_hosts", known_hosts),
-        ("known_hosts_verify", "normal"),
-        ("sshauth", "privkey"),
-    ]
+    params.append(("command", wrapper))
     netloc_host = f"[{host}]" if ":" in host else host
     netloc = f"{quote(user, safe='')}@{netloc_host}:{port}"
     new_uri = urlunsplit(
-        (f"{driver}+libssh", netloc, parts.path or "/system", urlencode(params, quote_via=quote, safe="/"), "")
+        (f"{driver}+ssh", netloc, parts.path or "/system", urlencode(params, quote_via=quote, safe="/"), "")
     )
     return _PreparedURI(uri=new_uri, workdir=workdir, host=host, port=port, pinned=pinned)
 
 
-def _write_private(path: str, content: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+def _write_private(path: str, content: str, mode: int = 0o600) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     with os.fdopen(fd, "w") as f:
         f.write(content)
+
+
+_FINGERPRINT = re.compile(r"SHA256:[A-Za-z0-9+/]+")
 
 
 def _translate_connect_error(exc: libvirt.libvirtError, uri: str, prepared: _PreparedURI) -> AdapterError:
     code = exc.get_error_code()
     message = exc.get_error_message() or str(exc)
-    if prepared.pinned is not None and "HOST KEY VERIFICATION FAILED" in message.upper():
-        try:
-            actual = fetch_host_key(prepared.host, prepared.port).fingerprint
-        except AdapterError:
-            actual = "unknown"
+    if prepared.pinned is not None and (
+        "Host key verification failed" in message or "HOST IDENTIFICATION HAS CHANGED" in message
+    ):
+        found = _FINGERPRINT.search(message)
+        if found:
+            actual = found.group(0)
+        else:
+            try:
+                actual = fetch_host_key(prepared.host, prepared.port).fingerprint
+            except AdapterError:
+                actual = "unknown"
         return HostKeyMismatch(
             expected_fingerprint=prepared.pinned.fingerprint,
             actual_fingerprint=actual,
@@ -519,12 +580,17 @@ def _translate_connect_error(exc: libvirt.libvirtError, uri: str, prepared: _Pre
             port=prepared.port,
         )
     if code in (libvirt.VIR_ERR_AUTH_FAILED, libvirt.VIR_ERR_AUTH_CANCELLED, libvirt.VIR_ERR_AUTH_UNAVAILABLE) or (
-        code == libvirt.VIR_ERR_LIBSSH and "auth" in message.lower()
+        prepared.pinned is not None and "Permission denied" in message
     ):
-        return HostAuthError(f"libvirt could not log in to {_redact(uri)}: {message}")
-    err = HostUnreachable(f"Cannot connect to libvirt at {_redact(uri)}: {message}")
+        return HostAuthError(f"libvirt could not log in to {_redact(uri)}: {_last_line(message)}")
+    err = HostUnreachable(f"Cannot connect to libvirt at {_redact(uri)}: {_last_line(message)}")
     err.code = code
     return err
+
+
+def _last_line(message: str) -> str:
+    lines = [line.strip() for line in message.replace("\r", "").splitlines() if line.strip()]
+    return lines[-1] if len(lines) > 1 else (lines[0] if lines else message)
 
 
 def _redact(uri: str) -> str:
@@ -544,7 +610,8 @@ def connect(
     except libvirt.libvirtError as exc:
         raise _translate_connect_error(exc, uri, prepared) from exc
     finally:
-        # libvirt has read the key and known_hosts by the time open() returns.
+        # ssh has read the key and known_hosts by the time open() returns:
+        # libvirt has already talked to the daemon through it.
         if prepared.workdir:
             shutil.rmtree(prepared.workdir, ignore_errors=True)
 
