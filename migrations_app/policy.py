@@ -1,0 +1,325 @@
+"""Migration policy while the job runs: progress, convergence, timeout, force-complete, downtime steps.
+
+Pure functions over numbers, in the manner of Nova's virt/libvirt/migration.py: the
+runner polls libvirt, normalises each poll into a :class:`JobInfo`, and asks these
+functions what to do. Nothing here talks to libvirt.
+
+libvirt's job-stats units: times in milliseconds, sizes in bytes, ``memory_bps``
+in bytes/s, ``memory_dirty_rate`` in pages/s (times ``memory_page_size`` bytes).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from itertools import pairwise
+from typing import Literal
+
+from .options import MigrationOptions
+
+
+class JobType(enum.IntEnum):
+    """``virDomainJobType`` (libvirt-domain.h), the "type" of job stats."""
+
+    NONE = 0
+    BOUNDED = 1
+    UNBOUNDED = 2
+    COMPLETED = 3
+    FAILED = 4
+    CANCELLED = 5
+
+
+# Page size libvirt assumes when it does not report memory_page_size (x86 base pages).
+DEFAULT_PAGE_SIZE = 4096
+# Consecutive polls in which the guest dirties memory faster than we send it.
+DIRTY_OUTRUNS_SAMPLES = 3
+# Consecutive memory iterations whose remaining bytes do not shrink.
+STALLED_ITERATIONS = 3
+# Nova's defaults (live_migration_downtime, _steps, _delay).
+DEFAULT_MAX_DOWNTIME_MS = 500
+DOWNTIME_STEPS = 10
+DOWNTIME_DELAY_S = 75  # per GiB of guest memory, between steps
+
+
+def _int(stats: Mapping[str, object], key: str) -> int | None:
+    value = stats.get(key)
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return int(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """One poll of a migration job, whichever libvirt API it came from. ``None`` = not reported."""
+
+    type: JobType = JobType.NONE
+    time_elapsed_ms: int | None = None
+    time_remaining_ms: int | None = None
+    data_total: int | None = None
+    data_processed: int | None = None
+    data_remaining: int | None = None
+    memory_total: int | None = None
+    memory_processed: int | None = None
+    memory_remaining: int | None = None
+    memory_iteration: int | None = None
+    memory_dirty_rate: int | None = None  # pages/s
+    memory_page_size: int | None = None  # bytes
+    memory_bps: int | None = None
+    disk_total: int | None = None
+    disk_processed: int | None = None
+    disk_remaining: int | None = None
+    disk_bps: int | None = None
+    downtime_ms: int | None = None
+    setup_time_ms: int | None = None
+    error: str | None = None
+
+    @classmethod
+    def from_stats(cls, stats: Mapping[str, object] | None) -> JobInfo:
+        """From ``virDomainGetJobStats`` (``dom.jobStats()``): a dict; unknown or odd values become None."""
+        stats = stats or {}
+        raw_type = _int(stats, "type")
+        try:
+            job_type = JobType(raw_type) if raw_type is not None else JobType.NONE
+        except ValueError:
+            job_type = JobType.NONE
+        error = stats.get("errmsg")
+        return cls(
+            type=job_type,
+            time_elapsed_ms=_int(stats, "time_elapsed"),
+            time_remaining_ms=_int(stats, "time_remaining"),
+            data_total=_int(stats, "data_total"),
+            data_processed=_int(stats, "data_processed"),
+            data_remaining=_int(stats, "data_remaining"),
+            memory_total=_int(stats, "memory_total"),
+            memory_processed=_int(stats, "memory_processed"),
+            memory_remaining=_int(stats, "memory_remaining"),
+            memory_iteration=_int(stats, "memory_iteration"),
+            memory_dirty_rate=_int(stats, "memory_dirty_rate"),
+            memory_page_size=_int(stats, "memory_page_size"),
+            memory_bps=_int(stats, "memory_bps"),
+            disk_total=_int(stats, "disk_total"),
+            disk_processed=_int(stats, "disk_processed"),
+            disk_remaining=_int(stats, "disk_remaining"),
+            disk_bps=_int(stats, "disk_bps"),
+            downtime_ms=_int(stats, "downtime"),
+            setup_time_ms=_int(stats, "setup_time"),
+            error=str(error) if error else None,
+        )
+
+    @classmethod
+    def from_job_info(cls, info: Sequence[int] | None) -> JobInfo:
+        """From the older ``virDomainGetJobInfo`` (``dom.jobInfo()``): a list of 12 numbers.
+
+        Order: type, time elapsed, time remaining, data total/processed/remaining,
+        memory total/processed/remaining, file total/processed/remaining.
+        """
+        values = list(info or ()) + [None] * 12
+        raw = dict(zip(
+            ("type", "time_elapsed", "time_remaining", "data_total", "data_processed", "data_remaining",
+             "memory_total", "memory_processed", "memory_remaining", "disk_total", "disk_processed",
+             "disk_remaining"),
+            values,
+        ))
+        return cls.from_stats(raw)
+
+    @property
+    def is_active(self) -> bool:
+        return self.type in (JobType.BOUNDED, JobType.UNBOUNDED)
+
+    @property
+    def progress_pct(self) -> float | None:
+        """Share of the data already sent, 0–100; None when libvirt gave no totals yet."""
+        if self.type == JobType.COMPLETED:
+            return 100.0
+        if not self.data_total or self.data_remaining is None:
+            return None
+        done = 100.0 * (self.data_total - self.data_remaining) / self.data_total
+        return max(0.0, min(100.0, done))
+
+    @property
+    def transfer_bps(self) -> int | None:
+        """Bytes per second going to the destination (memory plus disks)."""
+        if self.memory_bps is None and self.disk_bps is None:
+            return None
+        return (self.memory_bps or 0) + (self.disk_bps or 0)
+
+    @property
+    def dirty_bps(self) -> int | None:
+        """Bytes per second the guest dirties (pages/s × page size)."""
+        if self.memory_dirty_rate is None:
+            return None
+        return self.memory_dirty_rate * (self.memory_page_size or DEFAULT_PAGE_SIZE)
+
+    @property
+    def eta_s(self) -> float | None:
+        """Seconds to go: libvirt's own estimate if it gave one, else remaining / net rate; None if unknown or never."""
+        if self.time_remaining_ms:
+            return self.time_remaining_ms / 1000
+        transfer = self.transfer_bps
+        if self.data_remaining is None or not transfer:
+            return None
+        net = transfer - (self.dirty_bps or 0)
+        if net <= 0:
+            return None  # dirtied as fast as sent: no finish in sight
+        return self.data_remaining / net
+
+
+# ---------------------------------------------------------------------------
+# Convergence
+
+
+def _dirty_outruns_transfer(samples: Sequence[JobInfo], count: int = DIRTY_OUTRUNS_SAMPLES) -> bool:
+    recent = samples[-count:]
+    if len(recent) < count:
+        return False
+    return all(
+        s.dirty_bps is not None and s.transfer_bps is not None and s.dirty_bps > s.transfer_bps for s in recent
+    )
+
+
+def remaining_per_iteration(samples: Sequence[JobInfo]) -> list[int]:
+    """Memory left at the start of each iteration (the highest value seen in it), oldest first."""
+    peaks: dict[int, int] = {}
+    for s in samples:
+        if s.memory_iteration is None or s.memory_remaining is None:
+            continue
+        peaks[s.memory_iteration] = max(peaks.get(s.memory_iteration, 0), s.memory_remaining)
+    return [peaks[i] for i in sorted(peaks)]
+
+
+def _remaining_stalled(samples: Sequence[JobInfo], count: int = STALLED_ITERATIONS) -> bool:
+    values = remaining_per_iteration(samples)[-(count + 1):]
+    if len(values) < count + 1:
+        return False
+    return all(later >= earlier for earlier, later in pairwise(values))
+
+
+def is_converging(samples: Sequence[JobInfo]) -> bool:
+    """False once the guest dirties memory faster than we send it for a few polls, or the
+    memory left at each iteration stops shrinking. With too few samples to tell: True."""
+    return not (_dirty_outruns_transfer(samples) or _remaining_stalled(samples))
+
+
+def convergence_warning(samples: Sequence[JobInfo], options: MigrationOptions) -> str | None:
+    """Plain-words warning for the progress page, suggesting only what these options can still change."""
+    if not options.live or is_converging(samples):
+        return None
+    last = samples[-1]
+    if _dirty_outruns_transfer(samples):
+        cause = (
+            f"The guest changes memory faster ({_rate(last.dirty_bps)}) than it is sent "
+            f"({_rate(last.transfer_bps)})"
+        )
+    else:
+        cause = f"The memory left to send has not shrunk over the last {STALLED_ITERATIONS} passes"
+    ideas: list[str] = []
+    if not options.auto_converge:
+        ideas.append("enable auto-converge (slows the guest's CPUs until memory catches up)")
+    if options.allow_postcopy:
+        ideas.append("force-complete now to switch to post-copy (the guest runs on the destination at once)")
+    else:
+        ideas.append("allow post-copy next time, so force-complete can switch over at once")
+    downtime = options.max_downtime_ms if options.max_downtime_ms is not None else DEFAULT_MAX_DOWNTIME_MS
+    ideas.append(f"raise the maximum downtime (now {downtime} ms) so the final pause can carry more")
+    if options.bandwidth_mibps is not None:
+        ideas.append(f"raise or remove the bandwidth limit (now {options.bandwidth_mibps} MiB/s)")
+    return f"{cause}, so the migration may never finish. You can " + "; or ".join(ideas) + "."
+
+
+def _rate(bps: int | None) -> str:
+    if bps is None:
+        return "unknown rate"
+    return f"{bps / 1024 / 1024:.0f} MiB/s"
+
+
+# ---------------------------------------------------------------------------
+# Timeout, force-complete and downtime
+
+
+def should_trigger_timeout_action(elapsed_s: float, options: MigrationOptions) -> bool:
+    """True once the job ran longer than the completion timeout (none set: never)."""
+    if not options.completion_timeout_s:
+        return False
+    return elapsed_s > options.completion_timeout_s
+
+
+def force_complete_action(options: MigrationOptions) -> Literal["postcopy", "raise_downtime"]:
+    """How to finish a live migration now: switch to post-copy if it was allowed, else allow a longer pause."""
+    if options.live and options.allow_postcopy:
+        return "postcopy"
+    return "raise_downtime"
+
+
+def downtime_steps(max_ms: int, steps: int = DOWNTIME_STEPS) -> list[int]:
+    """Nova's ladder from max/steps up to max in equal steps: ``steps + 1`` values, last = max."""
+    if max_ms <= 0 or steps <= 0:
+        raise ValueError("max_ms and steps must be positive")
+    base = max_ms / steps
+    offset = (max_ms - base) / steps
+    return [int(base + offset * i) for i in range(steps + 1)]
+
+
+def next_downtime_ms(current_ms: int | None, *, max_ms: int = DEFAULT_MAX_DOWNTIME_MS, steps: int = DOWNTIME_STEPS) -> int:
+    """The next rung above ``current_ms`` on the ladder to ``max_ms``; ``max_ms`` once there."""
+    for value in downtime_steps(max_ms, steps):
+        if current_ms is None or value > current_ms:
+            return value
+    return max_ms
+
+
+def downtime_for_elapsed(
+    elapsed_s: float,
+    memory_kib: int,
+    *,
+    max_ms: int = DEFAULT_MAX_DOWNTIME_MS,
+    steps: int = DOWNTIME_STEPS,
+    delay_s: float = DOWNTIME_DELAY_S,
+) -> int:
+    """The downtime for a job ``elapsed_s`` old: one rung per ``delay_s`` seconds per GiB of guest memory (Nova)."""
+    gib = max(1.0, memory_kib / 1024 / 1024)
+    ladder = downtime_steps(max_ms, steps)
+    step_every = delay_s * gib
+    rung = int(elapsed_s // step_every) if step_every > 0 else len(ladder) - 1
+    return ladder[min(max(rung, 0), len(ladder) - 1)]
+
+
+# ---------------------------------------------------------------------------
+# Summary
+
+
+def summarize(samples: Sequence[JobInfo], final_stats: Mapping[str, object] | JobInfo | None) -> dict[str, object]:
+    """What the finished job page shows: times, downtime, bytes moved, passes, rates.
+
+    ``final_stats`` are the completed job's stats (``jobStats(VIR_DOMAIN_JOB_STATS_COMPLETED)``);
+    where they lack a number the last poll is used.
+    """
+    final = final_stats if isinstance(final_stats, JobInfo) else JobInfo.from_stats(final_stats)
+    last = samples[-1] if samples else JobInfo()
+
+    def pick(name: str) -> int | None:
+        value = getattr(final, name)
+        return value if value is not None else getattr(last, name)
+
+    elapsed_ms = pick("time_elapsed_ms")
+    data = pick("data_processed")
+    iterations = [s.memory_iteration for s in (*samples, final) if s.memory_iteration is not None]
+    rates = [s.transfer_bps for s in samples if s.transfer_bps]
+    dirty = [s.dirty_bps for s in samples if s.dirty_bps is not None]
+    return {
+        "result": final.type.name.lower() if final_stats is not None else last.type.name.lower(),
+        "total_time_s": elapsed_ms / 1000 if elapsed_ms is not None else None,
+        "downtime_ms": pick("downtime_ms"),
+        "setup_time_ms": pick("setup_time_ms"),
+        "data_transferred_bytes": data,
+        "memory_transferred_bytes": pick("memory_processed"),
+        "disk_transferred_bytes": pick("disk_processed"),
+        "iterations": max(iterations) if iterations else None,
+        "average_bps": int(data / (elapsed_ms / 1000)) if data is not None and elapsed_ms else None,
+        "peak_transfer_bps": max(rates) if rates else None,
+        "peak_dirty_bps": max(dirty) if dirty else None,
+        "error": final.error or last.error,
+    }
