@@ -12,16 +12,17 @@ from .choices import AuditResultChoices, RoleChoices
 
 
 @transaction.atomic
-def admin_ensure(*, username: str, password: str | None, actor: Actor) -> tuple[object, bool]:
+def admin_ensure(*, username: str, password: str | None, actor: Actor) -> tuple[object, bool, bool]:
     """Make sure `username` exists as an active superuser in the Admin group.
 
-    Creates the user when missing (password required then). When the user exists and a password
-    is given, the password is set to it; otherwise the password is left unchanged.
-    Returns (user, created).
+    Creates the user when missing (password required then). When the user exists and a
+    different password is given, the password is set to it (which ends that user's sessions);
+    otherwise the password is left unchanged. Returns (user, created, password_changed).
     """
     User = get_user_model()
     user = User.objects.filter(username=username).first()
     created = user is None
+    password_changed = False
     if created:
         if not password:
             raise ValueError("A password is needed to create the admin user.")
@@ -30,8 +31,9 @@ def admin_ensure(*, username: str, password: str | None, actor: Actor) -> tuple[
         user.is_superuser = True
         user.is_staff = True
         user.is_active = True
-        if password:
+        if password and not user.check_password(password):
             user.set_password(password)
+            password_changed = True
         user.save()
     admin_group, _ = Group.objects.get_or_create(name=RoleChoices.ADMIN.value)
     user.groups.add(admin_group)
@@ -40,7 +42,7 @@ def admin_ensure(*, username: str, password: str | None, actor: Actor) -> tuple[
         action="user.ensure_admin",
         result=AuditResultChoices.OK,
         target=user,
-        parameters={"username": username, "created": created, "password_changed": bool(password)},
+        parameters={"username": username, "created": created, "password_changed": password_changed},
         message="Admin user created." if created else "Admin user checked.",
     )
-    return user, created
+    return user, created, password_changed

@@ -49,7 +49,8 @@
     function refresh() {
       window.fetch(region.dataset.livePartial, { credentials: "same-origin" })
         .then(function (response) {
-          if (response.status === 404) { window.location.reload(); return null; }
+          // Gone, or logged out (redirected to the login page): let the full page show why.
+          if (response.status === 404 || response.redirected) { window.location.reload(); return null; }
           return response.ok ? response.text() : null;
         })
         .then(function (html) { if (html !== null && html !== undefined) region.innerHTML = html; })

@@ -104,7 +104,13 @@ def test_ensure_admin_generates_password_once(monkeypatch, capsys):
     call_command("ensure_admin")
     admin.refresh_from_db()
     assert admin.check_password("from-env-123")
-    assert AuditEvent.objects.filter(action="user.ensure_admin").count() == 3
+    assert "password set" in capsys.readouterr().out
+    # Same password again: not re-hashed, so logged-in sessions of admin stay valid.
+    hashed = admin.password
+    call_command("ensure_admin")
+    admin.refresh_from_db()
+    assert admin.password == hashed and "unchanged" in capsys.readouterr().out
+    assert AuditEvent.objects.filter(action="user.ensure_admin").count() == 4
     assert "from-env-123" not in json.dumps(list(AuditEvent.objects.values_list("parameters", flat=True)))
 
 

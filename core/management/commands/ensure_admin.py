@@ -23,13 +23,13 @@ class Command(BaseCommand):
         generated = None
         if not exists and password is None:
             generated = password = secrets.token_urlsafe(15)
-        _, created = admin_ensure(username=USERNAME, password=password, actor=Actor.system())
+        _, created, changed = admin_ensure(username=USERNAME, password=password, actor=Actor.system())
         if created and generated:
             self.stdout.write(f"Created user '{USERNAME}' with password: {generated}")
             self.stdout.write("It is shown only now; set VMPORTAL_ADMIN_PASSWORD to choose your own.")
         elif created:
             self.stdout.write(f"Created user '{USERNAME}' with the password from VMPORTAL_ADMIN_PASSWORD.")
-        elif password:
+        elif changed:
             self.stdout.write(f"User '{USERNAME}' exists; password set from VMPORTAL_ADMIN_PASSWORD.")
         else:
             self.stdout.write(f"User '{USERNAME}' exists; password unchanged.")

@@ -1,0 +1,176 @@
+"""A real portal for browser tests: private redis, daphne (HTTP + websockets) and an rqworker.
+
+Everything runs from a temporary directory (SQLite file, collected static files) with the
+production settings module (DEBUG off) and is stopped by PID at the end of the session.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cryptography.fernet import Fernet
+
+PROJECT = Path(__file__).resolve().parents[2]
+CHROMIUM = "/usr/bin/chromium"
+SCREENSHOTS = PROJECT / "var" / "e2e-screenshots"
+ADMIN_PASSWORD = "e2e-admin-password-1"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(predicate, *, timeout: float, what: str, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+@dataclass
+class Portal:
+    url: str
+    env: dict
+    workdir: Path
+
+    def manage(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "manage.py", *args], cwd=PROJECT, env=self.env, capture_output=True, text=True,
+            timeout=120, check=True,
+        )
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory):
+    if not shutil.which("redis-server"):
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    workdir = tmp_path_factory.mktemp("redis")
+    port = free_port()
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+
+    def answers():
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    try:
+        wait_until(answers, timeout=15, what="redis-server")
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        stop(proc)
+
+
+@pytest.fixture(scope="session")
+def portal(redis_url, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("portal")
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "VMPORTAL_"))},
+        "DJANGO_SETTINGS_MODULE": "vmportal.settings",
+        "DJANGO_SECRET_KEY": "e2e-secret-key",
+        "VMPORTAL_SECRETS_KEY": Fernet.generate_key().decode(),
+        "DATABASE_URL": f"sqlite:///{workdir / 'portal.sqlite3'}",
+        "REDIS_URL": redis_url,
+        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "DJANGO_STATIC_ROOT": str(workdir / "static"),
+        "VMPORTAL_ADMIN_PASSWORD": ADMIN_PASSWORD,
+        "PYTHONPATH": str(PROJECT),
+        "PYTHONUNBUFFERED": "1",
+    }
+    portal = Portal(url=f"http://127.0.0.1:{port}", env=env, workdir=workdir)
+    portal.manage("migrate", "--noinput", "-v0")
+    portal.manage("collectstatic", "--noinput", "-v0")
+    portal.manage("ensure_admin")
+    logs = {name: open(workdir / f"{name}.log", "w") for name in ("daphne", "worker")}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "vmportal.asgi:application"],
+            cwd=PROJECT, env=env, stdout=logs["daphne"], stderr=subprocess.STDOUT,
+        ),
+        subprocess.Popen(
+            [sys.executable, "manage.py", "rqworker", "default"],
+            cwd=PROJECT, env=env, stdout=logs["worker"], stderr=subprocess.STDOUT,
+        ),
+    ]
+
+    def serving():
+        try:
+            with urllib.request.urlopen(f"{portal.url}/login/", timeout=1) as response:
+                return response.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    try:
+        wait_until(serving, timeout=30, what="daphne to serve the login page")
+        yield portal
+    finally:
+        for proc in procs:
+            stop(proc)
+        for handle in logs.values():
+            handle.close()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync"],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, portal):
+    context = browser.new_context(base_url=portal.url, viewport={"width": 1360, "height": 900})
+    page = context.new_page()
+    requests_elsewhere = []
+    page.on("request", lambda r: None if r.url.startswith((portal.url, portal.url.replace("http", "ws"), "data:")) else requests_elsewhere.append(r.url))
+    yield page
+    context.close()
+    assert not requests_elsewhere, f"the page loaded from outside the portal: {requests_elsewhere}"
+
+
+@pytest.fixture(scope="session")
+def screenshots():
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    return SCREENSHOTS
