@@ -14,13 +14,14 @@ from migrations_app.options import MigrationOptions
 from migrations_app.preflight import Candidate, Verdict, overall, rank_destinations, run_preflight
 
 GIB = 1024 * 1024  # in KiB
+HOST_UUIDS = {"kvm-a": "00000000-0000-0000-0000-00000000000a", "kvm-b": "11111111-2222-3333-4444-555555555555"}
 
 
 def host(name: str, **changes) -> HostSide:
     base = HostSide(
         name=name,
         hostname=f"{name}.lan",
-        host_uuid=f"00000000-0000-0000-0000-00000000000{len(name) % 10}" if name != "kvm-b" else "11111111-2222-3333-4444-555555555555",
+        host_uuid=HOST_UUIDS.get(name, "99999999-0000-0000-0000-000000000000"),
         arch="x86_64",
         hypervisor="QEMU",
         hypervisor_version=(8, 2, 0),
