@@ -91,6 +91,18 @@ def test_vm_list_json_and_table(trusted_host, capsys):
     assert table[0].split() == ["HOST", "NAME", "STATE", "VCPUS", "MEMORY", "UUID"] and len(table) == 3
 
 
+def test_vm_list_table_escapes_control_characters(trusted_host, fleet, capsys):
+    from core.actors import Actor
+    from hosts.services import host_inventory_save
+
+    hv = fleet.hosts[trusted_host.address]
+    host_inventory_save(host=trusted_host, facts=hv.facts(), os_release=None,
+                        domains=[make_domain("evil\x1b[2Jname\n")], storage={}, actor=Actor.system())
+    call_command("vm_list")
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "evil\\x1b[2Jname\\n" in out
+
+
 def test_ensure_admin_generates_password_once(monkeypatch, capsys):
     monkeypatch.delenv("VMPORTAL_ADMIN_PASSWORD", raising=False)
     call_command("ensure_admin")

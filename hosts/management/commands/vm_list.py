@@ -5,6 +5,11 @@ from django.core.management.base import BaseCommand
 from hosts.models import VirtualMachine
 
 
+def printable(text: str) -> str:
+    """Guest names come from hypervisors: keep control characters out of the terminal."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
 class Command(BaseCommand):
     help = "List the guests in the inventory."
 
@@ -36,7 +41,7 @@ class Command(BaseCommand):
             return
         header = ("HOST", "NAME", "STATE", "VCPUS", "MEMORY", "UUID")
         table = [header] + [
-            (r["host"], r["name"], r["state"], str(r["vcpus"]), f"{r['memory_kib'] // 1024} MiB", r["uuid"])
+            (r["host"], printable(r["name"]), r["state"], str(r["vcpus"]), f"{r['memory_kib'] // 1024} MiB", r["uuid"])
             for r in rows
         ]
         widths = [max(len(row[i]) for row in table) for i in range(len(header))]
