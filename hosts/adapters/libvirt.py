@@ -64,7 +64,7 @@ _CONNECTION_LOST_CODES = {
 }
 _CONNECTION_LOST_TEXT = re.compile(
     r"client socket is closed|connection (?:reset|refused|closed)|end of file|"
-    r"broken pipe|no route to host|cannot recv data|cannot send data|keepalive",
+    r"broken pipe|no route to host|cannot recv data|cannot send data|keepalive timeout",
     re.IGNORECASE,
 )
 
@@ -461,7 +461,7 @@ _HOST_KEY_ALGORITHMS = {"ssh-rsa": "rsa-sha2-512,rsa-sha2-256"}
 
 
 def ssh_wrapper_script(
-    *, ssh_binary: str, known_hosts: str, keyfile: str, key_type: str, connect_timeout: float
+    *, ssh_binary: str, known_hosts: str, keyfile: str, key_type: str, connect_timeout: float, log_file: str
 ) -> str:
     """The shell script libvirt runs instead of ``ssh`` (see the module docstring)."""
     options = {
@@ -482,8 +482,10 @@ def ssh_wrapper_script(
     for name, value in options.items():
         argv += ["-o", f"{name}={value}"]
     # ssh keeps the first value it sees for an option, so ours win over
-    # anything libvirt adds after them.
-    return "#!/bin/sh\nexec " + " ".join(shlex.quote(a) for a in argv) + ' "$@"\n'
+    # anything libvirt adds after them. Its messages go to a file: libvirt
+    # keeps only the first KiB of them, too little for a host key warning.
+    command = " ".join(shlex.quote(a) for a in argv)
+    return f'#!/bin/sh\nexec {command} "$@" 2>>{shlex.quote(log_file)}\n'
 
 
 def _prepare_uri(uri: str, ssh_target: SSHTarget | None, known_hosts_dir: str | None) -> _PreparedURI:
@@ -533,6 +535,7 @@ def _prepare_uri(uri: str, ssh_target: SSHTarget | None, known_hosts_dir: str | 
                 keyfile=keyfile,
                 key_type=pinned.key_type,
                 connect_timeout=ssh_target.connect_timeout,
+                log_file=os.path.join(workdir, "ssh.log"),
             ),
             mode=0o700,
         )
@@ -556,32 +559,41 @@ def _write_private(path: str, content: str, mode: int = 0o600) -> None:
         f.write(content)
 
 
-_FINGERPRINT = re.compile(r"SHA256:[A-Za-z0-9+/]+")
+def _read_ssh_log(prepared: _PreparedURI) -> str:
+    if not prepared.workdir:
+        return ""
+    try:
+        with open(os.path.join(prepared.workdir, "ssh.log"), errors="replace") as f:
+            return f.read(65536)
+    except OSError:
+        return ""
 
 
-def _translate_connect_error(exc: libvirt.libvirtError, uri: str, prepared: _PreparedURI) -> AdapterError:
+def _translate_connect_error(
+    exc: libvirt.libvirtError, uri: str, prepared: _PreparedURI, ssh_log: str = ""
+) -> AdapterError:
     code = exc.get_error_code()
     message = exc.get_error_message() or str(exc)
-    if prepared.pinned is not None and (
-        "Host key verification failed" in message or "HOST IDENTIFICATION HAS CHANGED" in message
-    ):
-        found = _FINGERPRINT.search(message)
-        if found:
-            actual = found.group(0)
-        else:
+    if prepared.pinned is not None:
+        if "Host key verification failed" in ssh_log or "HOST IDENTIFICATION HAS CHANGED" in ssh_log:
+            # Ask for the pinned type, as ssh did, to report the key it refused.
             try:
-                actual = fetch_host_key(prepared.host, prepared.port).fingerprint
+                actual = fetch_host_key(
+                    prepared.host, prepared.port, key_type=prepared.pinned.key_type
+                ).fingerprint
             except AdapterError:
                 actual = "unknown"
-        return HostKeyMismatch(
-            expected_fingerprint=prepared.pinned.fingerprint,
-            actual_fingerprint=actual,
-            address=prepared.host,
-            port=prepared.port,
-        )
-    if code in (libvirt.VIR_ERR_AUTH_FAILED, libvirt.VIR_ERR_AUTH_CANCELLED, libvirt.VIR_ERR_AUTH_UNAVAILABLE) or (
-        prepared.pinned is not None and "Permission denied" in message
-    ):
+            return HostKeyMismatch(
+                expected_fingerprint=prepared.pinned.fingerprint,
+                actual_fingerprint=actual,
+                address=prepared.host,
+                port=prepared.port,
+            )
+        if "Permission denied" in ssh_log:
+            return HostAuthError(f"libvirt could not log in to {_redact(uri)}: {_last_line(ssh_log)}")
+        if ssh_log.strip():
+            message = _last_line(ssh_log)
+    if code in (libvirt.VIR_ERR_AUTH_FAILED, libvirt.VIR_ERR_AUTH_CANCELLED, libvirt.VIR_ERR_AUTH_UNAVAILABLE):
         return HostAuthError(f"libvirt could not log in to {_redact(uri)}: {_last_line(message)}")
     err = HostUnreachable(f"Cannot connect to libvirt at {_redact(uri)}: {_last_line(message)}")
     err.code = code
@@ -589,14 +601,14 @@ def _translate_connect_error(exc: libvirt.libvirtError, uri: str, prepared: _Pre
 
 
 def _last_line(message: str) -> str:
+    """The last non-empty line: where ssh and libvirt put the actual error."""
     lines = [line.strip() for line in message.replace("\r", "").splitlines() if line.strip()]
-    return lines[-1] if len(lines) > 1 else (lines[0] if lines else message)
+    return lines[-1] if lines else message
 
 
 def _redact(uri: str) -> str:
     """The URI without its query (which may name temporary key files)."""
-    parts = urlsplit(uri)
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+    return uri.split("?", 1)[0]
 
 
 def connect(
@@ -608,7 +620,7 @@ def connect(
     try:
         return libvirt.open(prepared.uri)
     except libvirt.libvirtError as exc:
-        raise _translate_connect_error(exc, uri, prepared) from exc
+        raise _translate_connect_error(exc, uri, prepared, _read_ssh_log(prepared)) from exc
     finally:
         # ssh has read the key and known_hosts by the time open() returns:
         # libvirt has already talked to the daemon through it.
@@ -830,7 +842,12 @@ class EventWatcher:
         self.unwatch(uri)
         conn = connect(uri, ssh_target=ssh_target, known_hosts_dir=known_hosts_dir)
         try:
-            conn.setKeepAlive(EVENT_KEEPALIVE_INTERVAL_S, EVENT_KEEPALIVE_COUNT)
+            try:
+                conn.setKeepAlive(EVENT_KEEPALIVE_INTERVAL_S, EVENT_KEEPALIVE_COUNT)
+            except libvirt.libvirtError as exc:
+                # Local drivers (qemu:///system, test:///) have no keepalive and need none.
+                if exc.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
+                    raise
             callback_id = conn.domainEventRegisterAny(
                 None,
                 libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE,

@@ -204,9 +204,14 @@ def load_private_key(private_key_pem: str) -> paramiko.PKey:
     return key_class.from_private_key(io.StringIO(private_key_pem))
 
 
-def fetch_host_key(address: str, port: int = 22, *, timeout: float = 10.0) -> HostKeyInfo:
-    """Connect, read the key the server presents, and disconnect without logging in."""
-    transport = _start_transport(address, port, timeout=timeout, preferred_key_type=None)
+def fetch_host_key(
+    address: str, port: int = 22, *, timeout: float = 10.0, key_type: str | None = None
+) -> HostKeyInfo:
+    """Connect, read the key the server presents, and disconnect without logging in.
+
+    ``key_type`` ("ssh-rsa", …) asks for that key first when the host has several.
+    """
+    transport = _start_transport(address, port, timeout=timeout, preferred_key_type=key_type)
     try:
         return HostKeyInfo.from_pkey(transport.get_remote_server_key())
     finally:

@@ -2,8 +2,8 @@
 
 It authenticates one client key (and one password), and for ``exec``
 requests either runs the command with ``sh -c`` on this machine, as sshd
-would, or only records it (``mode = "record"``) and answers with the command
-line it received. Every connection's events are recorded so tests can tell,
+would, or only records it and answers with the command line it received
+(``mode = "record"``) or fails it at once (``mode = "reject"``). Every connection's events are recorded so tests can tell,
 for instance, that no credentials were offered to a host with the wrong key.
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import threading
+import time
 from dataclasses import dataclass, field
 
 import paramiko
@@ -97,6 +98,12 @@ class InProcessSSHServer:
 
     def serve_exec(self, channel: paramiko.Channel, command: str):
         try:
+            if self.mode == "reject":
+                # Like a host without libvirt: the command fails at once.
+                time.sleep(0.2)  # let the exec reply reach the client first
+                channel.sendall_stderr(b"no libvirt here\n")
+                channel.send_exit_status(1)
+                return
             # Read stdin to its EOF first: the client sends that only after the
             # exec request was answered, so replies cannot overtake it.
             stdin = bytearray()
