@@ -8,6 +8,7 @@ from .choices import HostAuthMethodChoices
 from .models import Host
 from .services import HostConnection
 from .validators import (
+    LIBVIRT_SSH_SCHEMES,
     validate_address,
     validate_host_name,
     validate_libvirt_uri,
@@ -82,8 +83,17 @@ class HostAddForm(forms.Form):
             except HostAuthError as exc:
                 raise ValidationError({"private_key_text": f"{exc.message} {exc.hint}"}) from None
             cleaned["private_key_pem"] = pem
-        elif method == HostAuthMethodChoices.PASSWORD and not cleaned.get("password"):
-            raise ValidationError({"password": "Enter the SSH password."})
+        elif method == HostAuthMethodChoices.PASSWORD:
+            if not cleaned.get("password"):
+                raise ValidationError({"password": "Enter the SSH password."})
+            uri = cleaned.get("libvirt_uri", "")
+            if not uri or uri.startswith(LIBVIRT_SSH_SCHEMES):
+                raise ValidationError(
+                    {
+                        "auth_method": "libvirt over SSH logs in with a key, not a password. Use the portal's key "
+                        "or an uploaded key, or give a qemu+tls:// or qemu+tcp:// libvirt URI."
+                    }
+                )
         address, port = cleaned.get("address"), cleaned.get("ssh_port")
         if address and port and Host.objects.filter(address__iexact=address, ssh_port=port).exists():
             raise ValidationError({"address": f"A host at {address}:{port} is already in the inventory."})

@@ -18,7 +18,7 @@ _DNS_LABEL_RE = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)\Z")
 
 LIBVIRT_REMOTE_SCHEMES = ("qemu+ssh", "qemu+libssh", "qemu+tcp", "qemu+tls")
 LIBVIRT_LOCAL_URI = "qemu:///system"
-_SSH_SCHEMES = ("qemu+ssh", "qemu+libssh")
+LIBVIRT_SSH_SCHEMES = ("qemu+ssh://", "qemu+libssh://")
 
 
 def validate_host_name(value: str) -> None:
@@ -104,7 +104,7 @@ def validate_libvirt_uri(value: str) -> None:
     if parts.password is not None:
         raise ValidationError("Do not put a password in the URI.", code="invalid_uri")
     if parts.username is not None:
-        if parts.scheme not in _SSH_SCHEMES:
+        if not value.startswith(LIBVIRT_SSH_SCHEMES):
             raise ValidationError(f"{parts.scheme}:// URIs take no user name.", code="invalid_uri")
         validate_ssh_user(parts.username)
     host = parts.hostname

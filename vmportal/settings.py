@@ -6,6 +6,7 @@ Environment variables (all optional in development, see each one below):
   DJANGO_ALLOWED_HOSTS      comma-separated, default "localhost,127.0.0.1,[::1]"
   DJANGO_CSRF_TRUSTED_ORIGINS  comma-separated origins, e.g. "https://portal.example.org"
   DJANGO_STATIC_ROOT        where collectstatic writes, default <repo>/staticfiles
+  DJANGO_SECURE_COOKIES=1   session/CSRF cookies only over HTTPS (set when served over TLS)
   DATABASE_URL              default: SQLite file var/vmportal.sqlite3
   REDIS_URL                 default redis://127.0.0.1:6390/0 (the private redis of `make run`)
   VMPORTAL_SECRETS_KEY      Fernet key encrypting SSH keys/passwords at rest; required unless
@@ -149,6 +150,7 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = DEBUG
 
 SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = os.environ.get("DJANGO_SECURE_COOKIES", "") == "1"
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_SAMESITE = "Lax"
 X_FRAME_OPTIONS = "DENY"
@@ -157,10 +159,12 @@ SECURE_REFERRER_POLICY = "same-origin"
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6390/0")
 
+# channels_redis waits on BZPOPMIN for 5 s; redis-py 8 reads with a default 5 s socket timeout,
+# which kills idle websocket consumers ("Timeout reading from ..."). Read longer than that.
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL]},
+        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 30}]},
     },
 }
 

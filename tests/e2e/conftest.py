@@ -57,6 +57,7 @@ class Portal:
     url: str
     env: dict
     workdir: Path
+    admin_password: str = ADMIN_PASSWORD
 
     def manage(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
@@ -140,6 +141,10 @@ def portal(redis_url, tmp_path_factory):
             stop(proc)
         for handle in logs.values():
             handle.close()
+    # Websocket consumers must not crash (e.g. redis read timeouts on idle sockets); the
+    # pages would hide it by reconnecting.
+    daphne_log = (workdir / "daphne.log").read_text()
+    assert "Exception inside application" not in daphne_log, daphne_log[-3000:]
 
 
 @pytest.fixture(scope="session")

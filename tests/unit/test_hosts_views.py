@@ -27,7 +27,7 @@ def test_add_host_form_shows_field_errors(admin_client):
     assert not Host.objects.exists()
 
 
-def test_add_host_requires_key_or_password_for_that_method(admin_client):
+def test_add_host_requires_key_or_password_for_that_method(admin_client, fleet):
     base = {"name": "kvm-x", "address": "192.0.2.5", "ssh_port": "22", "ssh_user": "root"}
     response = admin_client.post(reverse("hosts:host_add"), {**base, "auth_method": "private_key"})
     assert "private_key_text" in response.context["form"].errors
@@ -35,6 +35,14 @@ def test_add_host_requires_key_or_password_for_that_method(admin_client):
     assert "private_key_text" in response.context["form"].errors
     response = admin_client.post(reverse("hosts:host_add"), {**base, "auth_method": "password"})
     assert "password" in response.context["form"].errors
+    # libvirt over SSH needs a key: a password is only enough with a tcp/tls libvirt URI.
+    response = admin_client.post(reverse("hosts:host_add"), {**base, "auth_method": "password", "password": "pw"})
+    assert "logs in with a key" in str(response.context["form"].errors["auth_method"])
+    response = admin_client.post(
+        reverse("hosts:host_add"),
+        {**base, "auth_method": "password", "password": "pw", "libvirt_uri": "qemu+tls://192.0.2.5/system"},
+    )
+    assert response.status_code == 302 and Host.objects.get().auth_method == "password"
 
 
 def test_add_host_then_confirm_fingerprint(admin_client, fleet, django_capture_on_commit_callbacks):

@@ -12,7 +12,8 @@ PRINT_SETTINGS = (
     "import json; from django.conf import settings as s; "
     "print(json.dumps({'debug': s.DEBUG, 'db': s.DATABASES['default']['ENGINE'], "
     "'db_name': str(s.DATABASES['default']['NAME']), 'redis': s.REDIS_URL, "
-    "'layer': s.CHANNEL_LAYERS['default']['CONFIG']['hosts'][0], "
+    "'layer': s.CHANNEL_LAYERS['default']['CONFIG']['hosts'][0]['address'], "
+    "'layer_timeout': s.CHANNEL_LAYERS['default']['CONFIG']['hosts'][0]['socket_timeout'], "
     "'queues': {k: v['URL'] for k, v in s.RQ_QUEUES.items()}, 'hosts': s.ALLOWED_HOSTS, "
     "'secrets_key': s.VMPORTAL_SECRETS_KEY}))"
 )
@@ -52,6 +53,10 @@ def test_environment_drives_database_redis_and_hosts():
     assert s["debug"] is False
     assert s["db"] == "django.db.backends.postgresql" and s["db_name"] == "vmportal"
     assert s["layer"] == "redis://127.0.0.1:7777/3"
+    # Longer than channels_redis' 5 s blocking read, or idle websockets die with redis-py 8.
+    from channels_redis.core import RedisChannelLayer
+
+    assert s["layer_timeout"] > RedisChannelLayer.brpop_timeout
     assert s["queues"] == {"default": "redis://127.0.0.1:7777/3", "migrations": "redis://127.0.0.1:7777/3"}
     assert s["hosts"] == ["portal.example", "10.0.0.5"]
 
