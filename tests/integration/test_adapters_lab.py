@@ -6,8 +6,10 @@ asked of libvirt, never taken from the ``lab`` fixture's guest lists.
 
 from __future__ import annotations
 
+import os
 import queue
 import re
+import signal
 import time
 import uuid
 from pathlib import Path
@@ -239,3 +241,52 @@ def test_event_watcher_sees_suspend_and_resume(hosts, pins, transport):
     assert (suspended.event, suspended.detail, suspended.domain_name) == ("suspended", "paused", guest.name)
     assert (resumed.event, resumed.detail) == ("resumed", "unpaused")
     assert disconnects == []
+
+
+def _ssh_children() -> set[int]:
+    """PIDs of ssh processes this test process started (libvirt's qemu+ssh tunnels)."""
+    me = str(os.getpid())
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            comm = (entry / "comm").read_text().strip()
+        except OSError:
+            continue
+        if fields[1] == me and comm == "ssh":
+            found.add(int(entry.name))
+    return found
+
+
+def test_event_watcher_reports_a_lost_connection_and_can_reconnect(hosts, pins):
+    """Kill the ssh tunnel under a watched qemu+ssh connection (our own child
+    process): the disconnect callback fires, and unwatch + watch gets events again."""
+    host, guest = running_heartbeat_guest(hosts)
+    uri = ssh_uri(host)
+    ssh_target = target(host, pins[host["name"]])
+    events: queue.Queue = queue.Queue()
+    disconnects: queue.Queue = queue.Queue()
+
+    with lv.EventWatcher() as watcher:
+        before = _ssh_children()
+        watcher.watch(uri, lambda u, e: events.put(e), lambda u, r: disconnects.put((u, r)), ssh_target=ssh_target)
+        (tunnel,) = _ssh_children() - before
+        os.kill(tunnel, signal.SIGTERM)
+        got_uri, reason = disconnects.get(timeout=30)
+        assert got_uri == uri and reason in {"eof", "error", "keepalive"}
+
+        watcher.unwatch(uri)
+        watcher.watch(uri, lambda u, e: events.put(e), lambda u, r: disconnects.put((u, r)), ssh_target=ssh_target)
+        with lv.open_connection(host["libvirt_uri"]) as conn:
+            lv.suspend_domain(conn, guest.uuid)
+            lv.resume_domain(conn, guest.uuid)
+        seen = []
+        deadline = time.monotonic() + 15
+        while ("resumed", "unpaused") not in seen and time.monotonic() < deadline:
+            event = events.get(timeout=max(0.1, deadline - time.monotonic()))
+            if event.domain_uuid == guest.uuid:
+                seen.append((event.event, event.detail))
+        assert seen == [("suspended", "paused"), ("resumed", "unpaused")]
+    assert _ssh_children() <= before  # closing the watcher ended its tunnel
