@@ -20,7 +20,7 @@ def vm_action_job(job_id: int, vm_id: int, action: str) -> None:
 
 
 def inventory_refresh_all() -> int:
-    """Periodic (rqcron): queue a refresh of every host the portal may contact.
+    """Periodic (called by the watch_hosts loop): queue a refresh of every host it may contact.
 
     Only dispatches: each host's refresh is its own Job with its own row. Also closes jobs
     whose worker died. Returns the number of hosts queued.

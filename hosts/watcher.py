@@ -1,9 +1,10 @@
-"""Turn libvirt lifecycle events into inventory refreshes (run by `manage.py watch_hosts`).
+"""Keep the inventory fresh (run by `manage.py watch_hosts`, exactly one per installation).
 
 One event connection per trusted host, through the adapter's EventWatcher. Its callbacks run
 in libvirt's event thread, so they only put items on a queue; this loop (the main thread)
 does all database work: it debounces bursts of events into one refresh per host, reconnects
-lost hosts with exponential backoff and picks up hosts added or re-trusted meanwhile.
+lost hosts with exponential backoff, picks up hosts added or re-trusted meanwhile, and every
+VMPORTAL_INVENTORY_REFRESH_SECONDS queues a full refresh of every host (events can be missed).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db import close_old_connections
 
 from core.actors import Actor
@@ -22,6 +24,7 @@ from hosts.adapters.errors import AdapterError, HostKeyMismatch
 from hosts.adapters.libvirt import EventWatcher
 
 from . import inventory, services
+from .jobs import inventory_refresh_all
 from .models import Host
 
 logger = logging.getLogger(__name__)
@@ -55,6 +58,7 @@ class HostEventWatch:
         clock: Callable[[], float] = time.monotonic,
         debounce_s: float = 1.0,
         resync_s: float = 30.0,
+        full_refresh_s: float | None = None,
     ):
         self.watcher = watcher if watcher is not None else EventWatcher()
         self.clock = clock
@@ -64,6 +68,10 @@ class HostEventWatch:
         self.peers: dict[int, _Peer] = {}
         self.pending: dict[int, float] = {}
         self.next_resync = 0.0
+        self.full_refresh_s = (
+            full_refresh_s if full_refresh_s is not None else settings.VMPORTAL_INVENTORY_REFRESH_SECONDS
+        )
+        self.next_full_refresh = clock() + self.full_refresh_s
         self.actor = Actor.system()
 
     # Called from libvirt's event thread: only hand over.
@@ -174,6 +182,10 @@ class HostEventWatch:
             self.next_resync = now + self.resync_s
         self.connect_due(now)
         self.flush_due(now)
+        if now >= self.next_full_refresh:
+            queued = inventory_refresh_all()
+            logger.info("periodic refresh: queued %d host(s)", queued)
+            self.next_full_refresh = now + self.full_refresh_s
 
     def run(self, stop: threading.Event, *, tick_s: float = 0.5) -> None:
         try:

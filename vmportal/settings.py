@@ -11,7 +11,8 @@ Environment variables (all optional in development, see each one below):
   REDIS_URL                 default redis://127.0.0.1:6390/0 (the private redis of `make run`)
   VMPORTAL_SECRETS_KEY      Fernet key encrypting SSH keys/passwords at rest; required unless
                             DJANGO_DEBUG=1, in which case var/secrets.key is generated once (0600)
-  VMPORTAL_INVENTORY_REFRESH_SECONDS  period of the full inventory refresh, default 300
+  VMPORTAL_INVENTORY_REFRESH_SECONDS  period of the full inventory refresh (queued by
+                            `manage.py watch_hosts`), default 300
 """
 
 import os

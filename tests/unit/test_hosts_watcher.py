@@ -121,6 +121,28 @@ def test_key_mismatch_stops_watching_the_host(watch, trusted_host):
     assert fake.attempts == [uri]
 
 
+def test_periodic_full_refresh_and_stale_job_cleanup(watch, trusted_host):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    loop, fake, clock = watch
+    loop.step(0)
+    clock.now += 1.5
+    loop.step(0)
+    Job.objects.update(status=JobStatusChoices.SUCCEEDED)
+    dead = Job.objects.create(kind="vm.start", timeout_s=10, status=JobStatusChoices.RUNNING,
+                              started=timezone.now() - timedelta(hours=1))
+    clock.now += loop.full_refresh_s - 2
+    loop.step(0)
+    assert queued_refreshes() == 0
+    clock.now += 2
+    loop.step(0)
+    assert queued_refreshes() == 1
+    dead.refresh_from_db()
+    assert dead.status == JobStatusChoices.ABORTED
+
+
 def test_new_hosts_are_picked_up_on_resync(watch, trusted_host):
     loop, fake, clock = watch
     loop.step(0)
