@@ -1,4 +1,5 @@
-"""Inventory writes. Each service runs in one transaction and writes its audit event there.
+"""Inventory writes. Each service runs in one transaction and writes its audit event there;
+a refused request is audited in a transaction of its own, so the refusal is kept.
 
 Views, management commands, jobs and the watcher all change hosts and guests through these.
 """
