@@ -33,9 +33,17 @@ class HostUnreachable(AdapterError):
         "that no firewall blocks SSH (22) or libvirt from the portal."
     )
 
-    def __init__(self, message: str, *, hint: str | None = None, address: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        address: str | None = None,
+        code: int | None = None,
+    ):
         super().__init__(message, hint=hint)
         self.address = address
+        self.code = code  # the VIR_ERR_* number when libvirt reported it
 
 
 class HostAuthError(AdapterError):

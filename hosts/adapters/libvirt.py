@@ -310,7 +310,9 @@ def _disk_from_xml(disk: ET.Element) -> DiskInfo:
             pool, volume = source_el.get("pool", ""), source_el.get("volume", "")
             source = f"{pool}/{volume}" if pool or volume else ""
         else:
-            source = source_el.get("file") or source_el.get("dev") or source_el.get("dir") or source_el.get("name") or ""
+            source = next(
+                (source_el.get(attr) for attr in ("file", "dev", "dir", "name") if source_el.get(attr)), ""
+            )
     driver = disk.find("driver")
     target = disk.find("target")
     return DiskInfo(
@@ -434,9 +436,7 @@ def translate_error(exc: libvirt.libvirtError, *, action: str = "") -> AdapterEr
     if code == libvirt.VIR_ERR_NO_DOMAIN:
         return DomainNotFound(text, code=code)
     if _is_connection_lost(exc):
-        err = HostUnreachable(f"Lost the libvirt connection ({text})")
-        err.code = code
-        return err
+        return HostUnreachable(f"Lost the libvirt connection ({text})", code=code)
     return LibvirtFailure(text, code=code)
 
 
@@ -483,7 +483,8 @@ def ssh_wrapper_script(
         argv += ["-o", f"{name}={value}"]
     # ssh keeps the first value it sees for an option, so ours win over
     # anything libvirt adds after them. Its messages go to a file: libvirt
-    # keeps only the first KiB of them, too little for a host key warning.
+    # reads them through a small buffer and reports only "Value too large"
+    # when they overflow it, as a host key warning does.
     command = " ".join(shlex.quote(a) for a in argv)
     return f'#!/bin/sh\nexec {command} "$@" 2>>{shlex.quote(log_file)}\n'
 
@@ -595,9 +596,11 @@ def _translate_connect_error(
             message = _last_line(ssh_log)
     if code in (libvirt.VIR_ERR_AUTH_FAILED, libvirt.VIR_ERR_AUTH_CANCELLED, libvirt.VIR_ERR_AUTH_UNAVAILABLE):
         return HostAuthError(f"libvirt could not log in to {_redact(uri)}: {_last_line(message)}")
-    err = HostUnreachable(f"Cannot connect to libvirt at {_redact(uri)}: {_last_line(message)}")
-    err.code = code
-    return err
+    return HostUnreachable(
+        f"Cannot connect to libvirt at {_redact(uri)}: {_last_line(message)}",
+        address=prepared.host or urlsplit(uri).hostname,
+        code=code,
+    )
 
 
 def _last_line(message: str) -> str:

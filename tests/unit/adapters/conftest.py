@@ -3,8 +3,9 @@
 It authenticates one client key (and one password), and for ``exec``
 requests either runs the command with ``sh -c`` on this machine, as sshd
 would, or only records it and answers with the command line it received
-(``mode = "record"``) or fails it at once (``mode = "reject"``). Every connection's events are recorded so tests can tell,
-for instance, that no credentials were offered to a host with the wrong key.
+(``mode = "record"``) or fails it at once (``mode = "reject"``). Every
+connection's events are recorded so tests can tell, for instance, that no
+credentials were offered to a host with the wrong key.
 """
 
 from __future__ import annotations
