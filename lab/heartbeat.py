@@ -75,3 +75,16 @@ def analyse(guest: str, beats: list[tuple[float, int]], now: float | None = None
 
 def report(guest: str, since: float = 0.0) -> HeartbeatReport:
     return analyse(guest, read_beats(guest, since))
+
+
+def probe(guest: str, since: float) -> dict | None:
+    """The guest's own view of a migration, for the portal's heartbeat hook.
+
+    Returns ``{"max_gap_s", "continuous", "beats"}`` or None when the lab has
+    no heartbeat log for this guest (not a lab guest).
+    """
+    beats = read_beats(guest, since)
+    if not beats:
+        return None
+    rep = analyse(guest, beats)
+    return {"max_gap_s": rep.max_gap_s, "continuous": rep.continuous, "beats": rep.beats}

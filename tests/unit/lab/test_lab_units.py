@@ -96,3 +96,11 @@ def test_guests_assemble_to_boot_sectors(tmp_path, monkeypatch):
     for kind, path in built.items():
         data = open(path, "rb").read()
         assert len(data) == guests.IMAGE_SIZE and data[510:512] == b"\x55\xaa", kind
+
+
+def test_heartbeat_probe_for_the_portal(tmp_path, monkeypatch):
+    monkeypatch.setenv("VMPORTAL_LAB_DIR", str(tmp_path))
+    (tmp_path / "hb").mkdir()
+    (tmp_path / "hb" / "g.log").write_text("1.0 HB 1\n1.1 HB 2\n1.5 HB 3\n")
+    assert heartbeat.probe("g", since=0) == {"max_gap_s": 0.4, "continuous": True, "beats": 3}
+    assert heartbeat.probe("not-a-lab-guest", since=0) is None
