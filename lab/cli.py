@@ -20,7 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("down", help="stop everything the lab started")
     p_status = sub.add_parser("status", help="show hosts and guests")
     p_status.add_argument("--json", action="store_true")
-    sub.add_parser("build-guests", help="assemble the guest images from source")
+    p_build = sub.add_parser("build-guests", help="assemble the guest images from source")
+    p_build.add_argument("--linux", action="store_true", help="also build the Linux guest (downloads Debian's cloud kernel package)")
     p_hb = sub.add_parser("heartbeat", help="largest heartbeat gap of a guest")
     p_hb.add_argument("guest")
     p_hb.add_argument("--since", type=float, default=0.0, help="Unix time")
@@ -41,6 +42,10 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "build-guests":
             started = time.monotonic()
             built = guests.build_guests()
+            if args.linux:
+                from lab import linux_guest
+
+                built["linux"] = str(linux_guest.build())
             print(f"built {', '.join(built)} in {time.monotonic() - started:.2f} s")
         elif args.command == "heartbeat":
             rep = heartbeat.report(args.guest, args.since)

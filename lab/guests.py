@@ -56,7 +56,7 @@ def guests_built() -> bool:
 @dataclass(frozen=True)
 class GuestSpec:
     name: str
-    kind: str = "heartbeat"  # heartbeat | dirty | local-disk | shared-disk
+    kind: str = "heartbeat"  # heartbeat | dirty | local-disk | shared-disk | linux-local | linux-shared
     memory_mib: int = config.HEARTBEAT_MEMORY_MIB
     domain_type: str = "qemu"
     cpu_xml: str = "<cpu mode='custom' match='exact' check='none'><model fallback='forbid'>qemu64</model></cpu>"
@@ -83,6 +83,13 @@ def prepare_disk(spec: GuestSpec, *, directory: Path | None = None) -> Path:
     p = config.paths()
     p.disks.mkdir(parents=True, exist_ok=True)
     base = image_path("dirty" if spec.kind == "dirty" else "heartbeat")
+    if spec.kind in ("linux-local", "linux-shared"):
+        if spec.kind == "linux-local" and directory is None:
+            raise LabError("a local-disk guest needs the host's private image directory")
+        disk = (directory if spec.kind == "linux-local" else p.shared) / f"{spec.name}.qcow2"
+        disk.unlink(missing_ok=True)
+        run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "16M"])
+        return disk
     if spec.kind == "shared-disk":
         disk = p.shared / f"{spec.name}.qcow2"
         disk.unlink(missing_ok=True)
@@ -100,17 +107,23 @@ def prepare_disk(spec: GuestSpec, *, directory: Path | None = None) -> Path:
 
 
 def domain_xml(spec: GuestSpec, disk: Path) -> str:
-    writable = spec.kind in ("local-disk", "shared-disk")
+    writable = spec.kind in ("local-disk", "shared-disk", "linux-local", "linux-shared")
     readonly = not writable
     fmt = "qcow2" if writable else "raw"
     sock = serial_socket(spec.name)
+    if spec.kind.startswith("linux"):
+        from lab import linux_guest
+
+        os_extra = linux_guest.os_xml()
+    else:
+        os_extra = "<boot dev='hd'/>"
     return f"""<domain type={quoteattr(spec.domain_type)}>
   <name>{escape(spec.name)}</name>
   <uuid>{spec.uuid}</uuid>
   <description>VMPortal lab guest ({escape(spec.kind)})</description>
   <memory unit='MiB'>{spec.memory_mib}</memory>
   <vcpu>1</vcpu>
-  <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>
+  <os><type arch='x86_64' machine='pc'>hvm</type>{os_extra}</os>
   {spec.cpu_xml}
   <on_poweroff>destroy</on_poweroff>
   <on_reboot>restart</on_reboot>

@@ -391,7 +391,7 @@ def start_guest(host: dict, spec: guests.GuestSpec, *, start: bool = True) -> No
     recorder.ensure_socket(spec.name)
     directory = config.paths().host_dir(host["name"]) / "var-lib-libvirt" / "images"
     disk = guests.prepare_disk(spec, directory=directory)
-    if spec.kind == "local-disk":
+    if spec.kind in ("local-disk", "linux-local"):
         # The host sees its private /var/lib/libvirt/images, not the state copy.
         disk = Path("/var/lib/libvirt/images") / disk.name
     guests.define_and_start(host["libvirt_uri"], spec, disk, start=start)

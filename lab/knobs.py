@@ -12,6 +12,7 @@ tested against what libvirt and the hosts really do, not against mocks.
     python -m lab knob no-shared          HOST           HOST does not see the shared storage
     python -m lab knob local-disk-guest   HOST [--name]  a guest with a writable disk on HOST's local storage
     python -m lab knob shared-disk-guest  HOST [--name]  a guest with a writable qcow2 disk on the shared storage
+    python -m lab knob linux-guest        HOST [--name] [--disk local|shared]  a Linux guest, counter kept on its disk
     python -m lab knob duplicate-name     HOST --name GUEST   define another guest called GUEST on HOST
     python -m lab knob throttle           HOST [--rate 4mbit]  limit HOST's outgoing bandwidth (tc)
     python -m lab knob dirty-guest        HOST [--name]  a guest rewriting ~96 MiB of memory in a loop
@@ -34,7 +35,7 @@ MIGRATION_PORTS = "49152:49215"
 
 KNOBS = (
     "cpu-model-unknown", "cpu-guest", "same-hostname", "same-uuid", "hide-host", "no-shared",
-    "local-disk-guest", "shared-disk-guest", "duplicate-name", "throttle", "dirty-guest", "block-ports",
+    "local-disk-guest", "shared-disk-guest", "linux-guest", "duplicate-name", "throttle", "dirty-guest", "block-ports",
     "libvirtd-stop", "libvirtd-restart",
 )
 
@@ -46,6 +47,7 @@ def add_parser(sub) -> None:
     p.add_argument("--as", dest="as_host", help="the other host (same-hostname, same-uuid)")
     p.add_argument("--name", help="guest name (guest knobs, duplicate-name)")
     p.add_argument("--rate", default="4mbit", help="tc rate for throttle (default 4mbit)")
+    p.add_argument("--disk", choices=("local", "shared"), default="local", help="linux-guest: where its qcow2 disk lives")
     p.add_argument("--undo", action="store_true", help="revert the knob")
 
 
@@ -180,7 +182,7 @@ def knob_cpu_model_unknown(h, args):
 
 
 # ---------------------------------------------------------------- guests
-def _guest(h, args, kind: str, default: str, **spec_kw):
+def _guest(h, args, kind: str, default: str, timeout: float = 20, **spec_kw):
     name = args.name or f"{default}-{h['name']}"
     if args.undo:
         # The guest may have been migrated: remove it wherever it is.
@@ -190,7 +192,7 @@ def _guest(h, args, kind: str, default: str, **spec_kw):
         return {"host": h["name"], "guest": name, "removed": True}
     spec = guests.GuestSpec(name=name, kind=kind, **spec_kw).with_uuid()
     hosts.start_guest(h, spec)
-    hosts.wait_heartbeats([name], since=time.time() - 1, timeout=20)
+    hosts.wait_heartbeats([name], since=time.time() - 1, timeout=timeout)
     return {"host": h["name"], "guest": name, "uuid": spec.uuid}
 
 
@@ -206,6 +208,16 @@ def knob_local_disk_guest(h, args):
 
 def knob_shared_disk_guest(h, args):
     return _guest(h, args, "shared-disk", "shared")
+
+
+def knob_linux_guest(h, args):
+    """A Debian-kernel guest whose heartbeat counter lives on its own qcow2 disk."""
+    from lab import linux_guest
+
+    if not args.undo and not linux_guest.built():
+        linux_guest.build()
+    kind = "linux-shared" if args.disk == "shared" else "linux-local"
+    return _guest(h, args, kind, "linux", memory_mib=linux_guest.MEMORY_MIB, timeout=60)
 
 
 def knob_dirty_guest(h, args):

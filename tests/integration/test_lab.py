@@ -30,7 +30,8 @@ class Knob:
         import argparse
 
         return argparse.Namespace(knob=self.knob, host=self.host, as_host=self.kw.get("as_host"),
-                                  name=self.kw.get("name"), rate=self.kw.get("rate", "4mbit"), undo=undo)
+                                  name=self.kw.get("name"), rate=self.kw.get("rate", "4mbit"),
+                                  disk=self.kw.get("disk", "local"), undo=undo)
 
     def __enter__(self):
         return knobs.run_knob(self._args(False))
@@ -376,3 +377,31 @@ def test_real_ganesha_server_and_lab_client_mount(lab_now):
             sh(c, ["rmdir", mnt])
         sh(server, ["systemctl", "stop", "nfs-ganesha"])
         sh(server, ["sh", "-c", f"mv /etc/ganesha/ganesha.conf.labtest /etc/ganesha/ganesha.conf; rm -rf {export}"])
+
+
+def test_linux_guest_on_shared_disk_live_migrates_and_keeps_its_counter_on_disk(lab_now):
+    src, dst = lab_now["hosts"][1:3]
+    with Knob("linux-guest", src["name"], disk="shared") as g:
+        guest = g["guest"]
+        time.sleep(1.5)
+        t0 = time.time()
+        migrate(src, dst, guest)
+        time.sleep(1.0)
+        assert where(lab_now["hosts"], guest) == {dst["name"]: "running"}
+        rep = report(guest, since=t0)
+        assert rep.continuous and rep.max_gap_s < 1.0, rep
+        # The counter is persisted on the guest's own disk: a cold boot resumes from it.
+        last = report(guest).last_counter
+        c = conn(dst)
+        try:
+            dom = c.lookupByName(guest)
+            dom.destroy()
+            t1 = time.time()
+            dom.create()
+        finally:
+            c.close()
+        deadline = time.time() + 60
+        while time.time() < deadline and not report(guest, since=t1).beats:
+            time.sleep(0.2)
+        first = report(guest, since=t1).first_counter
+        assert first is not None and last - 10 <= first <= last + 1, (first, last)
