@@ -10,7 +10,7 @@ export PYTHONPATH := $(CURDIR)
 APT_RUN := libvirt-daemon-system libvirt-clients libvirt-dev qemu-system-x86 qemu-utils \
 	openssh-server openssh-client redis-server bindfs cpio iproute2 iptables util-linux \
 	nfs-ganesha nfs-ganesha-vfs rpcbind nfs-common busybox-static binutils gcc pkg-config python3-dev python3-venv
-APT_TEST := chromium
+APT_TEST := chromium postgresql
 
 .PHONY: run test deps test-deps apt apt-test lab-up lab-down lab-status clean-venv
 
