@@ -175,6 +175,12 @@ class DomainNotFound(LibvirtFailure):
     default_hint = "The guest may have been undefined or migrated away; refresh the inventory."
 
 
+class MigrationAborted(LibvirtFailure):
+    """The migration job was cancelled (``abortJob``, ``virsh domjobabort``); the guest stays on the source."""
+
+    default_hint = "The guest keeps running on the source host; start a new migration when ready."
+
+
 def _where(address: str | None, port: int | None) -> str:
     if not address:
         return "the host"
