@@ -2,7 +2,7 @@
 
 Every function here schedules its group_send with transaction.on_commit, so a page never
 hears about a change that was rolled back. Group names are short and dotted:
-"inventory", "audit", "job.<id>".
+"inventory", "audit", "job.<id>", "migration.<id>".
 """
 
 from __future__ import annotations
@@ -27,6 +27,10 @@ AUDIT_GROUP = "audit"
 
 def job_group(job_id: int) -> str:
     return f"job.{job_id}"
+
+
+def migration_group(migration_id: int) -> str:
+    return f"migration.{migration_id}"
 
 
 def _send(group: str, event: dict[str, Any]) -> None:
@@ -73,3 +77,13 @@ def inventory_changed(*, host_id: int | None = None) -> None:
 
 def audit_recorded(event: AuditEvent) -> None:
     _send_on_commit(AUDIT_GROUP, {"type": "audit.recorded", "event_id": event.pk})
+
+
+def migration_status(migration_id: int, state: dict[str, Any]) -> None:
+    """A migration changed status or phase; ``state`` is migrations_app's state payload."""
+    _send_on_commit(migration_group(migration_id), {"type": "migration.status", "migration": state})
+
+
+def migration_progress(migration_id: int, sample: dict[str, Any]) -> None:
+    """One progress sample of a running migration (sent at once when outside a transaction)."""
+    _send_on_commit(migration_group(migration_id), {"type": "migration.progress", "sample": sample})

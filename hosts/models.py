@@ -57,6 +57,8 @@ class Host(models.Model):
     status = models.CharField(
         max_length=16, choices=HostStatusChoices.choices, default=HostStatusChoices.PENDING_TRUST
     )
+    # Set by an admin: no migrations into this host (preflight fails), guests may still leave it.
+    in_maintenance = models.BooleanField(default=False)
     last_error = models.TextField(blank=True)
     last_error_hint = models.TextField(blank=True)
     last_checked = models.DateTimeField(null=True, blank=True)

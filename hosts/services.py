@@ -526,3 +526,51 @@ def vm_action_outcome(
         message=message,
         job=job,
     )
+
+
+@transaction.atomic
+def host_maintenance_set(*, host: Host, in_maintenance: bool, actor: Actor) -> Host:
+    """Put a host into maintenance (no migrations into it) or take it out again."""
+    host = Host.objects.select_for_update().get(pk=host.pk)
+    if host.in_maintenance == in_maintenance:
+        return host
+    host.in_maintenance = in_maintenance
+    host.save(update_fields=["in_maintenance"])
+    audit_record(
+        actor=actor,
+        action="host.maintenance_on" if in_maintenance else "host.maintenance_off",
+        result=AuditResultChoices.OK,
+        target=host,
+        parameters={"in_maintenance": in_maintenance},
+        message=(
+            f"{host.name} is in maintenance: no guest will be migrated to it."
+            if in_maintenance
+            else f"{host.name} is out of maintenance."
+        ),
+    )
+    broadcast.inventory_changed(host_id=host.pk)
+    return host
+
+
+@transaction.atomic
+def vm_relocate(*, vm_uuid, source: Host, destination: Host) -> VirtualMachine | None:
+    """After a migration: the guest's inventory row follows it from source to destination.
+
+    The row is moved (so what points at it keeps pointing at the guest) unless a refresh of
+    the destination already created one; then that row stays and the source's goes. Returns
+    the destination's row, or None when neither host had one.
+    """
+    moving = VirtualMachine.objects.select_for_update().filter(host=source, uuid=vm_uuid).first()
+    arrived = VirtualMachine.objects.select_for_update().filter(host=destination, uuid=vm_uuid).first()
+    if moving is None:
+        return arrived
+    if arrived is not None:
+        moving.delete()
+    else:
+        moving.host = destination
+        moving.updated = timezone.now()
+        moving.save(update_fields=["host", "updated"])
+        arrived = moving
+    broadcast.inventory_changed(host_id=source.pk)
+    broadcast.inventory_changed(host_id=destination.pk)
+    return arrived

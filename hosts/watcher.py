@@ -5,6 +5,8 @@ in libvirt's event thread, so they only put items on a queue; this loop (the mai
 does all database work: it debounces bursts of events into one refresh per host, reconnects
 lost hosts with exponential backoff, picks up hosts added or re-trusted meanwhile, and every
 VMPORTAL_INVENTORY_REFRESH_SECONDS queues a full refresh of every host (events can be missed).
+At start and every VMPORTAL_MIGRATION_RECONCILE_SECONDS it also hands free migration slots to
+waiting migrations and queues reconciliation of migrations whose worker died.
 """
 
 from __future__ import annotations
@@ -72,6 +74,8 @@ class HostEventWatch:
             full_refresh_s if full_refresh_s is not None else settings.VMPORTAL_INVENTORY_REFRESH_SECONDS
         )
         self.next_full_refresh = clock() + self.full_refresh_s
+        self.reconcile_s = settings.VMPORTAL_MIGRATION_RECONCILE_SECONDS
+        self.next_reconcile = clock()  # at once: a restart is when orphans are likeliest
         self.actor = Actor.system()
 
     # Called from libvirt's event thread: only hand over.
@@ -186,6 +190,20 @@ class HostEventWatch:
             queued = inventory_refresh_all()
             logger.info("periodic refresh: queued %d host(s)", queued)
             self.next_full_refresh = now + self.full_refresh_s
+        if now >= self.next_reconcile:
+            self.next_reconcile = now + self.reconcile_s
+            self.reconcile_migrations()
+
+    def reconcile_migrations(self) -> None:
+        from migrations_app.reconciler import migrations_reconcile
+
+        try:
+            found = migrations_reconcile()
+        except Exception:  # the watcher must keep watching even if this pass fails
+            logger.exception("reconciling migrations failed")
+            return
+        if found["dispatched"] or found["reconciling"]:
+            logger.info("migrations: %s", found)
 
     def run(self, stop: threading.Event, *, tick_s: float = 0.5) -> None:
         try:

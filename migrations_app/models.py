@@ -1,1 +1,201 @@
-"""Models of live migrations arrive with the migration feature."""
+"""Migrations: what the wizard checked (plans and their preflights), the migrations themselves,
+their progress samples, and the per-host slots that bound how many run at once."""
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from core.models import Job
+from hosts.models import Host, VirtualMachine
+
+from .choices import (
+    MIGRATION_ACTIVE_STATES,
+    MIGRATION_TERMINAL_STATES,
+    MigrationStatusChoices,
+    PreflightRunStatusChoices,
+    SlotDirectionChoices,
+    VerdictStatusChoices,
+)
+
+
+class MigrationPlan(models.Model):
+    """One pass of the wizard: a guest, a set of options, and a preflight per candidate host."""
+
+    # The inventory row may move or vanish when the guest migrates; the UUID and name stay.
+    vm = models.ForeignKey(VirtualMachine, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    vm_uuid = models.UUIDField()
+    vm_name = models.CharField(max_length=255)
+    source = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="+")
+    options = models.JSONField()
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    created = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created", "-pk"]
+
+    def __str__(self) -> str:
+        return f"plan #{self.pk} for {self.vm_name}"
+
+
+class PreflightRun(models.Model):
+    """The preflight of one destination in a plan, run by a background job."""
+
+    plan = models.ForeignKey(MigrationPlan, on_delete=models.CASCADE, related_name="runs")
+    destination = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="+")
+    status = models.CharField(
+        max_length=16, choices=PreflightRunStatusChoices.choices, default=PreflightRunStatusChoices.QUEUED
+    )
+    overall = models.CharField(max_length=8, choices=VerdictStatusChoices.choices, blank=True)
+    # [{"check": "cpu", "status": "pass", "reason": "...", "fix": "..."}]
+    verdicts = models.JSONField(default=list, blank=True)
+    error = models.TextField(blank=True)
+    error_hint = models.TextField(blank=True)
+    # Free memory the destination reported, for ranking candidates.
+    memory_free_kib = models.PositiveBigIntegerField(null=True, blank=True)
+    job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    checked = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["plan", "destination__name"]
+        constraints = [
+            models.UniqueConstraint(fields=["plan", "destination"], name="migrations_preflight_plan_destination_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"preflight of {self.plan_id} to {self.destination_id}"
+
+    @property
+    def is_pending(self) -> bool:
+        return self.status in (PreflightRunStatusChoices.QUEUED, PreflightRunStatusChoices.RUNNING)
+
+    @property
+    def problems(self) -> list[dict]:
+        return [v for v in self.verdicts if v.get("status") != VerdictStatusChoices.PASS]
+
+
+class Migration(models.Model):
+    """One migration of one guest, from request to its true outcome. The source of truth."""
+
+    vm = models.ForeignKey(VirtualMachine, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    vm_uuid = models.UUIDField(db_index=True)
+    vm_name = models.CharField(max_length=255)
+    source = models.ForeignKey(Host, on_delete=models.PROTECT, related_name="outgoing_migrations")
+    destination = models.ForeignKey(Host, on_delete=models.PROTECT, related_name="incoming_migrations")
+    options = models.JSONField()
+    plan = models.ForeignKey(MigrationPlan, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # Set on "migrate back": the migration this one reverses.
+    reverses = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+
+    status = models.CharField(
+        max_length=16, choices=MigrationStatusChoices.choices, default=MigrationStatusChoices.QUEUED, db_index=True
+    )
+    phase = models.CharField(max_length=255, blank=True)
+    # False when the requester runs it itself (`vm_migrate --wait`): the dispatcher leaves it alone.
+    run_by_worker = models.BooleanField(default=True)
+    job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+
+    created = models.DateTimeField(default=timezone.now, db_index=True)
+    started = models.DateTimeField(null=True, blank=True)  # checking began
+    migration_started = models.DateTimeField(null=True, blank=True)  # libvirt was asked to migrate
+    ended = models.DateTimeField(null=True, blank=True)
+    # Refreshed by whoever runs it; a stale heartbeat in a running state means its worker died.
+    heartbeat = models.DateTimeField(null=True, blank=True)
+
+    abort_requested = models.DateTimeField(null=True, blank=True)
+    # Each "Force complete" press adds one; the runner acts on every new one.
+    force_complete_requests = models.PositiveSmallIntegerField(default=0)
+    convergence_warning = models.TextField(blank=True)
+
+    # [{"check", "status", "reason", "fix"}] from the check right before migrating.
+    verdicts = models.JSONField(default=list, blank=True)
+
+    # Results. Times in ms, sizes in bytes; None = not known.
+    total_time_ms = models.PositiveBigIntegerField(null=True, blank=True)
+    downtime_ms = models.PositiveBigIntegerField(null=True, blank=True)
+    setup_time_ms = models.PositiveBigIntegerField(null=True, blank=True)
+    data_transferred_bytes = models.PositiveBigIntegerField(null=True, blank=True)
+    heartbeat_gap_s = models.FloatField(null=True, blank=True)
+    heartbeat_continuous = models.BooleanField(null=True, blank=True)
+    heartbeat_beats = models.PositiveIntegerField(null=True, blank=True)
+    summary = models.JSONField(default=dict, blank=True)
+    outcome = models.TextField(blank=True)  # where the guest was found, in words
+    error = models.TextField(blank=True)
+    error_hint = models.TextField(blank=True)
+    repair = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created", "-pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["vm_uuid"],
+                condition=Q(status__in=[s.value for s in MIGRATION_ACTIVE_STATES]),
+                name="migrations_one_active_per_vm",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"migration #{self.pk} of {self.vm_name}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in MIGRATION_ACTIVE_STATES
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in MIGRATION_TERMINAL_STATES
+
+    @property
+    def is_live(self) -> bool:
+        return bool(self.options.get("live", True))
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.total_time_ms is not None:
+            return self.total_time_ms / 1000
+        if self.started is None:
+            return None
+        return ((self.ended or timezone.now()) - self.started).total_seconds()
+
+
+class MigrationSample(models.Model):
+    """One poll of the running job (libvirt's job stats, numbers only), for the chart."""
+
+    migration = models.ForeignKey(Migration, on_delete=models.CASCADE, related_name="samples")
+    elapsed_ms = models.PositiveIntegerField()  # since libvirt was asked to migrate
+    stats = models.JSONField()
+
+    class Meta:
+        ordering = ["migration", "elapsed_ms", "pk"]
+        indexes = [models.Index(fields=["migration", "elapsed_ms"])]
+
+    def __str__(self) -> str:
+        return f"sample of {self.migration_id} at {self.elapsed_ms} ms"
+
+
+class MigrationSlot(models.Model):
+    """A place in a host's outgoing or incoming limit, held by one migration while it runs.
+
+    The unique constraints make claiming safe with any number of workers: a slot index can
+    be inserted once per host and direction, and a migration holds one slot per direction.
+    """
+
+    host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="+")
+    direction = models.CharField(max_length=8, choices=SlotDirectionChoices.choices)
+    index = models.PositiveSmallIntegerField()
+    migration = models.ForeignKey(Migration, on_delete=models.CASCADE, related_name="slots")
+    claimed = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["host", "direction", "index"], name="migrations_slot_unique"),
+            models.UniqueConstraint(fields=["migration", "direction"], name="migrations_slot_one_per_direction"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.direction} slot {self.index} of host {self.host_id}"

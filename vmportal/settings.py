@@ -13,6 +13,14 @@ Environment variables (all optional in development, see each one below):
                             DJANGO_DEBUG=1, in which case var/secrets.key is generated once (0600)
   VMPORTAL_INVENTORY_REFRESH_SECONDS  period of the full inventory refresh (queued by
                             `manage.py watch_hosts`), default 300
+  VMPORTAL_MAX_OUTGOING / VMPORTAL_MAX_INCOMING  migrations running at once out of / into one
+                            host, default 2 each; more wait queued for a free slot
+  VMPORTAL_MIGRATION_MAX_SECONDS  longest a migration without a completion timeout may run
+                            before the portal aborts it, default 14400 (4 h)
+  VMPORTAL_GUEST_HEARTBEAT_PROBE  dotted path ("package.module:function") of a callable
+                            (guest_name, since_unix) -> {"max_gap_s", "continuous", "beats"} | None
+                            telling how long the guest itself stopped; unset by default
+                            (`make run` and the lab tests set lab.heartbeat:probe)
 """
 
 import os
@@ -117,6 +125,13 @@ if "DATABASE_URL" not in os.environ:
 DATABASES = {
     "default": dj_database_url.config(default=_default_sqlite, conn_max_age=0),
 }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The web server, the workers and the watcher all write. IMMEDIATE takes the write lock when
+    # a transaction begins (a DEFERRED one that reads first fails with "database is locked" when
+    # it then writes), the timeout waits for it, and WAL lets readers go on meanwhile.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {"transaction_mode": "IMMEDIATE", "timeout": 20, "init_command": "PRAGMA journal_mode=WAL"}
+    )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -173,10 +188,24 @@ RQ_QUEUES = {
     "default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 600},
     "migrations": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 3600},
 }
+# Workers reconcile migrations orphaned by a dead worker when they start.
+RQ = {"WORKER_CLASS": "migrations_app.worker.MigrationAwareWorker"}
 # Tests set this to run job functions in-process instead of through Redis.
 VMPORTAL_JOBS_INLINE = False
 
 VMPORTAL_INVENTORY_REFRESH_SECONDS = int(os.environ.get("VMPORTAL_INVENTORY_REFRESH_SECONDS", "300"))
+
+# Migrations (migrations_app).
+VMPORTAL_MAX_OUTGOING = int(os.environ.get("VMPORTAL_MAX_OUTGOING", "2"))
+VMPORTAL_MAX_INCOMING = int(os.environ.get("VMPORTAL_MAX_INCOMING", "2"))
+VMPORTAL_MIGRATION_MAX_SECONDS = int(os.environ.get("VMPORTAL_MIGRATION_MAX_SECONDS", str(4 * 3600)))
+VMPORTAL_GUEST_HEARTBEAT_PROBE = os.environ.get("VMPORTAL_GUEST_HEARTBEAT_PROBE", "")
+# How often a running migration's job statistics are read (and its heartbeat refreshed).
+VMPORTAL_MIGRATION_SAMPLE_SECONDS = 0.25
+# A running migration whose heartbeat is older than this lost its worker.
+VMPORTAL_MIGRATION_STALE_SECONDS = 90
+# How often `watch_hosts` looks for migrations to reconcile and slots to hand out.
+VMPORTAL_MIGRATION_RECONCILE_SECONDS = 30
 
 LOGGING = {
     "version": 1,

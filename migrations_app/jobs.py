@@ -1,0 +1,17 @@
+"""RQ job functions of migrations: ids in, runner called, nothing else."""
+
+from core.jobs import run_job
+
+from . import candidates, reconciler, runner
+
+
+def preflight_job(job_id: int, run_id: int) -> None:
+    run_job(job_id, lambda ctx: candidates.check_candidate(run_id=run_id, ctx=ctx))
+
+
+def migration_job(job_id: int, migration_id: int) -> None:
+    run_job(job_id, lambda ctx: runner.run_migration(migration_id=migration_id, ctx=ctx))
+
+
+def reconcile_job(job_id: int, migration_id: int, reason: str = "") -> None:
+    run_job(job_id, lambda ctx: reconciler.reconcile_migration(migration_id=migration_id, reason=reason, ctx=ctx))

@@ -1,0 +1,138 @@
+"""Migrations whose worker died: find them, ask both hosts, settle the record.
+
+Finding is cheap (database and Redis only): ``migrations_reconcile()`` runs in the
+``watch_hosts`` loop every VMPORTAL_MIGRATION_RECONCILE_SECONDS and whenever an RQ worker
+starts, and also hands free slots to waiting migrations. Each migration found gets a
+reconcile job, which asks the hosts (``reconcile_migration``) and records what
+reconcile.settle makes of it.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+import django_rq
+from django.conf import settings
+from django.utils import timezone
+from redis.exceptions import RedisError
+from rq.exceptions import NoSuchJobError
+from rq.job import Job as RQJob
+
+from core.actors import Actor
+from core.choices import JOB_TERMINAL_STATES, JobLogLevelChoices
+from core.jobs import JobContext
+from core.models import Job
+
+from . import policy, runner, services, states
+from .choices import MIGRATION_ACTIVE_STATES, MIGRATION_RUNNING_STATES, MigrationStatusChoices as S
+from .models import Migration
+
+logger = logging.getLogger(__name__)
+
+# A job row younger than this may not have reached Redis yet (it is submitted on commit).
+QUEUE_GRACE = timedelta(seconds=60)
+_RQ_DEAD_STATES = {"missing", "failed", "stopped", "canceled"}
+
+
+def rq_job_state(job: Job | None, *, now: datetime) -> str | None:
+    """RQ's status of the job ("queued", "started", "failed", … or "missing"); None = cannot tell."""
+    if job is None or not job.rq_job_id or settings.VMPORTAL_JOBS_INLINE or now - job.created < QUEUE_GRACE:
+        return None
+    try:
+        rq_job = RQJob.fetch(job.rq_job_id, connection=django_rq.get_connection(job.queue_name))
+        status = rq_job.get_status(refresh=False)
+    except NoSuchJobError:
+        return "missing"
+    except (RedisError, OSError) as exc:
+        logger.warning("cannot ask Redis about job %s: %s", job.pk, exc)
+        return None
+    return str(getattr(status, "value", status)) if status is not None else None
+
+
+def worker_lost_reason(
+    migration: Migration, job: Job | None, *, now: datetime, stale_after: timedelta, rq_state: str | None
+) -> str | None:
+    """Why nobody is running this active migration any more, or None if someone (or the queue) is."""
+    if migration.status == S.QUEUED:
+        if job is None:
+            return None  # waiting for a slot: the dispatcher's business
+        if job.status in JOB_TERMINAL_STATES:
+            return f"its job #{job.pk} ended ({job.status}) before the migration started"
+        if rq_state in _RQ_DEAD_STATES:
+            return f"its job #{job.pk} is {rq_state} in the queue"
+        return None
+    if migration.status not in MIGRATION_RUNNING_STATES:
+        return None
+    if job is not None and job.status in JOB_TERMINAL_STATES:
+        detail = f": {job.error}" if job.error else ""
+        return f"its job #{job.pk} ended as {job.status}{detail}"
+    if rq_state in _RQ_DEAD_STATES:
+        return f"its job #{job.pk} is {rq_state} in the queue"
+    beat = migration.heartbeat or migration.started or migration.created
+    if now - beat > stale_after:
+        return f"no sign of life from its worker for {int((now - beat).total_seconds())} s"
+    return None
+
+
+def migrations_reconcile(*, now: datetime | None = None) -> dict:
+    """Hand out free slots, and queue a reconcile job for every active migration nobody runs."""
+    now = now or timezone.now()
+    dispatched = services.migrations_dispatch()
+    stale_after = timedelta(seconds=settings.VMPORTAL_MIGRATION_STALE_SECONDS)
+    queued = 0
+    for migration in Migration.objects.filter(status__in=MIGRATION_ACTIVE_STATES).select_related("job"):
+        reason = worker_lost_reason(
+            migration, migration.job, now=now, stale_after=stale_after, rq_state=rq_job_state(migration.job, now=now)
+        )
+        if reason:
+            logger.warning("migration %s (%s): %s; reconciling", migration.pk, migration.status, reason)
+            services.migration_reconcile_request(migration=migration, actor=Actor.system(), reason=reason)
+            queued += 1
+    return {"dispatched": dispatched, "reconciling": queued}
+
+
+def reconcile_migration(*, migration_id: int, reason: str = "", ctx: JobContext) -> dict:
+    """Ask both hosts where the guest is and settle the record (active-but-orphaned or needs-attention)."""
+    migration = Migration.objects.select_related("source", "destination", "job").get(pk=migration_id)
+    if migration.status in MIGRATION_ACTIVE_STATES:
+        # Re-check: the worker may have finished (or the job reached Redis) since this was queued.
+        now = timezone.now()
+        still = worker_lost_reason(
+            migration, migration.job, now=now,
+            stale_after=timedelta(seconds=settings.VMPORTAL_MIGRATION_STALE_SECONDS),
+            rq_state=rq_job_state(migration.job, now=now),
+        )
+        if still is None:
+            ctx.log(f"Migration #{migration.pk} is {migration.status} and its worker is alive; nothing to do")
+            return {"status": migration.status, "reconciled": False}
+        reason = still
+    elif migration.status != S.NEEDS_ATTENTION:
+        ctx.log(f"Migration #{migration.pk} is {migration.status}; nothing to reconcile")
+        return {"status": migration.status, "reconciled": False}
+
+    ctx.log(f"Reconciling migration #{migration.pk} ({migration.status}){': ' + reason if reason else ''}")
+    outcome, source, destination = runner.locate_guest(migration, job_status=migration.status, wait_for_job_s=5.0)
+    ctx.log(outcome.reason)
+    if (source.job_active or destination.job_active) and migration.status in MIGRATION_ACTIVE_STATES:
+        services.migration_still_running(
+            migration=migration, phase="libvirt still reports a migration job; the portal checks again shortly"
+        )
+        ctx.log("libvirt still migrates the guest; leaving the record active", level=JobLogLevelChoices.WARNING)
+        return {"status": migration.status, "reconciled": False, "job_active": True}
+
+    status = states.status_for_outcome(outcome.status, aborted=migration.abort_requested is not None)
+    summary = migration.summary
+    if not summary:
+        infos = [policy.JobInfo.from_stats(s) for s in migration.samples.values_list("stats", flat=True)]
+        final = runner.completed_stats(migration, on_destination=status == S.SUCCEEDED)
+        summary = policy.summarize(infos, final or None) if (infos or final) else {}
+        summary["samples"] = len(infos)
+    error = migration.error or (f"Reconciled: {reason}" if reason else "")
+    runner.record_end(
+        migration, ctx, status, outcome=outcome.reason, repair=outcome.repair or "", error=error,
+        hint=migration.error_hint, summary=summary, action="migration.reconciled", actor=Actor.system(),
+        job=ctx.job,
+    )
+    runner.follow_guest(migration, status, ctx)
+    return {"status": str(status), "reconciled": True, "outcome": outcome.reason}

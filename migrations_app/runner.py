@@ -1,0 +1,508 @@
+"""Running one migration: check, migrate while sampling, then find out where the guest really is.
+
+The job's thread does all database work. libvirt's migrate call blocks until the migration
+ends, so it runs in a thread of its own; meanwhile the job's thread reads the job statistics
+about four times a second over a separate connection to the source, stores and broadcasts
+them, and acts on abort, force-complete and the completion timeout. Whatever libvirt returns
+or raises, both hosts are then asked where the guest is, and reconcile.settle decides what
+is recorded. The inventory follows the guest.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+
+from django.conf import settings
+
+from core.actors import Actor
+from core.audit import audit_record_now
+from core.choices import AuditResultChoices, JobLogLevelChoices
+from core.jobs import JobContext
+from hosts import services as host_services
+from hosts.adapters import migration as migration_adapter
+from hosts.adapters.errors import AdapterError, MigrationAborted
+from hosts.jobs import refresh_host_job
+from hosts.models import Host
+
+from . import endpoints, policy, services, states
+from .choices import MigrationStatusChoices as S
+from .heartbeat import GuestHeartbeat, probe_guest
+from .models import Migration
+from .options import MigrationOptions, from_dict, libvirt_flags, libvirt_params
+from .preflight import disks_to_copy, overall, run_preflight
+from .progress import compact_stats, sample_payload
+from .reconcile import DomainPresence, Outcome, settle
+
+logger = logging.getLogger(__name__)
+
+# The highest downtime force-complete steps up to when post-copy is not allowed.
+FORCE_COMPLETE_MAX_DOWNTIME_MS = 5000
+FORCE_COMPLETE_STEP_S = 2.0
+# After libvirt returns, how long to wait for a job it still reports (post-copy finishing).
+JOB_END_WAIT_S = 60.0
+# Let the guest's heartbeat resume on the destination before reading it.
+HEARTBEAT_SETTLE_S = 1.5
+# How long the migrate thread gets to return after the job was aborted on our side.
+MIGRATE_THREAD_JOIN_S = 60.0
+
+ProgressCallback = Callable[[dict], None]
+
+
+class MigrationNotCompleted(Exception):
+    """The migration ended without the guest on the destination; recorded already. Fails the Job."""
+
+    def __init__(self, message: str, *, hint: str = ""):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+def _log(ctx: JobContext, message: str, *, level=JobLogLevelChoices.INFO) -> None:
+    ctx.log(message, level=level)
+
+
+def p2p_error_hint(exc: AdapterError, options: MigrationOptions, dest_uri: str) -> str:
+    """What to do about a libvirt error, with the peer-to-peer SSH case spelled out."""
+    text = exc.message.lower()
+    if options.peer_to_peer and endpoints.is_ssh_uri(dest_uri) and (
+        "host key verification failed" in text or "permission denied" in text or "no route" in text
+        or "could not resolve" in text or "connection refused" in text
+    ):
+        return (
+            "Peer-to-peer: the source host's own libvirtd connects to "
+            f"{dest_uri.split('?', 1)[0]} over SSH with its root key and known_hosts, not the portal's. "
+            "Install the source's root key in the destination's authorized_keys and the destination's host "
+            "key in the source's /root/.ssh/known_hosts (ssh to it once as root), or choose managed mode."
+        )
+    return exc.hint
+
+
+# ---------------------------------------------------------------------------
+# Where is the guest?
+
+
+def presence_on(host: Host, guest_uuid: str) -> DomainPresence:
+    """The guest as ``host`` shows it now; an unanswered host is ``reachable=False``."""
+    try:
+        with endpoints.connect(host) as conn:
+            found = migration_adapter.domain_presence(conn, guest_uuid)
+    except AdapterError as exc:
+        logger.warning("asking %s about %s: %s", host.name, guest_uuid, exc.message)
+        return DomainPresence(exists=False, state=None, reason=None, reachable=False)
+    return DomainPresence(
+        exists=found.exists, state=found.state, reason=found.reason, reachable=True, job_active=found.job_active
+    )
+
+
+def locate_guest(
+    migration: Migration, *, job_status: str = "", wait_for_job_s: float = JOB_END_WAIT_S
+) -> tuple[Outcome, DomainPresence, DomainPresence]:
+    """Ask both hosts (waiting a while for a libvirt job still running) and settle."""
+    guest_uuid = str(migration.vm_uuid)
+    deadline = time.monotonic() + wait_for_job_s
+    while True:
+        source = presence_on(migration.source, guest_uuid)
+        destination = presence_on(migration.destination, guest_uuid)
+        if not (source.job_active or destination.job_active) or time.monotonic() >= deadline:
+            break
+        services.migration_heartbeat(migration=migration)  # still working, not dead
+        time.sleep(1.0)
+    outcome = settle(
+        source, destination, job_status,
+        guest=migration.vm_name, source_host=migration.source.name, destination_host=migration.destination.name,
+        offline=not migration.is_live,
+    )
+    return outcome, source, destination
+
+
+def completed_stats(migration: Migration, *, on_destination: bool) -> dict:
+    """libvirt's statistics of the finished job (destination after success, source otherwise)."""
+    hosts = [migration.destination, migration.source] if on_destination else [migration.source]
+    for host in hosts:
+        try:
+            with endpoints.connect(host) as conn:
+                stats = migration_adapter.completed_job_stats(conn, str(migration.vm_uuid))
+        except AdapterError as exc:
+            logger.info("no completed job stats from %s: %s", host.name, exc.message)
+            continue
+        if stats:
+            return stats
+    return {}
+
+
+def refresh_hosts(migration: Migration, ctx: JobContext | None) -> None:
+    """Refresh both hosts' inventory now, in this job (each refresh is its own Job row)."""
+    for host in (migration.source, migration.destination):
+        job = host_services.host_refresh_request(host=host, actor=Actor.system(), enqueue=False)
+        if job is None:
+            continue
+        refresh_host_job(job.pk, host.pk)
+        job.refresh_from_db()
+        if ctx is not None:
+            level = JobLogLevelChoices.INFO if job.status == "succeeded" else JobLogLevelChoices.WARNING
+            _log(ctx, f"Inventory of {host.name} refreshed: {job.status}{': ' + job.error if job.error else ''}",
+                 level=level)
+
+
+def follow_guest(migration: Migration, status: str, ctx: JobContext | None) -> None:
+    """The inventory follows the guest: move its row on success, then refresh both hosts."""
+    if status == S.SUCCEEDED:
+        host_services.vm_relocate(vm_uuid=migration.vm_uuid, source=migration.source, destination=migration.destination)
+    refresh_hosts(migration, ctx)
+
+
+# ---------------------------------------------------------------------------
+# Sampling and steering while libvirt migrates
+
+
+@dataclass
+class _MigrateCall:
+    error: AdapterError | None = None
+    crash: BaseException | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+class Sampler:
+    """Polls the running job on its own connection; stores samples; acts on requests and timeouts."""
+
+    def __init__(
+        self, migration: Migration, options: MigrationOptions, conn, ctx: JobContext,
+        on_progress: ProgressCallback | None, started: float,
+    ):
+        self.migration = migration
+        self.options = options
+        self.conn = conn
+        self.ctx = ctx
+        self.on_progress = on_progress
+        self.started = started
+        self.uuid = str(migration.vm_uuid)
+        self.infos: list[policy.JobInfo] = []
+        self.samples = 0
+        self.warning = ""
+        self.abort_sent = False
+        self.timed_out = False
+        self.forced = 0
+        self.forcing_downtime: int | None = None
+        self.next_force_step = 0.0
+        self.postcopy_started = False
+        self.timeout_handled = False
+        self.downtime_set = False
+        self.read_error_logged = False
+        self.limit_s = services.migration_time_limit_s(options)
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def tick(self) -> None:
+        elapsed = self.elapsed()
+        stats = self._read()
+        if stats:
+            info = policy.JobInfo.from_stats(stats)
+            if info.is_active:
+                self._record(stats, info, elapsed)
+        else:
+            services.migration_heartbeat(migration=self.migration)
+        abort_requested, force_requests = services.migration_controls(migration=self.migration)
+        if abort_requested and not self.abort_sent:
+            self.abort("Abort requested by an operator")
+        if force_requests > self.forced:
+            self.forced = force_requests
+            self.force_complete("Force complete requested by an operator")
+        if not self.timeout_handled and policy.should_trigger_timeout_action(elapsed, self.options):
+            self.timeout_handled = True
+            self._timeout(elapsed)
+        if self.forcing_downtime is not None and time.monotonic() >= self.next_force_step:
+            self._raise_downtime()
+        if elapsed > self.limit_s and not self.abort_sent:
+            self.timed_out = True
+            self.abort(
+                f"The migration ran longer than {self.limit_s} s (completion timeout or "
+                "VMPORTAL_MIGRATION_MAX_SECONDS); aborting it"
+            )
+
+    def _read(self) -> dict:
+        try:
+            return migration_adapter.job_stats(self.conn, self.uuid)
+        except AdapterError as exc:
+            if not self.read_error_logged:
+                self.read_error_logged = True
+                _log(self.ctx, f"Could not read the job statistics: {exc.message}", level=JobLogLevelChoices.WARNING)
+            return {}
+
+    def _record(self, stats: dict, info: policy.JobInfo, elapsed: float) -> None:
+        if not self.downtime_set and self.options.max_downtime_ms:
+            self.downtime_set = True
+            self._act(f"Maximum downtime set to {self.options.max_downtime_ms} ms",
+                      migration_adapter.set_max_downtime, self.options.max_downtime_ms)
+        self.infos.append(info)
+        warning = policy.convergence_warning(self.infos, self.options) or ""
+        payload = sample_payload(int(elapsed * 1000), stats, warning=warning or None)
+        services.migration_sample_add(
+            migration=self.migration, elapsed_ms=int(elapsed * 1000), stats=compact_stats(stats), payload=payload
+        )
+        self.samples += 1
+        if warning != self.warning:
+            self.warning = warning
+            services.migration_heartbeat(migration=self.migration, warning=warning)
+            if warning:
+                _log(self.ctx, warning, level=JobLogLevelChoices.WARNING)
+        if self.on_progress is not None:
+            self.on_progress(payload)
+
+    def _act(self, done: str, call, *args) -> bool:
+        try:
+            call(self.conn, self.uuid, *args)
+        except AdapterError as exc:
+            _log(self.ctx, f"{done.split(';')[0]} failed: {exc.message}", level=JobLogLevelChoices.WARNING)
+            return False
+        _log(self.ctx, done)
+        return True
+
+    def abort(self, why: str) -> None:
+        self.abort_sent = True
+        self._act(f"{why}; libvirt job aborted (the guest stays on the source)", migration_adapter.abort_job)
+
+    def force_complete(self, why: str) -> None:
+        if policy.force_complete_action(self.options) == "postcopy":
+            if not self.postcopy_started:
+                self.postcopy_started = self._act(f"{why}: switched to post-copy", migration_adapter.start_postcopy)
+            return
+        if self.forcing_downtime is None:
+            self.forcing_downtime = self.options.max_downtime_ms or policy.DEFAULT_MAX_DOWNTIME_MS
+            _log(self.ctx, f"{why}: raising the allowed downtime step by step up to "
+                           f"{FORCE_COMPLETE_MAX_DOWNTIME_MS} ms")
+        self.next_force_step = 0.0
+
+    def _raise_downtime(self) -> None:
+        current = self.forcing_downtime or 0
+        if current >= FORCE_COMPLETE_MAX_DOWNTIME_MS:
+            return
+        nxt = policy.next_downtime_ms(current, max_ms=FORCE_COMPLETE_MAX_DOWNTIME_MS)
+        self.forcing_downtime = nxt
+        self.next_force_step = time.monotonic() + FORCE_COMPLETE_STEP_S
+        self._act(f"Maximum downtime raised to {nxt} ms", migration_adapter.set_max_downtime, nxt)
+
+    def _timeout(self, elapsed: float) -> None:
+        action = self.options.timeout_action
+        audit_record_now(
+            actor=Actor.system(), action="migration.timeout", result=AuditResultChoices.OK, target=self.migration,
+            parameters={"completion_timeout_s": self.options.completion_timeout_s, "action": action},
+            message=f"Completion timeout ({self.options.completion_timeout_s} s) reached after {elapsed:.0f} s: {action}.",
+            job=self.migration.job,
+        )
+        if action == "abort":
+            self.timed_out = True
+            self.abort(f"Completion timeout of {self.options.completion_timeout_s} s reached")
+        else:
+            self.force_complete(f"Completion timeout of {self.options.completion_timeout_s} s reached")
+
+
+# ---------------------------------------------------------------------------
+# The job
+
+
+def run_migration(*, migration_id: int, ctx: JobContext, on_progress: ProgressCallback | None = None) -> dict:
+    """Run migration ``migration_id`` from queued to its settled outcome.
+
+    Raises MigrationNotCompleted (after recording the outcome) when the guest did not end up
+    on the destination, so the Job row shows the failure too.
+    """
+    migration = Migration.objects.select_related("source", "destination").get(pk=migration_id)
+    if not services.migration_begin(migration=migration, job=ctx.job):
+        _log(ctx, f"Migration #{migration.pk} is {migration.get_status_display().lower()}; nothing to run")
+        return {"status": migration.status}
+    try:
+        return _run(migration, ctx, on_progress)
+    except MigrationNotCompleted:
+        raise
+    except BaseException as exc:  # timeout, bug, interrupted: never leave the record active
+        _settle_after_crash(migration, ctx, exc)
+        raise
+
+
+def _run(migration: Migration, ctx: JobContext, on_progress: ProgressCallback | None) -> dict:
+    options = from_dict(migration.options)
+    source, destination = migration.source, migration.destination
+    guest_uuid = str(migration.vm_uuid)
+
+    _log(ctx, f"Checking {source.name} and {destination.name} for {migration.vm_name}")
+    try:
+        pair, guest = endpoints.gather_pair(source=source, destination=destination, guest_uuid=guest_uuid,
+                                            options=options)
+    except AdapterError as exc:
+        message = f"Could not check the hosts: {exc.message}"
+        record_end(migration, ctx, S.FAILED, outcome=f"Nothing was started; {migration.vm_name} was not moved.",
+                error=message, hint=exc.hint)
+        raise MigrationNotCompleted(message, hint=exc.hint) from exc
+    verdicts = run_preflight(pair, guest, options)
+    services.migration_record_verdicts(migration=migration, verdicts=verdicts)
+    failing = [v for v in verdicts if v.status == "fail"]
+    for v in verdicts:
+        if v.status != "pass":
+            _log(ctx, f"Preflight {v.check}: {v.status}: {v.reason}",
+                 level=JobLogLevelChoices.ERROR if v.status == "fail" else JobLogLevelChoices.WARNING)
+    if overall(verdicts) == "fail":
+        message = "Preflight failed: " + "; ".join(f"{v.check}: {v.reason}" for v in failing)
+        hint = " ".join(v.fix for v in failing if v.fix)
+        record_end(migration, ctx, S.FAILED, outcome=f"Nothing was started; {migration.vm_name} stays on {source.name}.",
+                error=message, hint=hint)
+        raise MigrationNotCompleted(message, hint=hint)
+    if services.migration_controls(migration=migration)[0]:
+        record_end(migration, ctx, S.ABORTED,
+                outcome=f"Aborted before libvirt was asked; {migration.vm_name} stays on {source.name}.")
+        return {"status": S.ABORTED}
+
+    flags = libvirt_flags(options)
+    params = libvirt_params(options, migrate_disks=disks_to_copy(guest) if options.copy_storage else ())
+    dest_uri = endpoints.peer_to_peer_uri(destination)
+    if not services.migration_migrating(migration=migration, flags=flags, params=params, dest_uri=dest_uri):
+        migration.refresh_from_db()
+        return {"status": migration.status}
+    mode = "peer-to-peer" if options.peer_to_peer else "managed"
+    _log(ctx, f"Migrating {migration.vm_name} {'live' if options.live else 'offline'} ({mode}) to {destination.name}"
+              f" — flags {flags:#x}, parameters {params or '{}'}")
+
+    since_unix = time.time()
+    call, sampler, wall_s = _migrate_while_sampling(migration, options, ctx, on_progress, flags, params, dest_uri)
+
+    libvirt_aborted = isinstance(call.error, MigrationAborted)
+    if call.error is not None:
+        _log(ctx, f"libvirt: {call.error.message}",
+             level=JobLogLevelChoices.WARNING if libvirt_aborted else JobLogLevelChoices.ERROR)
+    else:
+        _log(ctx, f"libvirt reports the migration finished after {wall_s:.1f} s")
+    services.migration_completing(migration=migration, phase="Asking both hosts where the guest runs")
+    outcome, _src, _dst = locate_guest(migration)
+    _log(ctx, outcome.reason)
+
+    status = states.status_for_outcome(outcome.status, aborted=libvirt_aborted or sampler.abort_sent)
+    final = completed_stats(migration, on_destination=status == S.SUCCEEDED)
+    summary = policy.summarize(sampler.infos, final if final else None)
+    if summary.get("total_time_s") is None:
+        summary["total_time_s"] = round(wall_s, 3)
+    summary["samples"] = sampler.samples
+    summary["wall_time_s"] = round(wall_s, 3)
+    summary["libvirt_result"] = call.error.message if call.error else "completed"
+    heartbeat = _guest_heartbeat(migration, options, since_unix, ctx)
+
+    error = hint = ""
+    if status != S.SUCCEEDED and call.error is not None:
+        error = call.error.message
+        hint = p2p_error_hint(call.error, options, dest_uri)
+    elif status != S.SUCCEEDED and sampler.timed_out:
+        error = "The completion timeout was reached and the migration was aborted."
+    record_end(migration, ctx, status, outcome=outcome.reason, repair=outcome.repair or "", error=error, hint=hint,
+            summary=summary, heartbeat=heartbeat)
+    follow_guest(migration, status, ctx)
+    if status != S.SUCCEEDED:
+        raise MigrationNotCompleted(
+            f"{migration.vm_name}: {status.label.lower()}. {outcome.reason}",
+            hint=outcome.repair or hint,
+        )
+    return {
+        "status": str(status),
+        "total_time_s": summary.get("total_time_s"),
+        "downtime_ms": summary.get("downtime_ms"),
+        "data_transferred_bytes": summary.get("data_transferred_bytes"),
+        "heartbeat_gap_s": heartbeat.max_gap_s if heartbeat else None,
+    }
+
+
+def _migrate_while_sampling(
+    migration: Migration, options: MigrationOptions, ctx: JobContext, on_progress: ProgressCallback | None,
+    flags: int, params: dict, dest_uri: str,
+) -> tuple[_MigrateCall, Sampler, float]:
+    """libvirt's migrate call in a thread; sampling and steering in this one until it returns."""
+    call = _MigrateCall()
+    interval = settings.VMPORTAL_MIGRATION_SAMPLE_SECONDS
+    guest_uuid = str(migration.vm_uuid)
+    with ExitStack() as stack:
+        src_conn = stack.enter_context(endpoints.connect(migration.source))
+        dest_conn = None if options.peer_to_peer else stack.enter_context(endpoints.connect(migration.destination))
+        sample_conn = stack.enter_context(endpoints.connect(migration.source))
+
+        def migrate() -> None:
+            try:
+                migration_adapter.migrate(
+                    src_conn, domain_uuid=guest_uuid, dest_uri=dest_uri, flags=flags, params=params,
+                    dest_conn=dest_conn,
+                )
+            except AdapterError as exc:
+                call.error = exc
+            except BaseException as exc:  # reported by the job thread, not lost in this one
+                call.crash = exc
+            finally:
+                call.done.set()
+
+        started = time.monotonic()
+        sampler = Sampler(migration, options, sample_conn, ctx, on_progress, started)
+        thread = threading.Thread(target=migrate, name=f"migrate-{migration.pk}", daemon=True)
+        thread.start()
+        try:
+            while not call.done.wait(interval):
+                sampler.tick()
+        except BaseException:
+            # The job is being stopped (RQ timeout, crash): do not leave libvirt migrating unattended.
+            if not call.done.is_set() and not sampler.abort_sent:
+                sampler.abort("The job was interrupted")
+            call.done.wait(MIGRATE_THREAD_JOIN_S)
+            raise
+        thread.join(MIGRATE_THREAD_JOIN_S)
+        wall_s = time.monotonic() - started
+    if call.crash is not None:
+        raise call.crash
+    return call, sampler, wall_s
+
+
+def _guest_heartbeat(
+    migration: Migration, options: MigrationOptions, since_unix: float, ctx: JobContext
+) -> GuestHeartbeat | None:
+    if not options.live or not settings.VMPORTAL_GUEST_HEARTBEAT_PROBE:
+        return None
+    time.sleep(HEARTBEAT_SETTLE_S)
+    heartbeat = probe_guest(migration.vm_name, since_unix)
+    if heartbeat is not None:
+        _log(ctx, f"Guest heartbeat: longest gap {heartbeat.max_gap_s:.3f} s over {heartbeat.beats} beats, "
+                  f"{'continuous' if heartbeat.continuous else 'NOT continuous'}")
+    return heartbeat
+
+
+def record_end(migration: Migration, ctx: JobContext | None, status: S, **kwargs) -> None:
+    """Record the end through services.migration_finish; a record another process settled first is kept."""
+    hint = kwargs.pop("hint", "")
+    if not services.migration_finish(migration=migration, status=status, error_hint=hint, **kwargs):
+        migration.refresh_from_db()
+        if ctx is not None:
+            _log(ctx, f"Migration #{migration.pk} was already settled as {migration.status}; kept that",
+                 level=JobLogLevelChoices.WARNING)
+
+
+def _settle_after_crash(migration: Migration, ctx: JobContext, exc: BaseException) -> None:
+    """The runner itself failed: ask the hosts, record the truth with the error, never stay active."""
+    migration.refresh_from_db()
+    if migration.is_terminal:
+        return
+    message = getattr(exc, "message", "") or f"{type(exc).__name__}: {exc}"
+    logger.error("migration %s: runner failed: %s", migration.pk, message, exc_info=exc)
+    try:
+        outcome, _src, _dst = locate_guest(migration, job_status=migration.status, wait_for_job_s=10.0)
+    except Exception:  # even asking failed: say so, and let an admin reconcile later
+        logger.exception("migration %s: could not ask the hosts after the runner failed", migration.pk)
+        outcome = Outcome(
+            "needs-attention",
+            f"The portal's job failed ({message}) and could not ask the hosts where {migration.vm_name} runs.",
+            "Reconcile this migration from its page once both hosts answer.",
+        )
+    abort_requested = services.migration_controls(migration=migration)[0]
+    status = states.status_for_outcome(outcome.status, aborted=abort_requested)
+    record_end(migration, ctx, status, outcome=outcome.reason, repair=outcome.repair or "",
+            error=f"The migration job failed: {message}")
+    try:
+        follow_guest(migration, status, ctx)
+    except Exception:
+        logger.exception("migration %s: inventory refresh after failure", migration.pk)

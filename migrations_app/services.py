@@ -1,0 +1,635 @@
+"""Migration writes: plans, requests, slots, every status change, abort and force-complete.
+
+Each service runs in one transaction and writes its audit event there; a refused request is
+audited in a transaction of its own (the refusal must outlive it) and raises ServiceRefused.
+Jobs are enqueued and browsers told only once the transaction commits. No host I/O here:
+the runner and the reconciler do that and record what they found through these functions.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from typing import Any, NoReturn
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from core import broadcast
+from core.actors import Actor
+from core.audit import audit_record, audit_record_now
+from core.choices import JOB_ACTIVE_STATES, AuditResultChoices
+from core.jobs import job_enqueue
+from core.models import Job
+from hosts.models import Host, VirtualMachine
+from hosts.services import ServiceRefused
+
+from . import policy, states
+from .choices import (
+    MIGRATION_ACTIVE_STATES,
+    MIGRATION_RUNNING_STATES,
+    MigrationJobKindChoices,
+    MigrationStatusChoices as S,
+    PreflightRunStatusChoices,
+    SlotDirectionChoices,
+    VerdictStatusChoices,
+)
+from .models import Migration, MigrationPlan, MigrationSample, MigrationSlot, PreflightRun
+from .options import MigrationOptions, from_dict, to_dict, validate
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ServiceRefused"]
+
+# Explicit job timeouts, each longer than the work it bounds.
+PREFLIGHT_TIMEOUT_S = 180  # gathering over SSH and libvirt from two hosts
+RECONCILE_TIMEOUT_S = 300  # asking two hosts, waiting up to a minute for libvirt's job to end, refreshing
+# Around the migration itself: checking before, settling, heartbeat and refreshes after.
+MIGRATION_JOB_MARGIN_S = 600
+# After the completion timeout's force-complete, how long before the portal gives up and aborts.
+FORCE_COMPLETE_GRACE_S = 120
+
+
+def migration_time_limit_s(options: MigrationOptions) -> int:
+    """How long libvirt's part may run before the runner aborts it for good."""
+    limit = options.completion_timeout_s or settings.VMPORTAL_MIGRATION_MAX_SECONDS
+    if options.completion_timeout_s and options.timeout_action == "force-complete":
+        limit += FORCE_COMPLETE_GRACE_S
+    return limit
+
+
+def migration_job_timeout_s(options: MigrationOptions) -> int:
+    """The RQ job's timeout: the migration's own limit plus room for checking and settling."""
+    return migration_time_limit_s(options) + MIGRATION_JOB_MARGIN_S
+
+
+def _refuse(*, actor: Actor, action: str, target, parameters: dict, message: str, hint: str = "") -> NoReturn:
+    audit_record_now(
+        actor=actor, action=action, result=AuditResultChoices.REFUSED, target=target,
+        parameters=parameters, message=message,
+    )
+    raise ServiceRefused(message, hint=hint)
+
+
+def _verdict_dicts(verdicts: Iterable[Any]) -> list[dict]:
+    return [
+        {"check": v.check, "status": v.status, "reason": v.reason, "fix": v.fix}
+        for v in verdicts
+    ]
+
+
+def verdicts_overall(verdicts: Sequence[dict]) -> str:
+    """Worst status of stored verdicts; nothing checked is not a pass."""
+    statuses = {v.get("status") for v in verdicts}
+    if not verdicts or VerdictStatusChoices.FAIL in statuses:
+        return VerdictStatusChoices.FAIL
+    if VerdictStatusChoices.WARN in statuses:
+        return VerdictStatusChoices.WARN
+    return VerdictStatusChoices.PASS
+
+
+def state_payload(migration: Migration) -> dict[str, Any]:
+    """What pages need to follow a migration's status (sent on change and on connect)."""
+    return {
+        "id": migration.pk,
+        "status": migration.status,
+        "status_label": migration.get_status_display(),
+        "phase": migration.phase,
+        "terminal": migration.is_terminal,
+        "warning": migration.convergence_warning,
+        "abort_requested": migration.abort_requested is not None,
+    }
+
+
+def _changed(migration: Migration) -> None:
+    broadcast.migration_status(migration.pk, state_payload(migration))
+
+
+# ---------------------------------------------------------------------------
+# The wizard: a plan with one preflight per candidate destination
+
+
+def migration_plan_create(
+    *, vm: VirtualMachine, options: MigrationOptions, actor: Actor, destinations: Sequence[Host] | None = None
+) -> MigrationPlan:
+    """Check where the guest could go: one background preflight per candidate host.
+
+    Candidates are every other host (or ``destinations``). A host the portal may not contact
+    gets its row at once with the reason, and no job.
+    """
+    from .jobs import preflight_job
+
+    vm = VirtualMachine.objects.select_related("host").get(pk=vm.pk)
+    parameters = {"vm_uuid": str(vm.uuid), "source": vm.host.name, "options": to_dict(options)}
+    problems = validate(options)
+    if problems:
+        _refuse(actor=actor, action="migration.preflight", target=vm, parameters=parameters,
+                message=" ".join(problems))
+    if not vm.host.is_connectable:
+        _refuse(actor=actor, action="migration.preflight", target=vm, parameters=parameters,
+                message=f"The source host {vm.host.name} cannot be contacted: {vm.host.get_status_display()}.",
+                hint="Fix the host's connection first (see its page).")
+    candidates = [
+        host for host in (destinations if destinations is not None else Host.objects.all()) if host.pk != vm.host_id
+    ]
+    with transaction.atomic():
+        plan = MigrationPlan.objects.create(
+            vm=vm, vm_uuid=vm.uuid, vm_name=vm.name, source=vm.host, options=to_dict(options), created_by=actor.user
+        )
+        for host in candidates:
+            run = PreflightRun.objects.create(plan=plan, destination=host)
+            if not host.is_connectable:
+                run.status = PreflightRunStatusChoices.ERROR
+                run.overall = VerdictStatusChoices.FAIL
+                run.error = f"{host.name} cannot be contacted: {host.get_status_display()}."
+                run.error_hint = "Confirm its SSH host key (or fix its connection) on the host's page."
+                run.checked = timezone.now()
+                run.save()
+                continue
+            run.job = job_enqueue(
+                kind=MigrationJobKindChoices.PREFLIGHT, func=preflight_job, args=(run.pk,), target=plan,
+                timeout_s=PREFLIGHT_TIMEOUT_S, actor=actor,
+            )
+            run.save(update_fields=["job"])
+        audit_record(
+            actor=actor,
+            action="migration.preflight",
+            result=AuditResultChoices.OK,
+            target=vm,
+            parameters={**parameters, "plan": plan.pk, "destinations": [h.name for h in candidates]},
+            message=f"Checking {len(candidates)} destination(s) for {vm.name}.",
+        )
+    return plan
+
+
+@transaction.atomic
+def preflight_started(*, run: PreflightRun) -> bool:
+    """Mark a queued preflight as running; False if it is not queued any more."""
+    return bool(
+        PreflightRun.objects.filter(pk=run.pk, status=PreflightRunStatusChoices.QUEUED).update(
+            status=PreflightRunStatusChoices.RUNNING
+        )
+    )
+
+
+@transaction.atomic
+def preflight_done(*, run: PreflightRun, verdicts: Sequence[Any], memory_free_kib: int | None) -> PreflightRun:
+    run.verdicts = _verdict_dicts(verdicts)
+    run.overall = verdicts_overall(run.verdicts)
+    run.status = PreflightRunStatusChoices.DONE
+    run.memory_free_kib = memory_free_kib
+    run.checked = timezone.now()
+    run.error = run.error_hint = ""
+    run.save()
+    return run
+
+
+@transaction.atomic
+def preflight_failed(*, run: PreflightRun, error: str, hint: str = "") -> PreflightRun:
+    run.status = PreflightRunStatusChoices.ERROR
+    run.overall = VerdictStatusChoices.FAIL
+    run.error = error
+    run.error_hint = hint
+    run.checked = timezone.now()
+    run.save()
+    return run
+
+
+# ---------------------------------------------------------------------------
+# Requesting a migration
+
+
+def migration_request(
+    *,
+    vm: VirtualMachine,
+    destination: Host,
+    options: MigrationOptions,
+    actor: Actor,
+    plan: MigrationPlan | None = None,
+    reverses: Migration | None = None,
+    run_by_worker: bool = True,
+) -> Migration:
+    """Ask for a migration of ``vm`` to ``destination``: audited, then queued for a slot.
+
+    Refused (and audited) when the options do not fit together, a host cannot be contacted
+    or is in maintenance, the chosen preflight failed, or the guest already has an active
+    migration — the last one enforced by the database, so of two simultaneous requests
+    exactly one gets through. ``run_by_worker=False``: the caller runs it (vm_migrate --wait).
+    """
+    vm = VirtualMachine.objects.select_related("host").get(pk=vm.pk)
+    source = vm.host
+    parameters = {
+        "vm_uuid": str(vm.uuid), "source": source.name, "destination": destination.name,
+        "options": to_dict(options), "plan": plan.pk if plan else None,
+    }
+
+    def refuse(message: str, hint: str = "") -> NoReturn:
+        _refuse(actor=actor, action="migration.request", target=vm, parameters=parameters, message=message, hint=hint)
+
+    problems = validate(options)
+    if problems:
+        refuse(" ".join(problems), "Change the options and try again.")
+    if destination.pk == source.pk:
+        refuse(f"{vm.name} already runs on {source.name}.", "Choose another destination.")
+    for role, host in (("source", source), ("destination", destination)):
+        if not host.is_connectable:
+            refuse(f"The {role} host {host.name} cannot be contacted: {host.get_status_display()}.",
+                   "Fix the host's connection first (see its page).")
+    if destination.in_maintenance:
+        refuse(f"{destination.name} is in maintenance.", "Take it out of maintenance, or choose another destination.")
+    if plan is not None:
+        run = plan.runs.filter(destination=destination).first()
+        if run is not None and run.overall == VerdictStatusChoices.FAIL:
+            failing = ", ".join(v["check"] for v in run.verdicts if v.get("status") == VerdictStatusChoices.FAIL)
+            refuse(f"The preflight for {destination.name} failed ({failing or run.error}).",
+                   "Fix what the preflight grid says, then check again.")
+    active = Migration.objects.filter(vm_uuid=vm.uuid, status__in=MIGRATION_ACTIVE_STATES).first()
+    if active is not None:
+        refuse(f"{vm.name} already has migration #{active.pk} ({active.get_status_display().lower()}).",
+               "Wait for it to finish, or abort it.")
+    latest = Migration.objects.filter(vm_uuid=vm.uuid).order_by("-created", "-pk").first()
+    if latest is not None and latest.status == S.NEEDS_ATTENTION:
+        refuse(f"The last migration of {vm.name} (#{latest.pk}) needs attention: {latest.outcome}",
+               f"{latest.repair} Then reconcile #{latest.pk} from its page.".strip())
+    try:
+        with transaction.atomic():
+            migration = Migration.objects.create(
+                vm=vm, vm_uuid=vm.uuid, vm_name=vm.name, source=source, destination=destination,
+                options=to_dict(options), plan=plan, reverses=reverses, requested_by=actor.user,
+                run_by_worker=run_by_worker,
+                phase="Waiting for a free migration slot" if run_by_worker else "Waiting to start",
+            )
+            audit_record(
+                actor=actor, action="migration.request", result=AuditResultChoices.OK, target=migration,
+                parameters=parameters,
+                message=f"Migrate {vm.name} from {source.name} to {destination.name} "
+                        f"({'live' if options.live else 'offline'}) requested.",
+            )
+            _changed(migration)
+            if run_by_worker:
+                transaction.on_commit(migrations_dispatch)
+    except IntegrityError:
+        # The constraint on one active migration per guest: another request won the race.
+        other = Migration.objects.filter(vm_uuid=vm.uuid, status__in=MIGRATION_ACTIVE_STATES).first()
+        refuse(f"Another migration of {vm.name}" + (f" (#{other.pk})" if other else "")
+               + " was requested at the same moment.", "Follow that one, or wait for it to finish.")
+    return migration
+
+
+# ---------------------------------------------------------------------------
+# Slots and dispatch
+
+
+class _NoSlot(Exception):
+    def __init__(self, host: Host, direction: str, limit: int):
+        self.host, self.direction, self.limit = host, direction, limit
+
+
+def _slot_limit(direction: str) -> int:
+    return settings.VMPORTAL_MAX_OUTGOING if direction == SlotDirectionChoices.OUTGOING else settings.VMPORTAL_MAX_INCOMING
+
+
+def _claim_slot(migration: Migration, host: Host, direction: str) -> None:
+    """Insert a free slot index for the migration; the unique constraints arbitrate races."""
+    if MigrationSlot.objects.filter(migration=migration, direction=direction).exists():
+        return
+    limit = _slot_limit(direction)
+    for index in range(limit):
+        try:
+            with transaction.atomic():
+                MigrationSlot.objects.create(host=host, direction=direction, index=index, migration=migration)
+            return
+        except IntegrityError:
+            continue
+    raise _NoSlot(host, direction, limit)
+
+
+def slots_release(migration: Migration) -> int:
+    deleted, _ = MigrationSlot.objects.filter(migration=migration).delete()
+    return deleted
+
+
+def _dispatch_one(migration: Migration) -> Job | None:
+    """Claim both slots and enqueue the job in one transaction, or leave it waiting."""
+    from .jobs import migration_job
+
+    try:
+        with transaction.atomic():
+            _claim_slot(migration, migration.source, SlotDirectionChoices.OUTGOING)
+            _claim_slot(migration, migration.destination, SlotDirectionChoices.INCOMING)
+            options = from_dict(migration.options)
+            job = job_enqueue(
+                kind=MigrationJobKindChoices.RUN, func=migration_job, args=(migration.pk,), target=migration,
+                timeout_s=migration_job_timeout_s(options), actor=Actor(user=migration.requested_by),
+                queue="migrations",
+            )
+            # Only if nobody dispatched it meanwhile; otherwise roll this attempt back.
+            updated = Migration.objects.filter(pk=migration.pk, status=S.QUEUED, job__isnull=True).update(
+                job=job, phase="Waiting for a worker"
+            )
+            if not updated:
+                raise _NoSlot(migration.source, "", 0)
+    except _NoSlot as exc:
+        if exc.direction:
+            phase = (
+                f"Waiting for a free {exc.direction} slot on {exc.host.name} "
+                f"({exc.limit} migration{'s' if exc.limit != 1 else ''} {exc.direction} at most)"
+            )
+            if Migration.objects.filter(pk=migration.pk, status=S.QUEUED, job__isnull=True).exclude(
+                phase=phase
+            ).update(phase=phase):
+                migration.refresh_from_db()
+                _changed(migration)
+        return None
+    migration.refresh_from_db()
+    _changed(migration)
+    return job
+
+
+def migrations_dispatch() -> int:
+    """Give free slots to queued migrations, oldest first, and enqueue their jobs. Returns how many.
+
+    Safe to call from any number of processes at once (after every request and every end,
+    and periodically): the slot table's unique constraints decide who gets a slot.
+    """
+    started = 0
+    waiting = Migration.objects.filter(status=S.QUEUED, job__isnull=True, run_by_worker=True).select_related(
+        "source", "destination"
+    ).order_by("created", "pk")
+    for migration in waiting:
+        if _dispatch_one(migration) is not None:
+            started += 1
+    return started
+
+
+def migration_claim_for_caller(*, migration: Migration) -> bool:
+    """For a caller that runs the migration itself: claim its slots now; False = not free yet."""
+    try:
+        with transaction.atomic():
+            _claim_slot(migration, migration.source, SlotDirectionChoices.OUTGOING)
+            _claim_slot(migration, migration.destination, SlotDirectionChoices.INCOMING)
+    except _NoSlot as exc:
+        Migration.objects.filter(pk=migration.pk, status=S.QUEUED).update(
+            phase=f"Waiting for a free {exc.direction} slot on {exc.host.name}"
+        )
+        return False
+    return True
+
+
+# ---------------------------------------------------------------------------
+# Status changes made by the runner and the reconciler
+
+
+def _transition(migration: Migration, new: S, **fields) -> bool:
+    """Move to ``new`` only from a status that allows it (a conditional UPDATE: races lose cleanly)."""
+    updated = Migration.objects.filter(pk=migration.pk, status__in=states.sources_for(new)).update(
+        status=new, **fields
+    )
+    migration.refresh_from_db()
+    if updated:
+        _changed(migration)
+    return bool(updated)
+
+
+@transaction.atomic
+def migration_begin(*, migration: Migration, job: Job | None) -> bool:
+    """queued → checking. False when it is no longer queued (aborted while waiting)."""
+    now = timezone.now()
+    return _transition(
+        migration, S.CHECKING, started=now, heartbeat=now, job=job or migration.job,
+        phase=f"Checking {migration.source.name} and {migration.destination.name}",
+    )
+
+
+@transaction.atomic
+def migration_record_verdicts(*, migration: Migration, verdicts: Sequence[Any]) -> None:
+    migration.verdicts = _verdict_dicts(verdicts)
+    migration.heartbeat = timezone.now()
+    migration.save(update_fields=["verdicts", "heartbeat"])
+
+
+@transaction.atomic
+def migration_migrating(*, migration: Migration, flags: int, params: dict, dest_uri: str) -> bool:
+    """checking → migrating: libvirt is about to be asked. Audited as the start."""
+    now = timezone.now()
+    mode = "live" if migration.is_live else "offline"
+    if not _transition(migration, S.MIGRATING, migration_started=now, heartbeat=now,
+                       phase=f"Migrating ({mode}) to {migration.destination.name}"):
+        return False
+    audit_record(
+        actor=Actor.system(), action="migration.start", result=AuditResultChoices.OK, target=migration,
+        parameters={"flags": flags, "params": params, "destination_uri": dest_uri.split("?", 1)[0]},
+        message=f"libvirt asked to migrate {migration.vm_name} to {migration.destination.name}.",
+        job=migration.job,
+    )
+    return True
+
+
+@transaction.atomic
+def migration_completing(*, migration: Migration, phase: str) -> bool:
+    return _transition(migration, S.COMPLETING, heartbeat=timezone.now(), phase=phase)
+
+
+def migration_heartbeat(*, migration: Migration, phase: str | None = None, warning: str | None = None) -> None:
+    fields: dict[str, Any] = {"heartbeat": timezone.now()}
+    if phase is not None:
+        fields["phase"] = phase
+    if warning is not None:
+        fields["convergence_warning"] = warning
+    Migration.objects.filter(pk=migration.pk).update(**fields)
+    if phase is not None or warning is not None:
+        migration.refresh_from_db()
+        _changed(migration)
+
+
+def migration_sample_add(*, migration: Migration, elapsed_ms: int, stats: dict, payload: dict) -> None:
+    """Store one progress sample, keep the heartbeat fresh, and send it to the page."""
+    MigrationSample.objects.create(migration=migration, elapsed_ms=elapsed_ms, stats=stats)
+    Migration.objects.filter(pk=migration.pk).update(heartbeat=timezone.now())
+    broadcast.migration_progress(migration.pk, payload)
+
+
+def migration_controls(*, migration: Migration) -> tuple[bool, int]:
+    """(abort requested, number of force-complete requests), read fresh by the runner."""
+    row = Migration.objects.filter(pk=migration.pk).values("abort_requested", "force_complete_requests").get()
+    return row["abort_requested"] is not None, row["force_complete_requests"]
+
+
+@transaction.atomic
+def migration_finish(
+    *,
+    migration: Migration,
+    status: S,
+    outcome: str = "",
+    repair: str = "",
+    error: str = "",
+    error_hint: str = "",
+    summary: dict | None = None,
+    heartbeat=None,
+    action: str = "migration.outcome",
+    actor: Actor | None = None,
+    job: Job | None = None,
+) -> bool:
+    """End the migration with what the hosts showed: record, release its slots, audit, tell pages.
+
+    False (and nothing written) when it already ended differently, e.g. a reconciler won.
+    """
+    summary = summary or {}
+    fields: dict[str, Any] = {
+        "ended": timezone.now(),
+        "outcome": outcome,
+        "repair": repair or "",
+        "error": error,
+        "error_hint": error_hint,
+        "summary": summary,
+        "phase": {
+            S.SUCCEEDED: "Done", S.FAILED: "Failed", S.ABORTED: "Aborted",
+            S.NEEDS_ATTENTION: "Needs attention",
+        }[status],
+    }
+    for field, key, scale in (
+        ("total_time_ms", "total_time_s", 1000),
+        ("downtime_ms", "downtime_ms", 1),
+        ("setup_time_ms", "setup_time_ms", 1),
+        ("data_transferred_bytes", "data_transferred_bytes", 1),
+    ):
+        if summary.get(key) is not None:
+            fields[field] = int(summary[key] * scale)
+    if heartbeat is not None:
+        fields.update(
+            heartbeat_gap_s=heartbeat.max_gap_s, heartbeat_continuous=heartbeat.continuous,
+            heartbeat_beats=heartbeat.beats,
+        )
+    if not _transition(migration, status, **fields):
+        return False
+    slots_release(migration)
+    ok = status == S.SUCCEEDED
+    audit_record(
+        actor=actor or Actor.system(),
+        action=action,
+        result=AuditResultChoices.OK if ok else AuditResultChoices.FAILED,
+        target=migration,
+        parameters={
+            "status": str(status),
+            "downtime_ms": fields.get("downtime_ms"),
+            "total_time_ms": fields.get("total_time_ms"),
+            "heartbeat_gap_s": fields.get("heartbeat_gap_s"),
+            "error": error,
+            "repair": repair,
+        },
+        message=f"{migration.vm_name}: {status.label.lower()}. {outcome}".strip(),
+        job=job or migration.job,
+    )
+    broadcast.inventory_changed(host_id=migration.source_id)
+    broadcast.inventory_changed(host_id=migration.destination_id)
+    # A slot just freed: give it to whoever waits.
+    transaction.on_commit(migrations_dispatch)
+    return True
+
+
+# ---------------------------------------------------------------------------
+# Operator actions on a migration
+
+
+def migration_abort(*, migration: Migration, actor: Actor) -> Migration:
+    """Abort: a queued migration ends at once; a running one is cancelled by its runner.
+
+    The runner sees the request within a sample interval and aborts libvirt's job on the
+    source; the guest keeps running there. Too late once libvirt has finished.
+    """
+    parameters = {"status": migration.status}
+    for _attempt in range(2):  # a queued one may start between reading and ending it: look again
+        with transaction.atomic():
+            m = Migration.objects.select_related("source").get(pk=migration.pk)
+            if m.status == S.QUEUED:
+                if migration_finish(
+                    migration=m, status=S.ABORTED, action="migration.abort", actor=actor,
+                    outcome=f"Aborted before it started; {m.vm_name} stays on {m.source.name}.",
+                ):
+                    return m
+                continue
+            if m.status in (S.CHECKING, S.MIGRATING):
+                if Migration.objects.filter(pk=m.pk, abort_requested__isnull=True).update(
+                    abort_requested=timezone.now()
+                ):
+                    audit_record(
+                        actor=actor, action="migration.abort", result=AuditResultChoices.OK, target=m,
+                        parameters=parameters,
+                        message=f"Abort of the migration of {m.vm_name} requested; it stays on {m.source.name}.",
+                        job=m.job,
+                    )
+                    m.refresh_from_db()
+                    _changed(m)
+                return m
+            break
+    migration.refresh_from_db()
+    _refuse(
+        actor=actor, action="migration.abort", target=migration, parameters=parameters,
+        message=f"Migration #{migration.pk} is {migration.get_status_display().lower()}; it can no longer be aborted.",
+        hint=(
+            "libvirt has finished; the portal is checking where the guest runs."
+            if migration.status == S.COMPLETING else ""
+        ),
+    )
+
+
+def migration_force_complete(*, migration: Migration, actor: Actor) -> Migration:
+    """Finish a live migration now: switch to post-copy if allowed, else allow a longer pause."""
+    options = from_dict(migration.options)
+    action = policy.force_complete_action(options)
+    parameters = {"status": migration.status, "action": action}
+    with transaction.atomic():
+        m = Migration.objects.get(pk=migration.pk)
+        if m.status == S.MIGRATING and options.live and m.abort_requested is None:
+            Migration.objects.filter(pk=m.pk).update(force_complete_requests=F("force_complete_requests") + 1)
+            how = (
+                "switching to post-copy (the guest runs on the destination at once)"
+                if action == "postcopy"
+                else "raising the allowed downtime step by step"
+            )
+            audit_record(
+                actor=actor, action="migration.force_complete", result=AuditResultChoices.OK, target=m,
+                parameters=parameters, message=f"Force complete of {m.vm_name} requested: {how}.", job=m.job,
+            )
+            m.refresh_from_db()
+            _changed(m)
+            return m
+    _refuse(
+        actor=actor, action="migration.force_complete", target=migration, parameters=parameters,
+        message=f"Migration #{migration.pk} is {migration.get_status_display().lower()}"
+                + ("" if options.live else " and offline")
+                + "; only a running live migration can be forced to complete.",
+    )
+
+
+def migration_reconcile_request(*, migration: Migration, actor: Actor, reason: str = "") -> Job:
+    """Queue asking both hosts where the guest is and settling the record (one at a time per migration)."""
+    from .jobs import reconcile_job
+
+    with transaction.atomic():
+        waiting = Job.objects.filter(
+            kind=MigrationJobKindChoices.RECONCILE, target_type="migration", target_id=str(migration.pk),
+            status__in=JOB_ACTIVE_STATES,
+        ).first()
+        if waiting is not None:
+            return waiting
+        job = job_enqueue(
+            kind=MigrationJobKindChoices.RECONCILE, func=reconcile_job, args=(migration.pk, reason),
+            target=migration, timeout_s=RECONCILE_TIMEOUT_S, actor=actor,
+        )
+        if actor.user is not None:
+            audit_record(
+                actor=actor, action="migration.reconcile", result=AuditResultChoices.OK, target=migration,
+                parameters={"status": migration.status},
+                message=f"Asked both hosts where {migration.vm_name} runs.", job=job,
+            )
+    return job
+
+
+def migration_still_running(*, migration: Migration, phase: str) -> None:
+    """The reconciler found libvirt still migrating: leave the status, say so."""
+    Migration.objects.filter(pk=migration.pk, status__in=MIGRATION_RUNNING_STATES).update(phase=phase)
+    migration.refresh_from_db()
+    _changed(migration)

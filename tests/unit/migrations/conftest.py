@@ -1,0 +1,62 @@
+"""Fixtures for the Django side of migrations: two hosts, a guest, and a fake libvirt world."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from migration_fakes import FakeDomain, FakeMigrationWorld
+
+from core.actors import Actor
+from hosts.choices import HostAuthMethodChoices, HostStatusChoices, VMStateChoices
+from hosts.models import Host, VirtualMachine
+from migrations_app import endpoints, runner
+
+HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeFakeFakeFakeFakeFakeFakeFakeFakeFakeFake"
+
+
+def make_host(name: str, **changes) -> Host:
+    fields = dict(
+        name=name, address=f"192.0.2.{10 + Host.objects.count()}", auth_method=HostAuthMethodChoices.PORTAL_KEY,
+        libvirt_uri=f"qemu+tcp://{name}/system", host_key=HOST_KEY, host_key_fingerprint="SHA256:fake",
+        status=HostStatusChoices.REACHABLE,
+    )
+    fields.update(changes)
+    return Host.objects.create(**fields)
+
+
+def make_vm(host: Host, name: str = "web-1", **changes) -> VirtualMachine:
+    fields = dict(host=host, uuid=uuid.uuid4(), name=name, state=VMStateChoices.RUNNING, vcpus=1, memory_kib=65536,
+                  domain_type="qemu", arch="x86_64", machine="pc-i440fx-7.2")
+    fields.update(changes)
+    return VirtualMachine.objects.create(**fields)
+
+
+@pytest.fixture
+def world(monkeypatch, settings):
+    w = FakeMigrationWorld()
+    monkeypatch.setattr(endpoints, "connect", w.connect)
+    monkeypatch.setattr(endpoints, "gather_pair", w.gather_pair)
+    monkeypatch.setattr(runner, "migration_adapter", w.adapter())
+    monkeypatch.setattr(
+        runner, "refresh_hosts", lambda migration, ctx: w.calls.append(("refresh", migration.source.name, migration.destination.name))
+    )
+    monkeypatch.setattr(runner, "HEARTBEAT_SETTLE_S", 0)
+    settings.VMPORTAL_MIGRATION_SAMPLE_SECONDS = 0.005
+    settings.VMPORTAL_GUEST_HEARTBEAT_PROBE = ""
+    return w
+
+
+@pytest.fixture
+def two_hosts(db, world):
+    """kvm-a runs web-1; kvm-b is empty. Both in the inventory and in the fake world."""
+    src, dst = make_host("kvm-a"), make_host("kvm-b")
+    vm = make_vm(src)
+    world.add_host("kvm-a", FakeDomain(uuid=str(vm.uuid), name=vm.name))
+    world.add_host("kvm-b")
+    return src, dst, vm
+
+
+@pytest.fixture
+def system():
+    return Actor.system()
