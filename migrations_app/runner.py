@@ -391,11 +391,17 @@ def _run(migration: Migration, ctx: JobContext, on_progress: ProgressCallback | 
     heartbeat = _guest_heartbeat(migration, options, since_unix, ctx)
 
     error = hint = ""
-    if status != S.SUCCEEDED and call.error is not None:
+    if status != S.SUCCEEDED and sampler.timed_out:
+        error = (
+            f"The time limit was reached ({sampler.limit_s} s) and the migration was aborted"
+            + (f" (libvirt: {call.error.message})." if call.error else ".")
+        )
+        if options.completion_timeout_s:
+            error = "Completion timeout: " + error[0].lower() + error[1:]
+        hint = "Raise the completion timeout, limit what the guest writes, or allow auto-converge or post-copy."
+    elif status != S.SUCCEEDED and call.error is not None:
         error = call.error.message
         hint = p2p_error_hint(call.error, options, dest_uri)
-    elif status != S.SUCCEEDED and sampler.timed_out:
-        error = "The completion timeout was reached and the migration was aborted."
     record_end(migration, ctx, status, outcome=outcome.reason, repair=outcome.repair or "", error=error, hint=hint,
             summary=summary, heartbeat=heartbeat)
     follow_guest(migration, status, ctx)

@@ -105,6 +105,8 @@ def state_payload(migration: Migration) -> dict[str, Any]:
 
 def _changed(migration: Migration) -> None:
     broadcast.migration_status(migration.pk, state_payload(migration))
+    # The guest's page (on its source host) and the migrations list follow the inventory group.
+    broadcast.inventory_changed(host_id=migration.source_id)
 
 
 # ---------------------------------------------------------------------------
@@ -605,9 +607,19 @@ def migration_force_complete(*, migration: Migration, actor: Actor) -> Migration
 
 
 def migration_reconcile_request(*, migration: Migration, actor: Actor, reason: str = "") -> Job:
-    """Queue asking both hosts where the guest is and settling the record (one at a time per migration)."""
+    """Queue asking both hosts where the guest is and settling the record (one at a time per migration).
+
+    The system asks for any active migration whose worker died; a person only for one that
+    needs attention (a running migration is its runner's business).
+    """
     from .jobs import reconcile_job
 
+    if actor.user is not None and migration.status != S.NEEDS_ATTENTION:
+        _refuse(
+            actor=actor, action="migration.reconcile", target=migration, parameters={"status": migration.status},
+            message=f"Migration #{migration.pk} is {migration.get_status_display().lower()}; "
+                    "only one that needs attention is reconciled by hand.",
+        )
     with transaction.atomic():
         waiting = Job.objects.filter(
             kind=MigrationJobKindChoices.RECONCILE, target_type="migration", target_id=str(migration.pk),

@@ -78,7 +78,9 @@ class FakeMigrationWorld:
         self.pair_changes: dict = {}
         self.destination_changes: dict = {}
         self.guest_changes: dict = {}
-        self.on_step = None  # callable(step) run inside migrate, e.g. to make a host vanish
+        self.on_step = None  # callable(step) run inside migrate's thread (no database there)
+        self.step = -1  # how far the current migrate call got
+        self.pending_actions: list = []  # (step, callable) run in the job's thread, see when()
         self.dirty = False  # a guest that never converges: runs until aborted or forced
         self.lock = threading.Lock()
 
@@ -90,6 +92,16 @@ class FakeMigrationWorld:
 
     def where(self, uuid: str) -> dict[str, str]:
         return {h.name: h.domains[uuid].state for h in self.hosts.values() if uuid in h.domains}
+
+    def when(self, step: int, action) -> None:
+        """Run action() in the job's thread (where the database is) once migrate reached ``step``."""
+        self.pending_actions.append((step, action))
+
+    def run_due_actions(self) -> None:
+        due = [(s, a) for s, a in self.pending_actions if self.step >= s]
+        for item in due:
+            self.pending_actions.remove(item)
+            item[1]()
 
     # -- endpoints
     @contextlib.contextmanager
@@ -146,6 +158,7 @@ class FakeMigrationWorld:
                     "memory_iteration": step // 3 + 1, "memory_bps": 30 * MIB, "memory_dirty_rate": 100 if not self.dirty else 20000,
                     "memory_page_size": 4096,
                 }
+                self.step = step
                 if self.on_step:
                     self.on_step(step)
                 step += 1

@@ -42,6 +42,13 @@ def world(monkeypatch, settings):
         runner, "refresh_hosts", lambda migration, ctx: w.calls.append(("refresh", migration.source.name, migration.destination.name))
     )
     monkeypatch.setattr(runner, "HEARTBEAT_SETTLE_S", 0)
+    real_tick = runner.Sampler.tick
+
+    def tick(sampler):
+        w.run_due_actions()
+        real_tick(sampler)
+
+    monkeypatch.setattr(runner.Sampler, "tick", tick)
     settings.VMPORTAL_MIGRATION_SAMPLE_SECONDS = 0.005
     settings.VMPORTAL_GUEST_HEARTBEAT_PROBE = ""
     return w

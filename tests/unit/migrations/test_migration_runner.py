@@ -1,0 +1,249 @@
+"""The migration runner end to end over a fake libvirt world: request → dispatch → job → settled record."""
+
+from __future__ import annotations
+
+import pytest
+from migration_fakes import MIB, failure
+
+from core.actors import Actor
+from core.choices import JobStatusChoices
+from core.models import AuditEvent
+from hosts.adapters.errors import LibvirtFailure
+from hosts.models import VirtualMachine
+from migrations_app import services
+from migrations_app.choices import MigrationStatusChoices as S
+from migrations_app.models import Migration, MigrationSlot
+from migrations_app.options import MigrateFlag, MigrationOptions
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def migrate(two_hosts, django_capture_on_commit_callbacks):
+    """Request a migration of web-1 to kvm-b and run it (jobs run in-process, as a worker would)."""
+    src, dst, vm = two_hosts
+
+    def run(options: MigrationOptions = MigrationOptions(), **kwargs) -> Migration:
+        with django_capture_on_commit_callbacks(execute=True):
+            migration = services.migration_request(vm=vm, destination=dst, options=options, actor=Actor.system(), **kwargs)
+        migration.refresh_from_db()
+        return migration
+
+    return run
+
+
+def audit_actions(migration: Migration) -> list[str]:
+    return list(
+        AuditEvent.objects.filter(target_type="migration", target_id=str(migration.pk)).order_by("pk").values_list("action", flat=True)
+    )
+
+
+def test_live_migration_succeeds_records_figures_and_the_inventory_follows(two_hosts, world, migrate):
+    src, dst, vm = two_hosts
+    migration = migrate()
+    assert migration.status == S.SUCCEEDED, (migration.error, migration.outcome)
+    assert world.where(str(vm.uuid)) == {"kvm-b": "running"}
+    # Figures from the completed job's statistics (the destination's), samples from the run.
+    assert migration.downtime_ms == 42 and migration.setup_time_ms == 7
+    assert migration.total_time_ms == 1234 and migration.data_transferred_bytes == 80 * MIB
+    assert migration.samples.count() >= 3
+    first = migration.samples.first()
+    assert first.stats["memory_total"] == 64 * MIB and first.stats["type"] == 2
+    assert "gone from kvm-a" in migration.outcome
+    assert [v["check"] for v in migration.verdicts][0] == "reachability"
+    # Flags as chosen (live, p2p, persist, undefine source), sent to the destination's URI.
+    call = next(c for c in world.calls if c[0] == "migrate")
+    assert call[2] == "qemu+tcp://kvm-b/system"
+    assert call[3] == int(MigrateFlag.LIVE | MigrateFlag.PEER2PEER | MigrateFlag.PERSIST_DEST | MigrateFlag.UNDEFINE_SOURCE)
+    assert call[5] is False  # peer-to-peer: no destination connection of ours
+    # The guest's row moved with it (same row), both hosts refreshed, slots freed, job succeeded.
+    moved = VirtualMachine.objects.get(uuid=vm.uuid)
+    assert moved.pk == vm.pk and moved.host_id == dst.pk
+    assert ("refresh", "kvm-a", "kvm-b") in world.calls
+    assert not MigrationSlot.objects.exists()
+    assert migration.job.status == JobStatusChoices.SUCCEEDED and migration.job.queue_name == "migrations"
+    assert audit_actions(migration) == ["migration.request", "migration.start", "migration.outcome"]
+    assert migration.started and migration.migration_started and migration.ended
+
+
+def test_job_timeout_is_longer_than_the_migration(migrate):
+    migration = migrate(MigrationOptions(completion_timeout_s=120, timeout_action="force-complete", allow_postcopy=True))
+    assert migration.job.timeout_s == 120 + services.FORCE_COMPLETE_GRACE_S + services.MIGRATION_JOB_MARGIN_S
+    unbounded = services.migration_job_timeout_s(MigrationOptions())
+    assert unbounded > 4 * 3600
+
+
+def test_managed_mode_opens_a_destination_connection(world, migrate):
+    migration = migrate(MigrationOptions(peer_to_peer=False))
+    assert migration.status == S.SUCCEEDED
+    call = next(c for c in world.calls if c[0] == "migrate")
+    assert call[5] is True and not call[3] & MigrateFlag.PEER2PEER
+
+
+def test_preflight_failure_starts_nothing(two_hosts, world, migrate):
+    src, dst, vm = two_hosts
+    world.pair_changes = {"destination_has_domain_name": True}
+    migration = migrate()
+    assert migration.status == S.FAILED
+    assert "Preflight failed" in migration.error and "domain-conflict" in migration.error
+    assert "virsh undefine" in migration.error_hint
+    assert not any(c[0] == "migrate" for c in world.calls)
+    assert world.where(str(vm.uuid)) == {"kvm-a": "running"}
+    assert "Nothing was started" in migration.outcome
+    assert migration.job.status == JobStatusChoices.FAILED and "Preflight failed" in migration.job.error
+    assert audit_actions(migration) == ["migration.request", "migration.outcome"]
+    assert not MigrationSlot.objects.exists()
+
+
+def test_gather_error_fails_with_the_adapters_message(world, migrate):
+    world.gather_error = LibvirtFailure("looking up guest: Domain not found", hint="Refresh the inventory.")
+    migration = migrate()
+    assert migration.status == S.FAILED
+    assert migration.error == "Could not check the hosts: looking up guest: Domain not found"
+    assert migration.error_hint == "Refresh the inventory."
+
+
+def test_libvirt_error_leaves_the_guest_on_the_source_and_says_so(two_hosts, world, migrate):
+    src, dst, vm = two_hosts
+    world.fail_with = failure("internal error: unable to execute QEMU command 'migrate': Connection refused")
+    migration = migrate()
+    assert migration.status == S.FAILED
+    assert "Connection refused" in migration.error
+    assert "stayed on kvm-a" in migration.outcome
+    assert VirtualMachine.objects.get(uuid=vm.uuid).host_id == src.pk
+    assert migration.samples.exists()
+
+
+def test_p2p_over_ssh_errors_explain_the_hosts_own_trust(two_hosts, world, migrate):
+    src, dst, vm = two_hosts
+    dst.libvirt_uri = ""  # default qemu+ssh://root@address:22/system
+    dst.save()
+    world.hosts[dst.effective_libvirt_uri.split("//", 1)[1].split("/", 1)[0]] = world.hosts["kvm-b"]
+    world.fail_with = failure("Cannot recv data: Host key verification failed.: Connection reset by peer")
+    migration = migrate()
+    assert migration.status == S.FAILED
+    assert "source host's own libvirtd" in migration.error_hint and "managed mode" in migration.error_hint
+
+
+def test_abort_during_the_migration_keeps_the_guest_on_the_source(two_hosts, world, migrate):
+    src, dst, vm = two_hosts
+    world.dirty = True  # never converges on its own
+
+    world.when(3, lambda: services.migration_abort(migration=Migration.objects.get(vm_uuid=vm.uuid), actor=Actor.system()))
+    migration = migrate()
+    assert migration.status == S.ABORTED
+    assert ("abort_job", "kvm-a") in world.calls
+    assert world.where(str(vm.uuid)) == {"kvm-a": "running"}
+    assert "stayed on kvm-a" in migration.outcome
+    assert "aborted" in migration.error.lower()
+    assert migration.abort_requested is not None
+    assert audit_actions(migration) == ["migration.request", "migration.start", "migration.abort", "migration.outcome"]
+    assert migration.job.status == JobStatusChoices.FAILED  # the guest did not move
+
+
+def test_completion_timeout_abort(two_hosts, world, migrate, monkeypatch):
+    src, dst, vm = two_hosts
+    world.dirty = True
+    clock = {"offset": 0.0}
+    import migrations_app.runner as runner_module
+
+    real = runner_module.time.monotonic
+    monkeypatch.setattr(runner_module.time, "monotonic", lambda: real() + clock["offset"])
+    world.when(2, lambda: clock.__setitem__("offset", 100.0))
+    migration = migrate(MigrationOptions(completion_timeout_s=30))
+    assert migration.status == S.ABORTED
+    assert "completion timeout" in migration.error.lower()
+    assert "migration.timeout" in audit_actions(migration)
+    assert world.where(str(vm.uuid)) == {"kvm-a": "running"}
+
+
+def test_force_complete_switches_to_postcopy_when_allowed(two_hosts, world, migrate):
+    src, dst, vm = two_hosts
+    world.dirty = True
+
+    world.when(2, lambda: services.migration_force_complete(
+        migration=Migration.objects.get(vm_uuid=vm.uuid), actor=Actor.system()))
+    migration = migrate(MigrationOptions(allow_postcopy=True))
+    assert ("start_postcopy",) in world.calls
+    assert migration.status == S.SUCCEEDED
+    assert "migration.force_complete" in audit_actions(migration)
+
+
+def test_force_complete_raises_the_downtime_step_by_step_without_postcopy(two_hosts, world, migrate, monkeypatch):
+    import migrations_app.runner as runner_module
+
+    monkeypatch.setattr(runner_module, "FORCE_COMPLETE_STEP_S", 0.0)
+    src, dst, vm = two_hosts
+    world.steps = 30
+
+    world.when(2, lambda: services.migration_force_complete(
+        migration=Migration.objects.get(vm_uuid=vm.uuid), actor=Actor.system()))
+    migration = migrate(MigrationOptions(max_downtime_ms=300))
+    downtimes = [c[1] for c in world.calls if c[0] == "set_max_downtime"]
+    assert downtimes[0] == 300  # the chosen maximum, set once the job runs
+    assert len(downtimes) >= 3 and downtimes[1:] == sorted(downtimes[1:]) and downtimes[1] > 300
+    assert max(downtimes) <= runner_module.FORCE_COMPLETE_MAX_DOWNTIME_MS
+    assert migration.status == S.SUCCEEDED
+
+
+def test_unreachable_destination_after_libvirt_returns_needs_attention(two_hosts, world, migrate):
+    src, dst, vm = two_hosts
+
+    def vanish(step):
+        if step == world.steps - 1:
+            world.hosts["kvm-b"].reachable = False
+
+    world.on_step = vanish
+    world.fail_with = failure("Unable to read from monitor: Connection reset by peer")
+    migration = migrate()
+    assert migration.status == S.NEEDS_ATTENTION
+    assert "kvm-b did not answer" in migration.outcome
+    assert "reconcile again" in migration.repair
+    # Needs attention blocks the next migration until reconciled.
+    world.hosts["kvm-b"].reachable = True
+    with pytest.raises(services.ServiceRefused, match="needs attention"):
+        services.migration_request(vm=vm, destination=dst, options=MigrationOptions(), actor=Actor.system())
+
+
+def test_a_crash_in_the_runner_is_settled_not_left_active(two_hosts, world, migrate, monkeypatch):
+    import migrations_app.runner as runner_module
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("bug in the summary")
+
+    monkeypatch.setattr(runner_module.policy, "summarize", boom)
+    migration = migrate()
+    # The guest did move; the record says so, with the error.
+    assert migration.status == S.SUCCEEDED
+    assert "bug in the summary" in migration.error
+    assert migration.job.status == JobStatusChoices.FAILED
+
+
+def test_guest_heartbeat_probe_is_recorded(world, migrate, settings, monkeypatch):
+    calls = []
+
+    def probe(name, since):
+        calls.append((name, since))
+        return {"max_gap_s": 0.21, "continuous": True, "beats": 57}
+
+    import migrations_app.heartbeat as heartbeat_module
+
+    heartbeat_module._load.cache_clear()
+    monkeypatch.setattr(heartbeat_module, "import_string", lambda path: probe)
+    settings.VMPORTAL_GUEST_HEARTBEAT_PROBE = "tests.fake:probe"
+    migration = migrate()
+    heartbeat_module._load.cache_clear()
+    assert migration.heartbeat_gap_s == pytest.approx(0.21)
+    assert migration.heartbeat_continuous is True and migration.heartbeat_beats == 57
+    assert calls and calls[0][0] == "web-1"
+
+
+def test_an_aborted_queued_migration_is_not_run(two_hosts, world, django_capture_on_commit_callbacks):
+    src, dst, vm = two_hosts
+    migration = services.migration_request(vm=vm, destination=dst, options=MigrationOptions(), actor=Actor.system())
+    services.migration_abort(migration=migration, actor=Actor.system())
+    migration.refresh_from_db()
+    assert migration.status == S.ABORTED and "Aborted before it started" in migration.outcome
+    with django_capture_on_commit_callbacks(execute=True):
+        services.migrations_dispatch()
+    assert not any(c[0] in ("gather", "migrate") for c in world.calls)
