@@ -14,6 +14,7 @@ urlpatterns = [
     path("<int:pk>/trust/", views.HostTrustView.as_view(), name="host_trust"),
     path("<int:pk>/fetch-key/", views.HostKeyFetchView.as_view(), name="host_fetch_key"),
     path("<int:pk>/refresh/", views.HostRefreshView.as_view(), name="host_refresh"),
+    path("<int:pk>/maintenance/", views.HostMaintenanceView.as_view(), name="host_maintenance"),
     path("<int:host_pk>/vms/<uuid:vm_uuid>/", views.VMDetailView.as_view(), name="vm_detail"),
     path("<int:host_pk>/vms/<uuid:vm_uuid>/partials/body/", views.VMDetailPartialView.as_view(), name="vm_detail_body"),
     path("<int:host_pk>/vms/<uuid:vm_uuid>/<str:action>/", views.VMActionView.as_view(), name="vm_action"),

@@ -10,6 +10,7 @@ from django.views.generic import DetailView, FormView, TemplateView
 from core.actors import Actor
 from core.models import Job
 from core.roles import AdminRequiredMixin, OperatorRequiredMixin, ViewerRequiredMixin
+from migrations_app.models import Migration
 
 from . import services
 from .choices import HostJobKindChoices, VMActionChoices
@@ -165,6 +166,25 @@ class HostRefreshView(OperatorRequiredMixin, View):
         return redirect("core:job_detail", pk=job.pk)
 
 
+class HostMaintenanceView(OperatorRequiredMixin, View):
+    """POST in_maintenance=on|off: no migrations into the host while it is in maintenance."""
+
+    def post(self, request, pk):
+        host = get_object_or_404(Host, pk=pk)
+        value = request.POST.get("in_maintenance")
+        if value not in ("on", "off"):
+            messages.error(request, "Say whether the host goes into maintenance (on) or out of it (off).")
+            return redirect("hosts:host_detail", pk=host.pk)
+        host = services.host_maintenance_set(host=host, in_maintenance=value == "on", actor=Actor.from_request(request))
+        messages.success(
+            request,
+            f"{host.name} is in maintenance: no guest will be migrated to it."
+            if host.in_maintenance
+            else f"{host.name} is out of maintenance.",
+        )
+        return redirect("hosts:host_detail", pk=host.pk)
+
+
 class PortalKeyView(AdminRequiredMixin, TemplateView):
     """The portal's public key, to install in authorized_keys on hosts; POST generates it."""
 
@@ -201,6 +221,11 @@ class VMDetailView(ViewerRequiredMixin, VMMixin, DetailView):
         context["disks"] = vm.disks.all()
         context["nics"] = vm.nics.all()
         context["jobs"] = _recent_jobs("virtualmachine", vm.pk)
+        migrations = list(
+            Migration.objects.filter(vm_uuid=vm.uuid).select_related("source", "destination")[:RECENT_JOBS]
+        )
+        context["migrations"] = migrations
+        context["active_migration"] = next((m for m in migrations if m.is_active), None)
         return context
 
 

@@ -113,3 +113,12 @@ def progress_line(payload: Mapping[str, object]) -> str:
     if payload.get("eta_s") is not None:
         parts.append(f"ETA {payload['eta_s']:.0f} s")
     return "  ".join(parts)
+
+
+def chart_samples(rows, *, max_points: int = 1500) -> list[dict]:
+    """Payloads of stored samples ``[(elapsed_ms, stats), …]`` for the chart, thinned evenly to at most max_points."""
+    rows = list(rows)
+    if len(rows) > max_points:
+        step = len(rows) / max_points
+        rows = [rows[int(i * step)] for i in range(max_points - 1)] + [rows[-1]]
+    return [sample_payload(elapsed_ms, stats) for elapsed_ms, stats in rows]

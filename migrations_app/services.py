@@ -473,6 +473,7 @@ def migration_finish(
     action: str = "migration.outcome",
     actor: Actor | None = None,
     job: Job | None = None,
+    result: AuditResultChoices | None = None,
 ) -> bool:
     """End the migration with what the hosts showed: record, release its slots, audit, tell pages.
 
@@ -507,11 +508,12 @@ def migration_finish(
     if not _transition(migration, status, **fields):
         return False
     slots_release(migration)
-    ok = status == S.SUCCEEDED
+    if result is None:
+        result = AuditResultChoices.OK if status == S.SUCCEEDED else AuditResultChoices.FAILED
     audit_record(
         actor=actor or Actor.system(),
         action=action,
-        result=AuditResultChoices.OK if ok else AuditResultChoices.FAILED,
+        result=result,
         target=migration,
         parameters={
             "status": str(status),
@@ -547,7 +549,7 @@ def migration_abort(*, migration: Migration, actor: Actor) -> Migration:
             m = Migration.objects.select_related("source").get(pk=migration.pk)
             if m.status == S.QUEUED:
                 if migration_finish(
-                    migration=m, status=S.ABORTED, action="migration.abort", actor=actor,
+                    migration=m, status=S.ABORTED, action="migration.abort", actor=actor, result=AuditResultChoices.OK,
                     outcome=f"Aborted before it started; {m.vm_name} stays on {m.source.name}.",
                 ):
                     return m

@@ -6,5 +6,6 @@ urlpatterns = [
     path("", RedirectView.as_view(pattern_name="hosts:inventory", permanent=False)),
     path("", include("core.urls")),
     path("hosts/", include("hosts.urls")),
+    path("migrations/", include("migrations_app.urls")),
     path("admin/", admin.site.urls),
 ]

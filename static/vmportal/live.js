@@ -133,6 +133,9 @@
     });
   }
 
+  // For page scripts loaded after this one (migration.js): same sockets, same indicator.
+  window.VMPortalLive = { connect: connect };
+
   document.addEventListener("DOMContentLoaded", function () {
     document.querySelectorAll("[data-live-socket][data-live-partial]").forEach(bindPartialRegion);
     document.querySelectorAll("[data-job-socket]").forEach(bindJob);

@@ -13,13 +13,36 @@ import contextlib
 import dataclasses
 import threading
 import time
+import uuid
 from types import SimpleNamespace
 
 from hosts.adapters.errors import HostUnreachable, LibvirtFailure, MigrationAborted
 from hosts.adapters.migration import PresenceInfo
+from hosts.choices import HostAuthMethodChoices, HostStatusChoices, VMStateChoices
+from hosts.models import Host, VirtualMachine
 from migrations_app.facts import DiskFact, GuestSide, HostSide, PairFacts
 
 MIB = 1024 * 1024
+
+
+HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeFakeFakeFakeFakeFakeFakeFakeFakeFakeFake"
+
+
+def make_host(name: str, **changes) -> Host:
+    fields = dict(
+        name=name, address=f"192.0.2.{10 + Host.objects.count()}", auth_method=HostAuthMethodChoices.PORTAL_KEY,
+        libvirt_uri=f"qemu+tcp://{name}/system", host_key=HOST_KEY, host_key_fingerprint="SHA256:fake",
+        status=HostStatusChoices.REACHABLE,
+    )
+    fields.update(changes)
+    return Host.objects.create(**fields)
+
+
+def make_vm(host: Host, name: str = "web-1", **changes) -> VirtualMachine:
+    fields = dict(host=host, uuid=uuid.uuid4(), name=name, state=VMStateChoices.RUNNING, vcpus=1, memory_kib=65536,
+                  domain_type="qemu", arch="x86_64", machine="pc-i440fx-7.2")
+    fields.update(changes)
+    return VirtualMachine.objects.create(**fields)
 
 
 @dataclasses.dataclass

@@ -1,0 +1,27 @@
+"""The migration page's websocket: status changes and progress samples, state first on connect."""
+
+from core.broadcast import migration_group
+from core.consumers import RoleGatedConsumer
+
+from .models import Migration
+from .progress import chart_samples
+from .services import state_payload
+
+
+class MigrationConsumer(RoleGatedConsumer):
+    def get_group(self):
+        self.migration_id = self.scope["url_route"]["kwargs"]["migration_id"]
+        if not Migration.objects.filter(pk=self.migration_id).exists():
+            return None
+        return migration_group(self.migration_id)
+
+    def current_state(self):
+        migration = Migration.objects.get(pk=self.migration_id)
+        samples = chart_samples(migration.samples.values_list("elapsed_ms", "stats"))
+        return {"type": "migration.state", "migration": state_payload(migration), "samples": samples}
+
+    def migration_status(self, event):
+        self.send_json({"type": "migration.status", "migration": event["migration"]})
+
+    def migration_progress(self, event):
+        self.send_json({"type": "migration.progress", "sample": event["sample"]})

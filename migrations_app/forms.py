@@ -1,0 +1,128 @@
+"""The wizard's options form: every field checked by the strict options parser, then for combinations."""
+
+from __future__ import annotations
+
+from django import forms
+from django.core.exceptions import ValidationError
+
+from hosts.models import Host
+
+from .options import INT_BOUNDS, MigrationOptions, from_dict, validate
+
+MODE_CHOICES = (
+    ("live", "Live — the guest keeps running while its memory is copied"),
+    ("offline", "Offline — move the definition of a shut-off guest"),
+)
+TRANSPORT_CHOICES = (
+    ("p2p", "Peer-to-peer — the source's libvirtd connects to the destination itself"),
+    ("managed", "Managed — the portal drives both libvirt daemons"),
+)
+TIMEOUT_ACTION_CHOICES = (
+    ("abort", "Abort — the guest stays on the source"),
+    ("force-complete", "Force complete — post-copy if allowed, else allow a longer pause"),
+)
+
+
+def _bounded(label: str, key: str, help_text: str) -> forms.IntegerField:
+    low, high = INT_BOUNDS[key]
+    return forms.IntegerField(required=False, min_value=low, max_value=high, label=label, help_text=help_text)
+
+
+class MigrationOptionsForm(forms.Form):
+    mode = forms.ChoiceField(choices=MODE_CHOICES, widget=forms.RadioSelect, initial="live", label="Mode")
+    transport = forms.ChoiceField(
+        choices=TRANSPORT_CHOICES, widget=forms.RadioSelect, initial="p2p", label="Connection",
+        help_text="Peer-to-peer needs the source host to reach the destination's libvirt URI itself "
+                  "(for qemu+ssh: root's SSH key and known_hosts on the source).",
+    )
+    tunnelled = forms.BooleanField(
+        required=False, label="Tunnelled",
+        help_text="Carry the data over libvirtd's connection: no migration ports (49152–49215) needed, "
+                  "but slower. Peer-to-peer only.",
+    )
+    copy_storage = forms.BooleanField(
+        required=False, label="Copy non-shared storage",
+        help_text="Copy writable local disks to the destination (like --copy-storage-all).",
+    )
+    auto_converge = forms.BooleanField(
+        required=False, label="Auto-converge",
+        help_text="Slow the guest's vCPUs down when it changes memory faster than it can be sent.",
+    )
+    allow_postcopy = forms.BooleanField(
+        required=False, label="Allow post-copy",
+        help_text="Lets Force complete switch the guest to the destination at once; it then fetches the rest "
+                  "of its memory. If the network fails during post-copy, the guest is lost.",
+    )
+    compressed = forms.BooleanField(
+        required=False, label="Compression", help_text="Compress repeated memory pages (costs CPU on both hosts)."
+    )
+    bandwidth_mibps = _bounded("Bandwidth limit (MiB/s)", "bandwidth_mibps", "Empty: no limit.")
+    max_downtime_ms = _bounded(
+        "Maximum downtime (ms)", "max_downtime_ms",
+        "The longest pause allowed for the final switch-over. Empty: QEMU's default (300 ms).",
+    )
+    persist_destination = forms.BooleanField(
+        required=False, initial=True, label="Persist on destination",
+        help_text="Define the guest on the destination (--persistent).",
+    )
+    undefine_source = forms.BooleanField(
+        required=False, initial=True, label="Undefine on source",
+        help_text="Remove the definition from the source (--undefinesource).",
+    )
+    completion_timeout_s = _bounded(
+        "Completion timeout (s)", "completion_timeout_s", "Empty: none. Then the timeout action below runs."
+    )
+    timeout_action = forms.ChoiceField(
+        choices=TIMEOUT_ACTION_CHOICES, widget=forms.RadioSelect, initial="abort", label="When the timeout is reached"
+    )
+    # Pre-selected destination (migrate back); the plan still checks every candidate.
+    destination = forms.ModelChoiceField(queryset=Host.objects.all(), required=False, widget=forms.HiddenInput)
+
+    options: MigrationOptions
+
+    def clean(self):
+        data = super().clean()
+        if self.errors:
+            return data
+        try:
+            options = from_dict({
+                "live": data["mode"] == "live",
+                "peer_to_peer": data["transport"] == "p2p",
+                "tunnelled": data["tunnelled"],
+                "copy_storage": data["copy_storage"],
+                "auto_converge": data["auto_converge"],
+                "allow_postcopy": data["allow_postcopy"],
+                "compressed": data["compressed"],
+                "bandwidth_mibps": data["bandwidth_mibps"],
+                "max_downtime_ms": data["max_downtime_ms"],
+                "persist_destination": data["persist_destination"],
+                "undefine_source": data["undefine_source"],
+                "completion_timeout_s": data["completion_timeout_s"],
+                "timeout_action": data["timeout_action"],
+            })
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from None
+        problems = validate(options)
+        if problems:
+            raise ValidationError(problems)
+        self.options = options
+        return data
+
+    @staticmethod
+    def initial_for(options: MigrationOptions, *, destination: Host | None = None) -> dict:
+        return {
+            "mode": "live" if options.live else "offline",
+            "transport": "p2p" if options.peer_to_peer else "managed",
+            "tunnelled": options.tunnelled,
+            "copy_storage": options.copy_storage,
+            "auto_converge": options.auto_converge,
+            "allow_postcopy": options.allow_postcopy,
+            "compressed": options.compressed,
+            "bandwidth_mibps": options.bandwidth_mibps,
+            "max_downtime_ms": options.max_downtime_ms,
+            "persist_destination": options.persist_destination,
+            "undefine_source": options.undefine_source,
+            "completion_timeout_s": options.completion_timeout_s,
+            "timeout_action": options.timeout_action,
+            "destination": destination.pk if destination else None,
+        }

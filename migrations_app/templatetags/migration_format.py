@@ -1,0 +1,36 @@
+"""Display filters for migration pages (sizes in bytes, rates in bytes/s, times in ms or s)."""
+
+from django import template
+
+from migrations_app.progress import human_bytes, human_rate
+
+register = template.Library()
+
+
+@register.filter
+def bytes_h(value) -> str:
+    return human_bytes(value) if isinstance(value, (int, float)) else "—"
+
+
+@register.filter
+def rate_h(value) -> str:
+    return human_rate(value) if isinstance(value, (int, float)) else "—"
+
+
+@register.filter
+def ms_h(value) -> str:
+    """42 → "42 ms"; 1234 → "1.23 s"."""
+    if not isinstance(value, (int, float)):
+        return "—"
+    return f"{value:.0f} ms" if value < 1000 else f"{value / 1000:.2f} s"
+
+
+@register.filter
+def secs_h(value) -> str:
+    """3.2 → "3.2 s"; 125 → "2 min 5 s"."""
+    if not isinstance(value, (int, float)):
+        return "—"
+    if value < 60:
+        return f"{value:.1f} s"
+    minutes, seconds = divmod(int(round(value)), 60)
+    return f"{minutes} min {seconds} s"

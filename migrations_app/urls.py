@@ -1,0 +1,18 @@
+from django.urls import path
+
+from . import views
+
+app_name = "migrations_app"
+
+urlpatterns = [
+    path("", views.MigrationListView.as_view(), name="migration_list"),
+    path("partials/rows/", views.MigrationListPartialView.as_view(), name="migration_rows"),
+    path("new/<int:vm_pk>/", views.MigrationWizardView.as_view(), name="wizard"),
+    path("plans/<int:pk>/", views.PlanView.as_view(), name="plan"),
+    path("plans/<int:pk>/partials/candidates/", views.PlanCandidatesPartialView.as_view(), name="plan_candidates"),
+    path("plans/<int:pk>/to/<int:host_pk>/", views.PlanDestinationView.as_view(), name="plan_destination"),
+    path("plans/<int:pk>/to/<int:host_pk>/partials/grid/", views.PlanGridPartialView.as_view(), name="plan_grid"),
+    path("<int:pk>/", views.MigrationDetailView.as_view(), name="migration_detail"),
+    path("<int:pk>/partials/<str:part>/", views.MigrationPartialView.as_view(), name="migration_part"),
+    path("<int:pk>/<str:action>/", views.MigrationActionView.as_view(), name="migration_action"),
+]

@@ -1,0 +1,293 @@
+"""Migration pages: the wizard (options → destinations → check and confirm), the migration page
+with its live chart, and the operator's POST actions. Views read, validate and call services."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.http import Http404
+from django.shortcuts import get_object_or_404, redirect
+from django.urls import reverse
+from django.views import View
+from django.views.generic import DetailView, FormView, ListView, TemplateView
+
+from core.actors import Actor
+from core.models import AuditEvent, Job
+from core.roles import OperatorRequiredMixin, ViewerRequiredMixin
+from hosts.models import Host, VirtualMachine
+
+from . import services
+from .choices import MIGRATION_ACTIVE_STATES, MigrationStatusChoices as S, VerdictStatusChoices
+from .forms import MigrationOptionsForm
+from .models import Migration, MigrationPlan, PreflightRun
+from .options import MigrationOptions, from_dict, libvirt_flags
+from .progress import chart_samples
+from .virsh import virsh_migrate_command
+
+MIGRATION_PAGE_SIZE = 100
+_SEVERITY = {VerdictStatusChoices.PASS: 0, VerdictStatusChoices.WARN: 1, VerdictStatusChoices.FAIL: 2}
+
+
+def _int_param(request, name: str) -> int | None:
+    value = request.GET.get(name, "")
+    return int(value) if value.isdigit() and len(value) < 12 else None
+
+
+def _rank(runs: list[PreflightRun]) -> list[PreflightRun]:
+    """Pending last; then passes, warnings, failures; most free memory first; then name."""
+    return sorted(
+        runs,
+        key=lambda r: (
+            r.is_pending, _SEVERITY.get(r.overall, 2), -(r.memory_free_kib or 0), r.destination.name.lower()
+        ),
+    )
+
+
+def _options_rows(options: MigrationOptions) -> list[tuple[str, str]]:
+    """The options in words, for the confirm step and the migration page."""
+    rows = [
+        ("Mode", "live" if options.live else "offline"),
+        ("Connection", "peer-to-peer" if options.peer_to_peer else "managed"),
+        ("Tunnelled", "yes" if options.tunnelled else "no"),
+        ("Copy non-shared storage", "yes" if options.copy_storage else "no"),
+        ("Auto-converge", "yes" if options.auto_converge else "no"),
+        ("Allow post-copy", "yes" if options.allow_postcopy else "no"),
+        ("Compression", "yes" if options.compressed else "no"),
+        ("Bandwidth limit", f"{options.bandwidth_mibps} MiB/s" if options.bandwidth_mibps else "none"),
+        ("Maximum downtime", f"{options.max_downtime_ms} ms" if options.max_downtime_ms else "QEMU's default"),
+        ("Persist on destination", "yes" if options.persist_destination else "no"),
+        ("Undefine on source", "yes" if options.undefine_source else "no"),
+    ]
+    if options.completion_timeout_s:
+        rows.append(("Completion timeout", f"{options.completion_timeout_s} s, then {options.timeout_action}"))
+    else:
+        rows.append(("Completion timeout", "none"))
+    return rows
+
+
+# ---------------------------------------------------------------------------
+# The wizard
+
+
+class MigrationWizardView(OperatorRequiredMixin, FormView):
+    """Step 1: options. POST checks every candidate destination in the background."""
+
+    template_name = "migrations_app/wizard_options.html"
+    form_class = MigrationOptionsForm
+
+    def get_vm(self) -> VirtualMachine:
+        return get_object_or_404(VirtualMachine.objects.select_related("host"), pk=self.kwargs["vm_pk"])
+
+    def _previous(self) -> tuple[MigrationOptions | None, Host | None, Migration | None]:
+        """Options to start from: a plan being changed, or a migration being reversed."""
+        vm = self.get_vm()
+        plan_id, reverse_id = _int_param(self.request, "plan"), _int_param(self.request, "reverse")
+        if plan_id is not None:
+            plan = MigrationPlan.objects.filter(pk=plan_id, vm_uuid=vm.uuid).first()
+            if plan is not None:
+                return from_dict(plan.options), None, None
+        if reverse_id is not None:
+            previous = Migration.objects.filter(pk=reverse_id, vm_uuid=vm.uuid).select_related("source").first()
+            if previous is not None:
+                return from_dict(previous.options), previous.source, previous
+        return None, None, None
+
+    def get_initial(self):
+        options, destination, _previous = self._previous()
+        return MigrationOptionsForm.initial_for(options or MigrationOptions(), destination=destination)
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        vm = self.get_vm()
+        _options, destination, previous = self._previous()
+        form = context["form"]
+        context.update(
+            vm=vm, step=1, reversing=previous, back_to=destination,
+            check_fields=[form[name] for name in (
+                "tunnelled", "copy_storage", "auto_converge", "allow_postcopy", "compressed",
+                "persist_destination", "undefine_source",
+            )],
+            candidates=Host.objects.exclude(pk=vm.host_id).count(),
+            active=Migration.objects.filter(vm_uuid=vm.uuid, status__in=MIGRATION_ACTIVE_STATES).first(),
+        )
+        return context
+
+    def form_valid(self, form):
+        vm = self.get_vm()
+        try:
+            plan = services.migration_plan_create(vm=vm, options=form.options, actor=Actor.from_request(self.request))
+        except services.ServiceRefused as exc:
+            form.add_error(None, f"{exc.message} {exc.hint}".strip())
+            return self.form_invalid(form)
+        destination = form.cleaned_data.get("destination")
+        if destination is not None and plan.runs.filter(destination=destination).exists():
+            return redirect("migrations_app:plan_destination", pk=plan.pk, host_pk=destination.pk)
+        return redirect("migrations_app:plan", pk=plan.pk)
+
+
+class PlanMixin:
+    def get_plan(self) -> MigrationPlan:
+        return get_object_or_404(MigrationPlan.objects.select_related("source", "vm"), pk=self.kwargs["pk"])
+
+
+class PlanView(OperatorRequiredMixin, PlanMixin, TemplateView):
+    """Step 2: every candidate with its preflight verdict, filling in as the jobs finish."""
+
+    template_name = "migrations_app/wizard_destinations.html"
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        plan = self.get_plan()
+        runs = _rank(list(plan.runs.select_related("destination", "destination__facts")))
+        context.update(
+            plan=plan, runs=runs, step=2, options_rows=_options_rows(from_dict(plan.options)),
+            pending=sum(1 for r in runs if r.is_pending),
+        )
+        return context
+
+
+class PlanCandidatesPartialView(PlanView):
+    template_name = "migrations_app/partials/candidates.html"
+
+
+class PlanDestinationView(OperatorRequiredMixin, PlanMixin, TemplateView):
+    """Step 3: the preflight grid for one destination; POST confirms (refused if any check failed)."""
+
+    template_name = "migrations_app/wizard_confirm.html"
+
+    def get_run(self, plan: MigrationPlan) -> PreflightRun:
+        return get_object_or_404(
+            PreflightRun.objects.select_related("destination"), plan=plan, destination_id=self.kwargs["host_pk"]
+        )
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        plan = self.get_plan()
+        run = self.get_run(plan)
+        options = from_dict(plan.options)
+        context.update(
+            plan=plan, run=run, step=3, options_rows=_options_rows(options),
+            can_confirm=run.status == "done" and run.overall != VerdictStatusChoices.FAIL and plan.vm is not None,
+            virsh=virsh_migrate_command(
+                options, guest=plan.vm_name, source_uri=plan.source.effective_libvirt_uri,
+                dest_uri=run.destination.effective_libvirt_uri,
+            ),
+            flags=libvirt_flags(options),
+            active=Migration.objects.filter(vm_uuid=plan.vm_uuid, status__in=MIGRATION_ACTIVE_STATES).first(),
+        )
+        return context
+
+    def post(self, request, *args, **kwargs):
+        plan = self.get_plan()
+        run = self.get_run(plan)
+        if plan.vm is None:
+            messages.error(request, f"{plan.vm_name} is no longer in the inventory; refresh its host and start again.")
+            return redirect("migrations_app:plan", pk=plan.pk)
+        if run.is_pending:
+            messages.error(request, "The preflight for this destination is still running; confirm once it is done.")
+            return redirect("migrations_app:plan_destination", pk=plan.pk, host_pk=run.destination_id)
+        reverses = (
+            Migration.objects.filter(
+                vm_uuid=plan.vm_uuid, status=S.SUCCEEDED, source=run.destination, destination=plan.source
+            ).order_by("-created").first()
+        )
+        try:
+            migration = services.migration_request(
+                vm=plan.vm, destination=run.destination, options=from_dict(plan.options),
+                actor=Actor.from_request(request), plan=plan, reverses=reverses,
+            )
+        except services.ServiceRefused as exc:
+            messages.error(request, f"{exc.message} {exc.hint}".strip())
+            return redirect("migrations_app:plan_destination", pk=plan.pk, host_pk=run.destination_id)
+        return redirect("migrations_app:migration_detail", pk=migration.pk)
+
+
+class PlanGridPartialView(PlanDestinationView):
+    template_name = "migrations_app/partials/confirm_body.html"
+
+    def post(self, request, *args, **kwargs):
+        raise Http404
+
+
+# ---------------------------------------------------------------------------
+# Migrations
+
+
+class MigrationListView(ViewerRequiredMixin, ListView):
+    template_name = "migrations_app/migration_list.html"
+    context_object_name = "migrations"
+
+    def get_queryset(self):
+        return Migration.objects.select_related("source", "destination", "requested_by").defer(
+            "verdicts", "summary"
+        )[:MIGRATION_PAGE_SIZE]
+
+
+class MigrationListPartialView(MigrationListView):
+    template_name = "migrations_app/partials/migration_rows.html"
+
+
+class MigrationDetailView(ViewerRequiredMixin, DetailView):
+    template_name = "migrations_app/migration_detail.html"
+    context_object_name = "migration"
+    queryset = Migration.objects.select_related("source", "destination", "requested_by", "job", "reverses")
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        migration = self.object
+        options = from_dict(migration.options)
+        samples = chart_samples(migration.samples.values_list("elapsed_ms", "stats"))
+        vm_now = VirtualMachine.objects.filter(uuid=migration.vm_uuid).select_related("host").first()
+        context.update(
+            options=options,
+            options_rows=_options_rows(options),
+            samples=samples,
+            last_sample=samples[-1] if samples else None,
+            vm_now=vm_now,
+            events=AuditEvent.objects.filter(target_type="migration", target_id=str(migration.pk)).order_by("time", "pk"),
+            jobs=Job.objects.filter(target_type="migration", target_id=str(migration.pk)).defer("log", "result"),
+            can_abort=migration.status in (S.QUEUED, S.CHECKING, S.MIGRATING) and migration.abort_requested is None,
+            can_force=migration.status == S.MIGRATING and options.live and migration.abort_requested is None,
+            can_reconcile=migration.status == S.NEEDS_ATTENTION,
+            can_migrate_back=(
+                migration.status == S.SUCCEEDED and vm_now is not None and vm_now.host_id == migration.destination_id
+                and not Migration.objects.filter(vm_uuid=migration.vm_uuid, status__in=MIGRATION_ACTIVE_STATES).exists()
+            ),
+            force_action="switch to post-copy" if options.allow_postcopy else "raise the allowed downtime",
+        )
+        return context
+
+
+_PARTS = {"head": "migrations_app/partials/migration_head.html", "details": "migrations_app/partials/migration_details.html"}
+
+
+class MigrationPartialView(MigrationDetailView):
+    """One region of the migration page, re-fetched when its status changes."""
+
+    def get_template_names(self):
+        try:
+            return [_PARTS[self.kwargs["part"]]]
+        except KeyError:
+            raise Http404("No such part.") from None
+
+
+class MigrationActionView(OperatorRequiredMixin, View):
+    """POST only: abort, force-complete or reconcile, then back to the migration page."""
+
+    def post(self, request, pk, action):
+        migration = get_object_or_404(Migration.objects.select_related("source", "destination"), pk=pk)
+        actor = Actor.from_request(request)
+        try:
+            if action == "abort":
+                services.migration_abort(migration=migration, actor=actor)
+                messages.info(request, "Abort requested: the guest stays on the source.")
+            elif action == "force-complete":
+                services.migration_force_complete(migration=migration, actor=actor)
+                messages.info(request, "Force complete requested.")
+            elif action == "reconcile":
+                services.migration_reconcile_request(migration=migration, actor=actor, reason="asked by an operator")
+                messages.info(request, "Asking both hosts where the guest runs.")
+            else:
+                raise Http404("No such action.")
+        except services.ServiceRefused as exc:
+            messages.error(request, f"{exc.message} {exc.hint}".strip())
+        return redirect(reverse("migrations_app:migration_detail", kwargs={"pk": migration.pk}))
