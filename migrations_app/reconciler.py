@@ -33,6 +33,8 @@ logger = logging.getLogger(__name__)
 # A job row younger than this may not have reached Redis yet (it is submitted on commit).
 QUEUE_GRACE = timedelta(seconds=60)
 _RQ_DEAD_STATES = {"missing", "failed", "stopped", "canceled"}
+# How long to wait for a libvirt job still reported before leaving the record active.
+JOB_END_WAIT_S = 5.0
 
 
 def rq_job_state(job: Job | None, *, now: datetime) -> str | None:
@@ -112,7 +114,7 @@ def reconcile_migration(*, migration_id: int, reason: str = "", ctx: JobContext)
         return {"status": migration.status, "reconciled": False}
 
     ctx.log(f"Reconciling migration #{migration.pk} ({migration.status}){': ' + reason if reason else ''}")
-    outcome, source, destination = runner.locate_guest(migration, job_status=migration.status, wait_for_job_s=5.0)
+    outcome, source, destination = runner.locate_guest(migration, job_status=migration.status, wait_for_job_s=JOB_END_WAIT_S)
     ctx.log(outcome.reason)
     if (source.job_active or destination.job_active) and migration.status in MIGRATION_ACTIVE_STATES:
         services.migration_still_running(

@@ -366,18 +366,28 @@ def migrations_dispatch() -> int:
     return started
 
 
-def migration_claim_for_caller(*, migration: Migration) -> bool:
-    """For a caller that runs the migration itself: claim its slots now; False = not free yet."""
+def migration_claim_for_caller(*, migration: Migration) -> Job | None:
+    """For a caller that runs the migration itself (vm_migrate --wait): claim both slots and
+    create its Job row (not enqueued) in one transaction. None = no free slot yet, try again."""
+    from .jobs import migration_job
+
     try:
         with transaction.atomic():
             _claim_slot(migration, migration.source, SlotDirectionChoices.OUTGOING)
             _claim_slot(migration, migration.destination, SlotDirectionChoices.INCOMING)
+            job = job_enqueue(
+                kind=MigrationJobKindChoices.RUN, func=migration_job, args=(migration.pk,), target=migration,
+                timeout_s=migration_job_timeout_s(from_dict(migration.options)),
+                actor=Actor(user=migration.requested_by), queue="migrations", enqueue=False,
+            )
+            Migration.objects.filter(pk=migration.pk).update(job=job, phase="Starting")
     except _NoSlot as exc:
         Migration.objects.filter(pk=migration.pk, status=S.QUEUED).update(
             phase=f"Waiting for a free {exc.direction} slot on {exc.host.name}"
         )
-        return False
-    return True
+        return None
+    migration.refresh_from_db()
+    return job
 
 
 # ---------------------------------------------------------------------------
