@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 from hosts.adapters import facts as host_facts
 from hosts.adapters import libvirt as lv
 from hosts.adapters import migration as mg
-from hosts.adapters.errors import AdapterError, DomainNotFound
+from hosts.adapters.errors import AdapterError, CommandFailed, DomainNotFound
 from hosts.adapters.ssh import SSHSession, SSHTarget
 
 from .facts import DiskFact, GuestSide, HostSide, PairFacts
@@ -181,11 +181,17 @@ if [ -e "$path" ]; then
   for mode in r w; do
     if [ "$mode" = w ] && [ "$write" != 1 ]; then continue; fi
     err=$("$@" test -"$mode" "$path" 2>&1); rc=$?
-    if [ -n "$err" ]; then echo "qemu_$mode=error"; else echo "qemu_$mode=$rc"; fi
+    if [ -n "$err" ]; then
+      echo "qemu_$mode=error"
+      printf 'qemu_error=%s\n' "$(printf '%s' "$err" | head -n 1)"
+    else echo "qemu_$mode=$rc"; fi
     test -"$mode" "$path"; echo "root_$mode=$?"
   done
   err=$("$@" test -x "$dir" 2>&1); rc=$?
-  if [ -n "$err" ]; then echo 'qemu_dir=error'; else echo "qemu_dir=$rc"; fi
+  if [ -n "$err" ]; then
+    echo 'qemu_dir=error'
+    printf 'qemu_error=%s\n' "$(printf '%s' "$err" | head -n 1)"
+  else echo "qemu_dir=$rc"; fi
 else
   echo 'exists=0'
 fi
@@ -212,7 +218,10 @@ def parse_version(text: str) -> tuple[int, int, int]:
     return tuple(parts + [0] * (3 - len(parts)))  # type: ignore[return-value]
 
 
-_CONF_LINE = re.compile(r"^\s*(#?)\s*(user|group|dynamic_ownership)\s*=\s*(.*?)\s*$")
+QEMU_CONF_PATTERN = r"^[[:space:]]*#?[[:space:]]*(user|group|dynamic_ownership)[[:space:]]*="
+# "user = …" sets it; "#user = …" (no space after "#") is the build default the
+# package ships commented out; "#       user = …" lines are examples.
+_CONF_LINE = re.compile(r"^\s*(#?)(user|group|dynamic_ownership)\s*=\s*(.*?)\s*$")
 
 
 @dataclass(frozen=True)
@@ -306,6 +315,7 @@ class DiskProbe:
     root_write: bool | None
     qemu_reaches_dir: bool | None
     room_kib: int | None
+    qemu_error: str = ""  # what running as QEMU's user complained, e.g. "runuser: user qemu does not exist"
 
 
 def _flag(value: str | None) -> bool | None:
@@ -327,6 +337,7 @@ def parse_disk_probe(output: str) -> DiskProbe:
         root_write=_flag(values.get("root_w")),
         qemu_reaches_dir=_flag(values.get("qemu_dir")),
         room_kib=int(room) if room.isdigit() else None,
+        qemu_error=values.get("qemu_error", "").strip(),
     )
 
 
@@ -341,7 +352,7 @@ def can_open(probe: DiskProbe, *, writable: bool, identity: QemuIdentity) -> tup
     if all(v is True for v in wanted):
         return True, probe.perm
     if any(v is None for v in wanted):
-        return None, probe.perm
+        return None, f"{probe.perm} ({probe.qemu_error})" if probe.qemu_error else probe.perm
     # QEMU's user cannot open it as it is; libvirt (root) relabels it at start
     # when dynamic_ownership is on, which works if root can open it and QEMU's
     # user can reach its directory.
@@ -443,12 +454,16 @@ def resolve(session: SSHSession, name: str) -> list[str]:
 
 def qemu_identity(session: SSHSession) -> QemuIdentity:
     """Who QEMU runs as on that host (its /etc/libvirt/qemu.conf, else the distro default)."""
-    conf = session.run(["cat", "/etc/libvirt/qemu.conf"], check=False, timeout=PROBE_TIMEOUT_S)
+    # Only the lines that matter: the whole file is ~40 KiB, and SSHSession.run
+    # has been seen to return such outputs cut at 32 KiB under load.
+    conf = session.run(["grep", "-E", QEMU_CONF_PATTERN, "/etc/libvirt/qemu.conf"], check=False,
+                       timeout=PROBE_TIMEOUT_S)
+    if conf.exit_status not in (0, 1, 2):  # 1: no such lines, 2: no such file
+        raise CommandFailed(conf.argv, conf.exit_status, conf.stdout, conf.stderr)
     text = conf.stdout if conf.exit_status == 0 else ""
-    identity = parse_qemu_conf(text)
-    if conf.exit_status != 0 or not re.search(r"^\s*#?\s*user\s*=", text, re.MULTILINE):
-        identity = parse_qemu_conf(text, distro_default_user=distro_qemu_user(host_facts.read_os_release(session)))
-    return identity
+    if re.search(r"^\s*#?\s*user\s*=", text, re.MULTILINE):
+        return parse_qemu_conf(text)
+    return parse_qemu_conf(text, distro_default_user=distro_qemu_user(host_facts.read_os_release(session)))
 
 
 def start_listener(session: SSHSession, *, ipv6: bool = False) -> int | None:

@@ -8,6 +8,8 @@ carrying the codes libvirt uses.
 
 from __future__ import annotations
 
+import threading
+
 import libvirt
 import pytest
 
@@ -154,6 +156,56 @@ def test_other_migration_errors_are_translated(code, message, error):
         mg.migrate(FakeConn(dom), domain_uuid=UUID, dest_uri="qemu+tcp://b/system", flags=P2P, params={})
     assert not isinstance(caught.value, MigrationAborted)
     assert message in caught.value.message
+
+
+def test_a_broken_migration_stream_is_not_a_lost_connection():
+    err = libvirt_error(
+        libvirt.VIR_ERR_OPERATION_FAILED,
+        "operation failed: job 'migration out' failed: Unable to write to socket: Broken pipe",
+    )
+    dom = FakeDomain(fail={"migrateToURI3": err})
+    with pytest.raises(LibvirtFailure, match="Broken pipe") as caught:
+        mg.migrate(FakeConn(dom), domain_uuid=UUID, dest_uri="qemu+tcp://b/system", flags=P2P, params={})
+    assert type(caught.value) is LibvirtFailure
+
+
+def test_a_cancel_that_qemu_reports_as_failed_is_still_aborted():
+    """QEMU 7.2 race: the stream breaks before QEMU sees the cancel, so libvirt says "failed"."""
+    started, release = threading.Event(), threading.Event()
+    err = libvirt_error(
+        libvirt.VIR_ERR_OPERATION_FAILED,
+        "operation failed: job 'migration out' failed: Unable to write to socket: Broken pipe",
+    )
+
+    class Migrating(FakeDomain):
+        def migrateToURI3(self, uri, params, flags):
+            started.set()
+            release.wait(5)
+            raise err
+
+    dom = Migrating()
+    outcome = []
+
+    def run():
+        try:
+            mg.migrate(FakeConn(dom), domain_uuid=UUID, dest_uri="qemu+tcp://b/system", flags=P2P, params={})
+        except Exception as exc:  # noqa: BLE001 - inspected below
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    assert started.wait(5)
+    mg.abort_job(FakeConn(dom), UUID.upper())  # from "another connection", any UUID spelling
+    release.set()
+    thread.join(5)
+    (error,) = outcome
+    assert isinstance(error, MigrationAborted) and "Broken pipe" in error.message
+    assert "after the job was aborted" in error.message
+    # The note does not outlive that migration.
+    dom2 = FakeDomain(fail={"migrateToURI3": err})
+    with pytest.raises(LibvirtFailure) as caught:
+        mg.migrate(FakeConn(dom2), domain_uuid=UUID, dest_uri="qemu+tcp://b/system", flags=P2P, params={})
+    assert not isinstance(caught.value, MigrationAborted)
 
 
 def test_missing_guest_is_domain_not_found():

@@ -120,8 +120,11 @@ class FakeHost:
         if argv[:2] == ["getent", "ahosts"]:
             found = self.resolves.get(argv[2], [])
             return "getent", (0 if found else 2), "".join(f"{a}      STREAM {argv[2]}\n" for a in found), ""
-        if argv == ["cat", "/etc/libvirt/qemu.conf"]:
-            return "qemu.conf", (0 if self.qemu_conf is not None else 1), self.qemu_conf or "", ""
+        if argv == ["grep", "-E", G.QEMU_CONF_PATTERN, "/etc/libvirt/qemu.conf"]:
+            if self.qemu_conf is None:
+                return "qemu.conf", 2, "", "grep: /etc/libvirt/qemu.conf: No such file or directory"
+            lines = [x for x in self.qemu_conf.splitlines() if G._CONF_LINE.match(x)]
+            return "qemu.conf", (0 if lines else 1), "".join(f"{x}\n" for x in lines), ""
         if argv in (["cat", "/etc/os-release"], ["cat", "/usr/lib/os-release"]):
             return "os-release", 0, f'ID={self.os_id}\nPRETTY_NAME="{self.os_id}"\n', ""
         if argv[:4] == ["timeout", str(G.LISTENER_LIFETIME_S), "python3", "-c"]:
@@ -522,12 +525,24 @@ def test_dynamic_ownership_lets_libvirt_fix_the_owner(monkeypatch):
 # --- pure parsing ------------------------------------------------------------------
 
 
+# What grep finds in Debian 12's /etc/libvirt/qemu.conf.
+DEBIAN_QEMU_CONF = """#       user = "qemu"   # A user named "qemu"
+#       user = "+0"     # Super user (uid=0)
+#       user = "100"    # A user named "100" or a user with uid=100
+#user = "libvirt-qemu"
+#group = "libvirt-qemu"
+#dynamic_ownership = 1
+"""
+
+
 @pytest.mark.parametrize(
     ("text", "default", "user", "group", "dynamic"),
     [
         ('user = "root"\ngroup = "root"\n', None, "root", "root", True),
         ('#user = "libvirt-qemu"\n#group = "libvirt-qemu"\n', None, "libvirt-qemu", "libvirt-qemu", True),
         ('user = "a"\nuser = "b"\n', None, "a", None, True),  # libvirt reads the first
+        (DEBIAN_QEMU_CONF, None, "libvirt-qemu", "libvirt-qemu", True),  # examples are not the default
+        (DEBIAN_QEMU_CONF + 'user = "root"\ngroup = "root"\ndynamic_ownership = 0\n', None, "root", "root", False),
         ('  user="qemu"  # comment\ndynamic_ownership = 0\n', None, "qemu", None, False),
         ('user = "+107"\ngroup = "+107"\n', None, "+107", "+107", True),
         ("", "libvirt-qemu", "libvirt-qemu", None, True),
