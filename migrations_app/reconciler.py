@@ -129,6 +129,9 @@ def reconcile_migration(*, migration_id: int, reason: str = "", ctx: JobContext)
         infos = [policy.JobInfo.from_stats(s) for s in migration.samples.values_list("stats", flat=True)]
         final = runner.completed_stats(migration, on_destination=status == S.SUCCEEDED)
         summary = policy.summarize(infos, final or None) if (infos or final) else {}
+        if status != S.SUCCEEDED:
+            summary["expected_downtime_ms"] = summary.get("downtime_ms")
+            summary["downtime_ms"] = None
         summary["samples"] = len(infos)
     error = migration.error or (f"Reconciled: {reason}" if reason else "")
     runner.record_end(

@@ -385,6 +385,10 @@ def _run(migration: Migration, ctx: JobContext, on_progress: ProgressCallback | 
     summary = policy.summarize(sampler.infos, final if final else None)
     if summary.get("total_time_s") is None:
         summary["total_time_s"] = round(wall_s, 3)
+    if status != S.SUCCEEDED:
+        # No switch-over happened: libvirt's "downtime" of a cancelled or failed job is its estimate.
+        summary["expected_downtime_ms"] = summary.get("downtime_ms")
+        summary["downtime_ms"] = None
     summary["samples"] = sampler.samples
     summary["wall_time_s"] = round(wall_s, 3)
     summary["libvirt_result"] = call.error.message if call.error else "completed"

@@ -1,0 +1,278 @@
+"""Migrations through the portal (service → runner → libvirt) against the real lab hosts.
+
+Jobs run in-process right after each commit (test settings), as a worker would run them.
+Every test makes its own guests (unique "vmp-" names, removed afterwards wherever they
+ended up, disks included) and undoes every knob; other engineers use the same lab. Their
+knob-heavy tests mostly break labh2 (ports blocked, libvirtd restarted, cloned UUID) while
+migrating labh1 → labh2, so these migrate the third host's guests to the first and back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.utils import timezone
+
+from core.actors import Actor
+from core.choices import JobStatusChoices
+from core.jobs import job_enqueue, run_job
+from core.models import AuditEvent
+from hosts import services as host_services
+from hosts.adapters import libvirt as lv
+from hosts.adapters import migration as mg
+from hosts.jobs import refresh_host_job
+from hosts.management.commands.lab_onboard import onboard_lab_host
+from hosts.models import Host, VirtualMachine
+from lab import config, guests, knobs
+from lab import hosts as lab_hosts
+from lab.heartbeat import report
+from lab.system import run
+from migrations_app import reconciler, runner, services
+from migrations_app.choices import MigrationStatusChoices as S
+from migrations_app.models import Migration
+from migrations_app.options import MigrationOptions, from_dict, libvirt_flags
+
+pytestmark = [pytest.mark.lab, pytest.mark.django_db(transaction=True), pytest.mark.timeout(300)]
+
+SYSTEM = Actor.system()
+
+
+# --- lab helpers ------------------------------------------------------------------------
+
+
+def unique(prefix: str) -> str:
+    return f"vmp-{prefix}-{uuid.uuid4().hex[:6]}"
+
+
+def _disk_files(name: str) -> list[Path]:
+    p = config.paths()
+    files = [p.disks / f"{name}.img", p.shared / f"{name}.qcow2"]
+    files += [p.host_dir(h["name"]) / "var-lib-libvirt" / "images" / f"{name}.qcow2"
+              for h in lab_hosts.load_state()["hosts"]]
+    return files
+
+
+def remove_guest(name: str) -> None:
+    """Destroy and undefine ``name`` wherever it is now, and delete its disks."""
+    for h in lab_hosts.load_state()["hosts"]:
+        run(["virsh", "-q", "-c", h["libvirt_uri"], "destroy", name], check=False)
+        run(["virsh", "-q", "-c", h["libvirt_uri"], "undefine", name], check=False)
+    for f in _disk_files(name):
+        f.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def heartbeat_guest(host: dict):
+    spec = guests.GuestSpec(name=unique("hb")).with_uuid()
+    try:
+        lab_hosts.start_guest(host, spec)
+        lab_hosts.wait_heartbeats([spec.name], since=time.time() - 1, timeout=20)
+        yield spec.name, spec.uuid
+    finally:
+        remove_guest(spec.name)
+
+
+@contextlib.contextmanager
+def knob(name: str, host: dict, **kw):
+    """Apply a lab knob; undo it (and delete the disks of a guest it made) however the test ends."""
+    def args(undo):
+        return argparse.Namespace(knob=name, host=host["name"], as_host=kw.get("as_host"),
+                                  name=kw.get("guest"), rate=kw.get("rate", "4mbit"), undo=undo)
+
+    try:
+        yield knobs.run_knob(args(False))
+    finally:
+        knobs.run_knob(args(True))
+        if kw.get("guest") and name != "duplicate-name":
+            for f in _disk_files(kw["guest"]):
+                f.unlink(missing_ok=True)
+        if name == "duplicate-name":
+            (config.paths().disks / f"{kw['guest']}.dup-{host['name']}.img").unlink(missing_ok=True)
+
+
+def where(lab_hosts_list: list[dict], domain_uuid: str) -> dict[str, str]:
+    """Ask libvirt on every lab host: {host: state} of the guest."""
+    found = {}
+    for h in lab_hosts_list:
+        with lv.open_connection(h["libvirt_uri"]) as conn:
+            presence = mg.domain_presence(conn, domain_uuid)
+        if presence.exists:
+            found[h["name"]] = presence.state
+    return found
+
+
+def refresh(host: Host) -> None:
+    job = host_services.host_refresh_request(host=host, actor=SYSTEM, enqueue=False)
+    refresh_host_job(job.pk, host.pk)
+    job.refresh_from_db()
+    assert job.status == JobStatusChoices.SUCCEEDED, job.error
+
+
+def vm_row(host: Host, domain_uuid: str) -> VirtualMachine:
+    refresh(host)
+    return VirtualMachine.objects.get(host=host, uuid=domain_uuid)
+
+
+def figures(migration: Migration) -> str:
+    return (f"#{migration.pk} {migration.status}: total {migration.total_time_ms} ms, downtime {migration.downtime_ms} ms, "
+            f"setup {migration.setup_time_ms} ms, data {migration.data_transferred_bytes} B, "
+            f"{migration.samples.count()} samples, heartbeat gap {migration.heartbeat_gap_s} s "
+            f"({migration.heartbeat_beats} beats, continuous={migration.heartbeat_continuous})")
+
+
+@pytest.fixture
+def portal(lab, settings):
+    """Every lab host in the inventory; the guest heartbeat probe of the lab switched on."""
+    settings.VMPORTAL_GUEST_HEARTBEAT_PROBE = "lab.heartbeat:probe"
+    rows = {}
+    for entry in lab["hosts"]:
+        host, _created = onboard_lab_host(entry, actor=SYSTEM)
+        host.refresh_from_db()
+        rows[entry["name"]] = host
+    src, dst = lab["hosts"][2], lab["hosts"][0]
+    return {"rows": rows, "lab": lab["hosts"], "pair": (src, dst)}
+
+
+# --- tests ---------------------------------------------------------------------------------
+
+
+def test_live_migration_through_the_portal_and_back(portal):
+    src_lab, dst_lab = portal["pair"]
+    src, dst = portal["rows"][src_lab["name"]], portal["rows"][dst_lab["name"]]
+    with heartbeat_guest(src_lab) as (name, domain_uuid):
+        vm = vm_row(src, domain_uuid)
+        migration = services.migration_request(vm=vm, destination=dst, options=MigrationOptions(), actor=SYSTEM)
+        migration.refresh_from_db()
+        print("\nthere:", figures(migration))
+        assert migration.status == S.SUCCEEDED, (migration.error, migration.outcome, migration.job.log)
+        assert where(portal["lab"], domain_uuid) == {dst_lab["name"]: "running"}
+        # libvirt's own figures, the samples, and the guest's own view of the switch-over.
+        assert migration.downtime_ms is not None and 0 < migration.downtime_ms < 1000
+        assert migration.total_time_ms and migration.setup_time_ms is not None
+        assert migration.data_transferred_bytes and migration.data_transferred_bytes > 0  # zero pages are not sent
+        assert migration.samples.exists()
+        assert migration.heartbeat_continuous is True, figures(migration)
+        assert migration.heartbeat_gap_s is not None and migration.heartbeat_gap_s < 1.0, figures(migration)
+        assert migration.heartbeat_beats >= 10
+        # The inventory follows the guest: same row, now on the destination.
+        moved = VirtualMachine.objects.get(uuid=domain_uuid)
+        assert moved.pk == vm.pk and moved.host_id == dst.pk and moved.state == "running"
+        assert [v["status"] for v in migration.verdicts if v["status"] == "fail"] == []
+        actions = list(AuditEvent.objects.filter(target_type="migration", target_id=str(migration.pk))
+                       .order_by("pk").values_list("action", flat=True))
+        assert actions == ["migration.request", "migration.start", "migration.outcome"]
+
+        back = services.migration_request(
+            vm=moved, destination=src, options=from_dict(migration.options), actor=SYSTEM, reverses=migration
+        )
+        back.refresh_from_db()
+        print("back: ", figures(back))
+        assert back.status == S.SUCCEEDED, (back.error, back.outcome)
+        assert where(portal["lab"], domain_uuid) == {src_lab["name"]: "running"}
+        assert VirtualMachine.objects.get(uuid=domain_uuid).host_id == src.pk
+        assert back.heartbeat_continuous and back.heartbeat_gap_s < 1.0
+        rep = report(name, since=time.time() - 2)
+        assert rep.beats >= 5  # still beating after both trips
+
+
+def test_preflight_failure_starts_nothing(portal):
+    src_lab, dst_lab = portal["pair"]
+    src, dst = portal["rows"][src_lab["name"]], portal["rows"][dst_lab["name"]]
+    with heartbeat_guest(src_lab) as (name, domain_uuid), knob("duplicate-name", dst_lab, guest=name):
+        vm = vm_row(src, domain_uuid)
+        migration = services.migration_request(vm=vm, destination=dst, options=MigrationOptions(), actor=SYSTEM)
+        migration.refresh_from_db()
+        assert migration.status == S.FAILED
+        assert "domain-conflict" in migration.error and f"already has a guest named '{name}'" in migration.error
+        assert "virsh undefine" in migration.error_hint
+        assert migration.migration_started is None and not migration.samples.exists()
+        assert not AuditEvent.objects.filter(action="migration.start").exists()
+        assert where(portal["lab"], domain_uuid) == {src_lab["name"]: "running"}
+        assert VirtualMachine.objects.get(uuid=domain_uuid).host_id == src.pk
+
+
+def test_abort_of_a_migration_that_does_not_converge(portal):
+    src_lab, dst_lab = portal["pair"]
+    src, dst = portal["rows"][src_lab["name"]], portal["rows"][dst_lab["name"]]
+    name = unique("dirty")
+    with knob("dirty-guest", src_lab, guest=name) as made, knob("throttle", src_lab, rate="200mbit"):
+        vm = vm_row(src, made["uuid"])
+        migration = services.migration_request(
+            vm=vm, destination=dst, options=MigrationOptions(), actor=SYSTEM, run_by_worker=False
+        )
+        job = services.migration_claim_for_caller(migration=migration)
+        seen = []
+
+        def abort_once_it_iterates(sample):
+            # Called in the job's thread with each sample, like an operator watching the page.
+            seen.append(sample)
+            if (sample.get("iteration") or 0) >= 3 and not migration.abort_requested:
+                services.migration_abort(migration=migration, actor=SYSTEM)
+                migration.refresh_from_db()
+
+        started = time.time()
+        run_job(job.pk, lambda ctx: runner.run_migration(migration_id=migration.pk, ctx=ctx,
+                                                         on_progress=abort_once_it_iterates))
+        migration.refresh_from_db()
+        print("\nabort:", figures(migration), f"after {time.time() - started:.1f} s")
+        assert migration.status == S.ABORTED, (migration.error, migration.outcome)
+        assert migration.abort_requested is not None
+        assert f"stayed on {src_lab['name']}" in migration.outcome
+        assert "abort" in migration.error.lower()
+        assert where(portal["lab"], made["uuid"]) == {src_lab["name"]: "running"}
+        assert VirtualMachine.objects.get(uuid=made["uuid"]).host_id == src.pk
+        # The record shows why: every pass starts with most of the working set dirty again.
+        assert max(s["iteration"] for s in seen) >= 3
+        assert migration.samples.count() >= 4
+        start_of_pass = {}
+        for s in seen:
+            if s["iteration"] and s["iteration"] >= 2 and s["data_remaining"] is not None:
+                start_of_pass[s["iteration"]] = max(start_of_pass.get(s["iteration"], 0), s["data_remaining"])
+        assert start_of_pass and min(start_of_pass.values()) > 32 * 1024 * 1024, start_of_pass
+        # An aborted job never switched over: libvirt's downtime is only its estimate, not recorded as downtime.
+        assert migration.downtime_ms is None and "expected_downtime_ms" in migration.summary
+        assert report(name, since=time.time() - 2).beats >= 1  # the guest never stopped
+        actions = list(AuditEvent.objects.filter(target_type="migration", target_id=str(migration.pk))
+                       .order_by("pk").values_list("action", flat=True))
+        assert actions == ["migration.request", "migration.start", "migration.abort", "migration.outcome"]
+
+
+def test_worker_death_is_reconciled_from_where_the_guest_runs(portal):
+    src_lab, dst_lab = portal["pair"]
+    src, dst = portal["rows"][src_lab["name"]], portal["rows"][dst_lab["name"]]
+    with heartbeat_guest(src_lab) as (name, domain_uuid):
+        vm = vm_row(src, domain_uuid)
+        # A worker asked libvirt to migrate, then died before recording anything.
+        options = MigrationOptions()
+        with lv.open_connection(src_lab["libvirt_uri"]) as conn:
+            mg.migrate(conn, domain_uuid=domain_uuid, dest_uri=dst_lab["libvirt_uri"], flags=libvirt_flags(options),
+                       params={})
+        migration = services.migration_request(
+            vm=vm, destination=dst, options=options, actor=SYSTEM, run_by_worker=False
+        )
+        job = job_enqueue(kind="migration.run", func=lambda *a: None, target=migration, timeout_s=600, actor=SYSTEM,
+                          enqueue=False)
+        job.rq_job_id = "vmportal-job-dead"
+        job.status = JobStatusChoices.RUNNING
+        job.save()
+        long_ago = timezone.now() - timedelta(minutes=10)
+        Migration.objects.filter(pk=migration.pk).update(
+            status=S.MIGRATING, job=job, started=long_ago, migration_started=long_ago, heartbeat=long_ago,
+        )
+        found = reconciler.migrations_reconcile()
+        assert found["reconciling"] == 1
+        migration.refresh_from_db()
+        print("\nreconciled:", figures(migration), migration.outcome)
+        assert migration.status == S.SUCCEEDED, (migration.outcome, migration.repair)
+        assert f"runs on {dst_lab['name']}" in migration.outcome
+        assert "no sign of life" in migration.error
+        assert migration.downtime_ms is not None  # the destination kept libvirt's figures
+        assert VirtualMachine.objects.get(uuid=domain_uuid).host_id == dst.pk
+        assert AuditEvent.objects.filter(action="migration.reconciled", target_id=str(migration.pk)).exists()
+        assert where(portal["lab"], domain_uuid) == {dst_lab["name"]: "running"}
