@@ -5,16 +5,21 @@
 Django: plain inputs (``Endpoint``), the adapters for all I/O.
 
 One libvirt connection and one SSH session per host, opened in parallel and
-always closed; the probes then run in three short rounds, both hosts at once:
+always closed; the probes run in four short rounds, both hosts at once:
 
-1. libvirt: host facts and guest lists on both hosts (one round with the connects).
-2. The guest's CPU compared on the destination; each host resolves the other's
-   hostname (``getent ahosts``); a marker file with a random token is written
-   next to each file disk on the source; the destination's qemu.conf is read;
-   a one-shot TCP listener starts on a free port in 49152–49215 on the destination.
+1. Connect; libvirt host facts and guest lists of both hosts.
+2. The guest's CPU compared on the destination (``compareHypervisorCPU``);
+   each host resolves the other's hostname (``getent ahosts``); a marker file
+   holding a random token is written next to each file disk on the source; the
+   destination's qemu.conf is read; a one-shot TCP listener starts on a free
+   port in 49152–49215 on the destination.
 3. The source connects to that listener at the destination's migration
    address; the destination reads each marker at the same path and tests
-   whether QEMU's user can open each disk; then the markers are removed.
+   whether QEMU's user can open each disk (and, for copy-storage, the free
+   space in its directory).
+4. The markers are removed; read-only disks that are not shared are compared
+   by content; if the port timed out, the SSH port tells whether the address
+   answers at all.
 
 What a result means:
 
