@@ -19,9 +19,9 @@ Which host keeps what, as measured in the lab (libvirt 9.0, QEMU 7.2):
   copy is gone (undefine-source). After an aborted migration the source keeps
   none (type "none"): the outcome is the MigrationAborted that ``migrate``
   raised.
-- While ``migrate`` blocks, call the others on a *second* connection to the
-  source: ``migrateSetMaxSpeed`` on the migrating connection waited until the
-  migration ended.
+- ``migrate`` blocks until the end; job stats, downtime, speed and abort
+  answer at once meanwhile, from the same connection or a second one (the lab
+  tests use a second, as a progress loop in another thread would).
 """
 
 from __future__ import annotations
