@@ -271,6 +271,7 @@ def test_blocked_migration_ports(pair_hosts):
 
 
 def test_migrate_with_the_options_flags_and_completed_stats_on_the_destination(pair_hosts):
+    """Peer-to-peer there, managed back; the destination keeps the finished job's statistics."""
     src, dst, _ = pair_hosts
     with heartbeat_guest(src) as (name, domain_uuid):
         flags, params = libvirt_flags(LIVE), libvirt_params(LIVE)
@@ -292,9 +293,13 @@ def test_migrate_with_the_options_flags_and_completed_stats_on_the_destination(p
             beats = report(name, since=started)
             assert beats.continuous and beats.beats >= 3, beats
         finally:
-            with lv.open_connection(dst["libvirt_uri"]) as conn:
-                mg.migrate(conn, domain_uuid=domain_uuid, dest_uri=src["libvirt_uri"], flags=flags, params=params)
-        assert presence(src, domain_uuid).state == "running" and not presence(dst, domain_uuid).exists
+            # Back in managed mode: this process drives both daemons (migrate3 with dest_conn).
+            managed = MigrationOptions(peer_to_peer=False)
+            with lv.open_connection(dst["libvirt_uri"]) as conn, lv.open_connection(src["libvirt_uri"]) as back:
+                mg.migrate(conn, domain_uuid=domain_uuid, dest_uri="", flags=libvirt_flags(managed),
+                           params=libvirt_params(managed), dest_conn=back)
+        home = presence(src, domain_uuid)
+        assert (home.state, home.persistent) == ("running", True) and not presence(dst, domain_uuid).exists
 
 
 def test_abort_a_dirty_guest_on_a_throttled_link(pair_hosts):
