@@ -608,7 +608,7 @@ _PORT_OPEN = {"open": True, "refused": False, "timeout": False, "unreachable": F
 _ADDRESS_ANSWERS = {"open": True, "refused": True, "timeout": False, "unreachable": False}
 
 
-def _ports_facts(connect: str | None, fallback: str | None) -> bool | None:
+def _address_answers(connect: str | None, fallback: str | None) -> bool | None:
     """migration_address_reachable from the attempt at the listener and, if that timed out, at the SSH port."""
     if connect == "timeout":
         return _ADDRESS_ANSWERS.get(fallback or "")
@@ -631,7 +631,12 @@ def _marker_verdict(
 def gather(
     *, source: Endpoint, destination: Endpoint, guest_uuid: str, options: MigrationOptions
 ) -> tuple[PairFacts, GuestSide]:
-    """Probe both hosts for the preflight; see the module docstring for what each fact means."""
+    """Probe both hosts for the preflight; see the module docstring for what each fact means.
+
+    ``options`` only decides whether disk sizes and the destination's free
+    space are measured (live copy-storage); every other fact is the same for
+    any options.
+    """
     started = time.monotonic()
     src, dst = _Host(source), _Host(destination)
     with ThreadPoolExecutor(max_workers=16, thread_name_prefix="preflight") as pool:
@@ -791,7 +796,7 @@ def _gather_open(
     if port is None:  # no listener: the attempt went to the SSH port
         address_ok, ports_ok = _ADDRESS_ANSWERS.get(connect or ""), None
     else:
-        address_ok, ports_ok = _ports_facts(connect, fallback), _PORT_OPEN.get(connect or "")
+        address_ok, ports_ok = _address_answers(connect, fallback), _PORT_OPEN.get(connect or "")
     pair = PairFacts(
         source=src.side(),
         destination=dst.side(),
