@@ -338,8 +338,16 @@ class SSHSession:
 
 
 def _collect_output(channel: paramiko.Channel, deadline: float) -> tuple[bytes | None, bytes]:
-    """Read stdout/stderr until the command exits; (None, …) on timeout."""
+    """Read stdout/stderr until the command exits and its output ends; (None, …) on timeout.
+
+    sshd may send the exit status before it has forwarded all of the
+    command's output, so the exit status alone does not mean the output is
+    complete: wait for the channel's EOF too. A command that exits but leaves
+    a background process holding its output open never sends EOF; after
+    ``_EOF_GRACE_S`` without new data we return what we have.
+    """
     stdout, stderr = bytearray(), bytearray()
+    quiet_since: float | None = None
     while True:
         got = False
         while channel.recv_ready():
@@ -348,15 +356,22 @@ def _collect_output(channel: paramiko.Channel, deadline: float) -> tuple[bytes |
         while channel.recv_stderr_ready():
             stderr += channel.recv_stderr(65536)
             got = True
+        now = time.monotonic()
         if channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
-            # paramiko handles messages in order, so all output sent before
-            # the exit status is already buffered.
-            return bytes(stdout), bytes(stderr)
-        remaining = deadline - time.monotonic()
+            if channel.eof_received or channel.closed:
+                return bytes(stdout), bytes(stderr)
+            if got or quiet_since is None:
+                quiet_since = now
+            elif now - quiet_since > _EOF_GRACE_S:
+                return bytes(stdout), bytes(stderr)
+        remaining = deadline - now
         if remaining <= 0:
             return None, bytes(stderr)
         if not got:
-            select.select([channel], [], [], min(remaining, 0.2))
+            select.select([channel], [], [], min(remaining, 0.05))
+
+
+_EOF_GRACE_S = 2.0
 
 
 def _start_transport(

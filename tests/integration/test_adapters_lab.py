@@ -290,3 +290,20 @@ def test_event_watcher_reports_a_lost_connection_and_can_reconnect(hosts, pins):
                 seen.append((event.event, event.detail))
         assert seen == [("suspended", "paused"), ("resumed", "unpaused")]
     assert _ssh_children() <= before  # closing the watcher ended its tunnel
+
+
+def test_large_outputs_arrive_whole_even_when_many_run_at_once(hosts, pins):
+    """sshd may send the exit status before the last output: run() waits for EOF."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    host = hosts[0]
+
+    def one(size: int) -> tuple[int, int]:
+        with SSHSession(target(host, pins[host["name"]])) as session:
+            res = session.run(["sh", "-c", 'head -c "$1" /dev/zero | tr "\\0" x; head -c "$1" /dev/zero >&2', "_", str(size)])
+            return len(res.stdout), len(res.stderr)
+
+    sizes = [37 * 1024, 100_000, 250_000] * 6
+    with ThreadPoolExecutor(max_workers=9) as pool:
+        got = list(pool.map(one, sizes))
+    assert got == [(s, s) for s in sizes]
