@@ -80,3 +80,6 @@ class PairFacts:
     destination_has_domain_uuid: bool
     cpu_compare: str  # "identical" | "superset" | "incompatible" | "error: <msg>" | "unknown"
     destination_pool_room_kib: int | None  # free space where copied disks would land
+    # Target paths of the destination's active storage pools (copy-storage needs one per disk
+    # directory); None = could not check.
+    destination_pool_targets: frozenset[str] | None = None

@@ -393,6 +393,7 @@ class _Host:
     ssh: SSHSession | None = None
     facts: lv.HostFacts | None = None
     domains: list[lv.DomainInfo] | None = None
+    pool_targets: frozenset[str] | None = None
 
     def open(self) -> None:
         """Connect libvirt (facts, guests) and SSH; a failure leaves that part None."""
@@ -404,6 +405,11 @@ class _Host:
         except AdapterError as exc:
             log.warning("preflight: libvirt on %s did not answer: %s", ep.name, exc)
             self.facts = self.domains = None
+        else:
+            try:
+                self.pool_targets = frozenset(mg.active_pool_targets(self.conn))
+            except AdapterError as exc:
+                log.warning("preflight: storage pools on %s unknown: %s", ep.name, exc)
         try:
             self.ssh = self.stack.enter_context(SSHSession(ep.ssh))
         except AdapterError as exc:
@@ -808,6 +814,7 @@ def _gather_open(
         destination_has_domain_uuid=bool(info and dst.domains is not None and info.uuid.lower() in uuids),
         cpu_compare=done(f_compare) or "unknown",
         destination_pool_room_kib=room,
+        destination_pool_targets=dst.pool_targets,
     )
     return pair, guest
 

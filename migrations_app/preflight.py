@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+import posixpath
+import re
+import shlex
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -435,6 +438,25 @@ def check_storage(pair: PairFacts, guest: GuestSide, options: MigrationOptions) 
                 "to the local ones, so the shared ones would be copied onto themselves.",
                 "Turn tunnelled off (open the migration ports instead), or move all disks to one kind of storage.",
             ))
+        pools = pair.destination_pool_targets
+        for disk in guest.disks:
+            if disk.target not in copy_targets or not disk.source.startswith("/"):
+                continue
+            directory = posixpath.dirname(disk.source.rstrip("/")) or "/"
+            if pools is None:
+                findings.append(_Finding(
+                    Status.WARN,
+                    f"Could not list {dst.name}'s storage pools; the copy of {disk.target} needs one at {directory}.",
+                    f"On {dst.name}: virsh pool-list --all --details",
+                ))
+            elif directory not in pools:
+                findings.append(_Finding(
+                    Status.FAIL,
+                    f"{dst.name} has no active storage pool at {directory}, where the copy of {disk.target} "
+                    "would be created (libvirt: \"Storage pool not found: no storage pool with matching target path\").",
+                    f"On {dst.name}: virsh pool-define-as {_pool_name(directory)} dir --target {shlex.quote(directory)} && "
+                    f"virsh pool-start {_pool_name(directory)} && virsh pool-autostart {_pool_name(directory)}",
+                ))
         sizes = [d.size_kib for d in guest.disks if d.target in copy_targets]
         if any(size is None for size in sizes) or pair.destination_pool_room_kib is None:
             findings.append(_Finding(
@@ -455,6 +477,12 @@ def check_storage(pair: PairFacts, guest: GuestSide, options: MigrationOptions) 
         + (f"; {', '.join(sorted(copy_targets))} will be copied and fit." if copy_targets else ".")
     )
     return _verdict("storage", findings, ok)
+
+
+def _pool_name(directory: str) -> str:
+    """A pool name an admin can paste: the directory's last parts, safe characters only."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", directory.strip("/")).strip("-.") or "root"
+    return name[-40:].lstrip("-.") or "pool"
 
 
 def check_capacity(pair: PairFacts, guest: GuestSide, options: MigrationOptions) -> Verdict:

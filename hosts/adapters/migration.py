@@ -402,3 +402,23 @@ def compare_guest_cpu(
         libvirt.VIR_CPU_COMPARE_SUPERSET: "superset",
         libvirt.VIR_CPU_COMPARE_INCOMPATIBLE: "incompatible",
     }.get(result, "error: unexpected comparison result")
+
+
+def active_pool_targets(conn: libvirt.virConnect) -> list[str]:
+    """Target paths of the host's active storage pools.
+
+    With copy-storage, the destination's libvirt creates each copied disk
+    inside an active pool whose target path is the disk's directory; without
+    one it fails with "Storage pool not found: no storage pool with matching
+    target path".
+    """
+    try:
+        pools = conn.listAllStoragePools(libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE)
+        targets = []
+        for pool in pools:
+            path = ET.fromstring(pool.XMLDesc(0)).findtext("target/path")
+            if path:
+                targets.append(path.rstrip("/") or "/")
+        return targets
+    except libvirt.libvirtError as exc:
+        raise _translate(exc, action="list storage pools") from exc

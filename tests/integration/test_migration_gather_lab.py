@@ -210,7 +210,21 @@ def test_unknown_cpu_model_on_the_destination_fails_cpu(pair_hosts):
         assert "Unknown CPU model EPYC-Milan" in verdicts["cpu"].reason
 
 
-def test_local_disk_is_not_the_same_file_and_copy_storage_is_judged_by_room(pair_hosts):
+@contextlib.contextmanager
+def images_pool(host: dict):
+    """An active dir pool at /var/lib/libvirt/images on a lab host, removed afterwards."""
+    uri = host["libvirt_uri"]
+    name = unique("pool")
+    run(["virsh", "-q", "-c", uri, "pool-define-as", name, "dir", "--target", "/var/lib/libvirt/images"])
+    try:
+        run(["virsh", "-q", "-c", uri, "pool-start", name])
+        yield name
+    finally:
+        run(["virsh", "-q", "-c", uri, "pool-destroy", name], check=False)
+        run(["virsh", "-q", "-c", uri, "pool-undefine", name], check=False)
+
+
+def test_local_disk_is_not_the_same_file_and_copy_storage_needs_room_and_a_pool(pair_hosts):
     src, dst, _ = pair_hosts
     name = unique("local")
     with knob("local-disk-guest", src, guest=name) as made:
@@ -226,11 +240,24 @@ def test_local_disk_is_not_the_same_file_and_copy_storage_is_judged_by_room(pair
         (vda,) = guest.disks
         assert vda.size_kib and vda.size_kib > 0
         assert pair.destination_pool_room_kib and pair.destination_pool_room_kib > vda.size_kib
-        # The copy fits; what the facts cannot tell is that libvirt also wants a
-        # storage pool there to create the disk ("Storage pool not found").
-        assert verdicts["storage"].status in ("pass", "warn"), verdicts["storage"].reason
-        assert "vda will be copied" in verdicts["storage"].reason
+        # The copy fits, but the destination has no pool there: libvirt would
+        # fail with "Storage pool not found", so preflight says so first.
+        assert "/var/lib/libvirt/images" not in pair.destination_pool_targets
+        assert verdicts["storage"].status == "fail"
+        assert "no active storage pool at /var/lib/libvirt/images" in verdicts["storage"].reason
+        assert "virsh pool-define-as" in verdicts["storage"].fix
         assert no_markers_left(guest)
+
+        # The fix the verdict suggests makes the check pass and the copy really work.
+        with images_pool(dst):
+            pair, guest, verdicts = preflight(src, dst, made["uuid"], copy)
+            assert verdicts["storage"].status == "pass", verdicts["storage"].reason
+            assert "vda will be copied" in verdicts["storage"].reason
+            with lv.open_connection(src["libvirt_uri"]) as conn:
+                mg.migrate(conn, domain_uuid=made["uuid"], dest_uri=dst["libvirt_uri"],
+                           flags=libvirt_flags(copy), params=libvirt_params(copy, migrate_disks=("vda",)))
+            assert presence(dst, made["uuid"]).state == "running"
+            assert not presence(src, made["uuid"]).exists
 
 
 def test_shared_disk_is_the_same_file(pair_hosts):

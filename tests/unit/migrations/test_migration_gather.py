@@ -220,6 +220,7 @@ class Pair:
             compare_guest_cpu=self._compare,
             current_operation=lambda host, uuid, disk_targets=(): host.operation,
             block_size=lambda host, uuid, target: self.sizes[target],
+            active_pool_targets=lambda host: list(getattr(host, "pools", ["/var/lib/libvirt/images"])),
         ))
         monkeypatch.setattr(G, "SSHSession", self._ssh_session)
 

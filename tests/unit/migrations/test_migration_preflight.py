@@ -84,6 +84,7 @@ def pair(src=None, dst=None, **changes) -> PairFacts:
         destination_has_domain_uuid=False,
         cpu_compare="identical",
         destination_pool_room_kib=100 * GIB,
+        destination_pool_targets=frozenset({"/var/lib/libvirt/images"}),
     )
     return dataclasses.replace(base, **changes)
 
@@ -443,3 +444,28 @@ def test_modules_import_without_django_or_libvirt():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+
+@pytest.mark.parametrize("pools, status, reason_part, fix_part", [
+    (frozenset({"/var/lib/libvirt/images"}), "pass", "will be copied", None),
+    (frozenset({"/srv/other"}), "fail", "no active storage pool at /var/lib/libvirt/images",
+     "virsh pool-define-as var-lib-libvirt-images dir --target /var/lib/libvirt/images"),
+    (frozenset(), "fail", "Storage pool not found", "virsh pool-start"),
+    (None, "warn", "Could not list kvm-b's storage pools", "virsh pool-list"),
+])
+def test_copy_storage_needs_a_pool_at_the_disk_directory(pools, status, reason_part, fix_part):
+    verdict = run(preflight.check_storage, p={"destination_pool_targets": pools},
+                  g={"disks": (disk("vdb", **LOCAL),)}, o={"copy_storage": True})
+    assert verdict.status == status, verdict
+    assert reason_part in verdict.reason
+    if fix_part:
+        assert fix_part in verdict.fix
+
+
+def test_pool_name_in_the_fix_is_safe_to_paste():
+    from migrations_app.preflight import _pool_name
+
+    assert _pool_name("/var/lib/libvirt/images") == "var-lib-libvirt-images"
+    assert _pool_name("/") == "root"
+    assert ";" not in _pool_name("/srv/a;b $(x)")
