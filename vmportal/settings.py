@@ -84,6 +84,7 @@ INSTALLED_APPS = [
     "core",
     "hosts",
     "migrations_app",
+    "storage",
 ]
 
 MIDDLEWARE = [

@@ -7,5 +7,6 @@ urlpatterns = [
     path("", include("core.urls")),
     path("hosts/", include("hosts.urls")),
     path("migrations/", include("migrations_app.urls")),
+    path("storage/", include("storage.urls")),
     path("admin/", admin.site.urls),
 ]

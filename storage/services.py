@@ -1,0 +1,338 @@
+"""Shared-storage writes. Each service runs in one transaction and writes its audit event there;
+a refused request is audited in a transaction of its own, so the refusal is kept.
+
+Views, the `nfs_setup` command and the jobs change shares only through these.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable
+from typing import NoReturn
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from core import broadcast
+from core.actors import Actor
+from core.audit import audit_record, audit_record_now
+from core.choices import AuditResultChoices
+from core.jobs import job_enqueue
+from core.models import Job
+from hosts.models import Host
+from hosts.services import ServiceRefused
+
+from .choices import SETUP_ACTIVE_STATES, SetupStatusChoices, ShareStatusChoices, StorageJobKindChoices
+from .models import Share, ShareSetup
+from .validation import DEFAULT_OPTIONS, InventoryHost, ShareRequest, validate_share_request
+
+# Explicit job timeouts, each longer than the work it bounds.
+PLAN_TIMEOUT_S = 300
+APPLY_TIMEOUT_S = 3600  # package installs over a slow mirror
+VERIFY_TIMEOUT_S = 300
+
+__all__ = ["ServiceRefused"]
+
+
+def inventory_hosts() -> list[InventoryHost]:
+    return [InventoryHost(name=h.name, address=h.address) for h in Host.objects.order_by("name")]
+
+
+def new_stamp() -> str:
+    """Names this setup's backups, e.g. ganesha.conf.vmportal-20250102T030405Z."""
+    return timezone.now().strftime("%Y%m%dT%H%M%SZ")
+
+
+def new_token() -> str:
+    return secrets.token_hex(8)
+
+
+def share_request(share: Share) -> ShareRequest:
+    """The share's settings as a validated request (re-checked against today's inventory)."""
+    return validate_share_request(
+        server=share.server.name,
+        clients=[c.name for c in share.clients.order_by("name")],
+        export_path=share.export_path,
+        mount_path=share.mount_path,
+        export_to=share.export_to,
+        options=share.options,
+        nfs_version=share.nfs_version,
+        server_impl=share.server_impl,
+        confirm_risky=share.risks_confirmed,
+        inventory=inventory_hosts(),
+    )
+
+
+def _refuse(*, actor: Actor, action: str, target, parameters: dict, message: str, hint: str) -> NoReturn:
+    audit_record_now(
+        actor=actor, action=action, result=AuditResultChoices.REFUSED, target=target, parameters=parameters, message=message
+    )
+    raise ServiceRefused(message, hint=hint)
+
+
+def _changed(share: Share) -> None:
+    broadcast.inventory_changed(host_id=share.server_id)
+    for client_id in share.clients.values_list("pk", flat=True):
+        broadcast.inventory_changed(host_id=client_id)
+
+
+def _enqueue(kind: StorageJobKindChoices, func, args: tuple, target, timeout_s: int, actor: Actor, enqueue: bool) -> Job:
+    return job_enqueue(kind=kind, func=func, args=args, target=target, timeout_s=timeout_s, actor=actor, enqueue=enqueue)
+
+
+def _new_setup(share: Share, *, actor: Actor, enqueue: bool) -> tuple[ShareSetup, Job]:
+    from .jobs import share_plan_job
+
+    setup = ShareSetup.objects.create(share=share, stamp=new_stamp(), token=new_token(), created_by=actor.user)
+    job = _enqueue(StorageJobKindChoices.PLAN, share_plan_job, (setup.pk,), share, PLAN_TIMEOUT_S, actor, enqueue)
+    setup.plan_job = job
+    setup.save(update_fields=["plan_job"])
+    return setup, job
+
+
+def share_create(
+    *,
+    server: str,
+    clients: Iterable[str],
+    export_path: str,
+    mount_path: str,
+    export_to: str = "",
+    options: str = DEFAULT_OPTIONS,
+    nfs_version: str = "4.1",
+    server_impl: str = "",
+    confirm_risky: bool = False,
+    actor: Actor,
+    enqueue: bool = True,
+) -> tuple[Share, ShareSetup, Job]:
+    """Record a new NFS share and start reading its hosts to plan the setup (nothing changes yet).
+
+    Raises ValidationError for bad input (audited as refused, no host contacted) and
+    ServiceRefused when the share exists already or a host cannot be contacted.
+    """
+    clients = list(clients)
+    parameters = {
+        "server": server, "clients": clients, "export_path": export_path, "mount_path": mount_path,
+        "export_to": export_to, "options": options, "nfs_version": nfs_version, "server_impl": server_impl,
+        "confirm_risky": confirm_risky,
+    }
+    try:
+        request = validate_share_request(
+            server=server, clients=clients, export_path=export_path, mount_path=mount_path, export_to=export_to,
+            options=options, nfs_version=nfs_version, server_impl=server_impl, confirm_risky=confirm_risky,
+            inventory=inventory_hosts(),
+        )
+    except ValidationError as exc:
+        audit_record_now(
+            actor=actor, action="share.create", result=AuditResultChoices.REFUSED, parameters=parameters,
+            message="; ".join(m for messages in exc.message_dict.values() for m in messages)[:2000],
+        )
+        raise
+    with transaction.atomic():
+        server_host = Host.objects.get(name__iexact=request.server.name)
+        client_hosts = [Host.objects.get(name__iexact=c.name) for c in request.clients]
+        problem = _contact_problem([server_host, *client_hosts])
+        existing = Share.objects.filter(server=server_host, export_path=request.export_path).first()
+        clash = (
+            Share.objects.filter(mount_path=request.mount_path, clients__in=client_hosts).exclude(pk=getattr(existing, "pk", None)).first()
+        )
+        if problem is None and existing is None and clash is None:
+            share = Share.objects.create(
+                server=server_host, export_path=request.export_path, mount_path=request.mount_path, export_to=export_to.strip(),
+                options=str(request.options), nfs_version=request.nfs_version, server_impl=request.server_impl,
+                risks_confirmed=bool(request.risks), created_by=actor.user,
+            )
+            share.clients.set(client_hosts)
+            setup, job = _new_setup(share, actor=actor, enqueue=enqueue)
+            audit_record(
+                actor=actor, action="share.create", result=AuditResultChoices.OK, target=share,
+                parameters={**parameters, "risks": list(request.risks)}, job=job,
+                message=f"NFS share {share} for {', '.join(c.name for c in client_hosts)} at {share.mount_path}; reading the hosts to plan it.",
+            )
+            _changed(share)
+            return share, setup, job
+    if problem is not None:
+        _refuse(actor=actor, action="share.create", target=None, parameters=parameters, message=problem,
+                hint="Confirm the host keys on the hosts' pages first.")
+    if existing is not None:
+        _refuse(actor=actor, action="share.create", target=existing, parameters=parameters,
+                message=f"{existing} is already a share of the inventory.",
+                hint="Open it and plan it again (that resumes or repeats its setup).")
+    _refuse(actor=actor, action="share.create", target=clash, parameters=parameters,
+            message=f"Share {clash} is already mounted at {request.mount_path} on some of these clients.",
+            hint="Choose another mount path.")
+
+
+def _contact_problem(hosts: list[Host]) -> str | None:
+    blocked = [h.name for h in hosts if not h.is_connectable]
+    if blocked:
+        return f"The portal may not connect to {', '.join(blocked)} yet (SSH host key not trusted or mismatched)."
+    return None
+
+
+def _active_setup(share: Share) -> ShareSetup | None:
+    return share.setups.filter(status__in=SETUP_ACTIVE_STATES).first()
+
+
+@transaction.atomic
+def share_plan_request(*, share: Share, actor: Actor, enqueue: bool = True) -> tuple[ShareSetup, Job]:
+    """Read the hosts again and make a new plan (to resume a failed setup, or to repeat one)."""
+    share = Share.objects.select_for_update().get(pk=share.pk)
+    active = _active_setup(share)
+    problem = _contact_problem([share.server, *share.clients.all()])
+    if active is None and problem is None:
+        setup, job = _new_setup(share, actor=actor, enqueue=enqueue)
+        audit_record(actor=actor, action="share.plan", result=AuditResultChoices.OK, target=share, job=job,
+                     message=f"Reading the hosts of {share} to plan its setup again.")
+        _changed(share)
+        return setup, job
+    transaction.set_rollback(True)
+    message = problem or f"Setup #{active.pk} of {share} is still {active.get_status_display().lower()}."
+    audit_record_now(actor=actor, action="share.plan", result=AuditResultChoices.REFUSED, target=share, message=message)
+    raise ServiceRefused(message, hint="Wait for it to finish." if active else "Confirm the host keys first.")
+
+
+@transaction.atomic
+def share_apply_request(*, setup: ShareSetup, actor: Actor, enqueue: bool = True) -> Job:
+    """Apply a plan the admin has seen: exactly the stored plan runs, as a job."""
+    from .jobs import share_apply_job
+
+    setup = ShareSetup.objects.select_for_update().select_related("share").get(pk=setup.pk)
+    share = setup.share
+    latest = share.setups.order_by("-created", "-pk").first()
+    message = ""
+    if setup.status != SetupStatusChoices.PLANNED:
+        message = f"Setup #{setup.pk} is {setup.get_status_display().lower()}, not a plan ready to apply."
+    elif latest is not None and latest.pk != setup.pk:
+        message = f"Setup #{setup.pk} has been replaced by a newer plan (#{latest.pk})."
+    elif share.setups.filter(status=SetupStatusChoices.APPLYING).exists():
+        message = f"Another setup of {share} is being applied."
+    if message:
+        transaction.set_rollback(True)
+        audit_record_now(actor=actor, action="share.apply", result=AuditResultChoices.REFUSED, target=share,
+                         parameters={"setup": setup.pk}, message=message)
+        raise ServiceRefused(message, hint="Open the share's latest plan.")
+    job = _enqueue(StorageJobKindChoices.APPLY, share_apply_job, (setup.pk,), share, APPLY_TIMEOUT_S, actor, enqueue)
+    setup.status = SetupStatusChoices.APPLYING
+    setup.apply_job = job
+    setup.applied_at = timezone.now()
+    setup.save(update_fields=["status", "apply_job", "applied_at"])
+    share.status = ShareStatusChoices.CONFIGURING
+    share.save(update_fields=["status"])
+    audit_record(actor=actor, action="share.apply", result=AuditResultChoices.OK, target=share, job=job,
+                 parameters={"setup": setup.pk, "steps": len(setup.plan.get("steps", []))},
+                 message=f"Applying setup #{setup.pk} of {share}.")
+    _changed(share)
+    return job
+
+
+@transaction.atomic
+def share_verify_request(*, share: Share, actor: Actor, enqueue: bool = True) -> Job:
+    """Run the proof again (markers, QEMU's access, pools) and refresh the share's grid."""
+    from .jobs import share_verify_job
+
+    share = Share.objects.select_for_update().get(pk=share.pk)
+    if not share.setups.filter(status=SetupStatusChoices.SUCCEEDED).exists() or _active_setup(share):
+        transaction.set_rollback(True)
+        message = f"{share} has no finished setup to verify yet." if _active_setup(share) is None else f"{share} is being set up."
+        audit_record_now(actor=actor, action="share.verify", result=AuditResultChoices.REFUSED, target=share, message=message)
+        raise ServiceRefused(message, hint="Set it up first.")
+    job = _enqueue(StorageJobKindChoices.VERIFY, share_verify_job, (share.pk,), share, VERIFY_TIMEOUT_S, actor, enqueue)
+    audit_record(actor=actor, action="share.verify", result=AuditResultChoices.OK, target=share, job=job,
+                 message=f"Verifying {share} on every host.")
+    return job
+
+
+# --------------------------------------------------------------------------
+# Written by the jobs (storage.nfs)
+
+
+@transaction.atomic
+def setup_planned(*, setup: ShareSetup, facts: dict, plan: dict) -> ShareSetup:
+    setup = ShareSetup.objects.select_for_update().get(pk=setup.pk)
+    setup.facts = facts
+    setup.plan = plan
+    setup.status = SetupStatusChoices.BLOCKED if plan.get("blockers") else SetupStatusChoices.PLANNED
+    setup.save(update_fields=["facts", "plan", "status"])
+    _changed(setup.share)
+    return setup
+
+
+@transaction.atomic
+def setup_detect_failed(*, setup: ShareSetup, error: str, hint: str) -> None:
+    setup = ShareSetup.objects.select_for_update().get(pk=setup.pk)
+    setup.status = SetupStatusChoices.DETECT_FAILED
+    setup.error, setup.error_hint = error, hint
+    setup.finished_at = timezone.now()
+    setup.save(update_fields=["status", "error", "error_hint", "finished_at"])
+    _changed(setup.share)
+
+
+@transaction.atomic
+def setup_step_recorded(*, setup: ShareSetup, outcome: dict) -> None:
+    """Keep one step's outcome as it finishes (the page shows the steps' states live)."""
+    setup = ShareSetup.objects.select_for_update().get(pk=setup.pk)
+    setup.outcomes = {**setup.outcomes, outcome["key"]: outcome}
+    setup.save(update_fields=["outcomes"])
+
+
+@transaction.atomic
+def setup_finished(
+    *,
+    setup: ShareSetup,
+    ok: bool,
+    actor: Actor,
+    proof: dict | None = None,
+    grid: list | None = None,
+    failed_step: str = "",
+    error: str = "",
+    hint: str = "",
+) -> ShareSetup:
+    """Record how applying ended: steps failed (resume later), or done with the proof's grid."""
+    setup = ShareSetup.objects.select_for_update().select_related("share").get(pk=setup.pk)
+    share = Share.objects.select_for_update().get(pk=setup.share_id)
+    now = timezone.now()
+    setup.status = SetupStatusChoices.SUCCEEDED if ok else SetupStatusChoices.FAILED
+    setup.failed_step, setup.error, setup.error_hint = failed_step, error, hint
+    setup.finished_at = now
+    if proof is not None:
+        setup.proof = proof
+    if grid is not None:
+        setup.grid = grid
+        share.last_grid = grid
+        share.last_verified = now
+    setup.save(update_fields=["status", "failed_step", "error", "error_hint", "finished_at", "proof", "grid"])
+    if failed_step:
+        share.status = ShareStatusChoices.FAILED
+    elif grid is not None and not all(row.get("ok") for row in grid):
+        share.status = ShareStatusChoices.DEGRADED
+    else:
+        share.status = ShareStatusChoices.READY if ok else ShareStatusChoices.FAILED
+    share.save(update_fields=["status", "last_grid", "last_verified"])
+    changed = sum(1 for o in setup.outcomes.values() if o.get("state") == "changed")
+    audit_record(
+        actor=actor, action="share.apply", result=AuditResultChoices.OK if ok and share.status == ShareStatusChoices.READY else AuditResultChoices.FAILED,
+        target=share, job=setup.apply_job,
+        parameters={"setup": setup.pk, "failed_step": failed_step, "steps_changed": changed,
+                    "steps_already_done": sum(1 for o in setup.outcomes.values() if o.get("state") == "already_done")},
+        message=error or f"{share} is {share.get_status_display().lower()}: {changed} step(s) changed something.",
+    )
+    _changed(share)
+    return setup
+
+
+@transaction.atomic
+def share_verified(*, share: Share, grid: list, job: Job | None, actor: Actor) -> Share:
+    share = Share.objects.select_for_update().get(pk=share.pk)
+    share.last_grid = grid
+    share.last_verified = timezone.now()
+    share.status = ShareStatusChoices.READY if grid and all(row.get("ok") for row in grid) else ShareStatusChoices.DEGRADED
+    share.save(update_fields=["last_grid", "last_verified", "status"])
+    audit_record(
+        actor=actor, action="share.verified",
+        result=AuditResultChoices.OK if share.status == ShareStatusChoices.READY else AuditResultChoices.FAILED,
+        target=share, job=job, parameters={"hosts": [row["host"] for row in grid if not row.get("ok")]},
+        message=f"{share} verified on {len(grid)} host(s): {share.get_status_display().lower()}.",
+    )
+    _changed(share)
+    return share

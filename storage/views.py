@@ -1,0 +1,173 @@
+"""Shared-storage pages. Views only read, validate and call services; no host I/O here."""
+
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.shortcuts import get_object_or_404, redirect
+from django.views import View
+from django.views.generic import DetailView, FormView, ListView
+
+from core.actors import Actor
+from core.models import Job
+from core.roles import AdminRequiredMixin, ViewerRequiredMixin
+
+from . import services
+from .choices import SETUP_ACTIVE_STATES, SetupStatusChoices, StepStateChoices, StorageJobKindChoices
+from .forms import ShareForm
+from .models import Share, ShareSetup
+from .steps import plan_from_json, rendered_step
+from .validation import DEFAULT_OPTIONS
+
+GRID_COLUMNS = (
+    ("mounted", "Mounted / exported"),
+    ("same_file", "Same file everywhere"),
+    ("qemu_rw", "QEMU user reads & writes"),
+    ("pool", "libvirt pool active"),
+)
+
+
+class ShareListView(ViewerRequiredMixin, ListView):
+    template_name = "storage/share_list.html"
+    context_object_name = "shares"
+
+    def get_queryset(self):
+        return Share.objects.select_related("server").prefetch_related("clients")
+
+
+class ShareCreateView(AdminRequiredMixin, FormView):
+    """Step 1 of the wizard: what to share with whom. Planning (the dry run) follows as a job."""
+
+    template_name = "storage/share_form.html"
+    form_class = ShareForm
+
+    def get_initial(self):
+        return {"options": DEFAULT_OPTIONS, "export_path": "/srv/vmstore", "mount_path": "/mnt/vmstore"}
+
+    def form_valid(self, form):
+        try:
+            share, _setup, _job = services.share_create(**form.service_arguments(), actor=Actor.from_request(self.request))
+        except ValidationError as exc:  # the inventory changed between the form and the service
+            for name, problems in exc.message_dict.items():
+                for problem in problems:
+                    form.add_error(name if name in form.fields else None, problem)
+            return self.form_invalid(form)
+        except services.ServiceRefused as exc:
+            form.add_error(None, f"{exc.message} {exc.hint}")
+            return self.form_invalid(form)
+        messages.info(self.request, f"Reading the hosts of {share} to plan the setup. Nothing changes until you apply the plan.")
+        return redirect("storage:share_detail", pk=share.pk)
+
+
+def _step_rows(plan, outcomes: dict) -> list[dict]:
+    rows = []
+    for step in plan.steps:
+        outcome = outcomes.get(step.key) or {}
+        rows.append({**rendered_step(step), "state": outcome.get("state", StepStateChoices.PENDING), "outcome": outcome})
+    return rows
+
+
+def _hosts_sections(rows: list[dict], notes) -> list[dict]:
+    sections: dict[str, dict] = {}
+    for row in rows:
+        sections.setdefault(row["host"], {"host": row["host"], "steps": [], "notes": []})["steps"].append(row)
+    for note in notes:
+        sections.setdefault(note.host, {"host": note.host, "steps": [], "notes": []})["notes"].append(note)
+    return list(sections.values())
+
+
+class ShareDetailView(ViewerRequiredMixin, DetailView):
+    """The share, its latest setup (plan → progress → grid) and its history."""
+
+    model = Share
+    template_name = "storage/share_detail.html"
+    context_object_name = "share"
+
+    def get_queryset(self):
+        return Share.objects.select_related("server").prefetch_related("clients")
+
+    def get_setup(self):
+        setup_pk = self.kwargs.get("setup_pk")
+        setups = self.object.setups.select_related("plan_job", "apply_job")
+        if setup_pk:
+            return get_object_or_404(setups, pk=setup_pk)
+        return setups.order_by("-created", "-pk").first()
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        share = self.object
+        setup = self.get_setup()
+        latest = share.setups.order_by("-created", "-pk").first()
+        context["setup"] = setup
+        context["is_latest"] = setup is not None and latest is not None and setup.pk == latest.pk
+        context["history"] = share.setups.select_related("apply_job", "plan_job")[:20]
+        context["grid_columns"] = GRID_COLUMNS
+        context["clients"] = share.clients.order_by("name")
+        if setup is not None and setup.plan:
+            plan = plan_from_json(setup.plan)
+            rows = _step_rows(plan, setup.outcomes)
+            context["plan"] = plan
+            context["summary"] = plan.summary
+            context["sections"] = _hosts_sections(rows, plan.notes)
+            context["proof_rows"] = [rendered_step(s) for s in plan.proof]
+            context["failed_row"] = next((r for r in rows if r["state"] == StepStateChoices.FAILED), None)
+            context["counts"] = {
+                state: sum(1 for r in rows if r["state"] == state)
+                for state in (StepStateChoices.ALREADY_DONE, StepStateChoices.CHANGED, StepStateChoices.FAILED, StepStateChoices.PENDING)
+            }
+            context["step_total"] = len(rows)
+            context["first_pending"] = next((r["key"] for r in rows if r["state"] == StepStateChoices.PENDING), None)
+        verify_job = (
+            Job.objects.filter(kind=StorageJobKindChoices.VERIFY, target_type="share", target_id=str(share.pk)).defer("log").first()
+        )
+        context["verify_job"] = verify_job
+        if setup is not None:
+            active_job = None
+            if setup.status == SetupStatusChoices.DETECTING:
+                active_job = setup.plan_job
+            elif setup.status == SetupStatusChoices.APPLYING:
+                active_job = setup.apply_job
+            context["active_job"] = active_job
+            context["live_job"] = active_job or setup.apply_job or setup.plan_job
+            context["busy"] = setup.status in SETUP_ACTIVE_STATES
+        if verify_job is not None and not verify_job.is_terminal:
+            context["active_job"] = context["live_job"] = verify_job
+            context["busy"] = True
+        grid = (setup.grid if setup is not None and setup.grid else None) or share.last_grid
+        context["grid"] = [{**row, "cells": [row.get(key) for key, _label in GRID_COLUMNS]} for row in grid or []]
+        context["grid_ok"] = bool(grid) and all(row.get("ok") for row in grid)
+        return context
+
+
+class ShareDetailPartialView(ShareDetailView):
+    template_name = "storage/partials/share_body.html"
+
+
+class ShareApplyView(AdminRequiredMixin, View):
+    def post(self, request, pk, setup_pk):
+        setup = get_object_or_404(ShareSetup.objects.select_related("share"), pk=setup_pk, share_id=pk)
+        try:
+            services.share_apply_request(setup=setup, actor=Actor.from_request(request))
+        except services.ServiceRefused as exc:
+            messages.error(request, f"{exc.message} {exc.hint}")
+        return redirect("storage:share_detail", pk=pk)
+
+
+class SharePlanView(AdminRequiredMixin, View):
+    """Plan again: read the hosts afresh (resume after a failure, or repeat a setup)."""
+
+    def post(self, request, pk):
+        share = get_object_or_404(Share, pk=pk)
+        try:
+            services.share_plan_request(share=share, actor=Actor.from_request(request))
+        except services.ServiceRefused as exc:
+            messages.error(request, f"{exc.message} {exc.hint}")
+        return redirect("storage:share_detail", pk=pk)
+
+
+class ShareVerifyView(AdminRequiredMixin, View):
+    def post(self, request, pk):
+        share = get_object_or_404(Share, pk=pk)
+        try:
+            services.share_verify_request(share=share, actor=Actor.from_request(request))
+        except services.ServiceRefused as exc:
+            messages.error(request, f"{exc.message} {exc.hint}")
+        return redirect("storage:share_detail", pk=pk)
