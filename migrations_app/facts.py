@@ -72,8 +72,8 @@ class PairFacts:
 
     source: HostSide
     destination: HostSide
-    source_resolves_destination: list[str]  # addresses the source gets for the destination's hostname
-    destination_resolves_source: list[str]
+    source_resolves_destination: list[str] | None  # addresses the source gets for the destination's hostname;
+    destination_resolves_source: list[str] | None  # [] = does not resolve, None = could not check
     migration_address_reachable: bool | None  # destination's migration address, from the source
     ports_reachable: bool | None  # TCP 49152-49215 on the destination, probed from the source
     destination_has_domain_name: bool

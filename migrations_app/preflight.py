@@ -171,8 +171,14 @@ def _bad_addresses(addresses: Sequence[str]) -> list[str]:
     return bad
 
 
-def _resolution(by: HostSide, of: HostSide, addresses: Sequence[str]) -> _Finding:
+def _resolution(by: HostSide, of: HostSide, addresses: Sequence[str] | None) -> _Finding:
     hosts_line = f"{_address(of)} {of.hostname}"
+    if addresses is None:  # the probe itself failed: say so, do not guess
+        return _Finding(
+            Status.WARN,
+            f"Could not verify how {by.name} resolves {of.hostname!r}.",
+            f"On {by.name}: getent ahosts {of.hostname}",
+        )
     if not addresses:
         return _Finding(
             Status.FAIL,

@@ -469,3 +469,11 @@ def test_pool_name_in_the_fix_is_safe_to_paste():
     assert _pool_name("/var/lib/libvirt/images") == "var-lib-libvirt-images"
     assert _pool_name("/") == "root"
     assert ";" not in _pool_name("/srv/a;b $(x)")
+
+
+
+def test_name_resolution_probe_failure_is_a_warning_not_a_verdict():
+    verdict = run(preflight.check_name_resolution, p={"source_resolves_destination": None})
+    assert verdict.status == "warn" and "Could not verify how kvm-a resolves" in verdict.reason
+    verdict = run(preflight.check_name_resolution, p={"source_resolves_destination": []})
+    assert verdict.status == "fail" and "cannot resolve" in verdict.reason
