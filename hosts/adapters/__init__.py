@@ -8,4 +8,6 @@ return dataclasses, always close what they open, and raise only the errors in
 - ``libvirt``: connections (host key verified for qemu+ssh), host facts,
   guests, start/stop, lifecycle events.
 - ``facts``: what libvirt does not tell (os-release, storage, name lookups).
+- ``migration``: migrate (peer-to-peer or managed), job statistics, abort,
+  downtime/speed/post-copy, where a guest is, guest CPU comparison, pools.
 """
