@@ -44,6 +44,9 @@ def environment() -> dict:
     # Separate from SECRET_KEY on purpose: it encrypts host credentials at rest.
     env.setdefault("VMPORTAL_SECRETS_KEY", secret_file(VAR / "secrets.key", lambda: Fernet.generate_key().decode()))
     env.setdefault("REDIS_URL", f"redis://127.0.0.1:{REDIS_PORT}/0")
+    if os.environ.get("VMPORTAL_LAB", "1") != "0":
+        # Lab guests print a heartbeat: migrations record how long the guest itself stopped.
+        env.setdefault("VMPORTAL_GUEST_HEARTBEAT_PROBE", "lab.heartbeat:probe")
     env["PYTHONPATH"] = str(BASE)
     env["PYTHONUNBUFFERED"] = "1"
     return env
@@ -71,16 +74,16 @@ class Supervisor:
         return subprocess.run([PY, "manage.py", *args], cwd=BASE, env=self.env, check=check).returncode
 
     def stop(self) -> None:
+        # Newest first, each fully stopped before the next, so workers still
+        # have Redis while they shut down.
         for name, proc in reversed(self.procs):
             if proc.poll() is None:
                 proc.terminate()
-        deadline = time.monotonic() + 10
-        for name, proc in reversed(self.procs):
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
             print(f"stopped {name}")
         if self.lab_started:
             subprocess.run([PY, "-m", "lab", "down"], cwd=BASE, env=self.env)
@@ -95,8 +98,9 @@ def main() -> int:
         nonlocal stopping
         stopping = True
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+    parent = os.getppid()
     try:
         redis_dir = VAR / "redis"
         redis_dir.mkdir(parents=True, exist_ok=True)
@@ -130,6 +134,9 @@ def main() -> int:
         sup.start("asgi server", [PY, "-m", "daphne", "-b", "127.0.0.1", "-p", str(HTTP_PORT), "vmportal.asgi:application"])
         print(f"\nVMPortal: http://127.0.0.1:{HTTP_PORT}/  (Ctrl-C stops everything)\n")
         while not stopping:
+            if os.getppid() != parent:
+                print("make exited; stopping")
+                stopping = True
             for name, proc in sup.procs:
                 if proc.poll() is not None:
                     print(f"{name} exited with {proc.returncode}; stopping")
