@@ -9,10 +9,11 @@ in ``storage.nfs`` opens the sessions and stores the result.
 from __future__ import annotations
 
 import re
+import shlex
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-from hosts.adapters.errors import AdapterError
+from hosts.adapters.errors import AdapterError, CommandFailed, HostUnreachable
 from hosts.adapters.facts import parse_os_release
 from hosts.adapters.ssh import CommandResult
 
@@ -182,6 +183,39 @@ def parse_ufw_status(output: str) -> bool:
     return bool(re.search(r"^Status:\s*active\b", output, re.MULTILINE))
 
 
+def parse_dpkg_status(output: str) -> dict[str, bool]:
+    """`dpkg-query -W -f='${Package}=${db:Status-Status}\\n' P…` → {package: installed?}."""
+    found = {}
+    for line in output.splitlines():
+        name, sep, status = line.strip().partition("=")
+        if sep:
+            found[name] = status == "installed"
+    return found
+
+
+def parse_rpm_query(output: str) -> set[str]:
+    """`rpm -q --qf '%{NAME}=installed\\n' P…` → the installed ones ("package P is not installed" lines skipped)."""
+    return {line.split("=", 1)[0] for line in output.splitlines() if line.endswith("=installed")}
+
+
+def parse_executables(output: str) -> set[str]:
+    """`stat -L -c '%n|%A' PATH…` → the paths that exist and are executable by their owner."""
+    found = set()
+    for line in output.splitlines():
+        path, sep, mode = line.rpartition("|")
+        if sep and len(mode) >= 4 and mode[0] == "-" and mode[3] in "xs":
+            found.add(path)
+    return found
+
+
+def parse_is_active(output: str, units: tuple[str, ...]) -> dict[str, str]:
+    """`systemctl is-active U…` prints one state per unit, in order."""
+    states = [line.strip() for line in output.splitlines() if line.strip()]
+    if len(states) != len(units):
+        return {unit: "unknown" for unit in units}
+    return dict(zip(units, states))
+
+
 def parse_getent_id(output: str) -> int | None:
     """The numeric id of a `getent passwd|group NAME` line (third field)."""
     fields = output.strip().split(":")
@@ -195,12 +229,20 @@ def parse_getent_id(output: str) -> int | None:
 
 
 def _run(run: Runner, argv: list[str]) -> CommandResult:
-    return run(argv, check=False, timeout=PROBE_TIMEOUT_S)
+    result = run(argv, check=False, timeout=PROBE_TIMEOUT_S)
+    if result.exit_status < 0:  # the channel closed without an exit status
+        raise HostUnreachable(f"No answer to `{shlex.join(argv)}`: the SSH connection may have dropped.")
+    return result
 
 
 def _read_file(run: Runner, path: str) -> str | None:
+    """The file's text, None if it does not exist; raises if it exists but cannot be read."""
     result = _run(run, ["cat", path])
-    return result.stdout if result.exit_status == 0 else None
+    if result.exit_status == 0:
+        return result.stdout
+    if "No such file" in result.stderr:
+        return None
+    raise CommandFailed(["cat", path], result.exit_status, result.stdout, result.stderr)
 
 
 def _path_facts(run: Runner, path: str) -> PathFacts:
@@ -217,13 +259,16 @@ def _path_facts(run: Runner, path: str) -> PathFacts:
     return PathFacts(**{**asdict(facts), "entries": entries, "mount_fstype": fstype, "mount_source": source})
 
 
-def _package_installed(run: Runner, family: str | None, package: str) -> bool:
+def _packages_installed(run: Runner, family: str | None, packages: list[str]) -> dict[str, bool]:
+    if not packages:
+        return {}
     if family == DEBIAN:
-        result = _run(run, ["dpkg-query", "-W", "-f=${db:Status-Status}", package])
-        return result.exit_status == 0 and result.stdout.strip() == "installed"
+        found = parse_dpkg_status(_run(run, ["dpkg-query", "-W", "-f=${Package}=${db:Status-Status}\\n", *packages]).stdout)
+        return {p: found.get(p, False) for p in packages}
     if family == RHEL:
-        return _run(run, ["rpm", "-q", "--quiet", package]).exit_status == 0
-    return False
+        found = parse_rpm_query(_run(run, ["rpm", "-q", "--qf", "%{NAME}=installed\\n", *packages]).stdout)
+        return {p: p in found for p in packages}
+    return {p: False for p in packages}
 
 
 def gather_host_facts(
@@ -248,12 +293,10 @@ def gather_host_facts(
     log(f"{name}: {release.pretty_name or 'unknown OS'} (family: {family or 'unknown'})")
 
     wanted = sorted({p for (fam, _role), pkgs in PACKAGES.items() if fam == family for p in pkgs})
-    packages = {p: _package_installed(run, family, p) for p in wanted}
-    binaries = {b: _run(run, ["test", "-x", b]).exit_status == 0 for b in BINARIES}
-    services = {}
-    for unit in UNITS:
-        result = _run(run, ["systemctl", "is-active", unit])
-        services[unit] = (result.stdout.strip().splitlines() or ["unknown"])[0]
+    packages = _packages_installed(run, family, wanted)
+    executables = parse_executables(_run(run, ["stat", "-L", "-c", "%n|%A", *BINARIES]).stdout)
+    binaries = {b: b in executables for b in BINARIES}
+    services = parse_is_active(_run(run, ["systemctl", "is-active", *UNITS]).stdout, UNITS)
     ufw = _run(run, ["ufw", "status"])
     selinux = _run(run, ["selinuxenabled"])
 

@@ -34,6 +34,7 @@ from .steps import (
     MATCH_EQUALS,
     MATCH_EXIT0,
     MATCH_LINE_FIELD,
+    MATCH_LINES,
     MATCH_SHARED_MOUNT,
     MATCH_WORDS,
     POOL_ACTIVE,
@@ -157,8 +158,8 @@ def foreign_exports_entries(text: str | None, export_path: str) -> list[str]:
     return found
 
 
-_GANESHA_PATH_RE = re.compile(r"^\s*Path\s*=\s*\"?([^\";]+)\"?\s*;", re.IGNORECASE | re.MULTILINE)
-_GANESHA_ID_RE = re.compile(r"^\s*Export_Id\s*=\s*(\d+)\s*;", re.IGNORECASE | re.MULTILINE)
+_GANESHA_PATH_RE = re.compile(r"(?<![A-Za-z_])Path\s*=\s*\"?([^\";]+)\"?\s*;", re.IGNORECASE)
+_GANESHA_ID_RE = re.compile(r"(?<![A-Za-z_])Export_Id\s*=\s*(\d+)\s*;", re.IGNORECASE)
 
 
 def _ganesha_active_text(text: str | None) -> str:
@@ -275,14 +276,17 @@ def _package_step(host: HostFacts, role: str, packages: tuple[str, ...]) -> Step
     family = host.family
     missing = tuple(p for p in packages if not host.installed(p)) or packages
     if family == DEBIAN:
-        check = tuple(_probe("dpkg-query", "-W", "-f=${db:Status-Status}", p, match=MATCH_EQUALS, value="installed") for p in packages)
+        check = (
+            _probe("dpkg-query", "-W", "-f=${Package}=${db:Status-Status}\\n", *packages, match=MATCH_LINES,
+                   value="\n".join(f"{p}=installed" for p in packages)),
+        )
         actions = (
             _cmd("apt-get", "update", timeout_s=600),
             _cmd("env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "--no-install-recommends", *missing, timeout_s=900),
         )
         hint = "Check the host's apt sources and network (`apt-get update` output above), then resume."
     else:
-        check = tuple(_probe("rpm", "-q", "--quiet", p) for p in packages)
+        check = (_probe("rpm", "-q", "--quiet", *packages),)
         actions = (_cmd("dnf", "install", "-y", *missing, timeout_s=900),)
         hint = "Check the host's dnf repositories (nfs-ganesha comes from EPEL or the CentOS Storage SIG), then resume."
     return Step(

@@ -14,12 +14,13 @@ executed commands can be compared with the dry run.
 
 from __future__ import annotations
 
+import shlex
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from hosts.adapters.errors import AdapterError
+from hosts.adapters.errors import AdapterError, HostUnreachable
 
 from . import libvirt_pool
 from .choices import StepStateChoices
@@ -34,6 +35,7 @@ from .steps import (
     MATCH_EXIT0,
     MATCH_EXIT_NONZERO,
     MATCH_LINE_FIELD,
+    MATCH_LINES,
     MATCH_SHARED_MOUNT,
     MATCH_WORDS,
     POOL_ACTIVE,
@@ -46,6 +48,8 @@ from .steps import (
 )
 
 POLL_INTERVAL_S = 0.5
+# Multiplies every probe's wait_s (tests shrink it; a probe that must fail should not wait long there).
+WAIT_SCALE = 1.0
 MAX_OUTPUT_CHARS = 4000
 
 Log = Callable[[str], None]
@@ -107,6 +111,9 @@ def judge(probe: Probe, exit_status: int, stdout: str) -> bool:
         return probe.value in stdout
     if probe.match == MATCH_LINE_FIELD:
         return any(line.split()[:1] == [probe.value] for line in stdout.splitlines())
+    if probe.match == MATCH_LINES:
+        have = {line.strip() for line in stdout.splitlines()}
+        return all(line in have for line in probe.value.splitlines())
     if probe.match == MATCH_WORDS:
         wanted = " ".join(probe.value.split())
         return any(wanted in " ".join(line.split()) for line in stdout.splitlines())
@@ -114,6 +121,11 @@ def judge(probe: Probe, exit_status: int, stdout: str) -> bool:
         fstype, source = parse_findmnt_fstype_source(stdout)
         return mount_matches(fstype, source, probe.value)
     raise ValueError(f"unknown probe match {probe.match!r}")
+
+
+def _require_exit_status(result) -> None:
+    if result.exit_status < 0:  # the channel closed before the command reported how it ended
+        raise HostUnreachable(f"No exit status for `{shlex.join(result.argv)}`: the SSH connection may have dropped.")
 
 
 def _ask_libvirt(probe: Probe, channel: Channel) -> tuple[bool, str]:
@@ -132,10 +144,11 @@ def _ask_libvirt(probe: Probe, channel: Channel) -> tuple[bool, str]:
 
 def ask(probe: Probe, channel: Channel, *, wait: bool = True) -> tuple[bool, int | None, str]:
     """Run one probe (polling up to probe.wait_s when ``wait``); (passed, exit status, output)."""
-    deadline = time.monotonic() + (probe.wait_s if wait else 0.0)
+    deadline = time.monotonic() + (probe.wait_s * WAIT_SCALE if wait else 0.0)
     while True:
         if probe.argv:
             result = channel.run(list(probe.argv), timeout=probe.timeout_s, check=False)
+            _require_exit_status(result)
             output = (result.stdout + (("\n" + result.stderr) if result.stderr.strip() else "")).strip()
             passed, exit_status = judge(probe, result.exit_status, result.stdout), result.exit_status
         else:
@@ -143,12 +156,13 @@ def ask(probe: Probe, channel: Channel, *, wait: bool = True) -> tuple[bool, int
             exit_status = None
         if passed or time.monotonic() >= deadline:
             return passed, exit_status, output
-        time.sleep(POLL_INTERVAL_S)
+        time.sleep(min(POLL_INTERVAL_S, probe.wait_s * WAIT_SCALE))
 
 
 def _act(action: Command | LibvirtCall, channel: Channel) -> tuple[bool, int | None, str]:
     if isinstance(action, Command):
         result = channel.run(list(action.argv), stdin=action.stdin, timeout=action.timeout_s, check=False)
+        _require_exit_status(result)
         output = (result.stdout + ("\n" + result.stderr if result.stderr.strip() else "")).strip()
         return result.exit_status == 0, result.exit_status, output
     conn = channel.libvirt()

@@ -23,6 +23,7 @@ MATCH_CONTAINS = "contains"  # exit 0 and value is a substring of stdout
 MATCH_LINE_FIELD = "line_field"  # exit 0 and some line's first field == value (showmount -e)
 MATCH_WORDS = "words"  # exit 0 and some line, whitespace-normalised, contains value (ufw status)
 MATCH_SHARED_MOUNT = "shared_mount"  # `findmnt -n -o FSTYPE,SOURCE`: see plan.mount_matches
+MATCH_LINES = "lines"  # exit 0 and every line of value is a line of stdout (any order)
 MATCH_EXIT_NONZERO = "exit_nonzero"  # the command fails (e.g. `test -e` on what must not exist)
 
 # libvirt operations a step may perform, and the facts a probe may ask libvirt.
@@ -97,6 +98,7 @@ class Probe:
             MATCH_LINE_FIELD: f"lists {self.value}",
             MATCH_WORDS: f"shows {self.value!r}",
             MATCH_SHARED_MOUNT: f"a shared filesystem ({self.value}) is mounted",
+            MATCH_LINES: "prints " + ", ".join(self.value.splitlines()),
             MATCH_EXIT_NONZERO: "fails",
         }[self.match]
         return f"{line}   # {expect}" if expect else line

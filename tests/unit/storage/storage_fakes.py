@@ -120,6 +120,9 @@ class FakeHost:
         return _ok(argv, content) if content is not None else _fail(argv, f"cat: {args[0]}: No such file or directory")
 
     def _cmd_stat(self, argv, args, stdin):
+        if args[0] == "-L":  # stat -L -c '%n|%A' PATH…: which binaries exist
+            lines = [f"{path}|-rwxr-xr-x\n" for path in args[3:] if path in self.binaries]
+            return _ok(argv, "".join(lines), status=0 if len(lines) == len(args[3:]) else 1)
         fmt, path = args[1], args[2]
         host, real = self._resolve(path)
         if real in host.dirs:
@@ -155,15 +158,20 @@ class FakeHost:
     def _cmd_dpkg_query(self, argv, args, stdin):
         if self.family != "debian":
             return _fail(argv, "dpkg-query: command not found", 127)
-        package = args[-1]
-        if package in self.packages:
-            return _ok(argv, "installed")
-        return _fail(argv, f"dpkg-query: no packages found matching {package}")
+        packages = args[2:]
+        out = "".join(f"{p}=installed\n" for p in sorted(packages) if p in self.packages)
+        missing = [p for p in packages if p not in self.packages]
+        return _ok(argv, out, "".join(f"dpkg-query: no packages found matching {p}\n" for p in missing), 1 if missing else 0)
 
     def _cmd_rpm(self, argv, args, stdin):
         if self.family != "rhel":
             return _fail(argv, "rpm: command not found", 127)
-        return _ok(argv) if args[-1] in self.packages else _fail(argv)
+        if args[:2] == ["-q", "--qf"]:
+            packages = args[3:]
+            out = "".join(f"{p}=installed\n" if p in self.packages else f"package {p} is not installed\n" for p in packages)
+            return _ok(argv, out, status=sum(p not in self.packages for p in packages))
+        packages = args[2:]  # rpm -q --quiet P…
+        return _ok(argv) if all(p in self.packages for p in packages) else _fail(argv)
 
     def _cmd_test(self, argv, args, stdin):
         flag, path = args[0], args[1]
@@ -178,8 +186,9 @@ class FakeHost:
     def _cmd_systemctl(self, argv, args, stdin):
         verb, units = args[0], [a for a in args[1:] if not a.startswith("-")]
         if verb == "is-active":
-            state = self.units.get(units[0], "inactive")
-            return _ok(argv, state + "\n") if state == "active" else _fail(argv, status=3, stdout=state + "\n")
+            states = [self.units.get(unit, "inactive") for unit in units]
+            out = "".join(state + "\n" for state in states)
+            return _ok(argv, out) if all(state == "active" for state in states) else _fail(argv, status=3, stdout=out)
         for unit in units:
             if verb in ("restart", "start") or (verb == "enable" and "--now" in args):
                 self.units[unit] = "active"
