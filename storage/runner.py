@@ -201,7 +201,7 @@ def run_step(step: Step, channel: Channel, *, changed: set[str], log: Log) -> St
             forced = [key for key in step.after_change_of if key in changed]
             if done and not forced:
                 outcome.state = StepStateChoices.ALREADY_DONE
-                log("  ✓ already done, nothing to change")
+                log("  ✓ yes" if step.is_gate else "  ✓ already done, nothing to change")
                 return outcome
             if step.is_gate:
                 outcome.state = StepStateChoices.FAILED

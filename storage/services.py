@@ -174,73 +174,71 @@ def _active_setup(share: Share) -> ShareSetup | None:
     return share.setups.filter(status__in=SETUP_ACTIVE_STATES).first()
 
 
-@transaction.atomic
 def share_plan_request(*, share: Share, actor: Actor, enqueue: bool = True) -> tuple[ShareSetup, Job]:
     """Read the hosts again and make a new plan (to resume a failed setup, or to repeat one)."""
-    share = Share.objects.select_for_update().get(pk=share.pk)
-    active = _active_setup(share)
-    problem = _contact_problem([share.server, *share.clients.all()])
-    if active is None and problem is None:
-        setup, job = _new_setup(share, actor=actor, enqueue=enqueue)
-        audit_record(actor=actor, action="share.plan", result=AuditResultChoices.OK, target=share, job=job,
-                     message=f"Reading the hosts of {share} to plan its setup again.")
-        _changed(share)
-        return setup, job
-    transaction.set_rollback(True)
-    message = problem or f"Setup #{active.pk} of {share} is still {active.get_status_display().lower()}."
-    audit_record_now(actor=actor, action="share.plan", result=AuditResultChoices.REFUSED, target=share, message=message)
-    raise ServiceRefused(message, hint="Wait for it to finish." if active else "Confirm the host keys first.")
+    with transaction.atomic():
+        share = Share.objects.select_for_update().get(pk=share.pk)
+        active = _active_setup(share)
+        problem = _contact_problem([share.server, *share.clients.all()])
+        if active is None and problem is None:
+            setup, job = _new_setup(share, actor=actor, enqueue=enqueue)
+            audit_record(actor=actor, action="share.plan", result=AuditResultChoices.OK, target=share, job=job,
+                         message=f"Reading the hosts of {share} to plan its setup again.")
+            _changed(share)
+            return setup, job
+    _refuse(actor=actor, action="share.plan", target=share, parameters={},
+            message=problem or f"Setup #{active.pk} of {share} is still {active.get_status_display().lower()}.",
+            hint="Confirm the host keys first." if problem else "Wait for it to finish.")
 
 
-@transaction.atomic
 def share_apply_request(*, setup: ShareSetup, actor: Actor, enqueue: bool = True) -> Job:
     """Apply a plan the admin has seen: exactly the stored plan runs, as a job."""
     from .jobs import share_apply_job
 
-    setup = ShareSetup.objects.select_for_update().select_related("share").get(pk=setup.pk)
-    share = setup.share
-    latest = share.setups.order_by("-created", "-pk").first()
-    message = ""
-    if setup.status != SetupStatusChoices.PLANNED:
-        message = f"Setup #{setup.pk} is {setup.get_status_display().lower()}, not a plan ready to apply."
-    elif latest is not None and latest.pk != setup.pk:
-        message = f"Setup #{setup.pk} has been replaced by a newer plan (#{latest.pk})."
-    elif share.setups.filter(status=SetupStatusChoices.APPLYING).exists():
-        message = f"Another setup of {share} is being applied."
-    if message:
-        transaction.set_rollback(True)
-        audit_record_now(actor=actor, action="share.apply", result=AuditResultChoices.REFUSED, target=share,
-                         parameters={"setup": setup.pk}, message=message)
-        raise ServiceRefused(message, hint="Open the share's latest plan.")
-    job = _enqueue(StorageJobKindChoices.APPLY, share_apply_job, (setup.pk,), share, APPLY_TIMEOUT_S, actor, enqueue)
-    setup.status = SetupStatusChoices.APPLYING
-    setup.apply_job = job
-    setup.applied_at = timezone.now()
-    setup.save(update_fields=["status", "apply_job", "applied_at"])
-    share.status = ShareStatusChoices.CONFIGURING
-    share.save(update_fields=["status"])
-    audit_record(actor=actor, action="share.apply", result=AuditResultChoices.OK, target=share, job=job,
-                 parameters={"setup": setup.pk, "steps": len(setup.plan.get("steps", []))},
-                 message=f"Applying setup #{setup.pk} of {share}.")
-    _changed(share)
-    return job
+    with transaction.atomic():
+        setup = ShareSetup.objects.select_for_update().select_related("share").get(pk=setup.pk)
+        share = setup.share
+        latest = share.setups.order_by("-created", "-pk").first()
+        message = ""
+        if setup.status != SetupStatusChoices.PLANNED:
+            message = f"Setup #{setup.pk} is {setup.get_status_display().lower()}, not a plan ready to apply."
+        elif latest is not None and latest.pk != setup.pk:
+            message = f"Setup #{setup.pk} has been replaced by a newer plan (#{latest.pk})."
+        elif share.setups.filter(status=SetupStatusChoices.APPLYING).exists():
+            message = f"Another setup of {share} is being applied."
+        if not message:
+            job = _enqueue(StorageJobKindChoices.APPLY, share_apply_job, (setup.pk,), share, APPLY_TIMEOUT_S, actor, enqueue)
+            setup.status = SetupStatusChoices.APPLYING
+            setup.apply_job = job
+            setup.applied_at = timezone.now()
+            setup.save(update_fields=["status", "apply_job", "applied_at"])
+            share.status = ShareStatusChoices.CONFIGURING
+            share.save(update_fields=["status"])
+            audit_record(actor=actor, action="share.apply", result=AuditResultChoices.OK, target=share, job=job,
+                         parameters={"setup": setup.pk, "steps": len(setup.plan.get("steps", []))},
+                         message=f"Applying setup #{setup.pk} of {share}.")
+            _changed(share)
+            return job
+    _refuse(actor=actor, action="share.apply", target=share, parameters={"setup": setup.pk}, message=message,
+            hint="Open the share's latest plan.")
 
 
-@transaction.atomic
 def share_verify_request(*, share: Share, actor: Actor, enqueue: bool = True) -> Job:
     """Run the proof again (markers, QEMU's access, pools) and refresh the share's grid."""
     from .jobs import share_verify_job
 
-    share = Share.objects.select_for_update().get(pk=share.pk)
-    if not share.setups.filter(status=SetupStatusChoices.SUCCEEDED).exists() or _active_setup(share):
-        transaction.set_rollback(True)
-        message = f"{share} has no finished setup to verify yet." if _active_setup(share) is None else f"{share} is being set up."
-        audit_record_now(actor=actor, action="share.verify", result=AuditResultChoices.REFUSED, target=share, message=message)
-        raise ServiceRefused(message, hint="Set it up first.")
-    job = _enqueue(StorageJobKindChoices.VERIFY, share_verify_job, (share.pk,), share, VERIFY_TIMEOUT_S, actor, enqueue)
-    audit_record(actor=actor, action="share.verify", result=AuditResultChoices.OK, target=share, job=job,
-                 message=f"Verifying {share} on every host.")
-    return job
+    with transaction.atomic():
+        share = Share.objects.select_for_update().get(pk=share.pk)
+        active = _active_setup(share)
+        done = share.setups.filter(status=SetupStatusChoices.SUCCEEDED).exists()
+        if done and active is None:
+            job = _enqueue(StorageJobKindChoices.VERIFY, share_verify_job, (share.pk,), share, VERIFY_TIMEOUT_S, actor, enqueue)
+            audit_record(actor=actor, action="share.verify", result=AuditResultChoices.OK, target=share, job=job,
+                         message=f"Verifying {share} on every host.")
+            return job
+    _refuse(actor=actor, action="share.verify", target=share, parameters={},
+            message=f"{share} is being set up." if active else f"{share} has no finished setup to verify yet.",
+            hint="Wait for it to finish." if active else "Set it up first.")
 
 
 # --------------------------------------------------------------------------

@@ -215,9 +215,14 @@ def parse_export_to(
         return tuple(ClientSpec("host", c.address, c.name) for c in clients), []
     if not isinstance(text, str):
         return (), ["Enter inventory hosts, CIDRs or '*', separated by commas."]
+    bad = re.search(r"[^A-Za-z0-9._:/*, -]", text)
+    if bad:
+        char = bad.group(0)
+        name = _NAMED_BAD_CHARS.get(char, f"the character {char!r}" if char.isprintable() else "a control character")
+        return (), [f"The allowed clients contain {name}; separate hosts, CIDRs or '*' with commas or spaces."]
     specs: list[ClientSpec] = []
     problems: list[str] = []
-    for token in (t.strip() for t in re.split(r"[,\s]+", text.strip())):
+    for token in (t.strip() for t in re.split(r"[, ]+", text.strip())):
         if not token:
             continue
         if token == "*":

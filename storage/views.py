@@ -131,7 +131,8 @@ class ShareDetailView(ViewerRequiredMixin, DetailView):
         if verify_job is not None and not verify_job.is_terminal:
             context["active_job"] = context["live_job"] = verify_job
             context["busy"] = True
-        grid = (setup.grid if setup is not None and setup.grid else None) or share.last_grid
+        # The newest proof for the latest setup (a later "Verify now" included); an older setup's own.
+        grid = share.last_grid if context["is_latest"] or setup is None else setup.grid
         context["grid"] = [{**row, "cells": [row.get(key) for key, _label in GRID_COLUMNS]} for row in grid or []]
         context["grid_ok"] = bool(grid) and all(row.get("ok") for row in grid)
         return context

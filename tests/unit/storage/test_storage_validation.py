@@ -80,8 +80,10 @@ EXPORT_TO = [
     ("192.0.2.1/24", None, "not a valid network"),
     ("203.0.113.0/24", None, "contains no host of the inventory"),
     ("0.0.0.0/0", None, "wider than /8"),
-    ("10.0.0.0/24;touch /tmp/x", None, "not a host of the inventory"),
-    ("kvm1(rw,no_root_squash)", None, "not a host of the inventory"),
+    ("10.0.0.0/24;touch /tmp/x", None, "contain ';'"),
+    ("kvm1(rw,no_root_squash)", None, "contain '('"),
+    ("kvm1\nkvm2", None, "contain a newline"),
+    ("kvm1.bad-name", None, "not a host of the inventory"),
 ]
 
 
