@@ -94,7 +94,7 @@ class Probe:
         expect = {
             MATCH_EXIT0: "",
             MATCH_EQUALS: f"prints {self.value!r}",
-            MATCH_CONTAINS: "output contains the text below" if "\n" in self.value else f"output contains {self.value!r}",
+            MATCH_CONTAINS: "contains the block this step writes" if "\n" in self.value else f"output contains {self.value!r}",
             MATCH_LINE_FIELD: f"lists {self.value}",
             MATCH_WORDS: f"shows {self.value!r}",
             MATCH_SHARED_MOUNT: f"a shared filesystem ({self.value}) is mounted",
@@ -244,8 +244,13 @@ def rendered_step(step: Step) -> dict:
         "why": step.why,
         "check": [p.render() for p in step.check],
         "actions": [a.render() for a in step.actions],
+        "action_items": [{"line": a.render(), "api": isinstance(a, LibvirtCall)} for a in step.actions],
         "inputs": [
-            {"for": a.render(), "text": a.stdin if isinstance(a, Command) else a.xml}
+            {
+                "for": a.render(),
+                "what": f"Text written by {a.argv[0]} to {a.argv[-1]}" if isinstance(a, Command) else f"XML of pool {a.pool}",
+                "text": a.stdin if isinstance(a, Command) else a.xml,
+            }
             for a in step.actions
             if (isinstance(a, Command) and a.stdin is not None) or (isinstance(a, LibvirtCall) and a.xml)
         ],

@@ -53,15 +53,35 @@ class ShareCreateView(AdminRequiredMixin, FormView):
         except services.ServiceRefused as exc:
             form.add_error(None, f"{exc.message} {exc.hint}")
             return self.form_invalid(form)
-        messages.info(self.request, f"Reading the hosts of {share} to plan the setup. Nothing changes until you apply the plan.")
         return redirect("storage:share_detail", pk=share.pk)
 
 
-def _step_rows(plan, outcomes: dict) -> list[dict]:
+def _badge(state: str, setup_status: str, running: bool) -> tuple[str, str]:
+    """(label, css state) of a step's badge on the plan."""
+    if state == StepStateChoices.ALREADY_DONE:
+        return "already done", "already_done"
+    if state == StepStateChoices.CHANGED:
+        return "done", "changed"
+    if state == StepStateChoices.FAILED:
+        return "failed", "failed"
+    if setup_status == SetupStatusChoices.APPLYING:
+        return ("running", "running") if running else ("to do", "pending")
+    if setup_status == SetupStatusChoices.PLANNED:
+        return "planned", "pending"
+    return "not run", "pending"
+
+
+def _step_rows(plan, outcomes: dict, setup_status: str) -> list[dict]:
     rows = []
+    first_pending = True
     for step in plan.steps:
         outcome = outcomes.get(step.key) or {}
-        rows.append({**rendered_step(step), "state": outcome.get("state", StepStateChoices.PENDING), "outcome": outcome})
+        state = outcome.get("state", StepStateChoices.PENDING)
+        running = state == StepStateChoices.PENDING and first_pending
+        if state == StepStateChoices.PENDING:
+            first_pending = False
+        label, css = _badge(state, setup_status, running)
+        rows.append({**rendered_step(step), "state": state, "outcome": outcome, "badge": label, "badge_state": css})
     return rows
 
 
@@ -103,7 +123,7 @@ class ShareDetailView(ViewerRequiredMixin, DetailView):
         context["clients"] = share.clients.order_by("name")
         if setup is not None and setup.plan:
             plan = plan_from_json(setup.plan)
-            rows = _step_rows(plan, setup.outcomes)
+            rows = _step_rows(plan, setup.outcomes, setup.status)
             context["plan"] = plan
             context["summary"] = plan.summary
             context["sections"] = _hosts_sections(rows, plan.notes)
@@ -114,7 +134,6 @@ class ShareDetailView(ViewerRequiredMixin, DetailView):
                 for state in (StepStateChoices.ALREADY_DONE, StepStateChoices.CHANGED, StepStateChoices.FAILED, StepStateChoices.PENDING)
             }
             context["step_total"] = len(rows)
-            context["first_pending"] = next((r["key"] for r in rows if r["state"] == StepStateChoices.PENDING), None)
         verify_job = (
             Job.objects.filter(kind=StorageJobKindChoices.VERIFY, target_type="share", target_id=str(share.pk)).defer("log").first()
         )
@@ -127,6 +146,7 @@ class ShareDetailView(ViewerRequiredMixin, DetailView):
                 active_job = setup.apply_job
             context["active_job"] = active_job
             context["live_job"] = active_job or setup.apply_job or setup.plan_job
+            context["log_tail"] = (active_job.log or [])[-8:] if active_job is not None else []
             context["busy"] = setup.status in SETUP_ACTIVE_STATES
         if verify_job is not None and not verify_job.is_terminal:
             context["active_job"] = context["live_job"] = verify_job

@@ -1,0 +1,140 @@
+"""In a real browser against the lab: the NFS wizard's happy path, from the form to the green grid.
+
+daphne + redis + rqworker (tests/e2e/conftest.py) with the lab's hosts onboarded; the jobs run in
+the worker and the page follows them over websockets. NFS-Ganesha on the last lab host serves
+the other two. Everything changed on the lab hosts is undone at the end (unique paths).
+Screenshots: var/e2e-screenshots/storage-*.png.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+
+import libvirt
+import pytest
+from playwright.sync_api import expect
+
+from lab.hosts import ssh_argv
+from storage import libvirt_pool
+
+pytestmark = [pytest.mark.e2e, pytest.mark.lab, pytest.mark.timeout(600)]
+
+GANESHA_CONF = "/etc/ganesha/ganesha.conf"
+FSTAB = "/etc/fstab"
+
+
+def sh(host: dict, argv: list[str], check: bool = False, input: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(ssh_argv(host["address"], argv), capture_output=True, text=True, timeout=60, check=check, input=input)
+
+
+def login(page, portal):
+    page.goto("/login/")
+    page.fill("#id_username", "admin")
+    page.fill("#id_password", portal.admin_password)
+    page.click("button[type=submit]")
+    expect(page).to_have_url(re.compile(r"/hosts/$"))
+
+
+@pytest.fixture
+def lab_paths(lab, portal):
+    portal.manage("lab_onboard")
+    server, *clients = lab["hosts"][-1], *lab["hosts"][:-1]
+    unique = time.time_ns()
+    export, mount = f"/srv/vmp-e2e-{unique}", f"/mnt/vmp-e2e-{unique}"
+    before = {
+        "ganesha": sh(server, ["systemctl", "is-active", "nfs-ganesha"]).stdout.strip(),
+        "rpcbind": sh(server, ["systemctl", "is-active", "rpcbind"]).stdout.strip(),
+        "conf": sh(server, ["cat", GANESHA_CONF], check=True).stdout,
+        "etc_ganesha": set(sh(server, ["ls", "-A", "/etc/ganesha"]).stdout.split()),
+        "fstab": {c["name"]: sh(c, ["cat", FSTAB], check=True).stdout for c in clients},
+    }
+    yield {"server": server, "clients": clients, "export": export, "mount": mount}
+    for client in clients:
+        sh(client, ["umount", mount])
+        sh(client, ["tee", FSTAB], input=before["fstab"][client["name"]])  # in place: a bind-mounted file
+        for name in sh(client, ["ls", "-A", "/etc"]).stdout.split():
+            if name.startswith(f"fstab.vmportal-{client['name']}-"):
+                sh(client, ["rm", "-f", f"/etc/{name}"])
+        sh(client, ["rmdir", mount])
+        conn = libvirt.open(client["libvirt_uri"])
+        try:
+            libvirt_pool.stop_and_undefine(conn, "vmportal" + mount.replace("/", "-"))
+        finally:
+            conn.close()
+    sh(server, ["tee", GANESHA_CONF], input=before["conf"])
+    for name in set(sh(server, ["ls", "-A", "/etc/ganesha"]).stdout.split()) - before["etc_ganesha"]:
+        sh(server, ["rm", "-f", f"/etc/ganesha/{name}"])
+    sh(server, ["systemctl", "stop" if before["ganesha"] != "active" else "restart", "nfs-ganesha"])
+    if before["rpcbind"] != "active":
+        sh(server, ["systemctl", "stop", "rpcbind"])
+    sh(server, ["rm", "-rf", "--one-file-system", export])
+    assert sh(server, ["test", "-e", export]).returncode != 0
+    for client in clients:
+        assert sh(client, ["cat", FSTAB], check=True).stdout == before["fstab"][client["name"]]
+
+
+def test_nfs_wizard_happy_path_with_grid(page, portal, lab_paths, screenshots):
+    console_errors = []
+    page.on("console", lambda msg: console_errors.append(msg.text) if msg.type == "error" else None)
+    server, clients = lab_paths["server"], lab_paths["clients"]
+    login(page, portal)
+
+    page.click("nav.mainnav >> text=Storage")
+    expect(page.locator("h1")).to_have_text("Shared storage")
+    page.click("text=New NFS share")
+    expect(page.locator("h1")).to_have_text("New NFS share")
+
+    # A bad path is refused field by field, before anything runs.
+    page.select_option("#id_server", label=f"{server['name']} ({server['address']})")
+    for client in clients:
+        page.check(f"#field-clients label:has-text('{client['name']} ') input")
+    page.fill("#id_export_path", "/srv/x;reboot")
+    page.fill("#id_mount_path", "/etc")
+    page.click("button:has-text('Read the hosts and show the plan')")
+    expect(page.locator("#field-export_path .error")).to_contain_text("';'")
+    expect(page.locator("#field-mount_path .error")).to_contain_text("system directory")
+
+    page.screenshot(path=screenshots / "storage-wizard-errors.png", full_page=True)
+
+    page.goto("/storage/new/")
+    page.select_option("#id_server", label=f"{server['name']} ({server['address']})")
+    for client in clients:
+        page.check(f"#field-clients label:has-text('{client['name']} ') input")
+    page.fill("#id_export_path", lab_paths["export"])
+    page.fill("#id_mount_path", lab_paths["mount"])
+    page.screenshot(path=screenshots / "storage-wizard.png", full_page=True)
+    page.click("button:has-text('Read the hosts and show the plan')")
+
+    # The plan (dry run) arrives from the worker; the page updates itself.
+    expect(page.locator("#dry-run-banner")).to_contain_text("Nothing has changed on any host yet", timeout=120_000)
+    expect(page.locator("#plan")).to_contain_text("systemctl restart nfs-ganesha")
+    expect(page.locator("#plan")).to_contain_text(f"mount -t nfs -o vers=4.1 {server['address']}:{lab_paths['export']} {lab_paths['mount']}")
+    expect(page.locator("#plan")).to_contain_text("No active firewall")
+    page.screenshot(path=screenshots / "storage-plan.png", full_page=True)
+
+    page.click("#apply-plan")
+    expect(page.locator("[data-setup-status]")).to_have_attribute("data-setup-status", "applying", timeout=30_000)
+    expect(page.locator("[data-job-log]")).to_contain_text("▶", timeout=60_000)
+    expect(page.locator(".plan-step .badge.step-changed").first).to_be_visible(timeout=60_000)
+    page.screenshot(path=screenshots / "storage-progress.png", full_page=True)
+
+    expect(page.locator("#grid")).to_contain_text("all green", timeout=240_000)
+    expect(page.locator("[data-setup-status]")).to_have_attribute("data-setup-status", "succeeded")
+    rows = page.locator("#grid tbody tr")
+    expect(rows).to_have_count(3)
+    for i in range(3):
+        expect(rows.nth(i).locator(".cell-no")).to_have_count(0)
+    expect(page.locator("#grid")).to_contain_text(server["name"])
+    page.locator("#grid").scroll_into_view_if_needed()
+    page.screenshot(path=screenshots / "storage-grid.png", full_page=True)
+
+    # The share is on the client's host page.
+    page.goto("/hosts/")
+    page.click(f"#hosts-table >> text={clients[0]['name']}")
+    expect(page.locator("#host-shares")).to_contain_text(lab_paths["mount"])
+    expect(page.locator("#host-shares")).to_contain_text("Ready")
+    page.locator("#host-shares").scroll_into_view_if_needed()
+    page.screenshot(path=screenshots / "storage-host-page.png", full_page=True)
+    assert not console_errors, console_errors
