@@ -512,7 +512,7 @@ def _client_steps(request: ShareRequest, client: HostFacts, stamp: str, pool_nam
             key=f"{name}:mount-dir", host=name, title="Create the mount point",
             why="The mount point is the same path on every host, so guests' disk paths are the same everywhere.",
             check=(_probe("test", "-d", mount),), actions=(_cmd("mkdir", "-p", mount),), verify=(_probe("test", "-d", mount),),
-            hint="Check that the parent directory exists and is writable by root.",
+            hint=f"Something that is not a directory may already be called {mount} (mkdir says \"File exists\"), or its parent may be read-only.",
         )
     )
     mounted = _probe("findmnt", "-n", "-o", "FSTYPE,SOURCE", "--mountpoint", mount, match=MATCH_SHARED_MOUNT, value=source)

@@ -138,3 +138,37 @@ def test_nfs_wizard_happy_path_with_grid(page, portal, lab_paths, screenshots):
     page.locator("#host-shares").scroll_into_view_if_needed()
     page.screenshot(path=screenshots / "storage-host-page.png", full_page=True)
     assert not console_errors, console_errors
+
+
+def test_a_failing_step_shows_its_output_and_fix_and_plan_again_resumes(page, portal, lab_paths, screenshots):
+    server, clients = lab_paths["server"], lab_paths["clients"]
+    login(page, portal)
+    page.goto("/storage/new/")
+    page.select_option("#id_server", label=f"{server['name']} ({server['address']})")
+    for client in clients:
+        page.check(f"#field-clients label:has-text('{client['name']} ') input")
+    page.fill("#id_export_path", lab_paths["export"])
+    page.fill("#id_mount_path", lab_paths["mount"])
+    page.click("button:has-text('Read the hosts and show the plan')")
+    expect(page.locator("#dry-run-banner")).to_be_visible(timeout=120_000)
+
+    # Between the plan and the apply, a file appears where the mount point should be.
+    blocker = clients[-1]
+    sh(blocker, ["touch", lab_paths["mount"]], check=True)
+    try:
+        page.click("#apply-plan")
+        expect(page.locator("#failure")).to_contain_text(f"{blocker['name']} · Create the mount point", timeout=240_000)
+        expect(page.locator("#failure")).to_contain_text("File exists")
+        expect(page.locator("#failure")).to_contain_text("What to do:")
+        expect(page.locator(f"[data-step='{blocker['name']}:mount-dir'] .badge")).to_have_text("failed")
+        page.screenshot(path=screenshots / "storage-failure.png", full_page=True)
+    finally:
+        sh(blocker, ["rm", "-f", lab_paths["mount"]], check=True)
+
+    page.click("button:has-text('Plan again')")
+    expect(page.locator("#dry-run-banner")).to_be_visible(timeout=120_000)
+    page.click("#apply-plan")
+    expect(page.locator("#grid")).to_contain_text("all green", timeout=240_000)
+    expect(page.locator("#setup-done")).to_contain_text("already done")
+    expect(page.locator(f"[data-step='{server['name']}:export-config'] .badge")).to_have_text("already done")
+    expect(page.locator(f"[data-step='{blocker['name']}:mount-dir'] .badge")).to_have_text("done")
