@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
@@ -24,7 +25,7 @@ from storage import services
 from storage.choices import NfsVersionChoices, SetupStatusChoices
 from storage.jobs import share_apply_job, share_plan_job
 from storage.models import Share
-from storage.steps import plan_from_json, rendered_step
+from storage.steps import Command, plan_from_json, rendered_step
 from storage.validation import DEFAULT_OPTIONS
 
 
@@ -152,16 +153,18 @@ class Command(BaseCommand):
     def _run(self, func, job: Job, setup_id: int, *, echo: bool) -> None:
         logger = logging.getLogger("core.jobs")
         handler = _JobLogEcho(self.stdout.write, job.pk) if echo else None
-        previous = logger.level
-        if handler:
+        previous = logger.level, logger.propagate
+        if handler:  # the lines go to stdout once, plainly, instead of through the console log
             logger.addHandler(handler)
             logger.setLevel(logging.INFO)
+            logger.propagate = False
         try:
             func(job.pk, setup_id)
         finally:
             if handler:
                 logger.removeHandler(handler)
-                logger.setLevel(previous)
+                logger.setLevel(previous[0])
+                logger.propagate = previous[1]
 
     def _print_plan(self, plan) -> None:
         w = self.stdout.write
@@ -191,7 +194,11 @@ class Command(BaseCommand):
         if plan.proof:
             w(f"\n== proof ({len(plan.proof)} steps: markers written as QEMU's user and read on every host, pools active)")
             for step in plan.proof:
-                for line in [*(a.render() for a in step.actions), *(p.render() for p in (*step.check, *step.verify))]:
+                actions = [
+                    shlex.join(a.argv) + (f"   # stdin: {a.stdin.strip()!r}" if a.stdin else "")
+                    for a in step.actions if isinstance(a, Command)
+                ]
+                for line in [*actions, *(p.render() for p in (*step.check, *step.verify))]:
                     w(f"    {step.host}: {line}")
         w("")
 
