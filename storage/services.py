@@ -64,6 +64,15 @@ def share_request(share: Share) -> ShareRequest:
     )
 
 
+def _printable(value):
+    """Audit parameters as entered, with control characters escaped (PostgreSQL's JSON refuses NUL)."""
+    if isinstance(value, str):
+        return value if value.isprintable() else repr(value)
+    if isinstance(value, (list, tuple)):
+        return [_printable(v) for v in value]
+    return value
+
+
 def _refuse(*, actor: Actor, action: str, target, parameters: dict, message: str, hint: str) -> NoReturn:
     audit_record_now(
         actor=actor, action=action, result=AuditResultChoices.REFUSED, target=target, parameters=parameters, message=message
@@ -112,9 +121,12 @@ def share_create(
     """
     clients = list(clients)
     parameters = {
-        "server": server, "clients": clients, "export_path": export_path, "mount_path": mount_path,
-        "export_to": export_to, "options": options, "nfs_version": nfs_version, "server_impl": server_impl,
-        "confirm_risky": confirm_risky,
+        name: _printable(value)
+        for name, value in {
+            "server": server, "clients": clients, "export_path": export_path, "mount_path": mount_path,
+            "export_to": export_to, "options": options, "nfs_version": nfs_version, "server_impl": server_impl,
+            "confirm_risky": confirm_risky,
+        }.items()
     }
     try:
         request = validate_share_request(
@@ -125,7 +137,7 @@ def share_create(
     except ValidationError as exc:
         audit_record_now(
             actor=actor, action="share.create", result=AuditResultChoices.REFUSED, parameters=parameters,
-            message="; ".join(m for messages in exc.message_dict.values() for m in messages)[:2000],
+            message=_printable("; ".join(m for messages in exc.message_dict.values() for m in messages)[:2000]),
         )
         raise
     with transaction.atomic():

@@ -26,7 +26,7 @@ from storage.choices import NfsVersionChoices, SetupStatusChoices
 from storage.jobs import share_apply_job, share_plan_job
 from storage.models import Share
 from storage.steps import Command, plan_from_json, rendered_step
-from storage.validation import DEFAULT_OPTIONS
+from storage.validation import DEFAULT_OPTIONS, path_problem
 
 
 class _JobLogEcho(logging.Handler):
@@ -129,7 +129,9 @@ class Command(BaseCommand):
     # ------------------------------------------------------------------
 
     def _existing_share(self, request: dict) -> Share | None:
-        server = Host.objects.filter(name__iexact=request["server"]).first() if isinstance(request["server"], str) else None
+        if path_problem(request["export_path"], what="export directory") or not request["server"].isprintable():
+            return None  # not a share that can exist; share_create explains what is wrong
+        server = Host.objects.filter(name__iexact=request["server"]).first()
         if server is None:
             return None
         share = Share.objects.filter(server=server, export_path=request["export_path"]).first()

@@ -168,3 +168,11 @@ def test_a_second_share_on_the_same_export_is_refused(admin_client, nfs_world, d
     response = create(admin_client, nfs_world, django_capture_on_commit_callbacks)
     assert response.status_code == 200 and "already a share of the inventory" in response.content.decode()
     assert Share.objects.count() == 1
+
+
+def test_hosts_the_portal_may_not_contact_are_refused(admin_client, nfs_world, django_capture_on_commit_callbacks):
+    Host.objects.filter(name="h2").update(host_key="", status="pending_trust")
+    response = create(admin_client, nfs_world, django_capture_on_commit_callbacks)
+    assert response.status_code == 200 and "may not connect to h2 yet" in response.content.decode()
+    assert not Share.objects.exists() and nfs_world.all_calls() == []
+    assert AuditEvent.objects.filter(action="share.create", result="refused").exists()
