@@ -65,7 +65,8 @@ def proof_steps(request: ShareRequest, facts: dict[str, HostFacts], *, token: st
     steps: list[Step] = []
     for p in hosts:
         if p.role == "server":
-            probe = Probe(argv=("showmount", "-e", "--no-headers", request.server.address), match=MATCH_LINE_FIELD, value=request.export_path)
+            # Waits a little: right after a restart Ganesha registers with rpcbind a moment late.
+            probe = Probe(argv=("showmount", "-e", "--no-headers", request.server.address), match=MATCH_LINE_FIELD, value=request.export_path, wait_s=15)
             title, why = "The export is served", "showmount -e on the server lists the export."
         else:
             probe = Probe(argv=("findmnt", "-n", "-o", "FSTYPE,SOURCE", "--mountpoint", p.directory), match=MATCH_SHARED_MOUNT, value=source)

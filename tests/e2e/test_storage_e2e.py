@@ -18,6 +18,7 @@ from playwright.sync_api import expect
 
 from lab.hosts import ssh_argv
 from storage import libvirt_pool
+from storage.plan import managed_block, pool_name_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.lab, pytest.mark.timeout(600)]
 
@@ -37,42 +38,62 @@ def login(page, portal):
     expect(page).to_have_url(re.compile(r"/hosts/$"))
 
 
+def write(host: dict, path: str, text: str) -> None:
+    """Replace a file's content in place (tee truncates): the lab's /etc/fstab is a bind-mounted file."""
+    sh(host, ["tee", path], check=True, input=text)
+
+
+def drop_block(host: dict, path: str, kind: str, item: str) -> None:
+    """Remove our marked block, only ours (other tests may use the same file at the same time)."""
+    text = sh(host, ["cat", path], check=True).stdout
+    block = managed_block(text, kind, item)
+    if block:
+        write(host, path, text.replace(block, "", 1))
+
+
 @pytest.fixture
 def lab_paths(lab, portal):
+    """Server: the middle lab host (the integration test serves from the last, the lab's own NFS
+    test from the first), clients: the others. Undoes this test's share, and only it, afterwards."""
     portal.manage("lab_onboard")
-    server, *clients = lab["hosts"][-1], *lab["hosts"][:-1]
+    hosts = lab["hosts"]
+    server = hosts[len(hosts) // 2]
+    clients = [h for h in hosts if h is not server]
     unique = time.time_ns()
     export, mount = f"/srv/vmp-e2e-{unique}", f"/mnt/vmp-e2e-{unique}"
-    before = {
-        "ganesha": sh(server, ["systemctl", "is-active", "nfs-ganesha"]).stdout.strip(),
-        "rpcbind": sh(server, ["systemctl", "is-active", "rpcbind"]).stdout.strip(),
-        "conf": sh(server, ["cat", GANESHA_CONF], check=True).stdout,
-        "etc_ganesha": set(sh(server, ["ls", "-A", "/etc/ganesha"]).stdout.split()),
-        "fstab": {c["name"]: sh(c, ["cat", FSTAB], check=True).stdout for c in clients},
-    }
-    yield {"server": server, "clients": clients, "export": export, "mount": mount}
+    paths = {"server": server, "clients": clients, "export": export, "mount": mount, "stamps": set()}
+    yield paths
     for client in clients:
         sh(client, ["umount", mount])
-        sh(client, ["tee", FSTAB], input=before["fstab"][client["name"]])  # in place: a bind-mounted file
-        for name in sh(client, ["ls", "-A", "/etc"]).stdout.split():
-            if name.startswith(f"fstab.vmportal-{client['name']}-"):
-                sh(client, ["rm", "-f", f"/etc/{name}"])
+        drop_block(client, FSTAB, "mount", mount)
+        for stamp in paths["stamps"]:
+            sh(client, ["rm", "-f", f"{FSTAB}.vmportal-{client['name']}-{stamp}"])
         sh(client, ["rmdir", mount])
         conn = libvirt.open(client["libvirt_uri"])
         try:
-            libvirt_pool.stop_and_undefine(conn, "vmportal" + mount.replace("/", "-"))
+            libvirt_pool.stop_and_undefine(conn, pool_name_for(mount))
         finally:
             conn.close()
-    sh(server, ["tee", GANESHA_CONF], input=before["conf"])
-    for name in set(sh(server, ["ls", "-A", "/etc/ganesha"]).stdout.split()) - before["etc_ganesha"]:
-        sh(server, ["rm", "-f", f"/etc/ganesha/{name}"])
-    sh(server, ["systemctl", "stop" if before["ganesha"] != "active" else "restart", "nfs-ganesha"])
-    if before["rpcbind"] != "active":
+    drop_block(server, GANESHA_CONF, "export", export)
+    for stamp in paths["stamps"]:
+        sh(server, ["rm", "-f", f"{GANESHA_CONF}.vmportal-{server['name']}-{stamp}"])
+    conf = sh(server, ["cat", GANESHA_CONF], check=True).stdout
+    if "EXPORT" in "\n".join(line.split("#", 1)[0] for line in conf.splitlines()):
+        sh(server, ["systemctl", "restart", "nfs-ganesha"])
+    else:
+        sh(server, ["systemctl", "stop", "nfs-ganesha"])
         sh(server, ["systemctl", "stop", "rpcbind"])
     sh(server, ["rm", "-rf", "--one-file-system", export])
     assert sh(server, ["test", "-e", export]).returncode != 0
     for client in clients:
-        assert sh(client, ["cat", FSTAB], check=True).stdout == before["fstab"][client["name"]]
+        assert f"vmportal mount {mount}" not in sh(client, ["cat", FSTAB], check=True).stdout
+
+
+def remember_stamp(page, paths) -> None:
+    """The plan's backup stamp, so the cleanup removes exactly this test's backups."""
+    match = re.search(r"vmportal-HOST-(\d{8}T\d{6}Z)", page.locator("#plan h2").inner_text())
+    assert match, "no backup stamp on the plan"
+    paths["stamps"].add(match.group(1))
 
 
 def test_nfs_wizard_happy_path_with_grid(page, portal, lab_paths, screenshots):
@@ -109,6 +130,7 @@ def test_nfs_wizard_happy_path_with_grid(page, portal, lab_paths, screenshots):
 
     # The plan (dry run) arrives from the worker; the page updates itself.
     expect(page.locator("#dry-run-banner")).to_contain_text("Nothing has changed on any host yet", timeout=120_000)
+    remember_stamp(page, lab_paths)
     expect(page.locator("#plan")).to_contain_text("systemctl restart nfs-ganesha")
     expect(page.locator("#plan")).to_contain_text(f"mount -t nfs -o vers=4.1 {server['address']}:{lab_paths['export']} {lab_paths['mount']}")
     expect(page.locator("#plan")).to_contain_text("No active firewall")
@@ -151,6 +173,7 @@ def test_a_failing_step_shows_its_output_and_fix_and_plan_again_resumes(page, po
     page.fill("#id_mount_path", lab_paths["mount"])
     page.click("button:has-text('Read the hosts and show the plan')")
     expect(page.locator("#dry-run-banner")).to_be_visible(timeout=120_000)
+    remember_stamp(page, lab_paths)
 
     # Between the plan and the apply, a file appears where the mount point should be.
     blocker = clients[-1]
@@ -167,6 +190,7 @@ def test_a_failing_step_shows_its_output_and_fix_and_plan_again_resumes(page, po
 
     page.click("button:has-text('Plan again')")
     expect(page.locator("#dry-run-banner")).to_be_visible(timeout=120_000)
+    remember_stamp(page, lab_paths)
     page.click("#apply-plan")
     expect(page.locator("#grid")).to_contain_text("all green", timeout=240_000)
     expect(page.locator("#setup-done")).to_contain_text("already done")

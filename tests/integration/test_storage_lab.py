@@ -18,6 +18,7 @@ import time
 
 import libvirt
 import pytest
+from django.core.management import CommandError, call_command
 
 from core.actors import Actor
 from core.models import Job
@@ -27,6 +28,7 @@ from lab.hosts import ssh_argv
 from storage import libvirt_pool, services
 from storage.choices import SetupStatusChoices, ShareStatusChoices, StepStateChoices
 from storage.models import Share, ShareSetup
+from storage.plan import managed_block, pool_name_for
 from storage.steps import Command, plan_from_json
 
 pytestmark = [pytest.mark.lab, pytest.mark.django_db(transaction=True), pytest.mark.timeout(600)]
@@ -56,60 +58,61 @@ def onboarded(lab):
     return {entry["name"]: onboard_lab_host(entry, actor=Actor.system())[0] for entry in lab["hosts"]}
 
 
+def write(host: dict, path: str, text: str) -> None:
+    """Replace a file's content in place (tee truncates): the lab's /etc/fstab is a bind-mounted file."""
+    subprocess.run(ssh_argv(host["address"], ["tee", path]), input=text, text=True, capture_output=True, timeout=60, check=True)
+
+
+def drop_block(host: dict, path: str, kind: str, item: str) -> None:
+    """Remove our marked block (only ours: other tests may be using the same file right now)."""
+    text = sh(host, ["cat", path], check=True).stdout
+    block = managed_block(text, kind, item)
+    if block:
+        write(host, path, text.replace(block, "", 1))
+
+
+def undo_share(server: dict, clients: list[dict], export: str, mount: str, stamps: set[str]) -> None:
+    """Undo what a setup of export → mount did on the lab hosts, leaving other tests' shares alone."""
+    for client in clients:
+        sh(client, ["umount", mount])
+        drop_block(client, FSTAB, "mount", mount)
+        for stamp in stamps:
+            sh(client, ["rm", "-f", f"{FSTAB}.vmportal-{client['name']}-{stamp}"])
+        sh(client, ["rmdir", mount])
+        conn = libvirt.open(client["libvirt_uri"])
+        try:
+            libvirt_pool.stop_and_undefine(conn, pool_name_for(mount))
+        finally:
+            conn.close()
+    drop_block(server, GANESHA_CONF, "export", export)
+    for stamp in stamps:
+        sh(server, ["rm", "-f", f"{GANESHA_CONF}.vmportal-{server['name']}-{stamp}"])
+    conf = sh(server, ["cat", GANESHA_CONF], check=True).stdout
+    if "EXPORT" in "\n".join(line.split("#", 1)[0] for line in conf.splitlines()):
+        sh(server, ["systemctl", "restart", "nfs-ganesha"])  # still serving another share: drop ours
+    else:  # nothing left to serve: as the lab host was before any share
+        sh(server, ["systemctl", "stop", "nfs-ganesha"])
+        sh(server, ["systemctl", "stop", "rpcbind"])
+    sh(server, ["rm", "-rf", "--one-file-system", export])
+    # Checked here, so a leak fails the test that made it.
+    assert f"vmportal export {export}" not in sh(server, ["cat", GANESHA_CONF], check=True).stdout
+    assert sh(server, ["test", "-e", export]).returncode != 0
+    for client in clients:
+        assert f"vmportal mount {mount}" not in sh(client, ["cat", FSTAB], check=True).stdout
+        assert sh(client, ["test", "-e", mount]).returncode != 0
+
+
 @pytest.fixture
-def lab_share(lab, onboarded):
+def lab_share(lab, onboarded, transactional_db):
     """Server = the last lab host (the lab's own NFS test uses the first), clients = the others.
 
-    Yields unique paths; afterwards puts every host back as it was.
+    Yields unique paths; afterwards undoes this test's share on the hosts (and only it).
     """
     server, *clients = lab["hosts"][-1], *lab["hosts"][:-1]
     unique = time.time_ns()
     export, mount = f"/srv/vmp-storage-{unique}", f"/mnt/vmp-storage-{unique}"
-    before = {
-        "ganesha": sh(server, ["systemctl", "is-active", "nfs-ganesha"]).stdout.strip(),
-        "rpcbind": sh(server, ["systemctl", "is-active", "rpcbind"]).stdout.strip(),
-        "etc_ganesha": listing(server, "/etc/ganesha"),
-        "conf": sh(server, ["cat", GANESHA_CONF], check=True).stdout,
-        "etc": {c["name"]: listing(c, "/etc") for c in clients},
-        "fstab": {c["name"]: sh(c, ["cat", FSTAB], check=True).stdout for c in clients},
-        "srv": listing(server, "/srv"),
-        "mnt": {c["name"]: listing(c, "/mnt") for c in clients},
-    }
-    yield {"server": server, "clients": clients, "export": export, "mount": mount, "before": before, "hosts": onboarded}
-
-    pool_name = "vmportal" + mount.replace("/", "-")
-    for client in clients:
-        sh(client, ["umount", mount])
-        # Written in place (tee truncates): the lab's /etc/fstab is a bind-mounted file.
-        subprocess.run(ssh_argv(client["address"], ["tee", FSTAB]), input=before["fstab"][client["name"]], text=True,
-                       capture_output=True, timeout=60, check=True)
-        for name in listing(client, "/etc") - before["etc"][client["name"]]:
-            if name.startswith(f"fstab.vmportal-{client['name']}-"):
-                sh(client, ["rm", "-f", f"/etc/{name}"])
-        sh(client, ["rmdir", mount])
-        conn = libvirt.open(client["libvirt_uri"])
-        try:
-            libvirt_pool.stop_and_undefine(conn, pool_name)
-        finally:
-            conn.close()
-    subprocess.run(ssh_argv(server["address"], ["tee", GANESHA_CONF]), input=before["conf"], text=True,
-                   capture_output=True, timeout=60, check=True)
-    for name in listing(server, "/etc/ganesha") - before["etc_ganesha"]:
-        if name.startswith(f"ganesha.conf.vmportal-{server['name']}-"):
-            sh(server, ["rm", "-f", f"/etc/ganesha/{name}"])
-    if before["ganesha"] != "active":
-        sh(server, ["systemctl", "stop", "nfs-ganesha"])
-    else:
-        sh(server, ["systemctl", "restart", "nfs-ganesha"])
-    if before["rpcbind"] != "active":
-        sh(server, ["systemctl", "stop", "rpcbind"])
-    sh(server, ["rm", "-rf", "--one-file-system", export])
-    # Put back as found (checked here so a leak fails the test that made it).
-    assert sh(server, ["cat", GANESHA_CONF], check=True).stdout == before["conf"]
-    assert listing(server, "/srv") == before["srv"]
-    for client in clients:
-        assert sh(client, ["cat", FSTAB], check=True).stdout == before["fstab"][client["name"]]
-        assert listing(client, "/mnt") == before["mnt"][client["name"]]
+    yield {"server": server, "clients": clients, "export": export, "mount": mount, "hosts": onboarded}
+    undo_share(server, clients, export, mount, set(ShareSetup.objects.values_list("stamp", flat=True)))
 
 
 @pytest.fixture
@@ -169,7 +172,7 @@ def test_wizard_sets_up_ganesha_on_one_lab_host_for_the_other_two(lab_share, wir
     assert [row["host"] for row in setup.grid] == [server["name"], *sorted(c["name"] for c in clients)]
     assert all(row["ok"] for row in setup.grid), setup.grid
     assert all(row["mounted"] and row["same_file"] and row["qemu_rw"] for row in setup.grid)
-    assert [row["pool"] for row in setup.grid] == [None, True, True]
+    assert [row["pool"] for row in setup.grid] == [None] + [True] * len(clients)
 
     # --- the dry run is what ran: the commands that went over the wire, in order, are the
     # plan's probes and actions; the actions of every step that changed something are exactly
@@ -267,8 +270,6 @@ HOSTILE_PATHS = [
 
 def test_hostile_input_reaches_no_lab_host(lab_share, wire):
     server, clients = lab_share["server"], lab_share["clients"]
-    srv_before = listing(server, "/srv")
-    mnt_before = {c["name"]: listing(c, "/mnt") for c in clients}
     base = dict(server=server["name"], clients=[c["name"] for c in clients], export_path=lab_share["export"], mount_path=lab_share["mount"])
     cases = [{"export_path": p} for p in HOSTILE_PATHS] + [{"mount_path": p} for p in HOSTILE_PATHS] + [
         {"options": "rw,sync;touch /srv/pwned"}, {"options": "rw,no_such_option"}, {"options": "rw,$(reboot)"},
@@ -281,10 +282,16 @@ def test_hostile_input_reaches_no_lab_host(lab_share, wire):
     for case in cases:
         with pytest.raises(ValidationError):
             services.share_create(**{**base, **case}, actor=Actor.system())
+    for argv in (["--export", "/srv/a;touch /srv/pwned"], ["--mount", "/srv/$(touch /srv/pwned)"], ["--options", "rw;touch /srv/pwned"],
+                 ["--clients", f"{clients[0]['name']},{server['name']}"], ["--export-to", "*"]):
+        args = {"--server": server["name"], "--export": lab_share["export"], "--clients": ",".join(c["name"] for c in clients),
+                "--mount": lab_share["mount"], **dict(zip(argv[::2], argv[1::2]))}
+        with pytest.raises(CommandError) as caught:
+            call_command("nfs_setup", *[x for kv in args.items() for x in kv], "--yes")
+        assert caught.value.returncode == 2
     assert wire == []  # not one command went to any host
     assert not Share.objects.exists() and not Job.objects.filter(kind__startswith="share.").exists()
-    assert listing(server, "/srv") == srv_before
-    for client in clients:
-        assert listing(client, "/mnt") == mnt_before[client["name"]]
     for host in (server, *clients):
-        assert sh(host, ["test", "-e", "/srv/pwned"]).returncode != 0
+        for path in ("/srv/pwned", lab_share["export"], lab_share["mount"]):
+            assert sh(host, ["test", "-e", path]).returncode != 0, (host["name"], path)
+        assert not [n for n in listing(host, "/srv") | listing(host, "/mnt") if n.startswith(("a;", "$(", "`"))]
