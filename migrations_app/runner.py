@@ -18,6 +18,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 from django.conf import settings
+from django.db import transaction
 
 from core.actors import Actor
 from core.audit import audit_record_now
@@ -150,9 +151,7 @@ def refresh_hosts(migration: Migration, ctx: JobContext | None) -> None:
 
 
 def follow_guest(migration: Migration, status: str, ctx: JobContext | None) -> None:
-    """The inventory follows the guest: move its row on success, then refresh both hosts."""
-    if status == S.SUCCEEDED:
-        host_services.vm_relocate(vm_uuid=migration.vm_uuid, source=migration.source, destination=migration.destination)
+    """After the outcome is recorded (and the guest's row moved with it): refresh both hosts."""
     refresh_hosts(migration, ctx)
 
 
@@ -483,9 +482,19 @@ def _guest_heartbeat(
 
 
 def record_end(migration: Migration, ctx: JobContext | None, status: S, **kwargs) -> None:
-    """Record the end through services.migration_finish; a record another process settled first is kept."""
+    """Record the end through services.migration_finish; a record another process settled first is kept.
+
+    On success the guest's inventory row moves to the destination in the same transaction, so
+    a page that sees "succeeded" also sees the guest on its new host.
+    """
     hint = kwargs.pop("hint", "")
-    if not services.migration_finish(migration=migration, status=status, error_hint=hint, **kwargs):
+    with transaction.atomic():
+        finished = services.migration_finish(migration=migration, status=status, error_hint=hint, **kwargs)
+        if finished and status == S.SUCCEEDED:
+            host_services.vm_relocate(
+                vm_uuid=migration.vm_uuid, source=migration.source, destination=migration.destination
+            )
+    if not finished:
         migration.refresh_from_db()
         if ctx is not None:
             _log(ctx, f"Migration #{migration.pk} was already settled as {migration.status}; kept that",

@@ -59,6 +59,11 @@
     return 10 * exp;
   }
 
+  function tick(value) {
+    if (value >= 10) return value.toFixed(0);
+    return String(parseFloat(value.toFixed(value >= 1 ? 1 : 2)));
+  }
+
   function drawChart(canvas, samples) {
     var dpr = window.devicePixelRatio || 1;
     var width = canvas.clientWidth || 600;
@@ -95,14 +100,14 @@
       ctx.beginPath(); ctx.moveTo(pad.left, gy); ctx.lineTo(pad.left + plotW, gy); ctx.stroke();
       ctx.fillStyle = COLORS.text;
       ctx.textAlign = "right"; ctx.textBaseline = "middle";
-      ctx.fillText((rateMax * (4 - i) / 4).toFixed(rateMax < 4 ? 1 : 0), pad.left - 6, gy);
+      ctx.fillText(tick(rateMax * (4 - i) / 4), pad.left - 6, gy);
       ctx.textAlign = "left";
-      ctx.fillText((leftMax * (4 - i) / 4).toFixed(leftMax < 4 ? 1 : 0), pad.left + plotW + 6, gy);
+      ctx.fillText(tick(leftMax * (4 - i) / 4), pad.left + plotW + 6, gy);
     }
     ctx.textAlign = "center"; ctx.textBaseline = "top";
     for (var k = 0; k <= 5; k++) {
       var tx = (tMax * k) / 5;
-      ctx.fillText(tx.toFixed(tMax < 10 ? 1 : 0) + " s", x(tx), pad.top + plotH + 8);
+      ctx.fillText(tick(tx) + " s", x(tx), pad.top + plotH + 8);
     }
     ctx.save();
     ctx.translate(14, pad.top + plotH / 2); ctx.rotate(-Math.PI / 2);
@@ -162,6 +167,15 @@
         if (!moved) { ctx.moveTo(x(s.t), y(v)); moved = true; } else { ctx.lineTo(x(s.t), y(v)); }
       });
       ctx.strokeStyle = color; ctx.lineWidth = widthPx; ctx.stroke();
+      // A short migration has only a few samples: mark each one so they stay visible.
+      if (points.length <= 12) {
+        ctx.fillStyle = color;
+        points.forEach(function (s) {
+          var v = value(s);
+          if (v === null) return;
+          ctx.beginPath(); ctx.arc(x(s.t), y(v), widthPx + 1.5, 0, 2 * Math.PI); ctx.fill();
+        });
+      }
     }
   }
 
@@ -197,7 +211,10 @@
       var bar = root.querySelector("[data-live-progress]");
       if (bar && s.pct !== null && s.pct !== undefined) bar.value = s.pct;
       setField("pct", s.pct === null || s.pct === undefined ? "—" : s.pct.toFixed(1) + "%");
-      if (s.iteration !== null && s.iteration !== undefined) setField("iteration", String(s.iteration));
+      if (s.iteration) {
+        setField("iteration", String(s.iteration));
+        root.querySelectorAll("[data-live-pass]").forEach(function (node) { node.hidden = false; });
+      }
       setField("remaining", mib(s.data_remaining));
       setField("bps", rate(s.bps));
       setField("dirty", rate(s.dirty_bps));

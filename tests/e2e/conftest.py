@@ -109,6 +109,8 @@ def portal(redis_url, tmp_path_factory):
         "VMPORTAL_ADMIN_PASSWORD": ADMIN_PASSWORD,
         "PYTHONPATH": str(PROJECT),
         "PYTHONUNBUFFERED": "1",
+        # Only lab guests have a heartbeat; for any other guest the probe answers None.
+        "VMPORTAL_GUEST_HEARTBEAT_PROBE": "lab.heartbeat:probe",
     }
     portal = Portal(url=f"http://127.0.0.1:{port}", env=env, workdir=workdir)
     portal.manage("migrate", "--noinput", "-v0")
@@ -121,7 +123,7 @@ def portal(redis_url, tmp_path_factory):
             cwd=PROJECT, env=env, stdout=logs["daphne"], stderr=subprocess.STDOUT,
         ),
         subprocess.Popen(
-            [sys.executable, "manage.py", "rqworker", "default"],
+            [sys.executable, "manage.py", "rqworker", "default", "migrations"],
             cwd=PROJECT, env=env, stdout=logs["worker"], stderr=subprocess.STDOUT,
         ),
     ]
