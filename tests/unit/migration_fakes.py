@@ -192,7 +192,10 @@ class FakeMigrationWorld:
             dest_name = dest_uri.split("//", 1)[1].split("/", 1)[0]
             destination = self.hosts[dest_name]
             domain = source.domains.pop(domain_uuid)
-            destination.domains[domain_uuid] = dataclasses.replace(domain, state="running", reason="migrated")
+            offline = bool(flags & (1 << 10))  # VIR_MIGRATE_OFFLINE: only the definition moves
+            destination.domains[domain_uuid] = dataclasses.replace(
+                domain, state="shutoff" if offline else "running", reason="migrated"
+            )
             destination.completed[domain_uuid] = {
                 "type": 3, "time_elapsed": 1234, "downtime": 42, "setup_time": 7, "data_processed": 80 * MIB,
                 "memory_processed": 80 * MIB, "memory_iteration": 3,

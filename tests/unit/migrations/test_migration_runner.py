@@ -247,3 +247,21 @@ def test_an_aborted_queued_migration_is_not_run(two_hosts, world, django_capture
     with django_capture_on_commit_callbacks(execute=True):
         services.migrations_dispatch()
     assert not any(c[0] in ("gather", "migrate") for c in world.calls)
+
+
+def test_offline_migration_of_a_shut_off_guest(two_hosts, world, migrate):
+    src, dst, vm = two_hosts
+    world.hosts["kvm-a"].domains[str(vm.uuid)].state = "shutoff"
+    migration = migrate(MigrationOptions(live=False))
+    assert migration.status == S.SUCCEEDED, (migration.error, migration.outcome)
+    assert world.where(str(vm.uuid)) == {"kvm-b": "shutoff"}
+    assert f"is defined on kvm-b" in migration.outcome
+    call = next(c for c in world.calls if c[0] == "migrate")
+    assert call[3] & MigrateFlag.OFFLINE and not call[3] & MigrateFlag.LIVE
+    assert migration.heartbeat_gap_s is None  # nothing ran, nothing to measure
+
+
+def test_offline_migration_of_a_running_guest_fails_its_preflight(two_hosts, world, migrate):
+    migration = migrate(MigrationOptions(live=False))
+    assert migration.status == S.FAILED and "guest-state" in migration.error
+    assert not any(c[0] == "migrate" for c in world.calls)

@@ -309,3 +309,17 @@ def test_two_threads_requesting_at_once_exactly_one_proceeds(two_hosts):
         thread.join(30)
     assert sorted(kind for kind, _ in results) == ["ok", "refused"], results
     assert Migration.objects.filter(vm_uuid=vm.uuid).count() == 1
+
+
+def test_the_guests_row_follows_it_or_gives_way_to_the_destinations(two_hosts):
+    from hosts.models import VirtualMachine
+    from hosts.services import vm_relocate
+
+    src, dst, vm = two_hosts
+    moved = vm_relocate(vm_uuid=vm.uuid, source=src, destination=dst)
+    assert moved.pk == vm.pk and moved.host_id == dst.pk
+    # A refresh of the other host got there first: its row stays, the stale one goes.
+    back_row = make_vm(src, "web-1", uuid=vm.uuid)
+    kept = vm_relocate(vm_uuid=vm.uuid, source=src, destination=dst)
+    assert kept.pk == vm.pk and not VirtualMachine.objects.filter(pk=back_row.pk).exists()
+    assert vm_relocate(vm_uuid=vm.uuid, source=src, destination=dst).pk == vm.pk  # nothing left to move

@@ -251,3 +251,12 @@ def test_host_maintenance_toggle(two_hosts, operator_client, viewer_client):
     operator_client.post(url, {"in_maintenance": "off"})
     dst.refresh_from_db()
     assert not dst.in_maintenance
+
+
+def test_job_page_links_to_its_migration(two_hosts, world, operator_client, django_capture_on_commit_callbacks):
+    src, dst, vm = two_hosts
+    with django_capture_on_commit_callbacks(execute=True):
+        migration = services.migration_request(vm=vm, destination=dst, options=MigrationOptions(), actor=Actor.system())
+    migration.refresh_from_db()
+    page = operator_client.get(reverse("core:job_detail", args=[migration.job_id])).content.decode()
+    assert reverse("migrations_app:migration_detail", args=[migration.pk]) in page
