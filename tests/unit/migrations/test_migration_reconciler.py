@@ -163,7 +163,11 @@ def test_reconcile_hands_out_slots_too(two_hosts, world, django_capture_on_commi
 
 
 def test_watch_hosts_loop_reconciles_at_start_and_periodically(db, monkeypatch, settings):
+    from hosts import watcher as watcher_module
     from hosts.watcher import HostEventWatch
+
+    # Closing connections would end the test's transaction (PostgreSQL takes that literally).
+    monkeypatch.setattr(watcher_module, "close_old_connections", lambda: None)
 
     calls = []
     monkeypatch.setattr(reconciler, "migrations_reconcile", lambda: calls.append(1) or {"dispatched": 0, "reconciling": 0})
@@ -192,7 +196,10 @@ def test_watch_hosts_loop_reconciles_at_start_and_periodically(db, monkeypatch, 
 
 
 def test_watch_hosts_survives_a_failing_reconcile(db, monkeypatch):
+    from hosts import watcher as watcher_module
     from hosts.watcher import HostEventWatch
+
+    monkeypatch.setattr(watcher_module, "close_old_connections", lambda: None)
 
     def boom():
         raise RuntimeError("redis down")
