@@ -2,7 +2,7 @@ from django.apps import AppConfig
 
 
 class MigrationsAppConfig(AppConfig):
-    """Live migration of guests between hosts (a later issue; only the app skeleton for now)."""
+    """Live and offline migration of guests between hosts: wizard, preflight, runner, reconciler."""
 
     name = "migrations_app"
     verbose_name = "Live migrations"
