@@ -8,6 +8,7 @@ hears about a change that was rolled back. Group names are short and dotted:
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import async_to_sync
@@ -33,7 +34,14 @@ def migration_group(migration_id: int) -> str:
     return f"migration.{migration_id}"
 
 
+# One warning per this many seconds when events cannot be sent (a CLI run without Redis
+# would otherwise print one per event); the rest go to the debug log.
+SEND_WARNING_INTERVAL_S = 60.0
+_last_send_warning = 0.0
+
+
 def _send(group: str, event: dict[str, Any]) -> None:
+    global _last_send_warning
     layer = get_channel_layer()
     if layer is None:
         return
@@ -41,7 +49,13 @@ def _send(group: str, event: dict[str, Any]) -> None:
         async_to_sync(layer.group_send)(group, event)
     except (RedisError, OSError, ChannelFull) as exc:
         # A missed live update is not worth failing the change for: pages catch up on reconnect.
-        logger.warning("live event %s to %s not sent: %s", event.get("type"), group, exc)
+        now = time.monotonic()
+        if now - _last_send_warning >= SEND_WARNING_INTERVAL_S:
+            _last_send_warning = now
+            logger.warning("live event %s to %s not sent: %s (further failures for %.0f s at debug level)",
+                           event.get("type"), group, exc, SEND_WARNING_INTERVAL_S)
+        else:
+            logger.debug("live event %s to %s not sent: %s", event.get("type"), group, exc)
 
 
 def _send_on_commit(group: str, event: dict[str, Any]) -> None:

@@ -103,7 +103,7 @@ def human_rate(bps: float | int | None) -> str:
 def progress_line(payload: Mapping[str, object]) -> str:
     """One line for a terminal: "12.3 s  pass 2  67.0%  left 21.0 MiB  at 31.2 MiB/s  dirty 4.0 MiB/s  ETA 3 s"."""
     parts = [f"{payload['t']:>7.1f} s"]
-    if payload.get("iteration") is not None:
+    if payload.get("iteration"):  # 0 = still setting up
         parts.append(f"pass {payload['iteration']}")
     if payload.get("pct") is not None:
         parts.append(f"{payload['pct']:5.1f}%")

@@ -26,7 +26,7 @@ from core.choices import AuditResultChoices, JobLogLevelChoices
 from core.jobs import JobContext
 from hosts import services as host_services
 from hosts.adapters import migration as migration_adapter
-from hosts.adapters.errors import AdapterError, MigrationAborted
+from hosts.adapters.errors import AdapterError, DomainNotFound, MigrationAborted
 from hosts.jobs import refresh_host_job
 from hosts.models import Host
 
@@ -227,6 +227,8 @@ class Sampler:
     def _read(self) -> dict:
         try:
             return migration_adapter.job_stats(self.conn, self.uuid)
+        except DomainNotFound:
+            return {}  # it just left the source (undefine-source): no job here any more
         except AdapterError as exc:
             if not self.read_error_logged:
                 self.read_error_logged = True
@@ -374,7 +376,7 @@ def _run(migration: Migration, ctx: JobContext, on_progress: ProgressCallback | 
         _log(ctx, f"libvirt: {call.error.message}",
              level=JobLogLevelChoices.WARNING if libvirt_aborted else JobLogLevelChoices.ERROR)
     else:
-        _log(ctx, f"libvirt reports the migration finished after {wall_s:.1f} s")
+        _log(ctx, f"libvirt's migrate call returned after {wall_s:.1f} s")
     services.migration_completing(migration=migration, phase="Asking both hosts where the guest runs")
     outcome, _src, _dst = locate_guest(migration)
     _log(ctx, outcome.reason)

@@ -178,6 +178,7 @@ class Command(BaseCommand):
                     out(f"       fix: {printable(verdict['fix'])}")
         rows = [
             ("total time", f"{migration.total_time_ms / 1000:.2f} s" if migration.total_time_ms is not None else None),
+            ("whole call", f"{migration.summary['wall_time_s']:.2f} s" if migration.summary.get("wall_time_s") else None),
             ("downtime", f"{migration.downtime_ms} ms" if migration.downtime_ms is not None else None),
             ("setup time", f"{migration.setup_time_ms} ms" if migration.setup_time_ms is not None else None),
             ("data", human_bytes(migration.data_transferred_bytes) if migration.data_transferred_bytes is not None else None),
