@@ -160,7 +160,11 @@ def verify_share(*, share_id: int, ctx: JobContext) -> dict:
     facts = {name: facts_from_json(data) for name, data in setup.facts.items()}
     owner = plan_from_json(setup.plan).summary.get("owner", "0:0")
     uid, gid = (int(x) for x in owner.split(":"))
-    steps = proof.proof_steps(request, facts, token=services.new_token(), uid_gid=(uid, gid), pool_name=plan_from_json(setup.plan).summary["pool_name"])
+    summary = plan_from_json(setup.plan).summary
+    steps = proof.proof_steps(
+        request, facts, token=services.new_token(), uid_gid=(uid, gid), pool_name=summary["pool_name"],
+        server_impl=summary["server_impl"],
+    )
     with open_channels(_hosts_of(share), ctx) as channels:
         outcomes = run_proof(steps, channels, log=ctx.log)
     hosts = [share.server.name, *(c.name for c in share.clients.order_by("name"))]

@@ -56,6 +56,8 @@ EXPORT_DIR_MODE = "2770"  # rwx for QEMU's user and group, setgid so new files k
 FIRST_EXPORT_ID = 1000
 # Ganesha's mountd port (fixed in Ganesha; the kernel's rpc.mountd picks one unless pinned).
 MOUNTD_PORT = "20048"
+# Where ganesha.nfsd writes its pid (Debian's and RHEL's units, and the lab's systemctl).
+GANESHA_PIDFILE = "/run/ganesha/ganesha.pid"
 # Filesystem types a working NFS mount may show. The kernel reports nfs/nfs4 with SOURCE
 # server:/export; other shared types are accepted too (the lab's NFS client mounts through
 # FUSE as fuse.glusterfs and reports its backing directory as SOURCE), and the proof markers
@@ -191,7 +193,12 @@ def _client_words(specs: tuple[ClientSpec, ...]) -> list[str]:
 
 
 def ganesha_block(request: ShareRequest, export_id: int) -> tuple[str, list[str]]:
-    """Our EXPORT block for Ganesha, and the options it could not express (for a note)."""
+    """Our EXPORT block for Ganesha, and the options it could not express (for a note).
+
+    Who may mount is a CLIENT sub-block: Ganesha (4.x) ignores ``Clients`` at the EXPORT level
+    ("Unknown parameter"), which would leave the export open to anyone. The EXPORT itself
+    allows nobody (``Access_Type = None``); the CLIENT block grants the access asked for.
+    """
     begin, end = block_markers("export", request.export_path)
     options = request.options
     lines = [
@@ -201,7 +208,11 @@ def ganesha_block(request: ShareRequest, export_id: int) -> tuple[str, list[str]
         f"    Export_Id = {export_id};",
         f'    Path = "{request.export_path}";',
         f'    Pseudo = "{request.export_path}";',
-        f"    Access_Type = {options.access.upper()};",
+        # v3 stays on next to v4: Ganesha lists an export over the MOUNT protocol (showmount -e)
+        # only when NFSv3 is enabled on it. Clients still mount with the chosen vers=.
+        "    Protocols = 3, 4;",
+        "    Transports = TCP;",
+        f"    SecType = {(options.value('sec') or 'sys').replace(':', ', ')};",
         f"    Squash = {options.squash};",
     ]
     if options.value("anonuid"):
@@ -211,12 +222,11 @@ def ganesha_block(request: ShareRequest, export_id: int) -> tuple[str, list[str]
     if options.has("secure"):
         lines.append("    PrivilegedPort = true;")
     lines += [
-        f"    Clients = {', '.join(_client_words(request.export_to))};",
-        # v3 stays on next to v4: Ganesha lists an export over the MOUNT protocol (showmount -e)
-        # only when NFSv3 is enabled on it. Clients still mount with the chosen vers=.
-        "    Protocols = 3, 4;",
-        "    Transports = TCP;",
-        f"    SecType = {(options.value('sec') or 'sys').replace(':', ', ')};",
+        "    Access_Type = None;",
+        "    CLIENT {",
+        f"        Clients = {', '.join(_client_words(request.export_to))};",
+        f"        Access_Type = {options.access.upper()};",
+        "    }",
         "    FSAL {",
         "        Name = VFS;",
         "    }",
@@ -374,7 +384,6 @@ def _server_steps(request: ShareRequest, server: HostFacts, impl: str, ids: tupl
 
     steps.extend(_firewall_steps(request, server, impl, notes))
 
-    showmount = _probe("showmount", "-e", "--no-headers", server.address, match=MATCH_LINE_FIELD, value=export)
     if impl == GANESHA:
         rpcbind_active = _probe("systemctl", "is-active", "rpcbind", match=MATCH_EQUALS, value="active")
         steps.append(
@@ -386,16 +395,20 @@ def _server_steps(request: ShareRequest, server: HostFacts, impl: str, ids: tupl
                 hint="See `journalctl -u rpcbind` on the server.",
             )
         )
-        ganesha_active = _probe("systemctl", "is-active", "nfs-ganesha", match=MATCH_EQUALS, value="active")
         steps.append(
             Step(
                 key=f"{name}:serve", host=name, title="Restart NFS-Ganesha with the export",
-                why="Ganesha reads its exports when it starts; it restarts only if the export is not served yet or its block just changed (other clients of this server pause briefly during its grace period).",
-                check=(ganesha_active, showmount),
+                why=(
+                    "Ganesha reads its exports when it starts: it restarts only if it is not running, its config is newer "
+                    "than the running daemon, or the block just changed (other clients of this server pause briefly, "
+                    "during its grace period). Ganesha answers showmount only to allowed clients: the clients check it next."
+                ),
+                check=ganesha_serving_probes(),
                 actions=(_cmd("systemctl", "enable", "nfs-ganesha"), _cmd("systemctl", "restart", "nfs-ganesha", timeout_s=120)),
                 verify=(
-                    _probe("systemctl", "is-active", "nfs-ganesha", match=MATCH_EQUALS, value="active", wait_s=10),
-                    _probe("showmount", "-e", "--no-headers", server.address, match=MATCH_LINE_FIELD, value=export, wait_s=30),
+                    *ganesha_serving_probes(wait_s=10),
+                    # MOUNT (100005) v3 over TCP registered with rpcbind: what showmount and v3 mounts need.
+                    _probe("rpcinfo", "-p", match=MATCH_WORDS, value="100005 3 tcp", wait_s=30),
                 ),
                 hint="See /var/log/ganesha/ganesha.log on the server; a config error names the line.",
                 after_change_of=(f"{name}:export-config",),
@@ -412,17 +425,26 @@ def _server_steps(request: ShareRequest, server: HostFacts, impl: str, ids: tupl
                 hint="See `journalctl -u nfs-server` on the server.",
             )
         )
+        exported = _probe("exportfs", "-s", match=MATCH_LINE_FIELD, value=export)
         steps.append(
             Step(
                 key=f"{name}:serve", host=name, title="Reload the exports",
                 why="exportfs -ra makes the kernel serve /etc/exports as it is now; it runs only if the export is not served yet or its line just changed.",
-                check=(showmount,), actions=(_cmd("exportfs", "-ra"),),
-                verify=(_probe("showmount", "-e", "--no-headers", server.address, match=MATCH_LINE_FIELD, value=export, wait_s=15),),
+                check=(exported,), actions=(_cmd("exportfs", "-ra"),),
+                verify=(replace(exported, wait_s=10),),
                 hint="`exportfs -ra` prints what it rejects in /etc/exports; fix the line, then resume.",
                 after_change_of=(f"{name}:export-config",),
             )
         )
     return steps, notes
+
+
+def ganesha_serving_probes(*, wait_s: float = 0.0) -> tuple[Probe, ...]:
+    """Ganesha runs, and started after its config last changed (so it serves what the file says)."""
+    return (
+        _probe("systemctl", "is-active", "nfs-ganesha", match=MATCH_EQUALS, value="active", wait_s=wait_s),
+        _probe("find", GANESHA_CONF, "-newer", GANESHA_PIDFILE, match=MATCH_EQUALS, value=""),
+    )
 
 
 def _ufw_sources(specs: tuple[ClientSpec, ...]) -> list[tuple[str, str]]:
@@ -470,8 +492,16 @@ def _firewall_steps(request: ShareRequest, server: HostFacts, impl: str, notes: 
                 hint="See `ufw status verbose` on the server.",
             )
         )
-        if impl == KERNEL:
-            notes.append(Note(name, "warning", f"With ufw, pin the kernel's mountd to port {MOUNTD_PORT} ([mountd] port={MOUNTD_PORT} in /etc/nfs.conf) or showmount from the clients will be blocked."))
+    if server.active("firewalld") or server.ufw_active:
+        pin = (
+            f"NFS_CORE_PARAM {{ MNT_Port = {MOUNTD_PORT}; }} in ganesha.conf" if impl == GANESHA
+            else f"[mountd] port={MOUNTD_PORT} in /etc/nfs.conf"
+        )
+        notes.append(Note(
+            name, "warning",
+            f"The firewall opens mountd on port {MOUNTD_PORT}; mountd picks a random port unless pinned ({pin}). "
+            "Unpinned, showmount from the clients is blocked (NFSv4 mounts still work).",
+        ))
     if not server.active("firewalld") and not server.ufw_active:
         notes.append(Note(name, "info", "No active firewall (firewalld, ufw): nothing to open. VMPortal never stops a firewall."))
     return steps
@@ -672,5 +702,5 @@ def build_plan(request: ShareRequest, facts: dict[str, HostFacts], *, stamp: str
         client_steps, client_notes = _client_steps(request, facts[client.name], stamp, pool_name)
         steps.extend(client_steps)
         notes.extend(client_notes)
-    proof_steps = proof.proof_steps(request, facts, token=token, uid_gid=ids, pool_name=pool_name)
+    proof_steps = proof.proof_steps(request, facts, token=token, uid_gid=ids, pool_name=pool_name, server_impl=impl)
     return Plan(steps=tuple(steps), notes=tuple(notes), blockers=(), proof=tuple(proof_steps), summary=summary)

@@ -56,22 +56,28 @@ def marker_content(token: str, host: str) -> str:
     return f"{token} {host}"
 
 
-def proof_steps(request: ShareRequest, facts: dict[str, HostFacts], *, token: str, uid_gid: tuple[int, int], pool_name: str) -> list[Step]:
+def proof_steps(
+    request: ShareRequest, facts: dict[str, HostFacts], *, token: str, uid_gid: tuple[int, int], pool_name: str, server_impl: str
+) -> list[Step]:
     """The proof as steps: mounted?, write, read the others, pool?, clean up (in that order)."""
-    from .plan import nfs_source  # plan imports this module
+    from .plan import ganesha_serving_probes, nfs_source  # plan imports this module
 
     hosts = participants(request, facts, uid_gid=uid_gid)
     source = nfs_source(request.server.address, request.export_path)
     steps: list[Step] = []
     for p in hosts:
         if p.role == "server":
-            # Waits a little: right after a restart Ganesha registers with rpcbind a moment late.
-            probe = Probe(argv=("showmount", "-e", "--no-headers", request.server.address), match=MATCH_LINE_FIELD, value=request.export_path, wait_s=15)
-            title, why = "The export is served", "showmount -e on the server lists the export."
+            # Ganesha answers showmount only to allowed clients (not to the server itself): ask
+            # whether it runs with the current config; the kernel server lists its exports.
+            if server_impl == "ganesha":
+                checks = ganesha_serving_probes(wait_s=15)
+            else:
+                checks = (Probe(argv=("exportfs", "-s"), match=MATCH_LINE_FIELD, value=request.export_path),)
+            title, why = "The export is served", "The NFS server runs with the export loaded."
         else:
-            probe = Probe(argv=("findmnt", "-n", "-o", "FSTYPE,SOURCE", "--mountpoint", p.directory), match=MATCH_SHARED_MOUNT, value=source)
+            checks = (Probe(argv=("findmnt", "-n", "-o", "FSTYPE,SOURCE", "--mountpoint", p.directory), match=MATCH_SHARED_MOUNT, value=source),)
             title, why = "The share is mounted", f"findmnt shows the share at {p.directory}."
-        steps.append(Step(key=f"{p.name}:proof-mounted", host=p.name, title=title, why=why, check=(probe,), actions=(), verify=(), hint="Run the setup again; it mounts what is missing."))
+        steps.append(Step(key=f"{p.name}:proof-mounted", host=p.name, title=title, why=why, check=checks, actions=(), verify=(), hint="Run the setup again; it mounts what is missing."))
     for p in hosts:
         marker = p.marker(p.name, token)
         steps.append(

@@ -93,7 +93,7 @@ class Probe:
         line = shlex.join(self.argv)
         expect = {
             MATCH_EXIT0: "",
-            MATCH_EQUALS: f"prints {self.value!r}",
+            MATCH_EQUALS: f"prints {self.value!r}" if self.value else "prints nothing",
             MATCH_CONTAINS: "contains the block this step writes" if "\n" in self.value else f"output contains {self.value!r}",
             MATCH_LINE_FIELD: f"lists {self.value}",
             MATCH_WORDS: f"shows {self.value!r}",

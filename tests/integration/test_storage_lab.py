@@ -201,8 +201,10 @@ def test_wizard_sets_up_ganesha_on_one_lab_host_for_the_other_two(lab_share, wir
     assert conf.count(f"# BEGIN vmportal export {export}") == 1
     for key in ("Path", "Pseudo"):
         assert f'{key} = "{export}";' in conf
-    for line in ("Access_Type = RW;", "Squash = root_squash;", "Transports = TCP;", "Name = VFS;"):
+    for line in ("Access_Type = RW;", "Squash = root_squash;", "Transports = TCP;", "Name = VFS;", "Access_Type = None;", "CLIENT {"):
         assert line in conf
+    # Only the clients may mount: Ganesha does not even list the export to the server itself.
+    assert export not in sh(server, ["showmount", "-e", "--no-headers", server["address"]]).stdout
     assert sh(server, ["stat", "-c", "%a", export], check=True).stdout.strip() == "2770"
     assert sh(server, ["systemctl", "is-active", "nfs-ganesha"]).stdout.strip() == "active"
     backups_after_first = listing(server, "/etc/ganesha")

@@ -20,6 +20,7 @@ import libvirt
 
 from hosts.adapters.ssh import CommandResult
 from storage.facts import FSTAB, GANESHA_CONF
+from storage.plan import GANESHA_PIDFILE
 
 _clock = itertools.count(1)
 
@@ -57,7 +58,7 @@ class FakeHost:
     ufw_rules: list[str] = field(default_factory=list)
     calls: list[list[str]] = field(default_factory=list)
     mtimes: dict[str, int] = field(default_factory=dict)
-    served: set[str] = field(default_factory=set)
+    served: dict[str, list[str]] = field(default_factory=dict)
     reachable: bool = True
     fail_on: dict[str, tuple[int, str]] = field(default_factory=dict)  # argv prefix (joined) -> (status, stderr)
     world: "FakeWorld | None" = None
@@ -197,21 +198,59 @@ class FakeHost:
         return _ok(argv)
 
     def _serve(self, unit: str) -> None:
+        """What the daemon serves from now on: {export path: allowed clients}."""
         conf = self.files.get(GANESHA_CONF if unit == "nfs-ganesha" else "/etc/exports") or ""
+        self.served = {}
         if unit == "nfs-ganesha":
-            self.served = set(re.findall(r'^\s*Path = "([^"]+)";', conf, re.MULTILINE))
+            for block in re.findall(r"^EXPORT \{.*?^\}", conf, re.MULTILINE | re.DOTALL):
+                path = re.search(r'^\s*Path = "([^"]+)";', block, re.MULTILINE).group(1)
+                clients = re.search(r"^\s*Clients = ([^;]+);", block, re.MULTILINE)
+                # Ganesha ignores Clients outside a CLIENT block (the export would allow no one here).
+                inside = clients and "CLIENT {" in block[: clients.start()]
+                self.served[path] = [c.strip() for c in clients.group(1).split(",")] if inside else []
+            self.files[GANESHA_PIDFILE] = "4242\n"
+            self.mtimes[GANESHA_PIDFILE] = next(_clock)
         else:
-            self.served = {line.split()[0] for line in conf.splitlines() if line.strip() and not line.startswith("#")}
+            for line in conf.splitlines():
+                if line.strip() and not line.startswith("#"):
+                    path, *specs = line.split()
+                    self.served[path] = [spec.split("(")[0] for spec in specs]
 
-    def _cmd_exportfs(self, argv, args, stdin):
-        self._serve("nfs-server")
-        return _ok(argv)
+    def _allowed(self, clients: list[str]) -> bool:
+        import ipaddress
+
+        for spec in clients:
+            if spec == "*" or spec == self.address:
+                return True
+            if "/" in spec and ipaddress.ip_address(self.address) in ipaddress.ip_network(spec):
+                return True
+        return False
 
     def _cmd_showmount(self, argv, args, stdin):
         server = self.world.by_address(args[-1])
         if server is None or not (server.units.get("nfs-ganesha") == "active" or server.units.get("nfs-server") == "active"):
             return _fail(argv, "clnt_create: RPC: Program not registered")
-        return _ok(argv, "".join(f"{path} (everyone)\n" for path in sorted(server.served)))
+        ganesha = server.units.get("nfs-ganesha") == "active"
+        # Ganesha lists an export only to clients it allows; the kernel's mountd lists them all.
+        lines = [f"{path} {','.join(clients)}\n" for path, clients in sorted(server.served.items()) if not ganesha or self._allowed(clients)]
+        return _ok(argv, "".join(lines))
+
+    def _cmd_exportfs(self, argv, args, stdin):
+        if args == ["-s"]:
+            return _ok(argv, "".join(f"{path}  {' '.join(c + '(rw)' for c in clients)}\n" for path, clients in self.served.items()))
+        self._serve("nfs-server")
+        return _ok(argv)
+
+    def _cmd_rpcinfo(self, argv, args, stdin):
+        if not any(self.units.get(u) == "active" for u in ("nfs-ganesha", "nfs-server", "rpcbind")):
+            return _fail(argv, "rpcinfo: can't contact portmapper")
+        return _ok(argv, "   program vers proto   port  service\n    100000    4   tcp    111  portmapper\n    100005    3   tcp  42077  mountd\n")
+
+    def _cmd_find(self, argv, args, stdin):
+        path, newer = args[0], args[2]
+        if newer not in self.files or path not in self.files:
+            return _fail(argv, f"find: '{newer}': No such file or directory")
+        return _ok(argv, f"{path}\n" if self.mtimes.get(path, 0) > self.mtimes.get(newer, 0) else "")
 
     def _cmd_ufw(self, argv, args, stdin):
         if not self.ufw:
@@ -316,7 +355,7 @@ class FakeHost:
         source, mountpoint = args[-2], args[-1]
         address, export = source.rsplit(":", 1)
         server = self.world.by_address(address.strip("[]"))
-        if server is None or export not in server.served:
+        if server is None or export not in server.served or not self._allowed(server.served[export]):
             return _fail(argv, f"mount.nfs: access denied by server while mounting {source}", 32)
         self.mounts[mountpoint] = ("nfs4", source)
         return _ok(argv)

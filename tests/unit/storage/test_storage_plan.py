@@ -124,12 +124,21 @@ def test_the_plan_for_each_family_and_server(os, impl):
                      "Clients = 192.0.2.11, 192.0.2.12;", "Protocols = 3, 4;", "Transports = TCP;", "Name = VFS;",
                      "Export_Id = 1000;"):
             assert line in block, line
+        # Who may mount is a CLIENT sub-block (Ganesha ignores Clients at the EXPORT level); the
+        # export itself grants nothing.
+        export_level = block.split("CLIENT {")[0]
+        assert "    Access_Type = None;" in export_level and "Clients" not in export_level
+        assert "    CLIENT {\n        Clients = 192.0.2.11, 192.0.2.12;\n        Access_Type = RW;\n    }" in block
         assert block.startswith("# BEGIN vmportal export /srv/vmstore\n") and block.endswith("# END vmportal export /srv/vmstore\n")
         assert commands(plan, "srv:rpcbind") == ["systemctl enable --now rpcbind"]
         assert commands(plan, "srv:serve") == ["systemctl enable nfs-ganesha", "systemctl restart nfs-ganesha"]
     serve = plan.step("srv:serve")
     assert serve.after_change_of == ("srv:export-config",)
-    assert probes(plan, "srv:serve", "verify")[-1] == "showmount -e --no-headers 192.0.2.10"
+    if impl == "kernel":
+        assert probes(plan, "srv:serve") == probes(plan, "srv:serve", "verify") == ["exportfs -s"]
+    else:  # Ganesha answers showmount only to allowed clients: the server checks its daemon instead
+        assert probes(plan, "srv:serve") == ["systemctl is-active nfs-ganesha", "find /etc/ganesha/ganesha.conf -newer /run/ganesha/ganesha.pid"]
+        assert probes(plan, "srv:serve", "verify")[-1] == "rpcinfo -p"
 
     # Clients: showmount gate, mount point, mount, fstab, pool.
     for client in ("kvm1", "kvm2"):
@@ -185,8 +194,9 @@ def test_ufw_rules_only_for_the_allowed_clients():
     assert "ufw allow proto tcp from 192.0.2.11 to any port 2049" in rules
     assert "ufw allow proto udp from 192.0.2.12 to any port 20048" in rules
     assert not [r for r in rules if "from any" in r]
+    assert any(n.level == "warning" and "MNT_Port = 20048" in n.text for n in plan.notes)
     kernel = P.build_plan(request(server_impl="kernel"), world(DEBIAN, "kernel", ufw=True), stamp=STAMP, token=TOKEN)
-    assert any(n.level == "warning" and "mountd" in n.text for n in kernel.notes)
+    assert any(n.level == "warning" and "[mountd] port=20048" in n.text for n in kernel.notes)
 
 
 def test_options_and_clients_reach_the_config():

@@ -60,7 +60,8 @@ def run_once(world: FakeWorld, req, *, stamp="20250101T000000Z", token="t0k3n"):
     return plan, outcomes, proof.grid(plan.hosts(), proof_outcomes)
 
 
-READ_ONLY = {"cat", "stat", "findmnt", "ls", "dpkg-query", "rpm", "test", "systemctl is-active", "ufw status", "getsebool",
+READ_ONLY = {"cat", "stat", "findmnt", "ls", "dpkg-query", "rpm", "test", "systemctl is-active", "ufw status", "getsebool", "find",
+             "rpcinfo", "exportfs -s",
              "showmount", "grep", "firewall-cmd --query-service", "firewall-cmd --permanent --query-service", "getent", "selinuxenabled"}
 
 
@@ -131,11 +132,29 @@ def test_changing_the_export_replaces_our_block_and_restarts_the_server():
     _plan, outcomes, grid = run_once(world, request_for(world, options="ro,sync,root_squash"), stamp="20250101T000200Z")
     states = {o.key: o for o in outcomes}
     assert states["h3:export-config"].state == StepStateChoices.CHANGED
-    assert states["h3:serve"].state == StepStateChoices.CHANGED and states["h3:serve"].forced_by == ["h3:export-config"]
+    assert states["h3:serve"].state == StepStateChoices.CHANGED  # its own check saw the config newer than the daemon
     assert ["systemctl", "restart", "nfs-ganesha"] in server.calls
     conf = server.files[GANESHA_CONF]
     assert conf.count("# BEGIN vmportal export") == 1 and "Access_Type = RO;" in conf and "Access_Type = RW;" not in conf
     assert f"{GANESHA_CONF}.vmportal-h3-20250101T000200Z" in server.files  # the previous file, kept
+
+
+def test_a_changed_exports_line_forces_exportfs_even_though_the_path_is_still_served():
+    hosts = [FakeHost(name, f"10.1.0.{i}", os_release=ROCKY_OS, family="rhel", packages={"nfs-utils"},
+                      files={"/etc/libvirt/qemu.conf": 'user = "qemu"\ngroup = "qemu"\n', FSTAB: "/dev/vda1 / xfs defaults 0 0\n"})
+             for i, name in enumerate(("nas", "kvm1"), start=1)]
+    world = FakeWorld(*hosts)
+    run_once(world, request_for(world, server="nas", clients=("kvm1",)))
+    _plan, outcomes, grid = run_once(world, request_for(world, server="nas", clients=("kvm1",), options="rw,async,root_squash"),
+                                     stamp="20250101T000300Z")
+    states = {o.key: o for o in outcomes}
+    assert states["nas:export-config"].state == StepStateChoices.CHANGED
+    serve = states["nas:serve"]
+    assert serve.state == StepStateChoices.CHANGED and serve.forced_by == ["nas:export-config"]
+    assert [r["phase"] for r in serve.records] == ["check", "action", "verify"] and serve.records[0]["ok"]  # check passed, ran anyway
+    assert ["exportfs", "-ra"] in world.hosts["nas"].calls
+    assert "(rw,async,root_squash)" in world.hosts["nas"].files[EXPORTS]
+    assert all(row["ok"] for row in grid)
 
 
 def test_the_proof_catches_a_client_that_sees_a_local_directory():
