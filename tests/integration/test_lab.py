@@ -340,7 +340,10 @@ GANESHA_CONF = """NFS_CORE_PARAM { Protocols = 3, 4; }
 NFSV4 { Graceless = true; }
 EXPORT {
   Export_Id = 77; Path = "%(path)s"; Pseudo = "%(path)s"; Protocols = 3, 4; Transports = TCP;
-  Access_Type = RW; Squash = root_squash; Clients = 10.77.0.0/24; FSAL { Name = VFS; }
+  # Ganesha 4 ignores Clients at EXPORT level: grant access only in a CLIENT block.
+  Access_Type = None; Squash = root_squash;
+  CLIENT { Clients = 10.77.0.0/24; Access_Type = RW; }
+  FSAL { Name = VFS; }
 }
 """
 
