@@ -79,6 +79,14 @@ def other_host(status: dict, *not_these: dict) -> dict:
     return next(h for h in status["hosts"] if h["name"] not in names)
 
 
+def wait_beats(guest: str, since: float, count: int, timeout: float = 10.0) -> None:
+    """Wait until the guest has printed ``count`` heartbeats after ``since``."""
+    deadline = time.monotonic() + timeout
+    while report(guest, since=since).beats < count:
+        assert time.monotonic() < deadline, f"{guest}: fewer than {count} heartbeats in {timeout} s"
+        time.sleep(0.05)
+
+
 def migrate(src: dict, dst: dict, guest: str, flags: int = LIVE, params: dict | None = None):
     c = conn(src)
     try:
@@ -129,9 +137,9 @@ def test_live_migration_keeps_heartbeat_continuous(lab_now):
     src, guest = a_guest(lab_now)
     dst = other_host(lab_now, src)
     t0 = time.time()
-    time.sleep(0.5)
+    wait_beats(guest, t0, 5)  # beats before the move, to measure the gap around it
     migrate(src, dst, guest)
-    time.sleep(1.0)
+    wait_beats(guest, time.time(), 10)  # and after it, on the destination
     try:
         assert where(lab_now["hosts"], guest) == {dst["name"]: "running"}
         rep = report(guest, since=t0)
@@ -386,10 +394,10 @@ def test_linux_guest_on_shared_disk_live_migrates_and_keeps_its_counter_on_disk(
     src, dst = lab_now["hosts"][1:3]
     with Knob("linux-guest", src["name"], disk="shared") as g:
         guest = g["guest"]
-        time.sleep(1.5)
         t0 = time.time()
+        wait_beats(guest, t0, 10)
         migrate(src, dst, guest)
-        time.sleep(1.0)
+        wait_beats(guest, time.time(), 10)
         assert where(lab_now["hosts"], guest) == {dst["name"]: "running"}
         rep = report(guest, since=t0)
         assert rep.continuous and rep.max_gap_s < 1.0, rep
