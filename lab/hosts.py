@@ -397,6 +397,25 @@ def start_guest(host: dict, spec: guests.GuestSpec, *, start: bool = True) -> No
     guests.define_and_start(host["libvirt_uri"], spec, disk, start=start)
 
 
+def guest_disk_files(name: str) -> list[Path]:
+    """Every disk file the lab may have made for guest ``name``, on any host."""
+    p = config.paths()
+    files = [p.disks / f"{name}.img", p.shared / f"{name}.qcow2"]
+    files += [p.host_dir(h["name"]) / "var-lib-libvirt" / "images" / f"{name}.qcow2"
+              for h in (load_state() or {"hosts": []})["hosts"]]
+    return files
+
+
+def remove_guest(name: str, *, delete_disks: bool = True) -> None:
+    """Destroy and undefine ``name`` wherever it is now (it may have migrated), and delete its disks."""
+    for h in (load_state() or {"hosts": []})["hosts"]:
+        run(["virsh", "-q", "-c", h["libvirt_uri"], "destroy", name], check=False)
+        run(["virsh", "-q", "-c", h["libvirt_uri"], "undefine", name], check=False)
+    if delete_disks:
+        for f in guest_disk_files(name):
+            f.unlink(missing_ok=True)
+
+
 def wait_heartbeats(names: list[str], since: float, timeout: float = 20.0) -> None:
     from lab.heartbeat import read_beats
 

@@ -185,10 +185,7 @@ def knob_cpu_model_unknown(h, args):
 def _guest(h, args, kind: str, default: str, timeout: float = 20, **spec_kw):
     name = args.name or f"{default}-{h['name']}"
     if args.undo:
-        # The guest may have been migrated: remove it wherever it is.
-        for other in hosts.load_state()["hosts"]:
-            run(["virsh", "-q", "-c", other["libvirt_uri"], "destroy", name], check=False)
-            run(["virsh", "-q", "-c", other["libvirt_uri"], "undefine", name], check=False)
+        hosts.remove_guest(name, delete_disks=False)  # wherever it is: it may have migrated
         return {"host": h["name"], "guest": name, "removed": True}
     spec = guests.GuestSpec(name=name, kind=kind, **spec_kw).with_uuid()
     hosts.start_guest(h, spec)

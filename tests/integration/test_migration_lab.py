@@ -50,21 +50,8 @@ def unique(prefix: str) -> str:
     return f"vmp-{prefix}-{uuid.uuid4().hex[:6]}"
 
 
-def _disk_files(name: str) -> list[Path]:
-    p = config.paths()
-    files = [p.disks / f"{name}.img", p.shared / f"{name}.qcow2"]
-    files += [p.host_dir(h["name"]) / "var-lib-libvirt" / "images" / f"{name}.qcow2"
-              for h in lab_hosts.load_state()["hosts"]]
-    return files
-
-
-def remove_guest(name: str) -> None:
-    """Destroy and undefine ``name`` wherever it is now, and delete its disks."""
-    for h in lab_hosts.load_state()["hosts"]:
-        run(["virsh", "-q", "-c", h["libvirt_uri"], "destroy", name], check=False)
-        run(["virsh", "-q", "-c", h["libvirt_uri"], "undefine", name], check=False)
-    for f in _disk_files(name):
-        f.unlink(missing_ok=True)
+_disk_files = lab_hosts.guest_disk_files
+remove_guest = lab_hosts.remove_guest
 
 
 @contextlib.contextmanager
