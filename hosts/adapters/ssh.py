@@ -19,6 +19,7 @@ import select
 import shlex
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import paramiko
@@ -271,6 +272,16 @@ class SSHSession:
             self._transport.close()
             self._transport = None
 
+    def _open_channel(self, timeout: float) -> paramiko.Channel:
+        if self._transport is None:
+            raise RuntimeError("SSHSession is not connected; use it as a context manager")
+        try:
+            return self._transport.open_session(timeout=min(timeout, self.target.connect_timeout))
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise HostUnreachable(
+                f"Lost the SSH connection to {self.target.address}: {exc}", address=self.target.address
+            ) from exc
+
     def run(
         self,
         argv: list[str],
@@ -278,13 +289,15 @@ class SSHSession:
         timeout: float = 30.0,
         check: bool = True,
         stdin: str | None = None,
+        on_stderr: Callable[[bytes], None] | None = None,
     ) -> CommandResult:
         """Run ``argv`` on the host and wait for it.
 
         The remote command line is ``shlex.join(argv)``: each element arrives
         as one literal argument, whatever it contains. Raises CommandFailed on a
         non-zero exit when ``check`` is true, CommandTimeout after ``timeout``
-        seconds.
+        seconds. ``on_stderr`` sees each piece of stderr as it arrives (progress
+        that tools such as ``dd status=progress`` print there).
         """
         if not isinstance(argv, list):
             raise TypeError(f"argv must be a list of strings, not {type(argv).__name__}")
@@ -296,12 +309,7 @@ class SSHSession:
         command = shlex.join(argv)
         started = time.monotonic()
         deadline = started + timeout
-        try:
-            channel = self._transport.open_session(timeout=min(timeout, self.target.connect_timeout))
-        except (paramiko.SSHException, EOFError, OSError) as exc:
-            raise HostUnreachable(
-                f"Lost the SSH connection to {self.target.address}: {exc}", address=self.target.address
-            ) from exc
+        channel = self._open_channel(timeout)
         try:
             channel.exec_command(command)
             try:
@@ -312,7 +320,7 @@ class SSHSession:
                 # The command may already have exited without reading its
                 # input; its output and exit status are still to be read.
                 log.debug("could not send stdin/EOF to `%s`", command, exc_info=True)
-            stdout, stderr = _collect_output(channel, deadline)
+            stdout, stderr = _collect_output(channel, deadline, on_stderr=on_stderr)
             if stdout is None:
                 raise CommandTimeout(argv, timeout)
             exit_status = channel.recv_exit_status()
@@ -337,7 +345,130 @@ class SSHSession:
         return result
 
 
-def _collect_output(channel: paramiko.Channel, deadline: float) -> tuple[bytes | None, bytes]:
+@dataclass(frozen=True)
+class RelayResult:
+    """What a relay moved and how both ends exited."""
+
+    bytes: int
+    source: CommandResult
+    destination: CommandResult
+
+    @property
+    def ok(self) -> bool:
+        return self.source.ok and self.destination.ok
+
+
+def _check_argv(argv: list[str]) -> None:
+    if not isinstance(argv, list) or not argv or not all(isinstance(arg, str) for arg in argv):
+        raise TypeError("argv must be a non-empty list of strings")
+
+
+def relay(
+    source: SSHSession,
+    source_argv: list[str],
+    destination: SSHSession,
+    destination_argv: list[str],
+    *,
+    timeout: float,
+    on_bytes: Callable[[int], None] | None = None,
+    chunk: int = 1 << 20,
+) -> RelayResult:
+    """Pipe ``source_argv``'s stdout (on one host) into ``destination_argv``'s stdin (on another).
+
+    The bytes pass through the portal, so the hosts need no SSH trust between
+    them. ``on_bytes`` is called with the running total. If the destination
+    command exits early, the source command is stopped and both results are
+    returned (check ``ok``). CommandTimeout after ``timeout`` seconds overall.
+    """
+    _check_argv(source_argv)
+    _check_argv(destination_argv)
+    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    src = source._open_channel(timeout)
+    try:
+        dst = destination._open_channel(timeout)
+    except BaseException:
+        src.close()
+        raise
+    total = 0
+    src_out_err = bytearray()
+    dst_out, dst_err = bytearray(), bytearray()
+
+    def drain_destination() -> None:
+        while dst.recv_ready():
+            dst_out.extend(dst.recv(65536))
+        while dst.recv_stderr_ready():
+            dst_err.extend(dst.recv_stderr(65536))
+
+    try:
+        dst.exec_command(shlex.join(destination_argv))
+        src.exec_command(shlex.join(source_argv))
+        src.shutdown_write()
+        src.settimeout(0.5)
+        destination_gone = False
+        while True:
+            try:
+                data = src.recv(chunk)
+            except socket.timeout:
+                data = None
+            if data == b"":
+                break  # the source's EOF
+            if data:
+                try:
+                    dst.sendall(data)
+                except (OSError, EOFError, paramiko.SSHException):
+                    destination_gone = True
+                    break
+                total += len(data)
+                if on_bytes is not None:
+                    on_bytes(total)
+            while src.recv_stderr_ready():
+                src_out_err.extend(src.recv_stderr(65536))
+            drain_destination()
+            if dst.exit_status_ready():
+                destination_gone = True
+                break
+            if time.monotonic() > deadline:
+                raise CommandTimeout(destination_argv, timeout)
+        if destination_gone:
+            src.close()  # sshd hangs up on the reader: it stops
+        else:
+            dst.shutdown_write()
+        dst_stdout, dst_stderr = _collect_output(dst, deadline)
+        if dst_stdout is None:
+            raise CommandTimeout(destination_argv, timeout)
+        dst_out.extend(dst_stdout)
+        dst_err.extend(dst_stderr)
+        if destination_gone:
+            src_status = -1
+        else:
+            _, rest = _collect_output(src, deadline)
+            src_out_err.extend(rest)
+            src_status = src.recv_exit_status() if src.exit_status_ready() else -1
+        dst_status = dst.recv_exit_status()
+    except (paramiko.SSHException, EOFError, OSError) as exc:
+        raise HostUnreachable(
+            f"The SSH connection failed while copying from {source.target.address} "
+            f"to {destination.target.address}: {exc}",
+            address=destination.target.address,
+        ) from exc
+    finally:
+        src.close()
+        dst.close()
+    elapsed = time.monotonic() - started
+    return RelayResult(
+        bytes=total,
+        source=CommandResult(list(source_argv), src_status, "", src_out_err.decode("utf-8", "replace"), elapsed),
+        destination=CommandResult(
+            list(destination_argv), dst_status, dst_out.decode("utf-8", "replace"),
+            dst_err.decode("utf-8", "replace"), elapsed,
+        ),
+    )
+
+
+def _collect_output(
+    channel: paramiko.Channel, deadline: float, *, on_stderr: Callable[[bytes], None] | None = None
+) -> tuple[bytes | None, bytes]:
     """Read stdout/stderr until the command exits and its output ends; (None, …) on timeout.
 
     sshd may send the exit status before it has forwarded all of the
@@ -354,7 +485,10 @@ def _collect_output(channel: paramiko.Channel, deadline: float) -> tuple[bytes |
             stdout += channel.recv(65536)
             got = True
         while channel.recv_stderr_ready():
-            stderr += channel.recv_stderr(65536)
+            piece = channel.recv_stderr(65536)
+            stderr += piece
+            if on_stderr is not None and piece:
+                on_stderr(piece)
             got = True
         now = time.monotonic()
         if channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
