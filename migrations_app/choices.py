@@ -60,3 +60,30 @@ class MigrationJobKindChoices(models.TextChoices):
     PREFLIGHT = "migration.preflight", "Migration preflight"
     RUN = "migration.run", "Migrate guest"
     RECONCILE = "migration.reconcile", "Reconcile migration"
+    COLD_RUN = "migration.cold", "Cold-migrate guest"
+
+
+class ColdMigrationStatusChoices(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    CHECKING = "checking", "Checking"
+    COPYING = "copying", "Copying disks"
+    DEFINING = "defining", "Moving the definition"
+    STARTING = "starting", "Starting"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed, guest left on its source"
+    NEEDS_ATTENTION = "needs-attention", "Needs attention"
+
+
+COLD_ACTIVE_STATES = (
+    ColdMigrationStatusChoices.QUEUED,
+    ColdMigrationStatusChoices.CHECKING,
+    ColdMigrationStatusChoices.COPYING,
+    ColdMigrationStatusChoices.DEFINING,
+    ColdMigrationStatusChoices.STARTING,
+)
+COLD_RUNNING_STATES = COLD_ACTIVE_STATES[1:]
+COLD_TERMINAL_STATES = (
+    ColdMigrationStatusChoices.SUCCEEDED,
+    ColdMigrationStatusChoices.FAILED,
+    ColdMigrationStatusChoices.NEEDS_ATTENTION,
+)

@@ -2,7 +2,7 @@
 
 from core.jobs import run_job
 
-from . import candidates, reconciler, runner
+from . import candidates, cold_runner, reconciler, runner
 
 
 def preflight_job(job_id: int, run_id: int) -> None:
@@ -15,3 +15,7 @@ def migration_job(job_id: int, migration_id: int) -> None:
 
 def reconcile_job(job_id: int, migration_id: int, reason: str = "") -> None:
     run_job(job_id, lambda ctx: reconciler.reconcile_migration(migration_id=migration_id, reason=reason, ctx=ctx))
+
+
+def cold_migration_job(job_id: int, cold_id: int) -> None:
+    run_job(job_id, lambda ctx: cold_runner.run_cold_migration(cold_id=cold_id, ctx=ctx))

@@ -10,8 +10,11 @@ from core.models import Job
 from hosts.models import Host, VirtualMachine
 
 from .choices import (
+    COLD_ACTIVE_STATES,
+    COLD_TERMINAL_STATES,
     MIGRATION_ACTIVE_STATES,
     MIGRATION_TERMINAL_STATES,
+    ColdMigrationStatusChoices,
     MigrationStatusChoices,
     PreflightRunStatusChoices,
     SlotDirectionChoices,
@@ -199,3 +202,87 @@ class MigrationSlot(models.Model):
 
     def __str__(self) -> str:
         return f"{self.direction} slot {self.index} of host {self.host_id}"
+
+
+class ColdMigration(models.Model):
+    """One cold move of a shut-off guest: its disks copied, its definition moved. The source of truth.
+
+    ``destination`` equal to ``source`` means "move this guest's disks onto shared storage".
+    The original XML is kept here until the end, so an interrupted move can always be undone.
+    """
+
+    vm = models.ForeignKey(VirtualMachine, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    vm_uuid = models.UUIDField(db_index=True)
+    vm_name = models.CharField(max_length=255)
+    source = models.ForeignKey(Host, on_delete=models.PROTECT, related_name="outgoing_cold_migrations")
+    destination = models.ForeignKey(Host, on_delete=models.PROTECT, related_name="incoming_cold_migrations")
+    # The shared storage the disks go onto; None = the destination's own storage, same directories.
+    share = models.ForeignKey("storage.Share", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    start = models.BooleanField(default=False)  # start the guest at its destination afterwards
+    keep_source = models.BooleanField(default=False)  # keep the original disk files after success
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    run_by_worker = models.BooleanField(default=True)
+    job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+
+    status = models.CharField(
+        max_length=16, choices=ColdMigrationStatusChoices.choices, default=ColdMigrationStatusChoices.QUEUED,
+        db_index=True,
+    )
+    phase = models.CharField(max_length=255, blank=True)
+    verdicts = models.JSONField(default=list, blank=True)
+    # [cold.FileMove.to_json() + {"size", "copied_bytes", "sha256", "verified", "perm"}]
+    files = models.JSONField(default=list, blank=True)
+    bytes_total = models.PositiveBigIntegerField(default=0)
+    bytes_done = models.PositiveBigIntegerField(default=0)
+    original_xml = models.TextField(blank=True)
+    new_xml = models.TextField(blank=True)
+    # How far it got, for rollback and for the reconciler: "copied", "defined", "undefined", "started".
+    reached = models.JSONField(default=list, blank=True)
+
+    created = models.DateTimeField(default=timezone.now, db_index=True)
+    started = models.DateTimeField(null=True, blank=True)
+    ended = models.DateTimeField(null=True, blank=True)
+    heartbeat = models.DateTimeField(null=True, blank=True)
+
+    copy_seconds = models.FloatField(null=True, blank=True)
+    total_seconds = models.FloatField(null=True, blank=True)
+    summary = models.JSONField(default=dict, blank=True)
+    outcome = models.TextField(blank=True)  # where the guest is defined now, in words
+    error = models.TextField(blank=True)
+    error_hint = models.TextField(blank=True)
+    rollback = models.JSONField(default=list, blank=True)  # what was undone, step by step
+
+    class Meta:
+        ordering = ["-created", "-pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["vm_uuid"],
+                condition=Q(status__in=[s.value for s in COLD_ACTIVE_STATES]),
+                name="migrations_one_active_cold_per_vm",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"cold migration #{self.pk} of {self.vm_name}"
+
+    @property
+    def same_host(self) -> bool:
+        return self.source_id == self.destination_id
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in COLD_ACTIVE_STATES
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in COLD_TERMINAL_STATES
+
+    @property
+    def percent(self) -> int:
+        if self.status == ColdMigrationStatusChoices.SUCCEEDED:
+            return 100
+        if not self.bytes_total:
+            return 0
+        return min(100, int(self.bytes_done * 100 / self.bytes_total))

@@ -136,9 +136,13 @@ def completed_stats(migration: Migration, *, on_destination: bool) -> dict:
     return {}
 
 
-def refresh_hosts(migration: Migration, ctx: JobContext | None) -> None:
-    """Refresh both hosts' inventory now, in this job (each refresh is its own Job row)."""
-    for host in (migration.source, migration.destination):
+def refresh_hosts(migration, ctx: JobContext | None) -> None:
+    """Refresh both hosts' inventory now, in this job (each refresh is its own Job row).
+
+    ``migration`` is anything with ``source`` and ``destination`` hosts (live or cold).
+    """
+    hosts = [migration.source] + ([] if migration.destination.pk == migration.source.pk else [migration.destination])
+    for host in hosts:
         job = host_services.host_refresh_request(host=host, actor=Actor.system(), enqueue=False)
         if job is None:
             continue

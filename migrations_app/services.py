@@ -25,18 +25,21 @@ from core.jobs import job_enqueue
 from core.models import Job
 from hosts.models import Host, VirtualMachine
 from hosts.services import ServiceRefused
+from storage.models import Share
 
 from . import policy, states
 from .choices import (
+    COLD_ACTIVE_STATES,
     MIGRATION_ACTIVE_STATES,
     MIGRATION_RUNNING_STATES,
+    ColdMigrationStatusChoices as ColdStatus,
     MigrationJobKindChoices,
     MigrationStatusChoices as S,
     PreflightRunStatusChoices,
     SlotDirectionChoices,
     VerdictStatusChoices,
 )
-from .models import Migration, MigrationPlan, MigrationSample, MigrationSlot, PreflightRun
+from .models import ColdMigration, Migration, MigrationPlan, MigrationSample, MigrationSlot, PreflightRun
 from .options import MigrationOptions, from_dict, to_dict, validate
 
 logger = logging.getLogger(__name__)
@@ -251,6 +254,10 @@ def migration_request(
     if active is not None:
         refuse(f"{vm.name} already has migration #{active.pk} ({active.get_status_display().lower()}).",
                "Wait for it to finish, or abort it.")
+    cold = ColdMigration.objects.filter(vm_uuid=vm.uuid, status__in=COLD_ACTIVE_STATES).first()
+    if cold is not None:
+        refuse(f"{vm.name} is being cold-migrated (#{cold.pk}, {cold.get_status_display().lower()}).",
+               "Wait for it to finish.")
     latest = Migration.objects.filter(vm_uuid=vm.uuid).order_by("-created", "-pk").first()
     if latest is not None and latest.status == S.NEEDS_ATTENTION:
         refuse(f"The last migration of {vm.name} (#{latest.pk}) needs attention: {latest.outcome}",
@@ -657,3 +664,200 @@ def migration_still_running(*, migration: Migration, phase: str) -> None:
     Migration.objects.filter(pk=migration.pk, status__in=MIGRATION_RUNNING_STATES).update(phase=phase)
     migration.refresh_from_db()
     _changed(migration)
+
+
+# ---------------------------------------------------------------------------
+# Cold migration: a shut-off guest's disks copied and its definition moved
+
+COLD_JOB_MARGIN_S = 900  # checking, defining, starting, verifying checksums, rolling back
+COLD_COPY_MIN_BYTES_PER_S = 20 * 1024 * 1024  # the slowest copy rate the job timeout allows for
+
+
+def cold_job_timeout_s(disk_bytes: int) -> int:
+    """The job's timeout: the copy at a slow rate, plus checksums on both sides, plus the rest."""
+    return COLD_JOB_MARGIN_S + int(3 * disk_bytes / COLD_COPY_MIN_BYTES_PER_S)
+
+
+def _cold_changed(cold: ColdMigration) -> None:
+    broadcast.inventory_changed(host_id=cold.source_id)
+    if not cold.same_host:
+        broadcast.inventory_changed(host_id=cold.destination_id)
+
+
+def cold_migration_request(
+    *,
+    vm: VirtualMachine,
+    destination: Host,
+    share: Share | None = None,
+    start: bool = False,
+    keep_source: bool = False,
+    actor: Actor,
+    run_by_worker: bool = True,
+    disk_bytes_hint: int = 0,
+) -> ColdMigration:
+    """Ask to cold-migrate a shut-off ``vm`` to ``destination`` (its own host: onto ``share``).
+
+    Refused (and audited) when the guest is not shut off in the inventory, a host cannot be
+    contacted or the destination is in maintenance, the share is not seen by the destination,
+    nothing would move, or the guest already has a migration under way (live or cold; the
+    database enforces one cold migration at a time). The job re-checks everything on the hosts.
+    """
+    from .jobs import cold_migration_job
+
+    vm = VirtualMachine.objects.select_related("host").get(pk=vm.pk)
+    source = vm.host
+    same_host = destination.pk == source.pk
+    parameters = {
+        "vm_uuid": str(vm.uuid), "source": source.name, "destination": destination.name,
+        "share": str(share) if share else None, "start": start, "keep_source": keep_source,
+    }
+
+    def refuse(message: str, hint: str = "") -> NoReturn:
+        _refuse(actor=actor, action="migration.cold.request", target=vm, parameters=parameters,
+                message=message, hint=hint)
+
+    if vm.state != "shut off":
+        refuse(f"{vm.name} is {vm.state or 'in an unknown state'}; a cold migration moves a shut-off guest.",
+               "Shut it down from its page first, or use live migration.")
+    for role, host in (("source", source), ("destination", destination)):
+        if not host.is_connectable:
+            refuse(f"The {role} host {host.name} cannot be contacted: {host.get_status_display()}.",
+                   "Fix the host's connection first (see its page).")
+    if destination.in_maintenance and not same_host:
+        refuse(f"{destination.name} is in maintenance.", "Take it out of maintenance, or choose another destination.")
+    if same_host and share is None:
+        refuse(f"{vm.name} is already on {source.name} and no shared storage was chosen: nothing would move.",
+               "Choose a share to move its disks onto, or another destination host.")
+    if share is not None:
+        if share.path_seen_by(destination) is None:
+            refuse(f"{destination.name} does not mount the share {share}.",
+                   "Add it as a client of the share (the NFS wizard), or choose another destination.")
+    live = Migration.objects.filter(vm_uuid=vm.uuid, status__in=MIGRATION_ACTIVE_STATES).first()
+    if live is not None:
+        refuse(f"{vm.name} already has migration #{live.pk} ({live.get_status_display().lower()}).",
+               "Wait for it to finish, or abort it.")
+    busy = ColdMigration.objects.filter(vm_uuid=vm.uuid, status__in=COLD_ACTIVE_STATES).first()
+    if busy is not None:
+        refuse(f"{vm.name} already has cold migration #{busy.pk} ({busy.get_status_display().lower()}).",
+               "Follow that one; it ends on its own.")
+    try:
+        with transaction.atomic():
+            cold = ColdMigration.objects.create(
+                vm=vm, vm_uuid=vm.uuid, vm_name=vm.name, source=source, destination=destination, share=share,
+                start=start, keep_source=keep_source, requested_by=actor.user, run_by_worker=run_by_worker,
+                phase="Waiting for a worker" if run_by_worker else "Waiting to start",
+            )
+            cold.job = job_enqueue(
+                kind=MigrationJobKindChoices.COLD_RUN, func=cold_migration_job, args=(cold.pk,), target=cold,
+                timeout_s=cold_job_timeout_s(disk_bytes_hint or _inventory_disk_bytes(vm)), actor=actor,
+                enqueue=run_by_worker,
+            )
+            cold.save(update_fields=["job"])
+            where = f"onto {share}" if same_host else f"from {source.name} to {destination.name}"
+            audit_record(
+                actor=actor, action="migration.cold.request", result=AuditResultChoices.OK, target=cold,
+                parameters=parameters, message=f"Cold-migrate {vm.name} {where} requested.",
+            )
+            _cold_changed(cold)
+    except IntegrityError:
+        refuse(f"Another cold migration of {vm.name} was requested at the same moment.", "Follow that one.")
+    return cold
+
+
+def _inventory_disk_bytes(vm: VirtualMachine) -> int:
+    # The inventory does not record sizes; assume a large disk so the timeout is generous.
+    return 64 * 2**30
+
+
+@transaction.atomic
+def cold_begin(*, cold: ColdMigration, job: Job | None) -> bool:
+    """Queued → checking, by whoever runs it; False if it is not queued any more."""
+    now = timezone.now()
+    changed = ColdMigration.objects.filter(pk=cold.pk, status=ColdStatus.QUEUED).update(
+        status=ColdStatus.CHECKING, phase="Checking both hosts", started=now, heartbeat=now,
+        job=job if job is not None else cold.job,
+    )
+    if changed:
+        cold.refresh_from_db()
+        _cold_changed(cold)
+    return bool(changed)
+
+
+@transaction.atomic
+def cold_step(*, cold: ColdMigration, status: ColdStatus | None = None, phase: str | None = None,
+              reached: str | None = None, **fields) -> None:
+    """Record progress of a running cold migration: status, phase, a milestone, or other fields."""
+    if status is not None:
+        cold.status = status
+    if phase is not None:
+        cold.phase = phase
+    if reached is not None and reached not in cold.reached:
+        cold.reached = [*cold.reached, reached]
+    for name, value in fields.items():
+        setattr(cold, name, value)
+    cold.heartbeat = timezone.now()
+    cold.save(update_fields=["status", "phase", "reached", "heartbeat", *fields])
+    _cold_changed(cold)
+
+
+def cold_progress(*, cold: ColdMigration, bytes_done: int) -> None:
+    """The copy's byte count (called often; one UPDATE, no event: the job's progress carries it)."""
+    ColdMigration.objects.filter(pk=cold.pk).update(bytes_done=bytes_done, heartbeat=timezone.now())
+    cold.bytes_done = bytes_done
+
+
+@transaction.atomic
+def cold_permissions_set(*, cold: ColdMigration, host: Host, path: str, before: str, after: str) -> None:
+    """Audit the owner/mode the move gave a copied image so the destination's QEMU can open it."""
+    audit_record(
+        actor=Actor.system(), action="image.permissions", result=AuditResultChoices.OK, target=cold,
+        parameters={"host": host.name, "path": path, "before": before, "after": after},
+        message=f"{path} on {host.name}: {before or 'new file'} → {after} (for QEMU's user).",
+        job=cold.job,
+    )
+
+
+@transaction.atomic
+def cold_finish(
+    *,
+    cold: ColdMigration,
+    status: ColdStatus,
+    outcome: str,
+    error: str = "",
+    error_hint: str = "",
+    summary: dict | None = None,
+    rollback: list | None = None,
+    actor: Actor | None = None,
+    action: str = "migration.cold.outcome",
+) -> bool:
+    """End a cold migration with what the hosts showed; on success the inventory row follows the guest.
+
+    False (nothing written) when it already ended, e.g. the reconciler settled it first.
+    """
+    now = timezone.now()
+    fields = {
+        "status": status, "ended": now, "outcome": outcome, "error": error, "error_hint": error_hint,
+        "summary": summary or {}, "rollback": rollback or [], "heartbeat": now,
+        "phase": {ColdStatus.SUCCEEDED: "Done", ColdStatus.FAILED: "Failed",
+                  ColdStatus.NEEDS_ATTENTION: "Needs attention"}[status],
+        "total_seconds": (now - cold.started).total_seconds() if cold.started else None,
+    }
+    if not ColdMigration.objects.filter(pk=cold.pk, status__in=COLD_ACTIVE_STATES).update(**fields):
+        return False
+    for name, value in fields.items():
+        setattr(cold, name, value)
+    if status == ColdStatus.SUCCEEDED and not cold.same_host:
+        from hosts import services as host_services
+
+        host_services.vm_relocate(vm_uuid=cold.vm_uuid, source=cold.source, destination=cold.destination)
+    audit_record(
+        actor=actor or Actor.system(), action=action,
+        result=AuditResultChoices.OK if status == ColdStatus.SUCCEEDED else AuditResultChoices.FAILED,
+        target=cold,
+        parameters={"status": str(status), "error": error, "rollback": rollback or [],
+                    "copy_seconds": cold.copy_seconds, "bytes": cold.bytes_total},
+        message=f"{cold.vm_name}: {status.label.lower()}. {outcome}".strip(),
+        job=cold.job,
+    )
+    _cold_changed(cold)
+    return True

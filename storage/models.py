@@ -40,6 +40,14 @@ class Share(models.Model):
     def __str__(self) -> str:
         return f"{self.server.name}:{self.export_path}"
 
+    def path_seen_by(self, host: Host) -> str | None:
+        """Where ``host`` sees the share's files: the export on the server, the mount on a client."""
+        if host.pk == self.server_id:
+            return self.export_path
+        if self.clients.filter(pk=host.pk).exists():
+            return self.mount_path
+        return None
+
 
 class ShareSetup(models.Model):
     """One attempt: read the hosts, plan (shown as the dry run), then apply that same plan."""

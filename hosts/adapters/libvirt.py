@@ -775,6 +775,54 @@ def resume_domain(conn: libvirt.virConnect, uuid: str) -> None:
     _act(conn, uuid, "resuming", lambda dom: dom.resume())
 
 
+def inactive_xml(conn: libvirt.virConnect, uuid: str) -> str:
+    """The guest's persistent definition, secrets included (what ``virsh dumpxml --inactive --security-info`` shows)."""
+    dom = _lookup(conn, uuid)
+    try:
+        return dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE)
+    except libvirt.libvirtError as exc:
+        raise translate_error(exc, action=f"reading the definition of guest {uuid}") from exc
+
+
+@dataclass(frozen=True)
+class SavedState:
+    """State a guest keeps on its host besides its definition: a managed-save image, snapshots."""
+
+    managed_save: bool
+    snapshots: int
+
+
+def saved_state(conn: libvirt.virConnect, uuid: str) -> SavedState:
+    dom = _lookup(conn, uuid)
+    try:
+        return SavedState(managed_save=bool(dom.hasManagedSaveImage(0)), snapshots=int(dom.snapshotNum(0)))
+    except libvirt.libvirtError as exc:
+        raise translate_error(exc, action=f"reading the saved state of guest {uuid}") from exc
+
+
+def define_domain(conn: libvirt.virConnect, xml: str) -> DomainInfo:
+    """Define (or redefine, same UUID) a persistent guest from its XML; returns it as libvirt now has it."""
+    try:
+        dom = conn.defineXML(xml)
+        return domain_info(dom)
+    except libvirt.libvirtError as exc:
+        raise translate_error(exc, action="defining a guest") from exc
+
+
+def undefine_domain(conn: libvirt.virConnect, uuid: str, *, keep_nvram: bool = True) -> None:
+    """Remove a shut-off guest's definition; its disks stay. ``keep_nvram`` keeps its UEFI variables file."""
+    flags = libvirt.VIR_DOMAIN_UNDEFINE_KEEP_NVRAM if keep_nvram else libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
+    _act(conn, uuid, "undefining", lambda dom: dom.undefineFlags(flags))
+
+
+def network_names(conn: libvirt.virConnect) -> set[str]:
+    """Names of the libvirt networks defined on the host (active or not)."""
+    try:
+        return set(conn.listNetworks()) | set(conn.listDefinedNetworks())
+    except libvirt.libvirtError as exc:
+        raise translate_error(exc, action="listing networks") from exc
+
+
 # --------------------------------------------------------------------------
 # Events
 
