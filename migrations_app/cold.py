@@ -171,7 +171,7 @@ class ColdFacts:
     """What the runner found on both hosts, before anything changes."""
 
     guest_name: str
-    guest_state: str  # state_name(): "shut off", "running", …
+    guest_state: str  # state_name(): "shutoff", "running", …
     persistent: bool
     has_managed_save: bool
     snapshot_count: int
@@ -203,8 +203,9 @@ def check_state(f: ColdFacts) -> Verdict:
     if not f.persistent:
         return _v("state", Status.FAIL, f"{f.guest_name} is a transient guest: it has no definition to move.",
                   "Define it persistently (virsh define) first, or live-migrate it.")
-    if f.guest_state != "shut off":
-        return _v("state", Status.FAIL, f"{f.guest_name} is {f.guest_state}; a cold migration moves a shut-off guest.",
+    if f.guest_state != "shutoff":
+        return _v("state", Status.FAIL, f"{f.guest_name} is {f.guest_state}, not shut off; a cold migration moves "
+                  "a shut-off guest.",
                   "Shut it down from its page first, or use live migration for a running guest.")
     if f.has_managed_save:
         return _v("state", Status.FAIL, f"{f.guest_name} has a saved memory image (managedsave) that would be lost.",

@@ -22,7 +22,7 @@ from core.choices import JobLogLevelChoices
 from core.jobs import JobContext
 from hosts.adapters import images
 from hosts.adapters import libvirt as lv
-from hosts.adapters.errors import AdapterError, DomainNotFound
+from hosts.adapters.errors import AdapterError, DomainNotFound, HostUnreachable
 from hosts.adapters.ssh import SSHSession
 from hosts.inventory import ssh_target_for
 from hosts.models import Host
@@ -69,6 +69,7 @@ class _Undo:
 
     created: list[tuple[_Side, str, list[str]]] = field(default_factory=list)  # (writer, path, runas)
     defined_at_destination: bool = False
+    maybe_defined_at_destination: bool = False  # the define call lost its connection: unknown
     redefined_in_place: bool = False
     undefined_at_source: bool = False
     started: bool = False
@@ -358,8 +359,13 @@ class _Run:
             defined = lv.define_domain(self.src.conn, new_xml)
             self.log(f"Redefined {c.vm_name} on {c.source.name} with its disks on the share")
         else:
+            try:
+                defined = lv.define_domain(self.dst.conn, new_xml)
+            except HostUnreachable:
+                # The request may or may not have reached libvirtd before the connection went.
+                self.undo.maybe_defined_at_destination = True
+                raise
             self.undo.defined_at_destination = True
-            defined = lv.define_domain(self.dst.conn, new_xml)
             self.log(f"Defined {c.vm_name} on {c.destination.name}")
         sources = {d.target: d.source for d in defined.disks}
         wrong = [t for t, p in new_paths.items() if t != "nvram" and sources.get(t) != p]
@@ -436,8 +442,14 @@ class _Run:
 
     def fail(self, uuid: str, exc: BaseException) -> dict:
         c = self.cold
-        if isinstance(exc, (ColdFailed, AdapterError)):
-            message, hint = exc.message, getattr(exc, "hint", "") or ""
+        if isinstance(exc, ColdFailed):
+            message, hint = exc.message, exc.hint
+        elif isinstance(exc, AdapterError):
+            # Say which step met it: "Defining web1 on host2: Lost the libvirt connection (…)".
+            message, hint = f"{c.phase}: {exc.message}", exc.hint or ""
+            if isinstance(exc, HostUnreachable) and not hint:
+                hint = ("Check that libvirtd and sshd run on both hosts (systemctl status libvirtd), then "
+                        "start the move again.")
         else:
             logger.exception("cold migration #%s failed unexpectedly", c.pk)
             message, hint = f"{type(exc).__name__}: {exc}", ""
@@ -460,11 +472,21 @@ class _Run:
         c, u = self.cold, self.undo
         steps: list[dict] = []
 
-        def attempt(what: str, action: Callable[[], object]) -> None:
+        def attempt(what: str, action: Callable[[], object], *, unsure: bool = False) -> None:
+            """``unsure``: it may not have been done at all; an unreachable host then leaves it unknown."""
             try:
                 action()
                 steps.append({"step": what, "ok": True})
                 self.log(f"Undo: {what}")
+            except HostUnreachable as exc:
+                if not unsure:
+                    steps.append({"step": what, "ok": False, "error": exc.message})
+                    self.log(f"Undo failed: {what}: {exc.message}", JobLogLevelChoices.ERROR)
+                    return
+                steps.append({"step": what, "ok": None, "error": f"not reachable, probably never defined there: "
+                                                                  f"{exc.message}"})
+                self.log(f"Undo skipped: {what}: the host does not answer ({exc.message})",
+                         JobLogLevelChoices.WARNING)
             except Exception as exc:  # record each failed undo step and go on with the others
                 text = getattr(exc, "message", "") or str(exc)
                 steps.append({"step": what, "ok": False, "error": text})
@@ -486,13 +508,14 @@ class _Run:
         if u.undefined_at_source:
             attempt(f"define {c.vm_name} again on {c.source.name} with its original XML",
                     with_conn(c.source, lambda conn: lv.define_domain(conn, c.original_xml)))
-        if u.defined_at_destination:
+        if u.defined_at_destination or u.maybe_defined_at_destination:
             attempt(f"undefine {c.vm_name} on {c.destination.name}",
-                    with_conn(c.destination, lambda conn: _undefine_if_there(conn, uuid)))
+                    with_conn(c.destination, lambda conn: _undefine_if_there(conn, uuid)),
+                    unsure=u.maybe_defined_at_destination and not u.defined_at_destination)
         for writer, path, runas in reversed(u.created):
             attempt(f"remove the copy {path} on {writer.host.name}",
                     lambda h=writer.host, p=path, r=runas: _remove_copy(h, p, r))
-        return steps, all(s["ok"] for s in steps)
+        return steps, all(s["ok"] is not False for s in steps)
 
     def where_now(self, uuid: str) -> tuple[str, bool]:
         """Where the guest is defined now, in words, and whether it is intact on its source."""
@@ -522,7 +545,8 @@ class _Run:
             except DomainNotFound:
                 elsewhere = f" Not defined on {c.destination.name}."
             except AdapterError:
-                elsewhere = f" ({c.destination.name} did not answer.)"
+                elsewhere = (f" {c.destination.name} did not answer: if it lists {c.vm_name} once it is back, "
+                             f"undefine it there (`virsh undefine {c.vm_name}`); its copy was removed.")
         return (f"{c.vm_name} is defined on {c.source.name} with its original disks, unchanged.{elsewhere}",
                 not elsewhere.startswith(" It is also"))
 
@@ -545,7 +569,7 @@ def _exists(host: Host, path: str) -> bool:
 
 def _destroy_if_running(conn, uuid: str) -> None:
     try:
-        if lv.get_domain(conn, uuid).state != "shut off":
+        if lv.get_domain(conn, uuid).state != "shutoff":
             lv.destroy_domain(conn, uuid)
     except DomainNotFound:
         return

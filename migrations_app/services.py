@@ -23,6 +23,7 @@ from core.audit import audit_record, audit_record_now
 from core.choices import JOB_ACTIVE_STATES, AuditResultChoices
 from core.jobs import job_enqueue
 from core.models import Job
+from hosts.choices import VMStateChoices
 from hosts.models import Host, VirtualMachine
 from hosts.services import ServiceRefused
 from storage.models import Share
@@ -716,8 +717,8 @@ def cold_migration_request(
         _refuse(actor=actor, action="migration.cold.request", target=vm, parameters=parameters,
                 message=message, hint=hint)
 
-    if vm.state != "shut off":
-        refuse(f"{vm.name} is {vm.state or 'in an unknown state'}; a cold migration moves a shut-off guest.",
+    if vm.state != VMStateChoices.SHUTOFF:
+        refuse(f"{vm.name} is {vm.get_state_display().lower()}; a cold migration moves a shut-off guest.",
                "Shut it down from its page first, or use live migration.")
     for role, host in (("source", source), ("destination", destination)):
         if not host.is_connectable:

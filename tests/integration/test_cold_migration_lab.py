@@ -1,0 +1,207 @@
+"""Cold migration through the portal against the real lab hosts.
+
+A Linux guest whose heartbeat counter lives on its own local qcow2 disk is shut off, moved
+onto an NFS share the wizard set up (Ganesha on labh3, mounted on labh1 and labh2) and onto
+labh2, where it boots and counts on from what its disk says; then it live-migrates back over
+the share. A second test stops the destination's libvirtd in the middle of the copy: the
+guest must stay defined on its source with its original disk, and no copy may be left.
+
+Guests get unique "vmp-cold-" names and are removed afterwards wherever they are.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import time
+import uuid
+
+import pytest
+
+from core.actors import Actor
+from core.choices import JobStatusChoices
+from core.models import AuditEvent
+from hosts import services as host_services
+from hosts.adapters import libvirt as lv
+from hosts.adapters import migration as mg
+from hosts.jobs import refresh_host_job
+from hosts.models import Host, VirtualMachine
+from lab import hosts as lab_hosts
+from lab import knobs
+from lab.heartbeat import report
+from lab_shares import lab_share, onboarded, sh  # noqa: F401 - fixtures used by name
+from migrations_app import services
+from migrations_app.choices import ColdMigrationStatusChoices as C
+from migrations_app.choices import MigrationStatusChoices as S
+from migrations_app.cold_runner import run_cold_migration
+from migrations_app.models import ColdMigration
+from migrations_app.options import MigrationOptions
+from storage import services as storage_services
+from storage.choices import ShareStatusChoices
+
+pytestmark = [pytest.mark.lab, pytest.mark.django_db(transaction=True), pytest.mark.timeout(600)]
+
+SYSTEM = Actor.system()
+
+
+def unique() -> str:
+    return f"vmp-cold-{uuid.uuid4().hex[:6]}"
+
+
+def run_knob(name: str, host: str, *, undo: bool = False, **kw) -> dict:
+    return knobs.run_knob(argparse.Namespace(knob=name, host=host, as_host=None, name=kw.get("guest"),
+                                             rate="4mbit", disk=kw.get("disk", "local"), undo=undo))
+
+
+@contextlib.contextmanager
+def linux_guest_shut_off(host: dict):
+    """A Linux guest on ``host`` with a local qcow2 disk, run until its counter is on disk, then off."""
+    name = unique()
+    try:
+        made = run_knob("linux-guest", host["name"], guest=name, disk="local")
+        deadline = time.time() + 60
+        while time.time() < deadline and (report(name).last_counter or 0) < 12:
+            time.sleep(0.5)
+        last = report(name).last_counter
+        assert last and last >= 12, report(name)
+        with lv.open_connection(host["libvirt_uri"]) as conn:
+            lv.destroy_domain(conn, made["uuid"])
+        yield name, made["uuid"], last
+    finally:
+        lab_hosts.remove_guest(name, delete_disks=True)
+
+
+def where(lab_list: list[dict], domain_uuid: str) -> dict[str, str]:
+    found = {}
+    for h in lab_list:
+        with lv.open_connection(h["libvirt_uri"]) as conn:
+            presence = mg.domain_presence(conn, domain_uuid)
+        if presence.exists:
+            found[h["name"]] = presence.state
+    return found
+
+
+def disk_of(host: dict, domain_uuid: str) -> str:
+    with lv.open_connection(host["libvirt_uri"]) as conn:
+        return next(d.source for d in lv.get_domain(conn, domain_uuid).disks if d.device == "disk")
+
+
+def refresh(host: Host) -> None:
+    job = host_services.host_refresh_request(host=host, actor=SYSTEM, enqueue=False)
+    refresh_host_job(job.pk, host.pk)
+    job.refresh_from_db()
+    assert job.status == JobStatusChoices.SUCCEEDED, job.error
+
+
+def vm_row(host: Host, domain_uuid: str) -> VirtualMachine:
+    refresh(host)
+    return VirtualMachine.objects.get(host=host, uuid=domain_uuid)
+
+
+def sha256_on(host: dict, path: str) -> str:
+    return sh(host, ["sha256sum", path], check=True).stdout.split()[0]
+
+
+def boots_counting_on(name: str, since: float, last: int) -> int:
+    """Wait for the guest's first beats after ``since``; the counter must go on from its disk."""
+    deadline = time.time() + 60
+    while time.time() < deadline and report(name, since=since).beats < 3:
+        time.sleep(0.3)
+    rep = report(name, since=since)
+    assert rep.beats >= 3, rep
+    # Written to disk every 10 beats: after a power-off it resumes within 10 of where it was.
+    assert last - 10 <= rep.first_counter <= last + 1, (rep.first_counter, last)
+    return rep.first_counter
+
+
+def test_cold_migration_onto_the_share_and_another_host_then_live_back(lab, lab_share, settings, record_property):
+    settings.VMPORTAL_GUEST_HEARTBEAT_PROBE = "lab.heartbeat:probe"
+    server, clients = lab_share["server"], lab_share["clients"]
+    src_lab, dst_lab = clients[0], clients[1]
+    share, setup, _job = storage_services.share_create(
+        server=server["name"], clients=[c["name"] for c in clients], export_path=lab_share["export"],
+        mount_path=lab_share["mount"], nfs_version="4.1", actor=SYSTEM,
+    )
+    storage_services.share_apply_request(setup=setup, actor=SYSTEM)
+    share.refresh_from_db()
+    assert share.status == ShareStatusChoices.READY, (share.status, share.setups.first().error)
+    rows = lab_share["hosts"]
+    src, dst = rows[src_lab["name"]], rows[dst_lab["name"]]
+
+    with linux_guest_shut_off(src_lab) as (name, domain_uuid, last):
+        original_disk = disk_of(src_lab, domain_uuid)
+        original_sum = sha256_on(src_lab, original_disk)
+        vm = vm_row(src, domain_uuid)
+        assert vm.state == "shutoff"
+        t0 = time.time()
+        cold = services.cold_migration_request(vm=vm, destination=dst, share=share, start=True, actor=SYSTEM)
+        cold.refresh_from_db()
+        print(f"\ncold: #{cold.pk} {cold.status} {cold.bytes_total} B copied in {cold.copy_seconds} s, "
+              f"total {cold.total_seconds} s; {cold.outcome}")
+        record_property("cold_total_s", cold.total_seconds)
+        assert cold.status == C.SUCCEEDED, (cold.error, cold.error_hint, cold.outcome, cold.job.log)
+        assert where(lab["hosts"], domain_uuid) == {dst_lab["name"]: "running"}
+        moved_disk = disk_of(dst_lab, domain_uuid)
+        assert moved_disk.startswith(lab_share["mount"] + "/"), moved_disk
+        # The copy was verified against the original before anything else changed.
+        assert cold.files[0]["verified"] is True and cold.files[0]["sha256"] == original_sum
+        assert sh(src_lab, ["test", "-e", original_disk]).returncode != 0  # original removed after success
+        # The guest boots from the copy: its counter goes on from the disk.
+        first = boots_counting_on(name, t0, last)
+        assert VirtualMachine.objects.get(uuid=domain_uuid).host_id == dst.pk
+        actions = list(AuditEvent.objects.filter(target_type="coldmigration", target_id=str(cold.pk))
+                       .order_by("pk").values_list("action", flat=True))
+        assert actions == ["migration.cold.request", "migration.cold.outcome"], actions
+
+        # Now on shared storage: it can live-migrate back to where it came from.
+        back = services.migration_request(vm=VirtualMachine.objects.get(uuid=domain_uuid), destination=src,
+                                          options=MigrationOptions(), actor=SYSTEM)
+        back.refresh_from_db()
+        print(f"live back: #{back.pk} {back.status} downtime {back.downtime_ms} ms, gap {back.heartbeat_gap_s} s")
+        assert back.status == S.SUCCEEDED, (back.error, back.outcome)
+        assert where(lab["hosts"], domain_uuid) == {src_lab["name"]: "running"}
+        assert back.heartbeat_continuous is True
+        after = report(name, since=time.time() - 2)
+        assert after.beats >= 1 and after.last_counter > first
+
+
+def test_destination_libvirtd_stopped_mid_copy_leaves_the_guest_on_its_source(lab, onboarded):
+    src_lab, dst_lab = lab["hosts"][0], lab["hosts"][2]
+    src, dst = onboarded[src_lab["name"]], onboarded[dst_lab["name"]]
+    with linux_guest_shut_off(src_lab) as (name, domain_uuid, _last):
+        original_disk = disk_of(src_lab, domain_uuid)
+        original_sum = sha256_on(src_lab, original_disk)
+        vm = vm_row(src, domain_uuid)
+        cold = services.cold_migration_request(vm=vm, destination=dst, start=True, actor=SYSTEM,
+                                               run_by_worker=False)
+        stopped = []
+
+        def on_step(record, step):
+            if step == "copy-file" and not stopped:
+                run_knob("libvirtd-stop", dst_lab["name"])
+                stopped.append(step)
+
+        try:
+            from core.jobs import run_job
+
+            run_job(cold.job_id, lambda ctx: run_cold_migration(cold_id=cold.pk, ctx=ctx, on_step=on_step))
+        finally:
+            run_knob("libvirtd-stop", dst_lab["name"], undo=True)
+        cold = ColdMigration.objects.get(pk=cold.pk)
+        print(f"\nfailed as expected: {cold.status}: {cold.error} | {cold.outcome} | {cold.rollback}")
+        assert stopped
+        assert cold.status == C.FAILED, (cold.status, cold.error, cold.outcome, cold.rollback)
+        assert dst_lab["name"] in cold.error or "libvirt" in cold.error.lower(), cold.error
+        # Exactly where it was: defined (shut off) on the source only, with its original disk, unchanged.
+        assert where(lab["hosts"], domain_uuid) == {src_lab["name"]: "shutoff"}
+        assert disk_of(src_lab, domain_uuid) == original_disk
+        assert sha256_on(src_lab, original_disk) == original_sum
+        # The copy made on the destination was removed by the undo.
+        copy = cold.files[0]["write_path"]
+        assert sh(dst_lab, ["test", "-e", copy]).returncode != 0, copy
+        assert any(step["ok"] and "remove the copy" in step["step"] for step in cold.rollback), cold.rollback
+        assert "original disks, unchanged" in cold.outcome
+        # It can still start where it is.
+        with lv.open_connection(src_lab["libvirt_uri"]) as conn:
+            lv.start_domain(conn, domain_uuid)
+        assert where(lab["hosts"], domain_uuid) == {src_lab["name"]: "running"}
