@@ -61,6 +61,7 @@ class MigrationJobKindChoices(models.TextChoices):
     RUN = "migration.run", "Migrate guest"
     RECONCILE = "migration.reconcile", "Reconcile migration"
     COLD_RUN = "migration.cold", "Cold-migrate guest"
+    REPAIR_PERMISSIONS = "image.permissions", "Repair image permissions"
 
 
 class ColdMigrationStatusChoices(models.TextChoices):

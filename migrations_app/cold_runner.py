@@ -218,7 +218,8 @@ class _Run:
             self.log(f"Check {v.check}: {v.status} — {v.reason}", level)
         total = sum(self.sizes.get(m.source_path, 0) for m in self.moves if m.copied)
         files = [{**m.to_json(), "size": self.sizes.get(m.source_path)} for m in self.moves]
-        self.step("checked", verdicts=[v.__dict__ for v in found], files=files, bytes_total=total,
+        self.step("checked", verdicts=[{"check": v.check, "status": v.status, "reason": v.reason, "fix": v.fix}
+                                     for v in found], files=files, bytes_total=total,
                   original_xml=original)
         failing = cold.blocking(found)
         if failing:

@@ -2,7 +2,7 @@
 
 from core.jobs import run_job
 
-from . import candidates, cold_runner, reconciler, runner
+from . import candidates, cold_runner, permissions, reconciler, runner
 
 
 def preflight_job(job_id: int, run_id: int) -> None:
@@ -19,3 +19,7 @@ def reconcile_job(job_id: int, migration_id: int, reason: str = "") -> None:
 
 def cold_migration_job(job_id: int, cold_id: int) -> None:
     run_job(job_id, lambda ctx: cold_runner.run_cold_migration(cold_id=cold_id, ctx=ctx))
+
+
+def image_permissions_job(job_id: int, run_id: int) -> None:
+    run_job(job_id, lambda ctx: permissions.repair_image_permissions(run_id=run_id, ctx=ctx))

@@ -55,6 +55,8 @@ class Verdict:
     status: str  # "pass" | "warn" | "fail"
     reason: str
     fix: str = ""
+    # Files whose owner/mode the portal can fix for QEMU's user on the destination: ((path, mode), …).
+    repairs: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         # Stored as the plain string (JSON, templates); an unknown status is a bug, so it raises.
@@ -66,6 +68,7 @@ class _Finding:
     status: Status
     reason: str
     fix: str = ""
+    repair: tuple[str, str] | None = None  # (path, mode) the portal can fix
 
 
 def _verdict(check: str, findings: Iterable[_Finding], ok: str) -> Verdict:
@@ -77,7 +80,8 @@ def _verdict(check: str, findings: Iterable[_Finding], ok: str) -> Verdict:
     problems.sort(key=lambda f: -_SEVERITY[f.status])
     reason = " ".join(f.reason for f in problems)
     fix = " ".join(dict.fromkeys(f.fix for f in problems if f.fix))  # de-duplicated, in order
-    return Verdict(check, worst, reason, fix)
+    repairs = tuple(dict.fromkeys(f.repair for f in problems if f.repair))
+    return Verdict(check, worst, reason, fix, repairs)
 
 
 def _unverified(check: str, host: HostSide) -> Verdict:
@@ -353,8 +357,13 @@ def check_hypervisor(pair: PairFacts, guest: GuestSide, options: MigrationOption
     return _verdict("hypervisor", findings, f"Both hosts run {dst.hypervisor} at compatible versions.")
 
 
+def repair_mode(readonly: bool) -> str:
+    """The mode an image gets for QEMU's user: never world-readable, let alone 777."""
+    return "0640" if readonly else "0660"
+
+
 def _perm_fix(host: HostSide, disk: DiskFact) -> str:
-    mode = "0640" if disk.readonly else "0660"
+    mode = repair_mode(disk.readonly)
     return (
         f"On {host.name}: chown qemu:qemu {disk.source} && chmod {mode} {disk.source} "
         "(libvirt-qemu:kvm on Debian/Ubuntu; never 777), make every parent directory searchable "
@@ -424,7 +433,8 @@ def check_storage(pair: PairFacts, guest: GuestSide, options: MigrationOptions) 
             findings.append(_Finding(
                 Status.FAIL,
                 f"QEMU on {dst.name} cannot open {what}{detail}.",
-                _perm_fix(dst, disk),
+                _perm_fix(dst, disk) + " Or let the portal do it: Repair permissions.",
+                repair=(disk.source, repair_mode(disk.readonly)) if disk.source.startswith("/") else None,
             ))
         elif disk.destination_can_open is None:
             findings.append(_Finding(

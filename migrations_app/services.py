@@ -78,10 +78,13 @@ def _refuse(*, actor: Actor, action: str, target, parameters: dict, message: str
 
 
 def _verdict_dicts(verdicts: Iterable[Any]) -> list[dict]:
-    return [
-        {"check": v.check, "status": v.status, "reason": v.reason, "fix": v.fix}
-        for v in verdicts
-    ]
+    rows = []
+    for v in verdicts:
+        row = {"check": v.check, "status": v.status, "reason": v.reason, "fix": v.fix}
+        if getattr(v, "repairs", ()):
+            row["repairs"] = [list(r) for r in v.repairs]
+        rows.append(row)
+    return rows
 
 
 def verdicts_overall(verdicts: Sequence[dict]) -> str:
@@ -862,3 +865,76 @@ def cold_finish(
     )
     _cold_changed(cold)
     return True
+
+
+# ---------------------------------------------------------------------------
+# Permission repair offered by a preflight (the recipe's chmod, done right)
+
+REPAIR_TIMEOUT_S = 180
+
+
+def image_permissions_repair_request(*, run: PreflightRun, actor: Actor) -> Job:
+    """Repair the owner/mode of the images this preflight found QEMU could not open, on its destination.
+
+    Only the files the run recorded are touched. Refused (audited) when there is nothing to
+    repair, the preflight is still running, or the host cannot be contacted.
+    """
+    from .jobs import image_permissions_job
+    from .permissions import run_repairs
+
+    run = PreflightRun.objects.select_related("destination", "plan").get(pk=run.pk)
+    repairs = run_repairs(run)
+    parameters = {"host": run.destination.name, "plan": run.plan_id, "files": [list(r) for r in repairs]}
+
+    def refuse(message: str, hint: str = "") -> NoReturn:
+        _refuse(actor=actor, action="image.permissions.request", target=run.plan, parameters=parameters,
+                message=message, hint=hint)
+
+    if run.is_pending:
+        refuse("The preflight for this destination is still running.", "Wait for its grid, then repair.")
+    if not repairs:
+        refuse(f"The preflight found no image on {run.destination.name} that QEMU cannot open.",
+               "Run the preflight again if you changed something by hand.")
+    if not run.destination.is_connectable:
+        refuse(f"{run.destination.name} cannot be contacted: {run.destination.get_status_display()}.",
+               "Fix the host's connection first (see its page).")
+    with transaction.atomic():
+        job = job_enqueue(
+            kind=MigrationJobKindChoices.REPAIR_PERMISSIONS, func=image_permissions_job, args=(run.pk,),
+            target=run.plan, timeout_s=REPAIR_TIMEOUT_S, actor=actor,
+        )
+        audit_record(
+            actor=actor, action="image.permissions.request", result=AuditResultChoices.OK, target=run.plan,
+            parameters=parameters,
+            message=f"Repair the owner and mode of {len(repairs)} image(s) on {run.destination.name} for QEMU.",
+            job=job,
+        )
+    return job
+
+
+@transaction.atomic
+def image_permissions_repaired(*, run: PreflightRun, path: str, before: str, after: str, opens: bool,
+                               job: Job | None) -> None:
+    """Audit one repaired image: its owner/mode before and after, and whether QEMU can open it now."""
+    audit_record(
+        actor=Actor.system(), action="image.permissions",
+        result=AuditResultChoices.OK if opens else AuditResultChoices.FAILED, target=run.plan,
+        parameters={"host": run.destination.name, "path": path, "before": before, "after": after, "qemu_opens": opens},
+        message=f"{path} on {run.destination.name}: {before} → {after}"
+                + ("" if opens else " (QEMU still cannot open it)"),
+        job=job,
+    )
+
+
+def preflight_recheck(*, run: PreflightRun) -> Job:
+    """Queue this destination's preflight again (after a repair)."""
+    from .jobs import preflight_job
+
+    with transaction.atomic():
+        PreflightRun.objects.filter(pk=run.pk).update(status=PreflightRunStatusChoices.QUEUED, checked=None)
+        job = job_enqueue(
+            kind=MigrationJobKindChoices.PREFLIGHT, func=preflight_job, args=(run.pk,), target=run.plan,
+            timeout_s=PREFLIGHT_TIMEOUT_S, actor=Actor.system(),
+        )
+        PreflightRun.objects.filter(pk=run.pk).update(job=job)
+    return job

@@ -300,6 +300,23 @@ def test_storage(disks, p, o, status, mentions, fix_mentions):
     assert "777" not in verdict.fix.replace("never 777", "")
 
 
+def test_storage_offers_to_repair_exactly_the_files_qemu_cannot_open():
+    disks = (
+        disk(destination_can_open=False, perm_detail="root:root 0600"),
+        disk("hdc", source="/srv/iso/boot.iso", readonly=True, destination_can_open=False),
+        disk("vdb", source="/srv/ok.qcow2"),
+        disk("vdc", source="pool/vol", network=True, destination_can_open=False),
+    )
+    verdict = run(preflight.check_storage, g={"disks": disks})
+    assert verdict.status == "fail"
+    assert verdict.repairs == ((disks[0].source, "0660"), ("/srv/iso/boot.iso", "0640"))
+    assert "Repair permissions" in verdict.fix
+
+
+def test_passing_storage_offers_no_repair():
+    assert run(preflight.check_storage, g={"disks": (disk(),)}).repairs == ()
+
+
 def test_storage_pass_names_copied_disks():
     verdict = run(preflight.check_storage, g={"disks": (disk(), disk("vdb", **LOCAL))}, o={"copy_storage": True})
     assert "vdb will be copied" in verdict.reason
