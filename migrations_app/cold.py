@@ -330,10 +330,12 @@ SETTLE_UNKNOWN = "unknown"  # a host did not answer: leave everything, a person 
 def settle(where: Where, *, same_host: bool) -> str:
     """What an interrupted cold migration means, from where the guest is defined now."""
     if same_host:
-        if where.source_defined is None or where.source_points_at_original is None:
+        if where.source_defined is None:
             return SETTLE_UNKNOWN
         if not where.source_defined:
             return SETTLE_RESTORE
+        if where.source_points_at_original is None:
+            return SETTLE_UNKNOWN
         return SETTLE_ROLL_BACK if where.source_points_at_original else SETTLE_MOVED
     if where.source_defined is None or where.destination_defined is None:
         return SETTLE_UNKNOWN

@@ -560,6 +560,92 @@ class _Run:
             logger.warning("inventory refresh after cold migration #%s failed", self.cold.pk, exc_info=True)
 
 
+# ---------------------------------------------------------------------------
+# A cold migration whose worker died
+
+
+def _where(record: ColdMigration) -> cold.Where:
+    uuid = str(record.vm_uuid)
+    original = {d.target: d.source for d in lv.parse_domain_xml(record.original_xml).disks} if record.original_xml else {}
+
+    def ask(host: Host) -> tuple[bool | None, dict | None, str | None]:
+        try:
+            with endpoints.connect(host) as conn:
+                try:
+                    info = lv.get_domain(conn, uuid)
+                except DomainNotFound:
+                    return False, None, None
+                xml = lv.inactive_xml(conn, uuid)
+        except AdapterError:
+            return None, None, None
+        return True, {d.target: d.source for d in lv.parse_domain_xml(xml).disks}, info.state
+
+    src_defined, src_disks, _ = ask(record.source)
+    points_at_original = (src_disks == original) if src_disks is not None else None
+    if record.same_host:
+        return cold.Where(src_defined, points_at_original, src_defined, None)
+    dst_defined, _, dst_state = ask(record.destination)
+    return cold.Where(
+        source_defined=src_defined,
+        source_points_at_original=points_at_original,
+        destination_defined=dst_defined,
+        destination_running=None if dst_defined is None else dst_state not in (None, "shutoff"),
+    )
+
+
+def reconcile_cold_migration(*, cold_id: int, reason: str, ctx: JobContext | None) -> dict:
+    """Ask the hosts where an orphaned cold migration's guest is defined, finish or undo it, record the truth."""
+    record = ColdMigration.objects.select_related("source", "destination", "share", "job").get(pk=cold_id)
+    if not record.is_active:
+        return {"status": record.status, "reconciled": False}
+    _log(ctx, f"Reconciling cold migration #{record.pk} ({record.status}): {reason}")
+    where = _where(record)
+    decision = cold.settle(where, same_host=record.same_host)
+    _log(ctx, f"Found: {where}; decision: {decision}")
+    run = _Run(record, ctx, None)
+    run.moves = [cold.FileMove.from_json(f) for f in record.files]
+    copied = record.status in (C.COPYING, C.DEFINING, C.STARTING) or "copied" in record.reached
+    error = f"Its worker stopped ({reason})."
+    if decision == cold.SETTLE_UNKNOWN:
+        services.cold_finish(
+            cold=record, status=C.NEEDS_ATTENTION, error=error, action="migration.cold.reconciled",
+            outcome="A host did not answer, so where the guest is defined is unknown.",
+            error_hint="Bring both hosts back, then check `virsh list --all` on each; the original XML is on this page.",
+        )
+        return {"status": C.NEEDS_ATTENTION.value, "reconciled": True}
+    if decision == cold.SETTLE_MOVED:
+        outcome = (f"{record.vm_name} is defined on {record.destination.name} with its disks moved; the move had got "
+                   f"that far. Its original disk files were kept on {record.source.name}: remove them by hand once "
+                   "you are satisfied.")
+        status = C.SUCCEEDED
+        if not record.same_host and where.source_defined:
+            status = C.NEEDS_ATTENTION
+            outcome = (f"{record.vm_name} is defined on both {record.source.name} and {record.destination.name}. "
+                       f"Keep the one that runs; undefine the other (`virsh undefine {record.vm_name}`).")
+        services.cold_finish(cold=record, status=status, outcome=outcome, error=error,
+                             action="migration.cold.reconciled")
+        run._refresh_inventory()
+        return {"status": status.value, "reconciled": True}
+    # Roll back or restore: the source keeps (or gets back) its original definition.
+    u = run.undo
+    u.undefined_at_source = decision == cold.SETTLE_RESTORE and not record.same_host
+    u.redefined_in_place = decision == cold.SETTLE_RESTORE and record.same_host
+    u.defined_at_destination = bool(where.destination_defined) and not record.same_host
+    if copied:
+        for move in run.moves:
+            if move.copied:
+                writer = record.source if move.route == cold.ROUTE_ON_HOST else record.destination
+                u.created.append((_Side(host=writer, conn=None, ssh=None), move.write_path, []))
+    steps, clean = run.roll_back(str(record.vm_uuid))
+    outcome, intact = run.where_now(str(record.vm_uuid))
+    status = C.FAILED if clean and intact else C.NEEDS_ATTENTION
+    services.cold_finish(cold=record, status=status, outcome=outcome, error=error, rollback=steps,
+                         error_hint="" if status == C.FAILED else "Finish the undo by hand from the steps below.",
+                         action="migration.cold.reconciled")
+    run._refresh_inventory()
+    return {"status": status.value, "reconciled": True}
+
+
 def _exists(host: Host, path: str) -> bool:
     try:
         with SSHSession(ssh_target_for(host)) as ssh:
@@ -592,4 +678,4 @@ def _remove_copy(host: Host, path: str, runas: list[str]) -> None:
             raise AdapterError(f"{path} is still there")
 
 
-__all__ = ["ColdFailed", "run_cold_migration"]
+__all__ = ["ColdFailed", "reconcile_cold_migration", "run_cold_migration"]

@@ -23,3 +23,7 @@ def cold_migration_job(job_id: int, cold_id: int) -> None:
 
 def image_permissions_job(job_id: int, run_id: int) -> None:
     run_job(job_id, lambda ctx: permissions.repair_image_permissions(run_id=run_id, ctx=ctx))
+
+
+def cold_reconcile_job(job_id: int, cold_id: int, reason: str = "") -> None:
+    run_job(job_id, lambda ctx: cold_runner.reconcile_cold_migration(cold_id=cold_id, reason=reason, ctx=ctx))

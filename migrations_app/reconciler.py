@@ -25,8 +25,14 @@ from core.jobs import JobContext
 from core.models import Job
 
 from . import policy, runner, services, states
-from .choices import MIGRATION_ACTIVE_STATES, MIGRATION_RUNNING_STATES, MigrationStatusChoices as S
-from .models import Migration
+from .choices import (
+    COLD_ACTIVE_STATES,
+    COLD_RUNNING_STATES,
+    MIGRATION_ACTIVE_STATES,
+    MIGRATION_RUNNING_STATES,
+    MigrationStatusChoices as S,
+)
+from .models import ColdMigration, Migration
 
 logger = logging.getLogger(__name__)
 
@@ -53,9 +59,10 @@ def rq_job_state(job: Job | None, *, now: datetime) -> str | None:
 
 
 def worker_lost_reason(
-    migration: Migration, job: Job | None, *, now: datetime, stale_after: timedelta, rq_state: str | None
+    migration: Migration | ColdMigration, job: Job | None, *, now: datetime, stale_after: timedelta,
+    rq_state: str | None, running_states=MIGRATION_RUNNING_STATES,
 ) -> str | None:
-    """Why nobody is running this active migration any more, or None if someone (or the queue) is."""
+    """Why nobody is running this active migration (live or cold) any more, or None if someone (or the queue) is."""
     if migration.status == S.QUEUED:
         if job is None:
             return None  # waiting for a slot: the dispatcher's business
@@ -64,7 +71,7 @@ def worker_lost_reason(
         if rq_state in _RQ_DEAD_STATES:
             return f"its job #{job.pk} is {rq_state} in the queue"
         return None
-    if migration.status not in MIGRATION_RUNNING_STATES:
+    if migration.status not in running_states:
         return None
     if job is not None and job.status in JOB_TERMINAL_STATES:
         detail = f": {job.error}" if job.error else ""
@@ -90,6 +97,13 @@ def migrations_reconcile(*, now: datetime | None = None) -> dict:
         if reason:
             logger.warning("migration %s (%s): %s; reconciling", migration.pk, migration.status, reason)
             services.migration_reconcile_request(migration=migration, actor=Actor.system(), reason=reason)
+            queued += 1
+    for cold in ColdMigration.objects.filter(status__in=COLD_ACTIVE_STATES).select_related("job"):
+        reason = worker_lost_reason(cold, cold.job, now=now, stale_after=stale_after,
+                                    rq_state=rq_job_state(cold.job, now=now), running_states=COLD_RUNNING_STATES)
+        if reason:
+            logger.warning("cold migration %s (%s): %s; reconciling", cold.pk, cold.status, reason)
+            services.cold_reconcile_request(cold=cold, reason=reason)
             queued += 1
     return {"dispatched": dispatched, "reconciling": queued}
 

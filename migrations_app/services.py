@@ -938,3 +938,20 @@ def preflight_recheck(*, run: PreflightRun) -> Job:
         )
         PreflightRun.objects.filter(pk=run.pk).update(job=job)
     return job
+
+
+def cold_reconcile_request(*, cold: ColdMigration, reason: str) -> Job:
+    """Queue settling a cold migration whose worker died (one reconcile job at a time per record)."""
+    from .jobs import cold_reconcile_job
+
+    with transaction.atomic():
+        waiting = Job.objects.filter(
+            kind=MigrationJobKindChoices.RECONCILE, target_type="coldmigration", target_id=str(cold.pk),
+            status__in=JOB_ACTIVE_STATES,
+        ).first()
+        if waiting is not None:
+            return waiting
+        return job_enqueue(
+            kind=MigrationJobKindChoices.RECONCILE, func=cold_reconcile_job, args=(cold.pk, reason),
+            target=cold, timeout_s=RECONCILE_TIMEOUT_S, actor=Actor.system(),
+        )

@@ -33,7 +33,7 @@ from lab_shares import lab_share, onboarded, sh  # noqa: F401 - fixtures used by
 from migrations_app import services
 from migrations_app.choices import ColdMigrationStatusChoices as C
 from migrations_app.choices import MigrationStatusChoices as S
-from migrations_app.cold_runner import run_cold_migration
+from migrations_app.cold_runner import reconcile_cold_migration, run_cold_migration
 from migrations_app.models import ColdMigration
 from migrations_app.options import MigrationOptions
 from storage import services as storage_services
@@ -54,16 +54,16 @@ def run_knob(name: str, host: str, *, undo: bool = False, **kw) -> dict:
 
 
 @contextlib.contextmanager
-def linux_guest_shut_off(host: dict):
+def linux_guest_shut_off(host: dict, *, min_counter: int = 12):
     """A Linux guest on ``host`` with a local qcow2 disk, run until its counter is on disk, then off."""
     name = unique()
     try:
         made = run_knob("linux-guest", host["name"], guest=name, disk="local")
         deadline = time.time() + 60
-        while time.time() < deadline and (report(name).last_counter or 0) < 12:
+        while time.time() < deadline and (report(name).last_counter or 0) < min_counter:
             time.sleep(0.5)
         last = report(name).last_counter
-        assert last and last >= 12, report(name)
+        assert last and last >= min_counter, report(name)
         with lv.open_connection(host["libvirt_uri"]) as conn:
             lv.destroy_domain(conn, made["uuid"])
         yield name, made["uuid"], last
@@ -205,3 +205,46 @@ def test_destination_libvirtd_stopped_mid_copy_leaves_the_guest_on_its_source(la
         with lv.open_connection(src_lab["libvirt_uri"]) as conn:
             lv.start_domain(conn, domain_uuid)
         assert where(lab["hosts"], domain_uuid) == {src_lab["name"]: "running"}
+
+
+class WorkerKilled(BaseException):
+    """Stands for the worker process dying: not an Exception, so the runner's own undo does not run."""
+
+
+@pytest.mark.parametrize("killed_after,expected,where_after", [
+    ("defined", C.FAILED, "source"),  # defined at the destination, still on the source: undone
+    ("undefined", C.SUCCEEDED, "destination"),  # only at the destination: the move stands
+])
+def test_a_dead_worker_is_settled_from_where_the_guest_is_defined(lab, onboarded, killed_after, expected, where_after):
+    src_lab, dst_lab = lab["hosts"][0], lab["hosts"][1]
+    src, dst = onboarded[src_lab["name"]], onboarded[dst_lab["name"]]
+    with linux_guest_shut_off(src_lab, min_counter=1) as (name, domain_uuid, _last):
+        original_disk = disk_of(src_lab, domain_uuid)
+        vm = vm_row(src, domain_uuid)
+        record = services.cold_migration_request(vm=vm, destination=dst, actor=SYSTEM, run_by_worker=False)
+
+        def on_step(cold_record, step):
+            if step == killed_after:
+                raise WorkerKilled(step)
+
+        from core.jobs import run_job
+
+        with pytest.raises(WorkerKilled):
+            run_job(record.job_id, lambda ctx: run_cold_migration(cold_id=record.pk, ctx=ctx, on_step=on_step))
+        record.refresh_from_db()
+        assert record.is_active  # nobody recorded an end: the worker "died"
+        reconcile_cold_migration(cold_id=record.pk, reason="test: worker killed", ctx=None)
+        record.refresh_from_db()
+        print(f"\nafter {killed_after}: {record.status}: {record.outcome} {record.rollback}")
+        assert record.status == expected, (record.status, record.outcome, record.rollback)
+        copy = record.files[0]["write_path"]
+        if where_after == "source":
+            assert where(lab["hosts"], domain_uuid) == {src_lab["name"]: "shutoff"}
+            assert disk_of(src_lab, domain_uuid) == original_disk
+            assert sh(dst_lab, ["test", "-e", copy]).returncode != 0  # the copy was removed
+        else:
+            assert where(lab["hosts"], domain_uuid) == {dst_lab["name"]: "shutoff"}
+            assert disk_of(dst_lab, domain_uuid) == copy
+            assert sh(src_lab, ["test", "-e", original_disk]).returncode == 0  # originals kept, said so
+            assert "kept" in record.outcome
+        assert AuditEvent.objects.filter(action="migration.cold.reconciled", target_id=str(record.pk)).exists()
