@@ -1,4 +1,5 @@
-"""The wizard's options form: every field checked by the strict options parser, then for combinations."""
+"""The wizard's options form (every field checked by the strict options parser, then for combinations),
+and the cold-migration form (destination host and storage, checked against the inventory)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from django import forms
 from django.core.exceptions import ValidationError
 
 from hosts.models import Host
+from storage.choices import ShareStatusChoices
+from storage.models import Share
 
 from .options import INT_BOUNDS, MigrationOptions, from_dict, validate
 
@@ -126,3 +129,85 @@ class MigrationOptionsForm(forms.Form):
             "timeout_action": options.timeout_action,
             "destination": destination.pk if destination else None,
         }
+
+
+# ---------------------------------------------------------------------------
+# Cold migration
+
+OWN_STORAGE_LABEL = "Destination's own storage (same directories, copied over SSH)"
+
+
+class ColdMigrationForm(forms.Form):
+    """Where a shut-off guest goes: a host (its own one = only move the disks) and the storage.
+
+    Ids come from radio buttons but are checked like any input: an id that is not in the
+    inventory, or a combination that moves nothing, is refused with what to do instead.
+    """
+
+    destination = forms.ModelChoiceField(
+        queryset=Host.objects.none(), widget=forms.RadioSelect, label="Destination host",
+        error_messages={
+            "required": "Choose the host the guest should be defined on.",
+            "invalid_choice": "That host is not in the inventory (any more): choose one from the list.",
+        },
+    )
+    share = forms.ModelChoiceField(
+        queryset=Share.objects.none(), required=False, blank=True, widget=forms.RadioSelect, label="Storage for its disks",
+        empty_label=OWN_STORAGE_LABEL,
+        error_messages={"invalid_choice": "That share is not in the inventory (any more): choose one from the list."},
+    )
+    start = forms.BooleanField(
+        required=False, label="Start it afterwards",
+        help_text="Start the guest at its destination once its disks are copied and verified.",
+    )
+    keep_source = forms.BooleanField(
+        required=False, label="Keep the original disk files",
+        help_text="Leave the originals on the source after success (they are removed otherwise).",
+    )
+
+    def __init__(self, *args, vm, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.vm = vm
+        destination = self.fields["destination"]
+        destination.queryset = Host.objects.order_by("name")
+        destination.label_from_instance = self._host_label
+        share = self.fields["share"]
+        share.queryset = Share.objects.select_related("server").prefetch_related("clients").order_by(
+            "server__name", "export_path")
+        share.label_from_instance = _share_label
+
+    def _host_label(self, host: Host) -> str:
+        if host.pk == self.vm.host_id:
+            return f"{host.name}: this host — only move its disks onto shared storage"
+        notes = []
+        if not host.is_connectable:
+            notes.append(host.get_status_display().lower())
+        if host.in_maintenance:
+            notes.append("in maintenance")
+        return host.name + (f" ({', '.join(notes)})" if notes else "")
+
+    def clean(self):
+        data = super().clean()
+        destination, share = data.get("destination"), data.get("share")
+        if destination is None or self.errors:
+            return data
+        if destination.pk == self.vm.host_id and share is None:
+            raise ValidationError(
+                f"{self.vm.name} is already on {destination.name}, and its own storage is where its disks are: "
+                "nothing would move. Choose a share to move its disks onto, or another destination host.",
+                code="nothing-moves",
+            )
+        if share is not None and share.path_seen_by(destination) is None:
+            self.add_error("share", ValidationError(
+                f"{destination.name} does not mount {share}, so it could not open the disks there. "
+                f"Choose a share {destination.name} mounts, or add it as a client on the share's page.",
+                code="not-mounted",
+            ))
+        return data
+
+
+def _share_label(share: Share) -> str:
+    clients = sorted(h.name for h in share.clients.all())
+    mounted = f"mounted by {', '.join(clients)}" if clients else "mounted by no host yet"
+    status = "" if share.status == ShareStatusChoices.READY else f", {share.get_status_display().lower()}"
+    return f"{share} — exported by {share.server.name}, {mounted} at {share.mount_path}{status}"

@@ -1,5 +1,6 @@
 """Migration pages: the wizard (options → destinations → check and confirm), the migration page
-with its live chart, and the operator's POST actions. Views read, validate and call services."""
+with its live chart, the operator's POST actions, and the cold-migration form and page.
+Views read, validate and call services."""
 
 from __future__ import annotations
 
@@ -13,17 +14,25 @@ from django.views.generic import DetailView, FormView, ListView, TemplateView
 from core.actors import Actor
 from core.models import AuditEvent, Job
 from core.roles import OperatorRequiredMixin, ViewerRequiredMixin
+from hosts.choices import VMStateChoices
 from hosts.models import Host, VirtualMachine
 
 from . import services
-from .choices import MIGRATION_ACTIVE_STATES, MigrationStatusChoices as S, VerdictStatusChoices
-from .forms import MigrationOptionsForm
-from .models import Migration, MigrationPlan, PreflightRun
+from .choices import (
+    COLD_ACTIVE_STATES,
+    MIGRATION_ACTIVE_STATES,
+    ColdMigrationStatusChoices as C,
+    MigrationStatusChoices as S,
+    VerdictStatusChoices,
+)
+from .forms import ColdMigrationForm, MigrationOptionsForm
+from .models import ColdMigration, Migration, MigrationPlan, PreflightRun
 from .options import MigrationOptions, from_dict, libvirt_flags
 from .progress import chart_samples
 from .virsh import virsh_migrate_command
 
 MIGRATION_PAGE_SIZE = 100
+COLD_PAGE_SIZE = 50
 _SEVERITY = {VerdictStatusChoices.PASS: 0, VerdictStatusChoices.WARN: 1, VerdictStatusChoices.FAIL: 2}
 
 
@@ -212,7 +221,15 @@ class PlanGridPartialView(PlanDestinationView):
 # Migrations
 
 
+def _cold_list():
+    return ColdMigration.objects.select_related("source", "destination", "share__server", "requested_by").defer(
+        "verdicts", "files", "original_xml", "new_xml", "rollback", "summary"
+    )[:COLD_PAGE_SIZE]
+
+
 class MigrationListView(ViewerRequiredMixin, ListView):
+    """Live migrations, and below them the cold ones: the history of every move."""
+
     template_name = "migrations_app/migration_list.html"
     context_object_name = "migrations"
 
@@ -221,9 +238,22 @@ class MigrationListView(ViewerRequiredMixin, ListView):
             "verdicts", "summary"
         )[:MIGRATION_PAGE_SIZE]
 
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        context["cold_migrations"] = _cold_list()
+        return context
+
 
 class MigrationListPartialView(MigrationListView):
+    # The cold rows' queryset in its context is lazy: this template never runs it.
     template_name = "migrations_app/partials/migration_rows.html"
+
+
+class ColdMigrationRowsPartialView(ViewerRequiredMixin, TemplateView):
+    template_name = "migrations_app/partials/cold_rows.html"
+
+    def get_context_data(self, **kwargs):
+        return {**super().get_context_data(**kwargs), "cold_migrations": _cold_list()}
 
 
 class MigrationDetailView(ViewerRequiredMixin, DetailView):
@@ -291,3 +321,118 @@ class MigrationActionView(OperatorRequiredMixin, View):
         except services.ServiceRefused as exc:
             messages.error(request, f"{exc.message} {exc.hint}".strip())
         return redirect(reverse("migrations_app:migration_detail", kwargs={"pk": migration.pk}))
+
+
+# ---------------------------------------------------------------------------
+# Cold migration: one form, then the page that follows the job
+
+
+_COLD_STAGES = (
+    (C.QUEUED, "Waiting for a worker"),
+    (C.CHECKING, "Check"),
+    (C.COPYING, "Copy and verify"),
+    (C.DEFINING, "Move the definition"),
+    (C.STARTING, "Start"),
+)
+
+
+def _cold_stages(cold: ColdMigration) -> list[tuple[str, str]]:
+    """The stages of a running cold migration, each "done", "current" or "" (to come)."""
+    stages = [(status, label) for status, label in _COLD_STAGES if status != C.STARTING or cold.start]
+    order = [status for status, _label in stages]
+    at = order.index(cold.status) if cold.status in order else len(order)
+    return [(label, "done" if i < at else "current" if i == at else "") for i, (_s, label) in enumerate(stages)]
+
+
+class ColdMigrationWizardView(OperatorRequiredMixin, FormView):
+    """Destination and storage for a shut-off guest; POST asks the service, then its page."""
+
+    template_name = "migrations_app/cold_wizard.html"
+    form_class = ColdMigrationForm
+
+    def get_vm(self) -> VirtualMachine:
+        if not hasattr(self, "_vm"):
+            self._vm = get_object_or_404(VirtualMachine.objects.select_related("host"), pk=self.kwargs["vm_pk"])
+        return self._vm
+
+    def _preselected(self) -> Host | None:
+        """?to=<host pk>: "migrate back" preselects the former source."""
+        host_id = _int_param(self.request, "to")
+        return Host.objects.filter(pk=host_id).first() if host_id is not None else None
+
+    def get_form_kwargs(self):
+        return {**super().get_form_kwargs(), "vm": self.get_vm()}
+
+    def get_initial(self):
+        to = self._preselected()
+        return {"destination": to.pk if to else None, "share": ""}
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        vm = self.get_vm()
+        to = self._preselected()
+        context.update(
+            vm=vm,
+            disks=vm.disks.all(),
+            shut_off=vm.state == VMStateChoices.SHUTOFF,
+            back_to=to if to is not None and to.pk != vm.host_id else None,
+            active=Migration.objects.filter(vm_uuid=vm.uuid, status__in=MIGRATION_ACTIVE_STATES).first(),
+            active_cold=ColdMigration.objects.filter(vm_uuid=vm.uuid, status__in=COLD_ACTIVE_STATES).first(),
+        )
+        return context
+
+    def form_valid(self, form):
+        data = form.cleaned_data
+        try:
+            cold = services.cold_migration_request(
+                vm=self.get_vm(), destination=data["destination"], share=data["share"], start=data["start"],
+                keep_source=data["keep_source"], actor=Actor.from_request(self.request),
+            )
+        except services.ServiceRefused as exc:
+            form.add_error(None, exc.message)
+            if exc.hint:
+                form.add_error(None, f"What to do: {exc.hint}")
+            return self.form_invalid(form)
+        return redirect("migrations_app:cold_detail", pk=cold.pk)
+
+
+class ColdMigrationDetailView(ViewerRequiredMixin, DetailView):
+    """Status, progress, checks, files, outcome and undo of one cold migration; live while it runs."""
+
+    template_name = "migrations_app/cold_detail.html"
+    context_object_name = "cold"
+    queryset = ColdMigration.objects.select_related(
+        "source", "destination", "share", "share__server", "requested_by", "job"
+    )
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        cold = self.object
+        vm_now = VirtualMachine.objects.filter(uuid=cold.vm_uuid).select_related("host").first()
+        busy = (
+            Migration.objects.filter(vm_uuid=cold.vm_uuid, status__in=MIGRATION_ACTIVE_STATES).exists()
+            or ColdMigration.objects.filter(vm_uuid=cold.vm_uuid, status__in=COLD_ACTIVE_STATES).exists()
+        )
+        job = cold.job
+        context.update(
+            vm_now=vm_now,
+            # The page follows the job while it runs; once it has ended there is nothing to follow.
+            live_job=job if job is not None and not job.is_terminal else None,
+            copied=[f for f in cold.files if f.get("route") != "none"],
+            stages=_cold_stages(cold),
+            can_retry=(
+                cold.status == C.FAILED and not busy and vm_now is not None and vm_now.host_id == cold.source_id
+            ),
+            can_migrate_back=(
+                cold.status == C.SUCCEEDED and not cold.same_host and not busy
+                and vm_now is not None and vm_now.host_id == cold.destination_id
+            ),
+            events=AuditEvent.objects.filter(target_type="coldmigration", target_id=str(cold.pk)).order_by("time", "pk"),
+        )
+        return context
+
+
+class ColdMigrationPartialView(ColdMigrationDetailView):
+    """The live region of the cold-migration page, re-fetched on each event of its job."""
+
+    template_name = "migrations_app/partials/cold_status.html"

@@ -34,3 +34,11 @@ def secs_h(value) -> str:
         return f"{value:.1f} s"
     minutes, seconds = divmod(int(round(value)), 60)
     return f"{minutes} min {seconds} s"
+
+
+@register.filter
+def mib(value) -> str:
+    """16777216 → "16.0 MiB" (cold-migration copies are compared in MiB)."""
+    if not isinstance(value, (int, float)):
+        return "—"
+    return f"{value / 2**20:.1f} MiB"
