@@ -67,7 +67,9 @@ class Placement:
 
 
 def under(path: str, directory: str) -> bool:
-    directory = directory.rstrip("/") or "/"
+    directory = directory.rstrip("/")
+    if not directory:
+        return path.startswith("/")
     return path == directory or path.startswith(directory + "/")
 
 
@@ -81,14 +83,18 @@ def plan_moves(
     state that libvirt keeps at a fixed path: it moves to the same path on another host.
     """
     moves: list[FileMove] = []
-    taken: set[str] = set()
-    for disk in disks:
-        if disk.device not in ("disk", "lun") or disk.source_type != "file" or not disk.source:
-            continue
-        if placement.source_view_dir and under(disk.source, placement.source_view_dir) and (
-            placement.source_view_dir == placement.destination_dir
-        ):
-            moves.append(FileMove("disk", disk.target, disk.source, disk.source, disk.source, ROUTE_NONE,
+    files = [d for d in disks if d.device in ("disk", "lun") and d.source_type == "file" and d.source]
+    # Disks already in the place stay; the destination sees them at its own path for it.
+    staying: dict[str, str] = {}
+    for disk in files:
+        if placement.source_view_dir and placement.destination_dir and under(disk.source, placement.source_view_dir):
+            relative = posixpath.relpath(disk.source, placement.source_view_dir)
+            staying[disk.target] = posixpath.join(placement.destination_dir, relative)
+    taken: set[str] = set(staying.values())
+    for disk in files:
+        if disk.target in staying:
+            seen_as = staying[disk.target]
+            moves.append(FileMove("disk", disk.target, disk.source, seen_as, disk.source, ROUTE_NONE,
                                   disk.format, disk.readonly))
             continue
         directory = placement.destination_dir or posixpath.dirname(disk.source)
@@ -239,6 +245,11 @@ def check_disks(f: ColdFacts) -> Verdict:
                   "Move block, volume or network disks with your storage's own tools, or detach them first.")
     copied = [m for m in f.moves if m.copied]
     for move in copied:
+        if move.kind != "disk":  # NVRAM: a plain file, only its size is read
+            if move.source_path not in f.sizes:
+                return _v("disks", Status.FAIL, f"Could not read {move.source_path} on {f.source_name}.",
+                          "Check that the guest's UEFI variables file exists and that root can read it.")
+            continue
         image = f.images.get(move.source_path)
         if image is None:
             return _v("disks", Status.FAIL, f"Could not read {move.source_path} on {f.source_name}.",

@@ -276,7 +276,7 @@ class _Run:
                                                        runas=runas, on_bytes=progress,
                                                        timeout=self._copy_timeout(size))
             except images.CopyFailed as exc:
-                if "File exists" in exc.message:
+                if exc.target_existed:
                     self.undo.created.pop()  # not ours: never remove it
                 raise
             done_before += result.bytes

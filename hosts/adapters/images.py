@@ -20,27 +20,38 @@ from .errors import AdapterError, CommandFailed
 from .ssh import SSHSession, relay
 
 # Reads as root (local images are root's 0600 while the guest is off), writes as `runas`.
-COPY_ON_HOST_SH = r"""
-set -euo pipefail
-src=$1; dst=$2; shift 2
-test -r "$src" || { echo "cannot read $src: No such file or permission denied" >&2; exit 2; }
-if [ -e "$dst" ]; then echo "dd: failed to open '$dst': File exists" >&2; exit 17; fi
-if ! dd if="$src" bs=4M status=none | "$@" dd of="$dst" bs=4M conv=sparse,fsync,excl status=progress; then
-    "$@" rm -f -- "$dst" || rm -f -- "$dst"  # ours (excl): never leave half a copy behind
+# The writer first creates the file itself with O_EXCL (noclobber): from then on it is ours,
+# so removing it after a failure can never remove someone else's file.
+CREATE_SH = r"""
+dst=$1; shift
+if ! "$@" sh -c 'set -C; : > "$1"' create "$dst"; then
+    if [ -e "$dst" ]; then echo "dd: failed to open '$dst': File exists" >&2; exit 17; fi
     exit 1
 fi
 """
 
-# Creates the file exclusively: an existing file is never overwritten, half a copy never left.
-WRITE_STDIN_SH = r"""
-set -eu
-dst=$1; shift
-if [ -e "$dst" ]; then echo "dd: failed to open '$dst': File exists" >&2; exit 17; fi
-if ! "$@" dd of="$dst" bs=4M conv=sparse,fsync,excl status=none; then
+# Reads as root (local images are root's 0600 while the guest is off), writes as `runas`.
+COPY_ON_HOST_SH = CREATE_SH.replace(
+    "dst=$1; shift",
+    'src=$1; dst=$2; shift 2\ntest -r "$src" || { echo "cannot read $src: No such file or permission denied" >&2; exit 2; }',
+    1,
+) + r"""
+set -o pipefail
+if ! dd if="$src" bs=4M status=none | "$@" dd of="$dst" bs=4M conv=sparse,fsync,notrunc,nocreat status=progress; then
     "$@" rm -f -- "$dst" || rm -f -- "$dst"
     exit 1
 fi
 """
+
+# Writes stdin (relayed from another host) into a new file; never overwrites, never leaves half a copy.
+WRITE_STDIN_SH = CREATE_SH + r"""
+if ! "$@" dd of="$dst" bs=4M conv=sparse,fsync,notrunc,nocreat status=none; then
+    "$@" rm -f -- "$dst" || rm -f -- "$dst"
+    exit 1
+fi
+"""
+
+FILE_EXISTS_EXIT = 17
 
 DIGEST_SH = r"""
 set -eu
@@ -84,7 +95,15 @@ class CopyResult:
 
 
 class CopyFailed(AdapterError):
-    """A copy did not complete; the message says which end failed and how."""
+    """A copy did not complete; the message says which end failed and how.
+
+    ``target_existed``: the destination file was already there, so it is not the copier's
+    to remove (it was left alone).
+    """
+
+    def __init__(self, message: str, *, hint: str | None = None, target_existed: bool = False):
+        super().__init__(message, hint=hint)
+        self.target_existed = target_existed
 
 
 def parse_dd_progress(chunk: bytes) -> int | None:
@@ -181,7 +200,7 @@ def copy_on_host(
         raise CopyFailed(
             f"Copying {source} to {destination} on {session.target.address} failed "
             f"(exit {result.exit_status}): {_last_error_line(result.stderr)}",
-            hint=_copy_hint(result.stderr),
+            hint=_copy_hint(result.stderr), target_existed=result.exit_status == FILE_EXISTS_EXIT,
         )
     size = file_facts(session, destination)
     return CopyResult(bytes=size.size if size else 0, seconds=result.duration_s)
@@ -210,6 +229,7 @@ def copy_between_hosts(
             f"Copying {source_path} ({source.target.address}) to {destination_path} ({destination.target.address}) "
             f"failed on {where} (exit {failed.exit_status}): {_last_error_line(failed.stderr)}",
             hint=_copy_hint(failed.stderr),
+            target_existed=failed is outcome.destination and failed.exit_status == FILE_EXISTS_EXIT,
         )
     return CopyResult(bytes=outcome.bytes, seconds=outcome.destination.duration_s)
 

@@ -477,8 +477,9 @@ def test_copy_on_host_script_leaves_nothing_when_the_source_is_missing(tmp_path)
 def test_copy_on_host_script_removes_half_a_copy_when_the_writer_fails(tmp_path):
     source = tmp_path / "web-1.qcow2"
     source.write_bytes(b"x" * 2**20)
-    # The runas prefix is the writer: here one that fails after dd created the file.
-    failing_writer = ["sh", "-c", '"$@"; exit 1', "writer"]
+    # The runas prefix is the writer: here one whose dd fails after writing part of the copy
+    # (the file itself was created by the script first, so it is ours to remove).
+    failing_writer = ["sh", "-c", 'if [ "$1" = dd ]; then "$@"; exit 1; fi; exec "$@"', "writer"]
     with pytest.raises(images.CopyFailed):
         images.copy_on_host(LocalSession(), str(source), str(tmp_path / "copy.qcow2"), runas=failing_writer,
                             timeout=60)

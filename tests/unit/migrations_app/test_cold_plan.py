@@ -159,8 +159,6 @@ def test_plan_moves_keeps_hostile_file_names_as_they_are():
     assert planned.destination_path == HOSTILE_PATH and planned.write_path == HOSTILE_PATH
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a disk already on the share is not reserved; another disk with "
-                   "the same file name is planned onto that very path")
 def test_plan_moves_never_plans_a_copy_onto_a_disk_already_on_the_share():
     moves = cold.plan_moves(
         disks=[disk("vda", "/mnt/vm/disk.qcow2"), disk("vdb", f"{IMAGES}/disk.qcow2")],
@@ -170,8 +168,6 @@ def test_plan_moves_never_plans_a_copy_onto_a_disk_already_on_the_share():
     assert len(set(destinations)) == len(destinations), destinations
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: when the hosts see the share at different paths (the source serves "
-                   "it), a disk already on it is planned as a copy onto itself (write_path == source_path)")
 def test_plan_moves_does_not_copy_a_disk_already_on_a_share_the_source_serves():
     [planned] = cold.plan_moves(disks=[disk("vda", "/srv/vm/web-1.qcow2")], nvram=None,
                                 placement=SHARE_SERVED_BY_SOURCE, same_host=False)
@@ -188,8 +184,7 @@ def test_plan_moves_does_not_copy_a_disk_already_on_a_share_the_source_serves():
         ("/mnt/vm", "/mnt/vm", True),
         ("/mnt/vmx/a.qcow2", "/mnt/vm", False),
         ("/mnt/a.qcow2", "/mnt/vm", False),
-        pytest.param("/a.qcow2", "/", True, marks=pytest.mark.xfail(
-            strict=True, reason="BUG: under(path, '/') is False for every path ('/' + '/' is never a prefix)")),
+        ("/a.qcow2", "/", True),
     ],
 )
 def test_under(path, directory, inside):
@@ -420,8 +415,6 @@ def test_check_disks_says_how_to_flatten_an_overlay():
     assert f"qemu-img convert -O qcow2 {ROOT} NEW.qcow2" in v.fix
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: check_disks demands a qemu-img reading for every copied file, but "
-                   "cold_runner.check only runs qemu-img on disks: a UEFI guest's NVRAM always fails 'Could not read'")
 def test_check_disks_passes_a_uefi_guest_whose_nvram_moves_too():
     # As cold_runner.check fills the facts: qemu-img for disks, stat sizes for every copied file.
     v = cold.check_disks(facts(

@@ -1,0 +1,75 @@
+"""How fast cold migration moves disk images: on one host (onto a share) and between hosts (relayed).
+
+    .venv/bin/python bench/image_copy.py [--size-mib 512] [--runs 2] [--source labh1] [--destination labh2]
+
+Writes a test image of random data on the source's local image directory, then times
+``copy_on_host`` (the source writes the copy itself, as onto a share it mounts) and
+``copy_between_hosts`` (bytes relayed through the portal over two SSH sessions), plus the
+SHA-256 verification cold migration runs on both sides. Removes every file it wrote.
+Needs a running lab (python -m lab up).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+import uuid
+from pathlib import Path
+
+BASE = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(BASE))
+
+from bench.preflight_gather import endpoint, lab_status  # noqa: E402
+from hosts.adapters import images  # noqa: E402
+from hosts.adapters.ssh import SSHSession  # noqa: E402
+
+IMAGES = "/var/lib/libvirt/images"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-mib", type=int, default=512)
+    parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--source", default="labh1")
+    parser.add_argument("--destination", default="labh2")
+    args = parser.parse_args()
+    hosts = {h["name"]: h for h in lab_status()["hosts"]}
+    src_ep, dst_ep = endpoint(hosts[args.source]), endpoint(hosts[args.destination])
+    tag = uuid.uuid4().hex[:6]
+    original = f"{IMAGES}/bench-{tag}.img"
+    size = args.size_mib * 2**20
+    rows: dict[str, list[float]] = {"on-host": [], "relay": [], "sha256 (source)": []}
+    with SSHSession(src_ep.ssh) as src, SSHSession(dst_ep.ssh) as dst:
+        src.run(["dd", "if=/dev/urandom", f"of={original}", "bs=4M", f"count={args.size_mib // 4}", "status=none"],
+                timeout=600)
+        try:
+            for run in range(args.runs):
+                local_copy = f"{IMAGES}/bench-{tag}-copy{run}.img"
+                remote_copy = f"{IMAGES}/bench-{tag}-relay{run}.img"
+                try:
+                    t = time.monotonic()
+                    images.copy_on_host(src, original, local_copy, timeout=600)
+                    rows["on-host"].append(time.monotonic() - t)
+                    t = time.monotonic()
+                    images.copy_between_hosts(src, original, dst, remote_copy, timeout=600)
+                    rows["relay"].append(time.monotonic() - t)
+                    t = time.monotonic()
+                    digest = images.sha256(src, original)
+                    rows["sha256 (source)"].append(time.monotonic() - t)
+                    assert images.sha256(dst, remote_copy) == digest, "relayed copy differs"
+                    assert images.sha256(src, local_copy) == digest, "on-host copy differs"
+                finally:
+                    images.remove_file(src, local_copy)
+                    images.remove_file(dst, remote_copy)
+        finally:
+            images.remove_file(src, original)
+    print(f"{args.size_mib} MiB image, {args.runs} run(s), {args.source} → {args.destination}")
+    for name, times in rows.items():
+        best, median = min(times), statistics.median(times)
+        print(f"  {name:16s} median {median:6.2f} s  best {best:6.2f} s  = {args.size_mib / median:7.1f} MiB/s")
+
+
+if __name__ == "__main__":
+    main()
