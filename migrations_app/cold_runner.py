@@ -16,7 +16,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 
-from django.utils import timezone
+from django.conf import settings
 
 from core.choices import JobLogLevelChoices
 from core.jobs import JobContext
@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 PROGRESS_EVERY_S = 0.5
 START_WAIT_S = 30.0
+BOOT_HEARTBEAT_WAIT_S = 30.0  # a Linux guest's first beat comes a few seconds after "running"
 NVRAM_MODE = "0600"
 IMAGE_MODE = "0600"
 
@@ -49,6 +50,14 @@ class ColdFailed(Exception):
     def __init__(self, message: str, *, hint: str = "", checked: bool = False):
         super().__init__(message)
         self.message, self.hint, self.checked = message, hint, checked
+
+
+class ColdNotCompleted(Exception):
+    """The move failed and was recorded (and undone); raised to fail the Job as well."""
+
+    def __init__(self, message: str, *, hint: str = ""):
+        super().__init__(message)
+        self.message, self.hint = message, hint
 
 
 @dataclass
@@ -254,7 +263,7 @@ class _Run:
             self.log("Nothing to copy: the disks are already on the chosen storage")
             return
         self.step("copying", status=C.COPYING, phase=f"Copying {len(to_copy)} file(s)")
-        started = time.monotonic()
+        copy_seconds = verify_seconds = 0.0
         done_before = 0
         files = list(c.files)
         for index, move in enumerate(to_copy, 1):
@@ -280,10 +289,13 @@ class _Run:
                     self.undo.created.pop()  # not ours: never remove it
                 raise
             done_before += result.bytes
+            copy_seconds += result.seconds
             progress(0)
             self.log(f"Copied {result.bytes / 2**20:.1f} MiB in {result.seconds:.2f} s; verifying")
+            verify_started = time.monotonic()
             source_sum = images.sha256(self.src.ssh, move.source_path, timeout=self._copy_timeout(size))
             copy_sum = images.sha256(writer.ssh, move.write_path, runas=runas, timeout=self._copy_timeout(size))
+            verify_seconds += time.monotonic() - verify_started
             if source_sum != copy_sum:
                 raise ColdFailed(f"The copy of {move.source_path} does not match it (SHA-256 {copy_sum[:12]}… "
                                  f"vs {source_sum[:12]}…).",
@@ -293,8 +305,8 @@ class _Run:
                 if entry["target"] == move.target and entry["kind"] == move.kind:
                     entry.update(sha256=source_sum, verified=True, copied_bytes=result.bytes, perm=perm)
             self.log(f"{move.target}: SHA-256 {source_sum[:16]}… matches on both sides")
-        seconds = time.monotonic() - started
-        self.step("copied", reached="copied", files=files, bytes_done=done_before, copy_seconds=seconds)
+        self.verify_seconds = verify_seconds
+        self.step("copied", reached="copied", files=files, bytes_done=done_before, copy_seconds=copy_seconds)
         if self.ctx is not None:
             self.ctx.progress(90)
 
@@ -400,6 +412,20 @@ class _Run:
         self.log(f"{c.vm_name} is running on {c.destination.name}")
         self.step("started", reached="started")
 
+    def _first_beats(self):
+        """The guest's own heartbeat after booting, where a probe is configured (the lab's guests)."""
+        if not getattr(settings, "VMPORTAL_GUEST_HEARTBEAT_PROBE", ""):
+            return None
+        deadline = time.monotonic() + BOOT_HEARTBEAT_WAIT_S
+        while True:
+            heartbeat = probe_guest(self.cold.vm_name, self.since_start)
+            if heartbeat is not None and heartbeat.beats > 0 or time.monotonic() > deadline:
+                break
+            time.sleep(1.0)
+        if heartbeat is not None and heartbeat.beats:
+            self.log(f"{self.cold.vm_name} is beating on {self.cold.destination.name} ({heartbeat.beats} beats)")
+        return heartbeat
+
     # ------------------------------------------------------------------ the end
     def finish(self, uuid: str) -> dict:
         c = self.cold
@@ -417,14 +443,13 @@ class _Run:
                          JobLogLevelChoices.WARNING)
         if removed:
             self.log(f"Removed the originals on {c.source.name}: {', '.join(removed)}")
-        heartbeat = None
-        if c.start:
-            heartbeat = probe_guest(c.vm_name, self.since_start)
+        heartbeat = self._first_beats() if c.start else None
         summary = {
             "files": len([m for m in self.moves if m.copied]),
             "bytes": c.bytes_total,
             "copy_seconds": c.copy_seconds,
             "copy_mib_per_s": (c.bytes_total / 2**20 / c.copy_seconds) if c.copy_seconds else None,
+            "verify_seconds": getattr(self, "verify_seconds", None),
             "originals_removed": removed,
             "originals_kept": kept,
             "started": c.start,
@@ -466,7 +491,8 @@ class _Run:
                              rollback=steps, summary={"rolled_back": bool(steps)})
         self.log(where)
         self._refresh_inventory()
-        return {"status": status.value, "error": message}
+        # Recorded; now fail the job too, so its row and the job list say what happened.
+        raise ColdNotCompleted(f"{message} {where}", hint=hint.strip())
 
     def roll_back(self, uuid: str) -> tuple[list[dict], bool]:
         """Undo what was done, newest first; each step recorded with whether it worked."""
@@ -678,4 +704,4 @@ def _remove_copy(host: Host, path: str, runas: list[str]) -> None:
             raise AdapterError(f"{path} is still there")
 
 
-__all__ = ["ColdFailed", "reconcile_cold_migration", "run_cold_migration"]
+__all__ = ["ColdFailed", "ColdNotCompleted", "reconcile_cold_migration", "run_cold_migration"]

@@ -116,15 +116,8 @@ def boots_counting_on(name: str, since: float, last: int) -> int:
 
 def test_cold_migration_onto_the_share_and_another_host_then_live_back(lab, lab_share, settings, record_property):
     settings.VMPORTAL_GUEST_HEARTBEAT_PROBE = "lab.heartbeat:probe"
-    server, clients = lab_share["server"], lab_share["clients"]
-    src_lab, dst_lab = clients[0], clients[1]
-    share, setup, _job = storage_services.share_create(
-        server=server["name"], clients=[c["name"] for c in clients], export_path=lab_share["export"],
-        mount_path=lab_share["mount"], nfs_version="4.1", actor=SYSTEM,
-    )
-    storage_services.share_apply_request(setup=setup, actor=SYSTEM)
-    share.refresh_from_db()
-    assert share.status == ShareStatusChoices.READY, (share.status, share.setups.first().error)
+    src_lab, dst_lab = lab_share["clients"][0], lab_share["clients"][1]
+    share = ready_share(lab_share)
     rows = lab_share["hosts"]
     src, dst = rows[src_lab["name"]], rows[dst_lab["name"]]
 
@@ -165,6 +158,37 @@ def test_cold_migration_onto_the_share_and_another_host_then_live_back(lab, lab_
         assert after.beats >= 1 and after.last_counter > first
 
 
+def ready_share(lab_share):
+    server, clients = lab_share["server"], lab_share["clients"]
+    share, setup, _job = storage_services.share_create(
+        server=server["name"], clients=[c["name"] for c in clients], export_path=lab_share["export"],
+        mount_path=lab_share["mount"], nfs_version="4.1", actor=SYSTEM,
+    )
+    storage_services.share_apply_request(setup=setup, actor=SYSTEM)
+    share.refresh_from_db()
+    assert share.status == ShareStatusChoices.READY, (share.status, share.setups.first().error)
+    return share
+
+
+def test_moving_a_guests_disk_onto_the_share_on_its_own_host(lab, lab_share):
+    host_lab = lab_share["clients"][0]
+    host = lab_share["hosts"][host_lab["name"]]
+    share = ready_share(lab_share)
+    with linux_guest_shut_off(host_lab) as (name, domain_uuid, last):
+        original_disk = disk_of(host_lab, domain_uuid)
+        vm = vm_row(host, domain_uuid)
+        t0 = time.time()
+        cold = services.cold_migration_request(vm=vm, destination=host, share=share, start=True, actor=SYSTEM)
+        cold.refresh_from_db()
+        print(f"\nsame host: #{cold.pk} {cold.status} {cold.bytes_total} B in {cold.copy_seconds} s; {cold.outcome}")
+        assert cold.status == C.SUCCEEDED, (cold.error, cold.error_hint, cold.outcome, cold.job.log)
+        assert where(lab["hosts"], domain_uuid) == {host_lab["name"]: "running"}
+        assert disk_of(host_lab, domain_uuid).startswith(lab_share["mount"] + "/")
+        assert sh(host_lab, ["test", "-e", original_disk]).returncode != 0
+        boots_counting_on(name, t0, last)
+        assert VirtualMachine.objects.get(uuid=domain_uuid).host_id == host.pk
+
+
 def test_destination_libvirtd_stopped_mid_copy_leaves_the_guest_on_its_source(lab, onboarded):
     src_lab, dst_lab = lab["hosts"][0], lab["hosts"][2]
     src, dst = onboarded[src_lab["name"]], onboarded[dst_lab["name"]]
@@ -191,6 +215,7 @@ def test_destination_libvirtd_stopped_mid_copy_leaves_the_guest_on_its_source(la
         print(f"\nfailed as expected: {cold.status}: {cold.error} | {cold.outcome} | {cold.rollback}")
         assert stopped
         assert cold.status == C.FAILED, (cold.status, cold.error, cold.outcome, cold.rollback)
+        assert cold.job.status == JobStatusChoices.FAILED and "original disks, unchanged" in cold.job.error
         assert dst_lab["name"] in cold.error or "libvirt" in cold.error.lower(), cold.error
         # Exactly where it was: defined (shut off) on the source only, with its original disk, unchanged.
         assert where(lab["hosts"], domain_uuid) == {src_lab["name"]: "shutoff"}
