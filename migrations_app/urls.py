@@ -12,6 +12,8 @@ urlpatterns = [
     path("plans/<int:pk>/partials/candidates/", views.PlanCandidatesPartialView.as_view(), name="plan_candidates"),
     path("plans/<int:pk>/to/<int:host_pk>/", views.PlanDestinationView.as_view(), name="plan_destination"),
     path("plans/<int:pk>/to/<int:host_pk>/partials/grid/", views.PlanGridPartialView.as_view(), name="plan_grid"),
+    path("plans/<int:pk>/to/<int:host_pk>/repair-permissions/", views.PlanRepairPermissionsView.as_view(),
+         name="plan_repair_permissions"),
     path("cold/new/<int:vm_pk>/", views.ColdMigrationWizardView.as_view(), name="cold_new"),
     path("cold/partials/rows/", views.ColdMigrationRowsPartialView.as_view(), name="cold_rows"),
     path("cold/<int:pk>/", views.ColdMigrationDetailView.as_view(), name="cold_detail"),

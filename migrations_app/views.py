@@ -28,6 +28,7 @@ from .choices import (
 from .forms import ColdMigrationForm, MigrationOptionsForm
 from .models import ColdMigration, Migration, MigrationPlan, PreflightRun
 from .options import MigrationOptions, from_dict, libvirt_flags
+from .permissions import run_repairs
 from .progress import chart_samples
 from .virsh import virsh_migrate_command
 
@@ -182,6 +183,7 @@ class PlanDestinationView(OperatorRequiredMixin, PlanMixin, TemplateView):
             ),
             flags=libvirt_flags(options),
             active=Migration.objects.filter(vm_uuid=plan.vm_uuid, status__in=MIGRATION_ACTIVE_STATES).first(),
+            repairs=[] if run.is_pending else run_repairs(run),
         )
         return context
 
@@ -208,6 +210,22 @@ class PlanDestinationView(OperatorRequiredMixin, PlanMixin, TemplateView):
             messages.error(request, f"{exc.message} {exc.hint}".strip())
             return redirect("migrations_app:plan_destination", pk=plan.pk, host_pk=run.destination_id)
         return redirect("migrations_app:migration_detail", pk=migration.pk)
+
+
+class PlanRepairPermissionsView(OperatorRequiredMixin, PlanMixin, View):
+    """POST: give the images this preflight flagged QEMU's user as owner, then check again."""
+
+    def post(self, request, pk, host_pk):
+        plan = self.get_plan()
+        run = get_object_or_404(PreflightRun.objects.select_related("destination"), plan=plan, destination_id=host_pk)
+        try:
+            services.image_permissions_repair_request(run=run, actor=Actor.from_request(request))
+        except services.ServiceRefused as exc:
+            messages.error(request, f"{exc.message} {exc.hint}".strip())
+        else:
+            messages.success(request, f"Repairing the image permissions on {run.destination.name}; "
+                                      "the checks run again when it is done.")
+        return redirect("migrations_app:plan_destination", pk=plan.pk, host_pk=host_pk)
 
 
 class PlanGridPartialView(PlanDestinationView):

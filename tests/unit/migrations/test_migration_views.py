@@ -260,3 +260,44 @@ def test_job_page_links_to_its_migration(two_hosts, world, operator_client, djan
     migration.refresh_from_db()
     page = operator_client.get(reverse("core:job_detail", args=[migration.job_id])).content.decode()
     assert reverse("migrations_app:migration_detail", args=[migration.pk]) in page
+
+
+def _flagged_run(src, dst, path="/var/lib/libvirt/images/web.qcow2"):
+    from migrations_app.models import PreflightRun
+
+    plan = MigrationPlan.objects.create(vm_uuid="6f1c8a52-0000-4000-8000-000000000001", vm_name="web", source=src,
+                                        options={})
+    return plan, PreflightRun.objects.create(
+        plan=plan, destination=dst, status="done", overall="fail",
+        verdicts=[{"check": "storage", "status": "fail", "reason": "QEMU cannot open it", "fix": "chown",
+                   "repairs": [[path, "0660"]]}],
+    )
+
+
+def test_preflight_grid_offers_permission_repair_to_operators(two_hosts, operator_client, viewer_client,
+                                                              django_capture_on_commit_callbacks, monkeypatch):
+    src, dst, _vm = two_hosts
+    plan, run = _flagged_run(src, dst)
+    page = operator_client.get(reverse("migrations_app:plan_destination", args=[plan.pk, dst.pk])).content.decode()
+    assert 'id="repair-permissions"' in page and "/var/lib/libvirt/images/web.qcow2 → mode 0660" in page
+    url = reverse("migrations_app:plan_repair_permissions", args=[plan.pk, dst.pk])
+    assert viewer_client.post(url).status_code == 403
+    ran = []
+    monkeypatch.setattr("migrations_app.jobs.image_permissions_job", lambda job_id, run_id: ran.append(run_id))
+    with django_capture_on_commit_callbacks(execute=True):
+        response = operator_client.post(url)
+    assert response.status_code == 302
+    assert ran == [run.pk]
+    event = AuditEvent.objects.get(action="image.permissions.request")
+    assert event.parameters["files"] == [["/var/lib/libvirt/images/web.qcow2", "0660"]]
+
+
+def test_permission_repair_with_nothing_valid_to_repair_is_refused(two_hosts, operator_client):
+    src, dst, _vm = two_hosts
+    plan, run = _flagged_run(src, dst, path="/etc/shadow")
+    page = operator_client.get(reverse("migrations_app:plan_destination", args=[plan.pk, dst.pk])).content.decode()
+    assert 'id="repair-permissions"' not in page
+    response = operator_client.post(reverse("migrations_app:plan_repair_permissions", args=[plan.pk, dst.pk]),
+                                    follow=True)
+    assert "found no image" in response.content.decode()
+    assert AuditEvent.objects.filter(action="image.permissions.request", result="refused").count() == 1
