@@ -461,6 +461,14 @@ def host_contact_failed(
     return host
 
 
+def _cold_migration_of(vm: VirtualMachine):
+    """The guest's cold migration under way, if any (the migrations app owns those records)."""
+    from migrations_app.choices import COLD_ACTIVE_STATES
+    from migrations_app.models import ColdMigration
+
+    return ColdMigration.objects.filter(vm_uuid=vm.uuid, status__in=COLD_ACTIVE_STATES).first()
+
+
 def vm_action_request(*, vm: VirtualMachine, action: VMActionChoices, actor: Actor) -> Job:
     """Queue start / shut down / force off of a guest, audited as requested (or refused)."""
     from .jobs import vm_action_job
@@ -473,6 +481,14 @@ def vm_action_request(*, vm: VirtualMachine, action: VMActionChoices, actor: Act
             actor=actor, action=f"vm.{action}", target=vm, parameters=parameters,
             message=f"The host {vm.host.name} cannot be contacted: {vm.host.get_status_display()}.",
             hint="Fix the host's connection first (see its page).",
+        )
+    moving = _cold_migration_of(vm)
+    if moving is not None:
+        _refuse(
+            actor=actor, action=f"vm.{action}", target=vm, parameters=parameters,
+            message=f"{vm.name} is being cold-migrated (#{moving.pk}, {moving.get_status_display().lower()}); "
+                    "starting it now would leave its copy stale.",
+            hint="Wait for the move to end; it can be started where it ends up.",
         )
     if not vm_action_allowed(action, vm.state, persistent=vm.persistent):
         _refuse(

@@ -363,6 +363,12 @@ class _Run:
     # ------------------------------------------------------------------ define
     def define(self, uuid: str) -> None:
         c = self.cold
+        # Someone may have started the guest on the source while its disks were copied: then
+        # the copies are already stale and must not become the guest's disks.
+        state = lv.get_domain(self.src.conn, uuid).state
+        if state != "shutoff":
+            raise ColdFailed(f"{c.vm_name} was started on {c.source.name} during the copy ({state}); the copies "
+                             "are stale.", hint="Shut it down again and start the move again.")
         new_paths = {m.target: m.destination_path for m in self.moves if m.destination_path != m.source_path}
         new_xml = cold.rewrite_sources(c.original_xml, new_paths) if new_paths else c.original_xml
         self.step("defining", status=C.DEFINING, phase=f"Defining {c.vm_name} on {c.destination.name}",

@@ -309,3 +309,16 @@ def test_a_live_migration_is_accepted_once_the_cold_one_ended(hosts_and_guest):
     migration = services.migration_request(vm=vm, destination=dst, options=MigrationOptions(), actor=SYSTEM,
                                            run_by_worker=False)
     assert migration.status == S.QUEUED
+
+
+def test_starting_a_guest_being_cold_migrated_is_refused(django_capture_on_commit_callbacks):
+    from hosts.choices import VMActionChoices
+    from hosts.services import vm_action_request
+
+    src, dst = make_host("kvm-start-a"), make_host("kvm-start-b")
+    vm = make_vm(src, "moving", state=VMStateChoices.SHUTOFF)
+    with django_capture_on_commit_callbacks(execute=False):
+        cold = services.cold_migration_request(vm=vm, destination=dst, actor=Actor.system(), run_by_worker=False)
+    with pytest.raises(ServiceRefused) as refused:
+        vm_action_request(vm=vm, action=VMActionChoices.START, actor=Actor.system())
+    assert f"#{cold.pk}" in refused.value.message and "stale" in refused.value.message
