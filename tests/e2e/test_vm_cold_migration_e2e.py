@@ -4,6 +4,8 @@ The guest (its own, "e2ecold-" name) has a local qcow2 disk on labh1; it is boot
 lab knob, forced off, and moved to labh2's own storage with "start afterwards". The worker
 (rqworker default) runs the move; the page follows the job over the websocket until it
 reloads as Succeeded. The guest is removed afterwards wherever it ended up, disks included.
+The file sorts after test_portal_e2e.py on purpose (as test_vm_migration_e2e.py does):
+onboarding the lab fills the session's portal, and that file starts from an empty inventory.
 """
 
 from __future__ import annotations
