@@ -24,7 +24,8 @@ from .ssh import SSHSession, relay
 # so removing it after a failure can never remove someone else's file.
 CREATE_SH = r"""
 dst=$1; shift
-if ! "$@" sh -c 'set -C; : > "$1"' create "$dst"; then
+umask 077  # a guest's disk is nobody else's business: new copies are 0600
+if ! "$@" sh -c 'umask 077; set -C; : > "$1"' create "$dst"; then
     if [ -e "$dst" ]; then echo "dd: failed to open '$dst': File exists" >&2; exit 17; fi
     exit 1
 fi

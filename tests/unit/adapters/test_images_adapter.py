@@ -495,3 +495,13 @@ def test_write_stdin_script_creates_exclusively_and_takes_the_path_literally(tmp
     again = subprocess.run(argv, input=b"other bytes", capture_output=True, cwd=tmp_path)
     assert again.returncode == 17 and b"File exists" in again.stderr
     assert target.read_bytes() == b"copied bytes" and not (tmp_path / "pwned").exists()
+
+
+def test_copies_are_created_readable_by_their_owner_only(tmp_path):
+    source = tmp_path / "web-1.qcow2"
+    source.write_bytes(b"guest data")
+    source.chmod(0o644)
+    copy = tmp_path / "copy.qcow2"
+    images.copy_on_host(LocalSession(), str(source), str(copy), timeout=60)
+    assert copy.read_bytes() == b"guest data"
+    assert copy.stat().st_mode & 0o777 == 0o600
