@@ -498,7 +498,7 @@ class _Run:
         self.log(where)
         self._refresh_inventory()
         # Recorded; now fail the job too, so its row and the job list say what happened.
-        raise ColdNotCompleted(f"{message} {where}", hint=hint.strip())
+        raise ColdNotCompleted(f"{message} — {where}", hint=hint.strip())
 
     def roll_back(self, uuid: str) -> tuple[list[dict], bool]:
         """Undo what was done, newest first; each step recorded with whether it worked."""
@@ -578,8 +578,12 @@ class _Run:
             except DomainNotFound:
                 elsewhere = f" Not defined on {c.destination.name}."
             except AdapterError:
-                elsewhere = (f" {c.destination.name} did not answer: if it lists {c.vm_name} once it is back, "
-                             f"undefine it there (`virsh undefine {c.vm_name}`); its copy was removed.")
+                u = self.undo
+                if u.defined_at_destination or u.maybe_defined_at_destination:
+                    elsewhere = (f" {c.destination.name} did not answer: if it lists {c.vm_name} once it is back, "
+                                 f"undefine it there (`virsh undefine {c.vm_name}`).")
+                else:
+                    elsewhere = f" Nothing was defined on {c.destination.name} (it did not answer)."
         return (f"{c.vm_name} is defined on {c.source.name} with its original disks, unchanged.{elsewhere}",
                 not elsewhere.startswith(" It is also"))
 
