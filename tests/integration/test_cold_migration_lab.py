@@ -273,3 +273,35 @@ def test_a_dead_worker_is_settled_from_where_the_guest_is_defined(lab, onboarded
             assert sh(src_lab, ["test", "-e", original_disk]).returncode == 0  # originals kept, said so
             assert "kept" in record.outcome
         assert AuditEvent.objects.filter(action="migration.cold.reconciled", target_id=str(record.pk)).exists()
+
+
+HOSTILE_NAME = "vmp-cold $(touch pwned);'q'\"`id`"
+
+
+def test_a_hostile_guest_name_and_disk_path_stay_literal_through_a_cold_migration(lab, onboarded, tmp_path,
+                                                                                   monkeypatch):
+    """The name comes from libvirt, the disk path from its XML: both reach the hosts as literal arguments."""
+    from django.core.management import call_command
+
+    src_lab, dst_lab = lab["hosts"][0], lab["hosts"][1]
+    src, dst = onboarded[src_lab["name"]], onboarded[dst_lab["name"]]
+    name = f"{HOSTILE_NAME}-{uuid.uuid4().hex[:4]}"
+    monkeypatch.chdir(tmp_path)
+    try:
+        made = run_knob("linux-guest", src_lab["name"], guest=name, disk="local")
+        with lv.open_connection(src_lab["libvirt_uri"]) as conn:
+            lv.destroy_domain(conn, made["uuid"])
+        original_disk = disk_of(src_lab, made["uuid"])
+        assert "$(touch pwned)" in original_disk
+        refresh(src)
+        call_command("vm_cold_migrate", made["uuid"], "--to", dst.name, "--start", "--wait")
+        record = ColdMigration.objects.get(vm_uuid=made["uuid"])
+        assert record.status == C.SUCCEEDED, (record.error, record.outcome)
+        assert where(lab["hosts"], made["uuid"]) == {dst_lab["name"]: "running"}
+        assert disk_of(dst_lab, made["uuid"]) == original_disk  # same path, literally, on the other host
+        for host in (src_lab, dst_lab):  # a shell that ran the name would have made "pwned" in its cwd
+            for directory in ("/", "/root", "/var/lib/libvirt/images", "/var/lib/libvirt"):
+                assert sh(host, ["test", "-e", f"{directory.rstrip('/')}/pwned"]).returncode != 0
+        assert not any(tmp_path.iterdir())
+    finally:
+        lab_hosts.remove_guest(name, delete_disks=True)

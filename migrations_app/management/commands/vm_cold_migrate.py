@@ -114,7 +114,9 @@ class Command(BaseCommand):
         def on_step(cold: ColdMigration, step: str) -> None:
             if self.as_json:
                 return
-            if step == "copy-file" or step in ("checked", "defining", "starting", "copied"):
+            if step == "copied":
+                self.stdout.write(f"  Copied and verified (SHA-256): {human_bytes(cold.bytes_done)}")
+            elif step in ("copy-file", "checked", "defining", "starting"):
                 self.stdout.write(f"  {cold.phase}")
 
         def work(ctx):
