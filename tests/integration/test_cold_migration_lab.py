@@ -11,25 +11,20 @@ Guests get unique "vmp-cold-" names and are removed afterwards wherever they are
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import time
 import uuid
 
 import pytest
 
-from core.actors import Actor
 from core.choices import JobStatusChoices
 from core.models import AuditEvent
-from hosts import services as host_services
 from hosts.adapters import libvirt as lv
-from hosts.adapters import migration as mg
-from hosts.jobs import refresh_host_job
-from hosts.models import Host, VirtualMachine
+from hosts.models import VirtualMachine
 from lab import hosts as lab_hosts
-from lab import knobs
 from lab.heartbeat import report
-from lab_shares import lab_share, onboarded, sh  # noqa: F401 - fixtures used by name
+from lab_support import SYSTEM, disk_of, refresh, run_knob, unique, vm_row, where
+from lab_support import lab_share, onboarded, sh  # noqa: F401 - fixtures used by name
 from migrations_app import services
 from migrations_app.choices import ColdMigrationStatusChoices as C
 from migrations_app.choices import MigrationStatusChoices as S
@@ -41,22 +36,12 @@ from storage.choices import ShareStatusChoices
 
 pytestmark = [pytest.mark.lab, pytest.mark.django_db(transaction=True), pytest.mark.timeout(600)]
 
-SYSTEM = Actor.system()
-
-
-def unique() -> str:
-    return f"vmp-cold-{uuid.uuid4().hex[:6]}"
-
-
-def run_knob(name: str, host: str, *, undo: bool = False, **kw) -> dict:
-    return knobs.run_knob(argparse.Namespace(knob=name, host=host, as_host=None, name=kw.get("guest"),
-                                             rate="4mbit", disk=kw.get("disk", "local"), undo=undo))
 
 
 @contextlib.contextmanager
 def linux_guest_shut_off(host: dict, *, min_counter: int = 12):
     """A Linux guest on ``host`` with a local qcow2 disk, run until its counter is on disk, then off."""
-    name = unique()
+    name = unique("cold")
     try:
         made = run_knob("linux-guest", host["name"], guest=name, disk="local")
         deadline = time.time() + 60
@@ -69,33 +54,6 @@ def linux_guest_shut_off(host: dict, *, min_counter: int = 12):
         yield name, made["uuid"], last
     finally:
         lab_hosts.remove_guest(name, delete_disks=True)
-
-
-def where(lab_list: list[dict], domain_uuid: str) -> dict[str, str]:
-    found = {}
-    for h in lab_list:
-        with lv.open_connection(h["libvirt_uri"]) as conn:
-            presence = mg.domain_presence(conn, domain_uuid)
-        if presence.exists:
-            found[h["name"]] = presence.state
-    return found
-
-
-def disk_of(host: dict, domain_uuid: str) -> str:
-    with lv.open_connection(host["libvirt_uri"]) as conn:
-        return next(d.source for d in lv.get_domain(conn, domain_uuid).disks if d.device == "disk")
-
-
-def refresh(host: Host) -> None:
-    job = host_services.host_refresh_request(host=host, actor=SYSTEM, enqueue=False)
-    refresh_host_job(job.pk, host.pk)
-    job.refresh_from_db()
-    assert job.status == JobStatusChoices.SUCCEEDED, job.error
-
-
-def vm_row(host: Host, domain_uuid: str) -> VirtualMachine:
-    refresh(host)
-    return VirtualMachine.objects.get(host=host, uuid=domain_uuid)
 
 
 def sha256_on(host: dict, path: str) -> str:

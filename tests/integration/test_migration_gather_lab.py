@@ -8,12 +8,10 @@ asked of libvirt.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import statistics
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -22,10 +20,10 @@ from hosts.adapters import libvirt as lv
 from hosts.adapters import migration as mg
 from hosts.adapters.errors import MigrationAborted
 from hosts.adapters.ssh import SSHSession, SSHTarget
-from lab import config, guests, knobs
-from lab import hosts as lab_hosts
+from lab import config
 from lab.heartbeat import report
 from lab.system import run
+from lab_support import heartbeat_guest, knob, unique
 from migrations_app.gather import MARKER_PREFIX, Endpoint, gather
 from migrations_app.options import MigrationOptions, libvirt_flags, libvirt_params
 from migrations_app.policy import JobInfo, JobType
@@ -54,44 +52,6 @@ def endpoint(host: dict, **kw) -> Endpoint:
     ssh = SSHTarget(address=host["address"], port=host["ssh_port"], user=host["ssh_user"],
                     private_key_pem=Path(host["ssh_key"]).read_text(), pinned_host_key=pin)
     return Endpoint(name=host["name"], libvirt_uri=host["libvirt_uri"], ssh=ssh, **kw)
-
-
-def unique(prefix: str) -> str:
-    return f"gx-{prefix}-{uuid.uuid4().hex[:6]}"
-
-
-_disk_files = lab_hosts.guest_disk_files
-remove_guest = lab_hosts.remove_guest
-
-
-@contextlib.contextmanager
-def knob(name: str, host: dict, **kw):
-    """Apply a lab knob; undo it (and delete the disks of a guest it made) however the test ends."""
-    def args(undo):
-        return argparse.Namespace(knob=name, host=host["name"], as_host=kw.get("as_host"),
-                                  name=kw.get("guest"), rate=kw.get("rate", "4mbit"), undo=undo)
-
-    try:
-        yield knobs.run_knob(args(False))
-    finally:
-        knobs.run_knob(args(True))
-        if kw.get("guest") and name != "duplicate-name":
-            for f in _disk_files(kw["guest"]):
-                f.unlink(missing_ok=True)
-        if name == "duplicate-name":
-            (config.paths().disks / f"{kw['guest']}.dup-{host['name']}.img").unlink(missing_ok=True)
-
-
-@contextlib.contextmanager
-def heartbeat_guest(host: dict):
-    """A heartbeat guest of our own on ``host``: (name, uuid)."""
-    spec = guests.GuestSpec(name=unique("hb")).with_uuid()
-    try:
-        lab_hosts.start_guest(host, spec)
-        lab_hosts.wait_heartbeats([spec.name], since=time.time() - 1, timeout=20)
-        yield spec.name, spec.uuid
-    finally:
-        remove_guest(spec.name)
 
 
 def guest_uuid(host: dict, name: str) -> str:

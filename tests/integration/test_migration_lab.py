@@ -9,30 +9,21 @@ migrating labh1 → labh2, so these migrate the third host's guests to the first
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import time
-import uuid
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from django.utils import timezone
 
-from core.actors import Actor
 from core.choices import JobStatusChoices
 from core.jobs import job_enqueue, run_job
 from core.models import AuditEvent
-from hosts import services as host_services
 from hosts.adapters import libvirt as lv
 from hosts.adapters import migration as mg
-from hosts.jobs import refresh_host_job
-from hosts.management.commands.lab_onboard import onboard_lab_host
-from hosts.models import Host, VirtualMachine
-from lab import config, guests, knobs
-from lab import hosts as lab_hosts
+from hosts.models import VirtualMachine
 from lab.heartbeat import report
-from lab.system import run
+from lab_support import SYSTEM, heartbeat_guest, knob, unique, vm_row, where
+from lab_support import onboarded  # noqa: F401 - fixture used by name
 from migrations_app import reconciler, runner, services
 from migrations_app.choices import MigrationStatusChoices as S
 from migrations_app.models import Migration
@@ -40,70 +31,9 @@ from migrations_app.options import MigrationOptions, from_dict, libvirt_flags
 
 pytestmark = [pytest.mark.lab, pytest.mark.django_db(transaction=True), pytest.mark.timeout(300)]
 
-SYSTEM = Actor.system()
 
 
 # --- lab helpers ------------------------------------------------------------------------
-
-
-def unique(prefix: str) -> str:
-    return f"vmp-{prefix}-{uuid.uuid4().hex[:6]}"
-
-
-_disk_files = lab_hosts.guest_disk_files
-remove_guest = lab_hosts.remove_guest
-
-
-@contextlib.contextmanager
-def heartbeat_guest(host: dict):
-    spec = guests.GuestSpec(name=unique("hb")).with_uuid()
-    try:
-        lab_hosts.start_guest(host, spec)
-        lab_hosts.wait_heartbeats([spec.name], since=time.time() - 1, timeout=20)
-        yield spec.name, spec.uuid
-    finally:
-        remove_guest(spec.name)
-
-
-@contextlib.contextmanager
-def knob(name: str, host: dict, **kw):
-    """Apply a lab knob; undo it (and delete the disks of a guest it made) however the test ends."""
-    def args(undo):
-        return argparse.Namespace(knob=name, host=host["name"], as_host=kw.get("as_host"),
-                                  name=kw.get("guest"), rate=kw.get("rate", "4mbit"), undo=undo)
-
-    try:
-        yield knobs.run_knob(args(False))
-    finally:
-        knobs.run_knob(args(True))
-        if kw.get("guest") and name != "duplicate-name":
-            for f in _disk_files(kw["guest"]):
-                f.unlink(missing_ok=True)
-        if name == "duplicate-name":
-            (config.paths().disks / f"{kw['guest']}.dup-{host['name']}.img").unlink(missing_ok=True)
-
-
-def where(lab_hosts_list: list[dict], domain_uuid: str) -> dict[str, str]:
-    """Ask libvirt on every lab host: {host: state} of the guest."""
-    found = {}
-    for h in lab_hosts_list:
-        with lv.open_connection(h["libvirt_uri"]) as conn:
-            presence = mg.domain_presence(conn, domain_uuid)
-        if presence.exists:
-            found[h["name"]] = presence.state
-    return found
-
-
-def refresh(host: Host) -> None:
-    job = host_services.host_refresh_request(host=host, actor=SYSTEM, enqueue=False)
-    refresh_host_job(job.pk, host.pk)
-    job.refresh_from_db()
-    assert job.status == JobStatusChoices.SUCCEEDED, job.error
-
-
-def vm_row(host: Host, domain_uuid: str) -> VirtualMachine:
-    refresh(host)
-    return VirtualMachine.objects.get(host=host, uuid=domain_uuid)
 
 
 def figures(migration: Migration) -> str:
@@ -114,16 +44,11 @@ def figures(migration: Migration) -> str:
 
 
 @pytest.fixture
-def portal(lab, settings):
+def portal(lab, onboarded, settings):
     """Every lab host in the inventory; the guest heartbeat probe of the lab switched on."""
     settings.VMPORTAL_GUEST_HEARTBEAT_PROBE = "lab.heartbeat:probe"
-    rows = {}
-    for entry in lab["hosts"]:
-        host, _created = onboard_lab_host(entry, actor=SYSTEM)
-        host.refresh_from_db()
-        rows[entry["name"]] = host
     src, dst = lab["hosts"][2], lab["hosts"][0]
-    return {"rows": rows, "lab": lab["hosts"], "pair": (src, dst)}
+    return {"rows": onboarded, "lab": lab["hosts"], "pair": (src, dst)}
 
 
 # --- tests ---------------------------------------------------------------------------------

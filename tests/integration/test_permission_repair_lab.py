@@ -13,7 +13,7 @@ import pytest
 
 from core.actors import Actor
 from core.models import AuditEvent
-from lab_shares import onboarded, sh  # noqa: F401 - fixtures used by name
+from lab_support import onboarded, sh  # noqa: F401 - fixtures used by name
 from migrations_app import services
 from migrations_app.gather import QemuIdentity
 from migrations_app.models import MigrationPlan, PreflightRun

@@ -26,7 +26,7 @@ from storage.choices import SetupStatusChoices, ShareStatusChoices, StepStateCho
 from storage.models import Share, ShareSetup
 from storage.steps import Command, plan_from_json
 
-from lab_shares import (  # noqa: F401 - fixtures used by name
+from lab_support import (  # noqa: F401 - fixtures used by name
     FSTAB,
     GANESHA_CONF,
     drop_block,
