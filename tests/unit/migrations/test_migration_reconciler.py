@@ -254,3 +254,32 @@ def test_job_function_takes_ids(two_hosts, world):
     migration_job(job_row.pk, migration.pk)
     migration.refresh_from_db()
     assert migration.status == S.SUCCEEDED
+
+
+def test_a_cold_migration_whose_worker_died_is_handed_to_the_cold_reconciler(two_hosts, monkeypatch,
+                                                                              django_capture_on_commit_callbacks):
+    from migrations_app.choices import ColdMigrationStatusChoices as C
+    from migrations_app.models import ColdMigration
+
+    src, dst, vm = two_hosts
+    stale = ColdMigration.objects.create(
+        vm=vm, vm_uuid=vm.uuid, vm_name=vm.name, source=src, destination=dst, status=C.COPYING,
+        started=NOW - timedelta(minutes=30), heartbeat=NOW - timedelta(minutes=20), job=job(),
+    )
+    fresh = ColdMigration.objects.create(
+        vm_uuid="6f1c8a52-0000-4000-8000-0000000000aa", vm_name="other", source=src, destination=dst,
+        status=C.COPYING, started=NOW, heartbeat=timezone.now(), job=job(),
+    )
+    settled = []
+    monkeypatch.setattr("migrations_app.jobs.cold_reconcile_job",
+                        lambda job_id, cold_id, reason="": settled.append((cold_id, reason)))
+    with django_capture_on_commit_callbacks(execute=True):
+        found = reconciler.migrations_reconcile()
+    assert found["reconciling"] == 1
+    assert [cold_id for cold_id, _ in settled] == [stale.pk]
+    assert "no sign of life" in settled[0][1]
+    assert fresh.pk not in [cold_id for cold_id, _ in settled]
+    # Asking again while that reconcile job is still queued does not queue a second one.
+    Job.objects.filter(kind="migration.reconcile").update(status=JobStatusChoices.QUEUED)
+    reconciler.migrations_reconcile()
+    assert Job.objects.filter(kind="migration.reconcile", target_type="coldmigration").count() == 1
