@@ -42,6 +42,8 @@ NVRAM_MODE = "0600"
 IMAGE_MODE = "0600"
 
 StepCallback = Callable[[ColdMigration, str], None]
+# (record, bytes copied so far, bytes to copy) while the disks are copied, at most every PROGRESS_EVERY_S.
+ProgressCallback = Callable[[ColdMigration, int, int], None]
 
 
 class ColdFailed(Exception):
@@ -90,28 +92,38 @@ def _log(ctx: JobContext | None, message: str, *, level=JobLogLevelChoices.INFO)
     logger.info("cold migration: %s", message)
 
 
-def run_cold_migration(*, cold_id: int, ctx: JobContext | None, on_step: StepCallback | None = None) -> dict:
-    """Run one cold migration to its end; returns a summary. ``on_step(cold, step)`` is told each step."""
+def run_cold_migration(
+    *, cold_id: int, ctx: JobContext | None, on_step: StepCallback | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> dict:
+    """Run one cold migration to its end; returns a summary.
+
+    ``on_step(cold, step)`` is told each step, ``on_progress(cold, done, total)`` the copy's bytes.
+    """
     record = ColdMigration.objects.select_related("source", "destination", "share", "job").get(pk=cold_id)
     if not services.cold_begin(cold=record, job=ctx.job if ctx else None):
         record.refresh_from_db()
         _log(ctx, f"Cold migration #{record.pk} is {record.status}, not queued: not running it again",
              level=JobLogLevelChoices.WARNING)
         return {"status": record.status}
-    return _Run(record, ctx, on_step).run()
+    return _Run(record, ctx, on_step, on_progress).run()
 
 
 class _Run:
-    def __init__(self, record: ColdMigration, ctx: JobContext | None, on_step: StepCallback | None):
+    def __init__(self, record: ColdMigration, ctx: JobContext | None, on_step: StepCallback | None = None,
+                 on_progress: ProgressCallback | None = None):
         self.cold = record
         self.ctx = ctx
         self.on_step = on_step
+        self.on_progress = on_progress
         self.undo = _Undo()
         self.stack = ExitStack()
         self.src: _Side | None = None
         self.dst: _Side | None = None
         self.moves: list[cold.FileMove] = []
         self.sizes: dict[str, int] = {}
+        self.verify_seconds: float | None = None
+        self.since_start: float | None = None
 
     # ------------------------------------------------------------------ helpers
     def step(self, name: str, **kwargs) -> None:
@@ -326,6 +338,8 @@ class _Run:
             if self.ctx is not None:
                 # The copy is most of the work: 0–90 %, the rest for defining and starting.
                 self.ctx.progress(int(90 * (done_before + done) / total))
+            if self.on_progress is not None:
+                self.on_progress(self.cold, done_before + done, self.cold.bytes_total)
 
         return report
 
@@ -455,7 +469,7 @@ class _Run:
             "bytes": c.bytes_total,
             "copy_seconds": c.copy_seconds,
             "copy_mib_per_s": (c.bytes_total / 2**20 / c.copy_seconds) if c.copy_seconds else None,
-            "verify_seconds": getattr(self, "verify_seconds", None),
+            "verify_seconds": self.verify_seconds,
             "originals_removed": removed,
             "originals_kept": kept,
             "started": c.start,
@@ -520,8 +534,8 @@ class _Run:
                                                                   f"{exc.message}"})
                 self.log(f"Undo skipped: {what}: the host does not answer ({exc.message})",
                          JobLogLevelChoices.WARNING)
-            except Exception as exc:  # record each failed undo step and go on with the others
-                text = getattr(exc, "message", "") or str(exc)
+            except AdapterError as exc:  # record each failed undo step and go on with the others
+                text = exc.message
                 steps.append({"step": what, "ok": False, "error": text})
                 self.log(f"Undo failed: {what}: {text}", JobLogLevelChoices.ERROR)
 
@@ -588,12 +602,10 @@ class _Run:
                 not elsewhere.startswith(" It is also"))
 
     def _refresh_inventory(self) -> None:
+        # Each refresh is a Job of its own that records its own failure; the move's record stands.
         from .runner import refresh_hosts
 
-        try:
-            refresh_hosts(self.cold, self.ctx)
-        except Exception:  # the record is written; a refresh failure must not change it
-            logger.warning("inventory refresh after cold migration #%s failed", self.cold.pk, exc_info=True)
+        refresh_hosts(self.cold, self.ctx)
 
 
 # ---------------------------------------------------------------------------
@@ -714,4 +726,7 @@ def _remove_copy(host: Host, path: str, runas: list[str]) -> None:
             raise AdapterError(f"{path} is still there")
 
 
-__all__ = ["ColdFailed", "ColdNotCompleted", "reconcile_cold_migration", "run_cold_migration"]
+__all__ = [
+    "ColdFailed", "ColdNotCompleted", "ProgressCallback", "StepCallback", "reconcile_cold_migration",
+    "run_cold_migration",
+]

@@ -675,6 +675,8 @@ def migration_still_running(*, migration: Migration, phase: str) -> None:
 
 COLD_JOB_MARGIN_S = 900  # checking, defining, starting, verifying checksums, rolling back
 COLD_COPY_MIN_BYTES_PER_S = 20 * 1024 * 1024  # the slowest copy rate the job timeout allows for
+# The inventory records no disk sizes: the timeout assumes this much, so it is generous.
+COLD_ASSUMED_DISK_BYTES = 64 * 2**30
 
 
 def cold_job_timeout_s(disk_bytes: int) -> int:
@@ -753,7 +755,7 @@ def cold_migration_request(
             )
             cold.job = job_enqueue(
                 kind=MigrationJobKindChoices.COLD_RUN, func=cold_migration_job, args=(cold.pk,), target=cold,
-                timeout_s=cold_job_timeout_s(disk_bytes_hint or _inventory_disk_bytes(vm)), actor=actor,
+                timeout_s=cold_job_timeout_s(disk_bytes_hint or COLD_ASSUMED_DISK_BYTES), actor=actor,
                 enqueue=run_by_worker,
             )
             cold.save(update_fields=["job"])
@@ -766,11 +768,6 @@ def cold_migration_request(
     except IntegrityError:
         refuse(f"Another cold migration of {vm.name} was requested at the same moment.", "Follow that one.")
     return cold
-
-
-def _inventory_disk_bytes(vm: VirtualMachine) -> int:
-    # The inventory does not record sizes; assume a large disk so the timeout is generous.
-    return 64 * 2**30
 
 
 @transaction.atomic

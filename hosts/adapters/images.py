@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from .errors import AdapterError, CommandFailed
+from .errors import AdapterError
 from .ssh import SSHSession, relay
 
 # Reads as root (local images are root's 0600 while the guest is off), writes as `runas`.
@@ -283,7 +283,7 @@ def _copy_hint(stderr: str) -> str:
 
 
 __all__ = [
-    "CommandFailed", "CopyFailed", "CopyResult", "FileFacts", "ImageFacts", "can_open", "can_write_dir",
+    "CopyFailed", "CopyResult", "FileFacts", "ImageFacts", "can_open", "can_write_dir",
     "copy_between_hosts", "copy_on_host", "file_facts", "free_bytes", "image_facts", "parse_dd_progress",
     "parse_image_info", "parse_stat", "path_exists", "remove_file", "set_owner_mode", "sha256",
 ]

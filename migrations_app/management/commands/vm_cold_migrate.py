@@ -119,22 +119,15 @@ class Command(BaseCommand):
             elif step in ("copy-file", "checked", "defining", "starting"):
                 self.stdout.write(f"  {cold.phase}")
 
-        def work(ctx):
-            original_progress = ctx.progress
+        def on_progress(cold: ColdMigration, done: int, total: int) -> None:
+            now = time.monotonic()
+            if not self.as_json and now - last[0] >= PROGRESS_EVERY_S:
+                last[0] = now
+                percent = int(100 * done / total) if total else 0
+                self.stdout.write(f"    {percent:3d} %  {human_bytes(done)} of {human_bytes(total)}")
 
-            def progress(percent: int) -> None:
-                original_progress(percent)
-                now = time.monotonic()
-                if not self.as_json and now - last[0] >= PROGRESS_EVERY_S:
-                    last[0] = now
-                    record.refresh_from_db(fields=["bytes_done", "bytes_total"])
-                    self.stdout.write(f"    {percent:3d} %  {human_bytes(record.bytes_done)} of "
-                                      f"{human_bytes(record.bytes_total)}")
-
-            ctx.progress = progress
-            return cold_runner.run_cold_migration(cold_id=record.pk, ctx=ctx, on_step=on_step)
-
-        run_job(record.job_id, work)
+        run_job(record.job_id, lambda ctx: cold_runner.run_cold_migration(
+            cold_id=record.pk, ctx=ctx, on_step=on_step, on_progress=on_progress))
         record.refresh_from_db()
         if self.as_json:
             self.stdout.write(json.dumps(outcome_dict(record), indent=2))
