@@ -12,7 +12,6 @@ import time
 
 from core.actors import Actor
 from core.choices import JobLogLevelChoices
-from core.encryption import decrypt_secret
 from core.jobs import JobContext
 from hosts.adapters import facts as facts_adapter
 from hosts.adapters import libvirt as libvirt_adapter
@@ -20,50 +19,19 @@ from hosts.adapters import ssh as ssh_adapter
 from hosts.adapters.errors import AdapterError, CommandFailed, CommandTimeout, HostKeyMismatch
 
 from . import services
-from .choices import HostAuthMethodChoices, VMActionChoices, VMStateChoices
-from .models import Host, PortalKey, VirtualMachine
+from .access import SSH_CONNECT_TIMEOUT_S, HostNotTrusted, require_trusted, ssh_target_for  # noqa: F401
+from .choices import VMActionChoices, VMStateChoices
+from .models import Host, VirtualMachine
 
 logger = logging.getLogger(__name__)
 
-SSH_CONNECT_TIMEOUT_S = 10.0
 # How long "shut down" waits for the guest OS to power off before reporting it did not.
 SHUTDOWN_WAIT_S = 120.0
 ACTION_POLL_INTERVAL_S = 1.0
 
 
-class HostNotTrusted(AdapterError):
-    default_hint = "Confirm the host's SSH key fingerprint on its trust page first."
-
-
-def ssh_target_for(host: Host) -> ssh_adapter.SSHTarget:
-    """The adapter's SSHTarget for a host: its credentials (decrypted) and pinned host key."""
-    private_key_pem = password = None
-    if host.auth_method == HostAuthMethodChoices.PORTAL_KEY:
-        portal_key = PortalKey.objects.order_by("pk").first()
-        if portal_key is None:
-            raise AdapterError(
-                "The portal has no SSH key pair yet.",
-                hint="Open 'Add host' once to generate it, then install its public key on the host.",
-            )
-        private_key_pem = decrypt_secret(portal_key.private_key_encrypted)
-    elif host.auth_method == HostAuthMethodChoices.PRIVATE_KEY:
-        private_key_pem = decrypt_secret(host.secret_encrypted)
-    else:
-        password = decrypt_secret(host.secret_encrypted)
-    return ssh_adapter.SSHTarget(
-        address=host.address,
-        port=host.ssh_port,
-        user=host.ssh_user,
-        private_key_pem=private_key_pem,
-        password=password,
-        pinned_host_key=host.host_key or None,
-        connect_timeout=SSH_CONNECT_TIMEOUT_S,
-    )
-
-
 def _require_trusted(host: Host) -> None:
-    if not host.host_key:
-        raise HostNotTrusted(f"The SSH host key of {host.name} has not been confirmed yet.")
+    require_trusted(host)
 
 
 def _record_failure(host: Host, exc: AdapterError, ctx: JobContext | None) -> None:

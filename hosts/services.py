@@ -17,6 +17,7 @@ from core.actors import Actor
 from core.audit import audit_record, audit_record_now
 from core.choices import AuditResultChoices, JobStatusChoices
 from core.encryption import encrypt_secret
+from core.errors import PortalError
 from core.jobs import job_enqueue
 from core.models import Job
 from hosts.adapters.facts import OsRelease, StorageLocation
@@ -40,13 +41,8 @@ REFRESH_TIMEOUT_S = 300
 VM_ACTION_TIMEOUT_S = 240
 
 
-class ServiceRefused(Exception):
+class ServiceRefused(PortalError):
     """The request is not allowed as it stands; .message says why, .hint what to do."""
-
-    def __init__(self, message: str, *, hint: str = ""):
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
 
 
 @dataclass(frozen=True)

@@ -10,19 +10,11 @@ from __future__ import annotations
 
 import shlex
 
+from core.errors import PortalError
 
-class AdapterError(Exception):
+
+class AdapterError(PortalError):
     """Base class: something went wrong talking to a hypervisor host."""
-
-    default_hint = ""
-
-    def __init__(self, message: str, *, hint: str | None = None):
-        super().__init__(message)
-        self.message = message
-        self.hint = self.default_hint if hint is None else hint
-
-    def __str__(self) -> str:
-        return self.message
 
 
 class HostUnreachable(AdapterError):

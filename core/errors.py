@@ -1,0 +1,23 @@
+"""The portal's one error family.
+
+Every error the portal raises on purpose carries a ``message`` (what is wrong, safe to
+show) and a ``hint`` (what to do next). Views, jobs and commands catch ``PortalError``
+by type instead of duck-typing ``.message``/``.hint``. No Django here: the adapters
+derive their errors from it too.
+"""
+
+from __future__ import annotations
+
+
+class PortalError(Exception):
+    """Base class: an expected failure with a message and a hint for the person."""
+
+    default_hint = ""
+
+    def __init__(self, message: str, *, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = self.default_hint if hint is None else hint
+
+    def __str__(self) -> str:
+        return self.message
