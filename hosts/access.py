@@ -116,7 +116,7 @@ class HostSession:
         if self._ssh is None:
             self._check_open()
             require_trusted(self.host)
-            self._ssh = self._stack.enter_context(ssh_adapter.SSHSession(self.ssh_target))
+            self._ssh = self._stack.enter_context(self._connect_ssh(self.ssh_target))
         return self._ssh
 
     @property
@@ -128,9 +128,18 @@ class HostSession:
     def open_libvirt(self):
         """A further libvirt connection of its own, closed when the session closes."""
         self._check_open()
-        return self._stack.enter_context(
-            libvirt_adapter.open_connection(self.libvirt_uri, ssh_target=self.ssh_target)
-        )
+        return self._stack.enter_context(self._connect_libvirt(self.libvirt_uri, self.ssh_target))
+
+    def presented_host_key(self) -> ssh_adapter.HostKeyInfo:
+        """The SSH host key the host presents now (no login): what an admin confirms before trusting it."""
+        return ssh_adapter.fetch_host_key(self.host.address, self.host.ssh_port, timeout=SSH_CONNECT_TIMEOUT_S)
+
+    # -- the two ways out (a fake fleet's session overrides these) ----------
+    def _connect_ssh(self, target: ssh_adapter.SSHTarget):
+        return ssh_adapter.SSHSession(target)
+
+    def _connect_libvirt(self, uri: str, target: ssh_adapter.SSHTarget):
+        return libvirt_adapter.open_connection(uri, ssh_target=target)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -144,6 +153,14 @@ _factory: SessionFactory = HostSession
 def open_session(host: Host) -> HostSession:
     """A new session to ``host`` (use it as a context manager)."""
     return _factory(host)
+
+
+def presented_host_key(address: str, port: int = 22) -> ssh_adapter.HostKeyInfo:
+    """The SSH host key a host not (yet) in the inventory presents, read without logging in.
+
+    The first step of trusting a host: the admin compares its fingerprint before it is pinned.
+    """
+    return _factory(Host(name=address, address=address, ssh_port=port)).presented_host_key()
 
 
 @contextlib.contextmanager

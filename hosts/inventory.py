@@ -1,7 +1,7 @@
 """Talking to hosts for the inventory: the work the jobs run.
 
-Each function connects with the host's stored credentials and pinned key (through the
-adapters), gathers or acts, and stores the result through services. Adapter errors carry a
+Each function opens a session to the host (``hosts.access``: stored credentials, pinned
+key), gathers or acts through the adapters, and stores the result through services. Adapter errors carry a
 message and a hint; they are recorded on the host and re-raised so the job fails with them.
 """
 
@@ -15,11 +15,10 @@ from core.choices import JobLogLevelChoices
 from core.jobs import JobContext
 from hosts.adapters import facts as facts_adapter
 from hosts.adapters import libvirt as libvirt_adapter
-from hosts.adapters import ssh as ssh_adapter
 from hosts.adapters.errors import AdapterError, CommandFailed, CommandTimeout, HostKeyMismatch
 
-from . import services
-from .access import SSH_CONNECT_TIMEOUT_S, HostNotTrusted, require_trusted, ssh_target_for  # noqa: F401
+from . import access, services
+from .access import HostNotTrusted, require_trusted, ssh_target_for  # noqa: F401 - re-exported for now
 from .choices import VMActionChoices, VMStateChoices
 from .models import Host, VirtualMachine
 
@@ -49,7 +48,7 @@ def fetch_host_key(*, host_id: int, ctx: JobContext) -> dict:
     """Read the SSH host key the host presents (no login) and keep it for an admin to confirm."""
     host = Host.objects.get(pk=host_id)
     ctx.log(f"Connecting to {host.address}:{host.ssh_port} to read its SSH host key")
-    key = ssh_adapter.fetch_host_key(host.address, host.ssh_port, timeout=SSH_CONNECT_TIMEOUT_S)
+    key = access.presented_host_key(host.address, host.ssh_port)
     services.host_key_presented(host=host, key=key)
     ctx.log(f"The host presented {key.key_type} key {key.fingerprint}")
     if host.host_key and host.host_key != key.openssh:
@@ -75,19 +74,17 @@ def refresh_host(*, host_id: int, ctx: JobContext) -> dict:
     _require_trusted(host)
     uri = host.effective_libvirt_uri
     try:
-        target = ssh_target_for(host)
-        ctx.log(f"Connecting to {host.ssh_user}@{host.address}:{host.ssh_port} over SSH")
-        with ssh_adapter.SSHSession(target) as session:
-            os_release = _read_os_release(session, ctx)
+        with access.open_session(host) as session:
+            ctx.log(f"Connecting to {host.ssh_user}@{host.address}:{host.ssh_port} over SSH")
+            os_release = _read_os_release(session.ssh, ctx)
             ctx.progress(20)
             ctx.log(f"Connecting to libvirt at {uri}")
-            with libvirt_adapter.open_connection(uri, ssh_target=target) as conn:
-                facts = libvirt_adapter.get_host_facts(conn)
-                ctx.progress(50)
-                domains = libvirt_adapter.list_domains(conn)
+            facts = libvirt_adapter.get_host_facts(session.libvirt)
+            ctx.progress(50)
+            domains = libvirt_adapter.list_domains(session.libvirt)
             ctx.log(f"{facts.hostname}: {facts.hypervisor} {facts.hypervisor_version}, {len(domains)} guest(s)")
             ctx.progress(70)
-            storage = _storage_of_paths(session, _disk_paths(domains), ctx)
+            storage = _storage_of_paths(session.ssh, _disk_paths(domains), ctx)
     except AdapterError as exc:
         _record_failure(host, exc, ctx)
         raise
@@ -132,9 +129,9 @@ def run_vm_action(*, vm_id: int, action: str, ctx: JobContext) -> dict:
     _require_trusted(host)
     uuid = str(vm.uuid)
     try:
-        target = ssh_target_for(host)
         ctx.log(f"{action.label}: {vm.name} ({uuid}) on {host.name}")
-        with libvirt_adapter.open_connection(host.effective_libvirt_uri, ssh_target=target) as conn:
+        with access.open_session(host) as session:
+            conn = session.libvirt
             getattr(libvirt_adapter, _ADAPTER_CALLS[action])(conn, uuid)
             ctx.progress(30)
             info = libvirt_adapter.get_domain(conn, uuid)

@@ -25,7 +25,7 @@ from core.actors import Actor
 from hosts.adapters.errors import AdapterError, HostKeyMismatch
 from hosts.adapters.libvirt import EventWatcher
 
-from . import inventory, services
+from . import access, services
 from .jobs import inventory_refresh_all
 from .models import Host
 
@@ -120,7 +120,7 @@ class HostEventWatch:
                 continue
             try:
                 self.watcher.watch(
-                    peer.uri, self.on_event, self.on_disconnect, ssh_target=inventory.ssh_target_for(host)
+                    peer.uri, self.on_event, self.on_disconnect, ssh_target=access.ssh_target_for(host)
                 )
             except AdapterError as exc:
                 peer.failures += 1

@@ -6,8 +6,8 @@
   outcome as it ends, then the proof; a failing step stops the run with its output and fix.
 - ``verify_share``: the proof alone, with a new token.
 
-One SSH session per host for the whole job, and a libvirt connection only where a step needs
-one (both through the hosts app's adapters, with the host's pinned key).
+One session per host for the whole job (``hosts.access``: SSH with the host's pinned key, and
+a libvirt connection only where a step needs one).
 """
 
 from __future__ import annotations
@@ -18,10 +18,8 @@ from collections.abc import Iterator
 
 from core.actors import Actor
 from core.jobs import JobContext
-from hosts.adapters import libvirt as libvirt_adapter
-from hosts.adapters import ssh as ssh_adapter
+from hosts import access
 from hosts.adapters.errors import AdapterError
-from hosts.inventory import ssh_target_for
 from hosts.models import Host
 
 from . import libvirt_pool, proof, services
@@ -39,41 +37,32 @@ class ProofFailed(AdapterError):
 
 
 class HostChannel:
-    """One host for the length of a job: its SSH session, and a libvirt connection on demand."""
+    """One host for the length of a job, as ``storage.runner`` expects it: ``run`` and ``libvirt()``.
 
-    def __init__(self, host: Host):
-        self.host = host
-        self._stack = contextlib.ExitStack()
-        self._target = None
-        self._session = None
-        self._conn = None
+    Both go through the host's session (``hosts.access``); libvirt is opened only where a step needs it.
+    """
 
-    def __enter__(self) -> HostChannel:
-        self._target = ssh_target_for(self.host)
-        self._session = self._stack.enter_context(ssh_adapter.SSHSession(self._target))
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self._stack.close()
+    def __init__(self, session: access.HostSession):
+        self.session = session
+        self.host = session.host
 
     def run(self, argv: list[str], *, stdin: str | None = None, timeout: float = 30.0, check: bool = False):
-        return self._session.run(argv, stdin=stdin, timeout=timeout, check=check)
+        return self.session.ssh.run(argv, stdin=stdin, timeout=timeout, check=check)
 
     def libvirt(self):
-        if self._conn is None:
-            self._conn = self._stack.enter_context(
-                libvirt_adapter.open_connection(self.host.effective_libvirt_uri, ssh_target=self._target)
-            )
-        return self._conn
+        return self.session.libvirt
 
 
 @contextlib.contextmanager
 def open_channels(hosts: list[Host], ctx: JobContext) -> Iterator[dict[str, HostChannel]]:
+    """A channel per host, SSH logged in up front (a host that does not answer stops the job here)."""
     with contextlib.ExitStack() as stack:
         channels = {}
         for host in hosts:
             ctx.log(f"Connecting to {host.name} ({host.ssh_user}@{host.address}:{host.ssh_port})")
-            channels[host.name] = stack.enter_context(HostChannel(host))
+            session = stack.enter_context(access.open_session(host))
+            session.ssh  # noqa: B018 - log in now
+            channels[host.name] = HostChannel(session)
         yield channels
 
 

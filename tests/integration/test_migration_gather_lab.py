@@ -19,12 +19,13 @@ import pytest
 from hosts.adapters import libvirt as lv
 from hosts.adapters import migration as mg
 from hosts.adapters.errors import MigrationAborted
+from hosts.adapters.probes import MARKER_PREFIX
 from hosts.adapters.ssh import SSHSession, SSHTarget
 from lab import config
 from lab.heartbeat import report
 from lab.system import run
 from lab_support import heartbeat_guest, knob, unique
-from migrations_app.gather import MARKER_PREFIX, Endpoint, gather
+from migrations_app.gather import Endpoint, gather
 from migrations_app.options import MigrationOptions, libvirt_flags, libvirt_params
 from migrations_app.policy import JobInfo, JobType
 from migrations_app.preflight import overall, run_preflight

@@ -15,7 +15,7 @@ from core.actors import Actor
 from core.models import AuditEvent
 from lab_support import onboarded, sh  # noqa: F401 - fixtures used by name
 from migrations_app import services
-from migrations_app.gather import QemuIdentity
+from hosts.adapters.probes import QemuIdentity
 from migrations_app.models import MigrationPlan, PreflightRun
 from migrations_app.permissions import repair_image_permissions
 

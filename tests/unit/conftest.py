@@ -1,7 +1,8 @@
-"""Fixtures for the Django unit tests: users per role, hosts, and a fake hypervisor fleet.
+"""Fixtures for the Django unit tests: users per role, hosts, and the fake fleet.
 
-The fake replaces the adapter modules as hosts.inventory sees them (ssh, libvirt, facts), so
-the runner, services and jobs run for real down to that boundary.
+``fleet`` (tests/fakes/fleet.py) is plugged in where the portal reaches a host
+(``hosts.access.override``), so services, jobs, runners and the adapters themselves run for
+real down to SSH and libvirt.
 """
 
 from __future__ import annotations
@@ -9,13 +10,13 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
-from hypervisor_fakes import FakeFleet, make_domain
 
 from core.actors import Actor
-from hosts import inventory
+from hosts import access
 from hosts.adapters.ssh import generate_keypair
 from hosts.choices import HostAuthMethodChoices
 from hosts.services import HostConnection, host_create
+from tests.fakes.fleet import Fleet, make_domain
 
 PASSWORD = "correct horse battery"
 
@@ -78,13 +79,10 @@ def admin_client(admin):
 
 
 @pytest.fixture
-def fleet(monkeypatch):
-    fleet = FakeFleet()
-    ssh, libvirt, facts = fleet.modules()
-    monkeypatch.setattr(inventory, "ssh_adapter", ssh)
-    monkeypatch.setattr(inventory, "libvirt_adapter", libvirt)
-    monkeypatch.setattr(inventory, "facts_adapter", facts)
-    return fleet
+def fleet():
+    fleet = Fleet()
+    with access.override(fleet.session_for):
+        yield fleet
 
 
 @pytest.fixture
@@ -96,7 +94,7 @@ def private_key_pem():
 @pytest.fixture
 def trusted_host(db, fleet, private_key_pem, django_capture_on_commit_callbacks):
     """A host added with its key pinned and refreshed once (two guests)."""
-    hv = fleet.add("192.0.2.10", hostname="kvm-a", domains=[make_domain("web-1"), make_domain("db-1", state="shutoff", reason="shutdown", id=None)])
+    hv = fleet.add("kvm-a", address="192.0.2.10", domains=[make_domain("web-1"), make_domain("db-1", state="shutoff", reason="shutdown", id=None)])
     with django_capture_on_commit_callbacks(execute=True):
         host, _job = host_create(
             name="kvm-a",

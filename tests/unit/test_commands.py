@@ -9,19 +9,9 @@ from django.core.management import CommandError, call_command
 from core.models import AuditEvent
 from hosts.choices import HostStatusChoices
 from hosts.models import Host
-from hypervisor_fakes import make_domain
+from tests.fakes.fleet import make_domain
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def cli_fleet(fleet, monkeypatch):
-    """The commands import fetch_host_key directly; point them at the fake fleet too."""
-    from hosts.management.commands import host_add, lab_onboard
-
-    monkeypatch.setattr(host_add, "fetch_host_key", fleet.fetch_host_key)
-    monkeypatch.setattr(lab_onboard, "fetch_host_key", fleet.fetch_host_key)
-    return fleet
 
 
 @pytest.fixture
@@ -31,16 +21,16 @@ def key_file(tmp_path, private_key_pem):
     return path
 
 
-def test_host_add_without_trust_prints_fingerprint_and_fails(cli_fleet, key_file, capsys):
-    hv = cli_fleet.add("192.0.2.40")
+def test_host_add_without_trust_prints_fingerprint_and_fails(fleet, key_file, capsys):
+    hv = fleet.add("host-192.0.2.40", address="192.0.2.40")
     with pytest.raises(CommandError, match="--trust-host-key"):
         call_command("host_add", "kvm-c", "--address", hv.address, "--ssh-key", str(key_file))
     assert hv.host_key.fingerprint in capsys.readouterr().out
     assert not Host.objects.exists()
 
 
-def test_host_add_with_trust_pins_and_refreshes(cli_fleet, key_file, capsys, django_capture_on_commit_callbacks):
-    hv = cli_fleet.add("192.0.2.40", domains=[make_domain("web")])
+def test_host_add_with_trust_pins_and_refreshes(fleet, key_file, capsys, django_capture_on_commit_callbacks):
+    hv = fleet.add("host-192.0.2.40", address="192.0.2.40", domains=[make_domain("web")])
     with django_capture_on_commit_callbacks(execute=True):
         call_command(
             "host_add", "kvm-c", "--address", hv.address, "--ssh-key", str(key_file), "--ssh-user", "root",
@@ -62,12 +52,12 @@ def test_host_add_with_trust_pins_and_refreshes(cli_fleet, key_file, capsys, dja
         (["ok", "--address", "192.0.2.1", "--ssh-key", "/nonexistent/key"], "Cannot read"),
     ],
 )
-def test_host_add_rejects_bad_input(cli_fleet, args, message):
+def test_host_add_rejects_bad_input(fleet, args, message):
     with pytest.raises(CommandError, match=message):
         call_command("host_add", *args)
 
 
-def test_host_add_reports_unreachable_host(cli_fleet):
+def test_host_add_reports_unreachable_host(fleet):
     with pytest.raises(CommandError, match="refused"):
         call_command("host_add", "kvm-z", "--address", "192.0.2.99", "--trust-host-key")
 
@@ -75,7 +65,7 @@ def test_host_add_reports_unreachable_host(cli_fleet):
 def test_inventory_refresh_wait_prints_summary(trusted_host, fleet, capsys):
     call_command("inventory_refresh", "--wait")
     assert "kvm-a: ok, 2 guest(s)" in capsys.readouterr().out
-    fleet.hosts[trusted_host.address].reachable = False
+    fleet[trusted_host.address].reachable = False
     with pytest.raises(CommandError, match="1 of 1"):
         call_command("inventory_refresh", "--wait")
     out = capsys.readouterr().out
@@ -95,8 +85,8 @@ def test_vm_list_table_escapes_control_characters(trusted_host, fleet, capsys):
     from core.actors import Actor
     from hosts.services import host_inventory_save
 
-    hv = fleet.hosts[trusted_host.address]
-    host_inventory_save(host=trusted_host, facts=hv.facts(), os_release=None,
+    hv = fleet[trusted_host.address]
+    host_inventory_save(host=trusted_host, facts=hv.facts, os_release=None,
                         domains=[make_domain("evil\x1b[2Jname\n")], storage={}, actor=Actor.system())
     call_command("vm_list")
     out = capsys.readouterr().out
@@ -126,9 +116,9 @@ def test_ensure_admin_generates_password_once(monkeypatch, capsys):
     assert "from-env-123" not in json.dumps(list(AuditEvent.objects.values_list("parameters", flat=True)))
 
 
-def test_lab_onboard_adds_then_updates(cli_fleet, key_file, tmp_path, capsys, django_capture_on_commit_callbacks):
-    a = cli_fleet.add("10.77.0.11", hostname="labh1", domains=[make_domain("hb-labh1-1")])
-    b = cli_fleet.add("10.77.0.12", hostname="labh2")
+def test_lab_onboard_adds_then_updates(fleet, key_file, tmp_path, capsys, django_capture_on_commit_callbacks):
+    a = fleet.add("host-10.77.0.11", address="10.77.0.11", hostname="labh1", domains=[make_domain("hb-labh1-1")])
+    b = fleet.add("host-10.77.0.12", address="10.77.0.12", hostname="labh2")
     status = {"hosts": [
         {"name": "labh1", "address": a.address, "libvirt_uri": "qemu+tcp://10.77.0.11/system", "ssh_user": "root", "ssh_port": 22, "ssh_key": str(key_file)},
         {"name": "labh2", "address": b.address, "libvirt_uri": "qemu+tcp://10.77.0.12/system", "ssh_user": "root", "ssh_port": 22, "ssh_key": str(key_file)},
@@ -140,7 +130,7 @@ def test_lab_onboard_adds_then_updates(cli_fleet, key_file, tmp_path, capsys, dj
     assert Host.objects.filter(status=HostStatusChoices.REACHABLE).count() == 2
     assert Host.objects.get(name="labh1").vms.get().name == "hb-labh1-1"
 
-    from hypervisor_fakes import make_host_key
+    from tests.fakes.fleet import make_host_key
 
     a.host_key = make_host_key()  # lab rebuilt: new host key, re-pinned on onboarding
     with django_capture_on_commit_callbacks(execute=True):

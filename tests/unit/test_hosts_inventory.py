@@ -9,7 +9,7 @@ from hosts import inventory, services
 from hosts.choices import HostStatusChoices
 from hosts.models import Host, VirtualMachine
 
-from hypervisor_fakes import make_host_key
+from tests.fakes.fleet import make_host_key
 
 pytestmark = pytest.mark.django_db
 
@@ -32,7 +32,7 @@ def test_refresh_stores_facts(trusted_host):
 
 
 def test_host_key_mismatch_refuses_and_audits(trusted_host, fleet, django_capture_on_commit_callbacks):
-    fleet.hosts[trusted_host.address].host_key = make_host_key()  # host reinstalled or intercepted
+    fleet[trusted_host.address].host_key = make_host_key()  # host reinstalled or intercepted
     job = refresh(trusted_host, django_capture_on_commit_callbacks)
     assert job.status == JobStatusChoices.FAILED
     assert "does not match the pinned key" in job.error and job.error_hint
@@ -44,7 +44,7 @@ def test_host_key_mismatch_refuses_and_audits(trusted_host, fleet, django_captur
 
 
 def test_unreachable_host_keeps_last_facts(trusted_host, fleet, django_capture_on_commit_callbacks):
-    fleet.hosts[trusted_host.address].reachable = False
+    fleet[trusted_host.address].reachable = False
     job = refresh(trusted_host, django_capture_on_commit_callbacks)
     assert job.status == JobStatusChoices.FAILED and "refused the connection" in job.error
     assert trusted_host.status == HostStatusChoices.UNREACHABLE
@@ -52,7 +52,7 @@ def test_unreachable_host_keeps_last_facts(trusted_host, fleet, django_capture_o
     assert trusted_host.facts.hostname == "kvm-a"
     assert trusted_host.vms.count() == 2
 
-    fleet.hosts[trusted_host.address].reachable = True
+    fleet[trusted_host.address].reachable = True
     job = refresh(trusted_host, django_capture_on_commit_callbacks)
     assert job.status == JobStatusChoices.SUCCEEDED and trusted_host.status == HostStatusChoices.REACHABLE
     assert AuditEvent.objects.filter(action="host.reachable").exists()
@@ -88,7 +88,7 @@ def test_destroy_then_start(trusted_host, fleet, django_capture_on_commit_callba
     assert job.status == JobStatusChoices.SUCCEEDED and vm.state == "shutoff" and vm.state_reason == "destroyed"
     job = act(vm, "start", django_capture_on_commit_callbacks)
     assert job.status == JobStatusChoices.SUCCEEDED and vm.state == "running"
-    calls = [name for name, _ in fleet.hosts[trusted_host.address].calls]
+    calls = [name for name, _ in fleet[trusted_host.address].calls]
     assert calls == ["destroy", "start"]
     outcomes = AuditEvent.objects.filter(action__in=["vm.destroy", "vm.start"]).values_list("action", "result", "job_id")
     assert len(outcomes) == 4  # requested + finished, for each action
@@ -98,7 +98,7 @@ def test_destroy_then_start(trusted_host, fleet, django_capture_on_commit_callba
 def test_shutdown_ignored_by_guest_fails_with_hint(trusted_host, fleet, monkeypatch, django_capture_on_commit_callbacks):
     monkeypatch.setattr(inventory, "SHUTDOWN_WAIT_S", 0.05)
     monkeypatch.setattr(inventory, "ACTION_POLL_INTERVAL_S", 0.01)
-    fleet.hosts[trusted_host.address].shutdown_ignored = True
+    fleet[trusted_host.address].shutdown_ignored = True
     vm = VirtualMachine.objects.get(name="web-1")
     job = act(vm, "shutdown", django_capture_on_commit_callbacks)
     assert job.status == JobStatusChoices.FAILED and "still running" in job.error and "Force off" in job.error_hint
@@ -107,7 +107,7 @@ def test_shutdown_ignored_by_guest_fails_with_hint(trusted_host, fleet, monkeypa
 
 def test_action_on_vanished_guest_fails(trusted_host, fleet, django_capture_on_commit_callbacks):
     vm = VirtualMachine.objects.get(name="web-1")
-    fleet.hosts[trusted_host.address].domains.pop(str(vm.uuid))
+    fleet[trusted_host.address].domains.pop(str(vm.uuid))
     job = act(vm, "destroy", django_capture_on_commit_callbacks)
     assert job.status == JobStatusChoices.FAILED and "Domain not found" in job.error
     assert job.error_hint  # DomainNotFound's hint: refresh the inventory

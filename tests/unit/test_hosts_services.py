@@ -11,7 +11,7 @@ from hosts import services
 from hosts.choices import DiskStorageChoices, HostAuthMethodChoices, HostJobKindChoices, HostStatusChoices
 from hosts.models import Host, PortalKey, VirtualMachine
 
-from hypervisor_fakes import make_domain
+from tests.fakes.fleet import make_domain
 
 pytestmark = pytest.mark.django_db
 
@@ -23,7 +23,7 @@ def connection(**kw):
 
 
 def test_host_create_encrypts_secret_and_audits_redacted(fleet, django_capture_on_commit_callbacks):
-    fleet.add("192.0.2.20")
+    fleet.add("host-192.0.2.20", address="192.0.2.20")
     with django_capture_on_commit_callbacks(execute=True):
         host, job = services.host_create(name="kvm-b", connection=connection(), actor=Actor.system())
     host.refresh_from_db()
@@ -36,7 +36,7 @@ def test_host_create_encrypts_secret_and_audits_redacted(fleet, django_capture_o
     # The fetch-key job ran (inline in tests) and left the presented key for the admin.
     job.refresh_from_db()
     assert job.kind == HostJobKindChoices.FETCH_HOST_KEY and job.status == JobStatusChoices.SUCCEEDED
-    assert host.presented_host_key_fingerprint == fleet.hosts["192.0.2.20"].host_key.fingerprint
+    assert host.presented_host_key_fingerprint == fleet["192.0.2.20"].host_key.fingerprint
 
 
 def test_host_create_rejects_duplicate_name_case_insensitively(fleet):
@@ -65,7 +65,7 @@ def test_portal_key_generated_once_and_encrypted():
 
 
 def test_trust_pins_presented_key_and_refreshes(fleet, django_capture_on_commit_callbacks):
-    hv = fleet.add("192.0.2.20", domains=[make_domain("web")])
+    hv = fleet.add("host-192.0.2.20", address="192.0.2.20", domains=[make_domain("web")])
     with django_capture_on_commit_callbacks(execute=True):
         host, _ = services.host_create(name="kvm-b", connection=connection(), actor=Actor.system())
     host.refresh_from_db()
@@ -81,7 +81,7 @@ def test_trust_pins_presented_key_and_refreshes(fleet, django_capture_on_commit_
 
 
 def test_trust_refuses_a_fingerprint_that_was_not_presented(fleet, django_capture_on_commit_callbacks):
-    fleet.add("192.0.2.20")
+    fleet.add("host-192.0.2.20", address="192.0.2.20")
     with django_capture_on_commit_callbacks(execute=True):
         host, _ = services.host_create(name="kvm-b", connection=connection(), actor=Actor.system())
     with pytest.raises(services.ServiceRefused):
@@ -100,13 +100,13 @@ def test_refresh_request_coalesces_queued_jobs(trusted_host, settings):
 
 
 def test_refresh_request_skips_untrusted_hosts(fleet):
-    fleet.add("192.0.2.20")
+    fleet.add("host-192.0.2.20", address="192.0.2.20")
     host, _ = services.host_create(name="kvm-b", connection=connection(), actor=Actor.system())
     assert services.host_refresh_request(host=host, actor=Actor.system()) is None
 
 
 def test_inventory_save_adds_updates_and_removes_guests(trusted_host, fleet):
-    hv = fleet.hosts[trusted_host.address]
+    hv = fleet[trusted_host.address]
     assert set(trusted_host.vms.values_list("name", flat=True)) == {"web-1", "db-1"}
     web = next(d for d in hv.domains.values() if d.name == "web-1")
     db = next(d for d in hv.domains.values() if d.name == "db-1")
@@ -114,7 +114,7 @@ def test_inventory_save_adds_updates_and_removes_guests(trusted_host, fleet):
     hv.set_state(web.uuid, "paused", "user")
     new = make_domain("cache-1", disks=[])
     summary = services.host_inventory_save(
-        host=trusted_host, facts=hv.facts(), os_release=None, domains=[hv.domains[web.uuid], new], storage={},
+        host=trusted_host, facts=hv.facts, os_release=None, domains=[hv.domains[web.uuid], new], storage={},
         actor=Actor.system(),
     )
     assert summary == {"vms": 2, "added": 1, "removed": 1}
@@ -136,9 +136,9 @@ def test_disks_and_nics_are_stored_with_storage_kind(trusted_host):
 def test_network_disk_is_marked_network(trusted_host, fleet):
     from hosts.adapters.libvirt import DiskInfo
 
-    hv = fleet.hosts[trusted_host.address]
+    hv = fleet[trusted_host.address]
     dom = make_domain("nfs-guest", disks=[DiskInfo("vda", "disk", "network", "/export/x.qcow2", "nfs", "qcow2", False, False)])
-    services.host_inventory_save(host=trusted_host, facts=hv.facts(), os_release=None, domains=[dom], storage={}, actor=Actor.system())
+    services.host_inventory_save(host=trusted_host, facts=hv.facts, os_release=None, domains=[dom], storage={}, actor=Actor.system())
     assert VirtualMachine.objects.get(name="nfs-guest").disks.get().storage == DiskStorageChoices.NETWORK
 
 

@@ -7,7 +7,7 @@ from core.choices import JobStatusChoices
 from core.models import AuditEvent, Job
 from hosts.choices import HostStatusChoices
 from hosts.models import Host, VirtualMachine
-from hypervisor_fakes import make_domain
+from tests.fakes.fleet import make_domain
 
 pytestmark = pytest.mark.django_db
 
@@ -46,7 +46,7 @@ def test_add_host_requires_key_or_password_for_that_method(admin_client, fleet):
 
 
 def test_add_host_then_confirm_fingerprint(admin_client, fleet, django_capture_on_commit_callbacks):
-    hv = fleet.add("192.0.2.5", domains=[make_domain("web")])
+    hv = fleet.add("host-192.0.2.5", address="192.0.2.5", domains=[make_domain("web")])
     with django_capture_on_commit_callbacks(execute=True):
         response = admin_client.post(
             reverse("hosts:host_add"),
@@ -69,7 +69,7 @@ def test_add_host_then_confirm_fingerprint(admin_client, fleet, django_capture_o
 
 
 def test_confirming_a_stale_fingerprint_is_refused(admin_client, fleet, django_capture_on_commit_callbacks):
-    fleet.add("192.0.2.5")
+    fleet.add("host-192.0.2.5", address="192.0.2.5")
     with django_capture_on_commit_callbacks(execute=True):
         admin_client.post(
             reverse("hosts:host_add"),
@@ -86,9 +86,9 @@ def test_inventory_escapes_hostile_guest_names(viewer_client, trusted_host, flee
     from core.actors import Actor
     from hosts.services import host_inventory_save
 
-    hv = fleet.hosts[trusted_host.address]
+    hv = fleet[trusted_host.address]
     host_inventory_save(
-        host=trusted_host, facts=hv.facts(), os_release=None, domains=[make_domain(HOSTILE_NAME)], storage={},
+        host=trusted_host, facts=hv.facts, os_release=None, domains=[make_domain(HOSTILE_NAME)], storage={},
         actor=Actor.system(),
     )
     vm = VirtualMachine.objects.get()
@@ -107,7 +107,7 @@ def test_inventory_flags_duplicate_host_identity(viewer_client, trusted_host, fl
     from hosts.choices import HostAuthMethodChoices
     from hosts.services import HostConnection, host_create
 
-    clone = fleet.add("192.0.2.11", hostname="kvm-a", host_uuid=fleet.hosts[trusted_host.address].host_uuid)
+    clone = fleet.add("host-192.0.2.11", address="192.0.2.11", hostname="kvm-a", host_uuid=fleet[trusted_host.address].host_uuid)
     with django_capture_on_commit_callbacks(execute=True):
         host_create(
             name="kvm-clone",

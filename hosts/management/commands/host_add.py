@@ -5,7 +5,8 @@ from django.core.management.base import BaseCommand, CommandError
 
 from core.actors import Actor
 from hosts.adapters.errors import AdapterError
-from hosts.adapters.ssh import fetch_host_key, load_private_key
+from hosts.access import presented_host_key
+from hosts.adapters.ssh import load_private_key
 from hosts.choices import HostAuthMethodChoices
 from hosts.services import HostConnection, ServiceRefused, host_create
 from hosts.validators import (
@@ -55,7 +56,7 @@ class Command(BaseCommand):
                 raise CommandError(f"{exc.message} {exc.hint}") from None
 
         try:
-            key = fetch_host_key(address, options["ssh_port"])
+            key = presented_host_key(address, options["ssh_port"])
         except AdapterError as exc:
             raise CommandError(f"{exc.message}\n{exc.hint}") from None
         self.stdout.write(f"{name} ({address}:{options['ssh_port']}) presents {key.key_type} {key.fingerprint}")

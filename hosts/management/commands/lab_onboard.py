@@ -9,7 +9,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from core.actors import Actor
 from hosts.adapters.errors import AdapterError
-from hosts.adapters.ssh import fetch_host_key
+from hosts.access import presented_host_key
 from hosts.choices import HostAuthMethodChoices
 from hosts.models import Host
 from hosts.services import HostConnection, host_connection_update, host_create, host_refresh_request
@@ -40,7 +40,7 @@ def onboard_lab_host(entry: dict, *, actor: Actor) -> tuple[Host, bool]:
 
     Trusting without asking is acceptable only because the lab is ours, on this machine.
     """
-    key = fetch_host_key(entry["address"], int(entry.get("ssh_port", 22)))
+    key = presented_host_key(entry["address"], int(entry.get("ssh_port", 22)))
     connection = HostConnection(
         address=entry["address"],
         ssh_port=int(entry.get("ssh_port", 22)),

@@ -21,12 +21,13 @@ import time
 from types import SimpleNamespace
 
 import pytest
-from hypervisor_fakes import make_domain
+from tests.fakes.fleet import make_domain
 
 from hosts.adapters.errors import CommandTimeout, DomainNotFound, HostAuthError, HostUnreachable
 from hosts.adapters.libvirt import DiskInfo, HostFacts
 from hosts.adapters.migration import BlockSize
 from hosts.adapters.ssh import CommandResult, SSHTarget
+from hosts.adapters import probes as P
 from migrations_app import gather as G
 from migrations_app.options import MigrationOptions
 from migrations_app.preflight import overall, run_preflight
@@ -34,7 +35,7 @@ from migrations_app.preflight import overall, run_preflight
 GUEST_UUID = "1b4e28ba-2fa1-11d2-883f-0016d3cca427"
 LIVE = MigrationOptions()
 COPY = MigrationOptions(copy_storage=True)
-KNOWN_SCRIPTS = {G.LISTENER_PY, G.LISTENER_SOCAT_SH, G.CONNECT_SH, G.MARKER_SH, G.DISK_PROBE_SH, G.DIGEST_SH}
+KNOWN_SCRIPTS = {P.LISTENER_PY, P.LISTENER_SOCAT_SH, P.CONNECT_SH, P.MARKER_SH, P.DISK_PROBE_SH, P.DIGEST_SH}
 
 
 def disk(source: str, *, target="vda", readonly=False, shareable=False, source_type="file", protocol=""):
@@ -120,22 +121,22 @@ class FakeHost:
         if argv[:2] == ["getent", "ahosts"]:
             found = self.resolves.get(argv[2], [])
             return "getent", (0 if found else 2), "".join(f"{a}      STREAM {argv[2]}\n" for a in found), ""
-        if argv == ["grep", "-E", G.QEMU_CONF_PATTERN, "/etc/libvirt/qemu.conf"]:
+        if argv == ["grep", "-E", P.QEMU_CONF_PATTERN, "/etc/libvirt/qemu.conf"]:
             if self.qemu_conf is None:
                 return "qemu.conf", 2, "", "grep: /etc/libvirt/qemu.conf: No such file or directory"
-            lines = [x for x in self.qemu_conf.splitlines() if G._CONF_LINE.match(x)]
+            lines = [x for x in self.qemu_conf.splitlines() if P._CONF_LINE.match(x)]
             return "qemu.conf", (0 if lines else 1), "".join(f"{x}\n" for x in lines), ""
         if argv in (["cat", "/etc/os-release"], ["cat", "/usr/lib/os-release"]):
             return "os-release", 0, f'ID={self.os_id}\nPRETTY_NAME="{self.os_id}"\n', ""
-        if argv[:4] == ["timeout", str(G.LISTENER_LIFETIME_S), "python3", "-c"]:
-            assert argv[4] == G.LISTENER_PY
+        if argv[:4] == ["timeout", str(P.LISTENER_LIFETIME_S), "python3", "-c"]:
+            assert argv[4] == P.LISTENER_PY
             return ("listener", *self._listen()) if self.python3 else ("listener", 127, "", "no python3")
-        if argv[:3] == ["sh", "-c", G.LISTENER_SOCAT_SH]:
+        if argv[:3] == ["sh", "-c", P.LISTENER_SOCAT_SH]:
             return ("listener", *self._listen()) if self.socat else ("listener", 127, "", "")
-        if argv[:4] == ["timeout", str(G.CONNECT_TIMEOUT_S), "bash", "-c"]:
-            assert argv[4] == G.CONNECT_SH
+        if argv[:4] == ["timeout", str(P.CONNECT_TIMEOUT_S), "bash", "-c"]:
+            assert argv[4] == P.CONNECT_SH
             return ("connect", *self.world_connect(argv[6], int(argv[7])))
-        if argv[:3] == ["sh", "-c", G.MARKER_SH]:
+        if argv[:3] == ["sh", "-c", P.MARKER_SH]:
             directory, prefix = argv[4], argv[5]
             if directory not in {os.path.dirname(p) for ns in self.world.files.values() for p in ns}:
                 return "marker", 1, "", f"mktemp: failed to create file via template '{prefix}XXXXXXXXXX'"
@@ -143,13 +144,13 @@ class FakeHost:
             path = f"{directory}/{prefix}F{self.world.marker_names:09d}"
             self.put(path, stdin)
             return "marker", 0, path, ""
-        if argv[:3] == ["sh", "-c", G.DISK_PROBE_SH]:
+        if argv[:3] == ["sh", "-c", P.DISK_PROBE_SH]:
             return ("disk-probe", 0, self._disk_probe(*argv[4:8]), "")
         if argv[:3] == ["rm", "-f", "--"]:
             for path in argv[3:]:
                 self._ns(path).pop(path, None)
             return "rm", 0, "", ""
-        if argv[:3] == ["sh", "-c", G.DIGEST_SH]:
+        if argv[:3] == ["sh", "-c", P.DIGEST_SH]:
             content = self.read(argv[4])
             if content is None:
                 return "digest", 1, "", "No such file"
@@ -157,7 +158,7 @@ class FakeHost:
         raise AssertionError(f"unexpected command {argv}")
 
     def _listen(self):
-        port = G.MIGRATION_PORT_MIN + 7
+        port = P.MIGRATION_PORT_MIN + 7
         self.world.listening.add((self.address, port))
         return 0, f"{port}\n", ""
 
@@ -183,7 +184,7 @@ class FakeHost:
             return 1, "", f"bash: connect: No route to host\nbash: /dev/tcp/{address}/{port}: No route to host\n"
         if target.dropped:
             return 124, "", ""
-        if G.MIGRATION_PORT_MIN <= port <= G.MIGRATION_PORT_MAX and target.blocked_ports:
+        if P.MIGRATION_PORT_MIN <= port <= P.MIGRATION_PORT_MAX and target.blocked_ports:
             return 1, "", f"bash: connect: Connection refused\nbash: line 1: /dev/tcp/{address}/{port}: Connection refused\n"
         if (address, port) in self.world.listening or port == 22:
             return 0, "", ""
@@ -254,7 +255,7 @@ class Pair:
                         guest_uuid=GUEST_UUID, options=options)
 
     def leftover_markers(self) -> list[str]:
-        return [p for ns in self.world.files.values() for p in ns if G.MARKER_PREFIX in p]
+        return [p for ns in self.world.files.values() for p in ns if P.MARKER_PREFIX in p]
 
 
 def verdicts(pair, guest, options=LIVE) -> dict[str, object]:
@@ -310,7 +311,7 @@ def test_marker_not_seen_on_the_destination_means_not_the_same_file(monkeypatch)
 def test_a_different_file_at_the_marker_path_is_not_the_same_file(monkeypatch):
     p = Pair(monkeypatch, disks=[disk("/var/lib/libvirt/images/web.qcow2")])
     p.dst.put("/var/lib/libvirt/images/web.qcow2", "someone else's image")
-    p.dst.put(f"/var/lib/libvirt/images/{G.MARKER_PREFIX}F000000001", "stale token from another run")
+    p.dst.put(f"/var/lib/libvirt/images/{P.MARKER_PREFIX}F000000001", "stale token from another run")
     pair, guest = p.gather()
     (vda,) = guest.disks
     assert vda.same_file_on_destination is False
@@ -341,8 +342,8 @@ def test_no_listener_program_leaves_ports_unverified(monkeypatch):
     pair, _ = p.gather()
     assert pair.ports_reachable is None
     assert pair.migration_address_reachable is True  # the SSH port at that address answered
-    listener_tries = [a[:3] for a in p.dst.commands if "python3" in a or G.LISTENER_SOCAT_SH in a]
-    assert listener_tries == [["timeout", "5", "python3"], ["sh", "-c", G.LISTENER_SOCAT_SH]]
+    listener_tries = [a[:3] for a in p.dst.commands if "python3" in a or P.LISTENER_SOCAT_SH in a]
+    assert listener_tries == [["timeout", "5", "python3"], ["sh", "-c", P.LISTENER_SOCAT_SH]]
 
 
 def test_socat_replaces_a_missing_python3(monkeypatch):
@@ -476,7 +477,7 @@ def test_network_block_and_empty_disks_are_not_probed_by_marker(monkeypatch):
     assert rbd.network and rbd.same_file_on_destination is None
     assert lun.same_file_on_destination is None and lun.destination_can_open is True
     assert cdrom.source == "" and cdrom.destination_can_open is None
-    assert not any(a[:3] == ["sh", "-c", G.MARKER_SH] for a in p.src.commands)
+    assert not any(a[:3] == ["sh", "-c", P.MARKER_SH] for a in p.src.commands)
 
 
 def test_copy_storage_sizes_and_room(monkeypatch):
@@ -507,7 +508,7 @@ def test_qemu_user_cannot_open_the_disk(monkeypatch):
     assert vda.destination_can_open is False and vda.perm_detail == "root:root 644, as qemu"
     v = verdicts(pair, guest)["storage"]
     assert v.status == "fail" and "found root:root 644, as qemu" in v.reason
-    probe = next(a for a in p.dst.commands if a[:3] == ["sh", "-c", G.DISK_PROBE_SH])
+    probe = next(a for a in p.dst.commands if a[:3] == ["sh", "-c", P.DISK_PROBE_SH])
     assert probe[-4:] == ["runuser", "-u", "qemu", "--"]
 
 
@@ -519,7 +520,7 @@ def test_dynamic_ownership_lets_libvirt_fix_the_owner(monkeypatch):
     _, guest = p.gather()
     (vda,) = guest.disks
     assert vda.destination_can_open is True and "dynamic_ownership" in vda.perm_detail
-    probe = next(a for a in p.dst.commands if a[:3] == ["sh", "-c", G.DISK_PROBE_SH])
+    probe = next(a for a in p.dst.commands if a[:3] == ["sh", "-c", P.DISK_PROBE_SH])
     assert probe[-4:] == ["runuser", "-u", "libvirt-qemu", "--"]  # Debian's default user
 
 
@@ -551,22 +552,22 @@ DEBIAN_QEMU_CONF = """#       user = "qemu"   # A user named "qemu"
     ],
 )
 def test_parse_qemu_conf(text, default, user, group, dynamic):
-    got = G.parse_qemu_conf(text, distro_default_user=default)
+    got = P.parse_qemu_conf(text, distro_default_user=default)
     assert (got.user, got.group, got.dynamic_ownership) == (user, group, dynamic)
 
 
 def test_runas_argv():
-    assert G.QemuIdentity("qemu", "qemu", True).runas_argv() == ["runuser", "-u", "qemu", "--"]
-    assert G.QemuIdentity("+107", "+36", True).runas_argv() == [
+    assert P.QemuIdentity("qemu", "qemu", True).runas_argv() == ["runuser", "-u", "qemu", "--"]
+    assert P.QemuIdentity("+107", "+36", True).runas_argv() == [
         "setpriv", "--reuid=107", "--regid=36", "--clear-groups", "--"]
 
 
 def test_distro_default_user():
     from hosts.adapters.facts import OsRelease
 
-    assert G.distro_qemu_user(OsRelease("ubuntu", "debian", "24.04", "")) == "libvirt-qemu"
-    assert G.distro_qemu_user(OsRelease("rocky", "rhel centos fedora", "9", "")) == "qemu"
-    assert G.distro_qemu_user(OsRelease("opensuse-leap", "suse opensuse", "15", "")) == "qemu"
+    assert P.distro_qemu_user(OsRelease("ubuntu", "debian", "24.04", "")) == "libvirt-qemu"
+    assert P.distro_qemu_user(OsRelease("rocky", "rhel centos fedora", "9", "")) == "qemu"
+    assert P.distro_qemu_user(OsRelease("opensuse-leap", "suse opensuse", "15", "")) == "qemu"
 
 
 @pytest.mark.parametrize(
@@ -582,7 +583,7 @@ def test_distro_default_user():
     ],
 )
 def test_classify_connect(status, stderr, outcome):
-    assert G.classify_connect(status, stderr) == outcome
+    assert P.classify_connect(status, stderr) == outcome
 
 
 def test_parse_version():
@@ -604,17 +605,17 @@ def test_script_marker_and_disk_probe(tmp_path):
     image = directory / "web.qcow2"
     image.write_text("x")
     image.chmod(0o640)
-    made = sh(["sh", "-c", G.MARKER_SH, "marker", str(directory), G.MARKER_PREFIX], stdin="tok123")
+    made = sh(["sh", "-c", P.MARKER_SH, "marker", str(directory), P.MARKER_PREFIX], stdin="tok123")
     assert made.returncode == 0, made.stderr
     marker = made.stdout
-    assert marker.startswith(f"{directory}/{G.MARKER_PREFIX}") and open(marker).read() == "tok123"
+    assert marker.startswith(f"{directory}/{P.MARKER_PREFIX}") and open(marker).read() == "tok123"
     me = ["env", "--"]  # "as QEMU's user" = as ourselves here
-    probe = G.parse_disk_probe(sh(["sh", "-c", G.DISK_PROBE_SH, "p", marker, str(image), "1", "1", *me]).stdout)
+    probe = P.parse_disk_probe(sh(["sh", "-c", P.DISK_PROBE_SH, "p", marker, str(image), "1", "1", *me]).stdout)
     assert probe.marker == "tok123" and probe.exists
     assert probe.qemu_read is True and probe.qemu_write is True and probe.qemu_reaches_dir is True
     assert probe.perm.endswith(" 640") and probe.room_kib and probe.room_kib > 0
     sh(["rm", "-f", "--", marker])
-    missing = G.parse_disk_probe(sh(["sh", "-c", G.DISK_PROBE_SH, "p", marker, str(tmp_path / "nope"), "0", "0", *me]).stdout)
+    missing = P.parse_disk_probe(sh(["sh", "-c", P.DISK_PROBE_SH, "p", marker, str(tmp_path / "nope"), "0", "0", *me]).stdout)
     assert missing.marker == "-" and not missing.exists and missing.room_kib is None
 
 
@@ -624,36 +625,36 @@ def test_script_disk_probe_as_another_user(tmp_path):
     image.write_text("x")
     image.chmod(0o600)
     tmp_path.chmod(0o755)
-    out = sh(["sh", "-c", G.DISK_PROBE_SH, "p", "", str(image), "1", "0", "runuser", "-u", "nobody", "--"]).stdout
-    probe = G.parse_disk_probe(out)
+    out = sh(["sh", "-c", P.DISK_PROBE_SH, "p", "", str(image), "1", "0", "runuser", "-u", "nobody", "--"]).stdout
+    probe = P.parse_disk_probe(out)
     assert probe.qemu_read is False and probe.root_read is True
-    assert G.can_open(probe, writable=True, identity=G.QemuIdentity("nobody", None, False)) == (
+    assert P.can_open(probe, writable=True, identity=P.QemuIdentity("nobody", None, False)) == (
         False, f"{probe.perm}, as nobody")
-    unknown = sh(["sh", "-c", G.DISK_PROBE_SH, "p", "", str(image), "0", "0", "runuser", "-u", "no-such-user-x", "--"])
-    assert G.parse_disk_probe(unknown.stdout).qemu_read is None  # runuser complained: could not verify
+    unknown = sh(["sh", "-c", P.DISK_PROBE_SH, "p", "", str(image), "0", "0", "runuser", "-u", "no-such-user-x", "--"])
+    assert P.parse_disk_probe(unknown.stdout).qemu_read is None  # runuser complained: could not verify
 
 
 def test_script_digest(tmp_path):
     f = tmp_path / "a.iso"
     f.write_bytes(b"abc")
-    out = sh(["sh", "-c", G.DIGEST_SH, "d", str(f), "100"]).stdout.split()
+    out = sh(["sh", "-c", P.DIGEST_SH, "d", str(f), "100"]).stdout.split()
     assert out == ["3", hashlib.sha256(b"abc").hexdigest()]
-    assert sh(["sh", "-c", G.DIGEST_SH, "d", str(f), "2"]).stdout.split() == ["3", "-"]
+    assert sh(["sh", "-c", P.DIGEST_SH, "d", str(f), "2"]).stdout.split() == ["3", "-"]
 
 
 @pytest.mark.skipif(not shutil.which("bash"), reason="needs bash")
 def test_script_listener_is_one_shot_and_returns_at_once():
     started = time.monotonic()
-    made = sh(["timeout", "5", sys.executable, "-c", G.LISTENER_PY, "49152", "49215", "3"])
+    made = sh(["timeout", "5", sys.executable, "-c", P.LISTENER_PY, "49152", "49215", "3"])
     assert made.returncode == 0, made.stderr
     assert time.monotonic() - started < 2.5  # the listener went to the background
     port = int(made.stdout)
-    assert G.MIGRATION_PORT_MIN <= port <= G.MIGRATION_PORT_MAX
-    first = sh(["timeout", "3", "bash", "-c", G.CONNECT_SH, "c", "127.0.0.1", str(port)])
-    assert G.classify_connect(first.returncode, first.stderr) == "open"
+    assert P.MIGRATION_PORT_MIN <= port <= P.MIGRATION_PORT_MAX
+    first = sh(["timeout", "3", "bash", "-c", P.CONNECT_SH, "c", "127.0.0.1", str(port)])
+    assert P.classify_connect(first.returncode, first.stderr) == "open"
     time.sleep(0.2)
-    again = sh(["timeout", "3", "bash", "-c", G.CONNECT_SH, "c", "127.0.0.1", str(port)])
-    assert G.classify_connect(again.returncode, again.stderr) == "refused"
+    again = sh(["timeout", "3", "bash", "-c", P.CONNECT_SH, "c", "127.0.0.1", str(port)])
+    assert P.classify_connect(again.returncode, again.stderr) == "refused"
 
 
 def test_script_listener_skips_busy_ports():
@@ -663,7 +664,7 @@ def test_script_listener_skips_busy_ports():
     port = busy.getsockname()[1]
     busy.listen(1)
     try:
-        made = sh(["timeout", "5", sys.executable, "-c", G.LISTENER_PY, str(port), str(port), "1"])
+        made = sh(["timeout", "5", sys.executable, "-c", P.LISTENER_PY, str(port), str(port), "1"])
         assert made.returncode == 3 and made.stdout == ""
     finally:
         busy.close()

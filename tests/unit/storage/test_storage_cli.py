@@ -24,42 +24,42 @@ def run(*extra: str) -> str:
 
 def writes(world) -> list[list[str]]:
     read_only = ("cat", "stat", "findmnt", "ls", "dpkg-query", "test", "systemctl", "ufw", "selinuxenabled", "getent", "showmount", "grep")
-    return [c for h in world.hosts.values() for c in h.calls if c[0] not in read_only or c[:2] == ["systemctl", "restart"]]
+    return [c for h in world.hosts.values() for c in h.commands if c[0] not in read_only or c[:2] == ["systemctl", "restart"]]
 
 
-def test_dry_run_prints_every_command_and_changes_nothing(nfs_world):
+def test_dry_run_prints_every_command_and_changes_nothing(nfs_fleet):
     out = run("--dry-run")
     for text in ("== h3", "== h1", "run:    systemctl restart nfs-ganesha", "run:    mount -t nfs -o vers=4.1 10.0.0.13:/srv/vmstore /mnt/vmstore",
                  "check:  stat -c '%u:%g %a' /srv/vmstore", "input:  # BEGIN vmportal export /srv/vmstore", "Dry run: nothing was changed."):
         assert text in out, text
-    assert writes(nfs_world) == []
+    assert writes(nfs_fleet) == []
 
 
-def test_without_yes_it_asks_and_a_no_changes_nothing(nfs_world, monkeypatch):
+def test_without_yes_it_asks_and_a_no_changes_nothing(nfs_fleet, monkeypatch):
     monkeypatch.setattr(builtins, "input", lambda prompt: "n")
     with pytest.raises(CommandError) as caught:
         run()
     assert caught.value.returncode == 1 and "Not applied" in str(caught.value)
-    assert writes(nfs_world) == []
+    assert writes(nfs_fleet) == []
 
 
-def test_yes_applies_and_prints_the_grid_and_a_rerun_changes_nothing(nfs_world, monkeypatch):
+def test_yes_applies_and_prints_the_grid_and_a_rerun_changes_nothing(nfs_fleet, monkeypatch):
     monkeypatch.setattr(builtins, "input", lambda prompt: "yes")
     out = run()
     assert "Done: h3:/srv/vmstore is ready." in out
     assert "▶ h1 · Mount the share" in out and "  $ mount -t nfs" in out  # the job's log, live
     grid = out.split("host ")[1]
     assert "h1" in grid and "NO" not in grid
-    before = {n: h.snapshot() for n, h in nfs_world.hosts.items()}
+    before = {n: h.snapshot() for n, h in nfs_fleet.hosts.items()}
     out = run("--yes")
     steps_part = out.split("Proof:")[0]
     assert steps_part.count("✓ already done, nothing to change") == 19 and steps_part.count("  ✓ yes") == 2  # + 2 showmount gates
     assert "  $ " not in steps_part
-    assert {n: h.snapshot()["files"] for n, h in nfs_world.hosts.items()} == {n: s["files"] for n, s in before.items()}
+    assert {n: h.snapshot()["files"] for n, h in nfs_fleet.hosts.items()} == {n: s["files"] for n, s in before.items()}
     assert Share.objects.count() == 1
 
 
-def test_json_report(nfs_world):
+def test_json_report(nfs_fleet):
     out = run("--yes", "--json")
     report = json.loads(out)
     assert report["ok"] is True and report["status"] == "succeeded"
@@ -68,26 +68,26 @@ def test_json_report(nfs_world):
     assert report["plan"]["steps"][0]["actions"][0] == "apt-get update"
 
 
-def test_failure_exits_non_zero_with_the_failing_step(nfs_world):
-    nfs_world.hosts["h1"].fail_on["mount -t nfs"] = (32, "mount.nfs: access denied by server while mounting 10.0.0.13:/srv/vmstore")
+def test_failure_exits_non_zero_with_the_failing_step(nfs_fleet):
+    nfs_fleet.hosts["h1"].fail_on["mount -t nfs"] = (32, "mount.nfs: access denied by server while mounting 10.0.0.13:/srv/vmstore")
     with pytest.raises(CommandError) as caught:
         run("--yes")
     message = str(caught.value)
     assert caught.value.returncode == 1
     assert "Mount the share" in message and "h1" in message and "access denied by server" in message and "What to do:" in message
-    del nfs_world.hosts["h1"].fail_on["mount -t nfs"]
+    del nfs_fleet.hosts["h1"].fail_on["mount -t nfs"]
     assert "is ready" in run("--yes")  # the same command resumes
 
 
-def test_blocked_plan_exits_non_zero(nfs_world):
-    nfs_world.hosts["h2"].files["/etc/fstab"] += "nas:/vol /mnt/vmstore nfs defaults 0 0\n"
+def test_blocked_plan_exits_non_zero(nfs_fleet):
+    nfs_fleet.hosts["h2"].files["/etc/fstab"] += "nas:/vol /mnt/vmstore nfs defaults 0 0\n"
     with pytest.raises(CommandError) as caught:
         run("--yes")
     assert caught.value.returncode == 1 and "blocked" in str(caught.value)
-    assert writes(nfs_world) == []
+    assert writes(nfs_fleet) == []
 
 
-def test_other_settings_for_an_existing_share_are_refused(nfs_world):
+def test_other_settings_for_an_existing_share_are_refused(nfs_fleet):
     run("--dry-run")
     with pytest.raises(CommandError) as caught:
         run("--options", "ro,sync,root_squash", "--dry-run")

@@ -50,35 +50,35 @@ def base() -> dict:
 
 
 def assert_nothing_ran(world, snapshot):
-    assert world.all_calls() == []
+    assert world.all_commands() == []
     assert {n: h.snapshot() for n, h in world.hosts.items()} == snapshot
     assert not Share.objects.exists() and not Job.objects.filter(kind__startswith="share.").exists()
 
 
 @pytest.fixture
-def untouched(nfs_world):
-    return {n: h.snapshot() for n, h in nfs_world.hosts.items()}
+def untouched(nfs_fleet):
+    return {n: h.snapshot() for n, h in nfs_fleet.hosts.items()}
 
 
 @pytest.mark.parametrize("field,value", HOSTILE_FIELDS, ids=[f"{f}={v!r}"[:50] for f, v in HOSTILE_FIELDS])
-def test_service_refuses_before_any_command(field, value, nfs_world, untouched):
+def test_service_refuses_before_any_command(field, value, nfs_fleet, untouched):
     with pytest.raises(ValidationError) as caught:
         services.share_create(**{**base(), field: value}, actor=Actor.system())
     assert caught.value.message_dict  # says which field, and why
-    assert_nothing_ran(nfs_world, untouched)
+    assert_nothing_ran(nfs_fleet, untouched)
     assert AuditEvent.objects.filter(action="share.create", result="refused").count() == 1
 
 
 @pytest.mark.parametrize("clients", CLIENTS_CASES)
-def test_service_refuses_bad_clients(clients, nfs_world, untouched):
+def test_service_refuses_bad_clients(clients, nfs_fleet, untouched):
     with pytest.raises(ValidationError) as caught:
         services.share_create(**{**base(), "clients": clients}, actor=Actor.system())
     assert "clients" in caught.value.message_dict
-    assert_nothing_ran(nfs_world, untouched)
+    assert_nothing_ran(nfs_fleet, untouched)
 
 
 @pytest.mark.parametrize("field,value", HOSTILE_FIELDS, ids=[f"{f}={v!r}"[:50] for f, v in HOSTILE_FIELDS])
-def test_form_refuses_and_shows_the_value_escaped(field, value, admin_client, nfs_world, untouched, django_capture_on_commit_callbacks):
+def test_form_refuses_and_shows_the_value_escaped(field, value, admin_client, nfs_fleet, untouched, django_capture_on_commit_callbacks):
     ids = {h.name: h.pk for h in Host.objects.all()}
     data = {**base(), "server": ids["h3"], "clients": [ids["h1"], ids["h2"]], field: value}
     with django_capture_on_commit_callbacks(execute=True):
@@ -87,10 +87,10 @@ def test_form_refuses_and_shows_the_value_escaped(field, value, admin_client, nf
     page = response.content.decode()
     assert "Please correct the fields marked below." in page
     assert "<b>" not in page.split("<main")[1] or "&lt;" in page
-    assert_nothing_ran(nfs_world, untouched)
+    assert_nothing_ran(nfs_fleet, untouched)
 
 
-def test_form_refuses_a_server_that_is_also_a_client(admin_client, nfs_world, untouched, django_capture_on_commit_callbacks):
+def test_form_refuses_a_server_that_is_also_a_client(admin_client, nfs_fleet, untouched, django_capture_on_commit_callbacks):
     ids = {h.name: h.pk for h in Host.objects.all()}
     with django_capture_on_commit_callbacks(execute=True):
         response = admin_client.post(reverse("storage:share_create"), {**base(), "server": ids["h3"], "clients": [ids["h1"], ids["h3"]]})
@@ -98,7 +98,7 @@ def test_form_refuses_a_server_that_is_also_a_client(admin_client, nfs_world, un
     with django_capture_on_commit_callbacks(execute=True):
         response = admin_client.post(reverse("storage:share_create"), {**base(), "server": "1; reboot", "clients": ["x"]})
     assert response.status_code == 200 and "Select a valid choice" in response.content.decode()
-    assert_nothing_ran(nfs_world, untouched)
+    assert_nothing_ran(nfs_fleet, untouched)
 
 
 def cli_args(**overrides) -> list[str]:
@@ -115,8 +115,8 @@ CLI_CASES = (
 
 
 @pytest.mark.parametrize("overrides", CLI_CASES, ids=[repr(c)[:50] for c in CLI_CASES])
-def test_cli_refuses_with_status_2_before_any_command(overrides, nfs_world, untouched):
+def test_cli_refuses_with_status_2_before_any_command(overrides, nfs_fleet, untouched):
     with pytest.raises(CommandError) as caught:
         call_command("nfs_setup", *cli_args(**overrides), "--yes")
     assert caught.value.returncode == 2 and "Nothing was run" in str(caught.value)
-    assert_nothing_ran(nfs_world, untouched)
+    assert_nothing_ran(nfs_fleet, untouched)

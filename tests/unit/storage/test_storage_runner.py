@@ -1,7 +1,8 @@
-"""Running plans (storage.runner) against the fake world of tests/unit/storage/storage_fakes.py.
+"""Running plans (storage.runner) against the fake world of tests/unit/storage/tests/fakes/fleet.py.py.
 
 Facts are gathered by the real storage.facts code, plans built by storage.plan, steps run by
-storage.runner; only the hosts are fakes that interpret the commands. Checks: idempotence (a
+storage.runner; only the hosts are fakes that interpret the commands, reached through storage.nfs.HostChannel
+over fleet sessions. Checks: idempotence (a
 second run changes nothing), the dry run is what runs, failures stop with output and a fix,
 resume skips what is done, a changed export restarts the server, the proof catches a host that
 sees something else.
@@ -12,9 +13,9 @@ from __future__ import annotations
 import shlex
 
 import pytest
-from storage_fakes import ROCKY_OS, FakeChannel, FakeHost, FakeWorld, debian_lab_world
 
 from storage import libvirt_pool, proof
+from storage.nfs import HostChannel
 from storage.choices import StepStateChoices
 from storage.facts import EXPORTS, FSTAB, GANESHA_CONF, PoolFacts, gather_host_facts
 from storage.plan import build_plan
@@ -24,37 +25,47 @@ from storage.steps import (
     Command, Probe,
 )
 from storage.validation import InventoryHost, validate_share_request
+from tests.fakes.fleet import Fleet, nfs_lab
+from tests.fakes.shell import ROCKY_OS
 
 EXPORT, MOUNT = "/srv/vmstore", "/mnt/vmstore"
 
 
-def request_for(world: FakeWorld, server="h3", clients=("h1", "h2"), **overrides):
+def channel(world: Fleet, name: str) -> HostChannel:
+    return HostChannel(world.session_for(world.host_row(name, save=False)))
+
+
+def channels_of(world: Fleet) -> dict[str, HostChannel]:
+    return {name: channel(world, name) for name in world.hosts}
+
+
+def request_for(world: Fleet, server="h3", clients=("h1", "h2"), **overrides):
     inventory = [InventoryHost(h.name, h.address) for h in world.hosts.values()]
     args = dict(server=server, clients=list(clients), export_path=EXPORT, mount_path=MOUNT, inventory=inventory)
     return validate_share_request(**{**args, **overrides})
 
 
-def gather(world: FakeWorld, req) -> dict:
+def gather(world: Fleet, req) -> dict:
     facts = {}
     for name in [req.server.name, *(c.name for c in req.clients)]:
         fake = world.hosts[name]
-        channel = FakeChannel(fake)
+        host_channel = channel(world, name)
         server = name == req.server.name
         facts[name] = gather_host_facts(
-            channel.run, name=name, address=fake.address, ssh_user="root",
+            host_channel.run, name=name, address=fake.address, ssh_user="root",
             paths=[EXPORT] if server else [MOUNT], files=[GANESHA_CONF, EXPORTS] if server else [FSTAB],
-            pools=None if server else (lambda c=channel: [PoolFacts(**p.__dict__) for p in libvirt_pool.list_pools(c.libvirt())]),
+            pools=None if server else (lambda c=host_channel: [PoolFacts(**p.__dict__) for p in libvirt_pool.list_pools(c.libvirt())]),
         )
     return facts
 
 
-def run_once(world: FakeWorld, req, *, stamp="20250101T000000Z", token="t0k3n"):
+def run_once(world: Fleet, req, *, stamp="20250101T000000Z", token="t0k3n"):
     facts = gather(world, req)
     plan = build_plan(req, facts, stamp=stamp, token=token)
     assert not plan.blockers, plan.blockers
-    channels = {name: FakeChannel(h) for name, h in world.hosts.items()}
+    channels = channels_of(world)
     for host in world.hosts.values():
-        host.calls.clear()
+        host.commands.clear()
     outcomes = run_steps(plan.steps, channels, log=lambda _m: None)
     proof_outcomes = run_proof(plan.proof, channels, log=lambda _m: None)
     return plan, outcomes, proof.grid(plan.hosts(), proof_outcomes)
@@ -74,7 +85,7 @@ def is_read_only(argv: list[str]) -> bool:
 
 
 def test_first_run_sets_up_second_run_changes_nothing():
-    world = debian_lab_world()
+    world = nfs_lab()
     req = request_for(world)
     plan, outcomes, grid = run_once(world, req)
     assert all(row["ok"] for row in grid), grid
@@ -83,12 +94,12 @@ def test_first_run_sets_up_second_run_changes_nothing():
     assert server.files[GANESHA_CONF].count(f"# BEGIN vmportal export {EXPORT}") == 1
     assert server.dirs[EXPORT] == (0, 0, "2770")
     assert h1.mounts[MOUNT] == ("nfs4", f"{server.address}:{EXPORT}")
-    assert h1.conn.storagePoolLookupByName("vmportal-mnt-vmstore").isActive()
+    assert h1.pools.storagePoolLookupByName("vmportal-mnt-vmstore").isActive()
     # The dry run is what ran: the writes each host received are the plan's actions, in order.
     for name, host in world.hosts.items():
         planned = [list(a.argv) for s in (*plan.steps, *plan.proof) if s.host == name for a in s.actions
                    if isinstance(a, Command) and {o.key: o.state for o in outcomes}.get(s.key, StepStateChoices.CHANGED) == StepStateChoices.CHANGED]
-        assert [c for c in host.calls if not is_read_only(c)] == planned, name
+        assert [c for c in host.commands if not is_read_only(c)] == planned, name
 
     before = {name: host.snapshot() for name, host in world.hosts.items()}
     plan2, outcomes2, grid2 = run_once(world, req, stamp="20250101T000500Z", token="again")
@@ -100,12 +111,12 @@ def test_first_run_sets_up_second_run_changes_nothing():
         assert after[name]["mtimes"] == {**before[name]["mtimes"], **{k: v for k, v in after[name]["mtimes"].items() if ".vmportal-proof-" in k}}
         assert after[name]["mounts"] == before[name]["mounts"]
     proof_writes = {shlex.join(a.argv) for s in plan2.proof for a in s.actions}
-    writes = [shlex.join(c) for h in world.hosts.values() for c in h.calls if not is_read_only(c)]
+    writes = [shlex.join(c) for h in world.hosts.values() for c in h.commands if not is_read_only(c)]
     assert set(writes) <= proof_writes, set(writes) - proof_writes
 
 
 def test_a_failing_step_stops_with_output_and_fix_and_resume_skips_what_is_done():
-    world = debian_lab_world()
+    world = nfs_lab()
     req = request_for(world)
     world.hosts["h2"].fail_on["mount -t nfs"] = (32, "mount.nfs: access denied by server while mounting 10.0.0.13:/srv/vmstore")
     with pytest.raises(StepFailed) as caught:
@@ -115,7 +126,7 @@ def test_a_failing_step_stops_with_output_and_fix_and_resume_skips_what_is_done(
     assert "exited with status 32" in failure.message and "h2" in failure.message
     assert "access denied by server" in failure.outcome.output
     assert "access denied by server" in failure.hint  # the step's own suggested fix explains it
-    assert not [c for c in world.hosts["h2"].calls if c[:2] == ["tee", "-a"]]  # stopped: fstab untouched
+    assert not [c for c in world.hosts["h2"].commands if c[:2] == ["tee", "-a"]]  # stopped: fstab untouched
 
     del world.hosts["h2"].fail_on["mount -t nfs"]
     _plan, outcomes, grid = run_once(world, req, stamp="20250101T000100Z")
@@ -126,24 +137,24 @@ def test_a_failing_step_stops_with_output_and_fix_and_resume_skips_what_is_done(
 
 
 def test_changing_the_export_replaces_our_block_and_restarts_the_server():
-    world = debian_lab_world()
+    world = nfs_lab()
     run_once(world, request_for(world))
     server = world.hosts["h3"]
     _plan, outcomes, grid = run_once(world, request_for(world, options="ro,sync,root_squash"), stamp="20250101T000200Z")
     states = {o.key: o for o in outcomes}
     assert states["h3:export-config"].state == StepStateChoices.CHANGED
     assert states["h3:serve"].state == StepStateChoices.CHANGED  # its own check saw the config newer than the daemon
-    assert ["systemctl", "restart", "nfs-ganesha"] in server.calls
+    assert ["systemctl", "restart", "nfs-ganesha"] in server.commands
     conf = server.files[GANESHA_CONF]
     assert conf.count("# BEGIN vmportal export") == 1 and "Access_Type = RO;" in conf and "Access_Type = RW;" not in conf
     assert f"{GANESHA_CONF}.vmportal-h3-20250101T000200Z" in server.files  # the previous file, kept
 
 
 def test_a_changed_exports_line_forces_exportfs_even_though_the_path_is_still_served():
-    hosts = [FakeHost(name, f"10.1.0.{i}", os_release=ROCKY_OS, family="rhel", packages={"nfs-utils"},
-                      files={"/etc/libvirt/qemu.conf": 'user = "qemu"\ngroup = "qemu"\n', FSTAB: "/dev/vda1 / xfs defaults 0 0\n"})
-             for i, name in enumerate(("nas", "kvm1"), start=1)]
-    world = FakeWorld(*hosts)
+    world = Fleet()
+    for i, name in enumerate(("nas", "kvm1"), start=1):
+        world.add(name, address=f"10.1.0.{i}", os_release=ROCKY_OS, family="rhel", packages={"nfs-utils"},
+                  files={"/etc/libvirt/qemu.conf": 'user = "qemu"\ngroup = "qemu"\n', FSTAB: "/dev/vda1 / xfs defaults 0 0\n"})
     run_once(world, request_for(world, server="nas", clients=("kvm1",)))
     _plan, outcomes, grid = run_once(world, request_for(world, server="nas", clients=("kvm1",), options="rw,async,root_squash"),
                                      stamp="20250101T000300Z")
@@ -152,17 +163,17 @@ def test_a_changed_exports_line_forces_exportfs_even_though_the_path_is_still_se
     serve = states["nas:serve"]
     assert serve.state == StepStateChoices.CHANGED and serve.forced_by == ["nas:export-config"]
     assert [r["phase"] for r in serve.records] == ["check", "action", "verify"] and serve.records[0]["ok"]  # check passed, ran anyway
-    assert ["exportfs", "-ra"] in world.hosts["nas"].calls
+    assert ["exportfs", "-ra"] in world.hosts["nas"].commands
     assert "(rw,async,root_squash)" in world.hosts["nas"].files[EXPORTS]
     assert all(row["ok"] for row in grid)
 
 
 def test_the_proof_catches_a_client_that_sees_a_local_directory():
-    world = debian_lab_world()
+    world = nfs_lab()
     req = request_for(world)
     plan, _outcomes, _grid = run_once(world, req)
     del world.hosts["h2"].mounts[MOUNT]  # unmounted behind the portal's back: /mnt/vmstore is a local dir again
-    channels = {name: FakeChannel(h) for name, h in world.hosts.items()}
+    channels = channels_of(world)
     outcomes = run_proof(plan.proof, channels, log=lambda _m: None)
     rows = {row["host"]: row for row in proof.grid(plan.hosts(), outcomes)}
     assert rows["h2"]["mounted"] is False and rows["h2"]["same_file"] is False and not rows["h2"]["ok"]
@@ -175,12 +186,11 @@ def test_the_proof_catches_a_client_that_sees_a_local_directory():
 
 def test_kernel_server_on_rocky_with_firewalld_and_selinux():
     conf = 'user = "qemu"\ngroup = "qemu"\n'
-    hosts = [
-        FakeHost(name, f"10.1.0.{i}", os_release=ROCKY_OS, family="rhel", packages={"nfs-utils"} if name != "nas" else set(),
-                 units={"firewalld": "active"}, selinux=True, files={"/etc/libvirt/qemu.conf": conf, FSTAB: "/dev/vda1 / xfs defaults 0 0\n"})
-        for i, name in enumerate(("nas", "kvm1", "kvm2"), start=1)
-    ]
-    world = FakeWorld(*hosts)
+    world = Fleet()
+    for i, name in enumerate(("nas", "kvm1", "kvm2"), start=1):
+        world.add(name, address=f"10.1.0.{i}", os_release=ROCKY_OS, family="rhel",
+                  packages={"nfs-utils"} if name != "nas" else set(), units={"firewalld": "active"}, selinux=True,
+                  files={"/etc/libvirt/qemu.conf": conf, FSTAB: "/dev/vda1 / xfs defaults 0 0\n"})
     req = request_for(world, server="nas", clients=("kvm1", "kvm2"))
     plan, outcomes, grid = run_once(world, req)
     states = {o.key: o.state for o in outcomes}

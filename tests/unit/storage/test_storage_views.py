@@ -1,6 +1,6 @@
 """The wizard's pages: roles, form → plan (dry run) → apply → grid, failure and resume, host pages.
 
-Jobs run in-process right after each commit; hosts are the fake world (storage_fakes).
+Jobs run in-process right after each commit; hosts are the fake world (tests/fakes/fleet.py).
 """
 
 from __future__ import annotations
@@ -36,10 +36,10 @@ def create(client, world, capture, **overrides):
 
 def writes(world) -> list[list[str]]:
     read_only = ("cat", "stat", "findmnt", "ls", "dpkg-query", "test", "systemctl", "ufw", "selinuxenabled", "getent", "showmount", "grep")
-    return [c for h in world.hosts.values() for c in h.calls if c[0] not in read_only or c[:2] == ["systemctl", "restart"]]
+    return [c for h in world.hosts.values() for c in h.commands if c[0] not in read_only or c[:2] == ["systemctl", "restart"]]
 
 
-def test_roles(viewer_client, operator_client, client, nfs_world):
+def test_roles(viewer_client, operator_client, client, nfs_fleet):
     assert viewer_client.get(reverse("storage:share_list")).status_code == 200
     assert viewer_client.get(reverse("storage:share_create")).status_code == 403
     assert operator_client.post(reverse("storage:share_create"), {}).status_code == 403
@@ -47,16 +47,16 @@ def test_roles(viewer_client, operator_client, client, nfs_world):
     assert response.status_code == 302 and "/login/" in response["Location"]
 
 
-def test_wizard_happy_path_plan_then_apply_then_grid(admin_client, nfs_world, django_capture_on_commit_callbacks):
+def test_wizard_happy_path_plan_then_apply_then_grid(admin_client, nfs_fleet, django_capture_on_commit_callbacks):
     page = admin_client.get(reverse("storage:share_create")).content.decode()
     assert "h1 (10.0.0.11)" in page and 'value="rw,sync,root_squash"' in page
 
-    response = create(admin_client, nfs_world, django_capture_on_commit_callbacks)
+    response = create(admin_client, nfs_fleet, django_capture_on_commit_callbacks)
     share = Share.objects.get()
     assert response.status_code == 302 and response["Location"] == reverse("storage:share_detail", args=[share.pk])
     setup = share.setups.get()
     assert setup.status == SetupStatusChoices.PLANNED
-    assert writes(nfs_world) == []  # planning only read the hosts
+    assert writes(nfs_fleet) == []  # planning only read the hosts
 
     page = admin_client.get(response["Location"]).content.decode()
     assert "Dry run." in page and "Nothing has changed on any host yet." in page
@@ -86,11 +86,11 @@ def test_wizard_happy_path_plan_then_apply_then_grid(admin_client, nfs_world, dj
     assert ("share.create", "ok") in actions and actions.count(("share.apply", "ok")) == 2  # requested, then finished
 
 
-def test_failure_shows_the_step_output_and_fix_then_plan_again_resumes(admin_client, nfs_world, django_capture_on_commit_callbacks):
-    create(admin_client, nfs_world, django_capture_on_commit_callbacks)
+def test_failure_shows_the_step_output_and_fix_then_plan_again_resumes(admin_client, nfs_fleet, django_capture_on_commit_callbacks):
+    create(admin_client, nfs_fleet, django_capture_on_commit_callbacks)
     share = Share.objects.get()
     setup = share.setups.get()
-    nfs_world.hosts["h2"].fail_on["mount -t nfs"] = (32, "mount.nfs: access denied by server while mounting 10.0.0.13:/srv/vmstore")
+    nfs_fleet.hosts["h2"].fail_on["mount -t nfs"] = (32, "mount.nfs: access denied by server while mounting 10.0.0.13:/srv/vmstore")
     with django_capture_on_commit_callbacks(execute=True):
         admin_client.post(reverse("storage:setup_apply", args=[share.pk, setup.pk]))
     setup.refresh_from_db()
@@ -103,7 +103,7 @@ def test_failure_shows_the_step_output_and_fix_then_plan_again_resumes(admin_cli
     assert "access denied by server" in failure and "What to do:" in failure
     assert "Plan again" in page
 
-    del nfs_world.hosts["h2"].fail_on["mount -t nfs"]
+    del nfs_fleet.hosts["h2"].fail_on["mount -t nfs"]
     with django_capture_on_commit_callbacks(execute=True):
         admin_client.post(reverse("storage:share_plan", args=[share.pk]))
     second = share.setups.order_by("-pk").first()
@@ -124,9 +124,9 @@ def test_failure_shows_the_step_output_and_fix_then_plan_again_resumes(admin_cli
     assert "An older setup" in older and "h2 · Mount the share" in older
 
 
-def test_blocked_plan_cannot_be_applied(admin_client, nfs_world, django_capture_on_commit_callbacks):
-    nfs_world.hosts["h1"].files["/etc/fstab"] += "nas:/vol /mnt/vmstore nfs defaults 0 0\n"
-    create(admin_client, nfs_world, django_capture_on_commit_callbacks)
+def test_blocked_plan_cannot_be_applied(admin_client, nfs_fleet, django_capture_on_commit_callbacks):
+    nfs_fleet.hosts["h1"].files["/etc/fstab"] += "nas:/vol /mnt/vmstore nfs defaults 0 0\n"
+    create(admin_client, nfs_fleet, django_capture_on_commit_callbacks)
     share = Share.objects.get()
     setup = share.setups.get()
     assert setup.status == SetupStatusChoices.BLOCKED
@@ -135,24 +135,24 @@ def test_blocked_plan_cannot_be_applied(admin_client, nfs_world, django_capture_
     assert "Apply this plan" not in page
     with django_capture_on_commit_callbacks(execute=True):
         admin_client.post(reverse("storage:setup_apply", args=[share.pk, setup.pk]))
-    assert writes(nfs_world) == []
+    assert writes(nfs_fleet) == []
 
 
-def test_unreachable_host_fails_the_reading_not_the_page(admin_client, nfs_world, django_capture_on_commit_callbacks):
-    nfs_world.hosts["h2"].reachable = False
-    create(admin_client, nfs_world, django_capture_on_commit_callbacks)
+def test_unreachable_host_fails_the_reading_not_the_page(admin_client, nfs_fleet, django_capture_on_commit_callbacks):
+    nfs_fleet.hosts["h2"].reachable = False
+    create(admin_client, nfs_fleet, django_capture_on_commit_callbacks)
     setup = ShareSetup.objects.get()
     assert setup.status == SetupStatusChoices.DETECT_FAILED and "refused the connection" in setup.error
     page = admin_client.get(reverse("storage:share_detail", args=[setup.share_id])).content.decode()
     assert "Could not read the hosts" in page and "Nothing was changed" in page
 
 
-def test_verify_now_refreshes_the_grid(admin_client, nfs_world, django_capture_on_commit_callbacks):
-    create(admin_client, nfs_world, django_capture_on_commit_callbacks)
+def test_verify_now_refreshes_the_grid(admin_client, nfs_fleet, django_capture_on_commit_callbacks):
+    create(admin_client, nfs_fleet, django_capture_on_commit_callbacks)
     share = Share.objects.get()
     with django_capture_on_commit_callbacks(execute=True):
         admin_client.post(reverse("storage:setup_apply", args=[share.pk, share.setups.get().pk]))
-    del nfs_world.hosts["h1"].mounts["/mnt/vmstore"]
+    del nfs_fleet.hosts["h1"].mounts["/mnt/vmstore"]
     with django_capture_on_commit_callbacks(execute=True):
         admin_client.post(reverse("storage:share_verify", args=[share.pk]))
     share.refresh_from_db()
@@ -163,16 +163,16 @@ def test_verify_now_refreshes_the_grid(admin_client, nfs_world, django_capture_o
     assert "not green" in page and "✗ no" in page
 
 
-def test_a_second_share_on_the_same_export_is_refused(admin_client, nfs_world, django_capture_on_commit_callbacks):
-    create(admin_client, nfs_world, django_capture_on_commit_callbacks)
-    response = create(admin_client, nfs_world, django_capture_on_commit_callbacks)
+def test_a_second_share_on_the_same_export_is_refused(admin_client, nfs_fleet, django_capture_on_commit_callbacks):
+    create(admin_client, nfs_fleet, django_capture_on_commit_callbacks)
+    response = create(admin_client, nfs_fleet, django_capture_on_commit_callbacks)
     assert response.status_code == 200 and "already a share of the inventory" in response.content.decode()
     assert Share.objects.count() == 1
 
 
-def test_hosts_the_portal_may_not_contact_are_refused(admin_client, nfs_world, django_capture_on_commit_callbacks):
+def test_hosts_the_portal_may_not_contact_are_refused(admin_client, nfs_fleet, django_capture_on_commit_callbacks):
     Host.objects.filter(name="h2").update(host_key="", status="pending_trust")
-    response = create(admin_client, nfs_world, django_capture_on_commit_callbacks)
+    response = create(admin_client, nfs_fleet, django_capture_on_commit_callbacks)
     assert response.status_code == 200 and "may not connect to h2 yet" in response.content.decode()
-    assert not Share.objects.exists() and nfs_world.all_calls() == []
+    assert not Share.objects.exists() and nfs_fleet.all_commands() == []
     assert AuditEvent.objects.filter(action="share.create", result="refused").exists()

@@ -1,0 +1,366 @@
+"""A fake libvirt connection over one fleet host, at the level of libvirt-python.
+
+``FakeConnect`` / ``FakeDomain`` answer the ``virConnect`` / ``virDomain`` calls the
+adapters make (capabilities, domain XML, state, actions, job statistics, migration), so
+the real adapter code (``hosts.adapters.libvirt``, ``migration``, ``storage.libvirt_pool``)
+runs in unit tests. Failures are real ``libvirt.libvirtError``s with libvirt's error codes,
+which the adapters translate into our errors as they would on a host.
+
+Guests live in ``FleetHost.domains`` as ``DomainInfo``; their XML is written from it.
+Storage pools are a real ``test://`` driver of the host (``FleetHost.pools``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import xml.etree.ElementTree as ET
+from typing import TYPE_CHECKING
+
+import libvirt
+
+from hosts.adapters import libvirt as lv
+
+if TYPE_CHECKING:
+    from .fleet import FleetHost
+
+_STATE_NUMBERS = {name: number for number, (name, _reasons) in lv._STATES.items()}
+
+
+def error(message: str, code: int = libvirt.VIR_ERR_INTERNAL_ERROR) -> libvirt.libvirtError:
+    """A libvirtError carrying ``code`` the way the binding fills it from virGetLastError."""
+    exc = libvirt.libvirtError(message)
+    exc.err = (code, libvirt.VIR_FROM_QEMU, message, libvirt.VIR_ERR_ERROR, None, None, None, 0, 0)
+    return exc
+
+
+def no_domain(uuid: str) -> libvirt.libvirtError:
+    return error(f"Domain not found: no domain with matching uuid '{uuid}'", libvirt.VIR_ERR_NO_DOMAIN)
+
+
+def connection_lost(name: str) -> libvirt.libvirtError:
+    return error(f"Cannot recv data: Connection reset by peer ({name})", libvirt.VIR_ERR_SYSTEM_ERROR)
+
+
+def _version_number(text: str) -> int:
+    major, minor, micro = ([int(p) for p in text.split(".")] + [0, 0, 0])[:3]
+    return major * 1_000_000 + minor * 1_000 + micro
+
+
+def capabilities_xml(facts: lv.HostFacts) -> str:
+    root = ET.Element("capabilities")
+    host = ET.SubElement(root, "host")
+    ET.SubElement(host, "uuid").text = facts.host_uuid
+    cpu = ET.SubElement(host, "cpu")
+    ET.SubElement(cpu, "arch").text = facts.arch
+    ET.SubElement(cpu, "model").text = facts.cpu_model
+    ET.SubElement(cpu, "vendor").text = facts.cpu_vendor
+    for feature in facts.cpu_features:
+        ET.SubElement(cpu, "feature", name=feature)
+    guest = ET.SubElement(root, "guest")
+    ET.SubElement(guest, "os_type").text = "hvm"
+    arch = ET.SubElement(guest, "arch", name=facts.arch)
+    for machine in facts.machine_types:
+        ET.SubElement(arch, "machine").text = machine
+    for domain_type in facts.domain_types:
+        ET.SubElement(arch, "domain", type=domain_type)
+    return ET.tostring(root, encoding="unicode")
+
+
+def domain_xml(info: lv.DomainInfo) -> str:
+    """The XML libvirt would show for ``info`` (parse_domain_xml reads it back)."""
+    root = ET.Element("domain", type=info.domain_type)
+    if info.id is not None and info.state not in ("shutoff", "nostate"):
+        root.set("id", str(info.id))
+    ET.SubElement(root, "name").text = info.name
+    ET.SubElement(root, "uuid").text = info.uuid
+    ET.SubElement(root, "memory", unit="KiB").text = str(info.max_memory_kib or info.memory_kib)
+    ET.SubElement(root, "currentMemory", unit="KiB").text = str(info.memory_kib)
+    ET.SubElement(root, "vcpu").text = str(info.vcpus)
+    os_el = ET.SubElement(root, "os")
+    ET.SubElement(os_el, "type", arch=info.arch, machine=info.machine).text = "hvm"
+    if info.cpu_mode or info.cpu_model:
+        cpu = ET.SubElement(root, "cpu", mode=info.cpu_mode or "custom")
+        if info.cpu_model:
+            ET.SubElement(cpu, "model").text = info.cpu_model
+    devices = ET.SubElement(root, "devices")
+    for disk in info.disks:
+        el = ET.SubElement(devices, "disk", type=disk.source_type, device=disk.device)
+        ET.SubElement(el, "driver", name="qemu", type=disk.format)
+        if disk.source_type == "network":
+            ET.SubElement(el, "source", protocol=disk.protocol, name=disk.source)
+        elif disk.source_type == "volume":
+            pool, _, volume = disk.source.partition("/")
+            ET.SubElement(el, "source", pool=pool, volume=volume)
+        elif disk.source:
+            ET.SubElement(el, "source", {"dev" if disk.source_type == "block" else "file": disk.source})
+        ET.SubElement(el, "target", dev=disk.target)
+        if disk.readonly:
+            ET.SubElement(el, "readonly")
+        if disk.shareable:
+            ET.SubElement(el, "shareable")
+    for nic in info.nics:
+        el = ET.SubElement(devices, "interface", type=nic.type)
+        ET.SubElement(el, "mac", address=nic.mac)
+        ET.SubElement(el, "source", {"bridge" if nic.type == "bridge" else "network": nic.source})
+        ET.SubElement(el, "model", type=nic.model)
+    return ET.tostring(root, encoding="unicode")
+
+
+class FakeDomain:
+    """One guest of a fleet host, as a ``virDomain``."""
+
+    def __init__(self, host: FleetHost, uuid: str):
+        self.host = host
+        self.uuid = uuid
+
+    # -- reads
+    @property
+    def info(self) -> lv.DomainInfo:
+        self.host.check_libvirt()
+        try:
+            return self.host.domains[self.uuid]
+        except KeyError:
+            raise no_domain(self.uuid) from None
+
+    def UUIDString(self) -> str:  # noqa: N802 - libvirt's names
+        return self.uuid
+
+    def name(self) -> str:
+        return self.info.name
+
+    def state(self, flags: int = 0) -> list[int]:
+        info = self.info
+        number = _STATE_NUMBERS.get(info.state, 0)
+        reasons = lv._STATES[number][1]
+        return [number, reasons.index(info.reason) if info.reason in reasons else 0]
+
+    def isActive(self) -> int:  # noqa: N802
+        return int(self.info.state not in ("shutoff", "nostate"))
+
+    def isPersistent(self) -> int:  # noqa: N802
+        return int(self.info.persistent)
+
+    def autostart(self) -> int:
+        return int(self.info.autostart)
+
+    def ID(self) -> int:  # noqa: N802
+        return self.info.id if self.isActive() and self.info.id is not None else -1
+
+    def XMLDesc(self, flags: int = 0) -> str:  # noqa: N802
+        return domain_xml(self.info)
+
+    def hasManagedSaveImage(self, flags: int = 0) -> int:  # noqa: N802
+        self.info  # noqa: B018 - raises for a vanished guest
+        return int(self.uuid in self.host.managed_save)
+
+    def snapshotNum(self, flags: int = 0) -> int:  # noqa: N802
+        self.info  # noqa: B018
+        return self.host.snapshots.get(self.uuid, 0)
+
+    def blockInfo(self, target: str, flags: int = 0) -> list[int]:  # noqa: N802
+        self.info  # noqa: B018
+        size = self.host.block_sizes.get((self.uuid, target))
+        if size is None:
+            raise error(f"invalid argument: invalid path {target} not assigned to domain", libvirt.VIR_ERR_INVALID_ARG)
+        return list(size)
+
+    # -- actions
+    def _set(self, state: str, reason: str, **changes) -> None:
+        self.host.domains[self.uuid] = dataclasses.replace(self.info, state=state, reason=reason, **changes)
+
+    def _act(self, verb: str) -> None:
+        self.host.calls.append((verb, self.uuid))
+        failure = self.host.libvirt_failures.get(verb)
+        if failure is not None:
+            raise failure
+
+    def create(self) -> int:
+        info = self.info
+        self._act("start")
+        if self.isActive():
+            raise error("Requested operation is not valid: domain is already running", libvirt.VIR_ERR_OPERATION_INVALID)
+        self._set("running", "booted", id=self.host.next_domain_id())
+        return 0
+
+    def shutdown(self) -> int:
+        self._require_active()
+        self._act("shutdown")
+        if not self.host.shutdown_ignored:
+            self._stop("shutdown")
+        return 0
+
+    def destroy(self) -> int:
+        self._require_active()
+        self._act("destroy")
+        self._stop("destroyed")
+        return 0
+
+    def suspend(self) -> int:
+        self._require_active()
+        self._act("suspend")
+        self._set("paused", "user")
+        return 0
+
+    def resume(self) -> int:
+        self._act("resume")
+        self._set("running", "unpaused")
+        return 0
+
+    def undefineFlags(self, flags: int = 0) -> int:  # noqa: N802
+        info = self.info
+        self._act("undefine")
+        if self.isActive():
+            self.host.domains[self.uuid] = dataclasses.replace(info, persistent=False)
+        else:
+            del self.host.domains[self.uuid]
+        return 0
+
+    def _require_active(self) -> None:
+        if not self.isActive():
+            raise error("Requested operation is not valid: domain is not running", libvirt.VIR_ERR_OPERATION_INVALID)
+
+    def _stop(self, reason: str) -> None:
+        if self.info.persistent:
+            self._set("shutoff", reason, id=None)
+        else:
+            del self.host.domains[self.uuid]  # a transient guest is gone once it stops
+
+    # -- jobs and migration (the fleet's MigrationJobs plays them)
+    def jobStats(self, flags: int = 0) -> dict:  # noqa: N802
+        self.info  # noqa: B018
+        jobs = self.host.fleet.jobs
+        if flags & libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED:
+            return dict(self.host.completed.get(self.uuid, {"type": libvirt.VIR_DOMAIN_JOB_NONE}))
+        if self.uuid in self.host.job_active:
+            raise error("Operation not supported: migration in progress", libvirt.VIR_ERR_OPERATION_UNSUPPORTED)
+        return jobs.stats(self.host, self.uuid)
+
+    def abortJob(self) -> int:  # noqa: N802
+        self.host.fleet.jobs.abort(self.host, self.uuid)
+        return 0
+
+    def migrateToURI3(self, dconnuri: str, params: dict, flags: int) -> int:  # noqa: N802
+        self.host.fleet.jobs.migrate(self.host, self.uuid, dest_uri=dconnuri, params=params, flags=flags, dest_conn=None)
+        return 0
+
+    def migrate3(self, dconn: FakeConnect, params: dict, flags: int) -> FakeDomain:
+        uri = f"qemu+tcp://{dconn.host.name}/system"
+        self.host.fleet.jobs.migrate(self.host, self.uuid, dest_uri=uri, params=params, flags=flags, dest_conn=dconn)
+        return FakeDomain(dconn.host, self.uuid)
+
+    def migrateSetMaxDowntime(self, ms: int, flags: int = 0) -> int:  # noqa: N802
+        self.host.fleet.jobs.calls.append(("set_max_downtime", ms))
+        return 0
+
+    def migrateSetMaxSpeed(self, mibps: int, flags: int = 0) -> int:  # noqa: N802
+        self.host.fleet.jobs.calls.append(("set_max_speed", mibps))
+        return 0
+
+    def migrateStartPostCopy(self, flags: int = 0) -> int:  # noqa: N802
+        self.host.fleet.jobs.start_postcopy(self.host, self.uuid)
+        return 0
+
+
+class FakeConnect:
+    """A libvirt connection to one fleet host (a ``virConnect``)."""
+
+    def __init__(self, host: FleetHost):
+        self.host = host
+        self.closed = False
+
+    # -- host facts
+    def getCapabilities(self) -> str:  # noqa: N802
+        self.host.check_libvirt()
+        return capabilities_xml(self.host.facts)
+
+    def getHostname(self) -> str:  # noqa: N802
+        self.host.check_libvirt()
+        return self.host.facts.hostname
+
+    def getInfo(self) -> list:  # noqa: N802
+        facts = self.host.facts
+        return [facts.arch, facts.memory_total_kib // 1024, facts.cpus, 2400, 1, 1, facts.cpus, 1]
+
+    def getMemoryStats(self, cell: int, flags: int = 0) -> dict:  # noqa: N802
+        return {"total": self.host.facts.memory_total_kib, "free": self.host.facts.memory_free_kib}
+
+    def getFreeMemory(self) -> int:  # noqa: N802
+        return self.host.facts.memory_free_kib * 1024
+
+    def getType(self) -> str:  # noqa: N802
+        return self.host.facts.hypervisor
+
+    def getVersion(self) -> int:  # noqa: N802
+        return _version_number(self.host.facts.hypervisor_version)
+
+    def getLibVersion(self) -> int:  # noqa: N802
+        return _version_number(self.host.facts.libvirt_version)
+
+    def getURI(self) -> str:  # noqa: N802
+        return f"qemu+tcp://{self.host.name}/system"
+
+    # -- guests
+    def listAllDomains(self, flags: int = 0) -> list[FakeDomain]:  # noqa: N802
+        self.host.check_libvirt()
+        return [FakeDomain(self.host, uuid) for uuid in list(self.host.domains)]
+
+    def lookupByUUIDString(self, uuid: str) -> FakeDomain:  # noqa: N802
+        self.host.check_libvirt()
+        if uuid not in self.host.domains:
+            raise no_domain(uuid)
+        return FakeDomain(self.host, uuid)
+
+    def defineXML(self, xml: str) -> FakeDomain:  # noqa: N802
+        self.host.check_libvirt()
+        info = lv.parse_domain_xml(xml, state=5, persistent=True)
+        old = self.host.domains.get(info.uuid)
+        if old is not None:
+            info = dataclasses.replace(info, state=old.state, reason=old.reason, id=old.id, autostart=old.autostart)
+        self.host.domains[info.uuid] = info
+        self.host.calls.append(("define", info.uuid))
+        return FakeDomain(self.host, info.uuid)
+
+    def listNetworks(self) -> list[str]:  # noqa: N802
+        return sorted(self.host.networks)
+
+    def listDefinedNetworks(self) -> list[str]:  # noqa: N802
+        return []
+
+    def compareHypervisorCPU(self, emulator, arch, machine, virttype, xml_cpu, flags=0) -> int:  # noqa: N802
+        self.host.check_libvirt()
+        result = self.host.cpu_compare
+        if isinstance(result, Exception):
+            raise result
+        return {
+            "identical": libvirt.VIR_CPU_COMPARE_IDENTICAL,
+            "superset": libvirt.VIR_CPU_COMPARE_SUPERSET,
+            "incompatible": libvirt.VIR_CPU_COMPARE_INCOMPATIBLE,
+        }[result]
+
+    # -- storage pools: the host's own test:// driver
+    def listAllStoragePools(self, flags: int = 0):  # noqa: N802
+        self.host.check_libvirt()
+        return self.host.pools.listAllStoragePools(flags)
+
+    def storagePoolLookupByName(self, name: str):  # noqa: N802
+        return self.host.pools.storagePoolLookupByName(name)
+
+    def storagePoolDefineXML(self, xml: str, flags: int = 0):  # noqa: N802
+        return self.host.pools.storagePoolDefineXML(xml, flags)
+
+    # -- the connection itself
+    def setKeepAlive(self, interval: int, count: int) -> int:  # noqa: N802
+        return 0
+
+    def registerCloseCallback(self, cb, opaque) -> int:  # noqa: N802
+        return 0
+
+    def unregisterCloseCallback(self) -> int:  # noqa: N802
+        return 0
+
+    def isAlive(self) -> int:  # noqa: N802
+        return int(not self.closed and self.host.reachable)
+
+    def close(self) -> int:
+        self.closed = True
+        return 0
