@@ -21,9 +21,8 @@ from pathlib import Path
 BASE = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE))
 
-from bench.preflight_gather import endpoint, lab_status  # noqa: E402
+from bench.preflight_gather import lab_status, session  # noqa: E402
 from hosts.adapters import images  # noqa: E402
-from hosts.adapters.ssh import SSHSession  # noqa: E402
 
 IMAGES = "/var/lib/libvirt/images"
 
@@ -36,12 +35,13 @@ def main() -> None:
     parser.add_argument("--destination", default="labh2")
     args = parser.parse_args()
     hosts = {h["name"]: h for h in lab_status()["hosts"]}
-    src_ep, dst_ep = endpoint(hosts[args.source]), endpoint(hosts[args.destination])
+    src_host, dst_host = hosts[args.source], hosts[args.destination]
     tag = uuid.uuid4().hex[:6]
     original = f"{IMAGES}/bench-{tag}.img"
     size = args.size_mib * 2**20
     rows: dict[str, list[float]] = {"on-host": [], "relay": [], "sha256 (source)": []}
-    with SSHSession(src_ep.ssh) as src, SSHSession(dst_ep.ssh) as dst:
+    with session(src_host) as src_session, session(dst_host) as dst_session:
+        src, dst = src_session.ssh, dst_session.ssh
         src.run(["dd", "if=/dev/urandom", f"of={original}", "bs=4M", f"count={args.size_mib // 4}", "status=none"],
                 timeout=600)
         try:

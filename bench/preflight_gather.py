@@ -13,17 +13,24 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import django
+
 BASE = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "vmportal.test_settings")  # models only, no database
+django.setup()
 
+from hosts import access  # noqa: E402
 from hosts.adapters import libvirt as lv  # noqa: E402
 from hosts.adapters.ssh import SSHTarget  # noqa: E402
+from hosts.models import Host  # noqa: E402
 from migrations_app.gather import Endpoint, gather  # noqa: E402
 from migrations_app.options import MigrationOptions  # noqa: E402
 from migrations_app.preflight import overall, run_preflight  # noqa: E402
@@ -38,7 +45,8 @@ def lab_status() -> dict:
     return status
 
 
-def endpoint(host: dict) -> Endpoint:
+def session(host: dict) -> access.HostSession:
+    """A session to the lab host with its lab key and pinned host key (no inventory row needed)."""
     pins = {}
     for line in Path(host["ssh_known_hosts"]).read_text().splitlines():
         fields = line.split()
@@ -46,7 +54,9 @@ def endpoint(host: dict) -> Endpoint:
             pins[fields[0]] = f"{fields[1]} {fields[2]}"
     ssh = SSHTarget(address=host["address"], port=host["ssh_port"], user=host["ssh_user"],
                     private_key_pem=Path(host["ssh_key"]).read_text(), pinned_host_key=pins[host["address"]])
-    return Endpoint(name=host["name"], libvirt_uri=host["libvirt_uri"], ssh=ssh)
+    row = Host(name=host["name"], address=host["address"], ssh_port=host["ssh_port"], ssh_user=host["ssh_user"],
+               libvirt_uri=host["libvirt_uri"], host_key=pins[host["address"]])
+    return access.HostSession(row, target=ssh)
 
 
 def main() -> None:
@@ -73,7 +83,10 @@ def main() -> None:
     times = []
     for run in range(1, args.runs + 1):
         started = time.monotonic()
-        pair, side = gather(source=endpoint(src), destination=endpoint(dst), guest_uuid=guest.uuid, options=options)
+        with session(src) as src_session, session(dst) as dst_session:
+            pair, side = gather(source=Endpoint(name=src["name"], session=src_session),
+                                destination=Endpoint(name=dst["name"], session=dst_session),
+                                guest_uuid=guest.uuid, options=options)
         took = time.monotonic() - started
         times.append(took)
         print(f"run {run}: {took:.2f} s (preflight {overall(run_preflight(pair, side, options))})")

@@ -18,7 +18,7 @@ from hosts.adapters import libvirt as libvirt_adapter
 from hosts.adapters.errors import AdapterError, CommandFailed, CommandTimeout, HostKeyMismatch
 
 from . import access, services
-from .access import HostNotTrusted, require_trusted, ssh_target_for  # noqa: F401 - re-exported for now
+from .access import require_trusted
 from .choices import VMActionChoices, VMStateChoices
 from .models import Host, VirtualMachine
 
@@ -27,10 +27,6 @@ logger = logging.getLogger(__name__)
 # How long "shut down" waits for the guest OS to power off before reporting it did not.
 SHUTDOWN_WAIT_S = 120.0
 ACTION_POLL_INTERVAL_S = 1.0
-
-
-def _require_trusted(host: Host) -> None:
-    require_trusted(host)
 
 
 def _record_failure(host: Host, exc: AdapterError, ctx: JobContext | None) -> None:
@@ -71,7 +67,7 @@ def _disk_paths(domains: list[libvirt_adapter.DomainInfo]) -> list[str]:
 def refresh_host(*, host_id: int, ctx: JobContext) -> dict:
     """Gather facts and guests of one host and store them; mark it unreachable on failure."""
     host = Host.objects.get(pk=host_id)
-    _require_trusted(host)
+    require_trusted(host)
     uri = host.effective_libvirt_uri
     try:
         with access.open_session(host) as session:
@@ -126,7 +122,7 @@ def run_vm_action(*, vm_id: int, action: str, ctx: JobContext) -> dict:
     action = VMActionChoices(action)
     vm = VirtualMachine.objects.select_related("host").get(pk=vm_id)
     host = vm.host
-    _require_trusted(host)
+    require_trusted(host)
     uuid = str(vm.uuid)
     try:
         ctx.log(f"{action.label}: {vm.name} ({uuid}) on {host.name}")

@@ -5,7 +5,8 @@ from __future__ import annotations
 from core.jobs import JobContext
 from hosts.adapters.errors import AdapterError
 
-from . import endpoints, services
+from . import services
+from .gather import gather_pair
 from .models import PreflightRun
 from .options import from_dict
 from .preflight import overall, run_preflight
@@ -19,7 +20,7 @@ def check_candidate(*, run_id: int, ctx: JobContext) -> dict:
     plan = run.plan
     ctx.log(f"Checking {plan.source.name} → {run.destination.name} for {plan.vm_name}")
     try:
-        pair, guest = endpoints.gather_pair(
+        pair, guest = gather_pair(
             source=plan.source, destination=run.destination, guest_uuid=str(plan.vm_uuid),
             options=from_dict(plan.options),
         )

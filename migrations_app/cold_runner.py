@@ -20,14 +20,14 @@ from django.conf import settings
 
 from core.choices import JobLogLevelChoices
 from core.jobs import JobContext
-from hosts.adapters import images
+from hosts import access
+from hosts.adapters import images, probes
 from hosts.adapters import libvirt as lv
 from hosts.adapters.errors import AdapterError, DomainNotFound, HostUnreachable
 from hosts.adapters.ssh import SSHSession
-from hosts.inventory import ssh_target_for
 from hosts.models import Host
 
-from . import cold, endpoints, gather, services
+from . import cold, services
 from .choices import ColdMigrationStatusChoices as C
 from .heartbeat import probe_guest
 from .models import ColdMigration
@@ -67,7 +67,7 @@ class _Side:
     host: Host
     conn: object
     ssh: SSHSession
-    identity: gather.QemuIdentity | None = None
+    identity: probes.QemuIdentity | None = None
 
     @property
     def runas(self) -> list[str]:
@@ -136,13 +136,13 @@ class _Run:
 
     def _open(self, host: Host) -> _Side:
         try:
-            conn = self.stack.enter_context(endpoints.connect(host))
-            ssh = self.stack.enter_context(SSHSession(ssh_target_for(host)))
+            session = self.stack.enter_context(access.open_session(host))
+            conn, ssh = session.libvirt, session.ssh
         except AdapterError as exc:
             raise ColdFailed(f"{host.name} did not answer: {exc.message}", hint=exc.hint or "", checked=True) from exc
         side = _Side(host=host, conn=conn, ssh=ssh)
         try:
-            side.identity = gather.qemu_identity(ssh)
+            side.identity = probes.qemu_identity(ssh)
         except AdapterError as exc:
             self.log(f"Could not read QEMU's user on {host.name} ({exc.message}); copying as root",
                      JobLogLevelChoices.WARNING)
@@ -541,9 +541,9 @@ class _Run:
 
         def with_conn(host: Host, call: Callable[[object], object]) -> Callable[[], object]:
             def act():
-                # A fresh connection: the one the move used may be what failed.
-                with endpoints.connect(host) as conn:
-                    return call(conn)
+                # A fresh session: the one the move used may be what failed.
+                with access.open_session(host) as session:
+                    return call(session.libvirt)
             return act
 
         if u.started:
@@ -568,8 +568,8 @@ class _Run:
         """Where the guest is defined now, in words, and whether it is intact on its source."""
         c = self.cold
         try:
-            with endpoints.connect(c.source) as conn:
-                xml = lv.inactive_xml(conn, uuid)
+            with access.open_session(c.source) as session:
+                xml = lv.inactive_xml(session.libvirt, uuid)
         except DomainNotFound:
             xml = None
         except AdapterError as exc:
@@ -586,8 +586,8 @@ class _Run:
         elsewhere = ""
         if not c.same_host:
             try:
-                with endpoints.connect(c.destination) as conn:
-                    lv.get_domain(conn, uuid)
+                with access.open_session(c.destination) as session:
+                    lv.get_domain(session.libvirt, uuid)
                 elsewhere = f" It is also defined on {c.destination.name}: undefine it there."
             except DomainNotFound:
                 elsewhere = f" Not defined on {c.destination.name}."
@@ -618,7 +618,8 @@ def _where(record: ColdMigration) -> cold.Where:
 
     def ask(host: Host) -> tuple[bool | None, dict | None, str | None]:
         try:
-            with endpoints.connect(host) as conn:
+            with access.open_session(host) as session:
+                conn = session.libvirt
                 try:
                     info = lv.get_domain(conn, uuid)
                 except DomainNotFound:
@@ -696,8 +697,8 @@ def reconcile_cold_migration(*, cold_id: int, reason: str, ctx: JobContext | Non
 
 def _exists(host: Host, path: str) -> bool:
     try:
-        with SSHSession(ssh_target_for(host)) as ssh:
-            return images.path_exists(ssh, path)
+        with access.open_session(host) as session:
+            return images.path_exists(session.ssh, path)
     except AdapterError:
         return True  # cannot tell: do not claim it is missing
 
@@ -719,7 +720,8 @@ def _undefine_if_there(conn, uuid: str) -> None:
 
 def _remove_copy(host: Host, path: str, runas: list[str]) -> None:
     # A fresh session: the one the copy used may be what failed.
-    with SSHSession(ssh_target_for(host)) as ssh:
+    with access.open_session(host) as session:
+        ssh = session.ssh
         if not images.remove_file(ssh, path, runas=runas):
             raise AdapterError(f"could not remove {path}")
         if images.path_exists(ssh, path):

@@ -1,11 +1,13 @@
 """Gather what the preflight checks read, from the two hosts of a migration.
 
-``gather(source=…, destination=…, guest_uuid=…, options=…)`` returns the
-``PairFacts`` and ``GuestSide`` that ``preflight.run_preflight`` judges. No
-Django: plain inputs (``Endpoint``), the adapters for all I/O.
+``gather_pair(source=…, destination=…, guest_uuid=…, options=…)`` opens a session to
+each inventory host (``hosts.access``) and returns the ``PairFacts`` and ``GuestSide``
+that ``preflight.run_preflight`` judges. ``gather`` itself takes plain inputs
+(``Endpoint``: a name and an open session) and does all I/O through the adapters
+(``hosts.adapters.libvirt``, ``migration``, ``probes``).
 
-One libvirt connection and one SSH session per host, opened in parallel and
-always closed; the probes run in four short rounds, both hosts at once:
+Each session's libvirt connection and SSH are opened in parallel; the probes run in
+four short rounds, both hosts at once:
 
 1. Connect; libvirt host facts and guest lists of both hosts.
 2. The guest's CPU compared on the destination (``compareHypervisorCPU``);
@@ -52,8 +54,8 @@ import secrets
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from hosts.adapters import libvirt as lv
 from hosts.adapters import migration as mg
@@ -72,10 +74,13 @@ from hosts.adapters.probes import (
     try_connect,
     write_marker,
 )
-from hosts.adapters.ssh import SSHSession, SSHTarget
+from hosts.adapters.ssh import SSHSession
 
 from .facts import DiskFact, GuestSide, HostSide, PairFacts
 from .options import MigrationOptions
+
+if TYPE_CHECKING:
+    from hosts.models import Host
 
 log = logging.getLogger(__name__)
 
@@ -85,17 +90,28 @@ _ACTIVE_STATES = frozenset({"running", "blocked", "paused"})
 
 @dataclass(frozen=True)
 class Endpoint:
-    """One host of the migration, as VMPortal knows it."""
+    """One host of the migration: its inventory name and an open session to it.
+
+    ``session`` is a ``hosts.access.HostSession`` (``.ssh``, ``.libvirt``, ``.ssh_target``);
+    its owner opens and closes it.
+    """
 
     name: str  # inventory name, used in the verdicts
-    libvirt_uri: str
-    ssh: SSHTarget
+    session: Any
     in_maintenance: bool = False
-    migration_address: str | None = None  # where QEMU's data goes; defaults to ssh.address
+    migration_address: str | None = None  # where QEMU's data goes; defaults to the SSH address
+
+    @property
+    def address(self) -> str:
+        return self.session.ssh_target.address
+
+    @property
+    def ssh_port(self) -> int:
+        return self.session.ssh_target.port
 
     @property
     def migration_host(self) -> str:
-        return self.migration_address or self.ssh.address
+        return self.migration_address or self.address
 
 
 # --------------------------------------------------------------------------
@@ -129,7 +145,6 @@ def _probe(what: str, fn: Callable, *args, **kwargs):
 @dataclass
 class _Host:
     endpoint: Endpoint
-    stack: ExitStack = field(default_factory=ExitStack)
     conn: object | None = None
     ssh: SSHSession | None = None
     facts: lv.HostFacts | None = None
@@ -140,7 +155,7 @@ class _Host:
         """Connect libvirt (facts, guests) and SSH; a failure leaves that part None."""
         ep = self.endpoint
         try:
-            self.conn = self.stack.enter_context(lv.open_connection(ep.libvirt_uri, ssh_target=ep.ssh))
+            self.conn = ep.session.libvirt
             self.facts = lv.get_host_facts(self.conn)
             self.domains = lv.list_domains(self.conn)
         except AdapterError as exc:
@@ -152,13 +167,10 @@ class _Host:
             except AdapterError as exc:
                 log.warning("preflight: storage pools on %s unknown: %s", ep.name, exc)
         try:
-            self.ssh = self.stack.enter_context(SSHSession(ep.ssh))
+            self.ssh = ep.session.ssh
         except AdapterError as exc:
             log.warning("preflight: SSH to %s failed: %s", ep.name, exc)
             self.ssh = None
-
-    def close(self) -> None:
-        self.stack.close()
 
     @property
     def reachable(self) -> bool:
@@ -173,7 +185,7 @@ class _Host:
                 hypervisor_version=(0, 0, 0), libvirt_version=(0, 0, 0),
                 domain_types=frozenset(), machine_types=frozenset(),
                 memory_free_kib=0, memory_total_kib=0, cpus=0, running_vcpus=0,
-                in_maintenance=ep.in_maintenance, reachable=False, address=ep.ssh.address,
+                in_maintenance=ep.in_maintenance, reachable=False, address=ep.address,
             )
         return HostSide(
             name=ep.name,
@@ -191,7 +203,7 @@ class _Host:
             running_vcpus=running_vcpus,
             in_maintenance=ep.in_maintenance,
             reachable=self.reachable,
-            address=ep.ssh.address,
+            address=ep.address,
         )
 
 
@@ -285,14 +297,13 @@ def gather(
     """
     started = time.monotonic()
     src, dst = _Host(source), _Host(destination)
+    for endpoint in (source, destination):
+        # The login details come from the database: read them here, not in the pool's threads.
+        endpoint.session.ssh_target  # noqa: B018
     with ThreadPoolExecutor(max_workers=16, thread_name_prefix="preflight") as pool:
-        try:
-            for future in [pool.submit(src.open), pool.submit(dst.open)]:
-                future.result()
-            pair, guest = _gather_open(pool, src, dst, guest_uuid, options)
-        finally:
-            src.close()
-            dst.close()
+        for future in [pool.submit(src.open), pool.submit(dst.open)]:
+            future.result()
+        pair, guest = _gather_open(pool, src, dst, guest_uuid, options)
     log.info("preflight facts for %s from %s to %s in %.2f s", guest_uuid, source.name, destination.name,
              time.monotonic() - started)
     return pair, guest
@@ -357,7 +368,7 @@ def _gather_open(
         if both_ssh:
             # No listener: at least learn whether the address answers, on the SSH port.
             f_connect = submit("connect from source", try_connect, src.ssh, address,
-                               port if port is not None else dst.endpoint.ssh.port)
+                               port if port is not None else dst.endpoint.ssh_port)
         f_disks = {
             p.info.target: submit(
                 "disk on destination", probe_disk, dst.ssh, path=p.path,
@@ -387,7 +398,7 @@ def _gather_open(
     }
     f_fallback = None
     if port is not None and connect == "timeout":
-        f_fallback = submit("connect to migration address", try_connect, src.ssh, address, dst.endpoint.ssh.port)
+        f_fallback = submit("connect to migration address", try_connect, src.ssh, address, dst.endpoint.ssh_port)
     for target, (f_src, f_dst) in f_digests.items():
         same_file[target] = _same_content(f_src.result(), f_dst.result())
     fallback = done(f_fallback)
@@ -463,3 +474,19 @@ def _compare_cpu(src_conn, dst_conn, info: lv.DomainInfo) -> str:
     xml = mg.domain_xml(src_conn, info.uuid, migratable=True)
     return mg.compare_guest_cpu(dst_conn, guest_xml=xml, arch=info.arch, domain_type=info.domain_type,
                                 machine=info.machine)
+
+
+def gather_pair(*, source: Host, destination: Host, guest_uuid: str, options: MigrationOptions):
+    """Facts for the preflight of moving a guest between two inventory hosts: (PairFacts, GuestSide).
+
+    Opens a session to each host for the length of the probes. Adapter errors propagate.
+    """
+    from hosts import access  # needs Django; gather() itself does not (bench/ runs it without)
+
+    with access.open_session(source) as src, access.open_session(destination) as dst:
+        return gather(
+            source=Endpoint(name=source.name, session=src, in_maintenance=source.in_maintenance),
+            destination=Endpoint(name=destination.name, session=dst, in_maintenance=destination.in_maintenance),
+            guest_uuid=guest_uuid,
+            options=options,
+        )

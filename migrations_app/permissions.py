@@ -12,12 +12,11 @@ import re
 
 from core.choices import JobLogLevelChoices
 from core.jobs import JobContext
-from hosts.adapters import images
+from hosts import access
+from hosts.adapters import images, probes
 from hosts.adapters.errors import AdapterError
-from hosts.adapters.ssh import SSHSession
-from hosts.inventory import ssh_target_for
 
-from . import gather, services
+from . import services
 from .models import PreflightRun
 
 MODES = ("0660", "0640", "0600")
@@ -53,7 +52,7 @@ def run_repairs(run: PreflightRun) -> list[tuple[str, str]]:
     return found
 
 
-def repair_image_permissions(*, run_id: int, ctx: JobContext | None, identity: gather.QemuIdentity | None = None) -> dict:
+def repair_image_permissions(*, run_id: int, ctx: JobContext | None, identity: probes.QemuIdentity | None = None) -> dict:
     """Give each flagged image QEMU's user as owner and the right mode on the run's destination.
 
     ``identity`` overrides what the host's qemu.conf says (tests). Each file is audited with its
@@ -62,8 +61,9 @@ def repair_image_permissions(*, run_id: int, ctx: JobContext | None, identity: g
     run = PreflightRun.objects.select_related("destination", "plan").get(pk=run_id)
     host = run.destination
     repaired, failed = [], []
-    with SSHSession(ssh_target_for(host)) as ssh:
-        identity = identity or gather.qemu_identity(ssh)
+    with access.open_session(host) as session:
+        ssh = session.ssh
+        identity = identity or probes.qemu_identity(ssh)
         for path, mode in run_repairs(run):
             before = images.file_facts(ssh, path)
             if before is None:

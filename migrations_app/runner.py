@@ -24,14 +24,17 @@ from core.actors import Actor
 from core.audit import audit_record_now
 from core.choices import AuditResultChoices, JobLogLevelChoices
 from core.jobs import JobContext
+from hosts import access
 from hosts import services as host_services
 from hosts.adapters import migration as migration_adapter
+from hosts.adapters.libvirt import is_ssh_uri
 from hosts.adapters.errors import AdapterError, DomainNotFound, MigrationAborted
 from hosts.jobs import refresh_host_job
 from hosts.models import Host
 
-from . import endpoints, policy, services, states
+from . import policy, services, states
 from .choices import MigrationStatusChoices as S
+from .gather import gather_pair
 from .heartbeat import GuestHeartbeat, probe_guest
 from .models import Migration
 from .options import MigrationOptions, from_dict, libvirt_flags, libvirt_params
@@ -70,7 +73,7 @@ def _log(ctx: JobContext, message: str, *, level=JobLogLevelChoices.INFO) -> Non
 def p2p_error_hint(exc: AdapterError, options: MigrationOptions, dest_uri: str) -> str:
     """What to do about a libvirt error, with the peer-to-peer SSH case spelled out."""
     text = exc.message.lower()
-    if options.peer_to_peer and endpoints.is_ssh_uri(dest_uri) and (
+    if options.peer_to_peer and is_ssh_uri(dest_uri) and (
         "host key verification failed" in text or "permission denied" in text or "no route" in text
         or "could not resolve" in text or "connection refused" in text
     ):
@@ -90,8 +93,8 @@ def p2p_error_hint(exc: AdapterError, options: MigrationOptions, dest_uri: str) 
 def presence_on(host: Host, guest_uuid: str) -> DomainPresence:
     """The guest as ``host`` shows it now; an unanswered host is ``reachable=False``."""
     try:
-        with endpoints.connect(host) as conn:
-            found = migration_adapter.domain_presence(conn, guest_uuid)
+        with access.open_session(host) as session:
+            found = migration_adapter.domain_presence(session.libvirt, guest_uuid)
     except AdapterError as exc:
         logger.warning("asking %s about %s: %s", host.name, guest_uuid, exc.message)
         return DomainPresence(exists=False, state=None, reason=None, reachable=False)
@@ -126,8 +129,8 @@ def completed_stats(migration: Migration, *, on_destination: bool) -> dict:
     hosts = [migration.destination, migration.source] if on_destination else [migration.source]
     for host in hosts:
         try:
-            with endpoints.connect(host) as conn:
-                stats = migration_adapter.completed_job_stats(conn, str(migration.vm_uuid))
+            with access.open_session(host) as session:
+                stats = migration_adapter.completed_job_stats(session.libvirt, str(migration.vm_uuid))
         except AdapterError as exc:
             logger.info("no completed job stats from %s: %s", host.name, exc.message)
             continue
@@ -337,8 +340,7 @@ def _run(migration: Migration, ctx: JobContext, on_progress: ProgressCallback | 
 
     _log(ctx, f"Checking {source.name} and {destination.name} for {migration.vm_name}")
     try:
-        pair, guest = endpoints.gather_pair(source=source, destination=destination, guest_uuid=guest_uuid,
-                                            options=options)
+        pair, guest = gather_pair(source=source, destination=destination, guest_uuid=guest_uuid, options=options)
     except AdapterError as exc:
         message = f"Could not check the hosts: {exc.message}"
         record_end(migration, ctx, S.FAILED, outcome=f"Nothing was started; {migration.vm_name} was not moved.",
@@ -364,7 +366,9 @@ def _run(migration: Migration, ctx: JobContext, on_progress: ProgressCallback | 
 
     flags = libvirt_flags(options)
     params = libvirt_params(options, migrate_disks=disks_to_copy(guest) if options.copy_storage else ())
-    dest_uri = endpoints.peer_to_peer_uri(destination)
+    # Peer-to-peer, the *source host's* libvirtd dials this (the inventory URI): qemu+tcp/tls work from any
+    # host that routes to it; for qemu+ssh the source logs in with its own root key (see p2p_error_hint).
+    dest_uri = destination.effective_libvirt_uri
     if not services.migration_migrating(migration=migration, flags=flags, params=params, dest_uri=dest_uri):
         migration.refresh_from_db()
         return {"status": migration.status}
@@ -437,9 +441,11 @@ def _migrate_while_sampling(
     interval = settings.VMPORTAL_MIGRATION_SAMPLE_SECONDS
     guest_uuid = str(migration.vm_uuid)
     with ExitStack() as stack:
-        src_conn = stack.enter_context(endpoints.connect(migration.source))
-        dest_conn = None if options.peer_to_peer else stack.enter_context(endpoints.connect(migration.destination))
-        sample_conn = stack.enter_context(endpoints.connect(migration.source))
+        source = stack.enter_context(access.open_session(migration.source))
+        src_conn = source.libvirt
+        dest_conn = None if options.peer_to_peer else stack.enter_context(access.open_session(migration.destination)).libvirt
+        # The sampler reads job statistics from this thread while migrate() blocks in the other one.
+        sample_conn = source.open_libvirt()
 
         def migrate() -> None:
             try:

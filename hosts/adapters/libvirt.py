@@ -444,6 +444,12 @@ def translate_error(exc: libvirt.libvirtError, *, action: str = "") -> AdapterEr
 # Connections
 
 
+def is_ssh_uri(uri: str) -> bool:
+    """Does libvirt reach this URI's daemon over SSH (qemu+ssh, +libssh, +libssh2)?"""
+    scheme = uri.split(":", 1)[0]
+    return "+" in scheme and scheme.rsplit("+", 1)[1] in _SSH_TRANSPORTS
+
+
 @dataclass
 class _PreparedURI:
     uri: str

@@ -38,7 +38,7 @@ import libvirt
 
 from hosts import access
 from hosts.adapters.errors import CommandFailed, HostKeyMismatch, HostKeyUnknown, HostUnreachable
-from hosts.adapters.libvirt import DiskInfo, DomainInfo, HostFacts, NicInfo
+from hosts.adapters.libvirt import DiskInfo, DomainInfo, HostFacts, NicInfo, is_ssh_uri
 from hosts.adapters.ssh import CommandResult, HostKeyInfo, SSHTarget, generate_keypair
 
 from . import virt
@@ -83,12 +83,44 @@ def make_domain(name: str, **overrides) -> DomainInfo:
     return DomainInfo(**fields)
 
 
+# Inventory rows for tests that make them by hand; a fleet host answers for one once adopted.
+_ROW_HOST_KEY = make_host_key()
+_ROW_LOGIN_KEY, _ = generate_keypair()
+
+
+def make_host(name: str, **changes):
+    """An inventory host row: a login key of its own, a pinned host key, reachable (see ``Fleet.adopt``)."""
+    from core.encryption import encrypt_secret
+    from hosts.choices import HostAuthMethodChoices, HostStatusChoices
+    from hosts.models import Host
+
+    fields = dict(
+        name=name, address=f"192.0.2.{10 + Host.objects.count()}", auth_method=HostAuthMethodChoices.PRIVATE_KEY,
+        secret_encrypted=encrypt_secret(_ROW_LOGIN_KEY), libvirt_uri=f"qemu+tcp://{name}/system",
+        host_key=_ROW_HOST_KEY.openssh, host_key_fingerprint=_ROW_HOST_KEY.fingerprint,
+        status=HostStatusChoices.REACHABLE,
+    )
+    fields.update(changes)
+    return Host.objects.create(**fields)
+
+
+def make_vm(host, name: str = "web-1", **changes):
+    """An inventory guest row on ``host`` (running, 1 vCPU, 64 MiB)."""
+    from hosts.choices import VMStateChoices
+    from hosts.models import VirtualMachine
+
+    fields = dict(host=host, uuid=uuid_module.uuid4(), name=name, state=VMStateChoices.RUNNING, vcpus=1,
+                  memory_kib=65536, domain_type="qemu", arch="x86_64", machine="pc-i440fx-7.2")
+    fields.update(changes)
+    return VirtualMachine.objects.create(**fields)
+
+
 def default_facts(hostname: str, host_uuid: str) -> HostFacts:
     return HostFacts(
         hostname=hostname, host_uuid=host_uuid, arch="x86_64", cpu_vendor="Intel",
         cpu_model="Skylake-Client", cpu_features=["vmx", "sse4.2"], hypervisor="QEMU",
         hypervisor_version="7.2.0", libvirt_version="9.0.0", domain_types=["qemu", "kvm"],
-        machine_types=["pc"], memory_total_kib=8 * 1024 * 1024, memory_free_kib=6 * 1024 * 1024, cpus=4,
+        machine_types=["pc", "pc-i440fx-7.2"], memory_total_kib=8 * 1024 * 1024, memory_free_kib=6 * 1024 * 1024, cpus=4,
     )
 
 
@@ -118,6 +150,8 @@ class FleetHost(Shell):
     cpu_compare: object = "identical"  # "identical" | "superset" | "incompatible" | a libvirtError
     completed: dict = dataclasses.field(default_factory=dict)  # uuid -> last finished job's stats
     job_active: set = dataclasses.field(default_factory=set)  # uuids whose incoming migration runs here
+    domain_jobs: dict = dataclasses.field(default_factory=dict)  # uuid -> stats of another running job (backup…)
+    block_jobs: dict = dataclasses.field(default_factory=dict)  # (uuid, target) -> blockJobInfo
     # the shell's model (see tests/fakes/shell.py)
     os_release: str = DEBIAN_OS
     family: str = "debian"
@@ -139,6 +173,15 @@ class FleetHost(Shell):
     fail_on: dict[str, tuple[int, str]] = dataclasses.field(default_factory=dict)  # argv prefix (joined) -> (status, stderr)
     scripted: dict = dataclasses.field(default_factory=dict)  # argv prefix (joined) -> answer, see script()
     commands: list[list[str]] = dataclasses.field(default_factory=list)  # every argv run over SSH
+    # what the preflight probes meet
+    resolves: dict | None = None  # name -> addresses; None: every fleet host resolves by hostname
+    python3: bool = True  # the listener runs with python3, else socat
+    socat: bool = False
+    qemu_denied: set = dataclasses.field(default_factory=set)  # (path, "r"/"w") QEMU's user may not
+    perms: dict = dataclasses.field(default_factory=dict)  # path -> "user:group mode"
+    room_kib: dict = dataclasses.field(default_factory=dict)  # directory -> free KiB
+    blocked_ports: bool = False  # the migration ports are REJECTed
+    dropped: bool = False  # every packet to the host is dropped
 
     def __post_init__(self):
         self.hostname = self.hostname or self.name
@@ -152,6 +195,16 @@ class FleetHost(Shell):
         """Answer commands whose ``shlex.join`` starts with ``prefix``: a CommandResult, a callable
         ``(argv, stdin) -> CommandResult``, or an exception to raise (e.g. CommandTimeout)."""
         self.scripted[prefix] = answer
+
+    def put(self, path: str, content: str = "data") -> None:
+        """A file at ``path`` as this host sees it (below a mount: on the server)."""
+        self.write(path, content)
+
+    def add_pool(self, name: str, path: str) -> None:
+        """An active ``dir`` storage pool with that target path."""
+        pool = self.pools.storagePoolDefineXML(
+            f"<pool type='dir'><name>{name}</name><target><path>{path}</path></target></pool>", 0)
+        pool.create(0)
 
     def set_state(self, domain_uuid: str, state: str, reason: str) -> None:
         self.domains[domain_uuid] = dataclasses.replace(self.domains[domain_uuid], state=state, reason=reason)
@@ -235,7 +288,7 @@ class FleetSession(access.HostSession):
     @contextlib.contextmanager
     def _connect_libvirt(self, uri: str, target: SSHTarget):
         fleet_host = self._reach(target.address)
-        if "+ssh" in uri.split("://", 1)[0]:  # the pinned key guards qemu+ssh as it guards SSH
+        if is_ssh_uri(uri):  # the pinned key guards qemu+ssh as it guards SSH
             self._check_pin(fleet_host, target)
         if not fleet_host.libvirt_up:
             raise HostUnreachable(f"Cannot connect to libvirt at {uri}: Connection refused")
@@ -248,6 +301,11 @@ class FleetSession(access.HostSession):
 
     def presented_host_key(self) -> HostKeyInfo:
         return self._reach(self.host.address).host_key
+
+
+def migration_error(message: str) -> libvirt.libvirtError:
+    """What libvirt raises when a migration job fails ("operation failed"), for ``jobs.fail_with``."""
+    return virt.error(message, libvirt.VIR_ERR_OPERATION_FAILED)
 
 
 class MigrationJobs:
@@ -350,6 +408,9 @@ class Fleet:
         self.hosts: dict[str, FleetHost] = {}
         self.jobs = MigrationJobs(self)
         self.open_connections = 0
+        self.connections: list[tuple[str, str]] = []  # every connection made: ("ssh" | "libvirt", host name)
+        self.listening: set[tuple[str, int]] = set()  # (address, port) of the probes' listeners
+        self.marker_names = itertools.count(1)
         self._addresses = itertools.count(10)
         self._lock = threading.Lock()
 
@@ -394,15 +455,41 @@ class Fleet:
         from hosts.models import Host
 
         fleet_host = self.hosts[name]
-        private_pem, _public = generate_keypair()
         fields = dict(
             name=name, address=fleet_host.address, auth_method=HostAuthMethodChoices.PRIVATE_KEY,
-            secret_encrypted=encrypt_secret(private_pem),
+            secret_encrypted=encrypt_secret(_ROW_LOGIN_KEY),
             libvirt_uri=f"qemu+tcp://{fleet_host.address}/system", host_key=fleet_host.host_key.openssh,
             host_key_fingerprint=fleet_host.host_key.fingerprint, status=HostStatusChoices.REACHABLE,
         )
         fields.update(changes)
         return Host.objects.create(**fields) if save else Host(**fields)
+
+    def adopt(self, row, *guests: DomainInfo, shared: bool = True, **fields) -> FleetHost:
+        """The fleet host behind inventory row ``row`` (its name, address and pinned key), running ``guests``.
+
+        ``shared``: /shared is mounted from the fleet's "nas" (added on first use), where
+        ``guest_of`` keeps the guests' disks, so a guest can move between adopted hosts.
+        """
+        mounts = {"/shared": ("nfs4", "nas:/shared")} if shared else {}
+        if shared and "nas" not in self.hosts:
+            self.add("nas", address="192.0.2.250")
+        return self.add(row.name, address=row.address, host_key=HostKeyInfo.from_openssh(row.host_key),
+                        domains=guests, mounts=mounts, **fields)
+
+    def guest_of(self, vm, **changes) -> DomainInfo:
+        """The libvirt guest behind inventory row ``vm`` (its UUID, name and shape), its disk on /shared."""
+        path = f"/shared/images/{vm.name}.qcow2"
+        nas = self.hosts.get("nas") or self.add("nas", address="192.0.2.250")
+        nas.write(path, f"image of {vm.name}")
+        fields = dict(
+            uuid=str(vm.uuid), state=vm.state, reason=vm.state_reason or ("booted" if vm.state == "running" else "shutdown"),
+            vcpus=vm.vcpus, memory_kib=vm.memory_kib, arch=vm.arch,
+            domain_type=vm.domain_type, machine=vm.machine, cpu_mode="custom", cpu_model="qemu64",
+            disks=[DiskInfo(target="vda", device="disk", source_type="file", source=path, protocol="",
+                            format="qcow2", readonly=False, shareable=False)],
+        )
+        fields.update(changes)
+        return make_domain(vm.name, **fields)
 
     def session_for(self, host) -> FleetSession:
         return FleetSession(self, host)
@@ -411,6 +498,7 @@ class Fleet:
     def opened(self, what):
         with self._lock:
             self.open_connections += 1
+            self.connections.append(what)
         try:
             yield
         finally:

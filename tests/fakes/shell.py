@@ -9,10 +9,13 @@ Unknown commands answer "command not found" (127), as a shell would.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import posixpath
 import re
 import shlex
 
+from hosts.adapters import probes
 from hosts.adapters.ssh import CommandResult
 from storage.facts import FSTAB, GANESHA_CONF
 from storage.plan import GANESHA_PIDFILE
@@ -263,6 +266,9 @@ class Shell:
         return ok(argv)
 
     def _cmd_getent(self, argv, args, stdin):
+        if args[0] == "ahosts":  # how this host resolves a name
+            found = self.resolve(args[1])
+            return ok(argv, "".join(f"{a}      STREAM {args[1]}\n" for a in found), status=0 if found else 2)
         table, name = args
         ids = self.users if table == "passwd" else self.groups
         if name not in ids:
@@ -325,6 +331,13 @@ class Shell:
         return ok(argv, stdin)
 
     def _cmd_grep(self, argv, args, stdin):
+        if args[0] == "-E":  # grep -E PATTERN FILE: the qemu.conf lines the probes read
+            assert args[1] == probes.QEMU_CONF_PATTERN, args
+            content = self.read(args[2])
+            if content is None:
+                return fail(argv, f"grep: {args[2]}: No such file or directory", 2)
+            lines = [line for line in content.splitlines() if probes._CONF_LINE.match(line)]
+            return ok(argv, "".join(f"{line}\n" for line in lines), status=0 if lines else 1)
         pattern, path = args[-2], args[-1]
         content = self.read(path)
         if content is None:
@@ -342,10 +355,91 @@ class Shell:
         return ok(argv)
 
     def _cmd_rm(self, argv, args, stdin):
-        path = args[-1]
-        host, real = self._resolve(path)
-        host.files.pop(real, None)
+        paths = args[args.index("--") + 1:] if "--" in args else [a for a in args if not a.startswith("-")]
+        for path in paths:
+            host, real = self._resolve(path)
+            host.files.pop(real, None)
         return ok(argv)
+
+    # ---- the preflight probes (hosts.adapters.probes): fixed scripts, values as "$1"…
+    def _cmd_timeout(self, argv, args, stdin):
+        result = self._dispatch(args[1:], stdin)
+        return ok(argv, result.stdout, result.stderr, result.exit_status)
+
+    def _cmd_python3(self, argv, args, stdin):
+        if not self.python3:
+            return fail(argv, "python3: command not found", 127)
+        assert args[:2] == ["-c", probes.LISTENER_PY], args
+        return self._listen(argv)
+
+    def _cmd_bash(self, argv, args, stdin):
+        assert args[:2] == ["-c", probes.CONNECT_SH], args
+        return self._connect(argv, args[3], int(args[4]))
+
+    def _cmd_sh(self, argv, args, stdin):
+        script, params = args[1], args[3:]  # args[2] is the script's $0
+        if script == probes.LISTENER_SOCAT_SH:
+            return self._listen(argv) if self.socat else fail(argv, "socat: not found", 127)
+        if script == probes.MARKER_SH:
+            return self._marker(argv, params[0], params[1], stdin)
+        if script == probes.DISK_PROBE_SH:
+            return ok(argv, self._disk_probe(*params[:4]))
+        if script == probes.DIGEST_SH:
+            content = self.read(params[0])
+            if content is None:
+                return fail(argv, f"stat: cannot statx '{params[0]}': No such file or directory")
+            return ok(argv, f"{len(content)} {hashlib.sha256(content.encode()).hexdigest()}\n")
+        raise AssertionError(f"unexpected script: {script[:60]!r}")
+
+    def resolve(self, name: str) -> list[str]:
+        """Addresses ``name`` resolves to here: ``resolves`` if set, else every fleet host by hostname."""
+        if self.resolves is not None:
+            return list(self.resolves.get(name, []))
+        return [h.address for h in self.fleet.hosts.values() if name in (h.hostname, h.name)]
+
+    def _listen(self, argv):
+        port = probes.MIGRATION_PORT_MIN + 7
+        self.fleet.listening.add((self.address, port))
+        return ok(argv, f"{port}\n")
+
+    def _connect(self, argv, address: str, port: int):
+        target = self.fleet.by_address(address)
+        if target is None:
+            return fail(argv, f"bash: connect: No route to host\nbash: /dev/tcp/{address}/{port}: No route to host\n")
+        if target.dropped:
+            return fail(argv, status=124)
+        if probes.MIGRATION_PORT_MIN <= port <= probes.MIGRATION_PORT_MAX and target.blocked_ports:
+            return fail(argv, f"bash: connect: Connection refused\nbash: line 1: /dev/tcp/{address}/{port}: Connection refused\n")
+        if (address, port) in self.fleet.listening or port == 22:
+            return ok(argv)
+        return fail(argv, "bash: connect: Connection refused\n")
+
+    def _dir_exists(self, path: str) -> bool:
+        host, real = self._resolve(path)
+        return real in host.dirs or any(posixpath.dirname(f) == real for f in host.files)
+
+    def _marker(self, argv, directory: str, prefix: str, token: str):
+        if not self._dir_exists(directory):
+            return fail(argv, f"mktemp: failed to create file via template '{prefix}XXXXXXXXXX'")
+        path = f"{directory}/{prefix}F{next(self.fleet.marker_names):09d}"
+        self.write(path, token)
+        return ok(argv, path)
+
+    def _disk_probe(self, marker: str, path: str, write: str, room: str) -> str:
+        lines = []
+        if marker:
+            content = self.read(marker)
+            lines.append(f"marker={content if content is not None else '-'}")
+        if self.read(path) is not None:
+            lines += ["exists=1", f"stat={self.perms.get(path, 'root:root 644')}"]
+            for mode in ("r", "w") if write == "1" else ("r",):
+                lines += [f"qemu_{mode}={1 if (path, mode) in self.qemu_denied else 0}", f"root_{mode}=0"]
+            lines.append("qemu_dir=0")
+        else:
+            lines.append("exists=0")
+        if room == "1":
+            lines.append(f"room={self.room_kib.get(posixpath.dirname(path), '')}")
+        return "\n".join(lines) + "\n"
 
     def _cmd_apt_get(self, argv, args, stdin):
         if args[0] == "install":

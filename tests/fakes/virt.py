@@ -233,7 +233,14 @@ class FakeDomain:
             return dict(self.host.completed.get(self.uuid, {"type": libvirt.VIR_DOMAIN_JOB_NONE}))
         if self.uuid in self.host.job_active:
             raise error("Operation not supported: migration in progress", libvirt.VIR_ERR_OPERATION_UNSUPPORTED)
-        return jobs.stats(self.host, self.uuid)
+        running = jobs.stats(self.host, self.uuid)
+        if running.get("type") != libvirt.VIR_DOMAIN_JOB_NONE:
+            return running
+        return dict(self.host.domain_jobs.get(self.uuid, running))
+
+    def blockJobInfo(self, target: str, flags: int = 0) -> dict:  # noqa: N802
+        self.info  # noqa: B018
+        return dict(self.host.block_jobs.get((self.uuid, target), {}))
 
     def abortJob(self) -> int:  # noqa: N802
         self.host.fleet.jobs.abort(self.host, self.uuid)

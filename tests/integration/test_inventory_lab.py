@@ -6,6 +6,7 @@ Django side for real down to libvirtd/sshd in the lab's namespaces; jobs run in-
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import threading
@@ -17,7 +18,7 @@ from django.core.management import call_command
 from core.actors import Actor
 from core.choices import AuditResultChoices, JobStatusChoices
 from core.models import AuditEvent
-from hosts import inventory, services
+from hosts import access, services
 from hosts.adapters import libvirt as libvirt_adapter
 from hosts.adapters.ssh import HostKeyInfo, generate_keypair
 from hosts.choices import HostAuthMethodChoices, HostStatusChoices, VMStateChoices
@@ -64,9 +65,11 @@ def running_guest(lab_now, host_name: str) -> str:
     return running[0]
 
 
+@contextlib.contextmanager
 def direct(host: Host):
-    """A libvirt connection of our own, to act behind the portal's back."""
-    return libvirt_adapter.open_connection(host.effective_libvirt_uri, ssh_target=inventory.ssh_target_for(host))
+    """A libvirt connection of our own (a session of its own), to act behind the portal's back."""
+    with access.open_session(host) as session:
+        yield session.libvirt
 
 
 def test_onboarding_gathers_facts_and_guests(lab, onboarded):

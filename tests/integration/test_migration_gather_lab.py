@@ -16,11 +16,13 @@ from pathlib import Path
 
 import pytest
 
+from hosts import access
 from hosts.adapters import libvirt as lv
 from hosts.adapters import migration as mg
 from hosts.adapters.errors import MigrationAborted
 from hosts.adapters.probes import MARKER_PREFIX
-from hosts.adapters.ssh import SSHSession, SSHTarget
+from hosts.adapters.ssh import SSHTarget
+from hosts.models import Host
 from lab import config
 from lab.heartbeat import report
 from lab.system import run
@@ -47,12 +49,14 @@ def _known_hosts(path: str) -> dict[str, str]:
     return pins
 
 
-def endpoint(host: dict, **kw) -> Endpoint:
-    """The lab host as VMPortal would know it: its libvirt URI, its pinned SSH key."""
+def session(host: dict) -> access.HostSession:
+    """A session to the lab host as VMPortal would open it: its libvirt URI, its pinned SSH key."""
     pin = _known_hosts(host["ssh_known_hosts"])[host["address"]]
     ssh = SSHTarget(address=host["address"], port=host["ssh_port"], user=host["ssh_user"],
                     private_key_pem=Path(host["ssh_key"]).read_text(), pinned_host_key=pin)
-    return Endpoint(name=host["name"], libvirt_uri=host["libvirt_uri"], ssh=ssh, **kw)
+    row = Host(name=host["name"], address=host["address"], ssh_port=host["ssh_port"], ssh_user=host["ssh_user"],
+               libvirt_uri=host["libvirt_uri"], host_key=pin)
+    return access.HostSession(row, target=ssh)
 
 
 def guest_uuid(host: dict, name: str) -> str:
@@ -66,8 +70,10 @@ def presence(host: dict, domain_uuid: str) -> mg.PresenceInfo:
 
 
 def preflight(src: dict, dst: dict, domain_uuid: str, options=LIVE, **dst_kw):
-    pair, guest = gather(source=endpoint(src), destination=endpoint(dst, **dst_kw),
-                         guest_uuid=domain_uuid, options=options)
+    with session(src) as src_session, session(dst) as dst_session:
+        pair, guest = gather(source=Endpoint(name=src["name"], session=src_session),
+                             destination=Endpoint(name=dst["name"], session=dst_session, **dst_kw),
+                             guest_uuid=domain_uuid, options=options)
     verdicts = {v.check: v for v in run_preflight(pair, guest, options)}
     return pair, guest, verdicts
 
@@ -113,8 +119,8 @@ def test_healthy_pair_passes_and_is_quick(pair_hosts):
         # engineers' work, and each remote command pays for root's shell start-up,
         # so the bound grows with what one command costs right now: seven of them,
         # where doing the probes one after the other would take well over ten.
-        with SSHSession(endpoint(dst).ssh) as session:
-            one = statistics.median(session.run(["true"]).duration_s for _ in range(3))
+        with session(dst) as dst_session:
+            one = statistics.median(dst_session.ssh.run(["true"]).duration_s for _ in range(3))
         print(f"gather took {', '.join(f'{t:.2f}' for t in took)} s; one remote command {one:.2f} s")
         assert min(took) < max(3.0, 7 * one), (took, one)
 

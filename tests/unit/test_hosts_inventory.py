@@ -8,7 +8,6 @@ from core.models import AuditEvent, Job
 from hosts import inventory, services
 from hosts.choices import HostStatusChoices
 from hosts.models import Host, VirtualMachine
-
 from tests.fakes.fleet import make_host_key
 
 pytestmark = pytest.mark.django_db

@@ -1,42 +1,40 @@
-"""Fixtures for the Django side of migrations: two hosts, a guest, and a fake libvirt world."""
+"""Fixtures for the Django side of migrations: two hosts and a guest, in the inventory and the fleet.
+
+``world`` is the fake fleet (tests/fakes/fleet.py) with quick migration jobs: the runner,
+the gatherer and the adapters run for real against it, reached through ``hosts.access``.
+"""
 
 from __future__ import annotations
 
 import pytest
-from migration_fakes import FakeDomain, FakeMigrationWorld, make_host, make_vm
 
 from core.actors import Actor
-from migrations_app import endpoints, runner
+from migrations_app import runner
+from tests.fakes.fleet import make_host, make_vm
+
 
 @pytest.fixture
-def world(monkeypatch, settings):
-    w = FakeMigrationWorld()
-    monkeypatch.setattr(endpoints, "connect", w.connect)
-    monkeypatch.setattr(endpoints, "gather_pair", w.gather_pair)
-    monkeypatch.setattr(runner, "migration_adapter", w.adapter())
-    monkeypatch.setattr(
-        runner, "refresh_hosts", lambda migration, ctx: w.calls.append(("refresh", migration.source.name, migration.destination.name))
-    )
+def world(fleet, monkeypatch, settings):
     monkeypatch.setattr(runner, "HEARTBEAT_SETTLE_S", 0)
     real_tick = runner.Sampler.tick
 
     def tick(sampler):
-        w.run_due_actions()
+        fleet.jobs.run_due_actions()
         real_tick(sampler)
 
     monkeypatch.setattr(runner.Sampler, "tick", tick)
     settings.VMPORTAL_MIGRATION_SAMPLE_SECONDS = 0.005
     settings.VMPORTAL_GUEST_HEARTBEAT_PROBE = ""
-    return w
+    return fleet
 
 
 @pytest.fixture
 def two_hosts(db, world):
-    """kvm-a runs web-1; kvm-b is empty. Both in the inventory and in the fake world."""
+    """kvm-a runs web-1; kvm-b is empty. Both in the inventory and in the fleet."""
     src, dst = make_host("kvm-a"), make_host("kvm-b")
     vm = make_vm(src)
-    world.add_host("kvm-a", FakeDomain(uuid=str(vm.uuid), name=vm.name))
-    world.add_host("kvm-b")
+    world.adopt(src, world.guest_of(vm))
+    world.adopt(dst)
     return src, dst, vm
 
 

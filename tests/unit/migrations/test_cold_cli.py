@@ -11,7 +11,6 @@ import json
 import pytest
 from django.core.management import CommandError, call_command
 from django.urls import reverse
-from migration_fakes import make_host, make_vm
 
 from core.models import AuditEvent, Job
 from hosts.choices import VMStateChoices
@@ -20,6 +19,7 @@ from migrations_app.choices import ColdMigrationStatusChoices as C
 from migrations_app.models import ColdMigration
 from storage.choices import ShareStatusChoices
 from storage.models import Share
+from tests.fakes.fleet import make_host, make_vm
 
 pytestmark = pytest.mark.django_db
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import pytest
 from django.db import IntegrityError, transaction
 from django.utils import timezone
-from migration_fakes import make_host, make_vm
 
 from core.actors import Actor
 from core.models import AuditEvent, Job
@@ -28,6 +27,7 @@ from migrations_app.models import ColdMigration, Migration
 from migrations_app.options import MigrationOptions
 from storage.choices import ShareStatusChoices
 from storage.models import Share
+from tests.fakes.fleet import make_host, make_vm
 
 pytestmark = pytest.mark.django_db
 

@@ -24,8 +24,8 @@ from migrations_app.forms import OWN_STORAGE_LABEL
 from migrations_app.models import ColdMigration
 from storage.choices import ShareStatusChoices
 from storage.models import Share
+from tests.fakes.fleet import make_host, make_vm
 
-from migration_fakes import make_host, make_vm
 
 pytestmark = pytest.mark.django_db
 

@@ -7,7 +7,6 @@ from asgiref.sync import async_to_sync, sync_to_async
 from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import AnonymousUser
-from migration_fakes import MIB, make_host, make_vm
 
 from core import broadcast
 from migrations_app import heartbeat, progress
@@ -15,6 +14,7 @@ from migrations_app.models import Migration, MigrationSample
 from migrations_app.options import MigrationOptions
 from migrations_app.routing import websocket_urlpatterns
 from migrations_app.virsh import virsh_migrate_command
+from tests.fakes.fleet import MIB, make_host, make_vm
 
 app = URLRouter(websocket_urlpatterns)
 

@@ -6,7 +6,6 @@ from datetime import timedelta
 
 import pytest
 from django.utils import timezone
-from migration_fakes import FakeDomain
 
 from core.actors import Actor
 from core.choices import JobStatusChoices
@@ -78,8 +77,8 @@ def test_rq_state_is_not_asked_for_fresh_jobs_nor_inline(two_hosts, settings):
 def test_dead_worker_guest_on_destination_is_settled_as_succeeded(two_hosts, world, django_capture_on_commit_callbacks):
     src, dst, vm = two_hosts
     # The worker died mid-migration after libvirt finished: the guest runs on kvm-b.
-    world.hosts["kvm-b"].domains[str(vm.uuid)] = world.hosts["kvm-a"].domains.pop(str(vm.uuid))
-    world.hosts["kvm-b"].completed[str(vm.uuid)] = {"type": 3, "downtime": 55, "time_elapsed": 2100}
+    world["kvm-b"].domains[str(vm.uuid)] = world["kvm-a"].domains.pop(str(vm.uuid))
+    world["kvm-b"].completed[str(vm.uuid)] = {"type": 3, "downtime": 55, "time_elapsed": 2100}
     migration = migration_row(two_hosts, S.MIGRATING, job_row=job(JobStatusChoices.FAILED, error="Work-horse terminated"))
     MigrationSample.objects.create(migration=migration, elapsed_ms=250, stats={"type": 2, "memory_total": 1, "memory_remaining": 0})
     MigrationSlot.objects.create(host=src, direction="outgoing", index=0, migration=migration)
@@ -112,7 +111,7 @@ def test_dead_worker_guest_still_on_source_is_failed_or_aborted(two_hosts, world
 def test_a_migration_libvirt_still_runs_stays_active(two_hosts, world, django_capture_on_commit_callbacks, monkeypatch):
     monkeypatch.setattr(reconciler, "JOB_END_WAIT_S", 0.0)
     src, dst, vm = two_hosts
-    world.hosts["kvm-a"].job_active.add(str(vm.uuid))
+    world["kvm-a"].job_active.add(str(vm.uuid))
     migration = migration_row(two_hosts, S.MIGRATING, beat_age_s=500, job_row=job())
     with django_capture_on_commit_callbacks(execute=True):
         reconciler.migrations_reconcile()
@@ -127,7 +126,7 @@ def test_split_brain_needs_attention_then_reconcile_by_hand(two_hosts, world, op
 
     src, dst, vm = two_hosts
     uuid = str(vm.uuid)
-    world.hosts["kvm-b"].domains[uuid] = FakeDomain(uuid=uuid, name=vm.name)  # running on both
+    world["kvm-b"].domains[uuid] = world.guest_of(vm)  # running on both
     migration = migration_row(two_hosts, S.MIGRATING, beat_age_s=500, job_row=job())
     with django_capture_on_commit_callbacks(execute=True):
         reconciler.migrations_reconcile()
@@ -137,7 +136,7 @@ def test_split_brain_needs_attention_then_reconcile_by_hand(two_hosts, world, op
     page = operator_client.get(reverse("migrations_app:migration_detail", args=[migration.pk])).content.decode()
     assert "Split brain" in page and 'id="reconcile-migration"' in page
     # The admin destroys the copy on kvm-b, then asks the portal to look again.
-    del world.hosts["kvm-b"].domains[uuid]
+    del world["kvm-b"].domains[uuid]
     with django_capture_on_commit_callbacks(execute=True):
         operator_client.post(reverse("migrations_app:migration_action", args=[migration.pk, "reconcile"]))
     migration.refresh_from_db()

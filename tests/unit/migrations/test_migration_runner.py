@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import pytest
-from migration_fakes import MIB, failure
 
 from core.actors import Actor
 from core.choices import JobStatusChoices
-from core.models import AuditEvent
-from hosts.adapters.errors import LibvirtFailure
+from core.models import AuditEvent, Job
+from hosts.adapters.errors import DomainNotFound
+from hosts.choices import HostJobKindChoices
 from hosts.models import VirtualMachine
 from migrations_app import services
 from migrations_app.choices import MigrationStatusChoices as S
 from migrations_app.models import Migration, MigrationSlot
 from migrations_app.options import MigrateFlag, MigrationOptions
+from tests.fakes.fleet import MIB, make_domain, migration_error
 
 pytestmark = pytest.mark.django_db
 
@@ -52,14 +53,15 @@ def test_live_migration_succeeds_records_figures_and_the_inventory_follows(two_h
     assert "gone from kvm-a" in migration.outcome
     assert [v["check"] for v in migration.verdicts][0] == "reachability"
     # Flags as chosen (live, p2p, persist, undefine source), sent to the destination's URI.
-    call = next(c for c in world.calls if c[0] == "migrate")
+    call = next(c for c in world.jobs.calls if c[0] == "migrate")
     assert call[2] == "qemu+tcp://kvm-b/system"
     assert call[3] == int(MigrateFlag.LIVE | MigrateFlag.PEER2PEER | MigrateFlag.PERSIST_DEST | MigrateFlag.UNDEFINE_SOURCE)
     assert call[5] is False  # peer-to-peer: no destination connection of ours
     # The guest's row moved with it (same row), both hosts refreshed, slots freed, job succeeded.
     moved = VirtualMachine.objects.get(uuid=vm.uuid)
     assert moved.pk == vm.pk and moved.host_id == dst.pk
-    assert ("refresh", "kvm-a", "kvm-b") in world.calls
+    refreshed = Job.objects.filter(kind=HostJobKindChoices.REFRESH, status=JobStatusChoices.SUCCEEDED)
+    assert sorted(refreshed.values_list("target_id", flat=True)) == sorted([str(src.pk), str(dst.pk)])
     assert not MigrationSlot.objects.exists()
     assert migration.job.status == JobStatusChoices.SUCCEEDED and migration.job.queue_name == "migrations"
     assert audit_actions(migration) == ["migration.request", "migration.start", "migration.outcome"]
@@ -76,18 +78,18 @@ def test_job_timeout_is_longer_than_the_migration(migrate):
 def test_managed_mode_opens_a_destination_connection(world, migrate):
     migration = migrate(MigrationOptions(peer_to_peer=False))
     assert migration.status == S.SUCCEEDED
-    call = next(c for c in world.calls if c[0] == "migrate")
+    call = next(c for c in world.jobs.calls if c[0] == "migrate")
     assert call[5] is True and not call[3] & MigrateFlag.PEER2PEER
 
 
 def test_preflight_failure_starts_nothing(two_hosts, world, migrate):
     src, dst, vm = two_hosts
-    world.pair_changes = {"destination_has_domain_name": True}
+    world["kvm-b"].domains = {d.uuid: d for d in [make_domain("web-1", state="shutoff")]}  # a guest of that name
     migration = migrate()
     assert migration.status == S.FAILED
     assert "Preflight failed" in migration.error and "domain-conflict" in migration.error
     assert "virsh undefine" in migration.error_hint
-    assert not any(c[0] == "migrate" for c in world.calls)
+    assert not any(c[0] == "migrate" for c in world.jobs.calls)
     assert world.where(str(vm.uuid)) == {"kvm-a": "running"}
     assert "Nothing was started" in migration.outcome
     assert migration.job.status == JobStatusChoices.FAILED and "Preflight failed" in migration.job.error
@@ -95,17 +97,18 @@ def test_preflight_failure_starts_nothing(two_hosts, world, migrate):
     assert not MigrationSlot.objects.exists()
 
 
-def test_gather_error_fails_with_the_adapters_message(world, migrate):
-    world.gather_error = LibvirtFailure("looking up guest: Domain not found", hint="Refresh the inventory.")
+def test_gather_error_fails_with_the_adapters_message(two_hosts, world, migrate):
+    src, dst, vm = two_hosts
+    del world["kvm-a"].domains[str(vm.uuid)]  # gone from the source since the inventory last looked
     migration = migrate()
     assert migration.status == S.FAILED
-    assert migration.error == "Could not check the hosts: looking up guest: Domain not found"
-    assert migration.error_hint == "Refresh the inventory."
+    assert migration.error == f"Could not check the hosts: kvm-a has no guest with UUID {vm.uuid}."
+    assert migration.error_hint == DomainNotFound.default_hint
 
 
 def test_libvirt_error_leaves_the_guest_on_the_source_and_says_so(two_hosts, world, migrate):
     src, dst, vm = two_hosts
-    world.fail_with = failure("internal error: unable to execute QEMU command 'migrate': Connection refused")
+    world.jobs.fail_with = migration_error("internal error: unable to execute QEMU command 'migrate': Connection refused")
     migration = migrate()
     assert migration.status == S.FAILED
     assert "Connection refused" in migration.error
@@ -118,8 +121,8 @@ def test_p2p_over_ssh_errors_explain_the_hosts_own_trust(two_hosts, world, migra
     src, dst, vm = two_hosts
     dst.libvirt_uri = ""  # default qemu+ssh://root@address:22/system
     dst.save()
-    world.hosts[dst.effective_libvirt_uri.split("//", 1)[1].split("/", 1)[0]] = world.hosts["kvm-b"]
-    world.fail_with = failure("Cannot recv data: Host key verification failed.: Connection reset by peer")
+    world.hosts[dst.effective_libvirt_uri.split("//", 1)[1].split("/", 1)[0]] = world["kvm-b"]
+    world.jobs.fail_with = migration_error("Cannot recv data: Host key verification failed.: Connection reset by peer")
     migration = migrate()
     assert migration.status == S.FAILED
     assert "source host's own libvirtd" in migration.error_hint and "managed mode" in migration.error_hint
@@ -127,12 +130,12 @@ def test_p2p_over_ssh_errors_explain_the_hosts_own_trust(two_hosts, world, migra
 
 def test_abort_during_the_migration_keeps_the_guest_on_the_source(two_hosts, world, migrate):
     src, dst, vm = two_hosts
-    world.dirty = True  # never converges on its own
+    world.jobs.dirty = True  # never converges on its own
 
-    world.when(3, lambda: services.migration_abort(migration=Migration.objects.get(vm_uuid=vm.uuid), actor=Actor.system()))
+    world.jobs.when(3, lambda: services.migration_abort(migration=Migration.objects.get(vm_uuid=vm.uuid), actor=Actor.system()))
     migration = migrate()
     assert migration.status == S.ABORTED
-    assert ("abort_job", "kvm-a") in world.calls
+    assert ("abort_job", "kvm-a") in world.jobs.calls
     assert world.where(str(vm.uuid)) == {"kvm-a": "running"}
     assert "stayed on kvm-a" in migration.outcome
     assert "aborted" in migration.error.lower()
@@ -143,13 +146,13 @@ def test_abort_during_the_migration_keeps_the_guest_on_the_source(two_hosts, wor
 
 def test_completion_timeout_abort(two_hosts, world, migrate, monkeypatch):
     src, dst, vm = two_hosts
-    world.dirty = True
+    world.jobs.dirty = True
     clock = {"offset": 0.0}
     import migrations_app.runner as runner_module
 
     real = runner_module.time.monotonic
     monkeypatch.setattr(runner_module.time, "monotonic", lambda: real() + clock["offset"])
-    world.when(2, lambda: clock.__setitem__("offset", 100.0))
+    world.jobs.when(2, lambda: clock.__setitem__("offset", 100.0))
     migration = migrate(MigrationOptions(completion_timeout_s=30))
     assert migration.status == S.ABORTED
     assert "completion timeout" in migration.error.lower()
@@ -159,12 +162,12 @@ def test_completion_timeout_abort(two_hosts, world, migrate, monkeypatch):
 
 def test_force_complete_switches_to_postcopy_when_allowed(two_hosts, world, migrate):
     src, dst, vm = two_hosts
-    world.dirty = True
+    world.jobs.dirty = True
 
-    world.when(2, lambda: services.migration_force_complete(
+    world.jobs.when(2, lambda: services.migration_force_complete(
         migration=Migration.objects.get(vm_uuid=vm.uuid), actor=Actor.system()))
     migration = migrate(MigrationOptions(allow_postcopy=True))
-    assert ("start_postcopy",) in world.calls
+    assert ("start_postcopy",) in world.jobs.calls
     assert migration.status == S.SUCCEEDED
     assert "migration.force_complete" in audit_actions(migration)
 
@@ -174,12 +177,12 @@ def test_force_complete_raises_the_downtime_step_by_step_without_postcopy(two_ho
 
     monkeypatch.setattr(runner_module, "FORCE_COMPLETE_STEP_S", 0.0)
     src, dst, vm = two_hosts
-    world.steps = 30
+    world.jobs.steps = 30
 
-    world.when(2, lambda: services.migration_force_complete(
+    world.jobs.when(2, lambda: services.migration_force_complete(
         migration=Migration.objects.get(vm_uuid=vm.uuid), actor=Actor.system()))
     migration = migrate(MigrationOptions(max_downtime_ms=300))
-    downtimes = [c[1] for c in world.calls if c[0] == "set_max_downtime"]
+    downtimes = [c[1] for c in world.jobs.calls if c[0] == "set_max_downtime"]
     assert downtimes[0] == 300  # the chosen maximum, set once the job runs
     assert len(downtimes) >= 3 and downtimes[1:] == sorted(downtimes[1:]) and downtimes[1] > 300
     assert max(downtimes) <= runner_module.FORCE_COMPLETE_MAX_DOWNTIME_MS
@@ -190,17 +193,17 @@ def test_unreachable_destination_after_libvirt_returns_needs_attention(two_hosts
     src, dst, vm = two_hosts
 
     def vanish(step):
-        if step == world.steps - 1:
-            world.hosts["kvm-b"].reachable = False
+        if step == world.jobs.steps - 1:
+            world["kvm-b"].reachable = False
 
-    world.on_step = vanish
-    world.fail_with = failure("Unable to read from monitor: Connection reset by peer")
+    world.jobs.on_step = vanish
+    world.jobs.fail_with = migration_error("Unable to read from monitor: Connection reset by peer")
     migration = migrate()
     assert migration.status == S.NEEDS_ATTENTION
     assert "kvm-b did not answer" in migration.outcome
     assert "reconcile again" in migration.repair
     # Needs attention blocks the next migration until reconciled.
-    world.hosts["kvm-b"].reachable = True
+    world["kvm-b"].reachable = True
     with pytest.raises(services.ServiceRefused, match="needs attention"):
         services.migration_request(vm=vm, destination=dst, options=MigrationOptions(), actor=Actor.system())
 
@@ -246,17 +249,17 @@ def test_an_aborted_queued_migration_is_not_run(two_hosts, world, django_capture
     assert migration.status == S.ABORTED and "Aborted before it started" in migration.outcome
     with django_capture_on_commit_callbacks(execute=True):
         services.migrations_dispatch()
-    assert not any(c[0] in ("gather", "migrate") for c in world.calls)
+    assert world.connections == [] and world.jobs.calls == []  # no host was even contacted
 
 
 def test_offline_migration_of_a_shut_off_guest(two_hosts, world, migrate):
     src, dst, vm = two_hosts
-    world.hosts["kvm-a"].domains[str(vm.uuid)].state = "shutoff"
+    world["kvm-a"].set_state(str(vm.uuid), "shutoff", "shutdown")
     migration = migrate(MigrationOptions(live=False))
     assert migration.status == S.SUCCEEDED, (migration.error, migration.outcome)
     assert world.where(str(vm.uuid)) == {"kvm-b": "shutoff"}
     assert f"is defined on kvm-b" in migration.outcome
-    call = next(c for c in world.calls if c[0] == "migrate")
+    call = next(c for c in world.jobs.calls if c[0] == "migrate")
     assert call[3] & MigrateFlag.OFFLINE and not call[3] & MigrateFlag.LIVE
     assert migration.heartbeat_gap_s is None  # nothing ran, nothing to measure
 
@@ -264,4 +267,4 @@ def test_offline_migration_of_a_shut_off_guest(two_hosts, world, migrate):
 def test_offline_migration_of_a_running_guest_fails_its_preflight(two_hosts, world, migrate):
     migration = migrate(MigrationOptions(live=False))
     assert migration.status == S.FAILED and "guest-state" in migration.error
-    assert not any(c[0] == "migrate" for c in world.calls)
+    assert not any(c[0] == "migrate" for c in world.jobs.calls)

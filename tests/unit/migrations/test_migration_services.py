@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 from django.db import IntegrityError, transaction
-from migration_fakes import FakeDomain, make_host, make_vm
 
 from core.actors import Actor
 from core.models import AuditEvent, Job
@@ -13,6 +12,7 @@ from migrations_app import reconcile, services, states
 from migrations_app.choices import MigrationStatusChoices as S
 from migrations_app.models import Migration, MigrationSlot
 from migrations_app.options import MigrationOptions
+from tests.fakes.fleet import make_host, make_vm
 
 pytestmark = pytest.mark.django_db
 
@@ -159,8 +159,8 @@ def test_per_host_limits_keep_extra_migrations_queued_until_a_slot_frees(db, wor
     settings.VMPORTAL_MAX_INCOMING = 2
     src, dst = make_host("kvm-a"), make_host("kvm-b")
     vms = [make_vm(src, f"web-{i}") for i in range(3)]
-    world.add_host("kvm-a", *[FakeDomain(uuid=str(v.uuid), name=v.name) for v in vms])
-    world.add_host("kvm-b")
+    world.adopt(src, *[world.guest_of(v) for v in vms])
+    world.adopt(dst)
     settings.VMPORTAL_JOBS_INLINE = False  # keep the jobs queued: we only look at the dispatch
     monkey_jobs = []
     import core.jobs

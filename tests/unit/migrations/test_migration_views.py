@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -13,8 +14,8 @@ from migrations_app import services
 from migrations_app.choices import MigrationStatusChoices as S
 from migrations_app.models import Migration, MigrationPlan
 from migrations_app.options import MigrationOptions
+from tests.fakes.fleet import make_host
 
-from migration_fakes import make_host
 
 pytestmark = pytest.mark.django_db
 
@@ -62,7 +63,7 @@ def test_anonymous_users_go_to_the_login_page(two_hosts, client):
 def test_wizard_happy_path(two_hosts, world, operator_client, django_capture_on_commit_callbacks):
     src, dst, vm = two_hosts
     third = make_host("kvm-c", in_maintenance=True)
-    world.add_host("kvm-c")
+    world.adopt(third)
     page = operator_client.get(wizard_url(vm))
     assert page.status_code == 200 and b"Check destinations" in page.content
     with django_capture_on_commit_callbacks(execute=True):
@@ -72,7 +73,7 @@ def test_wizard_happy_path(two_hosts, world, operator_client, django_capture_on_
     # Every other host was checked in the background (jobs run in-process in tests).
     runs = {r.destination.name: r for r in plan.runs.select_related("destination")}
     assert set(runs) == {"kvm-b", "kvm-c"}
-    assert runs["kvm-b"].overall == "pass" and runs["kvm-c"].overall == "fail"
+    assert runs["kvm-b"].overall == "pass" and runs["kvm-c"].overall == "fail", [v for v in runs["kvm-b"].verdicts if v["status"] != "pass"]
     assert any(v["check"] == "capacity" and "maintenance" in v["reason"] for v in runs["kvm-c"].verdicts)
     listing = operator_client.get(reverse("migrations_app:plan", args=[plan.pk])).content.decode()
     assert listing.index('data-candidate="kvm-b"') < listing.index('data-candidate="kvm-c"')  # best first
@@ -163,7 +164,8 @@ def test_hostile_names_are_escaped_everywhere(two_hosts, world, operator_client,
     src, dst, vm = two_hosts
     vm.name = HOSTILE
     vm.save()
-    world.hosts["kvm-a"].domains[str(vm.uuid)].name = HOSTILE
+    guests = world["kvm-a"].domains
+    guests[str(vm.uuid)] = dataclasses.replace(guests[str(vm.uuid)], name=HOSTILE)
     with django_capture_on_commit_callbacks(execute=True):
         operator_client.post(wizard_url(vm), DEFAULT_FORM)
     plan = MigrationPlan.objects.get()

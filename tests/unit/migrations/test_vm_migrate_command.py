@@ -7,10 +7,10 @@ import json
 
 import pytest
 from django.core.management import CommandError, call_command
-from migration_fakes import make_vm
 
 from migrations_app.choices import MigrationStatusChoices as S
 from migrations_app.models import Migration
+from tests.fakes.fleet import make_domain, make_vm
 
 pytestmark = pytest.mark.django_db
 
@@ -49,19 +49,19 @@ def test_without_wait_it_is_queued_for_a_worker(two_hosts, world):
 
 
 def test_preflight_failure_exits_non_zero_with_checks_and_fixes(two_hosts, world):
-    world.pair_changes = {"destination_has_domain_name": True}
+    world["kvm-b"].domains = {d.uuid: d for d in [make_domain("web-1", state="shutoff")]}  # a guest of that name
     out = io.StringIO()
     with pytest.raises(CommandError, match="failed"):
         call_command("vm_migrate", "web-1", "--to", "kvm-b", "--wait", stdout=out)
     text = out.getvalue()
     assert "FAIL domain-conflict" in text and "fix: On kvm-b: check it is not in use" in text
-    assert not any(c[0] == "migrate" for c in world.calls)
+    assert not any(c[0] == "migrate" for c in world.jobs.calls)
 
 
 def test_failed_migration_exits_non_zero(two_hosts, world):
-    from migration_fakes import failure
+    from tests.fakes.fleet import migration_error
 
-    world.fail_with = failure("unable to connect to server at 'kvm-b:49152': Connection refused")
+    world.jobs.fail_with = migration_error("unable to connect to server at 'kvm-b:49152': Connection refused")
     out = io.StringIO()
     with pytest.raises(CommandError, match=r"migration #\d+ failed"):
         call_command("vm_migrate", "web-1", "--to", "kvm-b", "--wait", stdout=out)

@@ -1,0 +1,158 @@
+"""hosts.adapters.probes: the parsers (pure), and the remote snippets run for real on this machine.
+
+The fake fleet only models the snippets' output (tests/fakes/shell.py); these tests run the
+shell and Python text itself, so the fake cannot drift from what the hosts really run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from hosts.adapters import probes as P
+
+# --- pure parsing ------------------------------------------------------------------
+
+
+# What grep finds in Debian 12's /etc/libvirt/qemu.conf.
+DEBIAN_QEMU_CONF = """#       user = "qemu"   # A user named "qemu"
+#       user = "+0"     # Super user (uid=0)
+#       user = "100"    # A user named "100" or a user with uid=100
+#user = "libvirt-qemu"
+#group = "libvirt-qemu"
+#dynamic_ownership = 1
+"""
+
+
+@pytest.mark.parametrize(
+    ("text", "default", "user", "group", "dynamic"),
+    [
+        ('user = "root"\ngroup = "root"\n', None, "root", "root", True),
+        ('#user = "libvirt-qemu"\n#group = "libvirt-qemu"\n', None, "libvirt-qemu", "libvirt-qemu", True),
+        ('user = "a"\nuser = "b"\n', None, "a", None, True),  # libvirt reads the first
+        (DEBIAN_QEMU_CONF, None, "libvirt-qemu", "libvirt-qemu", True),  # examples are not the default
+        (DEBIAN_QEMU_CONF + 'user = "root"\ngroup = "root"\ndynamic_ownership = 0\n', None, "root", "root", False),
+        ('  user="qemu"  # comment\ndynamic_ownership = 0\n', None, "qemu", None, False),
+        ('user = "+107"\ngroup = "+107"\n', None, "+107", "+107", True),
+        ("", "libvirt-qemu", "libvirt-qemu", None, True),
+        ("", None, "qemu", None, True),
+    ],
+)
+def test_parse_qemu_conf(text, default, user, group, dynamic):
+    got = P.parse_qemu_conf(text, distro_default_user=default)
+    assert (got.user, got.group, got.dynamic_ownership) == (user, group, dynamic)
+
+
+def test_runas_argv():
+    assert P.QemuIdentity("qemu", "qemu", True).runas_argv() == ["runuser", "-u", "qemu", "--"]
+    assert P.QemuIdentity("+107", "+36", True).runas_argv() == [
+        "setpriv", "--reuid=107", "--regid=36", "--clear-groups", "--"]
+
+
+def test_distro_default_user():
+    from hosts.adapters.facts import OsRelease
+
+    assert P.distro_qemu_user(OsRelease("ubuntu", "debian", "24.04", "")) == "libvirt-qemu"
+    assert P.distro_qemu_user(OsRelease("rocky", "rhel centos fedora", "9", "")) == "qemu"
+    assert P.distro_qemu_user(OsRelease("opensuse-leap", "suse opensuse", "15", "")) == "qemu"
+
+
+@pytest.mark.parametrize(
+    ("status", "stderr", "outcome"),
+    [
+        (0, "", "open"),
+        (1, "bash: connect: Connection refused\n", "refused"),
+        (124, "", "timeout"),
+        (1, "bash: connect: No route to host\n", "unreachable"),
+        (1, "bash: kvm-b: Name or service not known\n", "unreachable"),
+        (127, "timeout: failed to run command 'bash'", None),
+        (1, "something else", None),
+    ],
+)
+def test_classify_connect(status, stderr, outcome):
+    assert P.classify_connect(status, stderr) == outcome
+
+
+# --- the remote snippets, run for real on this machine ---------------------------
+
+
+def sh(argv: list[str], stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=20)
+
+
+def test_script_marker_and_disk_probe(tmp_path):
+    directory = tmp_path / "it's a $(dir)"
+    directory.mkdir()
+    image = directory / "web.qcow2"
+    image.write_text("x")
+    image.chmod(0o640)
+    made = sh(["sh", "-c", P.MARKER_SH, "marker", str(directory), P.MARKER_PREFIX], stdin="tok123")
+    assert made.returncode == 0, made.stderr
+    marker = made.stdout
+    assert marker.startswith(f"{directory}/{P.MARKER_PREFIX}") and open(marker).read() == "tok123"
+    me = ["env", "--"]  # "as QEMU's user" = as ourselves here
+    probe = P.parse_disk_probe(sh(["sh", "-c", P.DISK_PROBE_SH, "p", marker, str(image), "1", "1", *me]).stdout)
+    assert probe.marker == "tok123" and probe.exists
+    assert probe.qemu_read is True and probe.qemu_write is True and probe.qemu_reaches_dir is True
+    assert probe.perm.endswith(" 640") and probe.room_kib and probe.room_kib > 0
+    sh(["rm", "-f", "--", marker])
+    missing = P.parse_disk_probe(sh(["sh", "-c", P.DISK_PROBE_SH, "p", marker, str(tmp_path / "nope"), "0", "0", *me]).stdout)
+    assert missing.marker == "-" and not missing.exists and missing.room_kib is None
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("runuser"), reason="runuser needs root")
+def test_script_disk_probe_as_another_user(tmp_path):
+    image = tmp_path / "secret.img"
+    image.write_text("x")
+    image.chmod(0o600)
+    tmp_path.chmod(0o755)
+    out = sh(["sh", "-c", P.DISK_PROBE_SH, "p", "", str(image), "1", "0", "runuser", "-u", "nobody", "--"]).stdout
+    probe = P.parse_disk_probe(out)
+    assert probe.qemu_read is False and probe.root_read is True
+    assert P.can_open(probe, writable=True, identity=P.QemuIdentity("nobody", None, False)) == (
+        False, f"{probe.perm}, as nobody")
+    unknown = sh(["sh", "-c", P.DISK_PROBE_SH, "p", "", str(image), "0", "0", "runuser", "-u", "no-such-user-x", "--"])
+    assert P.parse_disk_probe(unknown.stdout).qemu_read is None  # runuser complained: could not verify
+
+
+def test_script_digest(tmp_path):
+    f = tmp_path / "a.iso"
+    f.write_bytes(b"abc")
+    out = sh(["sh", "-c", P.DIGEST_SH, "d", str(f), "100"]).stdout.split()
+    assert out == ["3", hashlib.sha256(b"abc").hexdigest()]
+    assert sh(["sh", "-c", P.DIGEST_SH, "d", str(f), "2"]).stdout.split() == ["3", "-"]
+
+
+@pytest.mark.skipif(not shutil.which("bash"), reason="needs bash")
+def test_script_listener_is_one_shot_and_returns_at_once():
+    started = time.monotonic()
+    made = sh(["timeout", "5", sys.executable, "-c", P.LISTENER_PY, "49152", "49215", "3"])
+    assert made.returncode == 0, made.stderr
+    assert time.monotonic() - started < 2.5  # the listener went to the background
+    port = int(made.stdout)
+    assert P.MIGRATION_PORT_MIN <= port <= P.MIGRATION_PORT_MAX
+    first = sh(["timeout", "3", "bash", "-c", P.CONNECT_SH, "c", "127.0.0.1", str(port)])
+    assert P.classify_connect(first.returncode, first.stderr) == "open"
+    time.sleep(0.2)
+    again = sh(["timeout", "3", "bash", "-c", P.CONNECT_SH, "c", "127.0.0.1", str(port)])
+    assert P.classify_connect(again.returncode, again.stderr) == "refused"
+
+
+def test_script_listener_skips_busy_ports():
+    busy = socket.socket()
+    busy.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    busy.bind(("0.0.0.0", 0))
+    port = busy.getsockname()[1]
+    busy.listen(1)
+    try:
+        made = sh(["timeout", "5", sys.executable, "-c", P.LISTENER_PY, str(port), str(port), "1"])
+        assert made.returncode == 3 and made.stdout == ""
+    finally:
+        busy.close()
