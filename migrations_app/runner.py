@@ -18,7 +18,6 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import transaction
 
 from core.actors import Actor
 from core.audit import audit_record_now
