@@ -63,7 +63,6 @@ from hosts.adapters import probes
 from hosts.adapters.errors import AdapterError, DomainNotFound
 from hosts.adapters.probes import (
     DiskProbe,
-    QemuIdentity,
     can_open,
     content_digest,
     probe_disk,

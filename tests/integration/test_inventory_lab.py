@@ -18,7 +18,7 @@ from django.core.management import call_command
 from core.actors import Actor
 from core.choices import AuditResultChoices, JobStatusChoices
 from core.models import AuditEvent
-from hosts import access, services
+from hosts import access, inventory, services
 from hosts.adapters import libvirt as libvirt_adapter
 from hosts.adapters.ssh import HostKeyInfo, generate_keypair
 from hosts.choices import HostAuthMethodChoices, HostStatusChoices, VMStateChoices

@@ -10,7 +10,6 @@ tests/unit/adapters/test_probes_adapter.py, so the fleet only models their outpu
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import shlex
 
 import libvirt
