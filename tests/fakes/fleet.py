@@ -18,6 +18,10 @@
 - migration jobs (``fleet.jobs``): a scripted job in steps that moves the guest at the end,
   honouring abort, post-copy, a guest that never converges and injected failures.
 
+Inventory rows: ``fleet.host_row(name)`` for a fleet host; or ``make_host``/``make_vm`` rows first,
+then ``fleet.adopt(row, fleet.guest_of(vm))`` puts a fleet host (and the guest, its disk on a
+/shared directory every adopted host mounts from "nas") behind them.
+
 Reaching a host checks what a real host would: it must be known and ``reachable``, present
 the pinned key (``HostKeyMismatch``/``HostKeyUnknown`` otherwise), and have libvirt up.
 ``fleet.open_connections`` counts what is open right now (0 once every session closed).
@@ -208,10 +212,6 @@ class FleetHost(Shell):
 
     def set_state(self, domain_uuid: str, state: str, reason: str) -> None:
         self.domains[domain_uuid] = dataclasses.replace(self.domains[domain_uuid], state=state, reason=reason)
-
-    def where(self, domain_uuid: str) -> str | None:
-        info = self.domains.get(domain_uuid)
-        return info.state if info else None
 
     # -- what the fakes ask
     @property
