@@ -20,6 +20,7 @@ import django_rq
 from django.conf import settings
 from django.db import models, transaction
 from django.utils import timezone
+from django.utils.module_loading import import_string
 from redis.exceptions import RedisError
 from rq import Callback
 from rq.timeouts import JobTimeoutException
@@ -65,7 +66,7 @@ def _rq_job_id(job: Job) -> str:
 def job_enqueue(
     *,
     kind: str,
-    func: Callable[..., None],
+    func: str | Callable[..., None],
     args: Sequence[Any] = (),
     target: models.Model | None = None,
     timeout_s: int,
@@ -75,9 +76,15 @@ def job_enqueue(
 ) -> Job:
     """Create a queued Job row and enqueue func(job.pk, *args) once the transaction commits.
 
+    func may be a dotted path ("hosts.jobs.refresh_host_job"), so that services need not import
+    their job modules (which import the runners, which call the services back). It must resolve
+    now: a typo fails the request, not the worker.
+
     enqueue=False only creates the row: the caller runs func(job.pk, *args) itself (management
     commands that wait for the result, with no worker).
     """
+    if isinstance(func, str):
+        import_string(func)
     job = Job.objects.create(
         kind=kind,
         target_type=target._meta.model_name if target is not None else "",
@@ -94,10 +101,10 @@ def job_enqueue(
     return job
 
 
-def _submit(job_id: int, func: Callable[..., None], args: tuple) -> None:
+def _submit(job_id: int, func: str | Callable[..., None], args: tuple) -> None:
     job = Job.objects.get(pk=job_id)
     if settings.VMPORTAL_JOBS_INLINE:
-        func(job.pk, *args)
+        (import_string(func) if isinstance(func, str) else func)(job.pk, *args)
         return
     try:
         django_rq.get_queue(job.queue_name).enqueue_call(

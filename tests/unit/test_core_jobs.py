@@ -126,3 +126,32 @@ def test_stale_running_jobs_are_aborted():
     fresh.refresh_from_db()
     assert stale.status == JobStatusChoices.ABORTED and "worker" in stale.error
     assert fresh.status == JobStatusChoices.RUNNING
+
+
+def test_job_enqueue_by_dotted_path_runs_the_function_it_names(django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        job = job_enqueue(kind="test.noop", func=f"{__name__}._noop_job", timeout_s=10, actor=Actor.system())
+    job.refresh_from_db()
+    assert job.status == JobStatusChoices.SUCCEEDED and job.result == {"ran": True}
+
+
+def test_job_enqueue_hands_rq_the_dotted_path(settings, monkeypatch, django_capture_on_commit_callbacks):
+    settings.VMPORTAL_JOBS_INLINE = False
+    seen = {}
+
+    class FakeQueue:
+        def enqueue_call(self, **kwargs):
+            seen.update(kwargs)
+
+    monkeypatch.setattr(jobs.django_rq, "get_queue", lambda name: FakeQueue())
+    with django_capture_on_commit_callbacks(execute=True):
+        job = job_enqueue(kind="test.noop", func="hosts.jobs.refresh_host_job", args=(7,), timeout_s=10,
+                          actor=Actor.system())
+    assert seen["func"] == "hosts.jobs.refresh_host_job" and seen["args"] == (job.pk, 7)
+
+
+@pytest.mark.parametrize("path", ["hosts.jobs.no_such_job", "no_such_module.job", "nodots"])
+def test_job_enqueue_refuses_a_dotted_path_that_does_not_resolve(path, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True), pytest.raises(ImportError):
+        job_enqueue(kind="test.noop", func=path, timeout_s=10, actor=Actor.system())
+    assert not Job.objects.filter(kind="test.noop").exists()
