@@ -23,7 +23,7 @@ from core.models import Job
 from hosts.models import Host
 from hosts.services import ServiceRefused
 
-from .choices import SETUP_ACTIVE_STATES, SetupStatusChoices, ShareStatusChoices, StorageJobKindChoices
+from .choices import SETUP_ACTIVE_STATES, SetupStatusChoices, ShareStatusChoices, StepStateChoices, StorageJobKindChoices
 from .models import Share, ShareSetup
 from .validation import DEFAULT_OPTIONS, InventoryHost, ShareRequest, validate_share_request
 
@@ -313,12 +313,12 @@ def setup_finished(
     else:
         share.status = ShareStatusChoices.READY if ok else ShareStatusChoices.FAILED
     share.save(update_fields=["status", "last_grid", "last_verified"])
-    changed = sum(1 for o in setup.outcomes.values() if o.get("state") == "changed")
+    changed = sum(1 for o in setup.outcomes.values() if o.get("state") == StepStateChoices.CHANGED)
     audit_record(
         actor=actor, action="share.apply", result=AuditResultChoices.OK if ok and share.status == ShareStatusChoices.READY else AuditResultChoices.FAILED,
         target=share, job=setup.apply_job,
         parameters={"setup": setup.pk, "failed_step": failed_step, "steps_changed": changed,
-                    "steps_already_done": sum(1 for o in setup.outcomes.values() if o.get("state") == "already_done")},
+                    "steps_already_done": sum(1 for o in setup.outcomes.values() if o.get("state") == StepStateChoices.ALREADY_DONE)},
         message=error or f"{share} is {share.get_status_display().lower()}: {changed} step(s) changed something.",
     )
     _changed(share)
