@@ -12,8 +12,7 @@ from migrations_app.models import Migration
 from migrations_app.templatetags.migration_panels import RECENT_MIGRATIONS, vm_migrations
 from storage.choices import ShareStatusChoices
 from storage.models import Share
-
-from migration_fakes import make_host, make_vm
+from tests.fakes.fleet import make_host, make_vm
 
 pytestmark = pytest.mark.django_db
 
