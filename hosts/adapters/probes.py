@@ -259,6 +259,7 @@ def _flag(value: str | None) -> bool | None:
 
 
 def parse_disk_probe(output: str) -> DiskProbe:
+    """The DiskProbe from DISK_PROBE_SH's ``key=value`` lines (a value it could not learn is None)."""
     values = parse_key_values(output)
     room = values.get("room", "").strip()
     return DiskProbe(
@@ -368,6 +369,7 @@ def write_marker(session: SSHSession, directory: str, token: str) -> str | None:
 
 
 def remove_markers(session: SSHSession, paths: list[str]) -> None:
+    """Remove the marker files ``write_marker`` made (a marker already gone is fine)."""
     if paths:
         session.run(["rm", "-f", "--", *paths], check=False, timeout=PROBE_TIMEOUT_S)
 
