@@ -3,7 +3,7 @@
 from core.actors import Actor
 from core.jobs import jobs_abort_stale, run_job
 
-from . import inventory, services
+from . import inventory, leases, services
 from .models import Host
 
 
@@ -23,9 +23,10 @@ def inventory_refresh_all() -> int:
     """Periodic (called by the watch_hosts loop): queue a refresh of every host it may contact.
 
     Only dispatches: each host's refresh is its own Job with its own row. Also closes jobs
-    whose worker died. Returns the number of hosts queued.
+    whose worker died, and frees the guests their leases held. Returns the number of hosts queued.
     """
     jobs_abort_stale()
+    leases.leases_reclaim()
     queued = 0
     for host in Host.objects.all():
         if services.host_refresh_request(host=host, actor=Actor.system()) is not None:

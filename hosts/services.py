@@ -17,7 +17,7 @@ from core.actors import Actor
 from core.audit import audit_record, audit_record_now
 from core.choices import AuditResultChoices, JobStatusChoices
 from core.encryption import encrypt_secret
-from core.errors import PortalError
+from core.errors import ServiceRefused
 from core.jobs import job_enqueue
 from core.models import Job
 from hosts.adapters.facts import OsRelease, StorageLocation
@@ -39,10 +39,6 @@ from .vm_actions import vm_action_allowed
 FETCH_HOST_KEY_TIMEOUT_S = 60
 REFRESH_TIMEOUT_S = 300
 VM_ACTION_TIMEOUT_S = 240
-
-
-class ServiceRefused(PortalError):
-    """The request is not allowed as it stands; .message says why, .hint what to do."""
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ their progress samples, and the per-host slots that bound how many run at once."
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.urls import reverse
 from django.utils import timezone
 
 from core.models import Job
@@ -145,6 +146,9 @@ class Migration(models.Model):
     def __str__(self) -> str:
         return f"migration #{self.pk} of {self.vm_name}"
 
+    def get_absolute_url(self) -> str:
+        return reverse("migrations_app:migration_detail", args=[self.pk])
+
     @property
     def is_active(self) -> bool:
         return self.status in MIGRATION_ACTIVE_STATES
@@ -266,6 +270,9 @@ class ColdMigration(models.Model):
 
     def __str__(self) -> str:
         return f"cold migration #{self.pk} of {self.vm_name}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("migrations_app:cold_detail", args=[self.pk])
 
     @property
     def same_host(self) -> bool:
