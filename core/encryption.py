@@ -5,15 +5,17 @@ from functools import lru_cache
 from cryptography.fernet import Fernet, InvalidToken
 from django.conf import settings
 
+from .errors import PortalError
 
-class SecretUnreadable(Exception):
+
+class SecretUnreadable(PortalError):
+    default_hint = (
+        "VMPORTAL_SECRETS_KEY is not the key the secret was stored with. Restore the original key, "
+        "or enter the host's credentials again."
+    )
+
     def __init__(self):
-        self.message = "A stored secret could not be decrypted."
-        self.hint = (
-            "VMPORTAL_SECRETS_KEY is not the key the secret was stored with. Restore the original key, "
-            "or enter the host's credentials again."
-        )
-        super().__init__(self.message)
+        super().__init__("A stored secret could not be decrypted.")
 
 
 @lru_cache(maxsize=4)

@@ -11,6 +11,7 @@ succeeded or failed (with the error's message and hint) — never leaves it runn
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Callable, Sequence
 from datetime import timedelta
@@ -27,6 +28,7 @@ from rq.timeouts import JobTimeoutException
 from . import broadcast
 from .actors import Actor
 from .choices import JobLogLevelChoices, JobStatusChoices
+from .errors import PortalError
 from .models import Job
 
 logger = logging.getLogger(__name__)
@@ -61,11 +63,31 @@ def _rq_job_id(job: Job) -> str:
     return f"vmportal-job-{job.pk}"
 
 
+JobFunc = Callable[..., None] | str
+
+
+def job_function(func: JobFunc) -> Callable[..., None]:
+    """The job function itself: ``func``, or the function its dotted path names.
+
+    A dotted path ("migrations_app.jobs.migration_job") lets a service enqueue a job without
+    importing the job module (which imports the runners, which import the services).
+    """
+    if not isinstance(func, str):
+        return func
+    module_name, _, name = func.rpartition(".")
+    if not module_name:
+        raise ValueError(f"Job function {func!r} is not a dotted path (module.function).")
+    found = getattr(importlib.import_module(module_name), name, None)
+    if not callable(found):
+        raise ValueError(f"Job function {func!r} does not exist.")
+    return found
+
+
 @transaction.atomic
 def job_enqueue(
     *,
     kind: str,
-    func: Callable[..., None],
+    func: JobFunc,
     args: Sequence[Any] = (),
     target: models.Model | None = None,
     timeout_s: int,
@@ -75,9 +97,12 @@ def job_enqueue(
 ) -> Job:
     """Create a queued Job row and enqueue func(job.pk, *args) once the transaction commits.
 
+    ``func`` is the job function or its dotted path; a path is checked here, so a typo fails
+    the request, not the worker. RQ gets the path (the worker imports it); inline runs call it.
     enqueue=False only creates the row: the caller runs func(job.pk, *args) itself (management
     commands that wait for the result, with no worker).
     """
+    job_function(func)  # a wrong path fails here, in the request, not later in a worker
     job = Job.objects.create(
         kind=kind,
         target_type=target._meta.model_name if target is not None else "",
@@ -94,10 +119,10 @@ def job_enqueue(
     return job
 
 
-def _submit(job_id: int, func: Callable[..., None], args: tuple) -> None:
+def _submit(job_id: int, func: JobFunc, args: tuple) -> None:
     job = Job.objects.get(pk=job_id)
     if settings.VMPORTAL_JOBS_INLINE:
-        func(job.pk, *args)
+        job_function(func)(job.pk, *args)
         return
     try:
         django_rq.get_queue(job.queue_name).enqueue_call(
@@ -147,8 +172,9 @@ def _finish(
 def run_job(job_id: int, work: Callable[[JobContext], Any]) -> Job:
     """Run work(ctx) as the job `job_id`, recording start, log, result or failure on its row.
 
-    Errors carrying .message and .hint (our adapter errors) are recorded with both; any other
-    exception is recorded with its type and text. The job row never stays "running".
+    A PortalError (an expected failure) is recorded with its message and hint; any other
+    exception is recorded with its type and text, and its traceback logged. The job row never
+    stays "running".
     """
     job = Job.objects.get(pk=job_id)
     if job.status != JobStatusChoices.QUEUED:
@@ -161,13 +187,14 @@ def run_job(job_id: int, work: Callable[[JobContext], Any]) -> Job:
     except JobTimeoutException:
         ctx.log(f"Timed out after {job.timeout_s} s", level=JobLogLevelChoices.ERROR)
         _finish(job, JobStatusChoices.FAILED, error=f"The job timed out after {job.timeout_s} s.")
+    except PortalError as exc:
+        ctx.log(exc.message, level=JobLogLevelChoices.ERROR)
+        _finish(job, JobStatusChoices.FAILED, error=exc.message, hint=exc.hint or "")
     except Exception as exc:  # the job row must record every failure, whatever raised it
-        message = getattr(exc, "message", "") or f"{type(exc).__name__}: {exc}"
-        hint = getattr(exc, "hint", "") or ""
-        if not hasattr(exc, "hint"):
-            logger.exception("job %s (%s) failed", job.pk, job.kind)
+        message = f"{type(exc).__name__}: {exc}"
+        logger.exception("job %s (%s) failed", job.pk, job.kind)
         ctx.log(message, level=JobLogLevelChoices.ERROR)
-        _finish(job, JobStatusChoices.FAILED, error=message, hint=hint)
+        _finish(job, JobStatusChoices.FAILED, error=message)
     else:
         _finish(job, JobStatusChoices.SUCCEEDED, result=result)
     return job

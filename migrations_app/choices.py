@@ -1,6 +1,9 @@
-"""Choice classes of migrations: statuses and their groups, preflight run states, job kinds."""
+"""Choice classes of migrations: statuses and their groups, preflight verdicts and run states,
+job kinds, operator actions and audit actions. Code compares against these, never bare strings."""
 
 from django.db import models
+
+from .verdicts import VerdictStatus
 
 
 class MigrationStatusChoices(models.TextChoices):
@@ -51,9 +54,19 @@ PREFLIGHT_PENDING_STATES = (PreflightRunStatusChoices.QUEUED, PreflightRunStatus
 
 
 class VerdictStatusChoices(models.TextChoices):
-    PASS = "pass", "Pass"
-    WARN = "warn", "Warning"
-    FAIL = "fail", "Fail"
+    """verdicts.VerdictStatus (the pure source, used by the checks) as model and form choices."""
+
+    PASS = VerdictStatus.PASS.value, "Pass"
+    WARN = VerdictStatus.WARN.value, "Warning"
+    FAIL = VerdictStatus.FAIL.value, "Fail"
+
+
+class MigrationActionChoices(models.TextChoices):
+    """An operator's action on a migration page (the URL's ``action``)."""
+
+    ABORT = "abort", "Abort"
+    FORCE_COMPLETE = "force-complete", "Force complete"
+    RECONCILE = "reconcile", "Reconcile"
 
 
 class MigrationJobKindChoices(models.TextChoices):
@@ -88,3 +101,22 @@ COLD_TERMINAL_STATES = (
     ColdMigrationStatusChoices.FAILED,
     ColdMigrationStatusChoices.NEEDS_ATTENTION,
 )
+
+
+class MigrationAuditActionChoices(models.TextChoices):
+    """Audit actions written by migrations (AuditEvent.action)."""
+
+    PREFLIGHT = "migration.preflight", "Preflight requested"
+    REQUEST = "migration.request", "Migration requested"
+    START = "migration.start", "Migration started"
+    TIMEOUT = "migration.timeout", "Completion timeout reached"
+    OUTCOME = "migration.outcome", "Migration ended"
+    ABORT = "migration.abort", "Abort"
+    FORCE_COMPLETE = "migration.force_complete", "Force complete"
+    RECONCILE = "migration.reconcile", "Reconcile requested"
+    RECONCILED = "migration.reconciled", "Migration reconciled"
+    COLD_REQUEST = "migration.cold.request", "Cold migration requested"
+    COLD_OUTCOME = "migration.cold.outcome", "Cold migration ended"
+    COLD_RECONCILED = "migration.cold.reconciled", "Cold migration reconciled"
+    IMAGE_PERMISSIONS = "image.permissions", "Image permissions set"
+    IMAGE_PERMISSIONS_REQUEST = "image.permissions.request", "Image permissions repair requested"

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 
 from hosts.adapters.libvirt import DiskInfo
 
-from .preflight import Status, Verdict
+from .preflight import Verdict
+from .verdicts import VerdictStatus
 
 # Free space the destination keeps beyond the copies (filesystem metadata, the host itself).
 SPACE_HEADROOM = 0.05
@@ -201,71 +202,71 @@ class ColdFacts:
     placement_label: str = ""
 
 
-def _v(check: str, status: Status, reason: str, fix: str = "") -> Verdict:
+def _v(check: str, status: VerdictStatus, reason: str, fix: str = "") -> Verdict:
     return Verdict(check=check, status=status.value, reason=reason, fix=fix)
 
 
 def check_state(f: ColdFacts) -> Verdict:
     if not f.persistent:
-        return _v("state", Status.FAIL, f"{f.guest_name} is a transient guest: it has no definition to move.",
+        return _v("state", VerdictStatus.FAIL, f"{f.guest_name} is a transient guest: it has no definition to move.",
                   "Define it persistently (virsh define) first, or live-migrate it.")
     if f.guest_state != "shutoff":
-        return _v("state", Status.FAIL, f"{f.guest_name} is {f.guest_state}, not shut off; a cold migration moves "
+        return _v("state", VerdictStatus.FAIL, f"{f.guest_name} is {f.guest_state}, not shut off; a cold migration moves "
                   "a shut-off guest.",
                   "Shut it down from its page first, or use live migration for a running guest.")
     if f.has_managed_save:
-        return _v("state", Status.FAIL, f"{f.guest_name} has a saved memory image (managedsave) that would be lost.",
+        return _v("state", VerdictStatus.FAIL, f"{f.guest_name} has a saved memory image (managedsave) that would be lost.",
                   "Start it (it resumes from the image) and shut it down cleanly, or discard the image with "
                   "`virsh managedsave-remove`.")
     if f.snapshot_count:
-        return _v("state", Status.FAIL,
+        return _v("state", VerdictStatus.FAIL,
                   f"{f.guest_name} has {f.snapshot_count} snapshot(s); their metadata stays on {f.source_name}.",
                   "Delete or merge the snapshots first (virsh snapshot-list / snapshot-delete).")
-    return _v("state", Status.PASS, f"{f.guest_name} is shut off and persistent, with no saved state or snapshots.")
+    return _v("state", VerdictStatus.PASS, f"{f.guest_name} is shut off and persistent, with no saved state or snapshots.")
 
 
 def check_identity(f: ColdFacts) -> Verdict:
     if f.same_host:
-        return _v("identity", Status.PASS, f"The guest stays on {f.source_name}; only its disks move.")
+        return _v("identity", VerdictStatus.PASS, f"The guest stays on {f.source_name}; only its disks move.")
     if f.destination_has_uuid:
-        return _v("identity", Status.FAIL, f"{f.destination_name} already has a guest with this UUID.",
+        return _v("identity", VerdictStatus.FAIL, f"{f.destination_name} already has a guest with this UUID.",
                   f"Find out which copy is the real one before moving anything: `virsh list --all --uuid` "
                   f"on both hosts; undefine the stale definition on {f.destination_name}.")
     if f.destination_has_name:
-        return _v("identity", Status.FAIL, f"{f.destination_name} already has a guest named {f.guest_name}.",
+        return _v("identity", VerdictStatus.FAIL, f"{f.destination_name} already has a guest named {f.guest_name}.",
                   "Rename one of them (virsh domrename) or move the other guest away first.")
-    return _v("identity", Status.PASS, f"No guest of that name or UUID on {f.destination_name}.")
+    return _v("identity", VerdictStatus.PASS, f"No guest of that name or UUID on {f.destination_name}.")
 
 
 def check_disks(f: ColdFacts) -> Verdict:
     unsupported = [d for d in f.disks if d.device in ("disk", "lun") and d.source and d.source_type != "file"]
     if unsupported:
         names = ", ".join(f"{d.target} ({d.source_type})" for d in unsupported)
-        return _v("disks", Status.FAIL, f"Only file-backed disks can be copied; {names} cannot.",
+        return _v("disks", VerdictStatus.FAIL, f"Only file-backed disks can be copied; {names} cannot.",
                   "Move block, volume or network disks with your storage's own tools, or detach them first.")
     copied = [m for m in f.moves if m.copied]
     for move in copied:
         if move.kind != "disk":  # NVRAM: a plain file, only its size is read
             if move.source_path not in f.sizes:
-                return _v("disks", Status.FAIL, f"Could not read {move.source_path} on {f.source_name}.",
+                return _v("disks", VerdictStatus.FAIL, f"Could not read {move.source_path} on {f.source_name}.",
                           "Check that the guest's UEFI variables file exists and that root can read it.")
             continue
         image = f.images.get(move.source_path)
         if image is None:
-            return _v("disks", Status.FAIL, f"Could not read {move.source_path} on {f.source_name}.",
+            return _v("disks", VerdictStatus.FAIL, f"Could not read {move.source_path} on {f.source_name}.",
                       "Check that the file exists and that root can read it on the source host.")
         _fmt, backing = image
         if backing:
-            return _v("disks", Status.FAIL,
+            return _v("disks", VerdictStatus.FAIL,
                       f"{move.source_path} is an overlay on {backing}; copying it alone would break the chain.",
                       f"Flatten it first: `qemu-img convert -O qcow2 {move.source_path} NEW.qcow2`, point the "
                       "guest at NEW.qcow2, then migrate.")
     if not f.moves:
-        return _v("disks", Status.PASS, "The guest has no file disks to move.")
+        return _v("disks", VerdictStatus.PASS, "The guest has no file disks to move.")
     if not copied:
-        return _v("disks", Status.PASS, "Every disk is already on the chosen storage; only the definition moves.")
+        return _v("disks", VerdictStatus.PASS, "Every disk is already on the chosen storage; only the definition moves.")
     total = sum(f.sizes.get(m.source_path, 0) for m in copied)
-    return _v("disks", Status.PASS, f"{len(copied)} file(s) to copy, {total / 2**20:.1f} MiB.")
+    return _v("disks", VerdictStatus.PASS, f"{len(copied)} file(s) to copy, {total / 2**20:.1f} MiB.")
 
 
 def space_needed(f: ColdFacts) -> int:
@@ -275,23 +276,23 @@ def space_needed(f: ColdFacts) -> int:
 
 def check_storage(f: ColdFacts) -> Verdict:
     if not f.placement_ok:
-        return _v("storage", Status.FAIL, f.placement_problem or f"{f.placement_label} cannot be written.",
+        return _v("storage", VerdictStatus.FAIL, f.placement_problem or f"{f.placement_label} cannot be written.",
                   "Check the share's page (its grid shows what is missing), or choose other storage.")
     if f.existing_destinations:
-        return _v("storage", Status.FAIL,
+        return _v("storage", VerdictStatus.FAIL,
                   f"{', '.join(f.existing_destinations)} already exist(s) on {f.placement_label}; it is never overwritten.",
                   "Move the existing file away (or delete it if it is stale), then retry.")
     if any(m.copied for m in f.moves):
         need = space_needed(f)
         if f.free_bytes is None:
-            return _v("storage", Status.WARN, f"Could not tell the free space on {f.placement_label}.",
+            return _v("storage", VerdictStatus.WARN, f"Could not tell the free space on {f.placement_label}.",
                       f"Check it has at least {need / 2**20:.0f} MiB free.")
         if f.free_bytes < need:
-            return _v("storage", Status.FAIL,
+            return _v("storage", VerdictStatus.FAIL,
                       f"{f.placement_label} has {f.free_bytes / 2**20:.0f} MiB free; the copy needs {need / 2**20:.0f} MiB.",
                       "Free space there or choose other storage.")
-        return _v("storage", Status.PASS, f"{f.placement_label} has room ({f.free_bytes / 2**30:.1f} GiB free).")
-    return _v("storage", Status.PASS, f"Nothing to copy onto {f.placement_label}.")
+        return _v("storage", VerdictStatus.PASS, f"{f.placement_label} has room ({f.free_bytes / 2**30:.1f} GiB free).")
+    return _v("storage", VerdictStatus.PASS, f"Nothing to copy onto {f.placement_label}.")
 
 
 def check_destination_files(f: ColdFacts) -> Verdict:
@@ -301,10 +302,10 @@ def check_destination_files(f: ColdFacts) -> Verdict:
     if f.missing_networks:
         problems.append(f"no network/bridge {', '.join(f.missing_networks)} on {f.destination_name}")
     if problems:
-        return _v("destination", Status.FAIL, "The guest would not start there: " + "; ".join(problems) + ".",
+        return _v("destination", VerdictStatus.FAIL, "The guest would not start there: " + "; ".join(problems) + ".",
                   "Install the emulator/firmware or copy the kernel/ISO to the same path, define the network "
                   "(virsh net-define/net-start), or edit the guest to drop it.")
-    return _v("destination", Status.PASS, f"{f.destination_name} has the emulator, boot files and networks it uses.")
+    return _v("destination", VerdictStatus.PASS, f"{f.destination_name} has the emulator, boot files and networks it uses.")
 
 
 CHECKS = (check_state, check_identity, check_disks, check_storage, check_destination_files)
@@ -315,7 +316,7 @@ def verdicts(facts: ColdFacts) -> list[Verdict]:
 
 
 def blocking(found: Iterable[Verdict]) -> list[Verdict]:
-    return [v for v in found if v.status == Status.FAIL]
+    return [v for v in found if v.status == VerdictStatus.FAIL]
 
 
 # --------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from django.conf import settings
 
 from core.choices import JobLogLevelChoices
+from core.errors import PortalError
 from core.jobs import JobContext
 from hosts.adapters import images
 from hosts.adapters import libvirt as lv
@@ -27,11 +28,12 @@ from hosts.adapters.ssh import SSHSession
 from hosts.inventory import ssh_target_for
 from hosts.models import Host
 
-from . import cold, endpoints, gather, services
-from .choices import ColdMigrationStatusChoices as C
+from . import cold, endpoints, gather, policy, whereabouts
+from .choices import ColdMigrationStatusChoices as C, MigrationAuditActionChoices as A
 from .heartbeat import probe_guest
 from .models import ColdMigration
-from .preflight import Status
+from .services import cold as cold_services
+from .verdicts import VerdictStatus
 
 logger = logging.getLogger(__name__)
 
@@ -46,20 +48,16 @@ StepCallback = Callable[[ColdMigration, str], None]
 ProgressCallback = Callable[[ColdMigration, int, int], None]
 
 
-class ColdFailed(Exception):
+class ColdFailed(PortalError):
     """The move cannot go on; ``message`` says why, ``hint`` what to do. ``checked``: nothing was changed yet."""
 
     def __init__(self, message: str, *, hint: str = "", checked: bool = False):
-        super().__init__(message)
-        self.message, self.hint, self.checked = message, hint, checked
+        super().__init__(message, hint=hint)
+        self.checked = checked
 
 
-class ColdNotCompleted(Exception):
+class ColdNotCompleted(PortalError):
     """The move failed and was recorded (and undone); raised to fail the Job as well."""
-
-    def __init__(self, message: str, *, hint: str = ""):
-        super().__init__(message)
-        self.message, self.hint = message, hint
 
 
 @dataclass
@@ -101,7 +99,7 @@ def run_cold_migration(
     ``on_step(cold, step)`` is told each step, ``on_progress(cold, done, total)`` the copy's bytes.
     """
     record = ColdMigration.objects.select_related("source", "destination", "share", "job").get(pk=cold_id)
-    if not services.cold_begin(cold=record, job=ctx.job if ctx else None):
+    if not cold_services.cold_begin(cold=record, job=ctx.job if ctx else None):
         record.refresh_from_db()
         _log(ctx, f"Cold migration #{record.pk} is {record.status}, not queued: not running it again",
              level=JobLogLevelChoices.WARNING)
@@ -127,7 +125,7 @@ class _Run:
 
     # ------------------------------------------------------------------ helpers
     def step(self, name: str, **kwargs) -> None:
-        services.cold_step(cold=self.cold, **kwargs)
+        cold_services.cold_step(cold=self.cold, **kwargs)
         if self.on_step is not None:
             self.on_step(self.cold, name)
 
@@ -235,7 +233,7 @@ class _Run:
         )
         found = cold.verdicts(facts)
         for v in found:
-            level = JobLogLevelChoices.INFO if v.status == Status.PASS else JobLogLevelChoices.WARNING
+            level = JobLogLevelChoices.INFO if v.status == VerdictStatus.PASS else JobLogLevelChoices.WARNING
             self.log(f"Check {v.check}: {v.status} — {v.reason}", level)
         total = sum(self.sizes.get(m.source_path, 0) for m in self.moves if m.copied)
         files = [{**m.to_json(), "size": self.sizes.get(m.source_path)} for m in self.moves]
@@ -323,7 +321,7 @@ class _Run:
             self.ctx.progress(90)
 
     def _copy_timeout(self, size: int) -> float:
-        return 120.0 + 3 * size / services.COLD_COPY_MIN_BYTES_PER_S
+        return 120.0 + 3 * size / policy.COLD_COPY_MIN_BYTES_PER_S
 
     def _progress_reporter(self, done_before: int) -> Callable[[int], None]:
         last = [0.0]
@@ -334,7 +332,7 @@ class _Run:
             if done and now - last[0] < PROGRESS_EVERY_S:
                 return
             last[0] = now
-            services.cold_progress(cold=self.cold, bytes_done=done_before + done)
+            cold_services.cold_progress(cold=self.cold, bytes_done=done_before + done)
             if self.ctx is not None:
                 # The copy is most of the work: 0–90 %, the rest for defining and starting.
                 self.ctx.progress(int(90 * (done_before + done) / total))
@@ -367,7 +365,7 @@ class _Run:
                      f"`chown {identity.user} FILE; chmod {IMAGE_MODE} FILE` on the NFS server, or export the "
                      "directory owned by QEMU's user (the NFS wizard does).",
             ) from exc
-        services.cold_permissions_set(cold=self.cold, host=dst.host, path=move.destination_path,
+        cold_services.cold_permissions_set(cold=self.cold, host=dst.host, path=move.destination_path,
                                       before=before, after=after)
         if not images.can_open(dst.ssh, move.destination_path, dst.runas, writable=writable):
             raise ColdFailed(f"QEMU's user {identity.user} still cannot open {move.destination_path} ({after}).",
@@ -481,7 +479,7 @@ class _Run:
         outcome = f"Defined {where} ({state}), disks: {disks}."
         if not c.same_host:
             outcome += f" Not defined on {c.source.name} any more."
-        services.cold_finish(cold=self.cold, status=C.SUCCEEDED, outcome=outcome, summary=summary)
+        cold_services.cold_finish(cold=self.cold, status=C.SUCCEEDED, outcome=outcome, summary=summary)
         self.log(outcome)
         self._refresh_inventory()
         return {"status": C.SUCCEEDED.value, **summary}
@@ -507,7 +505,7 @@ class _Run:
         if status == C.NEEDS_ATTENTION:
             hint = (hint + " " if hint else "") + ("The undo did not complete: see the steps below and fix the "
                                                     "guest's definition by hand from its original XML.")
-        services.cold_finish(cold=c, status=status, outcome=where, error=message, error_hint=hint.strip(),
+        cold_services.cold_finish(cold=c, status=status, outcome=where, error=message, error_hint=hint.strip(),
                              rollback=steps, summary={"rolled_back": bool(steps)})
         self.log(where)
         self._refresh_inventory()
@@ -603,9 +601,7 @@ class _Run:
 
     def _refresh_inventory(self) -> None:
         # Each refresh is a Job of its own that records its own failure; the move's record stands.
-        from .runner import refresh_hosts
-
-        refresh_hosts(self.cold, self.ctx)
+        whereabouts.refresh_hosts(self.cold, self.ctx)
 
 
 # ---------------------------------------------------------------------------
@@ -655,8 +651,8 @@ def reconcile_cold_migration(*, cold_id: int, reason: str, ctx: JobContext | Non
     copied = record.status in (C.COPYING, C.DEFINING, C.STARTING) or "copied" in record.reached
     error = f"Its worker stopped ({reason})."
     if decision == cold.SETTLE_UNKNOWN:
-        services.cold_finish(
-            cold=record, status=C.NEEDS_ATTENTION, error=error, action="migration.cold.reconciled",
+        cold_services.cold_finish(
+            cold=record, status=C.NEEDS_ATTENTION, error=error, action=A.COLD_RECONCILED,
             outcome="A host did not answer, so where the guest is defined is unknown.",
             error_hint="Bring both hosts back, then check `virsh list --all` on each; the original XML is on this page.",
         )
@@ -670,8 +666,8 @@ def reconcile_cold_migration(*, cold_id: int, reason: str, ctx: JobContext | Non
             status = C.NEEDS_ATTENTION
             outcome = (f"{record.vm_name} is defined on both {record.source.name} and {record.destination.name}. "
                        f"Keep the one that runs; undefine the other (`virsh undefine {record.vm_name}`).")
-        services.cold_finish(cold=record, status=status, outcome=outcome, error=error,
-                             action="migration.cold.reconciled")
+        cold_services.cold_finish(cold=record, status=status, outcome=outcome, error=error,
+                             action=A.COLD_RECONCILED)
         run._refresh_inventory()
         return {"status": status.value, "reconciled": True}
     # Roll back or restore: the source keeps (or gets back) its original definition.
@@ -687,9 +683,9 @@ def reconcile_cold_migration(*, cold_id: int, reason: str, ctx: JobContext | Non
     steps, clean = run.roll_back(str(record.vm_uuid))
     outcome, intact = run.where_now(str(record.vm_uuid))
     status = C.FAILED if clean and intact else C.NEEDS_ATTENTION
-    services.cold_finish(cold=record, status=status, outcome=outcome, error=error, rollback=steps,
+    cold_services.cold_finish(cold=record, status=status, outcome=outcome, error=error, rollback=steps,
                          error_hint="" if status == C.FAILED else "Finish the undo by hand from the steps below.",
-                         action="migration.cold.reconciled")
+                         action=A.COLD_RECONCILED)
     run._refresh_inventory()
     return {"status": status.value, "reconciled": True}
 

@@ -4,8 +4,7 @@ from core.broadcast import migration_group
 from core.consumers import RoleGatedConsumer
 
 from .models import Migration
-from .progress import chart_samples
-from .services import state_payload
+from .payloads import chart_samples, state_payload
 
 
 class MigrationConsumer(RoleGatedConsumer):

@@ -10,7 +10,7 @@ from hosts.models import Host
 from storage.choices import ShareStatusChoices
 from storage.models import Share
 
-from .options import INT_BOUNDS, MigrationOptions, from_dict, validate
+from .options import INT_BOUNDS, MigrationOptions, TimeoutAction, from_dict, validate
 
 MODE_CHOICES = (
     ("live", "Live — the guest keeps running while its memory is copied"),
@@ -21,8 +21,8 @@ TRANSPORT_CHOICES = (
     ("managed", "Managed — the portal drives both libvirt daemons"),
 )
 TIMEOUT_ACTION_CHOICES = (
-    ("abort", "Abort — the guest stays on the source"),
-    ("force-complete", "Force complete — post-copy if allowed, else allow a longer pause"),
+    (TimeoutAction.ABORT.value, "Abort — the guest stays on the source"),
+    (TimeoutAction.FORCE_COMPLETE.value, "Force complete — post-copy if allowed, else allow a longer pause"),
 )
 
 
@@ -76,7 +76,7 @@ class MigrationOptionsForm(forms.Form):
         "Completion timeout (s)", "completion_timeout_s", "Empty: none. Then the timeout action below runs."
     )
     timeout_action = forms.ChoiceField(
-        choices=TIMEOUT_ACTION_CHOICES, widget=forms.RadioSelect, initial="abort", label="When the timeout is reached"
+        choices=TIMEOUT_ACTION_CHOICES, widget=forms.RadioSelect, initial=TimeoutAction.ABORT.value, label="When the timeout is reached"
     )
     # Pre-selected destination (migrate back); the plan still checks every candidate.
     destination = forms.ModelChoiceField(queryset=Host.objects.all(), required=False, widget=forms.HiddenInput)

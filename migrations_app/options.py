@@ -13,7 +13,6 @@ import enum
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 
 class MigrateFlag(enum.IntFlag):
@@ -44,8 +43,14 @@ PARAM_BANDWIDTH = "bandwidth"  # VIR_TYPED_PARAM_ULLONG, MiB/s; 0 = hypervisor d
 PARAM_MIGRATE_DISKS = "migrate_disks"  # multiple strings (disk targets); not for tunnelled
 PARAM_COMPRESSION = "compression"  # multiple strings: xbzrle, mt, zlib, zstd
 
-TimeoutAction = Literal["abort", "force-complete"]
-TIMEOUT_ACTIONS: tuple[str, ...] = ("abort", "force-complete")
+class TimeoutAction(enum.StrEnum):
+    """What the runner does when a live migration reaches its completion timeout."""
+
+    ABORT = "abort"
+    FORCE_COMPLETE = "force-complete"
+
+
+TIMEOUT_ACTIONS: tuple[str, ...] = tuple(a.value for a in TimeoutAction)
 
 
 @dataclass(frozen=True)
@@ -64,7 +69,7 @@ class MigrationOptions:
     persist_destination: bool = True
     undefine_source: bool = True
     completion_timeout_s: int | None = None
-    timeout_action: TimeoutAction = "abort"
+    timeout_action: str = TimeoutAction.ABORT.value  # a TimeoutAction value
 
 
 BOOL_KEYS = frozenset(
@@ -209,7 +214,7 @@ def validate(options: MigrationOptions) -> list[str]:
             problems.append(
                 "Maximum downtime only applies to a live migration; an offline guest is not running."
             )
-        if options.timeout_action == "force-complete":
+        if options.timeout_action == TimeoutAction.FORCE_COMPLETE:
             problems.append(
                 "Force-complete only applies to a live migration (it switches to post-copy or "
                 "raises the allowed downtime); use timeout action 'abort' for an offline migration."

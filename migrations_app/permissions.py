@@ -7,9 +7,6 @@ each with its owner/mode before and after in the audit log; the preflight then c
 
 from __future__ import annotations
 
-import posixpath
-import re
-
 from core.choices import JobLogLevelChoices
 from core.jobs import JobContext
 from hosts.adapters import images
@@ -17,40 +14,10 @@ from hosts.adapters.errors import AdapterError
 from hosts.adapters.ssh import SSHSession
 from hosts.inventory import ssh_target_for
 
-from . import gather, services
+from . import gather
+from .image_repairs import run_repairs
 from .models import PreflightRun
-
-MODES = ("0660", "0640", "0600")
-# Never chown anything under these: a guest image does not live there.
-FORBIDDEN_TREES = ("/etc", "/proc", "/sys", "/dev", "/boot", "/usr", "/bin", "/sbin", "/lib", "/root", "/run")
-_SAFE_PATH = re.compile(r"^/[A-Za-z0-9._+@:,/=-]+$")
-
-
-def repair_path_problem(path: object) -> str | None:
-    """Why ``path`` is not a file the portal will change the owner of, or None."""
-    if not isinstance(path, str) or not path.startswith("/"):
-        return "The image path must be absolute."
-    if len(path) > 1024 or not _SAFE_PATH.match(path):
-        return f"{path!r} contains characters the portal does not accept in an image path."
-    if posixpath.normpath(path) != path or "/../" in f"{path}/":
-        return f"{path} is not a plain path (no '..', '//' or trailing '/')."
-    if any(path == tree or path.startswith(tree + "/") for tree in FORBIDDEN_TREES):
-        return f"{path} is a system file; the portal only repairs guest images."
-    return None
-
-
-def run_repairs(run: PreflightRun) -> list[tuple[str, str]]:
-    """The (path, mode) pairs the run's verdicts offer to repair, validated."""
-    found: list[tuple[str, str]] = []
-    for verdict in run.verdicts:
-        for entry in verdict.get("repairs", ()):
-            if (not isinstance(entry, (list, tuple)) or len(entry) != 2 or entry[1] not in MODES
-                    or repair_path_problem(entry[0])):
-                continue
-            pair = (entry[0], entry[1])
-            if pair not in found:
-                found.append(pair)
-    return found
+from .services import plans, repairs
 
 
 def repair_image_permissions(*, run_id: int, ctx: JobContext | None, identity: gather.QemuIdentity | None = None) -> dict:
@@ -77,12 +44,12 @@ def repair_image_permissions(*, run_id: int, ctx: JobContext | None, identity: g
                 _log(ctx, f"{path}: {exc.message}", JobLogLevelChoices.ERROR)
                 continue
             opens = images.can_open(ssh, path, identity.runas_argv(), writable=mode != "0640")
-            services.image_permissions_repaired(run=run, path=path, before=before.perm, after=after.perm,
-                                                opens=opens, job=ctx.job if ctx else None)
+            repairs.image_permissions_repaired(run=run, path=path, before=before.perm, after=after.perm,
+                                               opens=opens, job=ctx.job if ctx else None)
             _log(ctx, f"{path}: {before.perm} → {after.perm}; QEMU's user {identity.user} "
                       f"{'can open it now' if opens else 'still cannot open it (check the directories above it)'}")
             (repaired if opens else failed).append({"path": path, "before": before.perm, "after": after.perm})
-    services.preflight_recheck(run=run)
+    plans.preflight_recheck(run=run)
     _log(ctx, "Checking this destination again")
     if failed:
         raise AdapterError(

@@ -1,4 +1,4 @@
-"""Migration policy while the job runs: progress, convergence, timeout, force-complete, downtime steps.
+"""Migration policy: progress, convergence, timeout, force-complete, downtime steps, and job timeouts.
 
 Pure functions over numbers, in the manner of Nova's virt/libvirt/migration.py: the
 runner polls libvirt, normalises each poll into a :class:`JobInfo`, and asks these
@@ -14,9 +14,8 @@ import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
-from typing import Literal
 
-from .options import MigrationOptions
+from .options import MigrationOptions, TimeoutAction
 
 
 class JobType(enum.IntEnum):
@@ -247,11 +246,18 @@ def should_trigger_timeout_action(elapsed_s: float, options: MigrationOptions) -
     return elapsed_s > options.completion_timeout_s
 
 
-def force_complete_action(options: MigrationOptions) -> Literal["postcopy", "raise_downtime"]:
+class ForceCompleteAction(enum.StrEnum):
+    """How a live migration is forced to complete."""
+
+    POSTCOPY = "postcopy"
+    RAISE_DOWNTIME = "raise_downtime"
+
+
+def force_complete_action(options: MigrationOptions) -> ForceCompleteAction:
     """How to finish a live migration now: switch to post-copy if it was allowed, else allow a longer pause."""
     if options.live and options.allow_postcopy:
-        return "postcopy"
-    return "raise_downtime"
+        return ForceCompleteAction.POSTCOPY
+    return ForceCompleteAction.RAISE_DOWNTIME
 
 
 def downtime_steps(max_ms: int, steps: int = DOWNTIME_STEPS) -> list[int]:
@@ -323,3 +329,41 @@ def summarize(samples: Sequence[JobInfo], final_stats: Mapping[str, object] | Jo
         "peak_dirty_bps": max(dirty) if dirty else None,
         "error": final.error or last.error,
     }
+
+
+# ---------------------------------------------------------------------------
+# Job timeouts: each job gets an explicit one, longer than the work it bounds
+
+PREFLIGHT_TIMEOUT_S = 180  # gathering over SSH and libvirt from two hosts
+RECONCILE_TIMEOUT_S = 300  # asking two hosts, waiting up to a minute for libvirt's job to end, refreshing
+REPAIR_TIMEOUT_S = 180  # a few chown/chmod and open checks over SSH
+# Around the migration itself: checking before, settling, heartbeat and refreshes after.
+MIGRATION_JOB_MARGIN_S = 600
+# After the completion timeout's force-complete, how long before the portal gives up and aborts.
+FORCE_COMPLETE_GRACE_S = 120
+
+COLD_JOB_MARGIN_S = 900  # checking, defining, starting, verifying checksums, rolling back
+COLD_COPY_MIN_BYTES_PER_S = 20 * 1024 * 1024  # the slowest copy rate the job timeout allows for
+# The inventory records no disk sizes: the timeout assumes this much, so it is generous.
+COLD_ASSUMED_DISK_BYTES = 64 * 2**30
+
+
+def migration_time_limit_s(options: MigrationOptions, *, max_seconds: int) -> int:
+    """How long libvirt's part may run before the runner aborts it for good.
+
+    ``max_seconds`` (VMPORTAL_MIGRATION_MAX_SECONDS) bounds a migration with no completion timeout.
+    """
+    limit = options.completion_timeout_s or max_seconds
+    if options.completion_timeout_s and options.timeout_action == TimeoutAction.FORCE_COMPLETE:
+        limit += FORCE_COMPLETE_GRACE_S
+    return limit
+
+
+def migration_job_timeout_s(options: MigrationOptions, *, max_seconds: int) -> int:
+    """The RQ job's timeout: the migration's own limit plus room for checking and settling."""
+    return migration_time_limit_s(options, max_seconds=max_seconds) + MIGRATION_JOB_MARGIN_S
+
+
+def cold_job_timeout_s(disk_bytes: int) -> int:
+    """The job's timeout: the copy at a slow rate, plus checksums on both sides, plus the rest."""
+    return COLD_JOB_MARGIN_S + int(3 * disk_bytes / COLD_COPY_MIN_BYTES_PER_S)

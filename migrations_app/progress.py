@@ -1,8 +1,8 @@
-"""What the progress page and the CLI show of a running migration (pure).
+"""What is kept and shown of a running migration's progress (pure).
 
-The runner stores each poll of libvirt's job statistics (numbers only) and turns it into a
-small payload: the same payload goes to the browser live, is rebuilt from stored samples
-after the fact, and is printed by ``vm_migrate --wait``.
+The runner stores each poll of libvirt's job statistics (numbers only, ``compact_stats``);
+``payloads.sample_payload`` turns one into what the browser and ``vm_migrate --wait`` show,
+and ``progress_line`` prints that payload for a terminal.
 """
 
 from __future__ import annotations
@@ -58,29 +58,6 @@ def memory_done_pct(info: JobInfo) -> float | None:
     return round(max(0.0, min(100.0, done)), 1)
 
 
-def sample_payload(elapsed_ms: int, stats: Mapping[str, object], *, warning: str | None = None) -> dict:
-    """One sample as the page and the CLI use it. Sizes in bytes, rates in bytes/s, times in s."""
-    info = JobInfo.from_stats(stats)
-    eta = info.eta_s
-    return {
-        "t": round(elapsed_ms / 1000, 2),
-        "pct": memory_done_pct(info),
-        "data_pct": round(info.progress_pct, 1) if info.progress_pct is not None else None,
-        "mem_total": info.memory_total,
-        "mem_remaining": info.memory_remaining,
-        "mem_processed": info.memory_processed,
-        "iteration": info.memory_iteration,
-        "data_remaining": info.data_remaining,
-        "disk_total": info.disk_total,
-        "disk_remaining": info.disk_remaining,
-        "bps": info.transfer_bps,
-        "dirty_bps": info.dirty_bps,
-        "eta_s": round(eta, 1) if eta is not None else None,
-        "throttle": stats.get("auto_converge_throttle"),
-        "warning": warning,
-    }
-
-
 def human_bytes(value: float | int | None) -> str:
     """1536 → "1.5 KiB"; None → "—"."""
     if value is None:
@@ -113,12 +90,3 @@ def progress_line(payload: Mapping[str, object]) -> str:
     if payload.get("eta_s") is not None:
         parts.append(f"ETA {payload['eta_s']:.0f} s")
     return "  ".join(parts)
-
-
-def chart_samples(rows, *, max_points: int = 1500) -> list[dict]:
-    """Payloads of stored samples ``[(elapsed_ms, stats), …]`` for the chart, thinned evenly to at most max_points."""
-    rows = list(rows)
-    if len(rows) > max_points:
-        step = len(rows) / max_points
-        rows = [rows[int(i * step)] for i in range(max_points - 1)] + [rows[-1]]
-    return [sample_payload(elapsed_ms, stats) for elapsed_ms, stats in rows]

@@ -24,15 +24,17 @@ from core.choices import JOB_TERMINAL_STATES, JobLogLevelChoices
 from core.jobs import JobContext
 from core.models import Job
 
-from . import policy, runner, services, states
+from . import policy, states, whereabouts
 from .choices import (
     COLD_ACTIVE_STATES,
     COLD_RUNNING_STATES,
     MIGRATION_ACTIVE_STATES,
     MIGRATION_RUNNING_STATES,
+    MigrationAuditActionChoices as A,
     MigrationStatusChoices as S,
 )
 from .models import ColdMigration, Migration
+from .services import cold as cold_services, live, records, slots
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +89,7 @@ def worker_lost_reason(
 def migrations_reconcile(*, now: datetime | None = None) -> dict:
     """Hand out free slots, and queue a reconcile job for every active migration nobody runs."""
     now = now or timezone.now()
-    dispatched = services.migrations_dispatch()
+    dispatched = slots.migrations_dispatch()
     stale_after = timedelta(seconds=settings.VMPORTAL_MIGRATION_STALE_SECONDS)
     queued = 0
     for migration in Migration.objects.filter(status__in=MIGRATION_ACTIVE_STATES).select_related("job"):
@@ -96,14 +98,14 @@ def migrations_reconcile(*, now: datetime | None = None) -> dict:
         )
         if reason:
             logger.warning("migration %s (%s): %s; reconciling", migration.pk, migration.status, reason)
-            services.migration_reconcile_request(migration=migration, actor=Actor.system(), reason=reason)
+            live.migration_reconcile_request(migration=migration, actor=Actor.system(), reason=reason)
             queued += 1
     for cold in ColdMigration.objects.filter(status__in=COLD_ACTIVE_STATES).select_related("job"):
         reason = worker_lost_reason(cold, cold.job, now=now, stale_after=stale_after,
                                     rq_state=rq_job_state(cold.job, now=now), running_states=COLD_RUNNING_STATES)
         if reason:
             logger.warning("cold migration %s (%s): %s; reconciling", cold.pk, cold.status, reason)
-            services.cold_reconcile_request(cold=cold, reason=reason)
+            cold_services.cold_reconcile_request(cold=cold, reason=reason)
             queued += 1
     return {"dispatched": dispatched, "reconciling": queued}
 
@@ -128,10 +130,10 @@ def reconcile_migration(*, migration_id: int, reason: str = "", ctx: JobContext)
         return {"status": migration.status, "reconciled": False}
 
     ctx.log(f"Reconciling migration #{migration.pk} ({migration.status}){': ' + reason if reason else ''}")
-    outcome, source, destination = runner.locate_guest(migration, job_status=migration.status, wait_for_job_s=JOB_END_WAIT_S)
+    outcome, source, destination = whereabouts.locate_guest(migration, job_status=migration.status, wait_for_job_s=JOB_END_WAIT_S)
     ctx.log(outcome.reason)
     if (source.job_active or destination.job_active) and migration.status in MIGRATION_ACTIVE_STATES:
-        services.migration_still_running(
+        records.migration_still_running(
             migration=migration, phase="libvirt still reports a migration job; the portal checks again shortly"
         )
         ctx.log("libvirt still migrates the guest; leaving the record active", level=JobLogLevelChoices.WARNING)
@@ -141,17 +143,17 @@ def reconcile_migration(*, migration_id: int, reason: str = "", ctx: JobContext)
     summary = migration.summary
     if not summary:
         infos = [policy.JobInfo.from_stats(s) for s in migration.samples.values_list("stats", flat=True)]
-        final = runner.completed_stats(migration, on_destination=status == S.SUCCEEDED)
+        final = whereabouts.completed_stats(migration, on_destination=status == S.SUCCEEDED)
         summary = policy.summarize(infos, final or None) if (infos or final) else {}
         if status != S.SUCCEEDED:
             summary["expected_downtime_ms"] = summary.get("downtime_ms")
             summary["downtime_ms"] = None
         summary["samples"] = len(infos)
     error = migration.error or (f"Reconciled: {reason}" if reason else "")
-    runner.record_end(
+    whereabouts.record_end(
         migration, ctx, status, outcome=outcome.reason, repair=outcome.repair or "", error=error,
-        hint=migration.error_hint, summary=summary, action="migration.reconciled", actor=Actor.system(),
+        hint=migration.error_hint, summary=summary, action=A.RECONCILED, actor=Actor.system(),
         job=ctx.job,
     )
-    runner.follow_guest(migration, status, ctx)
+    whereabouts.follow_guest(migration, status, ctx)
     return {"status": str(status), "reconciled": True, "outcome": outcome.reason}

@@ -18,34 +18,33 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import transaction
 
 from core.actors import Actor
 from core.audit import audit_record_now
 from core.choices import AuditResultChoices, JobLogLevelChoices
+from core.errors import PortalError
 from core.jobs import JobContext
-from hosts import services as host_services
 from hosts.adapters import migration as migration_adapter
 from hosts.adapters.errors import AdapterError, DomainNotFound, MigrationAborted
-from hosts.jobs import refresh_host_job
-from hosts.models import Host
 
-from . import endpoints, policy, services, states
-from .choices import MigrationStatusChoices as S
+from . import endpoints, policy, states
+from .choices import MigrationAuditActionChoices as A, MigrationStatusChoices as S
 from .heartbeat import GuestHeartbeat, probe_guest
 from .models import Migration
-from .options import MigrationOptions, from_dict, libvirt_flags, libvirt_params
+from .options import MigrationOptions, TimeoutAction, from_dict, libvirt_flags, libvirt_params
+from .payloads import sample_payload
 from .preflight import disks_to_copy, overall, run_preflight
-from .progress import compact_stats, sample_payload
-from .reconcile import DomainPresence, Outcome, settle
+from .progress import compact_stats
+from .reconcile import NEEDS_ATTENTION, Outcome
+from .services import records
+from .verdicts import VerdictStatus
+from .whereabouts import completed_stats, follow_guest, locate_guest, record_end
 
 logger = logging.getLogger(__name__)
 
 # The highest downtime force-complete steps up to when post-copy is not allowed.
 FORCE_COMPLETE_MAX_DOWNTIME_MS = 5000
 FORCE_COMPLETE_STEP_S = 2.0
-# After libvirt returns, how long to wait for a job it still reports (post-copy finishing).
-JOB_END_WAIT_S = 60.0
 # Let the guest's heartbeat resume on the destination before reading it.
 HEARTBEAT_SETTLE_S = 1.5
 # How long the migrate thread gets to return after the job was aborted on our side.
@@ -54,13 +53,8 @@ MIGRATE_THREAD_JOIN_S = 60.0
 ProgressCallback = Callable[[dict], None]
 
 
-class MigrationNotCompleted(Exception):
+class MigrationNotCompleted(PortalError):
     """The migration ended without the guest on the destination; recorded already. Fails the Job."""
-
-    def __init__(self, message: str, *, hint: str = ""):
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
 
 
 def _log(ctx: JobContext, message: str, *, level=JobLogLevelChoices.INFO) -> None:
@@ -81,82 +75,6 @@ def p2p_error_hint(exc: AdapterError, options: MigrationOptions, dest_uri: str) 
             "key in the source's /root/.ssh/known_hosts (ssh to it once as root), or choose managed mode."
         )
     return exc.hint
-
-
-# ---------------------------------------------------------------------------
-# Where is the guest?
-
-
-def presence_on(host: Host, guest_uuid: str) -> DomainPresence:
-    """The guest as ``host`` shows it now; an unanswered host is ``reachable=False``."""
-    try:
-        with endpoints.connect(host) as conn:
-            found = migration_adapter.domain_presence(conn, guest_uuid)
-    except AdapterError as exc:
-        logger.warning("asking %s about %s: %s", host.name, guest_uuid, exc.message)
-        return DomainPresence(exists=False, state=None, reason=None, reachable=False)
-    return DomainPresence(
-        exists=found.exists, state=found.state, reason=found.reason, reachable=True, job_active=found.job_active
-    )
-
-
-def locate_guest(
-    migration: Migration, *, job_status: str = "", wait_for_job_s: float = JOB_END_WAIT_S
-) -> tuple[Outcome, DomainPresence, DomainPresence]:
-    """Ask both hosts (waiting a while for a libvirt job still running) and settle."""
-    guest_uuid = str(migration.vm_uuid)
-    deadline = time.monotonic() + wait_for_job_s
-    while True:
-        source = presence_on(migration.source, guest_uuid)
-        destination = presence_on(migration.destination, guest_uuid)
-        if not (source.job_active or destination.job_active) or time.monotonic() >= deadline:
-            break
-        services.migration_heartbeat(migration=migration)  # still working, not dead
-        time.sleep(1.0)
-    outcome = settle(
-        source, destination, job_status,
-        guest=migration.vm_name, source_host=migration.source.name, destination_host=migration.destination.name,
-        offline=not migration.is_live,
-    )
-    return outcome, source, destination
-
-
-def completed_stats(migration: Migration, *, on_destination: bool) -> dict:
-    """libvirt's statistics of the finished job (destination after success, source otherwise)."""
-    hosts = [migration.destination, migration.source] if on_destination else [migration.source]
-    for host in hosts:
-        try:
-            with endpoints.connect(host) as conn:
-                stats = migration_adapter.completed_job_stats(conn, str(migration.vm_uuid))
-        except AdapterError as exc:
-            logger.info("no completed job stats from %s: %s", host.name, exc.message)
-            continue
-        if stats:
-            return stats
-    return {}
-
-
-def refresh_hosts(migration, ctx: JobContext | None) -> None:
-    """Refresh both hosts' inventory now, in this job (each refresh is its own Job row).
-
-    ``migration`` is anything with ``source`` and ``destination`` hosts (live or cold).
-    """
-    hosts = [migration.source] + ([] if migration.destination.pk == migration.source.pk else [migration.destination])
-    for host in hosts:
-        job = host_services.host_refresh_request(host=host, actor=Actor.system(), enqueue=False)
-        if job is None:
-            continue
-        refresh_host_job(job.pk, host.pk)
-        job.refresh_from_db()
-        if ctx is not None:
-            level = JobLogLevelChoices.INFO if job.status == "succeeded" else JobLogLevelChoices.WARNING
-            _log(ctx, f"Inventory of {host.name} refreshed: {job.status}{': ' + job.error if job.error else ''}",
-                 level=level)
-
-
-def follow_guest(migration: Migration, status: str, ctx: JobContext | None) -> None:
-    """After the outcome is recorded (and the guest's row moved with it): refresh both hosts."""
-    refresh_hosts(migration, ctx)
 
 
 # ---------------------------------------------------------------------------
@@ -196,7 +114,9 @@ class Sampler:
         self.timeout_handled = False
         self.downtime_set = False
         self.read_error_logged = False
-        self.limit_s = services.migration_time_limit_s(options)
+        self.limit_s = policy.migration_time_limit_s(
+            options, max_seconds=settings.VMPORTAL_MIGRATION_MAX_SECONDS
+        )
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
@@ -209,8 +129,8 @@ class Sampler:
             if info.is_active:
                 self._record(stats, info, elapsed)
         else:
-            services.migration_heartbeat(migration=self.migration)
-        abort_requested, force_requests = services.migration_controls(migration=self.migration)
+            records.migration_heartbeat(migration=self.migration)
+        abort_requested, force_requests = records.migration_controls(migration=self.migration)
         if abort_requested and not self.abort_sent:
             self.abort("Abort requested by an operator")
         if force_requests > self.forced:
@@ -247,13 +167,13 @@ class Sampler:
         self.infos.append(info)
         warning = policy.convergence_warning(self.infos, self.options) or ""
         payload = sample_payload(int(elapsed * 1000), stats, warning=warning or None)
-        services.migration_sample_add(
+        records.migration_sample_add(
             migration=self.migration, elapsed_ms=int(elapsed * 1000), stats=compact_stats(stats), payload=payload
         )
         self.samples += 1
         if warning != self.warning:
             self.warning = warning
-            services.migration_heartbeat(migration=self.migration, warning=warning)
+            records.migration_heartbeat(migration=self.migration, warning=warning)
             if warning:
                 _log(self.ctx, warning, level=JobLogLevelChoices.WARNING)
         if self.on_progress is not None:
@@ -273,7 +193,7 @@ class Sampler:
         self._act(f"{why}; libvirt job aborted (the guest stays on the source)", migration_adapter.abort_job)
 
     def force_complete(self, why: str) -> None:
-        if policy.force_complete_action(self.options) == "postcopy":
+        if policy.force_complete_action(self.options) == policy.ForceCompleteAction.POSTCOPY:
             if not self.postcopy_started:
                 self.postcopy_started = self._act(f"{why}: switched to post-copy", migration_adapter.start_postcopy)
             return
@@ -295,12 +215,12 @@ class Sampler:
     def _timeout(self, elapsed: float) -> None:
         action = self.options.timeout_action
         audit_record_now(
-            actor=Actor.system(), action="migration.timeout", result=AuditResultChoices.OK, target=self.migration,
+            actor=Actor.system(), action=A.TIMEOUT, result=AuditResultChoices.OK, target=self.migration,
             parameters={"completion_timeout_s": self.options.completion_timeout_s, "action": action},
             message=f"Completion timeout ({self.options.completion_timeout_s} s) reached after {elapsed:.0f} s: {action}.",
             job=self.migration.job,
         )
-        if action == "abort":
+        if action == TimeoutAction.ABORT:
             self.timed_out = True
             self.abort(f"Completion timeout of {self.options.completion_timeout_s} s reached")
         else:
@@ -318,7 +238,7 @@ def run_migration(*, migration_id: int, ctx: JobContext, on_progress: ProgressCa
     on the destination, so the Job row shows the failure too.
     """
     migration = Migration.objects.select_related("source", "destination").get(pk=migration_id)
-    if not services.migration_begin(migration=migration, job=ctx.job):
+    if not records.migration_begin(migration=migration, job=ctx.job):
         _log(ctx, f"Migration #{migration.pk} is {migration.get_status_display().lower()}; nothing to run")
         return {"status": migration.status}
     try:
@@ -345,19 +265,19 @@ def _run(migration: Migration, ctx: JobContext, on_progress: ProgressCallback | 
                 error=message, hint=exc.hint)
         raise MigrationNotCompleted(message, hint=exc.hint) from exc
     verdicts = run_preflight(pair, guest, options)
-    services.migration_record_verdicts(migration=migration, verdicts=verdicts)
-    failing = [v for v in verdicts if v.status == "fail"]
+    records.migration_record_verdicts(migration=migration, verdicts=verdicts)
+    failing = [v for v in verdicts if v.status == VerdictStatus.FAIL]
     for v in verdicts:
-        if v.status != "pass":
+        if v.status != VerdictStatus.PASS:
             _log(ctx, f"Preflight {v.check}: {v.status}: {v.reason}",
-                 level=JobLogLevelChoices.ERROR if v.status == "fail" else JobLogLevelChoices.WARNING)
-    if overall(verdicts) == "fail":
+                 level=JobLogLevelChoices.ERROR if v.status == VerdictStatus.FAIL else JobLogLevelChoices.WARNING)
+    if overall(verdicts) == VerdictStatus.FAIL:
         message = "Preflight failed: " + "; ".join(f"{v.check}: {v.reason}" for v in failing)
         hint = " ".join(v.fix for v in failing if v.fix)
         record_end(migration, ctx, S.FAILED, outcome=f"Nothing was started; {migration.vm_name} stays on {source.name}.",
                 error=message, hint=hint)
         raise MigrationNotCompleted(message, hint=hint)
-    if services.migration_controls(migration=migration)[0]:
+    if records.migration_controls(migration=migration)[0]:
         record_end(migration, ctx, S.ABORTED,
                 outcome=f"Aborted before libvirt was asked; {migration.vm_name} stays on {source.name}.")
         return {"status": S.ABORTED}
@@ -365,7 +285,7 @@ def _run(migration: Migration, ctx: JobContext, on_progress: ProgressCallback | 
     flags = libvirt_flags(options)
     params = libvirt_params(options, migrate_disks=disks_to_copy(guest) if options.copy_storage else ())
     dest_uri = endpoints.peer_to_peer_uri(destination)
-    if not services.migration_migrating(migration=migration, flags=flags, params=params, dest_uri=dest_uri):
+    if not records.migration_migrating(migration=migration, flags=flags, params=params, dest_uri=dest_uri):
         migration.refresh_from_db()
         return {"status": migration.status}
     mode = "peer-to-peer" if options.peer_to_peer else "managed"
@@ -381,7 +301,7 @@ def _run(migration: Migration, ctx: JobContext, on_progress: ProgressCallback | 
              level=JobLogLevelChoices.WARNING if libvirt_aborted else JobLogLevelChoices.ERROR)
     else:
         _log(ctx, f"libvirt's migrate call returned after {wall_s:.1f} s")
-    services.migration_completing(migration=migration, phase="Asking both hosts where the guest runs")
+    records.migration_completing(migration=migration, phase="Asking both hosts where the guest runs")
     outcome, _src, _dst = locate_guest(migration)
     _log(ctx, outcome.reason)
 
@@ -487,43 +407,23 @@ def _guest_heartbeat(
     return heartbeat
 
 
-def record_end(migration: Migration, ctx: JobContext | None, status: S, **kwargs) -> None:
-    """Record the end through services.migration_finish; a record another process settled first is kept.
-
-    On success the guest's inventory row moves to the destination in the same transaction, so
-    a page that sees "succeeded" also sees the guest on its new host.
-    """
-    hint = kwargs.pop("hint", "")
-    with transaction.atomic():
-        finished = services.migration_finish(migration=migration, status=status, error_hint=hint, **kwargs)
-        if finished and status == S.SUCCEEDED:
-            host_services.vm_relocate(
-                vm_uuid=migration.vm_uuid, source=migration.source, destination=migration.destination
-            )
-    if not finished:
-        migration.refresh_from_db()
-        if ctx is not None:
-            _log(ctx, f"Migration #{migration.pk} was already settled as {migration.status}; kept that",
-                 level=JobLogLevelChoices.WARNING)
-
-
 def _settle_after_crash(migration: Migration, ctx: JobContext, exc: BaseException) -> None:
     """The runner itself failed: ask the hosts, record the truth with the error, never stay active."""
     migration.refresh_from_db()
     if migration.is_terminal:
         return
-    message = getattr(exc, "message", "") or f"{type(exc).__name__}: {exc}"
+    message = exc.message if isinstance(exc, PortalError) else f"{type(exc).__name__}: {exc}"
     logger.error("migration %s: runner failed: %s", migration.pk, message, exc_info=exc)
     try:
         outcome, _src, _dst = locate_guest(migration, job_status=migration.status, wait_for_job_s=10.0)
     except Exception:  # even asking failed: say so, and let an admin reconcile later
         logger.exception("migration %s: could not ask the hosts after the runner failed", migration.pk)
         outcome = Outcome(
-            "needs-attention",
+            NEEDS_ATTENTION,
             f"The portal's job failed ({message}) and could not ask the hosts where {migration.vm_name} runs.",
             "Reconcile this migration from its page once both hosts answer.",
         )
-    abort_requested = services.migration_controls(migration=migration)[0]
+    abort_requested = records.migration_controls(migration=migration)[0]
     status = states.status_for_outcome(outcome.status, aborted=abort_requested)
     record_end(migration, ctx, status, outcome=outcome.reason, repair=outcome.repair or "",
             error=f"The migration job failed: {message}")

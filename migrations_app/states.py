@@ -5,6 +5,9 @@
 Any active status may end directly (a preflight failure ends "checking", an abort ends
 "queued", the reconciler ends whatever a dead worker left). "needs-attention" can be
 reconciled again once the admin has repaired things; the other ends are final.
+
+Also what a person may do to a migration in its status (the pages offer exactly these; the
+services enforce the same rules).
 """
 
 from __future__ import annotations
@@ -33,6 +36,25 @@ def can_transition(current: str, new: str) -> bool:
 def sources_for(new: str) -> list[str]:
     """Every status from which ``new`` may be reached (for conditional updates)."""
     return [s.value for s in S if can_transition(s, new)]
+
+
+# Aborted by the runner on request (a queued migration is ended at once instead).
+ABORTED_BY_RUNNER = (S.CHECKING, S.MIGRATING)
+
+
+def can_abort(migration) -> bool:
+    """A queued, checking or migrating migration whose abort was not asked yet can be aborted."""
+    return (migration.status == S.QUEUED or migration.status in ABORTED_BY_RUNNER) and migration.abort_requested is None
+
+
+def can_force(migration) -> bool:
+    """Only a live migration that libvirt is migrating (and not being aborted) can be forced to complete."""
+    return migration.status == S.MIGRATING and migration.is_live and migration.abort_requested is None
+
+
+def can_reconcile(migration) -> bool:
+    """A person reconciles only a migration that needs attention (a running one is its runner's business)."""
+    return migration.status == S.NEEDS_ATTENTION
 
 
 def status_for_outcome(outcome_status: str, *, aborted: bool) -> S:

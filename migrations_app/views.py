@@ -17,39 +17,33 @@ from core.roles import OperatorRequiredMixin, ViewerRequiredMixin
 from hosts.choices import VMStateChoices
 from hosts.models import Host, VirtualMachine
 
-from . import services
+from . import states
 from .choices import (
     COLD_ACTIVE_STATES,
     MIGRATION_ACTIVE_STATES,
     ColdMigrationStatusChoices as C,
+    MigrationActionChoices,
     MigrationStatusChoices as S,
+    PreflightRunStatusChoices,
     VerdictStatusChoices,
 )
 from .forms import ColdMigrationForm, MigrationOptionsForm
+from .image_repairs import run_repairs
 from .models import ColdMigration, Migration, MigrationPlan, PreflightRun
 from .options import MigrationOptions, from_dict, libvirt_flags
-from .permissions import run_repairs
-from .progress import chart_samples
+from .payloads import chart_samples
+from .preflight import rank_destinations
+from .services import cold as cold_services, live, plans, repairs
+from .services.refusals import ServiceRefused
 from .virsh import virsh_migrate_command
 
 MIGRATION_PAGE_SIZE = 100
 COLD_PAGE_SIZE = 50
-_SEVERITY = {VerdictStatusChoices.PASS: 0, VerdictStatusChoices.WARN: 1, VerdictStatusChoices.FAIL: 2}
 
 
 def _int_param(request, name: str) -> int | None:
     value = request.GET.get(name, "")
     return int(value) if value.isdigit() and len(value) < 12 else None
-
-
-def _rank(runs: list[PreflightRun]) -> list[PreflightRun]:
-    """Pending last; then passes, warnings, failures; most free memory first; then name."""
-    return sorted(
-        runs,
-        key=lambda r: (
-            r.is_pending, _SEVERITY.get(r.overall, 2), -(r.memory_free_kib or 0), r.destination.name.lower()
-        ),
-    )
 
 
 def _options_rows(options: MigrationOptions) -> list[tuple[str, str]]:
@@ -124,8 +118,8 @@ class MigrationWizardView(OperatorRequiredMixin, FormView):
     def form_valid(self, form):
         vm = self.get_vm()
         try:
-            plan = services.migration_plan_create(vm=vm, options=form.options, actor=Actor.from_request(self.request))
-        except services.ServiceRefused as exc:
+            plan = plans.migration_plan_create(vm=vm, options=form.options, actor=Actor.from_request(self.request))
+        except ServiceRefused as exc:
             form.add_error(None, f"{exc.message} {exc.hint}".strip())
             return self.form_invalid(form)
         destination = form.cleaned_data.get("destination")
@@ -147,7 +141,7 @@ class PlanView(OperatorRequiredMixin, PlanMixin, TemplateView):
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)
         plan = self.get_plan()
-        runs = _rank(list(plan.runs.select_related("destination", "destination__facts")))
+        runs = rank_destinations(list(plan.runs.select_related("destination", "destination__facts")))
         context.update(
             plan=plan, runs=runs, step=2, options_rows=_options_rows(from_dict(plan.options)),
             pending=sum(1 for r in runs if r.is_pending),
@@ -176,7 +170,7 @@ class PlanDestinationView(OperatorRequiredMixin, PlanMixin, TemplateView):
         options = from_dict(plan.options)
         context.update(
             plan=plan, run=run, step=3, options_rows=_options_rows(options),
-            can_confirm=run.status == "done" and run.overall != VerdictStatusChoices.FAIL and plan.vm is not None,
+            can_confirm=run.status == PreflightRunStatusChoices.DONE and run.overall != VerdictStatusChoices.FAIL and plan.vm is not None,
             virsh=virsh_migrate_command(
                 options, guest=plan.vm_name, source_uri=plan.source.effective_libvirt_uri,
                 dest_uri=run.destination.effective_libvirt_uri,
@@ -202,11 +196,11 @@ class PlanDestinationView(OperatorRequiredMixin, PlanMixin, TemplateView):
             ).order_by("-created").first()
         )
         try:
-            migration = services.migration_request(
+            migration = live.migration_request(
                 vm=plan.vm, destination=run.destination, options=from_dict(plan.options),
                 actor=Actor.from_request(request), plan=plan, reverses=reverses,
             )
-        except services.ServiceRefused as exc:
+        except ServiceRefused as exc:
             messages.error(request, f"{exc.message} {exc.hint}".strip())
             return redirect("migrations_app:plan_destination", pk=plan.pk, host_pk=run.destination_id)
         return redirect("migrations_app:migration_detail", pk=migration.pk)
@@ -219,8 +213,8 @@ class PlanRepairPermissionsView(OperatorRequiredMixin, PlanMixin, View):
         plan = self.get_plan()
         run = get_object_or_404(PreflightRun.objects.select_related("destination"), plan=plan, destination_id=host_pk)
         try:
-            services.image_permissions_repair_request(run=run, actor=Actor.from_request(request))
-        except services.ServiceRefused as exc:
+            repairs.image_permissions_repair_request(run=run, actor=Actor.from_request(request))
+        except ServiceRefused as exc:
             messages.error(request, f"{exc.message} {exc.hint}".strip())
         else:
             messages.success(request, f"Repairing the image permissions on {run.destination.name}; "
@@ -293,9 +287,9 @@ class MigrationDetailView(ViewerRequiredMixin, DetailView):
             vm_now=vm_now,
             events=AuditEvent.objects.filter(target_type="migration", target_id=str(migration.pk)).order_by("time", "pk"),
             jobs=Job.objects.filter(target_type="migration", target_id=str(migration.pk)).defer("log", "result"),
-            can_abort=migration.status in (S.QUEUED, S.CHECKING, S.MIGRATING) and migration.abort_requested is None,
-            can_force=migration.status == S.MIGRATING and options.live and migration.abort_requested is None,
-            can_reconcile=migration.status == S.NEEDS_ATTENTION,
+            can_abort=states.can_abort(migration),
+            can_force=states.can_force(migration),
+            can_reconcile=states.can_reconcile(migration),
             can_migrate_back=(
                 migration.status == S.SUCCEEDED and vm_now is not None and vm_now.host_id == migration.destination_id
                 and not Migration.objects.filter(vm_uuid=migration.vm_uuid, status__in=MIGRATION_ACTIVE_STATES).exists()
@@ -325,18 +319,18 @@ class MigrationActionView(OperatorRequiredMixin, View):
         migration = get_object_or_404(Migration.objects.select_related("source", "destination"), pk=pk)
         actor = Actor.from_request(request)
         try:
-            if action == "abort":
-                services.migration_abort(migration=migration, actor=actor)
+            if action == MigrationActionChoices.ABORT:
+                live.migration_abort(migration=migration, actor=actor)
                 messages.info(request, "Abort requested: the guest stays on the source.")
-            elif action == "force-complete":
-                services.migration_force_complete(migration=migration, actor=actor)
+            elif action == MigrationActionChoices.FORCE_COMPLETE:
+                live.migration_force_complete(migration=migration, actor=actor)
                 messages.info(request, "Force complete requested.")
-            elif action == "reconcile":
-                services.migration_reconcile_request(migration=migration, actor=actor, reason="asked by an operator")
+            elif action == MigrationActionChoices.RECONCILE:
+                live.migration_reconcile_request(migration=migration, actor=actor, reason="asked by an operator")
                 messages.info(request, "Asking both hosts where the guest runs.")
             else:
                 raise Http404("No such action.")
-        except services.ServiceRefused as exc:
+        except ServiceRefused as exc:
             messages.error(request, f"{exc.message} {exc.hint}".strip())
         return redirect(reverse("migrations_app:migration_detail", kwargs={"pk": migration.pk}))
 
@@ -402,11 +396,11 @@ class ColdMigrationWizardView(OperatorRequiredMixin, FormView):
     def form_valid(self, form):
         data = form.cleaned_data
         try:
-            cold = services.cold_migration_request(
+            cold = cold_services.cold_migration_request(
                 vm=self.get_vm(), destination=data["destination"], share=data["share"], start=data["start"],
                 keep_source=data["keep_source"], actor=Actor.from_request(self.request),
             )
-        except services.ServiceRefused as exc:
+        except ServiceRefused as exc:
             form.add_error(None, exc.message)
             if exc.hint:
                 form.add_error(None, f"What to do: {exc.hint}")

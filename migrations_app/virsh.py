@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shlex
 
-from .options import MigrationOptions
+from .options import MigrationOptions, TimeoutAction
 
 
 def virsh_migrate_command(options: MigrationOptions, *, guest: str, source_uri: str, dest_uri: str) -> str:
@@ -29,7 +29,7 @@ def virsh_migrate_command(options: MigrationOptions, *, guest: str, source_uri: 
             argv.append(flag)
     if options.bandwidth_mibps:
         argv += ["--bandwidth", str(options.bandwidth_mibps)]
-    if options.completion_timeout_s and options.timeout_action == "force-complete" and options.allow_postcopy:
+    if options.completion_timeout_s and options.timeout_action == TimeoutAction.FORCE_COMPLETE and options.allow_postcopy:
         argv += ["--timeout", str(options.completion_timeout_s), "--timeout-postcopy"]
     argv += ["--verbose", guest, dest_uri]
     return shlex.join(argv)

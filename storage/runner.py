@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from core.errors import PortalError
 from hosts.adapters.errors import AdapterError, HostUnreachable
 
 from . import libvirt_pool
@@ -82,14 +83,12 @@ class StepOutcome:
         }
 
 
-class StepFailed(Exception):
+class StepFailed(PortalError):
     """A setup step failed; ``message``/``hint`` for the job, ``outcome`` for the page."""
 
     def __init__(self, outcome: StepOutcome):
-        super().__init__(outcome.error)
+        super().__init__(f"Step “{outcome.title}” on {outcome.host} failed: {outcome.error}", hint=outcome.hint)
         self.outcome = outcome
-        self.message = f"Step “{outcome.title}” on {outcome.host} failed: {outcome.error}"
-        self.hint = outcome.hint
 
 
 def _tail(text: str) -> str:

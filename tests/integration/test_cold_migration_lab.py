@@ -25,12 +25,12 @@ from lab import hosts as lab_hosts
 from lab.heartbeat import report
 from lab_support import SYSTEM, disk_of, refresh, run_knob, unique, vm_row, where
 from lab_support import lab_share, onboarded, sh  # noqa: F401 - fixtures used by name
-from migrations_app import services
 from migrations_app.choices import ColdMigrationStatusChoices as C
 from migrations_app.choices import MigrationStatusChoices as S
 from migrations_app.cold_runner import reconcile_cold_migration, run_cold_migration
 from migrations_app.models import ColdMigration
 from migrations_app.options import MigrationOptions
+from migrations_app.services import cold as cold_services, live
 from storage import services as storage_services
 from storage.choices import ShareStatusChoices
 
@@ -85,7 +85,7 @@ def test_cold_migration_onto_the_share_and_another_host_then_live_back(lab, lab_
         vm = vm_row(src, domain_uuid)
         assert vm.state == "shutoff"
         t0 = time.time()
-        cold = services.cold_migration_request(vm=vm, destination=dst, share=share, start=True, actor=SYSTEM)
+        cold = cold_services.cold_migration_request(vm=vm, destination=dst, share=share, start=True, actor=SYSTEM)
         cold.refresh_from_db()
         print(f"\ncold: #{cold.pk} {cold.status} {cold.bytes_total} B copied in {cold.copy_seconds} s, "
               f"total {cold.total_seconds} s; {cold.outcome}")
@@ -105,7 +105,7 @@ def test_cold_migration_onto_the_share_and_another_host_then_live_back(lab, lab_
         assert actions == ["migration.cold.request", "migration.cold.outcome"], actions
 
         # Now on shared storage: it can live-migrate back to where it came from.
-        back = services.migration_request(vm=VirtualMachine.objects.get(uuid=domain_uuid), destination=src,
+        back = live.migration_request(vm=VirtualMachine.objects.get(uuid=domain_uuid), destination=src,
                                           options=MigrationOptions(), actor=SYSTEM)
         back.refresh_from_db()
         print(f"live back: #{back.pk} {back.status} downtime {back.downtime_ms} ms, gap {back.heartbeat_gap_s} s")
@@ -136,7 +136,7 @@ def test_moving_a_guests_disk_onto_the_share_on_its_own_host(lab, lab_share):
         original_disk = disk_of(host_lab, domain_uuid)
         vm = vm_row(host, domain_uuid)
         t0 = time.time()
-        cold = services.cold_migration_request(vm=vm, destination=host, share=share, start=True, actor=SYSTEM)
+        cold = cold_services.cold_migration_request(vm=vm, destination=host, share=share, start=True, actor=SYSTEM)
         cold.refresh_from_db()
         print(f"\nsame host: #{cold.pk} {cold.status} {cold.bytes_total} B in {cold.copy_seconds} s; {cold.outcome}")
         assert cold.status == C.SUCCEEDED, (cold.error, cold.error_hint, cold.outcome, cold.job.log)
@@ -154,7 +154,7 @@ def test_destination_libvirtd_stopped_mid_copy_leaves_the_guest_on_its_source(la
         original_disk = disk_of(src_lab, domain_uuid)
         original_sum = sha256_on(src_lab, original_disk)
         vm = vm_row(src, domain_uuid)
-        cold = services.cold_migration_request(vm=vm, destination=dst, start=True, actor=SYSTEM,
+        cold = cold_services.cold_migration_request(vm=vm, destination=dst, start=True, actor=SYSTEM,
                                                run_by_worker=False)
         stopped = []
 
@@ -204,7 +204,7 @@ def test_a_dead_worker_is_settled_from_where_the_guest_is_defined(lab, onboarded
     with linux_guest_shut_off(src_lab, min_counter=1) as (name, domain_uuid, _last):
         original_disk = disk_of(src_lab, domain_uuid)
         vm = vm_row(src, domain_uuid)
-        record = services.cold_migration_request(vm=vm, destination=dst, actor=SYSTEM, run_by_worker=False)
+        record = cold_services.cold_migration_request(vm=vm, destination=dst, actor=SYSTEM, run_by_worker=False)
 
         def on_step(cold_record, step):
             if step == killed_after:

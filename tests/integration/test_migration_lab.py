@@ -24,10 +24,11 @@ from hosts.models import VirtualMachine
 from lab.heartbeat import report
 from lab_support import SYSTEM, heartbeat_guest, knob, unique, vm_row, where
 from lab_support import onboarded  # noqa: F401 - fixture used by name
-from migrations_app import reconciler, runner, services
+from migrations_app import reconciler, runner
 from migrations_app.choices import MigrationStatusChoices as S
 from migrations_app.models import Migration
 from migrations_app.options import MigrationOptions, from_dict, libvirt_flags
+from migrations_app.services import live, slots
 
 pytestmark = [pytest.mark.lab, pytest.mark.django_db(transaction=True), pytest.mark.timeout(300)]
 
@@ -59,7 +60,7 @@ def test_live_migration_through_the_portal_and_back(portal):
     src, dst = portal["rows"][src_lab["name"]], portal["rows"][dst_lab["name"]]
     with heartbeat_guest(src_lab) as (name, domain_uuid):
         vm = vm_row(src, domain_uuid)
-        migration = services.migration_request(vm=vm, destination=dst, options=MigrationOptions(), actor=SYSTEM)
+        migration = live.migration_request(vm=vm, destination=dst, options=MigrationOptions(), actor=SYSTEM)
         migration.refresh_from_db()
         print("\nthere:", figures(migration))
         assert migration.status == S.SUCCEEDED, (migration.error, migration.outcome, migration.job.log)
@@ -80,7 +81,7 @@ def test_live_migration_through_the_portal_and_back(portal):
                        .order_by("pk").values_list("action", flat=True))
         assert actions == ["migration.request", "migration.start", "migration.outcome"]
 
-        back = services.migration_request(
+        back = live.migration_request(
             vm=moved, destination=src, options=from_dict(migration.options), actor=SYSTEM, reverses=migration
         )
         back.refresh_from_db()
@@ -98,7 +99,7 @@ def test_preflight_failure_starts_nothing(portal):
     src, dst = portal["rows"][src_lab["name"]], portal["rows"][dst_lab["name"]]
     with heartbeat_guest(src_lab) as (name, domain_uuid), knob("duplicate-name", dst_lab, guest=name):
         vm = vm_row(src, domain_uuid)
-        migration = services.migration_request(vm=vm, destination=dst, options=MigrationOptions(), actor=SYSTEM)
+        migration = live.migration_request(vm=vm, destination=dst, options=MigrationOptions(), actor=SYSTEM)
         migration.refresh_from_db()
         assert migration.status == S.FAILED
         assert "domain-conflict" in migration.error and f"already has a guest named '{name}'" in migration.error
@@ -115,17 +116,17 @@ def test_abort_of_a_migration_that_does_not_converge(portal):
     name = unique("dirty")
     with knob("dirty-guest", src_lab, guest=name) as made, knob("throttle", src_lab, rate="200mbit"):
         vm = vm_row(src, made["uuid"])
-        migration = services.migration_request(
+        migration = live.migration_request(
             vm=vm, destination=dst, options=MigrationOptions(), actor=SYSTEM, run_by_worker=False
         )
-        job = services.migration_claim_for_caller(migration=migration)
+        job = slots.migration_claim_for_caller(migration=migration)
         seen = []
 
         def abort_once_it_iterates(sample):
             # Called in the job's thread with each sample, like an operator watching the page.
             seen.append(sample)
             if (sample.get("iteration") or 0) >= 3 and not migration.abort_requested:
-                services.migration_abort(migration=migration, actor=SYSTEM)
+                live.migration_abort(migration=migration, actor=SYSTEM)
                 migration.refresh_from_db()
 
         started = time.time()
@@ -165,7 +166,7 @@ def test_worker_death_is_reconciled_from_where_the_guest_runs(portal):
         with lv.open_connection(src_lab["libvirt_uri"]) as conn:
             mg.migrate(conn, domain_uuid=domain_uuid, dest_uri=dst_lab["libvirt_uri"], flags=libvirt_flags(options),
                        params={})
-        migration = services.migration_request(
+        migration = live.migration_request(
             vm=vm, destination=dst, options=options, actor=SYSTEM, run_by_worker=False
         )
         job = job_enqueue(kind="migration.run", func=lambda *a: None, target=migration, timeout_s=600, actor=SYSTEM,

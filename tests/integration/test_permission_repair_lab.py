@@ -14,10 +14,10 @@ import pytest
 from core.actors import Actor
 from core.models import AuditEvent
 from lab_support import onboarded, sh  # noqa: F401 - fixtures used by name
-from migrations_app import services
 from migrations_app.gather import QemuIdentity
 from migrations_app.models import MigrationPlan, PreflightRun
 from migrations_app.permissions import repair_image_permissions
+from migrations_app.services import refusals, repairs
 
 pytestmark = [pytest.mark.lab, pytest.mark.django_db(transaction=True), pytest.mark.timeout(300)]
 
@@ -61,7 +61,7 @@ def test_nothing_to_repair_is_refused_and_audited(lab, onboarded):
         {"check": "storage", "status": "fail", "reason": "r", "fix": "f",
          "repairs": [["/var/lib/x; rm -rf /", "0660"], ["/proc/1/mem", "0660"], ["/var/lib/y", "0777"]]},
     ])
-    with pytest.raises(services.ServiceRefused) as refused:
-        services.image_permissions_repair_request(run=run, actor=Actor.system())
+    with pytest.raises(refusals.ServiceRefused) as refused:
+        repairs.image_permissions_repair_request(run=run, actor=Actor.system())
     assert "no image" in refused.value.message
     assert AuditEvent.objects.filter(action="image.permissions.request", result="refused").count() == 1

@@ -126,3 +126,70 @@ def test_stale_running_jobs_are_aborted():
     fresh.refresh_from_db()
     assert stale.status == JobStatusChoices.ABORTED and "worker" in stale.error
     assert fresh.status == JobStatusChoices.RUNNING
+
+
+# --- enqueue by dotted path, and the error family ---------------------------------------
+
+_NOOP_PATH = f"{__name__}._noop_job"
+
+
+def test_job_enqueue_by_dotted_path_runs_the_named_function(django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        job = job_enqueue(kind="test.noop", func=_NOOP_PATH, timeout_s=10, actor=Actor.system())
+    job.refresh_from_db()
+    assert job.status == JobStatusChoices.SUCCEEDED and job.result == {"ran": True}
+
+
+def test_job_enqueue_hands_rq_the_dotted_path(settings, monkeypatch, django_capture_on_commit_callbacks):
+    settings.VMPORTAL_JOBS_INLINE = False
+    seen = {}
+
+    class FakeQueue:
+        def enqueue_call(self, **kwargs):
+            seen.update(kwargs)
+
+    monkeypatch.setattr(jobs.django_rq, "get_queue", lambda name: FakeQueue())
+    with django_capture_on_commit_callbacks(execute=True):
+        job = job_enqueue(kind="test.noop", func=_NOOP_PATH, args=(7,), timeout_s=10, actor=Actor.system())
+    assert seen["func"] == _NOOP_PATH and seen["args"] == (job.pk, 7)
+
+
+@pytest.mark.parametrize("path", ["no_dots", f"{__name__}.no_such_job", "no_such_module_xyz.job", f"{__name__}._NOOP_PATH"])
+def test_job_enqueue_refuses_a_path_that_names_no_function(path):
+    with pytest.raises((ValueError, ImportError)):
+        job_enqueue(kind="test.noop", func=path, timeout_s=10, actor=Actor.system())
+    assert not Job.objects.exists()
+
+
+def test_run_job_records_any_portal_error_by_type_without_a_traceback(caplog):
+    from core.errors import PortalError
+
+    class Refused(PortalError):
+        default_hint = "Do the other thing."
+
+    job = queued_job()
+
+    def work(ctx):
+        raise Refused("Not now.")
+
+    with caplog.at_level("ERROR", logger="core.jobs"):
+        run_job(job.pk, work)
+    job.refresh_from_db()
+    assert (job.status, job.error, job.error_hint) == (JobStatusChoices.FAILED, "Not now.", "Do the other thing.")
+    assert not any(r.exc_info for r in caplog.records)
+
+
+def test_run_job_logs_the_traceback_of_an_unexpected_error_even_with_a_hint_attribute(caplog):
+    class Odd(Exception):
+        message, hint = "looks like ours", "but is not"
+
+    job = queued_job()
+
+    def work(ctx):
+        raise Odd("boom")
+
+    with caplog.at_level("ERROR", logger="core.jobs"):
+        run_job(job.pk, work)
+    job.refresh_from_db()
+    assert job.error == "Odd: boom" and job.error_hint == ""
+    assert any(r.exc_info for r in caplog.records)

@@ -15,11 +15,14 @@ from django.urls import reverse
 
 from core.actors import Actor
 from hosts.management.commands.vm_list import printable
-from migrations_app import cold_runner, services
+from migrations_app import cold_runner
 from migrations_app.choices import ColdMigrationStatusChoices as C
 from migrations_app.management.commands.vm_migrate import find_host, find_vm
 from migrations_app.models import ColdMigration
 from migrations_app.progress import human_bytes
+from migrations_app.services import cold as cold_services
+from migrations_app.services.refusals import ServiceRefused
+from migrations_app.verdicts import VerdictStatus
 from storage.models import Share
 
 PROGRESS_EVERY_S = 1.0
@@ -86,11 +89,11 @@ class Command(BaseCommand):
         share = find_share(options["storage"]) if options["storage"] else None
         wait = options["wait"]
         try:
-            record = services.cold_migration_request(
+            record = cold_services.cold_migration_request(
                 vm=vm, destination=destination, share=share, start=options["start"],
                 keep_source=options["keep_source"], actor=Actor.system(), run_by_worker=not wait,
             )
-        except services.ServiceRefused as exc:
+        except ServiceRefused as exc:
             raise CommandError(f"{exc.message} {exc.hint}".strip()) from None
         self.as_json = options["json"]
         if not wait:
@@ -138,7 +141,7 @@ class Command(BaseCommand):
 
     def _print(self, record: ColdMigration) -> None:
         for v in record.verdicts:
-            if v.get("status") != "pass":
+            if v.get("status") != VerdictStatus.PASS:
                 self.stdout.write(f"  [{v['status']}] {v['check']}: {v['reason']}")
                 if v.get("fix"):
                     self.stdout.write(f"         fix: {v['fix']}")

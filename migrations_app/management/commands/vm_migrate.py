@@ -19,11 +19,14 @@ from core.actors import Actor
 from core.jobs import run_job
 from hosts.management.commands.vm_list import printable
 from hosts.models import Host, VirtualMachine
-from migrations_app import runner, services
+from migrations_app import runner
 from migrations_app.choices import MigrationStatusChoices as S
 from migrations_app.models import Migration
 from migrations_app.options import OPTION_KEYS, MigrationOptions, parse_option_pairs, validate
 from migrations_app.progress import human_bytes, progress_line
+from migrations_app.services import live, slots
+from migrations_app.services.refusals import ServiceRefused
+from migrations_app.verdicts import VerdictStatus
 
 SLOT_POLL_S = 2.0
 PROGRESS_EVERY_S = 1.0
@@ -110,10 +113,10 @@ class Command(BaseCommand):
             raise CommandError("\n".join(problems))
         wait = options["wait"]
         try:
-            migration = services.migration_request(
+            migration = live.migration_request(
                 vm=vm, destination=destination, options=chosen, actor=Actor.system(), run_by_worker=not wait
             )
-        except services.ServiceRefused as exc:
+        except ServiceRefused as exc:
             raise CommandError(f"{exc.message} {exc.hint}".strip()) from None
         self.as_json = options["json"]
         if not wait:
@@ -136,7 +139,7 @@ class Command(BaseCommand):
                 f"{migration.destination.name} ({mode})"
             )
         announced = False
-        while (job := services.migration_claim_for_caller(migration=migration)) is None:
+        while (job := slots.migration_claim_for_caller(migration=migration)) is None:
             migration.refresh_from_db()
             if migration.status != S.QUEUED:
                 break
@@ -172,7 +175,7 @@ class Command(BaseCommand):
         if migration.repair:
             out(f"  repair: {printable(migration.repair)}")
         for verdict in migration.verdicts:
-            if verdict["status"] != "pass":
+            if verdict["status"] != VerdictStatus.PASS:
                 out(f"  {verdict['status'].upper():4} {verdict['check']}: {printable(verdict['reason'])}")
                 if verdict.get("fix"):
                     out(f"       fix: {printable(verdict['fix'])}")

@@ -6,16 +6,18 @@ import pytest
 from migration_fakes import FakeDomain, FakeMigrationWorld, make_host, make_vm
 
 from core.actors import Actor
-from migrations_app import endpoints, runner
+from migrations_app import endpoints, runner, whereabouts
 
 @pytest.fixture
 def world(monkeypatch, settings):
     w = FakeMigrationWorld()
     monkeypatch.setattr(endpoints, "connect", w.connect)
     monkeypatch.setattr(endpoints, "gather_pair", w.gather_pair)
-    monkeypatch.setattr(runner, "migration_adapter", w.adapter())
+    adapter = w.adapter()
+    monkeypatch.setattr(runner, "migration_adapter", adapter)
+    monkeypatch.setattr(whereabouts, "migration_adapter", adapter)
     monkeypatch.setattr(
-        runner, "refresh_hosts", lambda migration, ctx: w.calls.append(("refresh", migration.source.name, migration.destination.name))
+        whereabouts, "refresh_hosts", lambda migration, ctx: w.calls.append(("refresh", migration.source.name, migration.destination.name))
     )
     monkeypatch.setattr(runner, "HEARTBEAT_SETTLE_S", 0)
     real_tick = runner.Sampler.tick

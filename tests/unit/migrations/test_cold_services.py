@@ -18,7 +18,7 @@ from core.models import AuditEvent, Job
 from hosts.choices import HostStatusChoices, VMStateChoices
 from hosts.models import VirtualMachine
 from hosts.services import ServiceRefused
-from migrations_app import jobs, services
+from migrations_app import jobs, policy
 from migrations_app.choices import (
     ColdMigrationStatusChoices as C,
     MigrationJobKindChoices,
@@ -26,6 +26,7 @@ from migrations_app.choices import (
 )
 from migrations_app.models import ColdMigration, Migration
 from migrations_app.options import MigrationOptions
+from migrations_app.services import cold as cold_services, live
 from storage.choices import ShareStatusChoices
 from storage.models import Share
 
@@ -60,7 +61,7 @@ def share(hosts_and_guest):
 
 
 def request(vm, destination, **kwargs):
-    return services.cold_migration_request(vm=vm, destination=destination, actor=SYSTEM, **kwargs)
+    return cold_services.cold_migration_request(vm=vm, destination=destination, actor=SYSTEM, **kwargs)
 
 
 def assert_refused(vm, destination, message_has, hint_has="", **kwargs):
@@ -176,7 +177,7 @@ def test_request_creates_the_record_a_job_and_the_audit_row(hosts_and_guest, job
     job = cold.job
     assert job.kind == MigrationJobKindChoices.COLD_RUN
     assert (job.target_type, job.target_id) == ("coldmigration", str(cold.pk))
-    assert job.timeout_s == services.cold_job_timeout_s(64 * 2**30)  # the inventory has no sizes: generous
+    assert job.timeout_s == policy.cold_job_timeout_s(64 * 2**30)  # the inventory has no sizes: generous
     assert job_calls == [(job.pk, cold.pk)]  # enqueued once the request committed
     event = AuditEvent.objects.get(action="migration.cold.request")
     assert event.result == "ok" and event.target_type == "coldmigration" and event.target_id == str(cold.pk)
@@ -191,7 +192,7 @@ def test_a_request_run_by_its_caller_is_not_enqueued(hosts_and_guest, job_calls,
         cold = request(vm, dst, run_by_worker=False, disk_bytes_hint=2**30)
     assert job_calls == []
     assert not cold.run_by_worker and cold.phase == "Waiting to start"
-    assert Job.objects.get().pk == cold.job_id and cold.job.timeout_s == services.cold_job_timeout_s(2**30)
+    assert Job.objects.get().pk == cold.job_id and cold.job.timeout_s == policy.cold_job_timeout_s(2**30)
 
 
 def test_moving_a_guests_disks_onto_a_share_its_host_mounts(hosts_and_guest, share):
@@ -229,7 +230,7 @@ def test_the_database_allows_one_active_cold_migration_per_guest(hosts_and_guest
     [(0, 900), (20 * 2**20, 903), (64 * 2**30, 900 + 3 * 64 * 1024 // 20)],
 )
 def test_cold_job_timeout_allows_a_slow_copy_and_both_checksums(disk_bytes, seconds):
-    assert services.cold_job_timeout_s(disk_bytes) == seconds
+    assert policy.cold_job_timeout_s(disk_bytes) == seconds
 
 
 # --------------------------------------------------------------------------- the end of a move
@@ -244,7 +245,7 @@ def running(cold: ColdMigration) -> ColdMigration:
 def test_success_moves_the_inventory_row_to_the_destination(hosts_and_guest):
     src, dst, _third, vm = hosts_and_guest
     cold = running(request(vm, dst))
-    assert services.cold_finish(cold=cold, status=C.SUCCEEDED, outcome="Defined on kvm-b.") is True
+    assert cold_services.cold_finish(cold=cold, status=C.SUCCEEDED, outcome="Defined on kvm-b.") is True
     vm.refresh_from_db()
     assert vm.host == dst and VirtualMachine.objects.filter(uuid=vm.uuid).count() == 1
     cold.refresh_from_db()
@@ -259,7 +260,7 @@ def test_success_moves_the_inventory_row_to_the_destination(hosts_and_guest):
 def test_failure_leaves_the_inventory_row_on_the_source(hosts_and_guest, status, phase, result):
     src, dst, _third, vm = hosts_and_guest
     cold = running(request(vm, dst))
-    assert services.cold_finish(cold=cold, status=status, outcome="Still on kvm-a.", error="copy failed",
+    assert cold_services.cold_finish(cold=cold, status=status, outcome="Still on kvm-a.", error="copy failed",
                                 rollback=[{"step": "remove the copy", "ok": True}]) is True
     vm.refresh_from_db()
     assert vm.host == src
@@ -272,7 +273,7 @@ def test_failure_leaves_the_inventory_row_on_the_source(hosts_and_guest, status,
 def test_success_onto_a_share_on_its_own_host_keeps_the_row_there(hosts_and_guest, share):
     src, _dst, _third, vm = hosts_and_guest
     cold = running(request(vm, src, share=share))
-    assert services.cold_finish(cold=cold, status=C.SUCCEEDED, outcome="Disks on the share.") is True
+    assert cold_services.cold_finish(cold=cold, status=C.SUCCEEDED, outcome="Disks on the share.") is True
     vm.refresh_from_db()
     assert vm.host == src
 
@@ -280,9 +281,9 @@ def test_success_onto_a_share_on_its_own_host_keeps_the_row_there(hosts_and_gues
 def test_finishing_twice_changes_nothing_the_second_time(hosts_and_guest):
     src, dst, _third, vm = hosts_and_guest
     cold = running(request(vm, dst))
-    assert services.cold_finish(cold=cold, status=C.FAILED, outcome="Still on kvm-a.") is True
+    assert cold_services.cold_finish(cold=cold, status=C.FAILED, outcome="Still on kvm-a.") is True
     stale = ColdMigration.objects.get(pk=cold.pk)
-    assert services.cold_finish(cold=stale, status=C.SUCCEEDED, outcome="Defined on kvm-b.") is False
+    assert cold_services.cold_finish(cold=stale, status=C.SUCCEEDED, outcome="Defined on kvm-b.") is False
     stale.refresh_from_db()
     vm.refresh_from_db()
     assert stale.status == C.FAILED and stale.outcome == "Still on kvm-a." and vm.host == src
@@ -296,7 +297,7 @@ def test_a_live_migration_is_refused_while_a_cold_one_is_active(hosts_and_guest)
     _src, dst, third, vm = hosts_and_guest
     cold = request(vm, third)
     with pytest.raises(ServiceRefused) as refused:
-        services.migration_request(vm=vm, destination=dst, options=MigrationOptions(), actor=SYSTEM)
+        live.migration_request(vm=vm, destination=dst, options=MigrationOptions(), actor=SYSTEM)
     assert f"web-1 is being cold-migrated (#{cold.pk}, queued)" in refused.value.message
     assert AuditEvent.objects.get(action="migration.request").result == "refused"
     assert not Migration.objects.exists()
@@ -305,8 +306,8 @@ def test_a_live_migration_is_refused_while_a_cold_one_is_active(hosts_and_guest)
 def test_a_live_migration_is_accepted_once_the_cold_one_ended(hosts_and_guest):
     _src, dst, third, vm = hosts_and_guest
     cold = running(request(vm, third))
-    services.cold_finish(cold=cold, status=C.FAILED, outcome="Still on kvm-a.")
-    migration = services.migration_request(vm=vm, destination=dst, options=MigrationOptions(), actor=SYSTEM,
+    cold_services.cold_finish(cold=cold, status=C.FAILED, outcome="Still on kvm-a.")
+    migration = live.migration_request(vm=vm, destination=dst, options=MigrationOptions(), actor=SYSTEM,
                                            run_by_worker=False)
     assert migration.status == S.QUEUED
 
@@ -318,7 +319,7 @@ def test_starting_a_guest_being_cold_migrated_is_refused(django_capture_on_commi
     src, dst = make_host("kvm-start-a"), make_host("kvm-start-b")
     vm = make_vm(src, "moving", state=VMStateChoices.SHUTOFF)
     with django_capture_on_commit_callbacks(execute=False):
-        cold = services.cold_migration_request(vm=vm, destination=dst, actor=Actor.system(), run_by_worker=False)
+        cold = cold_services.cold_migration_request(vm=vm, destination=dst, actor=Actor.system(), run_by_worker=False)
     with pytest.raises(ServiceRefused) as refused:
         vm_action_request(vm=vm, action=VMActionChoices.START, actor=Actor.system())
     assert f"#{cold.pk}" in refused.value.message and "stale" in refused.value.message

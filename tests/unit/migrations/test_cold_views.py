@@ -18,10 +18,11 @@ from core.choices import JobStatusChoices
 from core.jobs import job_enqueue
 from core.models import AuditEvent, Job
 from hosts.choices import HostStatusChoices, VMStateChoices
-from migrations_app import services, views
+from migrations_app import views
 from migrations_app.choices import ColdMigrationStatusChoices as C, MigrationJobKindChoices
 from migrations_app.forms import OWN_STORAGE_LABEL
 from migrations_app.models import ColdMigration
+from migrations_app.services import refusals
 from storage.choices import ShareStatusChoices
 from storage.models import Share
 
@@ -264,9 +265,9 @@ def test_any_refusal_reaches_the_form(hosts_and_guest, operator_client, monkeypa
     src, dst, third, vm = hosts_and_guest
 
     def refuse(**kwargs):
-        raise services.ServiceRefused("kvm-b is in maintenance.", hint="Take it out of maintenance.")
+        raise refusals.ServiceRefused("kvm-b is in maintenance.", hint="Take it out of maintenance.")
 
-    monkeypatch.setattr(views.services, "cold_migration_request", refuse)
+    monkeypatch.setattr(views.cold_services, "cold_migration_request", refuse)
     page = operator_client.post(new_url(vm), {"destination": dst.pk, "share": ""}).content.decode()
     assert '<p class="error-line">kvm-b is in maintenance.</p>' in page
     assert '<p class="error-line">What to do: Take it out of maintenance.</p>' in page
@@ -280,7 +281,7 @@ def test_form_passes_the_choices_to_the_service(hosts_and_guest, share, operator
         asked.update(kwargs)
         return make_cold(vm, kwargs["destination"], status=C.QUEUED, job_status=JobStatusChoices.QUEUED)
 
-    monkeypatch.setattr(views.services, "cold_migration_request", request)
+    monkeypatch.setattr(views.cold_services, "cold_migration_request", request)
     response = operator_client.post(new_url(vm), {"destination": dst.pk, "share": share.pk, "start": "on"})
     cold = ColdMigration.objects.get()
     assert response.status_code == 302 and response["Location"] == detail_url(cold)

@@ -10,7 +10,7 @@ from django.contrib.auth.models import AnonymousUser
 from migration_fakes import MIB, make_host, make_vm
 
 from core import broadcast
-from migrations_app import heartbeat, progress
+from migrations_app import heartbeat, payloads, progress
 from migrations_app.models import Migration, MigrationSample
 from migrations_app.options import MigrationOptions
 from migrations_app.routing import websocket_urlpatterns
@@ -27,7 +27,7 @@ STATS = {
 
 
 def test_sample_payload():
-    payload = progress.sample_payload(2500, STATS, warning="slow")
+    payload = payloads.sample_payload(2500, STATS, warning="slow")
     assert payload["t"] == 2.5
     assert payload["pct"] == 75.0  # (total - remaining) / total of memory
     assert payload["iteration"] == 2 and payload["data_remaining"] == 25 * MIB
@@ -41,7 +41,7 @@ def test_sample_payload():
 
 def test_chart_samples_are_thinned_evenly_keeping_the_last():
     rows = [(i * 250, {**STATS, "time_elapsed": i}) for i in range(5000)]
-    samples = progress.chart_samples(rows, max_points=100)
+    samples = payloads.chart_samples(rows, max_points=100)
     assert len(samples) == 100 and samples[0]["t"] == 0 and samples[-1]["t"] == 4999 * 0.25
 
 

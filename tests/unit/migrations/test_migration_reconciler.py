@@ -13,11 +13,12 @@ from core.choices import JobStatusChoices
 from core.jobs import job_enqueue
 from core.models import AuditEvent, Job
 from hosts.models import VirtualMachine
-from migrations_app import reconciler, services
+from migrations_app import reconciler
 from migrations_app.choices import MigrationStatusChoices as S
 from migrations_app.jobs import migration_job
 from migrations_app.models import Migration, MigrationSample, MigrationSlot
 from migrations_app.options import MigrationOptions
+from migrations_app.services import live
 
 pytestmark = pytest.mark.django_db
 
@@ -147,14 +148,14 @@ def test_split_brain_needs_attention_then_reconcile_by_hand(two_hosts, world, op
 
 def test_a_reconcile_is_queued_once_per_migration(two_hosts, world):
     migration = migration_row(two_hosts, S.MIGRATING, beat_age_s=500, job_row=job())
-    first = services.migration_reconcile_request(migration=migration, actor=Actor.system(), reason="test")
-    second = services.migration_reconcile_request(migration=migration, actor=Actor.system(), reason="test")
+    first = live.migration_reconcile_request(migration=migration, actor=Actor.system(), reason="test")
+    second = live.migration_reconcile_request(migration=migration, actor=Actor.system(), reason="test")
     assert first.pk == second.pk
 
 
 def test_reconcile_hands_out_slots_too(two_hosts, world, django_capture_on_commit_callbacks):
     src, dst, vm = two_hosts
-    migration = services.migration_request(vm=vm, destination=dst, options=MigrationOptions(), actor=Actor.system())
+    migration = live.migration_request(vm=vm, destination=dst, options=MigrationOptions(), actor=Actor.system())
     assert migration.job is None  # its on-commit dispatch was not run here
     with django_capture_on_commit_callbacks(execute=True):
         assert reconciler.migrations_reconcile()["dispatched"] == 1
@@ -248,7 +249,7 @@ def test_settings_select_the_reconciling_worker_class():
 
 def test_job_function_takes_ids(two_hosts, world):
     src, dst, vm = two_hosts
-    migration = services.migration_request(vm=vm, destination=dst, options=MigrationOptions(), actor=Actor.system())
+    migration = live.migration_request(vm=vm, destination=dst, options=MigrationOptions(), actor=Actor.system())
     job_row = job_enqueue(kind="migration.run", func=migration_job, args=(migration.pk,), target=migration,
                           timeout_s=600, actor=Actor.system(), enqueue=False)
     migration_job(job_row.pk, migration.pk)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from django.conf import settings as django_settings
 from migration_fakes import MIB, failure
 
 from core.actors import Actor
@@ -10,10 +11,11 @@ from core.choices import JobStatusChoices
 from core.models import AuditEvent
 from hosts.adapters.errors import LibvirtFailure
 from hosts.models import VirtualMachine
-from migrations_app import services
+from migrations_app import policy
 from migrations_app.choices import MigrationStatusChoices as S
 from migrations_app.models import Migration, MigrationSlot
 from migrations_app.options import MigrateFlag, MigrationOptions
+from migrations_app.services import live, refusals, slots
 
 pytestmark = pytest.mark.django_db
 
@@ -25,7 +27,7 @@ def migrate(two_hosts, django_capture_on_commit_callbacks):
 
     def run(options: MigrationOptions = MigrationOptions(), **kwargs) -> Migration:
         with django_capture_on_commit_callbacks(execute=True):
-            migration = services.migration_request(vm=vm, destination=dst, options=options, actor=Actor.system(), **kwargs)
+            migration = live.migration_request(vm=vm, destination=dst, options=options, actor=Actor.system(), **kwargs)
         migration.refresh_from_db()
         return migration
 
@@ -68,8 +70,8 @@ def test_live_migration_succeeds_records_figures_and_the_inventory_follows(two_h
 
 def test_job_timeout_is_longer_than_the_migration(migrate):
     migration = migrate(MigrationOptions(completion_timeout_s=120, timeout_action="force-complete", allow_postcopy=True))
-    assert migration.job.timeout_s == 120 + services.FORCE_COMPLETE_GRACE_S + services.MIGRATION_JOB_MARGIN_S
-    unbounded = services.migration_job_timeout_s(MigrationOptions())
+    assert migration.job.timeout_s == 120 + policy.FORCE_COMPLETE_GRACE_S + policy.MIGRATION_JOB_MARGIN_S
+    unbounded = policy.migration_job_timeout_s(MigrationOptions(), max_seconds=django_settings.VMPORTAL_MIGRATION_MAX_SECONDS)
     assert unbounded > 4 * 3600
 
 
@@ -129,7 +131,7 @@ def test_abort_during_the_migration_keeps_the_guest_on_the_source(two_hosts, wor
     src, dst, vm = two_hosts
     world.dirty = True  # never converges on its own
 
-    world.when(3, lambda: services.migration_abort(migration=Migration.objects.get(vm_uuid=vm.uuid), actor=Actor.system()))
+    world.when(3, lambda: live.migration_abort(migration=Migration.objects.get(vm_uuid=vm.uuid), actor=Actor.system()))
     migration = migrate()
     assert migration.status == S.ABORTED
     assert ("abort_job", "kvm-a") in world.calls
@@ -161,7 +163,7 @@ def test_force_complete_switches_to_postcopy_when_allowed(two_hosts, world, migr
     src, dst, vm = two_hosts
     world.dirty = True
 
-    world.when(2, lambda: services.migration_force_complete(
+    world.when(2, lambda: live.migration_force_complete(
         migration=Migration.objects.get(vm_uuid=vm.uuid), actor=Actor.system()))
     migration = migrate(MigrationOptions(allow_postcopy=True))
     assert ("start_postcopy",) in world.calls
@@ -176,7 +178,7 @@ def test_force_complete_raises_the_downtime_step_by_step_without_postcopy(two_ho
     src, dst, vm = two_hosts
     world.steps = 30
 
-    world.when(2, lambda: services.migration_force_complete(
+    world.when(2, lambda: live.migration_force_complete(
         migration=Migration.objects.get(vm_uuid=vm.uuid), actor=Actor.system()))
     migration = migrate(MigrationOptions(max_downtime_ms=300))
     downtimes = [c[1] for c in world.calls if c[0] == "set_max_downtime"]
@@ -201,8 +203,8 @@ def test_unreachable_destination_after_libvirt_returns_needs_attention(two_hosts
     assert "reconcile again" in migration.repair
     # Needs attention blocks the next migration until reconciled.
     world.hosts["kvm-b"].reachable = True
-    with pytest.raises(services.ServiceRefused, match="needs attention"):
-        services.migration_request(vm=vm, destination=dst, options=MigrationOptions(), actor=Actor.system())
+    with pytest.raises(refusals.ServiceRefused, match="needs attention"):
+        live.migration_request(vm=vm, destination=dst, options=MigrationOptions(), actor=Actor.system())
 
 
 def test_a_crash_in_the_runner_is_settled_not_left_active(two_hosts, world, migrate, monkeypatch):
@@ -240,12 +242,12 @@ def test_guest_heartbeat_probe_is_recorded(world, migrate, settings, monkeypatch
 
 def test_an_aborted_queued_migration_is_not_run(two_hosts, world, django_capture_on_commit_callbacks):
     src, dst, vm = two_hosts
-    migration = services.migration_request(vm=vm, destination=dst, options=MigrationOptions(), actor=Actor.system())
-    services.migration_abort(migration=migration, actor=Actor.system())
+    migration = live.migration_request(vm=vm, destination=dst, options=MigrationOptions(), actor=Actor.system())
+    live.migration_abort(migration=migration, actor=Actor.system())
     migration.refresh_from_db()
     assert migration.status == S.ABORTED and "Aborted before it started" in migration.outcome
     with django_capture_on_commit_callbacks(execute=True):
-        services.migrations_dispatch()
+        slots.migrations_dispatch()
     assert not any(c[0] in ("gather", "migrate") for c in world.calls)
 
 

@@ -9,10 +9,11 @@ from migration_fakes import FakeDomain, make_host, make_vm
 from core.actors import Actor
 from core.models import AuditEvent, Job
 from hosts.choices import HostStatusChoices
-from migrations_app import reconcile, services, states
+from migrations_app import reconcile, states
 from migrations_app.choices import MigrationStatusChoices as S
 from migrations_app.models import Migration, MigrationSlot
 from migrations_app.options import MigrationOptions
+from migrations_app.services import live, records, refusals, slots
 
 pytestmark = pytest.mark.django_db
 
@@ -20,7 +21,7 @@ SYSTEM = Actor.system()
 
 
 def request(vm, destination, **options):
-    return services.migration_request(vm=vm, destination=destination, options=MigrationOptions(**options), actor=SYSTEM)
+    return live.migration_request(vm=vm, destination=destination, options=MigrationOptions(**options), actor=SYSTEM)
 
 
 # ---------------------------------------------------------------------------
@@ -93,7 +94,7 @@ def test_request_refusals_are_audited(two_hosts, setup, message):
     if message is None:
         request(vm, dst)
         return
-    with pytest.raises(services.ServiceRefused, match=message):
+    with pytest.raises(refusals.ServiceRefused, match=message):
         request(vm, dst)
     assert not Migration.objects.exists()
     assert AuditEvent.objects.get(action="migration.request").result == "refused"
@@ -101,9 +102,9 @@ def test_request_refusals_are_audited(two_hosts, setup, message):
 
 def test_request_refuses_bad_combinations_and_the_same_host(two_hosts):
     src, dst, vm = two_hosts
-    with pytest.raises(services.ServiceRefused, match="requires peer-to-peer"):
+    with pytest.raises(refusals.ServiceRefused, match="requires peer-to-peer"):
         request(vm, dst, tunnelled=True, peer_to_peer=False)
-    with pytest.raises(services.ServiceRefused, match="already runs on kvm-a"):
+    with pytest.raises(refusals.ServiceRefused, match="already runs on kvm-a"):
         request(vm, src)
 
 
@@ -111,9 +112,9 @@ def test_one_active_migration_per_guest(two_hosts):
     src, dst, vm = two_hosts
     third = make_host("kvm-c")
     first = request(vm, dst)
-    with pytest.raises(services.ServiceRefused, match=f"already has migration #{first.pk}"):
+    with pytest.raises(refusals.ServiceRefused, match=f"already has migration #{first.pk}"):
         request(vm, third)
-    services.migration_abort(migration=first, actor=SYSTEM)
+    live.migration_abort(migration=first, actor=SYSTEM)
     assert request(vm, third).status == S.QUEUED  # once it ended, a new one may start
 
 
@@ -143,7 +144,7 @@ def test_simultaneous_requests_one_proceeds_the_other_gets_a_clear_message(two_h
 
     monkeypatch.setattr(Migration.objects, "filter", blind_filter)
     first = request(vm, dst)
-    with pytest.raises(services.ServiceRefused, match="requested at the same moment") as refused:
+    with pytest.raises(refusals.ServiceRefused, match="requested at the same moment") as refused:
         request(vm, dst)
     assert f"#{first.pk}" in refused.value.message
     assert Migration.objects.filter(vm_uuid=vm.uuid).count() == 1
@@ -178,10 +179,10 @@ def test_per_host_limits_keep_extra_migrations_queued_until_a_slot_frees(db, wor
         assert MigrationSlot.objects.filter(host=dst, direction="incoming").count() == 2
         # Dispatching again changes nothing while both run.
         with django_capture_on_commit_callbacks(execute=True):
-            assert services.migrations_dispatch() == 0
+            assert slots.migrations_dispatch() == 0
         # The first ends: its slots go, and the waiting one gets them.
         with django_capture_on_commit_callbacks(execute=True):
-            services.migration_finish(migration=migrations[0], status=S.ABORTED, outcome="test")
+            records.migration_finish(migration=migrations[0], status=S.ABORTED, outcome="test")
         migrations[2].refresh_from_db()
         assert migrations[2].job is not None and migrations[2].phase == "Waiting for a worker"
         assert migrations[2].job.queue_name == "migrations"
@@ -226,16 +227,16 @@ def test_a_slot_index_is_claimed_once(two_hosts):
 def test_caller_claim_for_vm_migrate_wait(two_hosts, settings):
     settings.VMPORTAL_MAX_OUTGOING = 1
     src, dst, vm = two_hosts
-    migration = services.migration_request(
+    migration = live.migration_request(
         vm=vm, destination=dst, options=MigrationOptions(), actor=SYSTEM, run_by_worker=False
     )
-    assert services.migrations_dispatch() == 0  # not the dispatcher's
-    job = services.migration_claim_for_caller(migration=migration)
+    assert slots.migrations_dispatch() == 0  # not the dispatcher's
+    job = slots.migration_claim_for_caller(migration=migration)
     assert isinstance(job, Job) and job.status == "queued"
-    other = services.migration_request(
+    other = live.migration_request(
         vm=make_vm(src, "db-1"), destination=dst, options=MigrationOptions(), actor=SYSTEM, run_by_worker=False
     )
-    assert services.migration_claim_for_caller(migration=other) is None
+    assert slots.migration_claim_for_caller(migration=other) is None
     other.refresh_from_db()
     assert "outgoing slot on kvm-a" in other.phase
 
@@ -243,12 +244,12 @@ def test_caller_claim_for_vm_migrate_wait(two_hosts, settings):
 def test_force_complete_only_for_a_running_live_migration(two_hosts):
     src, dst, vm = two_hosts
     migration = request(vm, dst)
-    with pytest.raises(services.ServiceRefused, match="only a running live migration"):
-        services.migration_force_complete(migration=migration, actor=SYSTEM)
+    with pytest.raises(refusals.ServiceRefused, match="only a running live migration"):
+        live.migration_force_complete(migration=migration, actor=SYSTEM)
     Migration.objects.filter(pk=migration.pk).update(status=S.MIGRATING)
     migration.refresh_from_db()
-    services.migration_force_complete(migration=migration, actor=SYSTEM)
-    services.migration_force_complete(migration=migration, actor=SYSTEM)
+    live.migration_force_complete(migration=migration, actor=SYSTEM)
+    live.migration_force_complete(migration=migration, actor=SYSTEM)
     migration.refresh_from_db()
     assert migration.force_complete_requests == 2
     assert AuditEvent.objects.filter(action="migration.force_complete", result="ok").count() == 2
@@ -258,22 +259,22 @@ def test_abort_of_a_running_migration_is_a_request_for_the_runner(two_hosts):
     src, dst, vm = two_hosts
     migration = request(vm, dst)
     Migration.objects.filter(pk=migration.pk).update(status=S.MIGRATING)
-    services.migration_abort(migration=migration, actor=SYSTEM)
-    services.migration_abort(migration=migration, actor=SYSTEM)  # twice: one request, one audit event
+    live.migration_abort(migration=migration, actor=SYSTEM)
+    live.migration_abort(migration=migration, actor=SYSTEM)  # twice: one request, one audit event
     migration.refresh_from_db()
     assert migration.status == S.MIGRATING and migration.abort_requested is not None
     assert AuditEvent.objects.filter(action="migration.abort").count() == 1
     Migration.objects.filter(pk=migration.pk).update(status=S.COMPLETING)
     migration.refresh_from_db()
-    with pytest.raises(services.ServiceRefused, match="can no longer be aborted"):
-        services.migration_abort(migration=migration, actor=SYSTEM)
+    with pytest.raises(refusals.ServiceRefused, match="can no longer be aborted"):
+        live.migration_abort(migration=migration, actor=SYSTEM)
 
 
 def test_finish_is_conditional_so_a_race_keeps_the_first_result(two_hosts):
     src, dst, vm = two_hosts
     migration = request(vm, dst)
-    assert services.migration_finish(migration=migration, status=S.ABORTED, outcome="first")
-    assert not services.migration_finish(migration=migration, status=S.SUCCEEDED, outcome="second")
+    assert records.migration_finish(migration=migration, status=S.ABORTED, outcome="first")
+    assert not records.migration_finish(migration=migration, status=S.SUCCEEDED, outcome="second")
     migration.refresh_from_db()
     assert migration.status == S.ABORTED and migration.outcome == "first"
 
@@ -297,7 +298,7 @@ def test_two_threads_requesting_at_once_exactly_one_proceeds(two_hosts):
         try:
             barrier.wait(timeout=10)
             results.append(("ok", request(vm, dst).pk))
-        except services.ServiceRefused as exc:
+        except refusals.ServiceRefused as exc:
             results.append(("refused", exc.message))
         finally:
             connection.close()

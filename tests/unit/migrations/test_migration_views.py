@@ -9,10 +9,10 @@ from django.urls import reverse
 
 from core.actors import Actor
 from core.models import AuditEvent
-from migrations_app import services
 from migrations_app.choices import MigrationStatusChoices as S
 from migrations_app.models import Migration, MigrationPlan
 from migrations_app.options import MigrationOptions
+from migrations_app.services import live
 
 from migration_fakes import make_host
 
@@ -41,7 +41,7 @@ def test_viewer_cannot_open_the_wizard_nor_post_anything(two_hosts, viewer_clien
     src, dst, vm = two_hosts
     assert viewer_client.get(wizard_url(vm)).status_code == 403
     assert viewer_client.post(wizard_url(vm), DEFAULT_FORM).status_code == 403
-    migration = services.migration_request(vm=vm, destination=dst, options=MigrationOptions(), actor=Actor.system())
+    migration = live.migration_request(vm=vm, destination=dst, options=MigrationOptions(), actor=Actor.system())
     for action in ("abort", "force-complete", "reconcile"):
         url = reverse("migrations_app:migration_action", args=[migration.pk, action])
         assert viewer_client.post(url).status_code == 403
@@ -104,7 +104,7 @@ def test_migrate_back_prefills_the_options_and_goes_to_the_source(two_hosts, wor
     src, dst, vm = two_hosts
     options = MigrationOptions(auto_converge=True, bandwidth_mibps=64)
     with django_capture_on_commit_callbacks(execute=True):
-        first = services.migration_request(vm=vm, destination=dst, options=options, actor=Actor.system())
+        first = live.migration_request(vm=vm, destination=dst, options=options, actor=Actor.system())
     first.refresh_from_db()
     assert first.status == S.SUCCEEDED
     vm.refresh_from_db()
@@ -188,7 +188,7 @@ def test_unknown_ids_are_404(operator_client, two_hosts):
     assert operator_client.get(reverse("migrations_app:migration_detail", args=[999999])).status_code == 404
     assert operator_client.get("/migrations/1/partials/evil/").status_code == 404
     src, dst, vm = two_hosts
-    migration = services.migration_request(vm=vm, destination=dst, options=MigrationOptions(), actor=Actor.system())
+    migration = live.migration_request(vm=vm, destination=dst, options=MigrationOptions(), actor=Actor.system())
     assert operator_client.post(reverse("migrations_app:migration_action", args=[migration.pk, "reboot"])).status_code == 404
     # Odd query strings are ignored, not trusted.
     assert operator_client.get(f"{wizard_url(vm)}?reverse=1%27%20OR%201=1&plan=-5").status_code == 200
@@ -196,13 +196,13 @@ def test_unknown_ids_are_404(operator_client, two_hosts):
 
 def test_actions_are_post_only(two_hosts, operator_client):
     src, dst, vm = two_hosts
-    migration = services.migration_request(vm=vm, destination=dst, options=MigrationOptions(), actor=Actor.system())
+    migration = live.migration_request(vm=vm, destination=dst, options=MigrationOptions(), actor=Actor.system())
     assert operator_client.get(reverse("migrations_app:migration_action", args=[migration.pk, "abort"])).status_code == 405
 
 
 def test_operator_aborts_a_queued_migration(two_hosts, operator_client):
     src, dst, vm = two_hosts
-    migration = services.migration_request(vm=vm, destination=dst, options=MigrationOptions(), actor=Actor.system())
+    migration = live.migration_request(vm=vm, destination=dst, options=MigrationOptions(), actor=Actor.system())
     response = operator_client.post(reverse("migrations_app:migration_action", args=[migration.pk, "abort"]), follow=True)
     migration.refresh_from_db()
     assert migration.status == S.ABORTED
@@ -217,7 +217,7 @@ def test_operator_aborts_a_queued_migration(two_hosts, operator_client):
 
 def test_reconcile_by_hand_only_when_it_needs_attention(two_hosts, operator_client):
     src, dst, vm = two_hosts
-    migration = services.migration_request(vm=vm, destination=dst, options=MigrationOptions(), actor=Actor.system())
+    migration = live.migration_request(vm=vm, destination=dst, options=MigrationOptions(), actor=Actor.system())
     response = operator_client.post(reverse("migrations_app:migration_action", args=[migration.pk, "reconcile"]), follow=True)
     assert b"only one that needs attention" in response.content
 
@@ -225,7 +225,7 @@ def test_reconcile_by_hand_only_when_it_needs_attention(two_hosts, operator_clie
 def test_migration_partials_and_list(two_hosts, world, viewer_client, django_capture_on_commit_callbacks):
     src, dst, vm = two_hosts
     with django_capture_on_commit_callbacks(execute=True):
-        migration = services.migration_request(vm=vm, destination=dst, options=MigrationOptions(), actor=Actor.system())
+        migration = live.migration_request(vm=vm, destination=dst, options=MigrationOptions(), actor=Actor.system())
     head = viewer_client.get(reverse("migrations_app:migration_part", args=[migration.pk, "head"])).content.decode()
     assert "Succeeded" in head and 'id="result-downtime"' in head
     details = viewer_client.get(reverse("migrations_app:migration_part", args=[migration.pk, "details"])).content.decode()
@@ -256,7 +256,7 @@ def test_host_maintenance_toggle(two_hosts, operator_client, viewer_client):
 def test_job_page_links_to_its_migration(two_hosts, world, operator_client, django_capture_on_commit_callbacks):
     src, dst, vm = two_hosts
     with django_capture_on_commit_callbacks(execute=True):
-        migration = services.migration_request(vm=vm, destination=dst, options=MigrationOptions(), actor=Actor.system())
+        migration = live.migration_request(vm=vm, destination=dst, options=MigrationOptions(), actor=Actor.system())
     migration.refresh_from_db()
     page = operator_client.get(reverse("core:job_detail", args=[migration.job_id])).content.decode()
     assert reverse("migrations_app:migration_detail", args=[migration.pk]) in page

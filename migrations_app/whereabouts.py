@@ -1,0 +1,126 @@
+"""Where is the guest, and making the record and the inventory say so.
+
+Shared by the live runner, the reconciler and the cold runner: ask both hosts about the
+guest (``presence_on``, ``locate_guest``, which reconcile.settle turns into an outcome),
+read libvirt's statistics of the finished job, record a live migration's end
+(``record_end``), and refresh both hosts' inventory after it (``refresh_hosts``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from django.db import transaction
+
+from core.actors import Actor
+from core.choices import JobLogLevelChoices, JobStatusChoices
+from core.jobs import JobContext
+from hosts import services as host_services
+from hosts.adapters import migration as migration_adapter
+from hosts.adapters.errors import AdapterError
+from hosts.jobs import refresh_host_job
+from hosts.models import Host
+
+from . import endpoints
+from .choices import MigrationStatusChoices as S
+from .models import Migration
+from .reconcile import DomainPresence, Outcome, settle
+from .services import records
+
+logger = logging.getLogger(__name__)
+
+# After libvirt returns, how long to wait for a job it still reports (post-copy finishing).
+JOB_END_WAIT_S = 60.0
+
+
+def presence_on(host: Host, guest_uuid: str) -> DomainPresence:
+    """The guest as ``host`` shows it now; an unanswered host is ``reachable=False``."""
+    try:
+        with endpoints.connect(host) as conn:
+            found = migration_adapter.domain_presence(conn, guest_uuid)
+    except AdapterError as exc:
+        logger.warning("asking %s about %s: %s", host.name, guest_uuid, exc.message)
+        return DomainPresence(exists=False, state=None, reason=None, reachable=False)
+    return DomainPresence(
+        exists=found.exists, state=found.state, reason=found.reason, reachable=True, job_active=found.job_active
+    )
+
+
+def locate_guest(
+    migration: Migration, *, job_status: str = "", wait_for_job_s: float = JOB_END_WAIT_S
+) -> tuple[Outcome, DomainPresence, DomainPresence]:
+    """Ask both hosts (waiting a while for a libvirt job still running) and settle."""
+    guest_uuid = str(migration.vm_uuid)
+    deadline = time.monotonic() + wait_for_job_s
+    while True:
+        source = presence_on(migration.source, guest_uuid)
+        destination = presence_on(migration.destination, guest_uuid)
+        if not (source.job_active or destination.job_active) or time.monotonic() >= deadline:
+            break
+        records.migration_heartbeat(migration=migration)  # still working, not dead
+        time.sleep(1.0)
+    outcome = settle(
+        source, destination, job_status,
+        guest=migration.vm_name, source_host=migration.source.name, destination_host=migration.destination.name,
+        offline=not migration.is_live,
+    )
+    return outcome, source, destination
+
+
+def completed_stats(migration: Migration, *, on_destination: bool) -> dict:
+    """libvirt's statistics of the finished job (destination after success, source otherwise)."""
+    hosts = [migration.destination, migration.source] if on_destination else [migration.source]
+    for host in hosts:
+        try:
+            with endpoints.connect(host) as conn:
+                stats = migration_adapter.completed_job_stats(conn, str(migration.vm_uuid))
+        except AdapterError as exc:
+            logger.info("no completed job stats from %s: %s", host.name, exc.message)
+            continue
+        if stats:
+            return stats
+    return {}
+
+
+def refresh_hosts(migration, ctx: JobContext | None) -> None:
+    """Refresh both hosts' inventory now, in this job (each refresh is its own Job row).
+
+    ``migration`` is anything with ``source`` and ``destination`` hosts (live or cold).
+    """
+    hosts = [migration.source] + ([] if migration.destination.pk == migration.source.pk else [migration.destination])
+    for host in hosts:
+        job = host_services.host_refresh_request(host=host, actor=Actor.system(), enqueue=False)
+        if job is None:
+            continue
+        refresh_host_job(job.pk, host.pk)
+        job.refresh_from_db()
+        if ctx is not None:
+            level = JobLogLevelChoices.INFO if job.status == JobStatusChoices.SUCCEEDED else JobLogLevelChoices.WARNING
+            ctx.log(f"Inventory of {host.name} refreshed: {job.status}{': ' + job.error if job.error else ''}",
+                 level=level)
+
+
+def follow_guest(migration: Migration, status: str, ctx: JobContext | None) -> None:
+    """After the outcome is recorded (and the guest's row moved with it): refresh both hosts."""
+    refresh_hosts(migration, ctx)
+
+
+def record_end(migration: Migration, ctx: JobContext | None, status: S, **kwargs) -> None:
+    """Record the end through records.migration_finish; a record another process settled first is kept.
+
+    On success the guest's inventory row moves to the destination in the same transaction, so
+    a page that sees "succeeded" also sees the guest on its new host.
+    """
+    hint = kwargs.pop("hint", "")
+    with transaction.atomic():
+        finished = records.migration_finish(migration=migration, status=status, error_hint=hint, **kwargs)
+        if finished and status == S.SUCCEEDED:
+            host_services.vm_relocate(
+                vm_uuid=migration.vm_uuid, source=migration.source, destination=migration.destination
+            )
+    if not finished:
+        migration.refresh_from_db()
+        if ctx is not None:
+            ctx.log(f"Migration #{migration.pk} was already settled as {migration.status}; kept that",
+                    level=JobLogLevelChoices.WARNING)
