@@ -67,6 +67,7 @@ class GuestLeaseKindChoices(models.TextChoices):
     """What holds a guest's lease: every operation that changes a guest claims it first."""
 
     LIVE_MIGRATION = "live-migration", "Live migration"
+    OFFLINE_MIGRATION = "offline-migration", "Offline migration"
     COLD_MIGRATION = "cold-migration", "Cold migration"
     POWER_ACTION = "power-action", "Power action"
     IMAGE_REPAIR = "image-repair", "Image permission repair"

@@ -16,7 +16,11 @@ def refresh_host_job(job_id: int, host_id: int) -> None:
 
 
 def vm_action_job(job_id: int, vm_id: int, action: str) -> None:
-    run_job(job_id, lambda ctx: inventory.run_vm_action(vm_id=vm_id, action=action, ctx=ctx))
+    job = run_job(job_id, lambda ctx: inventory.run_vm_action(vm_id=vm_id, action=action, ctx=ctx))
+    # However it ended, the guest is free again. (A job already run elsewhere is left alone;
+    # one whose worker died is reclaimed by the sweep once its row says so.)
+    if job.is_terminal:
+        leases.lease_release(owner=job)
 
 
 def inventory_refresh_all() -> int:
