@@ -215,3 +215,106 @@ def test_the_guests_page_shows_what_holds_it_with_a_link(viewer_client):
     assert 'id="guest-lease"' in page
     assert f'<a href="{reverse("core:job_detail", args=[job.pk])}">held by shut down job #{job.pk}</a>' in page
     assert "requested by system" in page
+
+
+# ---------------------------------------------------------------------------
+# Power actions: the job holds the guest until it ends, however it ends
+
+def _guest(state="running") -> VirtualMachine:
+    host = Host.objects.create(name="kvm-p", address="192.0.2.20", auth_method=HostAuthMethodChoices.PORTAL_KEY,
+                               status=HostStatusChoices.REACHABLE, host_key="ssh-ed25519 AAAA")
+    return VirtualMachine.objects.create(host=host, uuid=GUEST, name="web-1", state=state)
+
+
+@pytest.mark.parametrize("ends", ["ok", "adapter error", "bug"])
+def test_a_power_action_holds_the_guest_until_its_job_ends(monkeypatch, django_capture_on_commit_callbacks, ends):
+    from hosts import inventory, services as host_services
+    from hosts.adapters.errors import AdapterError
+
+    def work(**_kwargs):
+        holder = leases.lease_holder(GUEST)
+        seen.append((holder.kind, holder.owner_label))  # held while the action runs
+        if ends == "adapter error":
+            raise AdapterError("The host said no.", hint="Look at the host.")
+        if ends == "bug":
+            raise KeyError("state")
+        return {"state": "shutoff"}
+
+    seen = []
+    monkeypatch.setattr(inventory, "run_vm_action", work)
+    vm = _guest()
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        job = host_services.vm_action_request(vm=vm, action="shutdown", actor=Actor.system())
+    with pytest.raises(GuestBusy, match=f"web-1 is busy: shut down job #{job.pk} has held it since"):
+        host_services.vm_action_request(vm=vm, action="destroy", actor=Actor.system())
+    assert AuditEvent.objects.get(action="vm.destroy").result == AuditResultChoices.REFUSED
+    for callback in callbacks:
+        callback()  # the job runs (inline)
+    job.refresh_from_db()
+    assert seen == [(K.POWER_ACTION, f"shut down job #{job.pk}")]
+    assert job.status == (JobStatusChoices.SUCCEEDED if ends == "ok" else JobStatusChoices.FAILED)
+    assert leases.lease_holder(GUEST) is None
+
+
+def test_a_power_action_job_delivered_twice_does_not_free_the_guest_under_the_first(monkeypatch):
+    from hosts.jobs import vm_action_job
+
+    vm = _guest()
+    job = _job(status=JobStatusChoices.RUNNING)  # the first delivery is running it
+    _claim(job)
+    vm_action_job(job.pk, vm.pk, "shutdown")  # the second one does not run it again
+    assert leases.lease_holder(GUEST).owner_id == job.pk
+
+
+def test_the_inventory_sweep_reclaims_leases_of_ended_jobs():
+    from hosts.jobs import inventory_refresh_all
+
+    _claim(_job(status=JobStatusChoices.ABORTED))  # its worker died; jobs_abort_stale said so
+    inventory_refresh_all()
+    assert leases.lease_holder(GUEST) is None
+
+
+def test_the_migration_reconciler_reclaims_leases_of_ended_owners():
+    from migrations_app import reconciler
+
+    _claim(_job(status=JobStatusChoices.FAILED))
+    assert reconciler.migrations_reconcile()["leases_reclaimed"] == 1
+    assert leases.lease_holder(GUEST) is None
+
+
+def test_an_image_repair_job_frees_the_guest_when_it_ends(monkeypatch):
+    from migrations_app import jobs as migration_jobs, permissions
+
+    def repair(**_kwargs):
+        raise RuntimeError("the host went away")
+
+    monkeypatch.setattr(permissions, "repair_image_permissions", repair)
+    job = _job(kind="image.permissions")
+    _claim(job, kind=K.IMAGE_REPAIR)
+    migration_jobs.image_permissions_job(job.pk, 12345)
+    job.refresh_from_db()
+    assert job.status == JobStatusChoices.FAILED and leases.lease_holder(GUEST) is None
+
+
+def test_an_image_repair_takes_the_guest_and_is_refused_while_another_operation_holds_it(monkeypatch):
+    from migrations_app.models import MigrationPlan, PreflightRun
+    from migrations_app.services import repairs
+
+    monkeypatch.setattr("migrations_app.jobs.image_permissions_job", lambda job_id, run_id: None)
+    dst = _guest().host
+    plan = MigrationPlan.objects.create(vm_uuid=GUEST, vm_name="web-1", source=dst, options={})
+    run = PreflightRun.objects.create(
+        plan=plan, destination=dst, status="done", overall="fail",
+        verdicts=[{"check": "storage", "status": "fail", "reason": "QEMU cannot open it", "fix": "chown",
+                   "repairs": [["/var/lib/libvirt/images/web.qcow2", "0660"]]}],
+    )
+    moving = _job(kind="migration.cold")
+    _claim(moving, kind=K.COLD_MIGRATION)
+    with pytest.raises(GuestBusy, match=f"web-1 is busy: cold migration #{moving.pk}"):
+        repairs.image_permissions_repair_request(run=run, actor=Actor.system())
+    assert AuditEvent.objects.get(action="image.permissions.request").result == AuditResultChoices.REFUSED
+
+    leases.lease_release(owner=moving)
+    job = repairs.image_permissions_repair_request(run=run, actor=Actor.system())
+    holder = leases.lease_holder(GUEST)
+    assert (holder.kind, holder.owner, holder.owner_label) == (K.IMAGE_REPAIR, job, f"image permission repair job #{job.pk}")
