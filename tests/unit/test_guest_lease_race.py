@@ -97,6 +97,9 @@ def threads(guests, tmp_path, monkeypatch):
         connection.ensure_connection()
         copy = sqlite3.connect(path)
         connection.connection.backup(copy)
+        # In WAL already, as the portal's file is after its first use: two connections both
+        # switching a fresh file to WAL at the same moment is not the race under test.
+        copy.execute("PRAGMA journal_mode=WAL")
         copy.close()
         settings_dict = {**connection.settings_dict, "NAME": str(path)}
     if connection.vendor == "postgresql":
@@ -140,10 +143,8 @@ def _outcome(results):
 
 def test_a_live_and_a_cold_migration_requested_at_once_exactly_one_proceeds(guests, threads):
     dst, vms = guests
-    winners = set()
-    for vm in vms:
+    for vm in vms:  # which kind wins is the scheduler's choice: each round checks either outcome
         winner, busy = _outcome(threads.race([live(vm, dst), cold(vm, dst)]))
-        winners.add(type(winner).__name__)
         kind = K.LIVE_MIGRATION if isinstance(winner, Migration) else K.COLD_MIGRATION
 
         def recorded(vm=vm):
@@ -157,8 +158,6 @@ def test_a_live_and_a_cold_migration_requested_at_once_exactly_one_proceeds(gues
         assert busy.holder.owner_id == winner.pk and busy.holder.kind == kind
         assert f"{vm.name} is busy: {kind.label.lower()} #{winner.pk} has held it since" in busy.message
         assert winner.get_absolute_url() in busy.hint
-    # Not asserted: which kind wins (the scheduler decides); both outcomes are checked above.
-    assert winners <= {"Migration", "ColdMigration"}
 
 
 def test_a_power_action_and_a_cold_migration_requested_at_once_exactly_one_proceeds(guests, threads, monkeypatch):
