@@ -180,11 +180,9 @@ def host_connection_update(
 
 
 def _enqueue_fetch_host_key(host: Host, *, actor: Actor) -> Job:
-    from .jobs import fetch_host_key_job
-
     return job_enqueue(
         kind=HostJobKindChoices.FETCH_HOST_KEY,
-        func=fetch_host_key_job,
+        func="hosts.jobs.fetch_host_key_job",
         args=(host.pk,),
         target=host,
         timeout_s=FETCH_HOST_KEY_TIMEOUT_S,
@@ -193,11 +191,9 @@ def _enqueue_fetch_host_key(host: Host, *, actor: Actor) -> Job:
 
 
 def _enqueue_refresh(host: Host, *, actor: Actor, enqueue: bool = True) -> Job:
-    from .jobs import refresh_host_job
-
     return job_enqueue(
         kind=HostJobKindChoices.REFRESH,
-        func=refresh_host_job,
+        func="hosts.jobs.refresh_host_job",
         args=(host.pk,),
         target=host,
         timeout_s=REFRESH_TIMEOUT_S,
@@ -461,8 +457,6 @@ def vm_action_request(*, vm: VirtualMachine, action: VMActionChoices, actor: Act
     The job claims the guest's lease: refused (GuestBusy, naming the holder) while a migration
     or another action holds it.
     """
-    from .jobs import vm_action_job
-
     action = VMActionChoices(action)
     vm = VirtualMachine.objects.select_related("host").get(pk=vm.pk)
     parameters = {"action": str(action), "vm_uuid": str(vm.uuid), "host": vm.host.name, "state": vm.state}
@@ -482,7 +476,7 @@ def vm_action_request(*, vm: VirtualMachine, action: VMActionChoices, actor: Act
         with transaction.atomic():
             job = job_enqueue(
                 kind=f"vm.{action}",
-                func=vm_action_job,
+                func="hosts.jobs.vm_action_job",
                 args=(vm.pk, str(action)),
                 target=vm,
                 timeout_s=VM_ACTION_TIMEOUT_S,

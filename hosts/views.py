@@ -1,7 +1,6 @@
 """Inventory pages. Views only read, validate and call services; no host I/O here."""
 
 from django.contrib import messages
-from django.db.models import Q
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect
 from django.urls import reverse
@@ -11,8 +10,6 @@ from django.views.generic import DetailView, FormView, TemplateView
 from core.actors import Actor
 from core.models import Job
 from core.roles import AdminRequiredMixin, OperatorRequiredMixin, ViewerRequiredMixin
-from migrations_app.models import ColdMigration, Migration
-from storage.models import Share
 
 from . import services
 from .choices import HostJobKindChoices, VMActionChoices
@@ -223,19 +220,6 @@ class VMDetailView(ViewerRequiredMixin, VMMixin, DetailView):
         context["disks"] = vm.disks.all()
         context["nics"] = vm.nics.all()
         context["jobs"] = _recent_jobs("virtualmachine", vm.pk)
-        migrations = list(
-            Migration.objects.filter(vm_uuid=vm.uuid).select_related("source", "destination")[:RECENT_JOBS]
-        )
-        context["migrations"] = migrations
-        context["active_migration"] = next((m for m in migrations if m.is_active), None)
-        cold = list(
-            ColdMigration.objects.filter(vm_uuid=vm.uuid).select_related("source", "destination", "share__server")
-            .defer("files", "verdicts", "original_xml", "new_xml")[:RECENT_JOBS]
-        )
-        context["cold_migrations"] = cold
-        context["active_cold"] = next((c for c in cold if c.is_active), None)
-        # "Move disks to shared storage" is offered only where the host sees a share.
-        context["host_has_share"] = Share.objects.filter(Q(server=vm.host) | Q(clients=vm.host)).exists()
         return context
 
 

@@ -5,8 +5,9 @@ in libvirt's event thread, so they only put items on a queue; this loop (the mai
 does all database work: it debounces bursts of events into one refresh per host, reconnects
 lost hosts with exponential backoff, picks up hosts added or re-trusted meanwhile, and every
 VMPORTAL_INVENTORY_REFRESH_SECONDS queues a full refresh of every host (events can be missed).
-At start and every VMPORTAL_MIGRATION_RECONCILE_SECONDS it also hands free migration slots to
-waiting migrations and queues reconciliation of migrations whose worker died.
+It also runs the periodic work other apps registered in core.registry (the migrations app:
+hand free slots to waiting migrations, reconcile those whose worker died), at start and then
+at each task's interval.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from django.conf import settings
 from django.db import close_old_connections
 
 from core.actors import Actor
+from core.registry import PeriodicSchedule, periodic_tasks
 from hosts.adapters.errors import AdapterError, HostKeyMismatch
 from hosts.adapters.libvirt import EventWatcher
 
@@ -74,8 +76,7 @@ class HostEventWatch:
             full_refresh_s if full_refresh_s is not None else settings.VMPORTAL_INVENTORY_REFRESH_SECONDS
         )
         self.next_full_refresh = clock() + self.full_refresh_s
-        self.reconcile_s = settings.VMPORTAL_MIGRATION_RECONCILE_SECONDS
-        self.next_reconcile = clock()  # at once: a restart is when orphans are likeliest
+        self.periodic = PeriodicSchedule(periodic_tasks(), now=clock())
         self.actor = Actor.system()
 
     # Called from libvirt's event thread: only hand over.
@@ -190,20 +191,7 @@ class HostEventWatch:
             queued = inventory_refresh_all()
             logger.info("periodic refresh: queued %d host(s)", queued)
             self.next_full_refresh = now + self.full_refresh_s
-        if now >= self.next_reconcile:
-            self.next_reconcile = now + self.reconcile_s
-            self.reconcile_migrations()
-
-    def reconcile_migrations(self) -> None:
-        from migrations_app.reconciler import migrations_reconcile
-
-        try:
-            found = migrations_reconcile()
-        except Exception:  # the watcher must keep watching even if this pass fails
-            logger.exception("reconciling migrations failed")
-            return
-        if found["dispatched"] or found["reconciling"]:
-            logger.info("migrations: %s", found)
+        self.periodic.run_due(now)
 
     def run(self, stop: threading.Event, *, tick_s: float = 0.5) -> None:
         try:

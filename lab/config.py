@@ -17,6 +17,11 @@ BRIDGE = "vmplab0"
 SUBNET_PREFIX = "10.77.0"
 BRIDGE_ADDRESS = f"{SUBNET_PREFIX}.1"
 NETMASK_BITS = 24
+SUBNET = f"{SUBNET_PREFIX}.0/{NETMASK_BITS}"
+# With the lab down its subnet has no route of its own, and a connection to a lab address
+# would follow the default route off this machine. An unreachable route with a high metric
+# stays in place for good: the bridge's own route (metric 0) wins while the lab is up.
+GUARD_ROUTE_METRIC = 4242
 MAX_HOSTS = 9
 # Stable namespace for host UUIDs, so a host keeps its identity across up/down.
 _UUID_NAMESPACE = uuid.UUID("5f0c1d2e-7a4b-4c6d-9e8f-0a1b2c3d4e5f")

@@ -321,11 +321,26 @@ def unmount_shared() -> None:
 
 
 # ---------------------------------------------------------------- up / down
+def guard_subnet() -> None:
+    """Keep lab addresses on this machine while the lab is down (see config.GUARD_ROUTE_METRIC).
+
+    Idempotent; needs root. Installed before anything of the lab starts and left after down.
+    """
+    run(["ip", "route", "replace", "unreachable", config.SUBNET, "metric", str(config.GUARD_ROUTE_METRIC)])
+
+
+def subnet_guarded() -> bool:
+    out = subprocess.run(["ip", "route", "show", "type", "unreachable", config.SUBNET],
+                         capture_output=True, text=True, check=False).stdout
+    return f"metric {config.GUARD_ROUTE_METRIC}" in out
+
+
 def up(count: int = 3, guests_per_host: int = 1, log=print) -> dict:
     """Bring up ``count`` hosts with heartbeat guests. Idempotent."""
     if not 1 <= count <= config.MAX_HOSTS:
         raise LabError(f"--hosts must be between 1 and {config.MAX_HOSTS}")
     check_prerequisites()
+    guard_subnet()
     state = load_state()
     if is_up(state):
         log(f"lab already up with {len(state['hosts'])} hosts; nothing changed")
@@ -465,6 +480,8 @@ def down(log=print) -> None:
     p.state_file.unlink(missing_ok=True)
     for stale in (p.hosts, p.serial, p.disks):
         shutil.rmtree(stale, ignore_errors=True)
+    if os.geteuid() == 0:
+        guard_subnet()
     log("lab down" if state["hosts"] or namespaces else "lab was not running; nothing to do")
 
 

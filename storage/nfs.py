@@ -17,6 +17,7 @@ import logging
 from collections.abc import Iterator
 
 from core.actors import Actor
+from core.errors import PortalError
 from core.jobs import JobContext
 from hosts.adapters import libvirt as libvirt_adapter
 from hosts.adapters import ssh as ssh_adapter
@@ -25,6 +26,7 @@ from hosts.inventory import ssh_target_for
 from hosts.models import Host
 
 from . import libvirt_pool, proof, services
+from .choices import SetupStatusChoices, StepStateChoices
 from .facts import EXPORTS, FSTAB, GANESHA_CONF, PoolFacts, facts_from_json, facts_to_json, gather_host_facts
 from .models import Share, ShareSetup
 from .plan import build_plan
@@ -34,7 +36,9 @@ from .steps import plan_from_json, plan_to_json
 logger = logging.getLogger(__name__)
 
 
-class ProofFailed(AdapterError):
+class ProofFailed(PortalError):
+    """The setup or check ran, but some host does not see the share as it should."""
+
     default_hint = "Open the share: the grid says which host does not see the share, and why."
 
 
@@ -144,7 +148,7 @@ def apply_setup(*, setup_id: int, ctx: JobContext) -> dict:
         raise
     rows = proof.grid(plan.hosts(), proof_outcomes)
     services.setup_finished(setup=setup, ok=True, actor=Actor.system(), proof=proof_outcomes, grid=rows)
-    changed = sum(1 for o in outcomes if o.state == "changed")
+    changed = sum(1 for o in outcomes if o.state == StepStateChoices.CHANGED)
     bad = [row["host"] for row in rows if not row["ok"]]
     if bad:
         raise ProofFailed(f"The setup ran, but the proof failed on {', '.join(bad)}.")
@@ -155,7 +159,7 @@ def apply_setup(*, setup_id: int, ctx: JobContext) -> dict:
 def verify_share(*, share_id: int, ctx: JobContext) -> dict:
     """The proof alone (new markers), from the facts of the share's last successful setup."""
     share = Share.objects.select_related("server").get(pk=share_id)
-    setup = share.setups.filter(status="succeeded").order_by("-created", "-pk").first()
+    setup = share.setups.filter(status=SetupStatusChoices.SUCCEEDED).order_by("-created", "-pk").first()
     request = services.share_request(share)
     facts = {name: facts_from_json(data) for name, data in setup.facts.items()}
     owner = plan_from_json(setup.plan).summary.get("owner", "0:0")

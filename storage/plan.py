@@ -20,12 +20,12 @@ unit tests of this module only.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from dataclasses import replace
 
 from . import proof
 from .facts import DEBIAN, EXPORTS, FSTAB, GANESHA_CONF, PACKAGES, RHEL, HostFacts
+from .nfs_checks import ganesha_serving_probes, mount_matches, nfs_source
 from .steps import (
     LIBVIRT_POOL_AUTOSTART,
     LIBVIRT_POOL_DEFINE,
@@ -56,14 +56,6 @@ EXPORT_DIR_MODE = "2770"  # rwx for QEMU's user and group, setgid so new files k
 FIRST_EXPORT_ID = 1000
 # Ganesha's mountd port (fixed in Ganesha; the kernel's rpc.mountd picks one unless pinned).
 MOUNTD_PORT = "20048"
-# Where ganesha.nfsd writes its pid (Debian's and RHEL's units, and the lab's systemctl).
-GANESHA_PIDFILE = "/run/ganesha/ganesha.pid"
-# Filesystem types a working NFS mount may show. The kernel reports nfs/nfs4 with SOURCE
-# server:/export; other shared types are accepted too (the lab's NFS client mounts through
-# FUSE as fuse.glusterfs and reports its backing directory as SOURCE), and the proof markers
-# then show that it is the right export.
-NFS_FSTYPES = ("nfs", "nfs4")
-OTHER_SHARED_FSTYPES = ("fuse.glusterfs", "glusterfs")
 
 
 # --------------------------------------------------------------------------
@@ -87,26 +79,9 @@ def server_implementation(requested: str, facts: HostFacts) -> tuple[str, str]:
     return KERNEL, "no NFS server is installed; the distribution's kernel NFS server will be"
 
 
-def nfs_source(address: str, export_path: str) -> str:
-    """SERVER:EXPORT as mount(8) and fstab want it (IPv6 addresses in brackets)."""
-    try:
-        if ipaddress.ip_address(address).version == 6:
-            return f"[{address}]:{export_path}"
-    except ValueError:
-        pass
-    return f"{address}:{export_path}"
-
-
 def pool_name_for(mount_path: str) -> str:
     """A pool name derived from the mount path: /mnt/vmstore → vmportal-mnt-vmstore."""
     return "vmportal" + re.sub(r"[^A-Za-z0-9_.-]", "-", mount_path)[:80]
-
-
-def mount_matches(fstype: str, source: str, expected_source: str) -> bool:
-    """Is what findmnt reports at the mount path our share? (see NFS_FSTYPES above)."""
-    if fstype in NFS_FSTYPES:
-        return source.rstrip("/") == expected_source.rstrip("/")
-    return fstype in OTHER_SHARED_FSTYPES
 
 
 def block_markers(kind: str, path: str) -> tuple[str, str]:
@@ -437,14 +412,6 @@ def _server_steps(request: ShareRequest, server: HostFacts, impl: str, ids: tupl
             )
         )
     return steps, notes
-
-
-def ganesha_serving_probes(*, wait_s: float = 0.0) -> tuple[Probe, ...]:
-    """Ganesha runs, and started after its config last changed (so it serves what the file says)."""
-    return (
-        _probe("systemctl", "is-active", "nfs-ganesha", match=MATCH_EQUALS, value="active", wait_s=wait_s),
-        _probe("find", GANESHA_CONF, "-newer", GANESHA_PIDFILE, match=MATCH_EQUALS, value=""),
-    )
 
 
 def _ufw_sources(specs: tuple[ClientSpec, ...]) -> list[tuple[str, str]]:

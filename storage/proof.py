@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .nfs_checks import ganesha_serving_probes, nfs_source
 from .steps import MATCH_EQUALS, MATCH_EXIT_NONZERO, MATCH_LINE_FIELD, MATCH_SHARED_MOUNT, POOL_ACTIVE, POOL_DEFINED_AT, Command, Probe, Step
 
 if TYPE_CHECKING:
@@ -60,8 +61,6 @@ def proof_steps(
     request: ShareRequest, facts: dict[str, HostFacts], *, token: str, uid_gid: tuple[int, int], pool_name: str, server_impl: str
 ) -> list[Step]:
     """The proof as steps: mounted?, write, read the others, pool?, clean up (in that order)."""
-    from .plan import ganesha_serving_probes, nfs_source  # plan imports this module
-
     hosts = participants(request, facts, uid_gid=uid_gid)
     source = nfs_source(request.server.address, request.export_path)
     steps: list[Step] = []

@@ -26,7 +26,7 @@ from hosts.adapters.errors import AdapterError, HostUnreachable
 from . import libvirt_pool
 from .choices import StepStateChoices
 from .facts import parse_findmnt_fstype_source
-from .plan import mount_matches
+from .nfs_checks import mount_matches
 from .steps import (
     LIBVIRT_POOL_AUTOSTART,
     LIBVIRT_POOL_DEFINE,

@@ -23,7 +23,7 @@ from core.models import Job
 from hosts.models import Host
 from hosts.services import ServiceRefused
 
-from .choices import SETUP_ACTIVE_STATES, SetupStatusChoices, ShareStatusChoices, StorageJobKindChoices
+from .choices import SETUP_ACTIVE_STATES, SetupStatusChoices, ShareStatusChoices, StepStateChoices, StorageJobKindChoices
 from .models import Share, ShareSetup
 from .validation import DEFAULT_OPTIONS, InventoryHost, ShareRequest, validate_share_request
 
@@ -86,15 +86,13 @@ def _changed(share: Share) -> None:
         broadcast.inventory_changed(host_id=client_id)
 
 
-def _enqueue(kind: StorageJobKindChoices, func, args: tuple, target, timeout_s: int, actor: Actor, enqueue: bool) -> Job:
+def _enqueue(kind: StorageJobKindChoices, func: str, args: tuple, target, timeout_s: int, actor: Actor, enqueue: bool) -> Job:
     return job_enqueue(kind=kind, func=func, args=args, target=target, timeout_s=timeout_s, actor=actor, enqueue=enqueue)
 
 
 def _new_setup(share: Share, *, actor: Actor, enqueue: bool) -> tuple[ShareSetup, Job]:
-    from .jobs import share_plan_job
-
     setup = ShareSetup.objects.create(share=share, stamp=new_stamp(), token=new_token(), created_by=actor.user)
-    job = _enqueue(StorageJobKindChoices.PLAN, share_plan_job, (setup.pk,), share, PLAN_TIMEOUT_S, actor, enqueue)
+    job = _enqueue(StorageJobKindChoices.PLAN, "storage.jobs.share_plan_job", (setup.pk,), share, PLAN_TIMEOUT_S, actor, enqueue)
     setup.plan_job = job
     setup.save(update_fields=["plan_job"])
     return setup, job
@@ -205,8 +203,6 @@ def share_plan_request(*, share: Share, actor: Actor, enqueue: bool = True) -> t
 
 def share_apply_request(*, setup: ShareSetup, actor: Actor, enqueue: bool = True) -> Job:
     """Apply a plan the admin has seen: exactly the stored plan runs, as a job."""
-    from .jobs import share_apply_job
-
     with transaction.atomic():
         setup = ShareSetup.objects.select_for_update().select_related("share").get(pk=setup.pk)
         share = setup.share
@@ -219,7 +215,7 @@ def share_apply_request(*, setup: ShareSetup, actor: Actor, enqueue: bool = True
         elif share.setups.filter(status=SetupStatusChoices.APPLYING).exists():
             message = f"Another setup of {share} is being applied."
         if not message:
-            job = _enqueue(StorageJobKindChoices.APPLY, share_apply_job, (setup.pk,), share, APPLY_TIMEOUT_S, actor, enqueue)
+            job = _enqueue(StorageJobKindChoices.APPLY, "storage.jobs.share_apply_job", (setup.pk,), share, APPLY_TIMEOUT_S, actor, enqueue)
             setup.status = SetupStatusChoices.APPLYING
             setup.apply_job = job
             setup.applied_at = timezone.now()
@@ -237,14 +233,12 @@ def share_apply_request(*, setup: ShareSetup, actor: Actor, enqueue: bool = True
 
 def share_verify_request(*, share: Share, actor: Actor, enqueue: bool = True) -> Job:
     """Run the proof again (markers, QEMU's access, pools) and refresh the share's grid."""
-    from .jobs import share_verify_job
-
     with transaction.atomic():
         share = Share.objects.select_for_update().get(pk=share.pk)
         active = _active_setup(share)
         done = share.setups.filter(status=SetupStatusChoices.SUCCEEDED).exists()
         if done and active is None:
-            job = _enqueue(StorageJobKindChoices.VERIFY, share_verify_job, (share.pk,), share, VERIFY_TIMEOUT_S, actor, enqueue)
+            job = _enqueue(StorageJobKindChoices.VERIFY, "storage.jobs.share_verify_job", (share.pk,), share, VERIFY_TIMEOUT_S, actor, enqueue)
             audit_record(actor=actor, action="share.verify", result=AuditResultChoices.OK, target=share, job=job,
                          message=f"Verifying {share} on every host.")
             return job
@@ -319,12 +313,12 @@ def setup_finished(
     else:
         share.status = ShareStatusChoices.READY if ok else ShareStatusChoices.FAILED
     share.save(update_fields=["status", "last_grid", "last_verified"])
-    changed = sum(1 for o in setup.outcomes.values() if o.get("state") == "changed")
+    changed = sum(1 for o in setup.outcomes.values() if o.get("state") == StepStateChoices.CHANGED)
     audit_record(
         actor=actor, action="share.apply", result=AuditResultChoices.OK if ok and share.status == ShareStatusChoices.READY else AuditResultChoices.FAILED,
         target=share, job=setup.apply_job,
         parameters={"setup": setup.pk, "failed_step": failed_step, "steps_changed": changed,
-                    "steps_already_done": sum(1 for o in setup.outcomes.values() if o.get("state") == "already_done")},
+                    "steps_already_done": sum(1 for o in setup.outcomes.values() if o.get("state") == StepStateChoices.ALREADY_DONE)},
         message=error or f"{share} is {share.get_status_display().lower()}: {changed} step(s) changed something.",
     )
     _changed(share)

@@ -59,16 +59,16 @@ class ShareCreateView(AdminRequiredMixin, FormView):
 def _badge(state: str, setup_status: str, running: bool) -> tuple[str, str]:
     """(label, css state) of a step's badge on the plan."""
     if state == StepStateChoices.ALREADY_DONE:
-        return "already done", "already_done"
+        return "already done", StepStateChoices.ALREADY_DONE
     if state == StepStateChoices.CHANGED:
-        return "done", "changed"
+        return "done", StepStateChoices.CHANGED
     if state == StepStateChoices.FAILED:
-        return "failed", "failed"
+        return "failed", StepStateChoices.FAILED
     if setup_status == SetupStatusChoices.APPLYING:
-        return ("running", "running") if running else ("to do", "pending")
+        return ("running", StepStateChoices.RUNNING) if running else ("to do", StepStateChoices.PENDING)
     if setup_status == SetupStatusChoices.PLANNED:
-        return "planned", "pending"
-    return "not run", "pending"
+        return "planned", StepStateChoices.PENDING
+    return "not run", StepStateChoices.PENDING
 
 
 def _step_rows(plan, outcomes: dict, setup_status: str) -> list[dict]:

@@ -8,10 +8,19 @@ guests are right now.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from lab import hosts
 from lab.testing import LabSession
+
+
+@pytest.fixture(scope="session", autouse=True)
+def lab_subnet_stays_here():
+    """With the lab down, its addresses would route off this machine: make them unreachable."""
+    if os.geteuid() == 0 and not hosts.subnet_guarded():
+        hosts.guard_subnet()
 
 
 @pytest.fixture(scope="session")

@@ -189,8 +189,9 @@ RQ_QUEUES = {
     "default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 600},
     "migrations": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 3600},
 }
-# Workers reconcile migrations orphaned by a dead worker when they start.
-RQ = {"WORKER_CLASS": "migrations_app.worker.MigrationAwareWorker"}
+# Workers run the apps' worker-start hooks (core.registry) before taking jobs: the migrations
+# app reconciles migrations orphaned by a dead worker.
+RQ = {"WORKER_CLASS": "core.worker.PortalWorker"}
 # Tests set this to run job functions in-process instead of through Redis.
 VMPORTAL_JOBS_INLINE = False
 

@@ -1,14 +1,19 @@
 """A real portal for browser tests: private redis, daphne (HTTP + websockets) and an rqworker.
 
-Everything runs from a temporary directory (SQLite file, collected static files) with the
-production settings module (DEBUG off) and is stopped by PID at the end of the session.
+Each test module gets a portal of its own, so no module sees what another left behind and
+their order does not matter: the database is migrated once per session (with the admin user
+and the collected static files) and copied for every module, redis is emptied, and daphne and
+the worker start on the copy. The production settings module (DEBUG off) is used; everything
+runs from temporary directories and is stopped by PID.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -18,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import redis
 from cryptography.fernet import Fernet
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -52,6 +58,20 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait(timeout=5)
 
 
+def copy_database(source: Path, target: Path) -> None:
+    """Copy a SQLite database through SQLite (the template is in WAL mode: a file copy could
+    miss what is still in its -wal file)."""
+    with contextlib.closing(sqlite3.connect(source)) as src, contextlib.closing(sqlite3.connect(target)) as dst:
+        src.backup(dst)
+
+
+def manage(env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=PROJECT, env=env, capture_output=True, text=True,
+        timeout=120, check=True,
+    )
+
+
 @dataclass
 class Portal:
     url: str
@@ -60,10 +80,7 @@ class Portal:
     admin_password: str = ADMIN_PASSWORD
 
     def manage(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "manage.py", *args], cwd=PROJECT, env=self.env, capture_output=True, text=True,
-            timeout=120, check=True,
-        )
+        return manage(self.env, *args)
 
 
 @pytest.fixture(scope="session")
@@ -94,9 +111,12 @@ def redis_url(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def portal(redis_url, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("portal")
-    port = free_port()
+def portal_template(redis_url, tmp_path_factory) -> Portal:
+    """The session's environment and a migrated database with the admin user, copied per module.
+
+    One Django process does the three commands: each process start costs about as much as a
+    command."""
+    workdir = tmp_path_factory.mktemp("portal-template")
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "VMPORTAL_"))},
         "DJANGO_SETTINGS_MODULE": "vmportal.settings",
@@ -112,10 +132,23 @@ def portal(redis_url, tmp_path_factory):
         # Only lab guests have a heartbeat; for any other guest the probe answers None.
         "VMPORTAL_GUEST_HEARTBEAT_PROBE": "lab.heartbeat:probe",
     }
+    manage(env, "shell", "-c", "from django.core.management import call_command as c; "
+                               "c('migrate', interactive=False, verbosity=0); "
+                               "c('collectstatic', interactive=False, verbosity=0); c('ensure_admin')")
+    return Portal(url="", env=env, workdir=workdir)
+
+
+@pytest.fixture(scope="module")
+def portal(portal_template, redis_url, tmp_path_factory):
+    """This module's portal: a copy of the template database, an empty redis, daphne and a worker."""
+    workdir = tmp_path_factory.mktemp("portal")
+    copy_database(portal_template.workdir / "portal.sqlite3", workdir / "portal.sqlite3")
+    # Queues, job results and channel groups of the modules before are gone too.
+    with redis.Redis.from_url(redis_url) as client:
+        client.flushall()
+    port = free_port()
+    env = {**portal_template.env, "DATABASE_URL": f"sqlite:///{workdir / 'portal.sqlite3'}"}
     portal = Portal(url=f"http://127.0.0.1:{port}", env=env, workdir=workdir)
-    portal.manage("migrate", "--noinput", "-v0")
-    portal.manage("collectstatic", "--noinput", "-v0")
-    portal.manage("ensure_admin")
     logs = {name: open(workdir / f"{name}.log", "w") for name in ("daphne", "worker")}
     procs = [
         subprocess.Popen(

@@ -3,17 +3,10 @@
 import re
 
 import pytest
+from e2e_support import console_errors, login
 from playwright.sync_api import expect
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
-
-
-def login(page, portal):
-    page.goto("/login/")
-    page.fill("#id_username", "admin")
-    page.fill("#id_password", portal.admin_password)
-    page.click("button[type=submit]")
-    expect(page).to_have_url(re.compile(r"/hosts/$"))
 
 
 def test_login_rejects_wrong_password(page, screenshots):
@@ -27,8 +20,7 @@ def test_login_rejects_wrong_password(page, screenshots):
 
 
 def test_admin_journey(page, portal, screenshots):
-    console_errors = []
-    page.on("console", lambda msg: console_errors.append(msg.text) if msg.type == "error" else None)
+    errors = console_errors(page)
     login(page, portal)
 
     # Inventory, empty, with the live indicator connected over the websocket ...
@@ -91,7 +83,7 @@ def test_admin_journey(page, portal, screenshots):
     expect(page.locator("#audit-rows tr").first).to_contain_text("user.ensure_admin")
     page.screenshot(path=screenshots / "audit.png", full_page=True)
 
-    assert not console_errors, console_errors
+    assert not errors, errors
 
 
 def test_inventory_updates_live_when_a_host_is_added_elsewhere(page, portal):

@@ -1,7 +1,7 @@
 """In a real browser against the lab: the NFS wizard's happy path, from the form to the green grid.
 
 daphne + redis + rqworker (tests/e2e/conftest.py) with the lab's hosts onboarded; the jobs run in
-the worker and the page follows them over websockets. NFS-Ganesha on the last lab host serves
+the worker and the page follows them over websockets. NFS-Ganesha on the middle lab host serves
 the other two. Everything changed on the lab hosts is undone at the end (unique paths).
 Screenshots: var/e2e-screenshots/storage-*.png.
 """
@@ -9,46 +9,14 @@ Screenshots: var/e2e-screenshots/storage-*.png.
 from __future__ import annotations
 
 import re
-import subprocess
 import time
 
-import libvirt
 import pytest
+from e2e_support import console_errors, login
+from lab_support import sh, undo_share
 from playwright.sync_api import expect
 
-from lab.hosts import ssh_argv
-from storage import libvirt_pool
-from storage.plan import managed_block, pool_name_for
-
 pytestmark = [pytest.mark.e2e, pytest.mark.lab, pytest.mark.timeout(600)]
-
-GANESHA_CONF = "/etc/ganesha/ganesha.conf"
-FSTAB = "/etc/fstab"
-
-
-def sh(host: dict, argv: list[str], check: bool = False, input: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(ssh_argv(host["address"], argv), capture_output=True, text=True, timeout=60, check=check, input=input)
-
-
-def login(page, portal):
-    page.goto("/login/")
-    page.fill("#id_username", "admin")
-    page.fill("#id_password", portal.admin_password)
-    page.click("button[type=submit]")
-    expect(page).to_have_url(re.compile(r"/hosts/$"))
-
-
-def write(host: dict, path: str, text: str) -> None:
-    """Replace a file's content in place (tee truncates): the lab's /etc/fstab is a bind-mounted file."""
-    sh(host, ["tee", path], check=True, input=text)
-
-
-def drop_block(host: dict, path: str, kind: str, item: str) -> None:
-    """Remove our marked block, only ours (other tests may use the same file at the same time)."""
-    text = sh(host, ["cat", path], check=True).stdout
-    block = managed_block(text, kind, item)
-    if block:
-        write(host, path, text.replace(block, "", 1))
 
 
 @pytest.fixture
@@ -63,30 +31,7 @@ def lab_paths(lab, portal):
     export, mount = f"/srv/vmp-e2e-{unique}", f"/mnt/vmp-e2e-{unique}"
     paths = {"server": server, "clients": clients, "export": export, "mount": mount, "stamps": set()}
     yield paths
-    for client in clients:
-        sh(client, ["umount", mount])
-        drop_block(client, FSTAB, "mount", mount)
-        for stamp in paths["stamps"]:
-            sh(client, ["rm", "-f", f"{FSTAB}.vmportal-{client['name']}-{stamp}"])
-        sh(client, ["rmdir", mount])
-        conn = libvirt.open(client["libvirt_uri"])
-        try:
-            libvirt_pool.stop_and_undefine(conn, pool_name_for(mount))
-        finally:
-            conn.close()
-    drop_block(server, GANESHA_CONF, "export", export)
-    for stamp in paths["stamps"]:
-        sh(server, ["rm", "-f", f"{GANESHA_CONF}.vmportal-{server['name']}-{stamp}"])
-    conf = sh(server, ["cat", GANESHA_CONF], check=True).stdout
-    if "EXPORT" in "\n".join(line.split("#", 1)[0] for line in conf.splitlines()):
-        sh(server, ["systemctl", "restart", "nfs-ganesha"])
-    else:
-        sh(server, ["systemctl", "stop", "nfs-ganesha"])
-        sh(server, ["systemctl", "stop", "rpcbind"])
-    sh(server, ["rm", "-rf", "--one-file-system", export])
-    assert sh(server, ["test", "-e", export]).returncode != 0
-    for client in clients:
-        assert f"vmportal mount {mount}" not in sh(client, ["cat", FSTAB], check=True).stdout
+    undo_share(server, clients, export, mount, paths["stamps"])
 
 
 def remember_stamp(page, paths) -> None:
@@ -96,9 +41,18 @@ def remember_stamp(page, paths) -> None:
     paths["stamps"].add(match.group(1))
 
 
+def fill_wizard(page, paths, *, export: str | None = None, mount: str | None = None) -> None:
+    """The share form: this test's server and clients, and its paths unless others are given."""
+    server = paths["server"]
+    page.select_option("#id_server", label=f"{server['name']} ({server['address']})")
+    for client in paths["clients"]:
+        page.check(f"#field-clients label:has-text('{client['name']} ') input")
+    page.fill("#id_export_path", export or paths["export"])
+    page.fill("#id_mount_path", mount or paths["mount"])
+
+
 def test_nfs_wizard_happy_path_with_grid(page, portal, lab_paths, screenshots):
-    console_errors = []
-    page.on("console", lambda msg: console_errors.append(msg.text) if msg.type == "error" else None)
+    errors = console_errors(page)
     server, clients = lab_paths["server"], lab_paths["clients"]
     login(page, portal)
 
@@ -108,11 +62,7 @@ def test_nfs_wizard_happy_path_with_grid(page, portal, lab_paths, screenshots):
     expect(page.locator("h1")).to_have_text("New NFS share")
 
     # A bad path is refused field by field, before anything runs.
-    page.select_option("#id_server", label=f"{server['name']} ({server['address']})")
-    for client in clients:
-        page.check(f"#field-clients label:has-text('{client['name']} ') input")
-    page.fill("#id_export_path", "/srv/x;reboot")
-    page.fill("#id_mount_path", "/etc")
+    fill_wizard(page, lab_paths, export="/srv/x;reboot", mount="/etc")
     page.click("button:has-text('Read the hosts and show the plan')")
     expect(page.locator("#field-export_path .error")).to_contain_text("';'")
     expect(page.locator("#field-mount_path .error")).to_contain_text("system directory")
@@ -120,11 +70,7 @@ def test_nfs_wizard_happy_path_with_grid(page, portal, lab_paths, screenshots):
     page.screenshot(path=screenshots / "storage-wizard-errors.png", full_page=True)
 
     page.goto("/storage/new/")
-    page.select_option("#id_server", label=f"{server['name']} ({server['address']})")
-    for client in clients:
-        page.check(f"#field-clients label:has-text('{client['name']} ') input")
-    page.fill("#id_export_path", lab_paths["export"])
-    page.fill("#id_mount_path", lab_paths["mount"])
+    fill_wizard(page, lab_paths)
     page.screenshot(path=screenshots / "storage-wizard.png", full_page=True)
     page.click("button:has-text('Read the hosts and show the plan')")
 
@@ -159,18 +105,14 @@ def test_nfs_wizard_happy_path_with_grid(page, portal, lab_paths, screenshots):
     expect(page.locator("#host-shares")).to_contain_text("Ready")
     page.locator("#host-shares").scroll_into_view_if_needed()
     page.screenshot(path=screenshots / "storage-host-page.png", full_page=True)
-    assert not console_errors, console_errors
+    assert not errors, errors
 
 
 def test_a_failing_step_shows_its_output_and_fix_and_plan_again_resumes(page, portal, lab_paths, screenshots):
     server, clients = lab_paths["server"], lab_paths["clients"]
     login(page, portal)
     page.goto("/storage/new/")
-    page.select_option("#id_server", label=f"{server['name']} ({server['address']})")
-    for client in clients:
-        page.check(f"#field-clients label:has-text('{client['name']} ') input")
-    page.fill("#id_export_path", lab_paths["export"])
-    page.fill("#id_mount_path", lab_paths["mount"])
+    fill_wizard(page, lab_paths)
     page.click("button:has-text('Read the hosts and show the plan')")
     expect(page.locator("#dry-run-banner")).to_be_visible(timeout=120_000)
     remember_stamp(page, lab_paths)

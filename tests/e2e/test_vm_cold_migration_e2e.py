@@ -4,44 +4,22 @@ The guest (its own, "e2ecold-" name) has a local qcow2 disk on labh1; it is boot
 lab knob, forced off, and moved to labh2's own storage with "start afterwards". The worker
 (rqworker default) runs the move; the page follows the job over the websocket until it
 reloads as Succeeded. The guest is removed afterwards wherever it ended up, disks included.
-The file sorts after test_portal_e2e.py on purpose (as test_vm_migration_e2e.py does):
-onboarding the lab fills the session's portal, and that file starts from an empty inventory.
 """
 
 from __future__ import annotations
 
-import argparse
 import re
 import uuid
 
 import pytest
+from e2e_support import console_errors, login, onboard_lab
+from lab_support import run_knob, where
 from playwright.sync_api import expect
 
-from hosts.adapters import libvirt as lv
-from hosts.adapters import migration as mg
 from lab import hosts as lab_hosts
-from lab import knobs
 from lab.system import run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.lab, pytest.mark.timeout(420)]
-
-
-def login(page, portal):
-    page.goto("/login/")
-    page.fill("#id_username", "admin")
-    page.fill("#id_password", portal.admin_password)
-    page.click("button[type=submit]")
-    expect(page).to_have_url(re.compile(r"/hosts/$"))
-
-
-def where(lab: dict, domain_uuid: str) -> dict[str, str]:
-    found = {}
-    for h in lab["hosts"]:
-        with lv.open_connection(h["libvirt_uri"]) as conn:
-            presence = mg.domain_presence(conn, domain_uuid)
-        if presence.exists:
-            found[h["name"]] = presence.state
-    return found
 
 
 def lab_host(lab: dict, name: str) -> dict:
@@ -54,19 +32,16 @@ def shut_off_guest(lab, portal):
     src = lab_host(lab, "labh1")
     name = f"e2ecold-{uuid.uuid4().hex[:6]}"
     try:
-        made = knobs.run_knob(argparse.Namespace(knob="linux-guest", host=src["name"], as_host=None, name=name,
-                                                 rate="4mbit", disk="local", undo=False))
+        made = run_knob("linux-guest", src["name"], guest=name, disk="local")
         run(["virsh", "-q", "-c", src["libvirt_uri"], "destroy", name])
-        portal.manage("lab_onboard")
-        portal.manage("inventory_refresh", "--wait")
+        onboard_lab(portal)
         yield {"name": name, "uuid": made["uuid"], "src": "labh1", "dst": "labh2"}
     finally:
         lab_hosts.remove_guest(name, delete_disks=True)
 
 
 def test_cold_migration_from_the_guest_page(page, portal, lab, shut_off_guest, screenshots):
-    console_errors = []
-    page.on("console", lambda msg: console_errors.append(msg.text) if msg.type == "error" else None)
+    errors = console_errors(page)
     name, src, dst = shut_off_guest["name"], shut_off_guest["src"], shut_off_guest["dst"]
     login(page, portal)
     page.click(f"#vms-table >> text={name}")
@@ -109,7 +84,7 @@ def test_cold_migration_from_the_guest_page(page, portal, lab, shut_off_guest, s
     expect(page.locator("#cold-log")).to_contain_text("matches on both sides")
     expect(page.locator("#cold-migrate-back")).to_have_text(f"Migrate back to {src}")
     page.screenshot(path=screenshots / "cold-done.png", full_page=True)
-    assert where(lab, shut_off_guest["uuid"]) == {dst: "running"}
+    assert where(lab["hosts"], shut_off_guest["uuid"]) == {dst: "running"}
 
     # Migrate back opens the form again, with the former source preselected.
     page.click("#cold-migrate-back")
@@ -118,4 +93,4 @@ def test_cold_migration_from_the_guest_page(page, portal, lab, shut_off_guest, s
     expect(page.locator("#field-destination label.radio", has=page.locator("input:checked"))).to_contain_text(src)
     # The guest runs now: the form says so and does not submit.
     expect(page.locator("#cold-submit")).to_be_disabled()
-    assert not console_errors, console_errors
+    assert not errors, errors

@@ -3,53 +3,21 @@ migration with its chart, and the Migrate back button. The worker (rqworker defa
 migrations) runs the preflights and the migration; the page follows over the websocket.
 
 Uses a heartbeat guest of its own (removed afterwards wherever it ended up) on the lab's
-third host, migrated to the first (other engineers' knobs mostly hit the second). The file
-sorts after test_portal_e2e.py on purpose: onboarding the lab fills the session's portal,
-and that file starts from an empty inventory.
+third host, migrated to the first (other engineers' knobs mostly hit the second).
 """
 
 from __future__ import annotations
 
-import argparse
 import re
-import time
-import uuid
 
 import pytest
+from e2e_support import console_errors, login, onboard_lab
+from lab_support import heartbeat_guest, knob, unique, where
 from playwright.sync_api import expect
 
-from hosts.adapters import libvirt as lv
-from hosts.adapters import migration as mg
-from lab import config, guests, knobs
 from lab import hosts as lab_hosts
-from lab.system import run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.lab, pytest.mark.timeout(300)]
-
-
-def login(page, portal):
-    page.goto("/login/")
-    page.fill("#id_username", "admin")
-    page.fill("#id_password", portal.admin_password)
-    page.click("button[type=submit]")
-    expect(page).to_have_url(re.compile(r"/hosts/$"))
-
-
-def remove_guest(name: str) -> None:
-    for h in lab_hosts.load_state()["hosts"]:
-        run(["virsh", "-q", "-c", h["libvirt_uri"], "destroy", name], check=False)
-        run(["virsh", "-q", "-c", h["libvirt_uri"], "undefine", name], check=False)
-    (config.paths().disks / f"{name}.img").unlink(missing_ok=True)
-
-
-def where(lab: dict, domain_uuid: str) -> dict[str, str]:
-    found = {}
-    for h in lab["hosts"]:
-        with lv.open_connection(h["libvirt_uri"]) as conn:
-            presence = mg.domain_presence(conn, domain_uuid)
-        if presence.exists:
-            found[h["name"]] = presence.state
-    return found
 
 
 def open_wizard(page, portal, name):
@@ -62,22 +30,15 @@ def open_wizard(page, portal, name):
 
 @pytest.fixture
 def lab_guest(lab, portal):
-    """Lab hosts onboarded into the e2e portal, and a heartbeat guest of ours on the third one."""
+    """Lab hosts onboarded into the module's portal, and a heartbeat guest of ours on the third one."""
     src, dst = lab["hosts"][2], lab["hosts"][0]
-    spec = guests.GuestSpec(name=f"vmp-e2e-{uuid.uuid4().hex[:6]}").with_uuid()
-    try:
-        lab_hosts.start_guest(src, spec)
-        lab_hosts.wait_heartbeats([spec.name], since=time.time() - 1, timeout=20)
-        portal.manage("lab_onboard")
-        portal.manage("inventory_refresh", "--wait")
-        yield {"name": spec.name, "uuid": spec.uuid, "src": src["name"], "dst": dst["name"]}
-    finally:
-        remove_guest(spec.name)
+    with heartbeat_guest(src, prefix="e2e") as (name, domain_uuid):
+        onboard_lab(portal)
+        yield {"name": name, "uuid": domain_uuid, "src": src["name"], "dst": dst["name"]}
 
 
 def test_wizard_happy_path(page, portal, lab_guest, screenshots):
-    console_errors = []
-    page.on("console", lambda msg: console_errors.append(msg.text) if msg.type == "error" else None)
+    errors = console_errors(page)
     name, src, dst = lab_guest["name"], lab_guest["src"], lab_guest["dst"]
     # From the inventory to the guest's page, then Migrate.
     open_wizard(page, portal, name)
@@ -118,34 +79,26 @@ def test_wizard_happy_path(page, portal, lab_guest, screenshots):
     # Migrate back opens the wizard with the same options and the source preselected.
     page.click("#migrate-back")
     expect(page.locator(".alert-info")).to_contain_text(f"Migrating back to {src}")
-    assert not console_errors, console_errors
+    assert not errors, errors
 
 
 @pytest.fixture
 def dirty_guest(lab, portal):
     """A guest that rewrites ~96 MiB of memory in a loop, on the lab's third host."""
     src, dst = lab["hosts"][2], lab["hosts"][0]
-    name = f"vmp-e2e-dirty-{uuid.uuid4().hex[:6]}"
-
-    def args(undo):
-        return argparse.Namespace(knob="dirty-guest", host=src["name"], as_host=None, name=name, rate="4mbit",
-                                  undo=undo)
-
+    name = unique("e2e-dirty")
     try:
-        made = knobs.run_knob(args(False))
-        portal.manage("lab_onboard")
-        portal.manage("inventory_refresh", "--wait")
-        yield {"name": name, "uuid": made["uuid"], "src": src["name"], "dst": dst["name"]}
+        with knob("dirty-guest", src, guest=name) as made:
+            onboard_lab(portal)
+            yield {"name": name, "uuid": made["uuid"], "src": src["name"], "dst": dst["name"]}
     finally:
-        knobs.run_knob(args(True))
-        remove_guest(name)
+        lab_hosts.remove_guest(name)
 
 
 def test_live_progress_chart_and_abort(page, portal, lab, dirty_guest, screenshots):
     """A migration limited to 16 MiB/s of a guest dirtying far more: the page shows passes,
     rates and the chart live; Abort keeps the guest on its source."""
-    console_errors = []
-    page.on("console", lambda msg: console_errors.append(msg.text) if msg.type == "error" else None)
+    errors = console_errors(page)
     name, src, dst = dirty_guest["name"], dirty_guest["src"], dirty_guest["dst"]
     open_wizard(page, portal, name)
     page.fill("#id_bandwidth_mibps", "16")
@@ -169,5 +122,5 @@ def test_live_progress_chart_and_abort(page, portal, lab, dirty_guest, screensho
     expect(page.locator(".alert-warn").first).to_contain_text(f"stayed on {src}")
     page.wait_for_timeout(500)
     page.screenshot(path=screenshots / "migration-aborted.png", full_page=True)
-    assert where(lab, dirty_guest["uuid"]) == {src: "running"}
-    assert not console_errors, console_errors
+    assert where(lab["hosts"], dirty_guest["uuid"]) == {src: "running"}
+    assert not errors, errors

@@ -9,35 +9,16 @@ import time
 import libvirt
 import pytest
 
-from lab import hosts, knobs
+from lab import hosts
 from lab.heartbeat import report
 from lab.hosts import ssh_argv
+from lab_support import knob
 
 pytestmark = pytest.mark.lab
 
 libvirt.registerErrorHandler(lambda ctx, err: None, None)
 
 LIVE = libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PEER2PEER | libvirt.VIR_MIGRATE_PERSIST_DEST | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
-
-
-class Knob:
-    """Apply a lab knob; undo it when the test ends."""
-
-    def __init__(self, knob, host, **kw):
-        self.knob, self.host, self.kw = knob, host, kw
-
-    def _args(self, undo):
-        import argparse
-
-        return argparse.Namespace(knob=self.knob, host=self.host, as_host=self.kw.get("as_host"),
-                                  name=self.kw.get("name"), rate=self.kw.get("rate", "4mbit"),
-                                  disk=self.kw.get("disk", "local"), undo=undo)
-
-    def __enter__(self):
-        return knobs.run_knob(self._args(False))
-
-    def __exit__(self, *exc):
-        knobs.run_knob(self._args(True))
 
 
 def sh(host: dict, argv: list[str], check=False) -> subprocess.CompletedProcess:
@@ -155,7 +136,7 @@ def test_live_migration_keeps_heartbeat_continuous(lab_now):
 def test_guest_on_shared_disk_migrates_without_unsafe(lab_now):
     src = lab_now["hosts"][0]
     dst = lab_now["hosts"][1]
-    with Knob("shared-disk-guest", src["name"]) as g:
+    with knob("shared-disk-guest", src) as g:
         migrate(src, dst, g["guest"])
         assert where(lab_now["hosts"], g["guest"]) == {dst["name"]: "running"}
         migrate(dst, src, g["guest"])
@@ -163,7 +144,7 @@ def test_guest_on_shared_disk_migrates_without_unsafe(lab_now):
 
 def test_knob_cpu_model_unknown_on_destination(lab_now):
     src, dst, ok = lab_now["hosts"][:3]
-    with Knob("cpu-guest", src["name"]) as g, Knob("cpu-model-unknown", dst["name"]):
+    with knob("cpu-guest", src) as g, knob("cpu-model-unknown", dst):
         with pytest.raises(libvirt.libvirtError, match="Unknown CPU model EPYC-Milan"):
             migrate(src, dst, g["guest"])
         assert where(lab_now["hosts"], g["guest"]) == {src["name"]: "running"}
@@ -183,7 +164,7 @@ def test_knob_cpu_model_unknown_on_destination(lab_now):
 def test_knob_same_uuid_is_the_same_host_for_libvirt(lab_now):
     src, guest = a_guest(lab_now)
     dst = other_host(lab_now, src)
-    with Knob("same-uuid", dst["name"], as_host=src["name"]):
+    with knob("same-uuid", dst, as_host=src["name"]):
         with pytest.raises(libvirt.libvirtError, match="Attempt to migrate guest to the same host"):
             migrate(src, dst, guest)
         assert where(lab_now["hosts"], guest) == {src["name"]: "running"}
@@ -191,7 +172,7 @@ def test_knob_same_uuid_is_the_same_host_for_libvirt(lab_now):
 
 def test_knob_same_hostname(lab_now):
     a, b = lab_now["hosts"][:2]
-    with Knob("same-hostname", b["name"], as_host=a["name"]):
+    with knob("same-hostname", b, as_host=a["name"]):
         assert sh(b, ["hostname"], check=True).stdout.strip() == a["name"]
         c = conn(b)
         try:
@@ -203,7 +184,7 @@ def test_knob_same_hostname(lab_now):
 
 def test_knob_hide_host_from_etc_hosts(lab_now):
     a, b, hidden = lab_now["hosts"][:3]
-    with Knob("hide-host", hidden["name"]):
+    with knob("hide-host", hidden):
         res = sh(a, ["getent", "hosts", hidden["name"]])
         assert res.returncode == 2 and res.stdout == ""
         assert sh(b, ["getent", "hosts", a["name"]], check=True).stdout.split()[0] == a["address"]
@@ -212,7 +193,7 @@ def test_knob_hide_host_from_etc_hosts(lab_now):
 
 def test_knob_no_shared_storage(lab_now):
     src, dst = lab_now["hosts"][:2]
-    with Knob("shared-disk-guest", src["name"]) as g, Knob("no-shared", dst["name"]):
+    with knob("shared-disk-guest", src) as g, knob("no-shared", dst):
         res = sh(dst, ["findmnt", "-n", lab_now["shared_path"]])
         assert res.returncode != 0
         with pytest.raises(libvirt.libvirtError, match="No such file or directory|Could not open|Cannot access"):
@@ -223,7 +204,7 @@ def test_knob_no_shared_storage(lab_now):
 
 def test_knob_local_disk_is_unsafe_to_migrate(lab_now):
     src, dst = lab_now["hosts"][:2]
-    with Knob("local-disk-guest", src["name"]) as g:
+    with knob("local-disk-guest", src) as g:
         with pytest.raises(libvirt.libvirtError, match="Migration without shared storage is unsafe"):
             migrate(src, dst, g["guest"])
         with pytest.raises(libvirt.libvirtError, match="Storage pool not found"):
@@ -234,7 +215,7 @@ def test_knob_local_disk_is_unsafe_to_migrate(lab_now):
 def test_knob_duplicate_name_on_destination(lab_now):
     src, guest = a_guest(lab_now)
     dst = other_host(lab_now, src)
-    with Knob("duplicate-name", dst["name"], name=guest):
+    with knob("duplicate-name", dst, guest=guest):
         with pytest.raises(libvirt.libvirtError, match="already exists"):
             migrate(src, dst, guest)
         assert where(lab_now["hosts"], guest) == {src["name"]: "running", dst["name"]: "shutoff"}
@@ -243,7 +224,7 @@ def test_knob_duplicate_name_on_destination(lab_now):
 def test_knob_block_migration_ports(lab_now):
     src, guest = a_guest(lab_now)
     dst = other_host(lab_now, src)
-    with Knob("block-ports", dst["name"]):
+    with knob("block-ports", dst):
         with pytest.raises(libvirt.libvirtError, match="Connection refused|Failed to connect|unable to connect"):
             migrate(src, dst, guest)
         assert where(lab_now["hosts"], guest) == {src["name"]: "running"}
@@ -256,7 +237,7 @@ def test_knob_block_migration_ports(lab_now):
 def test_knob_libvirtd_stop_and_restart(lab_now):
     src, guest = a_guest(lab_now)
     dst = other_host(lab_now, src)
-    with Knob("libvirtd-stop", dst["name"]):
+    with knob("libvirtd-stop", dst):
         with pytest.raises(libvirt.libvirtError, match="Connection refused|unable to connect"):
             libvirt.open(dst["libvirt_uri"])
         with pytest.raises(libvirt.libvirtError, match="Connection refused|unable to connect"):
@@ -285,7 +266,7 @@ def job_sampler(host: dict, guest: str, stop: threading.Event, samples: list):
 
 def test_knob_dirty_guest_does_not_converge_on_a_throttled_link_and_abort_keeps_it(lab_now):
     src, dst = lab_now["hosts"][:2]
-    with Knob("dirty-guest", src["name"]) as g, Knob("throttle", src["name"], rate="200mbit"):
+    with knob("dirty-guest", src) as g, knob("throttle", src, rate="200mbit"):
         guest = g["guest"]
         stop, samples, errors = threading.Event(), [], []
         sampler = threading.Thread(target=job_sampler, args=(src, guest, stop, samples))
@@ -337,7 +318,7 @@ def test_throttle_limits_the_hosts_bandwidth(lab_now):
     start = time.monotonic()
     sh(a, cmd, check=True)
     fast = time.monotonic() - start
-    with Knob("throttle", a["name"], rate="4mbit"):
+    with knob("throttle", a, rate="4mbit"):
         start = time.monotonic()
         sh(a, cmd, check=True)
         slow = time.monotonic() - start
@@ -392,7 +373,7 @@ def test_real_ganesha_server_and_lab_client_mount(lab_now):
 
 def test_linux_guest_on_shared_disk_live_migrates_and_keeps_its_counter_on_disk(lab_now):
     src, dst = lab_now["hosts"][1:3]
-    with Knob("linux-guest", src["name"], disk="shared") as g:
+    with knob("linux-guest", src, disk="shared") as g:
         guest = g["guest"]
         t0 = time.time()
         wait_beats(guest, t0, 10)

@@ -56,6 +56,10 @@ def test_down_leaves_nothing_and_up_is_ready_quickly(lab_session, lab):
                         capture_output=True, text=True).stdout.strip()
     assert cg == ""
     assert hosts.leftovers() == []
+    # With the lab down its addresses stay on this machine: no route leads anywhere else.
+    assert hosts.subnet_guarded()
+    route = subprocess.run(["ip", "route", "get", before["hosts"][0]["address"]], capture_output=True, text=True)
+    assert route.returncode != 0 and "No route to host" in route.stderr, route.stdout
 
     # Down again on nothing is fine.
     hosts.down(log=lambda *_: None)
@@ -65,6 +69,10 @@ def test_down_leaves_nothing_and_up_is_ready_quickly(lab_session, lab):
     elapsed = time.monotonic() - started
     print(f"lab up ({len(before['hosts'])} hosts, built guests): ready in {elapsed:.2f} s")
     assert hosts.is_up(state)
+    # The guard stays, and the bridge's own route wins over it while the lab is up.
+    assert hosts.subnet_guarded()
+    route = subprocess.run(["ip", "route", "get", state["hosts"][0]["address"]], capture_output=True, text=True)
+    assert route.returncode == 0 and config.BRIDGE in route.stdout
     # Idempotent: up on a running lab changes nothing.
     again = hosts.up(len(before["hosts"]), log=lambda *_: None)
     assert [h["anchor_pid"] for h in again["hosts"]] == [h["anchor_pid"] for h in state["hosts"]]

@@ -214,12 +214,12 @@ def test_watch_hosts_survives_a_failing_reconcile(db, monkeypatch):
 def test_worker_reconciles_before_taking_jobs(monkeypatch):
     import rq
 
-    from migrations_app.worker import MigrationAwareWorker
+    from core.worker import PortalWorker
 
     order = []
     monkeypatch.setattr(reconciler, "migrations_reconcile", lambda: order.append("reconcile") or {"dispatched": 0, "reconciling": 1})
     monkeypatch.setattr(rq.Worker, "work", lambda self, *a, **k: order.append("work") or True)
-    worker = object.__new__(MigrationAwareWorker)
+    worker = object.__new__(PortalWorker)
     assert worker.work(burst=True) is True
     assert order == ["reconcile", "work"]
 
@@ -227,24 +227,24 @@ def test_worker_reconciles_before_taking_jobs(monkeypatch):
 def test_worker_starts_even_if_reconciling_fails(monkeypatch):
     import rq
 
-    from migrations_app.worker import MigrationAwareWorker
+    from core.worker import PortalWorker
 
     def boom():
         raise RuntimeError("db down")
 
     monkeypatch.setattr(reconciler, "migrations_reconcile", boom)
     monkeypatch.setattr(rq.Worker, "work", lambda self, *a, **k: "worked")
-    assert object.__new__(MigrationAwareWorker).work() == "worked"
+    assert object.__new__(PortalWorker).work() == "worked"
 
 
 def test_settings_select_the_reconciling_worker_class():
     from django.conf import settings
     from django_rq.workers import get_worker_class
 
-    from migrations_app.worker import MigrationAwareWorker
+    from core.worker import PortalWorker
 
-    assert settings.RQ["WORKER_CLASS"] == "migrations_app.worker.MigrationAwareWorker"
-    assert get_worker_class() is MigrationAwareWorker
+    assert settings.RQ["WORKER_CLASS"] == "core.worker.PortalWorker"
+    assert get_worker_class() is PortalWorker
 
 
 def test_job_function_takes_ids(two_hosts, world):

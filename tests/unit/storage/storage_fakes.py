@@ -20,7 +20,7 @@ import libvirt
 
 from hosts.adapters.ssh import CommandResult
 from storage.facts import FSTAB, GANESHA_CONF
-from storage.plan import GANESHA_PIDFILE
+from storage.nfs_checks import GANESHA_PIDFILE
 
 _clock = itertools.count(1)
 

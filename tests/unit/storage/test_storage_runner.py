@@ -14,6 +14,7 @@ import shlex
 import pytest
 from storage_fakes import ROCKY_OS, FakeChannel, FakeHost, FakeWorld, debian_lab_world
 
+from core.errors import PortalError
 from storage import libvirt_pool, proof
 from storage.choices import StepStateChoices
 from storage.facts import EXPORTS, FSTAB, GANESHA_CONF, PoolFacts, gather_host_facts
@@ -111,6 +112,7 @@ def test_a_failing_step_stops_with_output_and_fix_and_resume_skips_what_is_done(
     with pytest.raises(StepFailed) as caught:
         run_once(world, req)
     failure = caught.value
+    assert isinstance(failure, PortalError)  # run_job and the pages handle it by type
     assert failure.outcome.key == "h2:mount"
     assert "exited with status 32" in failure.message and "h2" in failure.message
     assert "access denied by server" in failure.outcome.output

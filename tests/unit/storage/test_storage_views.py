@@ -10,10 +10,13 @@ import re
 import pytest
 from django.urls import reverse
 
-from core.models import AuditEvent
+from core.choices import JobStatusChoices
+from core.errors import PortalError
+from core.models import AuditEvent, Job
 from hosts.models import Host
-from storage.choices import SetupStatusChoices, ShareStatusChoices
+from storage.choices import SetupStatusChoices, ShareStatusChoices, StorageJobKindChoices
 from storage.models import Share, ShareSetup
+from storage.nfs import ProofFailed
 
 pytestmark = pytest.mark.django_db
 
@@ -161,6 +164,10 @@ def test_verify_now_refreshes_the_grid(admin_client, nfs_world, django_capture_o
     assert rows["h1"]["mounted"] is False and rows["h2"]["ok"] is False  # h2 cannot read h1's marker
     page = admin_client.get(reverse("storage:share_detail", args=[share.pk])).content.decode()
     assert "not green" in page and "✗ no" in page
+    # The verify job failed as a PortalError: its message and default hint are on the job row.
+    job = Job.objects.filter(kind=StorageJobKindChoices.VERIFY).get()
+    assert job.status == JobStatusChoices.FAILED and job.error.startswith("The proof failed on ") and "h1" in job.error
+    assert job.error_hint == ProofFailed.default_hint and issubclass(ProofFailed, PortalError)
 
 
 def test_a_second_share_on_the_same_export_is_refused(admin_client, nfs_world, django_capture_on_commit_callbacks):

@@ -1,9 +1,10 @@
 """What the portal's lab tests share: knobs undone afterwards, guests of their own, where a guest
 is, the lab hosts in the inventory, and an NFS share set up by the wizard and undone after.
 
-Imported by the test modules of this folder (pytest puts it on sys.path). Other engineers use
-the same lab at the same time: guests get unique names and are removed wherever they ended
-up; a share uses its own export and mount paths and its undo touches only what it added.
+Imported by the lab test modules of tests/integration and tests/e2e (pytest puts this folder,
+the one of tests/conftest.py, on sys.path). Other engineers use the same lab at the same time:
+guests get unique names and are removed wherever they ended up; a share uses its own export
+and mount paths and its undo touches only what it added.
 """
 
 from __future__ import annotations
@@ -66,9 +67,9 @@ def knob(name: str, host: dict, **kw):
 
 
 @contextlib.contextmanager
-def heartbeat_guest(host: dict):
+def heartbeat_guest(host: dict, prefix: str = "hb"):
     """A heartbeat guest of our own on ``host``: (name, uuid); removed wherever it ended up."""
-    spec = guests.GuestSpec(name=unique("hb")).with_uuid()
+    spec = guests.GuestSpec(name=unique(prefix)).with_uuid()
     try:
         lab_hosts.start_guest(host, spec)
         lab_hosts.wait_heartbeats([spec.name], since=time.time() - 1, timeout=20)

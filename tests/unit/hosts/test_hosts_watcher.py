@@ -150,3 +150,23 @@ def test_new_hosts_are_picked_up_on_resync(watch, trusted_host):
     clock.now += loop.resync_s + 1
     loop.step(0)
     assert list(fake.watching) == ["qemu+tcp://192.0.2.10/system"]
+
+
+def test_the_loop_runs_the_periodic_work_registered_in_core(settings, trusted_host, monkeypatch):
+    """Whatever the apps above registered, at the loop's start and then at its interval."""
+    from core import registry
+
+    monkeypatch.setattr(registry, "_periodic", {})
+    calls = []
+    registry.register_periodic("test.sweep", lambda: calls.append("sweep"), every_s=20)
+    settings.VMPORTAL_JOBS_INLINE = False
+    clock = Clock()
+    loop = HostEventWatch(watcher=FakeEventWatcher(), clock=clock, full_refresh_s=10**6)
+    monkeypatch.setattr("hosts.watcher.close_old_connections", lambda: None)
+    loop.step(0)
+    clock.now += 19
+    loop.step(0)
+    assert calls == ["sweep"]
+    clock.now += 1
+    loop.step(0)
+    assert calls == ["sweep", "sweep"]
