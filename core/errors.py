@@ -21,3 +21,11 @@ class PortalError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+
+class ServiceRefused(PortalError):
+    """A service refused the request as it stands; .message says why, .hint what to do.
+
+    Defined here (not in an app's services) so any app's services can refuse, and the lease
+    of a guest (hosts.leases.GuestBusy) can be one kind of refusal, without import circles.
+    """

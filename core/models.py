@@ -2,6 +2,7 @@
 
 from django.conf import settings
 from django.db import models
+from django.urls import reverse
 from django.utils import timezone
 
 from .choices import JOB_TERMINAL_STATES, AuditResultChoices, JobStatusChoices
@@ -39,6 +40,9 @@ class Job(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} #{self.pk}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("core:job_detail", args=[self.pk])
 
     @property
     def is_terminal(self) -> bool:

@@ -61,3 +61,16 @@ class HostJobKindChoices(models.TextChoices):
     VM_START = "vm.start", "Start guest"
     VM_SHUTDOWN = "vm.shutdown", "Shut down guest"
     VM_DESTROY = "vm.destroy", "Force off guest"
+
+
+class GuestLeaseKindChoices(models.TextChoices):
+    """What holds a guest's lease: every operation that changes a guest claims it first."""
+
+    LIVE_MIGRATION = "live-migration", "Live migration"
+    OFFLINE_MIGRATION = "offline-migration", "Offline migration"
+    COLD_MIGRATION = "cold-migration", "Cold migration"
+    POWER_ACTION = "power-action", "Power action"
+    IMAGE_REPAIR = "image-repair", "Image permission repair"
+    EVACUATION_STEP = "evacuation-step", "Evacuation step"
+    SAVE = "save", "Save"
+    RESTORE = "restore", "Restore"

@@ -3,7 +3,7 @@
 from core.actors import Actor
 from core.jobs import jobs_abort_stale, run_job
 
-from . import inventory, services
+from . import inventory, leases, services
 from .models import Host
 
 
@@ -16,16 +16,21 @@ def refresh_host_job(job_id: int, host_id: int) -> None:
 
 
 def vm_action_job(job_id: int, vm_id: int, action: str) -> None:
-    run_job(job_id, lambda ctx: inventory.run_vm_action(vm_id=vm_id, action=action, ctx=ctx))
+    job = run_job(job_id, lambda ctx: inventory.run_vm_action(vm_id=vm_id, action=action, ctx=ctx))
+    # However it ended, the guest is free again. (A job already run elsewhere is left alone;
+    # one whose worker died is reclaimed by the sweep once its row says so.)
+    if job.is_terminal:
+        leases.lease_release(owner=job)
 
 
 def inventory_refresh_all() -> int:
     """Periodic (called by the watch_hosts loop): queue a refresh of every host it may contact.
 
     Only dispatches: each host's refresh is its own Job with its own row. Also closes jobs
-    whose worker died. Returns the number of hosts queued.
+    whose worker died, and frees the guests their leases held. Returns the number of hosts queued.
     """
     jobs_abort_stale()
+    leases.leases_reclaim()
     queued = 0
     for host in Host.objects.all():
         if services.host_refresh_request(host=host, actor=Actor.system()) is not None:

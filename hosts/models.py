@@ -1,5 +1,9 @@
-"""Inventory: hypervisor hosts (with what we observed about them) and their guests."""
+"""Inventory: hypervisor hosts (with what we observed about them), their guests, and the one
+lease per guest that says which operation may change it right now."""
 
+from django.conf import settings
+from django.contrib.contenttypes.fields import GenericForeignKey
+from django.contrib.contenttypes.models import ContentType
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models.functions import Lower
@@ -8,6 +12,7 @@ from django.utils import timezone
 from .choices import (
     HOST_CONNECTABLE_STATES,
     DiskStorageChoices,
+    GuestLeaseKindChoices,
     HostAuthMethodChoices,
     HostStatusChoices,
     VMStateChoices,
@@ -176,3 +181,36 @@ class VirtualNic(models.Model):
 
     def __str__(self) -> str:
         return self.mac
+
+
+class GuestLease(models.Model):
+    """The one operation allowed to change a guest right now (a migration, a power action, …).
+
+    Claimed in the transaction that creates the operation's record and deleted when that
+    operation ends (hosts/leases.py). The UNIQUE guest UUID is the arbiter: of two requests
+    at once, the database lets exactly one insert its row. The owner is any record (this app
+    must not know the apps built on it), kept with a label and a link for the refusal message.
+    """
+
+    # The UUID, not the inventory row: the row moves between hosts (or goes) while a migration runs.
+    guest_uuid = models.UUIDField(unique=True)
+    guest_name = models.CharField(max_length=255)
+    kind = models.CharField(max_length=32, choices=GuestLeaseKindChoices.choices)
+    owner_type = models.ForeignKey(ContentType, on_delete=models.CASCADE, related_name="+")
+    owner_id = models.PositiveBigIntegerField()
+    owner = GenericForeignKey("owner_type", "owner_id")
+    # Snapshots taken at claim time: the message still reads right if the owner row is gone.
+    owner_label = models.CharField(max_length=255)
+    owner_url = models.CharField(max_length=300, blank=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    actor_label = models.CharField(max_length=150)
+    since = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["since", "pk"]
+        indexes = [models.Index(fields=["owner_type", "owner_id"], name="hosts_lease_owner_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.guest_name} held by {self.owner_label}"

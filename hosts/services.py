@@ -17,15 +17,17 @@ from core.actors import Actor
 from core.audit import audit_record, audit_record_now
 from core.choices import AuditResultChoices, JobStatusChoices
 from core.encryption import encrypt_secret
-from core.errors import PortalError
+from core.errors import ServiceRefused
 from core.jobs import job_enqueue
 from core.models import Job
 from hosts.adapters.facts import OsRelease, StorageLocation
 from hosts.adapters.libvirt import DomainInfo, HostFacts as AdapterHostFacts
 from hosts.adapters.ssh import HostKeyInfo, generate_keypair
 
+from . import leases
 from .choices import (
     DiskStorageChoices,
+    GuestLeaseKindChoices,
     HostAuthMethodChoices,
     HostJobKindChoices,
     HostStatusChoices,
@@ -39,10 +41,6 @@ from .vm_actions import vm_action_allowed
 FETCH_HOST_KEY_TIMEOUT_S = 60
 REFRESH_TIMEOUT_S = 300
 VM_ACTION_TIMEOUT_S = 240
-
-
-class ServiceRefused(PortalError):
-    """The request is not allowed as it stands; .message says why, .hint what to do."""
 
 
 @dataclass(frozen=True)
@@ -453,16 +451,12 @@ def host_contact_failed(
     return host
 
 
-def _cold_migration_of(vm: VirtualMachine):
-    """The guest's cold migration under way, if any (the migrations app owns those records)."""
-    from migrations_app.choices import COLD_ACTIVE_STATES
-    from migrations_app.models import ColdMigration
-
-    return ColdMigration.objects.filter(vm_uuid=vm.uuid, status__in=COLD_ACTIVE_STATES).first()
-
-
 def vm_action_request(*, vm: VirtualMachine, action: VMActionChoices, actor: Actor) -> Job:
-    """Queue start / shut down / force off of a guest, audited as requested (or refused)."""
+    """Queue start / shut down / force off of a guest, audited as requested (or refused).
+
+    The job claims the guest's lease: refused (GuestBusy, naming the holder) while a migration
+    or another action holds it.
+    """
     action = VMActionChoices(action)
     vm = VirtualMachine.objects.select_related("host").get(pk=vm.pk)
     parameters = {"action": str(action), "vm_uuid": str(vm.uuid), "host": vm.host.name, "state": vm.state}
@@ -472,38 +466,38 @@ def vm_action_request(*, vm: VirtualMachine, action: VMActionChoices, actor: Act
             message=f"The host {vm.host.name} cannot be contacted: {vm.host.get_status_display()}.",
             hint="Fix the host's connection first (see its page).",
         )
-    moving = _cold_migration_of(vm)
-    if moving is not None:
-        _refuse(
-            actor=actor, action=f"vm.{action}", target=vm, parameters=parameters,
-            message=f"{vm.name} is being cold-migrated (#{moving.pk}, {moving.get_status_display().lower()}); "
-                    "starting it now would leave its copy stale.",
-            hint="Wait for the move to end; it can be started where it ends up.",
-        )
     if not vm_action_allowed(action, vm.state, persistent=vm.persistent):
         _refuse(
             actor=actor, action=f"vm.{action}", target=vm, parameters=parameters,
             message=f"{action.label} is not possible while {vm.name} is {vm.get_state_display().lower()}.",
             hint="Refresh the host if the state shown is out of date.",
         )
-    with transaction.atomic():
-        job = job_enqueue(
-            kind=f"vm.{action}",
-            func="hosts.jobs.vm_action_job",
-            args=(vm.pk, str(action)),
-            target=vm,
-            timeout_s=VM_ACTION_TIMEOUT_S,
-            actor=actor,
-        )
-        audit_record(
-            actor=actor,
-            action=f"vm.{action}",
-            result=AuditResultChoices.OK,
-            target=vm,
-            parameters=parameters,
-            message=f"{action.label} of {vm.name} on {vm.host.name} requested.",
-            job=job,
-        )
+    try:
+        with transaction.atomic():
+            job = job_enqueue(
+                kind=f"vm.{action}",
+                func="hosts.jobs.vm_action_job",
+                args=(vm.pk, str(action)),
+                target=vm,
+                timeout_s=VM_ACTION_TIMEOUT_S,
+                actor=actor,
+            )
+            # The job holds the guest until it ends (hosts.jobs.vm_action_job releases it).
+            leases.lease_claim(
+                guest_uuid=vm.uuid, guest_name=vm.name, kind=GuestLeaseKindChoices.POWER_ACTION, owner=job,
+                actor=actor, label=f"{action.label.lower()} job #{job.pk}",
+            )
+            audit_record(
+                actor=actor,
+                action=f"vm.{action}",
+                result=AuditResultChoices.OK,
+                target=vm,
+                parameters=parameters,
+                message=f"{action.label} of {vm.name} on {vm.host.name} requested.",
+                job=job,
+            )
+    except leases.GuestBusy as busy:
+        leases.lease_refused(busy, actor=actor, action=f"vm.{action}", target=vm, parameters=parameters)
     return job
 
 

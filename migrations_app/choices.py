@@ -17,7 +17,7 @@ class MigrationStatusChoices(models.TextChoices):
     NEEDS_ATTENTION = "needs-attention", "Needs attention"
 
 
-# One of these at a time per guest (a database constraint enforces it).
+# One of these at a time per guest: the migration holds its guest's lease (hosts.leases) meanwhile.
 MIGRATION_ACTIVE_STATES = (
     MigrationStatusChoices.QUEUED,
     MigrationStatusChoices.CHECKING,

@@ -1,6 +1,8 @@
-"""RQ job functions of migrations: ids in, runner called, nothing else."""
+"""RQ job functions of migrations: ids in, runner called, nothing else (but a job that holds a
+guest's lease itself releases it once it ended)."""
 
 from core.jobs import run_job
+from hosts import leases
 
 from . import candidates, cold_runner, permissions, reconciler, runner
 
@@ -22,7 +24,9 @@ def cold_migration_job(job_id: int, cold_id: int) -> None:
 
 
 def image_permissions_job(job_id: int, run_id: int) -> None:
-    run_job(job_id, lambda ctx: permissions.repair_image_permissions(run_id=run_id, ctx=ctx))
+    job = run_job(job_id, lambda ctx: permissions.repair_image_permissions(run_id=run_id, ctx=ctx))
+    if job.is_terminal:  # however it ended, the guest is free again (not if it ran elsewhere)
+        leases.lease_release(owner=job)
 
 
 def cold_reconcile_job(job_id: int, cold_id: int, reason: str = "") -> None:

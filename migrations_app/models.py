@@ -3,7 +3,7 @@ their progress samples, and the per-host slots that bound how many run at once."
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.urls import reverse
 from django.utils import timezone
 
 from core.models import Job
@@ -134,16 +134,12 @@ class Migration(models.Model):
 
     class Meta:
         ordering = ["-created", "-pk"]
-        constraints = [
-            models.UniqueConstraint(
-                fields=["vm_uuid"],
-                condition=Q(status__in=[s.value for s in MIGRATION_ACTIVE_STATES]),
-                name="migrations_one_active_per_vm",
-            ),
-        ]
 
     def __str__(self) -> str:
         return f"migration #{self.pk} of {self.vm_name}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("migrations_app:migration_detail", args=[self.pk])
 
     @property
     def is_active(self) -> bool:
@@ -256,16 +252,12 @@ class ColdMigration(models.Model):
 
     class Meta:
         ordering = ["-created", "-pk"]
-        constraints = [
-            models.UniqueConstraint(
-                fields=["vm_uuid"],
-                condition=Q(status__in=[s.value for s in COLD_ACTIVE_STATES]),
-                name="migrations_one_active_cold_per_vm",
-            ),
-        ]
 
     def __str__(self) -> str:
         return f"cold migration #{self.pk} of {self.vm_name}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("migrations_app:cold_detail", args=[self.pk])
 
     @property
     def same_host(self) -> bool:

@@ -23,6 +23,7 @@ from core.actors import Actor
 from core.choices import JOB_TERMINAL_STATES, JobLogLevelChoices
 from core.jobs import JobContext
 from core.models import Job
+from hosts import leases
 
 from . import policy, states, whereabouts
 from .choices import (
@@ -87,8 +88,10 @@ def worker_lost_reason(
 
 
 def migrations_reconcile(*, now: datetime | None = None) -> dict:
-    """Hand out free slots, and queue a reconcile job for every active migration nobody runs."""
+    """Free the guests whose operation ended without releasing them, hand out free slots, and
+    queue a reconcile job for every active migration nobody runs (settling it releases its lease)."""
     now = now or timezone.now()
+    reclaimed = leases.leases_reclaim()
     dispatched = slots.migrations_dispatch()
     stale_after = timedelta(seconds=settings.VMPORTAL_MIGRATION_STALE_SECONDS)
     queued = 0
@@ -107,7 +110,7 @@ def migrations_reconcile(*, now: datetime | None = None) -> dict:
             logger.warning("cold migration %s (%s): %s; reconciling", cold.pk, cold.status, reason)
             cold_services.cold_reconcile_request(cold=cold, reason=reason)
             queued += 1
-    return {"dispatched": dispatched, "reconciling": queued}
+    return {"dispatched": dispatched, "reconciling": queued, "leases_reclaimed": reclaimed}
 
 
 def reconcile_migration(*, migration_id: int, reason: str = "", ctx: JobContext) -> dict:

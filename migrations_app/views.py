@@ -15,12 +15,11 @@ from core.actors import Actor
 from core.models import AuditEvent, Job
 from core.roles import OperatorRequiredMixin, ViewerRequiredMixin
 from hosts.choices import VMStateChoices
+from hosts.leases import lease_holder
 from hosts.models import Host, VirtualMachine
 
 from . import states
 from .choices import (
-    COLD_ACTIVE_STATES,
-    MIGRATION_ACTIVE_STATES,
     ColdMigrationStatusChoices as C,
     MigrationActionChoices,
     MigrationStatusChoices as S,
@@ -111,7 +110,7 @@ class MigrationWizardView(OperatorRequiredMixin, FormView):
                 "persist_destination", "undefine_source",
             )],
             candidates=Host.objects.exclude(pk=vm.host_id).count(),
-            active=Migration.objects.filter(vm_uuid=vm.uuid, status__in=MIGRATION_ACTIVE_STATES).first(),
+            held=lease_holder(vm.uuid),
         )
         return context
 
@@ -176,7 +175,7 @@ class PlanDestinationView(OperatorRequiredMixin, PlanMixin, TemplateView):
                 dest_uri=run.destination.effective_libvirt_uri,
             ),
             flags=libvirt_flags(options),
-            active=Migration.objects.filter(vm_uuid=plan.vm_uuid, status__in=MIGRATION_ACTIVE_STATES).first(),
+            held=lease_holder(plan.vm_uuid),
             repairs=[] if run.is_pending else run_repairs(run),
         )
         return context
@@ -292,7 +291,7 @@ class MigrationDetailView(ViewerRequiredMixin, DetailView):
             can_reconcile=states.can_reconcile(migration),
             can_migrate_back=(
                 migration.status == S.SUCCEEDED and vm_now is not None and vm_now.host_id == migration.destination_id
-                and not Migration.objects.filter(vm_uuid=migration.vm_uuid, status__in=MIGRATION_ACTIVE_STATES).exists()
+                and lease_holder(migration.vm_uuid) is None
             ),
             force_action="switch to post-copy" if options.allow_postcopy else "raise the allowed downtime",
         )
@@ -388,8 +387,7 @@ class ColdMigrationWizardView(OperatorRequiredMixin, FormView):
             disks=vm.disks.all(),
             shut_off=vm.state == VMStateChoices.SHUTOFF,
             back_to=to if to is not None and to.pk != vm.host_id else None,
-            active=Migration.objects.filter(vm_uuid=vm.uuid, status__in=MIGRATION_ACTIVE_STATES).first(),
-            active_cold=ColdMigration.objects.filter(vm_uuid=vm.uuid, status__in=COLD_ACTIVE_STATES).first(),
+            held=lease_holder(vm.uuid),
         )
         return context
 
@@ -421,10 +419,7 @@ class ColdMigrationDetailView(ViewerRequiredMixin, DetailView):
         context = super().get_context_data(**kwargs)
         cold = self.object
         vm_now = VirtualMachine.objects.filter(uuid=cold.vm_uuid).select_related("host").first()
-        busy = (
-            Migration.objects.filter(vm_uuid=cold.vm_uuid, status__in=MIGRATION_ACTIVE_STATES).exists()
-            or ColdMigration.objects.filter(vm_uuid=cold.vm_uuid, status__in=COLD_ACTIVE_STATES).exists()
-        )
+        busy = lease_holder(cold.vm_uuid) is not None
         job = cold.job
         context.update(
             vm_now=vm_now,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import NoReturn
 
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from core.actors import Actor
@@ -16,20 +16,19 @@ from core.audit import audit_record
 from core.choices import JOB_ACTIVE_STATES, AuditResultChoices
 from core.jobs import job_enqueue
 from core.models import Job
-from hosts import services as host_services
-from hosts.choices import VMStateChoices
+from hosts import leases, services as host_services
+from hosts.choices import GuestLeaseKindChoices, VMStateChoices
 from hosts.models import Host, VirtualMachine
 from storage.models import Share
 
 from .. import policy
 from ..choices import (
     COLD_ACTIVE_STATES,
-    MIGRATION_ACTIVE_STATES,
     ColdMigrationStatusChoices as ColdStatus,
     MigrationAuditActionChoices as A,
     MigrationJobKindChoices,
 )
-from ..models import ColdMigration, Migration
+from ..models import ColdMigration
 from .events import cold_changed
 from .refusals import refuse
 
@@ -52,8 +51,9 @@ def cold_migration_request(
 
     Refused (and audited) when the guest is not shut off in the inventory, a host cannot be
     contacted or the destination is in maintenance, the share is not seen by the destination,
-    nothing would move, or the guest already has a migration under way (live or cold; the
-    database enforces one cold migration at a time). The job re-checks everything on the hosts.
+    nothing would move, or another operation holds the guest's lease (GuestBusy) — claimed in
+    the transaction that creates the record, so of two simultaneous requests of any kinds
+    exactly one gets through. The job re-checks everything on the hosts.
     """
     vm = VirtualMachine.objects.select_related("host").get(pk=vm.pk)
     source = vm.host
@@ -82,14 +82,6 @@ def cold_migration_request(
         if share.path_seen_by(destination) is None:
             refused(f"{destination.name} does not mount the share {share}.",
                     "Add it as a client of the share (the NFS wizard), or choose another destination.")
-    live = Migration.objects.filter(vm_uuid=vm.uuid, status__in=MIGRATION_ACTIVE_STATES).first()
-    if live is not None:
-        refused(f"{vm.name} already has migration #{live.pk} ({live.get_status_display().lower()}).",
-                "Wait for it to finish, or abort it.")
-    busy = ColdMigration.objects.filter(vm_uuid=vm.uuid, status__in=COLD_ACTIVE_STATES).first()
-    if busy is not None:
-        refused(f"{vm.name} already has cold migration #{busy.pk} ({busy.get_status_display().lower()}).",
-                "Follow that one; it ends on its own.")
     try:
         with transaction.atomic():
             cold = ColdMigration.objects.create(
@@ -103,14 +95,17 @@ def cold_migration_request(
                 enqueue=run_by_worker,
             )
             cold.save(update_fields=["job"])
+            # Held until cold_finish; the database decides between simultaneous requests.
+            leases.lease_claim(guest_uuid=vm.uuid, guest_name=vm.name, kind=GuestLeaseKindChoices.COLD_MIGRATION,
+                               owner=cold, actor=actor)
             where = f"onto {share}" if same_host else f"from {source.name} to {destination.name}"
             audit_record(
                 actor=actor, action=A.COLD_REQUEST, result=AuditResultChoices.OK, target=cold,
                 parameters=parameters, message=f"Cold-migrate {vm.name} {where} requested.",
             )
             cold_changed(cold)
-    except IntegrityError:
-        refused(f"Another cold migration of {vm.name} was requested at the same moment.", "Follow that one.")
+    except leases.GuestBusy as busy:
+        leases.lease_refused(busy, actor=actor, action=A.COLD_REQUEST, target=vm, parameters=parameters)
     return cold
 
 
@@ -189,6 +184,7 @@ def cold_finish(
     }
     if not ColdMigration.objects.filter(pk=cold.pk, status__in=COLD_ACTIVE_STATES).update(**fields):
         return False
+    leases.lease_release(owner=cold)  # the guest is free for its next operation
     for name, value in fields.items():
         setattr(cold, name, value)
     if status == ColdStatus.SUCCEEDED and not cold.same_host:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import NoReturn
 
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -17,18 +17,18 @@ from core.audit import audit_record
 from core.choices import JOB_ACTIVE_STATES, AuditResultChoices
 from core.jobs import job_enqueue
 from core.models import Job
+from hosts import leases
+from hosts.choices import GuestLeaseKindChoices
 from hosts.models import Host, VirtualMachine
 
 from .. import policy, states
 from ..choices import (
-    COLD_ACTIVE_STATES,
-    MIGRATION_ACTIVE_STATES,
     MigrationAuditActionChoices as A,
     MigrationJobKindChoices,
     MigrationStatusChoices as S,
     VerdictStatusChoices,
 )
-from ..models import ColdMigration, Migration, MigrationPlan
+from ..models import Migration, MigrationPlan
 from ..options import MigrationOptions, from_dict, to_dict, validate
 from .events import migration_changed
 from .records import migration_finish
@@ -51,8 +51,9 @@ def migration_request(
     """Ask for a migration of ``vm`` to ``destination``: audited, then queued for a slot.
 
     Refused (and audited) when the options do not fit together, a host cannot be contacted
-    or is in maintenance, the chosen preflight failed, or the guest already has an active
-    migration — the last one enforced by the database, so of two simultaneous requests
+    or is in maintenance, the chosen preflight failed, the guest's last migration needs
+    attention, or another operation holds the guest's lease (GuestBusy) — claimed in the
+    transaction that creates the record, so of two simultaneous requests of any kinds
     exactly one gets through. ``run_by_worker=False``: the caller runs it (vm_migrate --wait).
     """
     vm = VirtualMachine.objects.select_related("host").get(pk=vm.pk)
@@ -82,14 +83,6 @@ def migration_request(
             failing = ", ".join(v["check"] for v in run.verdicts if v.get("status") == VerdictStatusChoices.FAIL)
             refused(f"The preflight for {destination.name} failed ({failing or run.error}).",
                     "Fix what the preflight grid says, then check again.")
-    active = Migration.objects.filter(vm_uuid=vm.uuid, status__in=MIGRATION_ACTIVE_STATES).first()
-    if active is not None:
-        refused(f"{vm.name} already has migration #{active.pk} ({active.get_status_display().lower()}).",
-                "Wait for it to finish, or abort it.")
-    cold = ColdMigration.objects.filter(vm_uuid=vm.uuid, status__in=COLD_ACTIVE_STATES).first()
-    if cold is not None:
-        refused(f"{vm.name} is being cold-migrated (#{cold.pk}, {cold.get_status_display().lower()}).",
-                "Wait for it to finish.")
     latest = Migration.objects.filter(vm_uuid=vm.uuid).order_by("-created", "-pk").first()
     if latest is not None and latest.status == S.NEEDS_ATTENTION:
         refused(f"The last migration of {vm.name} (#{latest.pk}) needs attention: {latest.outcome}",
@@ -102,6 +95,11 @@ def migration_request(
                 run_by_worker=run_by_worker,
                 phase="Waiting for a free migration slot" if run_by_worker else "Waiting to start",
             )
+            # Held until migration_finish; the database decides between simultaneous requests.
+            leases.lease_claim(
+                guest_uuid=vm.uuid, guest_name=vm.name, owner=migration, actor=actor,
+                kind=GuestLeaseKindChoices.LIVE_MIGRATION if options.live else GuestLeaseKindChoices.OFFLINE_MIGRATION,
+            )
             audit_record(
                 actor=actor, action=A.REQUEST, result=AuditResultChoices.OK, target=migration,
                 parameters=parameters,
@@ -111,11 +109,8 @@ def migration_request(
             migration_changed(migration)
             if run_by_worker:
                 transaction.on_commit(migrations_dispatch)
-    except IntegrityError:
-        # The constraint on one active migration per guest: another request won the race.
-        other = Migration.objects.filter(vm_uuid=vm.uuid, status__in=MIGRATION_ACTIVE_STATES).first()
-        refused(f"Another migration of {vm.name}" + (f" (#{other.pk})" if other else "")
-                + " was requested at the same moment.", "Follow that one, or wait for it to finish.")
+    except leases.GuestBusy as busy:
+        leases.lease_refused(busy, actor=actor, action=A.REQUEST, target=vm, parameters=parameters)
     return migration
 
 

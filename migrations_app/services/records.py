@@ -18,6 +18,7 @@ from core.actors import Actor
 from core.audit import audit_record
 from core.choices import AuditResultChoices
 from core.models import Job
+from hosts import leases
 
 from .. import states
 from ..choices import (
@@ -158,6 +159,7 @@ def migration_finish(
     if not _transition(migration, status, **fields):
         return False
     slots_release(migration)
+    leases.lease_release(owner=migration)  # the guest is free for its next operation
     if result is None:
         result = AuditResultChoices.OK if status == S.SUCCEEDED else AuditResultChoices.FAILED
     audit_record(

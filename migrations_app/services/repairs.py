@@ -15,6 +15,8 @@ from core.audit import audit_record
 from core.choices import AuditResultChoices
 from core.jobs import job_enqueue
 from core.models import Job
+from hosts import leases
+from hosts.choices import GuestLeaseKindChoices
 
 from .. import policy
 from ..choices import MigrationAuditActionChoices as A, MigrationJobKindChoices
@@ -29,7 +31,8 @@ def image_permissions_repair_request(*, run: PreflightRun, actor: Actor) -> Job:
     """Repair the owner/mode of the images this preflight found QEMU could not open, on its destination.
 
     Only the files the run recorded are touched. Refused (audited) when there is nothing to
-    repair, the preflight is still running, or the host cannot be contacted.
+    repair, the preflight is still running, the host cannot be contacted, or another
+    operation holds the guest's lease (GuestBusy); the job holds it while it runs.
     """
     run = PreflightRun.objects.select_related("destination", "plan").get(pk=run.pk)
     repairs = run_repairs(run)
@@ -47,17 +50,27 @@ def image_permissions_repair_request(*, run: PreflightRun, actor: Actor) -> Job:
     if not run.destination.is_connectable:
         refused(f"{run.destination.name} cannot be contacted: {run.destination.get_status_display()}.",
                 "Fix the host's connection first (see its page).")
-    with transaction.atomic():
-        job = job_enqueue(
-            kind=MigrationJobKindChoices.REPAIR_PERMISSIONS, func=IMAGE_PERMISSIONS_JOB, args=(run.pk,),
-            target=run.plan, timeout_s=policy.REPAIR_TIMEOUT_S, actor=actor,
-        )
-        audit_record(
-            actor=actor, action=A.IMAGE_PERMISSIONS_REQUEST, result=AuditResultChoices.OK, target=run.plan,
-            parameters=parameters,
-            message=f"Repair the owner and mode of {len(repairs)} image(s) on {run.destination.name} for QEMU.",
-            job=job,
-        )
+    try:
+        with transaction.atomic():
+            job = job_enqueue(
+                kind=MigrationJobKindChoices.REPAIR_PERMISSIONS, func=IMAGE_PERMISSIONS_JOB, args=(run.pk,),
+                target=run.plan, timeout_s=policy.REPAIR_TIMEOUT_S, actor=actor,
+            )
+            # The guest's images change owner: nothing else may move or start it meanwhile.
+            # Held by the job until it ends (jobs.image_permissions_job releases it).
+            leases.lease_claim(
+                guest_uuid=run.plan.vm_uuid, guest_name=run.plan.vm_name, kind=GuestLeaseKindChoices.IMAGE_REPAIR,
+                owner=job, actor=actor, label=f"image permission repair job #{job.pk}",
+            )
+            audit_record(
+                actor=actor, action=A.IMAGE_PERMISSIONS_REQUEST, result=AuditResultChoices.OK, target=run.plan,
+                parameters=parameters,
+                message=f"Repair the owner and mode of {len(repairs)} image(s) on {run.destination.name} for QEMU.",
+                job=job,
+            )
+    except leases.GuestBusy as busy:
+        leases.lease_refused(busy, actor=actor, action=A.IMAGE_PERMISSIONS_REQUEST, target=run.plan,
+                             parameters=parameters)
     return job
 
 

@@ -57,10 +57,11 @@ def postgres():
 def test_schema_and_services_on_postgresql(postgres):
     env = {**os.environ, "DATABASE_URL": postgres, "PYTHONPATH": str(PROJECT)}
     env.pop("PYTEST_ADDOPTS", None)
-    # Unit tests that go through the ORM (services, constraints, jobs, audit), on PostgreSQL.
+    # Unit tests that go through the ORM (services, constraints, jobs, audit, guest leases and
+    # their race between two connections), on PostgreSQL.
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/unit",
-         "-k", "services or audit or jobs or migration_service or constraint or commands or roles",
+         "-k", "services or audit or jobs or migration_service or constraint or commands or roles or lease",
          "-m", "not lab and not e2e"],
         cwd=PROJECT, env=env, capture_output=True, text=True, timeout=900,
     )

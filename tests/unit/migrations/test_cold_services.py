@@ -14,8 +14,8 @@ from django.utils import timezone
 
 from core.actors import Actor
 from core.models import AuditEvent, Job
-from hosts.choices import HostStatusChoices, VMStateChoices
-from hosts.models import VirtualMachine
+from hosts.choices import GuestLeaseKindChoices, HostStatusChoices, VMStateChoices
+from hosts.models import GuestLease, VirtualMachine
 from hosts.services import ServiceRefused
 from migrations_app import jobs, policy
 from migrations_app.choices import (
@@ -113,21 +113,25 @@ def test_refused_onto_a_share_its_own_host_does_not_mount(hosts_and_guest, share
 @pytest.mark.parametrize("status", [S.QUEUED, S.CHECKING, S.MIGRATING, S.COMPLETING])
 def test_refused_while_a_live_migration_of_the_guest_is_active(hosts_and_guest, status):
     src, dst, third, vm = hosts_and_guest
-    live = Migration.objects.create(vm=vm, vm_uuid=vm.uuid, vm_name=vm.name, source=src, destination=third,
-                                    options={}, status=status)
-    assert_refused(vm, dst, f"web-1 already has migration #{live.pk}", "Wait for it to finish")
+    moving = live.migration_request(vm=vm, destination=third, options=MigrationOptions(), actor=SYSTEM,
+                                    run_by_worker=False)
+    Migration.objects.filter(pk=moving.pk).update(status=status)
+    assert_refused(vm, dst, f"web-1 is busy: live migration #{moving.pk} has held it since",
+                   f"Follow live migration #{moving.pk} at {moving.get_absolute_url()}")
 
 
 @pytest.mark.parametrize("status", [C.QUEUED, C.CHECKING, C.COPYING, C.DEFINING, C.STARTING])
 def test_refused_while_a_cold_migration_of_the_guest_is_active(hosts_and_guest, status):
     src, dst, third, vm = hosts_and_guest
-    busy = ColdMigration.objects.create(vm=vm, vm_uuid=vm.uuid, vm_name=vm.name, source=src, destination=third,
-                                        status=status)
-    with pytest.raises(ServiceRefused, match=f"already has cold migration #{busy.pk}"):
+    busy = request(vm, third)
+    ColdMigration.objects.filter(pk=busy.pk).update(status=status)
+    jobs_before = Job.objects.count()
+    with pytest.raises(ServiceRefused, match=f"web-1 is busy: cold migration #{busy.pk} has held it since"):
         request(vm, dst)
-    assert AuditEvent.objects.get(action="migration.cold.request").result == "refused"
+    refusal = AuditEvent.objects.filter(action="migration.cold.request").order_by("pk").last()
+    assert refusal.result == "refused" and refusal.parameters["held_by"]["owner"] == f"cold migration #{busy.pk}"
     assert list(ColdMigration.objects.values_list("pk", flat=True)) == [busy.pk]
-    assert not Job.objects.exists()
+    assert Job.objects.count() == jobs_before
 
 
 @pytest.mark.parametrize("role", ["source", "destination"])
@@ -218,11 +222,12 @@ def test_a_finished_cold_migration_does_not_block_the_next(hosts_and_guest):
 
 
 def test_the_database_allows_one_active_cold_migration_per_guest(hosts_and_guest):
+    """The guest's lease (a unique row per guest UUID) is what the database enforces."""
     src, dst, _third, vm = hosts_and_guest
-    request(vm, dst)
+    first = request(vm, dst)
     with pytest.raises(IntegrityError), transaction.atomic():
-        ColdMigration.objects.create(vm=vm, vm_uuid=vm.uuid, vm_name=vm.name, source=src, destination=dst,
-                                     status=C.COPYING)
+        GuestLease.objects.create(guest_uuid=vm.uuid, guest_name=vm.name, kind=GuestLeaseKindChoices.COLD_MIGRATION,
+                                  owner=first, owner_label="a second claim", actor_label="system")
 
 
 @pytest.mark.parametrize(
@@ -298,7 +303,7 @@ def test_a_live_migration_is_refused_while_a_cold_one_is_active(hosts_and_guest)
     cold = request(vm, third)
     with pytest.raises(ServiceRefused) as refused:
         live.migration_request(vm=vm, destination=dst, options=MigrationOptions(), actor=SYSTEM)
-    assert f"web-1 is being cold-migrated (#{cold.pk}, queued)" in refused.value.message
+    assert f"web-1 is busy: cold migration #{cold.pk} has held it since" in refused.value.message
     assert AuditEvent.objects.get(action="migration.request").result == "refused"
     assert not Migration.objects.exists()
 
@@ -322,4 +327,5 @@ def test_starting_a_guest_being_cold_migrated_is_refused(django_capture_on_commi
         cold = cold_services.cold_migration_request(vm=vm, destination=dst, actor=Actor.system(), run_by_worker=False)
     with pytest.raises(ServiceRefused) as refused:
         vm_action_request(vm=vm, action=VMActionChoices.START, actor=Actor.system())
-    assert f"#{cold.pk}" in refused.value.message and "stale" in refused.value.message
+    assert f"moving is busy: cold migration #{cold.pk} has held it since" in refused.value.message
+    assert cold.get_absolute_url() in refused.value.hint

@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
 
@@ -17,7 +18,8 @@ from core.actors import Actor
 from core.choices import JobStatusChoices
 from core.jobs import job_enqueue
 from core.models import AuditEvent, Job
-from hosts.choices import HostStatusChoices, VMStateChoices
+from hosts.choices import GuestLeaseKindChoices, HostStatusChoices, VMStateChoices
+from hosts.leases import lease_claim
 from migrations_app import views
 from migrations_app.choices import ColdMigrationStatusChoices as C, MigrationJobKindChoices
 from migrations_app.forms import OWN_STORAGE_LABEL
@@ -78,6 +80,10 @@ def make_cold(vm, destination, *, status=C.SUCCEEDED, job_status=JobStatusChoice
     ])
     cold.job = job
     cold.save(update_fields=["job"])
+    if cold.is_active:  # under way: it holds its guest, as one requested through the service does
+        with transaction.atomic():
+            lease_claim(guest_uuid=vm.uuid, guest_name=vm.name, kind=GuestLeaseKindChoices.COLD_MIGRATION,
+                        owner=cold, actor=Actor.system())
     return cold
 
 
@@ -316,7 +322,8 @@ def test_a_second_request_while_one_runs_is_refused(hosts_and_guest, operator_cl
     src, dst, third, vm = hosts_and_guest
     running = make_cold(vm, dst, status=C.COPYING, job_status=JobStatusChoices.RUNNING)
     page = operator_client.post(new_url(vm), {"destination": third.pk, "share": ""}).content.decode()
-    assert f"already has cold migration #{running.pk}" in page and "Follow that one" in page
+    assert f"web-1 is busy: cold migration #{running.pk} has held it since" in page
+    assert f"Follow cold migration #{running.pk} at {detail_url(running)}" in page
     assert ColdMigration.objects.count() == 1
 
 

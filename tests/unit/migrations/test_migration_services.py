@@ -1,4 +1,4 @@
-"""Migration services: refusals, one active migration per guest (in the database), per-host slots, states."""
+"""Migration services: refusals, one active migration per guest (its lease, in the database), per-host slots, states."""
 
 from __future__ import annotations
 
@@ -7,7 +7,10 @@ from django.db import IntegrityError, transaction
 
 from core.actors import Actor
 from core.models import AuditEvent, Job
-from hosts.choices import HostStatusChoices
+from hosts import leases
+from hosts.choices import GuestLeaseKindChoices, HostStatusChoices
+from hosts.leases import GuestBusy, lease_holder
+from hosts.models import GuestLease
 from migrations_app import reconcile, states
 from migrations_app.choices import MigrationStatusChoices as S
 from migrations_app.models import Migration, MigrationSlot
@@ -112,41 +115,40 @@ def test_one_active_migration_per_guest(two_hosts):
     src, dst, vm = two_hosts
     third = make_host("kvm-c")
     first = request(vm, dst)
-    with pytest.raises(refusals.ServiceRefused, match=f"already has migration #{first.pk}"):
+    with pytest.raises(refusals.ServiceRefused, match=f"is busy: live migration #{first.pk} has held it since"):
         request(vm, third)
     live.migration_abort(migration=first, actor=SYSTEM)
     assert request(vm, third).status == S.QUEUED  # once it ended, a new one may start
 
 
 def test_the_database_enforces_one_active_migration_per_guest(two_hosts):
+    """What the database enforces is the guest's lease: one row per guest UUID, held while it runs."""
     src, dst, vm = two_hosts
-    fields = dict(vm=vm, vm_uuid=vm.uuid, vm_name=vm.name, source=src, destination=dst, options={})
-    Migration.objects.create(status=S.MIGRATING, **fields)
+    first = request(vm, dst)
     with pytest.raises(IntegrityError), transaction.atomic():
-        Migration.objects.create(status=S.QUEUED, **fields)
-    # Finished ones do not count.
-    Migration.objects.create(status=S.SUCCEEDED, **fields)
-    Migration.objects.create(status=S.FAILED, **fields)
+        GuestLease.objects.create(guest_uuid=vm.uuid, guest_name=vm.name, kind=GuestLeaseKindChoices.LIVE_MIGRATION,
+                                  owner=first, owner_label="a second claim", actor_label="system")
+    # A finished one does not hold it.
+    live.migration_abort(migration=first, actor=SYSTEM)
+    assert lease_holder(vm.uuid) is None
 
 
 def test_simultaneous_requests_one_proceeds_the_other_gets_a_clear_message(two_hosts, monkeypatch):
-    """Both requests pass the early check (as two processes would); the constraint decides."""
+    """Nothing is looked up before the insert: the second request's lease INSERT fails on the
+    guest's UUID, and only then is the holder read for the message. (Two requests really at
+    once, in threads: tests/unit/test_guest_lease_race.py.)"""
     src, dst, vm = two_hosts
-    real_filter = Migration.objects.filter
-    early_checks = {"left": 2}  # each request's look for an active migration sees nothing
-
-    def blind_filter(*args, **kwargs):
-        qs = real_filter(*args, **kwargs)
-        if early_checks["left"] and "status__in" in kwargs and "vm_uuid" in kwargs:
-            early_checks["left"] -= 1
-            return qs.none()  # the other request has not committed yet when this one looks
-        return qs
-
-    monkeypatch.setattr(Migration.objects, "filter", blind_filter)
+    lookups = []
+    real_holder = leases.lease_holder
+    monkeypatch.setattr(leases, "lease_holder", lambda uuid: lookups.append(uuid) or real_holder(uuid))
     first = request(vm, dst)
-    with pytest.raises(refusals.ServiceRefused, match="requested at the same moment") as refused:
+    assert lookups == []  # the winner never asked whether the guest was free
+    with pytest.raises(GuestBusy) as refused:
         request(vm, dst)
-    assert f"#{first.pk}" in refused.value.message
+    assert lookups == [vm.uuid]
+    assert refused.value.holder.owner_id == first.pk
+    assert f"{vm.name} is busy: live migration #{first.pk} has held it since" in refused.value.message
+    assert first.get_absolute_url() in refused.value.hint
     assert Migration.objects.filter(vm_uuid=vm.uuid).count() == 1
     assert AuditEvent.objects.filter(action="migration.request", result="refused").count() == 1
 
