@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from django.db import connection, connections, transaction
 from django.db.utils import load_backend
-from migration_fakes import make_host, make_vm
+from tests.fakes.fleet import make_host, make_vm
 
 from core.actors import Actor
 from hosts import leases

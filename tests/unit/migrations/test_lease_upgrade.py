@@ -8,7 +8,7 @@ import importlib
 import pytest
 from django.apps import apps
 from django.contrib.auth import get_user_model
-from migration_fakes import make_host, make_vm
+from tests.fakes.fleet import make_host, make_vm
 
 from hosts.choices import GuestLeaseKindChoices as K
 from hosts.models import GuestLease
