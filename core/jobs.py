@@ -27,7 +27,7 @@ from rq.timeouts import JobTimeoutException
 
 from . import broadcast
 from .actors import Actor
-from .choices import JobLogLevelChoices, JobStatusChoices
+from .choices import JOB_ACTIVE_STATES, JobLogLevelChoices, JobStatusChoices
 from .errors import PortalError
 from .models import Job
 
@@ -117,6 +117,13 @@ def job_enqueue(
     if enqueue:
         transaction.on_commit(lambda: _submit(job.pk, func, tuple(args)))
     return job
+
+
+def active_job(*, kind: str, target: models.Model) -> Job | None:
+    """The queued or running job of this kind for this record, if there is one."""
+    return Job.objects.filter(
+        kind=kind, target_type=target._meta.model_name, target_id=str(target.pk), status__in=JOB_ACTIVE_STATES
+    ).first()
 
 
 def _submit(job_id: int, func: JobFunc, args: tuple) -> None:

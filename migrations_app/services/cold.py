@@ -13,8 +13,8 @@ from django.utils import timezone
 
 from core.actors import Actor
 from core.audit import audit_record
-from core.choices import JOB_ACTIVE_STATES, AuditResultChoices
-from core.jobs import job_enqueue
+from core.choices import AuditResultChoices
+from core.jobs import active_job, job_enqueue
 from core.models import Job
 from hosts import leases, services as host_services
 from hosts.choices import GuestLeaseKindChoices, VMStateChoices
@@ -205,10 +205,7 @@ def cold_finish(
 def cold_reconcile_request(*, cold: ColdMigration, reason: str) -> Job:
     """Queue settling a cold migration whose worker died (one reconcile job at a time per record)."""
     with transaction.atomic():
-        waiting = Job.objects.filter(
-            kind=MigrationJobKindChoices.RECONCILE, target_type="coldmigration", target_id=str(cold.pk),
-            status__in=JOB_ACTIVE_STATES,
-        ).first()
+        waiting = active_job(kind=MigrationJobKindChoices.RECONCILE, target=cold)
         if waiting is not None:
             return waiting
         return job_enqueue(

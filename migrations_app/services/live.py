@@ -14,8 +14,8 @@ from django.utils import timezone
 
 from core.actors import Actor
 from core.audit import audit_record
-from core.choices import JOB_ACTIVE_STATES, AuditResultChoices
-from core.jobs import job_enqueue
+from core.choices import AuditResultChoices
+from core.jobs import active_job, job_enqueue
 from core.models import Job
 from hosts import leases
 from hosts.choices import GuestLeaseKindChoices
@@ -199,10 +199,7 @@ def migration_reconcile_request(*, migration: Migration, actor: Actor, reason: s
                     "only one that needs attention is reconciled by hand.",
         )
     with transaction.atomic():
-        waiting = Job.objects.filter(
-            kind=MigrationJobKindChoices.RECONCILE, target_type="migration", target_id=str(migration.pk),
-            status__in=JOB_ACTIVE_STATES,
-        ).first()
+        waiting = active_job(kind=MigrationJobKindChoices.RECONCILE, target=migration)
         if waiting is not None:
             return waiting
         job = job_enqueue(

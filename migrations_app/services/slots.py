@@ -60,17 +60,22 @@ def slots_release(migration: Migration) -> int:
     return deleted
 
 
+def _claim_slots_and_job(migration: Migration, *, enqueue: bool) -> Job:
+    """Inside the caller's transaction: both slots (or _NoSlot), then the migration's run job."""
+    _claim_slot(migration, migration.source, SlotDirectionChoices.OUTGOING)
+    _claim_slot(migration, migration.destination, SlotDirectionChoices.INCOMING)
+    return job_enqueue(
+        kind=MigrationJobKindChoices.RUN, func=MIGRATION_JOB, args=(migration.pk,), target=migration,
+        timeout_s=_job_timeout_s(migration), actor=Actor(user=migration.requested_by),
+        queue="migrations", enqueue=enqueue,
+    )
+
+
 def _dispatch_one(migration: Migration) -> Job | None:
     """Claim both slots and enqueue the job in one transaction, or leave it waiting."""
     try:
         with transaction.atomic():
-            _claim_slot(migration, migration.source, SlotDirectionChoices.OUTGOING)
-            _claim_slot(migration, migration.destination, SlotDirectionChoices.INCOMING)
-            job = job_enqueue(
-                kind=MigrationJobKindChoices.RUN, func=MIGRATION_JOB, args=(migration.pk,), target=migration,
-                timeout_s=_job_timeout_s(migration), actor=Actor(user=migration.requested_by),
-                queue="migrations",
-            )
+            job = _claim_slots_and_job(migration, enqueue=True)
             # Only if nobody dispatched it meanwhile; otherwise roll this attempt back.
             updated = Migration.objects.filter(pk=migration.pk, status=S.QUEUED, job__isnull=True).update(
                 job=job, phase="Waiting for a worker"
@@ -115,13 +120,7 @@ def migration_claim_for_caller(*, migration: Migration) -> Job | None:
     create its Job row (not enqueued) in one transaction. None = no free slot yet, try again."""
     try:
         with transaction.atomic():
-            _claim_slot(migration, migration.source, SlotDirectionChoices.OUTGOING)
-            _claim_slot(migration, migration.destination, SlotDirectionChoices.INCOMING)
-            job = job_enqueue(
-                kind=MigrationJobKindChoices.RUN, func=MIGRATION_JOB, args=(migration.pk,), target=migration,
-                timeout_s=_job_timeout_s(migration),
-                actor=Actor(user=migration.requested_by), queue="migrations", enqueue=False,
-            )
+            job = _claim_slots_and_job(migration, enqueue=False)
             Migration.objects.filter(pk=migration.pk).update(job=job, phase="Starting")
     except _NoSlot as exc:
         Migration.objects.filter(pk=migration.pk, status=S.QUEUED).update(
