@@ -15,6 +15,7 @@ from . import services
 from .choices import HostJobKindChoices, VMActionChoices
 from .duplicates import HostIdentity, find_duplicate_identities
 from .forms import HostAddForm, HostTrustForm
+from .leases import lease_holder
 from .models import Host, PortalKey, VirtualMachine
 from .vm_actions import vm_actions_available
 
@@ -217,6 +218,8 @@ class VMDetailView(ViewerRequiredMixin, VMMixin, DetailView):
         context = super().get_context_data(**kwargs)
         vm = self.object
         context["actions"] = vm_actions_available(vm.state, persistent=vm.persistent) if vm.host.is_connectable else []
+        # What holds the guest now: its badge, and the buttons held back until it ends.
+        context["lease"] = lease_holder(vm.uuid)
         context["disks"] = vm.disks.all()
         context["nics"] = vm.nics.all()
         context["jobs"] = _recent_jobs("virtualmachine", vm.pk)

@@ -59,6 +59,8 @@ def _panel(moves: GuestMoves, context) -> dict:
         "active_migration": moves.active_migration,
         "active_cold": moves.active_cold,
         "can_operate": context.get("can_operate", False),
+        # The guest's lease as the page found it (hosts' guest page puts it in its context).
+        "lease": context.get("lease"),
     }
 
 

@@ -217,6 +217,23 @@ def test_the_guests_page_shows_what_holds_it_with_a_link(viewer_client):
     assert "requested by system" in page
 
 
+def test_the_guests_page_holds_its_buttons_back_while_another_operation_holds_it(operator_client):
+    host = Host.objects.create(name="kvm-a", address="192.0.2.10", auth_method=HostAuthMethodChoices.PORTAL_KEY,
+                               status=HostStatusChoices.REACHABLE, host_key="ssh-ed25519 AAAA")
+    vm = VirtualMachine.objects.create(host=host, uuid=GUEST, name="web-1", state="running")
+    url = reverse("hosts:vm_detail", args=[host.pk, vm.uuid])
+    action_url = reverse("hosts:vm_action", args=[host.pk, vm.uuid, "shutdown"])
+    free = operator_client.get(url).content.decode()
+    assert f'href="{action_url}"' in free and 'id="migrate-button" href=' in free
+
+    job = _job()
+    _claim(job, label=f"shut down job #{job.pk}")
+    held = operator_client.get(url).content.decode()
+    assert f'href="{action_url}"' not in held
+    assert 'id="migrate-button" disabled' in held
+    assert f'title="web-1 is held by shut down job #{job.pk}; try again once it ends">Shut down</button>' in held
+
+
 # ---------------------------------------------------------------------------
 # Power actions: the job holds the guest until it ends, however it ends
 
