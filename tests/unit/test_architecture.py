@@ -51,3 +51,35 @@ def test_no_import_against_the_layers(edges):
 def test_circles_and_layers_as_a_table(edges, circles, against):
     assert import_graph.circles(edges) == circles
     assert import_graph.against_layers(edges) == against
+
+
+# Opening SSH or libvirt is the host-access port's job (hosts/access.py); the adapters define how.
+_OPENERS = {"SSHSession", "open_connection"}
+_MAY_OPEN = ("hosts/access.py", "hosts/adapters/")
+
+
+def _calls_to_openers(path: Path) -> list[str]:
+    import ast
+
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Call):
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            if name in _OPENERS:
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno} {name}()")
+    return found
+
+
+def test_only_the_host_access_port_opens_connections_to_hosts():
+    found = []
+    for package in ("core", "hosts", "storage", "migrations_app", "vmportal"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            if not str(path.relative_to(ROOT)).startswith(_MAY_OPEN):
+                found += _calls_to_openers(path)
+    assert found == []
+
+
+def test_the_opener_check_sees_a_call():
+    sample = ROOT / "hosts" / "access.py"
+    assert any("SSHSession()" in line for line in _calls_to_openers(sample))
