@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 import logging
 from collections.abc import Callable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import django_rq
@@ -23,6 +23,8 @@ from django.db import models, transaction
 from django.utils import timezone
 from redis.exceptions import RedisError
 from rq import Callback
+from rq.exceptions import NoSuchJobError
+from rq.job import Job as RQJob
 from rq.timeouts import JobTimeoutException
 
 from . import broadcast
@@ -37,6 +39,10 @@ logger = logging.getLogger(__name__)
 MAX_LOG_LINES = 2000
 # How long past its timeout a running job may stay "running" before we call its worker dead.
 STALE_GRACE = timedelta(minutes=2)
+# A job row younger than this may not have reached Redis yet (it is submitted on commit).
+QUEUE_GRACE = timedelta(seconds=60)
+# What RQ says of a job that no worker will ever run.
+RQ_DEAD_STATES = frozenset({"missing", "failed", "stopped", "canceled"})
 
 
 class JobContext:
@@ -215,10 +221,42 @@ def rq_job_failed(rq_job, connection, exc_type, exc_value, tb) -> None:
         _finish(job, JobStatusChoices.FAILED, error=f"The worker failed the job: {exc_type.__name__}: {exc_value}")
 
 
+def rq_job_state(job: Job | None, *, now: datetime) -> str | None:
+    """RQ's status of the job ("queued", "started", "failed", … or "missing"); None = cannot tell."""
+    if job is None or not job.rq_job_id or settings.VMPORTAL_JOBS_INLINE or now - job.created < QUEUE_GRACE:
+        return None
+    try:
+        rq_job = RQJob.fetch(job.rq_job_id, connection=django_rq.get_connection(job.queue_name))
+        status = rq_job.get_status(refresh=False)
+    except NoSuchJobError:
+        return "missing"
+    except (RedisError, OSError) as exc:
+        logger.warning("cannot ask Redis about job %s: %s", job.pk, exc)
+        return None
+    return str(getattr(status, "value", status)) if status is not None else None
+
+
 def jobs_abort_stale(*, now=None) -> int:
-    """Mark jobs running long past their timeout as aborted (their worker died). Returns count."""
+    """Mark as aborted the jobs no worker will finish: running long past their timeout (their
+    worker died), or still queued while the queue no longer holds them (Redis lost them, or
+    they were removed from it). Returns how many. The leases such jobs held are then
+    reclaimed by the sweeps, since their owner has ended."""
     now = now or timezone.now()
     aborted = 0
+    for job in Job.objects.filter(status=JobStatusChoices.QUEUED, created__lt=now - QUEUE_GRACE).exclude(rq_job_id=""):
+        state = rq_job_state(job, now=now)
+        if state in RQ_DEAD_STATES:
+            with transaction.atomic():
+                # Only if no worker took it meanwhile.
+                if Job.objects.filter(pk=job.pk, status=JobStatusChoices.QUEUED).exists():
+                    _finish(
+                        job,
+                        JobStatusChoices.ABORTED,
+                        error=f"The queue no longer holds this job ({state}); no worker will run it.",
+                        hint="Check that Redis keeps its data and that an rqworker serves this queue; "
+                             "start the job again if needed.",
+                    )
+                    aborted += 1
     for job in Job.objects.filter(status=JobStatusChoices.RUNNING, started__isnull=False):
         if job.started + timedelta(seconds=job.timeout_s) + STALE_GRACE < now:
             with transaction.atomic():

@@ -12,16 +12,12 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
-import django_rq
 from django.conf import settings
 from django.utils import timezone
-from redis.exceptions import RedisError
-from rq.exceptions import NoSuchJobError
-from rq.job import Job as RQJob
 
 from core.actors import Actor
 from core.choices import JOB_TERMINAL_STATES, JobLogLevelChoices
-from core.jobs import JobContext
+from core.jobs import RQ_DEAD_STATES, JobContext, rq_job_state
 from core.models import Job
 from hosts import leases
 
@@ -39,26 +35,8 @@ from .services import cold as cold_services, live, records, slots
 
 logger = logging.getLogger(__name__)
 
-# A job row younger than this may not have reached Redis yet (it is submitted on commit).
-QUEUE_GRACE = timedelta(seconds=60)
-_RQ_DEAD_STATES = {"missing", "failed", "stopped", "canceled"}
 # How long to wait for a libvirt job still reported before leaving the record active.
 JOB_END_WAIT_S = 5.0
-
-
-def rq_job_state(job: Job | None, *, now: datetime) -> str | None:
-    """RQ's status of the job ("queued", "started", "failed", … or "missing"); None = cannot tell."""
-    if job is None or not job.rq_job_id or settings.VMPORTAL_JOBS_INLINE or now - job.created < QUEUE_GRACE:
-        return None
-    try:
-        rq_job = RQJob.fetch(job.rq_job_id, connection=django_rq.get_connection(job.queue_name))
-        status = rq_job.get_status(refresh=False)
-    except NoSuchJobError:
-        return "missing"
-    except (RedisError, OSError) as exc:
-        logger.warning("cannot ask Redis about job %s: %s", job.pk, exc)
-        return None
-    return str(getattr(status, "value", status)) if status is not None else None
 
 
 def worker_lost_reason(
@@ -71,7 +49,7 @@ def worker_lost_reason(
             return None  # waiting for a slot: the dispatcher's business
         if job.status in JOB_TERMINAL_STATES:
             return f"its job #{job.pk} ended ({job.status}) before the migration started"
-        if rq_state in _RQ_DEAD_STATES:
+        if rq_state in RQ_DEAD_STATES:
             return f"its job #{job.pk} is {rq_state} in the queue"
         return None
     if migration.status not in running_states:
@@ -79,7 +57,7 @@ def worker_lost_reason(
     if job is not None and job.status in JOB_TERMINAL_STATES:
         detail = f": {job.error}" if job.error else ""
         return f"its job #{job.pk} ended as {job.status}{detail}"
-    if rq_state in _RQ_DEAD_STATES:
+    if rq_state in RQ_DEAD_STATES:
         return f"its job #{job.pk} is {rq_state} in the queue"
     beat = migration.heartbeat or migration.started or migration.created
     if now - beat > stale_after:

@@ -117,6 +117,43 @@ def test_job_enqueue_passes_timeout_to_rq_and_fails_cleanly_without_redis(
     assert "queue" in job.error and "REDIS_URL" in job.error_hint
 
 
+@pytest.mark.parametrize(
+    ("rq_state", "aborted"),
+    [("missing", True), ("canceled", True), ("stopped", True), ("failed", True),
+     ("queued", False), ("started", False), ("deferred", False), ("redis down", False)],
+)
+def test_queued_jobs_the_queue_lost_are_aborted(settings, monkeypatch, rq_state, aborted):
+    from redis.exceptions import ConnectionError as RedisDown
+    from rq.exceptions import NoSuchJobError
+
+    settings.VMPORTAL_JOBS_INLINE = False
+    now = timezone.now()
+    old = queued_job(rq_job_id="rq-old")
+    Job.objects.filter(pk=old.pk).update(created=now - timedelta(minutes=5))
+    young = queued_job(rq_job_id="rq-young")  # may not have reached Redis yet: never judged
+
+    class FakeRQJob:
+        def get_status(self, refresh=False):
+            return rq_state
+
+    def fetch(rq_id, connection=None):
+        if rq_state == "missing":
+            raise NoSuchJobError(rq_id)
+        if rq_state == "redis down":
+            raise RedisDown("Connection refused")
+        return FakeRQJob()
+
+    monkeypatch.setattr(jobs.RQJob, "fetch", staticmethod(fetch))
+    monkeypatch.setattr(jobs.django_rq, "get_connection", lambda name: None)
+    assert jobs_abort_stale(now=now) == (1 if aborted else 0)
+    old.refresh_from_db()
+    young.refresh_from_db()
+    assert old.status == (JobStatusChoices.ABORTED if aborted else JobStatusChoices.QUEUED)
+    assert young.status == JobStatusChoices.QUEUED
+    if aborted:
+        assert f"({rq_state})" in old.error and "rqworker" in old.error_hint
+
+
 def test_stale_running_jobs_are_aborted():
     now = timezone.now()
     stale = queued_job(timeout_s=60, status=JobStatusChoices.RUNNING, started=now - timedelta(minutes=10))

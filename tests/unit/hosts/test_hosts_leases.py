@@ -291,6 +291,31 @@ def test_the_inventory_sweep_reclaims_leases_of_ended_jobs():
     assert leases.lease_holder(GUEST) is None
 
 
+def test_a_power_action_whose_queued_job_the_queue_lost_frees_the_guest_at_the_next_sweep(settings, monkeypatch):
+    from datetime import timedelta
+
+    from django.utils import timezone
+    from rq.exceptions import NoSuchJobError
+
+    from core import jobs as core_jobs
+    from hosts.jobs import inventory_refresh_all
+
+    settings.VMPORTAL_JOBS_INLINE = False
+    job = _job()
+    Job.objects.filter(pk=job.pk).update(rq_job_id="rq-lost", created=timezone.now() - timedelta(minutes=5))
+    _claim(job)
+
+    def fetch(rq_id, connection=None):
+        raise NoSuchJobError(rq_id)
+
+    monkeypatch.setattr(core_jobs.RQJob, "fetch", staticmethod(fetch))
+    monkeypatch.setattr(core_jobs.django_rq, "get_connection", lambda name: None)
+    inventory_refresh_all()
+    job.refresh_from_db()
+    assert job.status == JobStatusChoices.ABORTED
+    assert leases.lease_holder(GUEST) is None
+
+
 def test_the_migration_reconciler_reclaims_leases_of_ended_owners():
     from migrations_app import reconciler
 
