@@ -16,7 +16,10 @@ Rules where the issue is silent, decided here:
 - Anti-affinity: guests sharing a group never share a host, counting the guests already on a
   host and those this plan sends there; this holds for shut-off guests too (they start later).
 - Shut-off guests move their definition only when they have no local disk (copy-storage does
-  not apply to them); they take no memory but count against the host's incoming slots.
+  not apply to them); they take no memory but count against the host's incoming slots. A
+  shut-off guest that stays (local disk, or pinned) is not a blocker: it has a note.
+- ``pin_to`` restricts the guest to one host; an admin's override replaces it (the admin chose).
+  ``pinned`` (must not leave its host) blocks a running guest even against an override.
 - Paused guests move live like running ones and stay paused on arrival (a warning says so).
 """
 
@@ -272,6 +275,9 @@ def _place_one(
 ) -> Placement:
     if excluded:
         return Placement(guest.uuid, guest.name, OUTCOME_EXCLUDED, note="Excluded by the admin; stays on the host.")
+    if guest.state == "shutoff" and guest.pinned:
+        return Placement(guest.uuid, guest.name, OUTCOME_STAYS,
+                         note="Shut off and pinned to this host; it stays defined here.")
     blocker = _guest_blocker(guest, copy_storage=copy_storage)
     if blocker:
         return Placement(guest.uuid, guest.name, OUTCOME_BLOCKED, blocker=blocker)
@@ -282,25 +288,10 @@ def _place_one(
         )
     wanted = override or guest.pin_to
     if wanted is not None:
-        check = "override" if override else "pin-to"
-        chosen = "the chosen host" if override else "the host it is pinned to"
-        if wanted not in loads:
-            why = (
-                "is the host going into maintenance" if wanted == source
-                else "is not in the inventory" if wanted not in by_name
-                else "is in maintenance" if by_name[wanted].in_maintenance
-                else "is unreachable"
-            )
-            return Placement(guest.uuid, guest.name, OUTCOME_BLOCKED, blocker=Blocker(
-                check, f"{wanted}, {chosen}, {why}.",
-                "Choose another destination." if override else "Change the guest's pin, or override the destination.",
-            ))
-        refusal = _host_refusal(guest, loads[wanted], cpu_ok=cpu_ok, headroom=headroom)
-        if refusal:
-            return Placement(guest.uuid, guest.name, OUTCOME_BLOCKED, blocker=Blocker(
-                check, f"{chosen.capitalize()} cannot take {guest.name}: {refusal[1]}",
-                "Choose another destination." if override else "Change the guest's pin, or override the destination.",
-            ))
+        blocker = _wanted_host_blocker(guest, wanted, loads, by_name, source=source, is_override=bool(override),
+                                       cpu_ok=cpu_ok, headroom=headroom)
+        if blocker:
+            return Placement(guest.uuid, guest.name, OUTCOME_BLOCKED, blocker=blocker)
         target = loads[wanted]
     else:
         fitting, refusals = [], []
@@ -321,6 +312,28 @@ def _place_one(
         guest.uuid, guest.name, OUTCOME_MOVE, destination=target.host.name,
         warnings=_warnings(guest, target.host.name, cpu_ok=cpu_ok, copy_storage=copy_storage),
     )
+
+
+def _wanted_host_blocker(
+    guest: GuestNeeds, wanted: str, loads: Mapping[str, _HostLoad], by_name: Mapping[str, HostCapacity], *,
+    source: str, is_override: bool, cpu_ok: Mapping, headroom: float,
+) -> Blocker | None:
+    """Why the host the admin chose (or the guest is pinned to) cannot take it, or None if it can."""
+    check = "override" if is_override else "pin-to"
+    chosen = "the chosen host" if is_override else "the host it is pinned to"
+    remedy = "Choose another destination." if is_override else "Change the guest's pin, or override the destination."
+    if wanted not in loads:
+        why = (
+            "is the host going into maintenance" if wanted == source
+            else "is not in the inventory" if wanted not in by_name
+            else "is in maintenance" if by_name[wanted].in_maintenance
+            else "is unreachable"
+        )
+        return Blocker(check, f"{wanted}, {chosen}, {why}.", remedy)
+    refusal = _host_refusal(guest, loads[wanted], cpu_ok=cpu_ok, headroom=headroom)
+    if refusal:
+        return Blocker(check, f"{chosen.capitalize()} cannot take {guest.name}: {refusal[1]}", remedy)
+    return None
 
 
 def _taken(guest: GuestNeeds) -> int:

@@ -102,6 +102,8 @@ CASES = [
      [host("labh2", 5)], {}, {"a": "labh2", "b": "labh2"}),
     ("paused-moves-like-running", [guest("a", 4, state="paused")], THREE, {}, {"a": "labh2"}),
     ("pinned-blocks", [guest("a", 2, pinned=True)], THREE, {}, {"a": "blocked:pinned"}),
+    ("pinned-shutoff-stays-not-blocked", [guest("a", 2, pinned=True, state="shutoff")], THREE, {},
+     {"a": "stays"}),
     ("pinned-blocks-even-with-override", [guest("a", 2, pinned=True)], THREE,
      {"overrides": {"uuid-a": "labh3"}}, {"a": "blocked:pinned"}),
     ("pin-to-a-host", [guest("a", 2, pin_to="labh3")], THREE, {}, {"a": "labh3"}),
@@ -277,6 +279,12 @@ RETURN_CASES = [
     ("order-that-greedy-by-size-misses",
      [move("big", 8, "labh2", "labh1"), move("small", 5, "labh3", "labh1"), move("out", 8, "labh1", "labh3")],
      free(labh1=14, labh2=0, labh3=4), ["small", "out", "big"], []),
+    # Sending b first (largest that fits) leaves labh2 too full for c, which must go first so
+    # that d can leave labh2: only a search that backs out of b finds the order.
+    ("needs-backing-out-of-a-first-choice",
+     [move("a", 1, "labh2", "labh1"), move("b", 6, "labh1", "labh2"), move("c", 4, "labh3", "labh2"),
+      move("d", 7, "labh2", "labh3")],
+     free(labh1=8, labh2=8, labh3=5), ["c", "d", "b", "a"], []),
     ("swap-with-no-room-is-impossible", [move("a", 8, "labh2", "labh1"), move("b", 8, "labh1", "labh2")],
      free(labh1=2, labh2=2), [], ["a", "b"]),
     ("one-too-many-is-left-out", [move("a", 8, "labh2", "labh1"), move("b", 8, "labh3", "labh1")],
