@@ -34,7 +34,7 @@ from .preflight import MEMORY_HEADROOM
 STRATEGIES = ("spread", "pack")
 
 OUTCOME_MOVE = "move"  # placed: migrates (or its definition moves) to ``destination``
-OUTCOME_STAYS = "stays"  # not a blocker: a shut-off guest with local disks stays, with a note
+OUTCOME_STAYS = "stays"  # not a blocker: a shut-off guest with local disks or a pin stays, with a note
 OUTCOME_BLOCKED = "blocked"  # cannot move: ``blocker`` says why and what the admin can do
 OUTCOME_EXCLUDED = "excluded"  # the admin left it out of the plan
 
@@ -201,7 +201,9 @@ def _choose(candidates: list[tuple[_HostLoad, int]], strategy: str) -> _HostLoad
     return min(candidates, key=lambda c: (c[1], c[0].host.name))[0]
 
 
-def _no_destination(guest: GuestNeeds, refusals: list[tuple[_HostLoad, tuple[str, str]]], *, headroom: float) -> Blocker:
+def _no_destination(
+    guest: GuestNeeds, refusals: list[tuple[_HostLoad, tuple[str, str]]], *, headroom: float,
+) -> Blocker:
     """The blocker of a guest no host can take: the memory it lacks when memory is all that is missing."""
     if not refusals:
         return Blocker(
