@@ -1,0 +1,438 @@
+"""Where each guest of a host in maintenance goes, and in what order they come home (pure).
+
+The dry run and the evacuation call the same ``place`` over the same facts, so the plan shown
+is the plan executed. No I/O here: the caller gathers facts once per host (``HostCapacity``)
+and once per CPU model × host (``cpu_ok``), not once per guest × host.
+
+Rules where the issue is silent, decided here:
+- Memory: a guest fits a host when the host's free memory (minus what this plan already sent
+  there) is at least its memory plus ``headroom`` (by default the live preflight's margin, so a
+  placement never fails the preflight's capacity check); placing it takes its memory.
+- Order: guests are placed largest memory first (then name, then UUID), the hardest to fit
+  while there is most room. Admin overrides are placed before everything else, so automatic
+  placements never take the room the admin chose.
+- CPU: ``cpu_ok[(cpu_model, host)]`` False blocks that host; a missing entry means not checked:
+  the host stays a candidate with a warning (the preflight re-checks before the move).
+- Anti-affinity: guests sharing a group never share a host, counting the guests already on a
+  host and those this plan sends there; this holds for shut-off guests too (they start later).
+- Shut-off guests move their definition only when they have no local disk (copy-storage does
+  not apply to them); they take no memory but count against the host's incoming slots. A
+  shut-off guest that stays (local disk, or pinned) is not a blocker: it has a note.
+- ``pin_to`` restricts the guest to one host; an admin's override replaces it (the admin chose).
+  ``pinned`` (must not leave its host) blocks a running guest even against an override.
+- Paused guests move live like running ones and stay paused on arrival (a warning says so).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from .preflight import MEMORY_HEADROOM
+
+STRATEGIES = ("spread", "pack")
+
+OUTCOME_MOVE = "move"  # placed: migrates (or its definition moves) to ``destination``
+OUTCOME_STAYS = "stays"  # not a blocker: a shut-off guest with local disks or a pin stays, with a note
+OUTCOME_BLOCKED = "blocked"  # cannot move: ``blocker`` says why and what the admin can do
+OUTCOME_EXCLUDED = "excluded"  # the admin left it out of the plan
+
+
+@dataclass(frozen=True)
+class GuestNeeds:
+    """What a guest on the host in maintenance needs from a destination."""
+
+    uuid: str
+    name: str
+    memory_kib: int
+    vcpus: int
+    arch: str
+    domain_type: str  # "kvm" | "qemu"
+    state: str  # "running" | "paused" | "shutoff"
+    cpu_model: str | None = None
+    local_disks: tuple[str, ...] = ()  # disks only the source host sees
+    shared_disks: bool = False  # has disks on shared storage the destination must see
+    pinned: bool = False  # must not leave its host (libvirt metadata, host devices)
+    pin_to: str | None = None  # may only go to this host
+    anti_affinity: frozenset[str] = frozenset()  # groups whose members never share a host
+
+
+@dataclass(frozen=True)
+class HostCapacity:
+    """What a candidate host offers, gathered once per host."""
+
+    name: str
+    free_memory_kib: int
+    cpus: int
+    arches: frozenset[str]
+    domain_types: frozenset[str] = frozenset({"kvm", "qemu"})
+    in_maintenance: bool = False
+    reachable: bool = True
+    sees_shared_storage: bool = True
+    max_incoming: int | None = None  # guests this plan may send here; None = no limit
+    anti_affinity: frozenset[str] = frozenset()  # groups of the guests already running here
+
+
+@dataclass(frozen=True)
+class Blocker:
+    """Why a guest cannot move, and what the admin can do about it."""
+
+    check: str
+    reason: str
+    remedy: str
+
+
+@dataclass(frozen=True)
+class Placement:
+    """The plan for one guest."""
+
+    uuid: str
+    name: str
+    outcome: str
+    destination: str | None = None
+    blocker: Blocker | None = None
+    warnings: tuple[str, ...] = ()
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One placement per guest, largest memory first (then name, then UUID)."""
+
+    source: str
+    strategy: str
+    placements: tuple[Placement, ...]
+
+    def by_uuid(self, uuid: str) -> Placement:
+        return next(p for p in self.placements if p.uuid == uuid)
+
+    @property
+    def blocked(self) -> tuple[Placement, ...]:
+        return tuple(p for p in self.placements if p.outcome == OUTCOME_BLOCKED)
+
+    @property
+    def moves(self) -> tuple[Placement, ...]:
+        return tuple(p for p in self.placements if p.outcome == OUTCOME_MOVE)
+
+
+def _gib(kib: int) -> str:
+    return f"{kib / 1024 / 1024:.1f} GiB"
+
+
+def memory_needed_kib(guest: GuestNeeds, headroom: float = MEMORY_HEADROOM) -> int:
+    """Free memory a destination must have for ``guest`` to arrive running: its memory plus headroom."""
+    return math.ceil(guest.memory_kib * (1 + headroom))
+
+
+def _order_key(guest: GuestNeeds) -> tuple:
+    return (-guest.memory_kib, guest.name, guest.uuid)
+
+
+@dataclass
+class _HostLoad:
+    """A candidate host as this plan fills it."""
+
+    host: HostCapacity
+    free_kib: int
+    incoming: int = 0
+    groups: set[str] = field(default_factory=set)
+
+
+def _host_refusal(guest: GuestNeeds, load: _HostLoad, *, cpu_ok: Mapping, headroom: float) -> tuple[str, str] | None:
+    """Why ``load``'s host cannot take ``guest`` now, as (check, reason), or None if it can."""
+    host = load.host
+    if guest.arch not in host.arches:
+        return "arch", f"{host.name} does not run {guest.arch} guests."
+    if guest.domain_type not in host.domain_types:
+        return "domain-type", f"{host.name} does not offer domain type {guest.domain_type}."
+    if cpu_ok.get((guest.cpu_model, host.name)) is False:
+        return "cpu", f"{host.name}'s CPU cannot run the guest's CPU model {guest.cpu_model or '(default)'}."
+    if guest.shared_disks and not host.sees_shared_storage:
+        return "storage", f"{host.name} does not see the shared storage the guest's disks are on."
+    if host.max_incoming is not None and load.incoming >= host.max_incoming:
+        return "slots", f"{host.name} takes no more than {host.max_incoming} guest(s) from this plan."
+    clash = sorted(guest.anti_affinity & load.groups)
+    if clash:
+        return "anti-affinity", f"{host.name} already has a guest of anti-affinity group {', '.join(clash)}."
+    if guest.state != "shutoff":
+        need = memory_needed_kib(guest, headroom)
+        if load.free_kib < need:
+            return "memory", (
+                f"{host.name} has {_gib(load.free_kib)} free; the guest needs {_gib(need)} "
+                f"(missing {_gib(need - load.free_kib)})."
+            )
+    return None
+
+
+def _warnings(guest: GuestNeeds, host: str, *, cpu_ok: Mapping, copy_storage: bool) -> tuple[str, ...]:
+    found = []
+    if (guest.cpu_model, host) not in cpu_ok:
+        found.append(f"CPU compatibility with {host} was not checked; the preflight checks it before the move.")
+    if guest.local_disks and copy_storage:
+        found.append(f"Copies {len(guest.local_disks)} local disk(s) to {host} during the migration.")
+    if guest.state == "paused":
+        found.append(f"The guest is paused and stays paused on {host}.")
+    if guest.state == "shutoff":
+        found.append(f"Shut off: only its definition moves to {host}; it is not started.")
+    return tuple(found)
+
+
+def _guest_blocker(guest: GuestNeeds, *, copy_storage: bool) -> Blocker | None:
+    """A reason the guest cannot leave whatever the destination."""
+    if guest.pinned:
+        return Blocker(
+            "pinned", f"{guest.name} is pinned to this host.",
+            "Remove the pin, or choose 'shut down and start again after maintenance'.",
+        )
+    if guest.local_disks and guest.state != "shutoff" and not copy_storage:
+        return Blocker(
+            "local-disk",
+            f"{guest.name} has disks only this host sees: {', '.join(guest.local_disks)}.",
+            "Put its disks on shared storage (Cold migrate → Storage) or allow copy-storage.",
+        )
+    return None
+
+
+def _choose(candidates: list[tuple[_HostLoad, int]], strategy: str) -> _HostLoad:
+    """Spread: most free memory after placement; pack: least. Ties go to the first host by name."""
+    if strategy == "spread":
+        return min(candidates, key=lambda c: (-c[1], c[0].host.name))[0]
+    return min(candidates, key=lambda c: (c[1], c[0].host.name))[0]
+
+
+def _no_destination(
+    guest: GuestNeeds, refusals: list[tuple[_HostLoad, tuple[str, str]]], *, headroom: float,
+) -> Blocker:
+    """The blocker of a guest no host can take: the memory it lacks when memory is all that is missing."""
+    if not refusals:
+        return Blocker(
+            "no-destination", "No other host is reachable and out of maintenance.",
+            "Add a host, bring one back, or take one out of maintenance.",
+        )
+    if all(check == "memory" for _, (check, _) in refusals):
+        # The best host is the one with most free memory (the first by name on a tie).
+        best = min((load for load, _ in refusals), key=lambda load: (-load.free_kib, load.host.name))
+        missing = memory_needed_kib(guest, headroom) - best.free_kib
+        return Blocker(
+            "no-room",
+            f"No host has room for {guest.name}: the best, {best.host.name}, has {_gib(best.free_kib)} free "
+            f"and lacks {_gib(missing)}.",
+            f"Free {_gib(missing)} on {best.host.name} (stop or move guests there), exclude another guest, "
+            "or choose 'shut down and start again after maintenance'.",
+        )
+    return Blocker(
+        "no-destination",
+        " ".join(reason for _, (_, reason) in refusals),
+        "Fix one of these hosts, override the destination, or choose 'shut down and start again after "
+        "maintenance'.",
+    )
+
+
+def place(
+    guests: Iterable[GuestNeeds],
+    hosts: Iterable[HostCapacity],
+    *,
+    source: str,
+    strategy: str = "spread",
+    headroom: float = MEMORY_HEADROOM,
+    cpu_ok: Mapping[tuple[str | None, str], bool] | None = None,
+    overrides: Mapping[str, str] | None = None,
+    excluded: Iterable[str] = (),
+    copy_storage: bool = False,
+) -> Plan:
+    """Place every guest of ``source`` on another host, or say why it cannot move.
+
+    ``hosts`` are all the hosts of the inventory: the source, hosts in maintenance and
+    unreachable hosts are never destinations. ``overrides`` maps a guest UUID to the host the
+    admin chose (honoured when that host passes every check, else a blocker says why);
+    ``excluded`` guest UUIDs are listed as excluded. Same facts, in any order → same plan.
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"Unknown placement strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}.")
+    cpu_ok = cpu_ok or {}
+    overrides = overrides or {}
+    excluded = frozenset(excluded)
+    by_name = {h.name: h for h in hosts}
+    loads = {
+        h.name: _HostLoad(h, h.free_memory_kib, groups=set(h.anti_affinity))
+        for h in sorted(by_name.values(), key=lambda h: h.name)
+        if h.name != source and not h.in_maintenance and h.reachable
+    }
+    ordered = sorted(guests, key=_order_key)
+    # Overrides first: the admin's choices are not crowded out by automatic placements.
+    work = sorted(ordered, key=lambda g: g.uuid not in overrides)
+    decided: dict[str, Placement] = {}
+    for guest in work:
+        decided[guest.uuid] = _place_one(
+            guest, loads, by_name, source=source, strategy=strategy, headroom=headroom, cpu_ok=cpu_ok,
+            override=overrides.get(guest.uuid), excluded=guest.uuid in excluded, copy_storage=copy_storage,
+        )
+    return Plan(source=source, strategy=strategy, placements=tuple(decided[g.uuid] for g in ordered))
+
+
+def _place_one(
+    guest: GuestNeeds, loads: dict[str, _HostLoad], by_name: Mapping[str, HostCapacity], *, source: str,
+    strategy: str, headroom: float, cpu_ok: Mapping, override: str | None, excluded: bool, copy_storage: bool,
+) -> Placement:
+    if excluded:
+        return Placement(guest.uuid, guest.name, OUTCOME_EXCLUDED, note="Excluded by the admin; stays on the host.")
+    if guest.state == "shutoff" and guest.pinned:
+        return Placement(guest.uuid, guest.name, OUTCOME_STAYS,
+                         note="Shut off and pinned to this host; it stays defined here.")
+    blocker = _guest_blocker(guest, copy_storage=copy_storage)
+    if blocker:
+        return Placement(guest.uuid, guest.name, OUTCOME_BLOCKED, blocker=blocker)
+    if guest.state == "shutoff" and guest.local_disks:
+        return Placement(
+            guest.uuid, guest.name, OUTCOME_STAYS,
+            note=f"Shut off with disks only this host sees ({', '.join(guest.local_disks)}); it stays defined here.",
+        )
+    wanted = override or guest.pin_to
+    if wanted is not None:
+        blocker = _wanted_host_blocker(guest, wanted, loads, by_name, source=source, is_override=bool(override),
+                                       cpu_ok=cpu_ok, headroom=headroom)
+        if blocker:
+            return Placement(guest.uuid, guest.name, OUTCOME_BLOCKED, blocker=blocker)
+        target = loads[wanted]
+    else:
+        fitting, refusals = [], []
+        for load in loads.values():
+            refusal = _host_refusal(guest, load, cpu_ok=cpu_ok, headroom=headroom)
+            if refusal:
+                refusals.append((load, refusal))
+            else:
+                fitting.append((load, load.free_kib - _taken(guest)))
+        if not fitting:
+            return Placement(guest.uuid, guest.name, OUTCOME_BLOCKED,
+                             blocker=_no_destination(guest, refusals, headroom=headroom))
+        target = _choose(fitting, strategy)
+    target.free_kib -= _taken(guest)
+    target.incoming += 1
+    target.groups |= guest.anti_affinity
+    return Placement(
+        guest.uuid, guest.name, OUTCOME_MOVE, destination=target.host.name,
+        warnings=_warnings(guest, target.host.name, cpu_ok=cpu_ok, copy_storage=copy_storage),
+    )
+
+
+def _wanted_host_blocker(
+    guest: GuestNeeds, wanted: str, loads: Mapping[str, _HostLoad], by_name: Mapping[str, HostCapacity], *,
+    source: str, is_override: bool, cpu_ok: Mapping, headroom: float,
+) -> Blocker | None:
+    """Why the host the admin chose (or the guest is pinned to) cannot take it, or None if it can."""
+    check = "override" if is_override else "pin-to"
+    chosen = "the chosen host" if is_override else "the host it is pinned to"
+    remedy = "Choose another destination." if is_override else "Change the guest's pin, or override the destination."
+    if wanted not in loads:
+        why = (
+            "is the host going into maintenance" if wanted == source
+            else "is not in the inventory" if wanted not in by_name
+            else "is in maintenance" if by_name[wanted].in_maintenance
+            else "is unreachable"
+        )
+        return Blocker(check, f"{wanted}, {chosen}, {why}.", remedy)
+    refusal = _host_refusal(guest, loads[wanted], cpu_ok=cpu_ok, headroom=headroom)
+    if refusal:
+        return Blocker(check, f"{chosen.capitalize()} cannot take {guest.name}: {refusal[1]}", remedy)
+    return None
+
+
+def _taken(guest: GuestNeeds) -> int:
+    """Memory the guest takes on its destination: none while shut off."""
+    return 0 if guest.state == "shutoff" else guest.memory_kib
+
+
+# --- The way home ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReturnMove:
+    """A guest going back from where the evacuation put it to its origin."""
+
+    uuid: str
+    name: str
+    memory_kib: int
+    from_host: str
+    to_host: str
+
+
+@dataclass(frozen=True)
+class StuckMove:
+    """A move home that no order makes possible, with why and what to do."""
+
+    move: ReturnMove
+    reason: str
+    remedy: str
+
+
+@dataclass(frozen=True)
+class ReturnPlan:
+    """Moves in an order where no host is over capacity at any step; the rest cannot be made."""
+
+    steps: tuple[ReturnMove, ...]
+    stuck: tuple[StuckMove, ...]
+
+
+# Beyond this many explored states the search keeps the longest order found (a return of a
+# few dozen guests finds its order on the first path in practice).
+_SEARCH_LIMIT = 20_000
+
+
+def return_order(
+    moves: Iterable[ReturnMove], free_memory_kib: Mapping[str, int], *, headroom: float = MEMORY_HEADROOM,
+) -> ReturnPlan:
+    """Order ``moves`` so every destination has the guest's memory plus headroom free when it arrives.
+
+    A move frees its memory on the host it leaves, so moving out before moving in can make room.
+    Moves tried first at each step: those leaving a host another pending move goes to, then the
+    largest, then by name. When no order makes every move, the longest order found is returned
+    and the rest are stuck with the memory they lack. Deterministic.
+    """
+    pending = tuple(sorted(moves, key=lambda m: (-m.memory_kib, m.name, m.uuid)))
+    free0 = dict(free_memory_kib)
+    best: list[ReturnMove] = []
+    seen: set[frozenset[str]] = set()
+
+    def search(done: list[ReturnMove], free: dict[str, int]) -> bool:
+        nonlocal best
+        if len(done) > len(best):
+            best = list(done)
+        if len(done) == len(pending):
+            return True
+        key = frozenset(m.uuid for m in done)
+        if key in seen or len(seen) >= _SEARCH_LIMIT:
+            return False
+        seen.add(key)
+        left = [m for m in pending if m.uuid not in key]
+        wanted = {m.to_host for m in left}
+        for m in sorted(left, key=lambda m: m.from_host not in wanted):  # stable: keeps size order
+            need = math.ceil(m.memory_kib * (1 + headroom))
+            if free.get(m.to_host, 0) < need:
+                continue
+            after = dict(free)
+            after[m.to_host] = after.get(m.to_host, 0) - m.memory_kib
+            after[m.from_host] = after.get(m.from_host, 0) + m.memory_kib
+            if search(done + [m], after):
+                return True
+        return False
+
+    search([], free0)
+    free = dict(free0)
+    for m in best:
+        free[m.to_host] = free.get(m.to_host, 0) - m.memory_kib
+        free[m.from_host] = free.get(m.from_host, 0) + m.memory_kib
+    done = {m.uuid for m in best}
+    stuck = []
+    for m in pending:
+        if m.uuid in done:
+            continue
+        need = math.ceil(m.memory_kib * (1 + headroom))
+        have = free.get(m.to_host, 0)
+        stuck.append(StuckMove(
+            m,
+            f"{m.to_host} would have {_gib(have)} free after every move that can be made; {m.name} needs "
+            f"{_gib(need)} (missing {_gib(max(need - have, 0))}).",
+            f"Free memory on {m.to_host}, or leave {m.name} on {m.from_host} (exit without returning it).",
+        ))
+    return ReturnPlan(steps=tuple(best), stuck=tuple(stuck))
