@@ -98,7 +98,7 @@ class HostSession:
         self.close()
 
     def close(self) -> None:
-        """Close everything this session opened (libvirt first, then SSH)."""
+        """Close everything this session opened, newest first."""
         self._closed = True
         self._ssh = None
         self._libvirt = None
