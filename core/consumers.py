@@ -5,6 +5,7 @@ one group and sends the current state first, so a page that reconnects catches u
 """
 
 from asgiref.sync import async_to_sync
+from autobahn.exception import Disconnected
 from channels.generic.websocket import JsonWebsocketConsumer
 
 from .broadcast import AUDIT_GROUP, job_group, job_state_payload
@@ -53,6 +54,14 @@ class RoleGatedConsumer(JsonWebsocketConsumer):
     def receive_json(self, content, **kwargs):
         # Pages only listen; anything they send is ignored.
         return
+
+    def send_json(self, content, close=False):
+        # A live event can reach a page that closed an instant earlier (its disconnect is still
+        # queued behind this event): there is nobody left to tell, which is not an error.
+        try:
+            super().send_json(content, close=close)
+        except Disconnected:
+            pass
 
 
 class JobConsumer(RoleGatedConsumer):

@@ -140,3 +140,20 @@ def test_asgi_app_rejects_foreign_origin(settings):
         return connected
 
     assert async_to_sync(scenario)() is False
+
+
+def test_an_event_for_a_page_that_just_closed_is_dropped_not_raised():
+    from autobahn.exception import Disconnected
+
+    from core.consumers import JobConsumer
+
+    consumer = JobConsumer()
+    sent = []
+
+    def closed(message):
+        sent.append(message)
+        raise Disconnected("Attempt to send on a closed protocol")
+
+    consumer.base_send = closed
+    consumer.job_status({"job": {"id": 1}})  # no exception
+    assert sent and sent[0]["type"] == "websocket.send"
