@@ -101,3 +101,12 @@ def migration_status(migration_id: int, state: dict[str, Any]) -> None:
 def migration_progress(migration_id: int, sample: dict[str, Any]) -> None:
     """One progress sample of a running migration (sent at once when outside a transaction)."""
     _send_on_commit(migration_group(migration_id), {"type": "migration.progress", "sample": sample})
+
+
+def evacuation_group(evacuation_id: int) -> str:
+    return f"evacuation.{evacuation_id}"
+
+
+def evacuation_status(evacuation_id: int, state: dict[str, Any]) -> None:
+    """An evacuation or one of its items changed; ``state`` is maintenance's evacuation payload."""
+    _send_on_commit(evacuation_group(evacuation_id), {"type": "evacuation.status", "evacuation": state})

@@ -27,7 +27,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job as RQJob
 from rq.timeouts import JobTimeoutException
 
-from . import broadcast
+from . import broadcast, signals
 from .actors import Actor
 from .choices import JOB_ACTIVE_STATES, JobLogLevelChoices, JobStatusChoices
 from .errors import PortalError
@@ -180,6 +180,16 @@ def _finish(
         job.progress = 100
     job.save(update_fields=["status", "ended", "result", "error", "error_hint", "progress"])
     broadcast.job_changed(job)
+    job_id, kind = job.pk, job.kind
+    transaction.on_commit(lambda: announce(signals.job_ended, job_id=job_id, kind=kind, status=str(status)))
+
+
+def announce(signal, **kwargs: Any) -> None:
+    """Send ``signal`` to its receivers; one that raises is logged, never passed to the sender."""
+    for receiver, result in signal.send_robust(sender=None, **kwargs):
+        if isinstance(result, Exception):
+            logger.error("receiver %s of %s failed", getattr(receiver, "__qualname__", receiver), kwargs,
+                         exc_info=(type(result), result, result.__traceback__))
 
 
 def run_job(job_id: int, work: Callable[[JobContext], Any]) -> Job:

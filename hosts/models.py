@@ -64,6 +64,7 @@ class Host(models.Model):
     )
     # Set by an admin: no migrations into this host (preflight fails), guests may still leave it.
     in_maintenance = models.BooleanField(default=False)
+    maintenance_since = models.DateTimeField(null=True, blank=True)  # when in_maintenance was last set
     last_error = models.TextField(blank=True)
     last_error_hint = models.TextField(blank=True)
     last_checked = models.DateTimeField(null=True, blank=True)

@@ -535,7 +535,8 @@ def host_maintenance_set(*, host: Host, in_maintenance: bool, actor: Actor) -> H
     if host.in_maintenance == in_maintenance:
         return host
     host.in_maintenance = in_maintenance
-    host.save(update_fields=["in_maintenance"])
+    host.maintenance_since = timezone.now() if in_maintenance else None
+    host.save(update_fields=["in_maintenance", "maintenance_since"])
     audit_record(
         actor=actor,
         action="host.maintenance_on" if in_maintenance else "host.maintenance_off",

@@ -129,6 +129,10 @@ def _order_key(guest: GuestNeeds) -> tuple:
     return (-guest.memory_kib, guest.name, guest.uuid)
 
 
+# (guest uuid, host) -> (check, reason, fix): a preflight that failed for that pair.
+_NO_VETOES: Mapping[tuple[str, str], tuple[str, str, str]] = {}
+
+
 @dataclass
 class _HostLoad:
     """A candidate host as this plan fills it."""
@@ -139,9 +143,14 @@ class _HostLoad:
     groups: set[str] = field(default_factory=set)
 
 
-def _host_refusal(guest: GuestNeeds, load: _HostLoad, *, cpu_ok: Mapping, headroom: float) -> tuple[str, str] | None:
+def _host_refusal(
+    guest: GuestNeeds, load: _HostLoad, *, cpu_ok: Mapping, headroom: float, vetoes: Mapping = _NO_VETOES,
+) -> tuple[str, str] | None:
     """Why ``load``'s host cannot take ``guest`` now, as (check, reason), or None if it can."""
     host = load.host
+    veto = vetoes.get((guest.uuid, host.name))
+    if veto is not None:
+        return veto[0], veto[1]
     if guest.arch not in host.arches:
         return "arch", f"{host.name} does not run {guest.arch} guests."
     if guest.domain_type not in host.domain_types:
@@ -203,6 +212,7 @@ def _choose(candidates: list[tuple[_HostLoad, int]], strategy: str) -> _HostLoad
 
 def _no_destination(
     guest: GuestNeeds, refusals: list[tuple[_HostLoad, tuple[str, str]]], *, headroom: float,
+    vetoes: Mapping = _NO_VETOES,
 ) -> Blocker:
     """The blocker of a guest no host can take: the memory it lacks when memory is all that is missing."""
     if not refusals:
@@ -221,6 +231,12 @@ def _no_destination(
             f"Free {_gib(missing)} on {best.host.name} (stop or move guests there), exclude another guest, "
             "or choose 'shut down and start again after maintenance'.",
         )
+    # Every host refused by its preflight: the preflight's own fixes say what to do.
+    found = [vetoes.get((guest.uuid, load.host.name)) for load, _ in refusals]
+    if all(found):
+        fixes = list(dict.fromkeys(v[2] for v in found if v[2]))
+        if fixes:
+            return Blocker("no-destination", " ".join(reason for _, (_, reason) in refusals), " ".join(fixes))
     return Blocker(
         "no-destination",
         " ".join(reason for _, (_, reason) in refusals),
@@ -240,17 +256,21 @@ def place(
     overrides: Mapping[str, str] | None = None,
     excluded: Iterable[str] = (),
     copy_storage: bool = False,
+    vetoes: Mapping[tuple[str, str], tuple[str, str, str]] | None = None,
 ) -> Plan:
     """Place every guest of ``source`` on another host, or say why it cannot move.
 
     ``hosts`` are all the hosts of the inventory: the source, hosts in maintenance and
     unreachable hosts are never destinations. ``overrides`` maps a guest UUID to the host the
     admin chose (honoured when that host passes every check, else a blocker says why);
-    ``excluded`` guest UUIDs are listed as excluded. Same facts, in any order → same plan.
+    ``excluded`` guest UUIDs are listed as excluded. ``vetoes`` maps (guest UUID, host) to the
+    (check, reason, fix) of a preflight that failed for that pair: that host is not a candidate
+    for that guest. Same facts, in any order → same plan.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"Unknown placement strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}.")
     cpu_ok = cpu_ok or {}
+    vetoes = vetoes or _NO_VETOES
     overrides = overrides or {}
     excluded = frozenset(excluded)
     by_name = {h.name: h for h in hosts}
@@ -267,6 +287,7 @@ def place(
         decided[guest.uuid] = _place_one(
             guest, loads, by_name, source=source, strategy=strategy, headroom=headroom, cpu_ok=cpu_ok,
             override=overrides.get(guest.uuid), excluded=guest.uuid in excluded, copy_storage=copy_storage,
+            vetoes=vetoes,
         )
     return Plan(source=source, strategy=strategy, placements=tuple(decided[g.uuid] for g in ordered))
 
@@ -274,6 +295,7 @@ def place(
 def _place_one(
     guest: GuestNeeds, loads: dict[str, _HostLoad], by_name: Mapping[str, HostCapacity], *, source: str,
     strategy: str, headroom: float, cpu_ok: Mapping, override: str | None, excluded: bool, copy_storage: bool,
+    vetoes: Mapping = _NO_VETOES,
 ) -> Placement:
     if excluded:
         return Placement(guest.uuid, guest.name, OUTCOME_EXCLUDED, note="Excluded by the admin; stays on the host.")
@@ -291,21 +313,21 @@ def _place_one(
     wanted = override or guest.pin_to
     if wanted is not None:
         blocker = _wanted_host_blocker(guest, wanted, loads, by_name, source=source, is_override=bool(override),
-                                       cpu_ok=cpu_ok, headroom=headroom)
+                                       cpu_ok=cpu_ok, headroom=headroom, vetoes=vetoes)
         if blocker:
             return Placement(guest.uuid, guest.name, OUTCOME_BLOCKED, blocker=blocker)
         target = loads[wanted]
     else:
         fitting, refusals = [], []
         for load in loads.values():
-            refusal = _host_refusal(guest, load, cpu_ok=cpu_ok, headroom=headroom)
+            refusal = _host_refusal(guest, load, cpu_ok=cpu_ok, headroom=headroom, vetoes=vetoes)
             if refusal:
                 refusals.append((load, refusal))
             else:
                 fitting.append((load, load.free_kib - _taken(guest)))
         if not fitting:
             return Placement(guest.uuid, guest.name, OUTCOME_BLOCKED,
-                             blocker=_no_destination(guest, refusals, headroom=headroom))
+                             blocker=_no_destination(guest, refusals, headroom=headroom, vetoes=vetoes))
         target = _choose(fitting, strategy)
     target.free_kib -= _taken(guest)
     target.incoming += 1
@@ -318,7 +340,7 @@ def _place_one(
 
 def _wanted_host_blocker(
     guest: GuestNeeds, wanted: str, loads: Mapping[str, _HostLoad], by_name: Mapping[str, HostCapacity], *,
-    source: str, is_override: bool, cpu_ok: Mapping, headroom: float,
+    source: str, is_override: bool, cpu_ok: Mapping, headroom: float, vetoes: Mapping = _NO_VETOES,
 ) -> Blocker | None:
     """Why the host the admin chose (or the guest is pinned to) cannot take it, or None if it can."""
     check = "override" if is_override else "pin-to"
@@ -332,9 +354,11 @@ def _wanted_host_blocker(
             else "is unreachable"
         )
         return Blocker(check, f"{wanted}, {chosen}, {why}.", remedy)
-    refusal = _host_refusal(guest, loads[wanted], cpu_ok=cpu_ok, headroom=headroom)
+    refusal = _host_refusal(guest, loads[wanted], cpu_ok=cpu_ok, headroom=headroom, vetoes=vetoes)
     if refusal:
-        return Blocker(check, f"{chosen.capitalize()} cannot take {guest.name}: {refusal[1]}", remedy)
+        veto = vetoes.get((guest.uuid, wanted))
+        return Blocker(check, f"{chosen.capitalize()} cannot take {guest.name}: {refusal[1]}",
+                       veto[2] if veto and veto[2] else remedy)
     return None
 
 

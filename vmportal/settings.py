@@ -85,6 +85,7 @@ INSTALLED_APPS = [
     "hosts",
     "migrations_app",
     "storage",
+    "maintenance",
 ]
 
 MIDDLEWARE = [
@@ -208,6 +209,13 @@ VMPORTAL_MIGRATION_SAMPLE_SECONDS = 0.25
 VMPORTAL_MIGRATION_STALE_SECONDS = 90
 # How often `watch_hosts` looks for migrations to reconcile and slots to hand out.
 VMPORTAL_MIGRATION_RECONCILE_SECONDS = 30
+
+# Host maintenance (maintenance): the rolling evacuation queue advances the moment an item's
+# migration or power job ends; this sweep settles and continues what a dead worker left behind.
+VMPORTAL_EVACUATION_SWEEP_SECONDS = int(os.environ.get("VMPORTAL_EVACUATION_SWEEP_SECONDS", "10"))
+# Figures for the plan's time estimate until this portal has measured live migrations of its own.
+VMPORTAL_EVACUATION_DEFAULT_BANDWIDTH_BPS = 125_000_000  # 1 Gbit/s
+VMPORTAL_EVACUATION_DEFAULT_OVERHEAD_S = 5.0
 
 LOGGING = {
     "version": 1,

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from django.db import transaction
+from django.dispatch import Signal
+
 from core import broadcast
+from core.jobs import announce
 
 from ..models import ColdMigration, Migration
 from ..payloads import state_payload
@@ -14,10 +18,17 @@ def migration_changed(migration: Migration) -> None:
     broadcast.inventory_changed(host_id=migration.source_id)
 
 
+# Sent after the commit that ends a live or offline migration, with ``migration_id`` and
+# ``status``: the evacuation queue (maintenance) starts its next item on it.
+migration_settled = Signal()
+
+
 def migration_ended(migration: Migration) -> None:
-    """Both hosts' pages change when a migration ends (the guest may have moved)."""
+    """Both hosts' pages change when a migration ends (the guest may have moved); listeners hear of it."""
     broadcast.inventory_changed(host_id=migration.source_id)
     broadcast.inventory_changed(host_id=migration.destination_id)
+    migration_id, status = migration.pk, migration.status
+    transaction.on_commit(lambda: announce(migration_settled, migration_id=migration_id, status=str(status)))
 
 
 def cold_changed(cold: ColdMigration) -> None:

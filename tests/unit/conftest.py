@@ -86,6 +86,24 @@ def fleet():
 
 
 @pytest.fixture
+def world(fleet, monkeypatch, settings):
+    """The fake fleet with quick migration jobs: the runner, gatherer and adapters run for real on it."""
+    from migrations_app import runner
+
+    monkeypatch.setattr(runner, "HEARTBEAT_SETTLE_S", 0)
+    real_tick = runner.Sampler.tick
+
+    def tick(sampler):
+        fleet.jobs.run_due_actions()
+        real_tick(sampler)
+
+    monkeypatch.setattr(runner.Sampler, "tick", tick)
+    settings.VMPORTAL_MIGRATION_SAMPLE_SECONDS = 0.005
+    settings.VMPORTAL_GUEST_HEARTBEAT_PROBE = ""
+    return fleet
+
+
+@pytest.fixture
 def private_key_pem():
     pem, _ = generate_keypair()
     return pem

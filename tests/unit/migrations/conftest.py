@@ -1,6 +1,6 @@
 """Fixtures for the Django side of migrations: two hosts and a guest, in the inventory and the fleet.
 
-``world`` is the fake fleet (tests/fakes/fleet.py) with quick migration jobs: the runner,
+``world`` (tests/unit/conftest.py) is the fake fleet with quick migration jobs: the runner,
 the gatherer and the adapters run for real against it, reached through ``hosts.access``.
 """
 
@@ -9,23 +9,7 @@ from __future__ import annotations
 import pytest
 
 from core.actors import Actor
-from migrations_app import runner
 from tests.fakes.fleet import make_host, make_vm
-
-
-@pytest.fixture
-def world(fleet, monkeypatch, settings):
-    monkeypatch.setattr(runner, "HEARTBEAT_SETTLE_S", 0)
-    real_tick = runner.Sampler.tick
-
-    def tick(sampler):
-        fleet.jobs.run_due_actions()
-        real_tick(sampler)
-
-    monkeypatch.setattr(runner.Sampler, "tick", tick)
-    settings.VMPORTAL_MIGRATION_SAMPLE_SECONDS = 0.005
-    settings.VMPORTAL_GUEST_HEARTBEAT_PROBE = ""
-    return fleet
 
 
 @pytest.fixture

@@ -329,3 +329,31 @@ def test_return_order_does_not_depend_on_input_order():
     # "back" needs labh2's room, which only the guests leaving labh2 make.
     names = [m.name for m in first.steps]
     assert names.index("back") > min(names.index(m.name) for m in moves if m.from_host == "labh2")
+
+
+# --- vetoes: a preflight that failed for one (guest, host) pair -------------------------------
+
+
+def test_veto_removes_that_host_for_that_guest_only():
+    plan = place([guest("a", 1), guest("b", 1)], [host("labh2", 8), host("labh3", 4)], source=SOURCE,
+                 vetoes={("uuid-a", "labh2"): ("ports", "labh2's ports are closed.", "Open them.")})
+    assert outcome(plan, "a") == "labh3"
+    assert outcome(plan, "b") == "labh2"
+
+
+def test_guest_vetoed_everywhere_is_blocked_with_the_preflight_fixes():
+    vetoes = {
+        ("uuid-a", "labh2"): ("storage", "labh2 cannot open disk vda.", "Export the share to labh2."),
+        ("uuid-a", "labh3"): ("storage", "labh3 cannot open disk vda.", "Export the share to labh2."),
+    }
+    p = place([guest("a", 1)], [host("labh2", 8), host("labh3", 8)], source=SOURCE, vetoes=vetoes).by_uuid("uuid-a")
+    assert p.outcome == OUTCOME_BLOCKED
+    assert p.blocker.reason == "labh2 cannot open disk vda. labh3 cannot open disk vda."
+    assert p.blocker.remedy == "Export the share to labh2."
+
+
+def test_override_onto_a_vetoed_host_is_blocked_with_its_fix():
+    p = place([guest("a", 1)], [host("labh2", 8)], source=SOURCE, overrides={"uuid-a": "labh2"},
+              vetoes={("uuid-a", "labh2"): ("cpu", "labh2 lacks avx512.", "Use a host-model CPU.")}).by_uuid("uuid-a")
+    assert p.outcome == OUTCOME_BLOCKED
+    assert "labh2 lacks avx512." in p.blocker.reason and p.blocker.remedy == "Use a host-model CPU."

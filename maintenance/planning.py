@@ -1,0 +1,292 @@
+"""The evacuation plan: every guest of a host, where it goes, the checks and the estimated time.
+
+``evacuation_plan`` builds what the plan page, ``host_maintenance … --dry-run`` and
+``services.evacuation_enter`` show and execute: one gather of preflight facts for all guests
+over all candidate hosts (``migrations_app.gather_fleet``: once per host and once per host pair),
+the preflight's verdicts per guest × host (a failed preflight vetoes that host for that guest),
+then the pure placement (``migrations_app.placement``). ``replacement_for`` re-places one guest
+from the inventory alone, for the retry of a failed item.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from django.conf import settings
+
+from hosts.choices import VM_ACTIVE_STATES, DiskStorageChoices, VMStateChoices
+from hosts.models import Host, VirtualMachine
+from migrations_app import placement, preflight
+from migrations_app.choices import MigrationStatusChoices
+from migrations_app.models import Migration
+from migrations_app.options import MigrationOptions
+from migrations_app.preflight import Verdict
+from migrations_app.verdicts import VerdictStatus
+
+from . import decisions
+from .choices import ItemActionChoices as IA
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PlanRow:
+    """One guest of the plan, in the order the queue starts them."""
+
+    position: int
+    uuid: str
+    name: str
+    state: str
+    memory_kib: int
+    vcpus: int
+    outcome: str  # placement.OUTCOME_*
+    action: str  # ItemActionChoices value
+    destination: str | None = None
+    blocker: placement.Blocker | None = None
+    verdicts: tuple[Verdict, ...] = ()  # the preflight towards the destination
+    warnings: tuple[str, ...] = ()
+    note: str = ""
+    estimated_s: int = 0
+    overridden: bool = False
+    local_disks: tuple[str, ...] = ()
+
+    @property
+    def moves(self) -> bool:
+        return self.action in (IA.LIVE, IA.OFFLINE)
+
+
+@dataclass(frozen=True)
+class EvacuationPlan:
+    host: str
+    strategy: str
+    concurrency: int
+    rows: tuple[PlanRow, ...]
+    candidates: tuple[str, ...]  # hosts that could take guests
+    estimated_s: int
+    estimate_basis: str  # where the time estimate comes from, in words
+    checked: bool  # the hosts were asked (False: from the inventory only)
+    gathered_s: float = 0.0
+    unreachable: tuple[str, ...] = field(default=())
+
+    @property
+    def blockers(self) -> tuple[PlanRow, ...]:
+        return tuple(r for r in self.rows if r.blocker is not None and r.action == IA.STAY)
+
+    @property
+    def fingerprint(self) -> str:
+        """Identifies what the plan does; the confirm form carries it so nobody confirms a plan that changed."""
+        text = "|".join(f"{r.uuid}:{r.action}:{r.destination or ''}" for r in self.rows)
+        return hashlib.sha256(f"{self.host}|{self.concurrency}|{text}".encode()).hexdigest()[:16]
+
+
+# --- Inputs of the placement ------------------------------------------------------------------
+
+
+def _local_disks(vm: VirtualMachine) -> tuple[str, ...]:
+    """Writable disks only this host sees, as the inventory classified them."""
+    return tuple(sorted(
+        d.target for d in vm.disks.all()
+        if d.storage == DiskStorageChoices.LOCAL and d.source and not d.readonly and not d.shareable
+    ))
+
+
+def _state(vm_state: str) -> str:
+    if vm_state == VMStateChoices.PAUSED:
+        return "paused"
+    return "running" if vm_state in VM_ACTIVE_STATES else "shutoff"
+
+
+def guest_needs(vm: VirtualMachine) -> placement.GuestNeeds:
+    return placement.GuestNeeds(
+        uuid=str(vm.uuid), name=vm.name, memory_kib=vm.memory_kib, vcpus=vm.vcpus,
+        arch=vm.arch or "x86_64", domain_type=vm.domain_type or "kvm", state=_state(vm.state),
+        cpu_model=vm.cpu_model or None, local_disks=_local_disks(vm),
+        shared_disks=any(d.storage == DiskStorageChoices.SHARED for d in vm.disks.all()),
+    )
+
+
+def _guest_arches(host_arch: str) -> frozenset[str]:
+    """The guest arches a host of ``host_arch`` runs (KVM runs a 32-bit guest on its 64-bit host)."""
+    if not host_arch:
+        return frozenset()
+    return frozenset({g for g, hosts in preflight.KVM_HOST_ARCHES.items() if host_arch in hosts} | {host_arch})
+
+
+def host_capacity(host: Host, *, free_kib: int | None = None, reachable: bool | None = None) -> placement.HostCapacity:
+    facts = getattr(host, "facts", None)
+    return placement.HostCapacity(
+        name=host.name,
+        free_memory_kib=free_kib if free_kib is not None else (facts.memory_free_kib if facts else 0),
+        cpus=facts.cpus if facts else 0,
+        arches=_guest_arches(facts.arch if facts else ""),
+        domain_types=frozenset(facts.domain_types) if facts and facts.domain_types else frozenset({"kvm", "qemu"}),
+        in_maintenance=host.in_maintenance,
+        reachable=host.is_connectable if reachable is None else reachable,
+    )
+
+
+def options_for(state: str, *, copy_storage: bool, has_local: bool) -> MigrationOptions:
+    """What the queue asks of each item's migration: live (or definition only when shut off)."""
+    if state == "shutoff":
+        return MigrationOptions(live=False)
+    return MigrationOptions(copy_storage=copy_storage and has_local)
+
+
+def _candidates(host: Host) -> list[Host]:
+    return list(Host.objects.exclude(pk=host.pk).select_related("facts").order_by("name"))
+
+
+def _guests(host: Host) -> list[VirtualMachine]:
+    return list(VirtualMachine.objects.filter(host=host).prefetch_related("disks").order_by("name"))
+
+
+# --- Time estimate ----------------------------------------------------------------------------
+
+
+def link_estimate() -> tuple[float, float, str]:
+    """(bandwidth B/s, overhead s per guest, basis in words) from this portal's past live migrations."""
+    recent = (
+        Migration.objects.filter(status=MigrationStatusChoices.SUCCEEDED, data_transferred_bytes__gt=0,
+                                 total_time_ms__gt=0, ended__isnull=False)
+        .order_by("-ended")[:20]
+    )
+    samples = []
+    for m in recent:
+        wall_ms = int((m.ended - m.created).total_seconds() * 1000)
+        samples.append((m.data_transferred_bytes, m.total_time_ms, wall_ms))
+    found = decisions.measured_link(samples)
+    if found is None:
+        bw = settings.VMPORTAL_EVACUATION_DEFAULT_BANDWIDTH_BPS
+        overhead = settings.VMPORTAL_EVACUATION_DEFAULT_OVERHEAD_S
+        return bw, overhead, (
+            f"No live migration measured yet: assumes {bw * 8 / 1e9:g} Gbit/s and {overhead:g} s per guest."
+        )
+    bw, overhead, n = found
+    return bw, overhead, (
+        f"From the last {n} live migration(s): {bw * 8 / 1e6:.0f} Mbit/s and {overhead:.1f} s per guest."
+    )
+
+
+# --- The plan ---------------------------------------------------------------------------------
+
+
+def _veto(verdicts: Iterable[Verdict]) -> tuple[str, str, str] | None:
+    failed = [v for v in verdicts if v.status == VerdictStatus.FAIL]
+    if not failed:
+        return None
+    return failed[0].check, " ".join(v.reason for v in failed), " ".join(v.fix for v in failed if v.fix)
+
+
+def evacuation_plan(
+    *,
+    host: Host,
+    strategy: str = "spread",
+    concurrency: int = 2,
+    excluded: Iterable[str] = (),
+    overrides: Mapping[str, str] | None = None,
+    shutdown: Iterable[str] = (),
+    copy_storage: bool = False,
+    check_hosts: bool = True,
+) -> EvacuationPlan:
+    """Where every guest of ``host`` goes, with the preflight towards it, in the queue's order.
+
+    ``excluded``/``shutdown`` are guest UUIDs; ``overrides`` maps a guest UUID to a host name.
+    ``check_hosts=False`` plans from the inventory alone (no host is contacted; no verdicts).
+    """
+    started = time.monotonic()
+    overrides = dict(overrides or {})
+    shutdown = frozenset(shutdown)
+    excluded = frozenset(excluded) | shutdown  # a guest shut down here is not placed
+    vms = _guests(host)
+    others = _candidates(host)
+    usable = [h for h in others if h.is_connectable and not h.in_maintenance]
+    needs = {str(vm.uuid): guest_needs(vm) for vm in vms}
+    free = {h.name: None for h in others}
+    reachable = {h.name: None for h in others}
+    verdicts: dict[tuple[str, str], tuple[Verdict, ...]] = {}
+    vetoes: dict[tuple[str, str], tuple[str, str, str]] = {}
+    checked = False
+    if check_hosts and vms and usable:
+        from migrations_app.gather_fleet import gather_evacuation
+
+        fleet = gather_evacuation(
+            source=host, destinations=usable, guest_uuids=[str(vm.uuid) for vm in vms],
+            options=MigrationOptions(copy_storage=copy_storage),
+        )
+        checked = True
+        for side in fleet.destinations:
+            free[side.name] = side.memory_free_kib if side.reachable else None
+            reachable[side.name] = side.reachable
+        for uuid, need in needs.items():
+            options = options_for(need.state, copy_storage=copy_storage, has_local=bool(need.local_disks))
+            for dest in usable:
+                if not reachable.get(dest.name):
+                    continue
+                pair = fleet.pair(uuid, dest.name)
+                guest = fleet.guest_for(uuid, dest.name)
+                found = tuple(preflight.run_preflight(pair, guest, options))
+                verdicts[(uuid, dest.name)] = found
+                veto = _veto(found)
+                if veto is not None:
+                    vetoes[(uuid, dest.name)] = veto
+    capacities = [
+        host_capacity(h, free_kib=free.get(h.name), reachable=reachable.get(h.name)) for h in others
+    ] + [host_capacity(host)]
+    plan = placement.place(
+        needs.values(), capacities, source=host.name, strategy=strategy, cpu_ok={}, overrides=overrides,
+        excluded=excluded, copy_storage=copy_storage, vetoes=vetoes,
+    )
+    bw, overhead, basis = link_estimate()
+    rows = []
+    moving, staying = [], []
+    for p in plan.placements:
+        need = needs[p.uuid]
+        if p.uuid in shutdown:
+            action = IA.SHUTDOWN if need.state != "shutoff" else IA.STAY
+            note = ("Shut down for the maintenance and started again when it ends." if action == IA.SHUTDOWN
+                    else "Already shut off; stays here.")
+            row = dict(outcome=placement.OUTCOME_EXCLUDED, action=action, note=note)
+        elif p.outcome == placement.OUTCOME_MOVE:
+            row = dict(outcome=p.outcome, action=IA.OFFLINE if need.state == "shutoff" else IA.LIVE,
+                       destination=p.destination, warnings=p.warnings,
+                       verdicts=verdicts.get((p.uuid, p.destination), ()), overridden=p.uuid in overrides)
+        else:
+            row = dict(outcome=p.outcome, action=IA.STAY, blocker=p.blocker, note=p.note, warnings=p.warnings)
+        (moving if row["action"] != IA.STAY else staying).append((need, row))
+    for position, (need, row) in enumerate(moving + staying, start=1):
+        rows.append(PlanRow(
+            position=position, uuid=need.uuid, name=need.name, state=need.state, memory_kib=need.memory_kib,
+            vcpus=need.vcpus, local_disks=need.local_disks,
+            estimated_s=decisions.estimate_s(memory_kib=need.memory_kib, action=row["action"],
+                                             bandwidth_bps=bw, overhead_s=overhead),
+            **row,
+        ))
+    durations = [r.estimated_s for r in rows if r.action != IA.STAY]
+    return EvacuationPlan(
+        host=host.name, strategy=strategy, concurrency=concurrency, rows=tuple(rows),
+        candidates=tuple(h.name for h in usable if reachable.get(h.name) is not False),
+        estimated_s=decisions.makespan_s(durations, concurrency), estimate_basis=basis, checked=checked,
+        gathered_s=time.monotonic() - started,
+        unreachable=tuple(sorted(n for n, ok in reachable.items() if ok is False)),
+    )
+
+
+def replacement_for(*, vm: VirtualMachine, evacuated: Host, tried: Iterable[str], pending: Mapping[str, int]) -> placement.Placement:
+    """A fresh destination for a guest whose move failed, from the inventory: not a host it failed on.
+
+    ``pending`` is memory (KiB) this evacuation is still sending to each host; the migration's own
+    preflight re-check decides for real.
+    """
+    tried = frozenset(tried)
+    capacities = []
+    for h in _candidates(evacuated):
+        facts = getattr(h, "facts", None)
+        free = (facts.memory_free_kib if facts else 0) - pending.get(h.name, 0)
+        capacities.append(host_capacity(h, free_kib=max(free, 0), reachable=h.is_connectable and h.name not in tried))
+    capacities.append(host_capacity(evacuated))
+    need = guest_needs(VirtualMachine.objects.prefetch_related("disks").get(pk=vm.pk))
+    return placement.place([need], capacities, source=evacuated.name).by_uuid(str(vm.uuid))

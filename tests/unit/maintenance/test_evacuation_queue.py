@@ -1,0 +1,135 @@
+"""The rolling evacuation queue over the fake fleet: enter, items as real migrations, retry, pause,
+cancel, exit and the way home — checked against where the fleet says each guest runs."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.actors import Actor
+from core.errors import ServiceRefused
+from hosts.models import Host
+from maintenance import planning, services
+from maintenance.choices import EvacuationStatusChoices as ES, ItemActionChoices as IA, ItemStatusChoices as IS
+from maintenance.models import Evacuation
+from migrations_app.choices import MigrationStatusChoices as MS
+
+SYSTEM = Actor.system()
+
+
+def _plan(evac, **kw):
+    return planning.evacuation_plan(host=evac["a"], check_hosts=False, **kw)
+
+
+def _enter(evac, capture, **kw):
+    with capture(execute=True):
+        return services.evacuation_enter(host=evac["a"], actor=SYSTEM, plan=_plan(evac, **kw), **kw)
+
+
+def test_inventory_plan_places_blocks_and_keeps(evac):
+    plan = _plan(evac)
+    rows = {r.name: r for r in plan.rows}
+    assert rows["web-1"].action == IA.LIVE and rows["web-2"].action == IA.LIVE
+    assert {rows["web-1"].destination, rows["web-2"].destination} <= {"kvm-b", "kvm-c"}
+    assert rows["cold-1"].action == IA.OFFLINE
+    assert rows["local-1"].action == IA.STAY and rows["local-1"].blocker.check == "local-disk"
+    assert "copy-storage" in rows["local-1"].blocker.remedy
+    assert [r.name for r in plan.blockers] == ["local-1"]
+    assert rows["local-1"].position == 4  # what stays comes last
+    assert plan.estimated_s > 0 and plan.fingerprint == _plan(evac).fingerprint
+
+
+def test_enter_moves_every_guest_it_can_and_ends_incomplete_naming_the_one_left(evac, world, django_capture_on_commit_callbacks):
+    ev = _enter(evac, django_capture_on_commit_callbacks)
+    ev.refresh_from_db()
+    assert Host.objects.get(pk=evac["a"].pk).in_maintenance
+    assert ev.status == ES.INCOMPLETE, ev.outcome
+    assert "local-1" in ev.outcome and "still on kvm-a" in ev.outcome
+    items = {i.vm_name: i for i in ev.items.all()}
+    for name in ("web-1", "web-2", "cold-1"):
+        item = items[name]
+        assert item.status == IS.SUCCEEDED, (name, item.reason)
+        assert item.migration.status == MS.SUCCEEDED
+        where = world.where(str(evac[name].uuid))
+        assert list(where) == [item.destination.name], where  # on exactly one host, the planned one
+    assert list(world.where(str(evac["local-1"].uuid))) == ["kvm-a"]
+    assert items["local-1"].status == IS.SKIPPED and items["local-1"].blocked
+
+
+def test_a_second_evacuation_of_the_same_host_is_refused(evac, django_capture_on_commit_callbacks):
+    services.evacuation_enter(host=evac["a"], actor=SYSTEM, plan=_plan(evac))  # its queue has not run
+    with pytest.raises(ServiceRefused, match="already being emptied"):
+        services.evacuation_enter(host=evac["a"], actor=SYSTEM, plan=_plan(evac))
+    assert Evacuation.objects.count() == 1
+
+
+def test_exit_brings_every_moved_guest_home(evac, world, django_capture_on_commit_callbacks):
+    _enter(evac, django_capture_on_commit_callbacks)
+    plan = services.return_plan(host=Host.objects.get(pk=evac["a"].pk))
+    assert sorted(r.name for r in plan.moves) == ["cold-1", "web-1", "web-2"]
+    with django_capture_on_commit_callbacks(execute=True):
+        back = services.maintenance_exit(host=Host.objects.get(pk=evac["a"].pk), actor=SYSTEM)
+    back.refresh_from_db()
+    assert back.status == ES.SUCCEEDED, back.outcome
+    assert not Host.objects.get(pk=evac["a"].pk).in_maintenance
+    for name in ("web-1", "web-2", "cold-1", "local-1"):
+        assert list(world.where(str(evac[name].uuid))) == ["kvm-a"], name
+
+
+def test_exit_without_returning_leaves_guests_where_they_are(evac, world, django_capture_on_commit_callbacks):
+    ev = _enter(evac, django_capture_on_commit_callbacks)
+    where = {i.vm_name: i.destination.name for i in ev.items.filter(status=IS.SUCCEEDED)}
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.maintenance_exit(host=Host.objects.get(pk=evac["a"].pk), actor=SYSTEM, bring_back=False) is None
+    for name, host in where.items():
+        assert list(world.where(str(evac[name].uuid))) == [host]
+
+
+def test_a_failed_item_is_retried_once_elsewhere(evac, world, monkeypatch, django_capture_on_commit_callbacks):
+    from tests.fakes.fleet import migration_error
+
+    only_web1 = [str(evac["web-2"].uuid), str(evac["cold-1"].uuid)]
+    first = _plan(evac, excluded=only_web1)
+    target = next(r.destination for r in first.rows if r.name == "web-1")
+    real, calls = world.jobs.migrate, []
+
+    def fail_once(source, domain_uuid, **kw):
+        calls.append(source.name)
+        world.jobs.fail_with = migration_error("connection reset by peer") if len(calls) == 1 else None
+        return real(source, domain_uuid, **kw)
+
+    monkeypatch.setattr(world.jobs, "migrate", fail_once)
+    with django_capture_on_commit_callbacks(execute=True):
+        ev = services.evacuation_enter(host=evac["a"], actor=SYSTEM, plan=first, excluded=only_web1)
+    ev.refresh_from_db()
+    item = ev.items.get(vm_name="web-1")
+    assert len(calls) == 2
+    assert item.attempts == 2 and item.status == IS.SUCCEEDED, item.reason
+    assert item.tried == [target] and item.destination.name != target
+    assert list(world.where(str(evac["web-1"].uuid))) == [item.destination.name]
+
+
+def test_pause_stops_new_items_and_resume_continues(evac, world, django_capture_on_commit_callbacks):
+    ev = services.evacuation_enter(host=evac["a"], actor=SYSTEM, plan=_plan(evac))  # nothing ran yet
+    services.evacuation_pause(evacuation=ev, actor=SYSTEM)
+    with django_capture_on_commit_callbacks(execute=True):
+        pass
+    from maintenance.queue import evacuation_advance
+
+    with django_capture_on_commit_callbacks(execute=True):
+        evacuation_advance(ev.pk)
+    assert ev.items.filter(status=IS.RUNNING).count() == 0
+    assert set(world.where(str(evac["web-1"].uuid))) == {"kvm-a"}
+    with django_capture_on_commit_callbacks(execute=True):
+        services.evacuation_resume(evacuation=ev, actor=SYSTEM)
+    ev.refresh_from_db()
+    assert ev.status == ES.INCOMPLETE
+
+
+def test_cancel_before_anything_ran_leaves_every_guest_home(evac, world, django_capture_on_commit_callbacks):
+    ev = services.evacuation_enter(host=evac["a"], actor=SYSTEM, plan=_plan(evac))
+    with django_capture_on_commit_callbacks(execute=True):
+        services.evacuation_cancel(evacuation=ev, actor=SYSTEM)
+    ev.refresh_from_db()
+    assert ev.status == ES.CANCELLED, ev.outcome
+    for name in ("web-1", "web-2", "cold-1", "local-1"):
+        assert list(world.where(str(evac[name].uuid))) == ["kvm-a"]
