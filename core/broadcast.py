@@ -100,7 +100,9 @@ def migration_status(migration_id: int, state: dict[str, Any]) -> None:
 
 def migration_progress(migration_id: int, sample: dict[str, Any]) -> None:
     """One progress sample of a running migration (sent at once when outside a transaction)."""
-    _send_on_commit(migration_group(migration_id), {"type": "migration.progress", "sample": sample})
+    # The id goes along: an evacuation's page follows several migrations on one socket.
+    _send_on_commit(migration_group(migration_id), {"type": "migration.progress", "migration_id": migration_id,
+                                                    "sample": sample})
 
 
 def evacuation_group(evacuation_id: int) -> str:

@@ -13,13 +13,16 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 
 from core.routing import websocket_urlpatterns as core_websockets  # noqa: E402
 from hosts.routing import websocket_urlpatterns as hosts_websockets  # noqa: E402
+from maintenance.routing import websocket_urlpatterns as maintenance_websockets  # noqa: E402
 from migrations_app.routing import websocket_urlpatterns as migrations_websockets  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
         "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(URLRouter(core_websockets + hosts_websockets + migrations_websockets))
+            AuthMiddlewareStack(URLRouter(
+                core_websockets + hosts_websockets + migrations_websockets + maintenance_websockets
+            ))
         ),
     }
 )

@@ -1,0 +1,7 @@
+from django.urls import path
+
+from . import consumers
+
+websocket_urlpatterns = [
+    path("ws/evacuations/<int:evacuation_id>/", consumers.EvacuationConsumer.as_asgi()),
+]
