@@ -58,6 +58,9 @@ class PlanRow:
     def moves(self) -> bool:
         return self.action in (IA.LIVE, IA.OFFLINE)
 
+    def get_action_label(self) -> str:
+        return IA(self.action).label
+
 
 @dataclass(frozen=True)
 class EvacuationPlan:

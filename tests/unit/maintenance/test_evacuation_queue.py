@@ -133,3 +133,38 @@ def test_cancel_before_anything_ran_leaves_every_guest_home(evac, world, django_
     assert ev.status == ES.CANCELLED, ev.outcome
     for name in ("web-1", "web-2", "cold-1", "local-1"):
         assert list(world.where(str(evac[name].uuid))) == ["kvm-a"]
+
+
+def test_a_guest_shut_down_for_maintenance_is_started_again_at_exit(evac, world, django_capture_on_commit_callbacks):
+    local = str(evac["local-1"].uuid)
+    plan = _plan(evac, shutdown=[local])
+    row = next(r for r in plan.rows if r.uuid == local)
+    assert row.action == IA.SHUTDOWN and row.blocker is None
+    with django_capture_on_commit_callbacks(execute=True):
+        ev = services.evacuation_enter(host=evac["a"], actor=SYSTEM, plan=plan, shutdown=[local])
+    ev.refresh_from_db()
+    assert ev.status == ES.SUCCEEDED, ev.outcome  # nothing left running on kvm-a
+    assert "kvm-a is empty" in ev.outcome
+    assert world.where(local) == {"kvm-a": "shutoff"}
+    back_plan = services.return_plan(host=Host.objects.get(pk=evac["a"].pk))
+    assert [r.action for r in back_plan.rows if r.uuid == local] == [IA.START]
+    with django_capture_on_commit_callbacks(execute=True):
+        back = services.maintenance_exit(host=Host.objects.get(pk=evac["a"].pk), actor=SYSTEM)
+    back.refresh_from_db()
+    assert back.status == ES.SUCCEEDED, back.outcome
+    assert world.where(local) == {"kvm-a": "running"}
+
+
+def test_a_manual_migration_of_a_guest_the_evacuation_is_moving_is_refused(evac, world, django_capture_on_commit_callbacks):
+    from hosts.leases import GuestBusy
+    from migrations_app.options import MigrationOptions
+    from migrations_app.services.live import migration_request
+    from maintenance.queue import evacuation_advance
+
+    ev = services.evacuation_enter(host=evac["a"], actor=SYSTEM, plan=_plan(evac))
+    evacuation_advance(ev.pk)  # starts the first items; their jobs wait for the commit that never comes here
+    running = ev.items.filter(status=IS.RUNNING).first()
+    assert running is not None
+    vm = evac[running.vm_name]
+    with pytest.raises(GuestBusy, match=f"migration #{running.migration_id}"):
+        migration_request(vm=vm, destination=evac["c"], options=MigrationOptions(), actor=SYSTEM)
