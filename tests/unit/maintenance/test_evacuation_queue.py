@@ -168,3 +168,19 @@ def test_a_manual_migration_of_a_guest_the_evacuation_is_moving_is_refused(evac,
     vm = evac[running.vm_name]
     with pytest.raises(GuestBusy, match=f"migration #{running.migration_id}"):
         migration_request(vm=vm, destination=evac["c"], options=MigrationOptions(), actor=SYSTEM)
+
+
+def test_pins_host_devices_and_anti_affinity_from_the_inventory_shape_the_plan(evac):
+    from hosts.models import VirtualMachine
+    from tests.fakes.fleet import make_vm
+
+    VirtualMachine.objects.filter(pk=evac["web-1"].pk).update(pinned=True)
+    VirtualMachine.objects.filter(pk=evac["web-2"].pk).update(anti_affinity=["db"])
+    make_vm(evac["b"], "db-9", anti_affinity=["db"])  # kvm-b already runs a member of group db
+    VirtualMachine.objects.filter(pk=evac["cold-1"].pk).update(pin_to="kvm-c")
+    rows = {r.name: r for r in _plan(evac).rows}
+    assert rows["web-1"].blocker.check == "pinned"
+    assert rows["web-2"].destination == "kvm-c"  # spread would pick kvm-b (more free), anti-affinity forbids
+    assert rows["cold-1"].destination == "kvm-c"
+    VirtualMachine.objects.filter(pk=evac["web-1"].pk).update(pinned=False, host_devices=1)
+    assert {r.name: r for r in _plan(evac).rows}["web-1"].blocker.check == "pinned"
