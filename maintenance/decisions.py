@@ -106,7 +106,8 @@ def evacuation_end(*, kind: str, host: str, items: Sequence[SettledItem], cancel
     plan could not move is left. Failed: something was to move and nothing did. Cancelled: the
     admin stopped it. Else incomplete, naming the guests left and why — never "empty" while one runs.
     """
-    to_move = [i for i in items if i.action != IA.STAY]
+    # A guest moved or deleted since the plan (skipped) is no longer this run's business.
+    to_move = [i for i in items if i.action != IA.STAY and i.status != IS.SKIPPED]
     done = [i for i in to_move if i.status == IS.SUCCEEDED]
     missed = [i for i in to_move if i.status != IS.SUCCEEDED]
     if kind == "enter":

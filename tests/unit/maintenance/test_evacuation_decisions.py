@@ -65,6 +65,8 @@ def _s(name, action=LIVE, status=IS.SUCCEEDED, blocked=False, running=True, reas
      "succeeded", "1 of 1"),  # a shut-off guest that stays does not keep the host busy
     ("enter", [_s("a"), _s("x", action=STAY, status=IS.SKIPPED, reason="Excluded by the admin")], False,
      "succeeded", "1 of 1"),  # excluded by choice: the plan said it stays
+    ("enter", [_s("a"), _s("m", status=IS.SKIPPED, reason="Now on h3")], False, "succeeded", "1 of 1"),
+    ("enter", [_s("m", status=IS.SKIPPED, reason="Now on h3")], False, "succeeded", "0 of 0"),
     ("enter", [_s("a", status=IS.FAILED, reason="no room"), _s("b", status=IS.FAILED, reason="no room")], False,
      "failed", "0 of 2"),
     ("enter", [_s("a"), _s("b", status=IS.CANCELLED)], True, "cancelled", "1 of 2"),

@@ -184,3 +184,28 @@ def test_pins_host_devices_and_anti_affinity_from_the_inventory_shape_the_plan(e
     assert rows["cold-1"].destination == "kvm-c"
     VirtualMachine.objects.filter(pk=evac["web-1"].pk).update(pinned=False, host_devices=1)
     assert {r.name: r for r in _plan(evac).rows}["web-1"].blocker.check == "pinned"
+
+
+def test_an_item_whose_guest_is_busy_waits_and_then_finds_it_moved(evac, world, django_capture_on_commit_callbacks):
+    from migrations_app.options import MigrationOptions
+    from migrations_app.services.live import migration_request
+    from maintenance.queue import evacuation_advance
+
+    only = [str(evac[n].uuid) for n in ("web-2", "cold-1", "local-1")]
+    manual = migration_request(vm=evac["web-1"], destination=evac["c"], options=MigrationOptions(), actor=SYSTEM)
+    ev = services.evacuation_enter(host=evac["a"], actor=SYSTEM, plan=_plan(evac, excluded=only), excluded=only)
+    evacuation_advance(ev.pk)
+    item = ev.items.get(vm_name="web-1")
+    assert item.status == IS.PENDING and item.attempts == 0
+    assert item.reason.startswith("Waiting:") and f"#{manual.pk}" in item.reason
+    with django_capture_on_commit_callbacks(execute=True):  # the manual migration runs and ends
+        from migrations_app.services.slots import migrations_dispatch
+        migrations_dispatch()
+    manual.refresh_from_db()
+    assert manual.status == MS.SUCCEEDED
+    with django_capture_on_commit_callbacks(execute=True):
+        evacuation_advance(ev.pk)  # what the sweep does
+    item.refresh_from_db()
+    ev.refresh_from_db()
+    assert item.status == IS.SKIPPED and "Now on kvm-c" in item.reason
+    assert ev.status == ES.SUCCEEDED and list(world.where(str(evac["web-1"].uuid))) == ["kvm-c"]
