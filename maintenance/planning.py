@@ -285,10 +285,15 @@ def evacuation_plan(
             **row,
         ))
     durations = [r.estimated_s for r in rows if r.action != IA.STAY]
+    # Migration slots cap what leaves one host at once, whatever the evacuation asks for.
+    lanes = min(concurrency, settings.VMPORTAL_MAX_OUTGOING)
+    if lanes < concurrency:
+        basis += (f" The portal sends at most {lanes} migration(s) from a host at once (VMPORTAL_MAX_OUTGOING):"
+                  f" {concurrency} at a time runs as {lanes}.")
     return EvacuationPlan(
         host=host.name, strategy=strategy, concurrency=concurrency, rows=tuple(rows),
         candidates=tuple(h.name for h in usable if reachable.get(h.name) is not False),
-        estimated_s=decisions.makespan_s(durations, concurrency), estimate_basis=basis, checked=checked,
+        estimated_s=decisions.makespan_s(durations, lanes), estimate_basis=basis, checked=checked,
         gathered_s=time.monotonic() - started,
         unreachable=tuple(sorted(n for n, ok in reachable.items() if ok is False)),
     )

@@ -209,3 +209,13 @@ def test_an_item_whose_guest_is_busy_waits_and_then_finds_it_moved(evac, world, 
     ev.refresh_from_db()
     assert item.status == IS.SKIPPED and "Now on kvm-c" in item.reason
     assert ev.status == ES.SUCCEEDED and list(world.where(str(evac["web-1"].uuid))) == ["kvm-c"]
+
+
+def test_the_estimate_counts_the_hosts_outgoing_slots(evac, settings):
+    settings.VMPORTAL_MAX_OUTGOING = 1
+    one = _plan(evac, concurrency=1)
+    four = _plan(evac, concurrency=4)
+    assert four.estimated_s == one.estimated_s
+    assert "at most 1 migration(s) from a host at once" in four.estimate_basis
+    settings.VMPORTAL_MAX_OUTGOING = 4
+    assert _plan(evac, concurrency=4).estimated_s < one.estimated_s
