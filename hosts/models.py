@@ -137,6 +137,11 @@ class VirtualMachine(models.Model):
     autostart = models.BooleanField(default=False)
     cpu_mode = models.CharField(max_length=32, blank=True)
     cpu_model = models.CharField(max_length=128, blank=True)
+    # Placement tags from the guest's libvirt metadata (hosts.adapters.libvirt.PlacementTags).
+    pinned = models.BooleanField(default=False)
+    pin_to = models.CharField(max_length=63, blank=True)
+    anti_affinity = models.JSONField(default=list, blank=True)
+    host_devices = models.PositiveSmallIntegerField(default=0)
     first_seen = models.DateTimeField(default=timezone.now)
     updated = models.DateTimeField(default=timezone.now)
 

@@ -316,6 +316,10 @@ def _vm_fields(info: DomainInfo) -> dict:
         "autostart": info.autostart,
         "cpu_mode": info.cpu_mode or "",
         "cpu_model": info.cpu_model or "",
+        "pinned": info.placement.pinned,
+        "pin_to": info.placement.pin_to,
+        "anti_affinity": list(info.placement.anti_affinity),
+        "host_devices": min(info.host_devices, 32767),
         "updated": timezone.now(),
     }
 

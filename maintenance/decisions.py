@@ -102,32 +102,32 @@ class SettledItem:
 def evacuation_end(*, kind: str, host: str, items: Sequence[SettledItem], cancelled: bool) -> tuple[str, str]:
     """(status, one-line outcome) of an evacuation or return whose items are all settled.
 
-    Succeeded: every guest the plan moved ended where it said and no running guest the plan could
-    not move is left. Failed: something was to move and nothing did. Cancelled: the admin stopped it.
-    Else incomplete, naming the guests still on the host and why — never "empty" while one runs.
+    Succeeded: every guest the plan moved ended where it said and (entering) no running guest the
+    plan could not move is left. Failed: something was to move and nothing did. Cancelled: the
+    admin stopped it. Else incomplete, naming the guests left and why — never "empty" while one runs.
     """
-    to_move = [i for i in items if i.action != IA.STAY]
+    # A guest moved or deleted since the plan (skipped) is no longer this run's business.
+    to_move = [i for i in items if i.action != IA.STAY and i.status != IS.SKIPPED]
     done = [i for i in to_move if i.status == IS.SUCCEEDED]
-    left = [i for i in items if i.running and (
-        (i.action != IA.STAY and i.status != IS.SUCCEEDED and i.action != IA.START) or (i.action == IA.STAY and i.blocked)
-    )]
-    what = "moved" if kind == "enter" else "brought home"
-    counts = f"{len(done)} of {len(to_move)} guest(s) {what}"
-    if kind == "enter" and left:
-        tail = "; still on " + host + ": " + "; ".join(f"{i.vm_name} ({i.reason or i.status})" for i in left)
-    elif kind != "enter":
-        missed = [i for i in to_move if i.status != IS.SUCCEEDED]
-        tail = ("; not brought home: " + "; ".join(f"{i.vm_name} ({i.reason or i.status})" for i in missed)) if missed else ""
-        left = missed
+    missed = [i for i in to_move if i.status != IS.SUCCEEDED]
+    if kind == "enter":
+        # What still runs on the host: moves that did not happen, and running guests no plan could move.
+        left = [i for i in missed if i.running and i.action != IA.START] + [
+            i for i in items if i.action == IA.STAY and i.blocked and i.running
+        ]
+        counts = f"{len(done)} of {len(to_move)} guest(s) moved"
+        tail = f"; still on {host}: " + "; ".join(f"{i.vm_name} ({i.reason or i.status})" for i in left) if left else ""
     else:
-        tail = ""
+        left = missed
+        counts = f"{len(done)} of {len(to_move)} guest(s) brought home"
+        tail = "; not brought home: " + "; ".join(f"{i.vm_name} ({i.reason or i.status})" for i in left) if left else ""
     if cancelled:
         return ES.CANCELLED, f"Cancelled: {counts}{tail}."
-    if to_move and not done and left:
+    if to_move and not done:
         return ES.FAILED, f"Failed: {counts}{tail}."
     if left:
         return ES.INCOMPLETE, f"Incomplete: {counts}{tail}."
-    return ES.SUCCEEDED, f"{counts[0].upper()}{counts[1:]}" + ("; " + host + " is empty." if kind == "enter" else ".")
+    return ES.SUCCEEDED, counts[0].upper() + counts[1:] + (f"; {host} is empty." if kind == "enter" else ".")
 
 
 def estimate_s(*, memory_kib: int, action: str, bandwidth_bps: float, overhead_s: float) -> int:

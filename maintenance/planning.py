@@ -58,6 +58,9 @@ class PlanRow:
     def moves(self) -> bool:
         return self.action in (IA.LIVE, IA.OFFLINE)
 
+    def get_action_label(self) -> str:
+        return IA(self.action).label
+
 
 @dataclass(frozen=True)
 class EvacuationPlan:
@@ -106,6 +109,9 @@ def guest_needs(vm: VirtualMachine) -> placement.GuestNeeds:
         arch=vm.arch or "x86_64", domain_type=vm.domain_type or "kvm", state=_state(vm.state),
         cpu_model=vm.cpu_model or None, local_disks=_local_disks(vm),
         shared_disks=any(d.storage == DiskStorageChoices.SHARED for d in vm.disks.all()),
+        # A passed-through host device ties a running guest to its host like a pin does.
+        pinned=vm.pinned or (vm.host_devices > 0 and _state(vm.state) != "shutoff"),
+        pin_to=vm.pin_to or None, anti_affinity=frozenset(vm.anti_affinity or ()),
     )
 
 
@@ -116,7 +122,9 @@ def _guest_arches(host_arch: str) -> frozenset[str]:
     return frozenset({g for g, hosts in preflight.KVM_HOST_ARCHES.items() if host_arch in hosts} | {host_arch})
 
 
-def host_capacity(host: Host, *, free_kib: int | None = None, reachable: bool | None = None) -> placement.HostCapacity:
+def host_capacity(
+    host: Host, *, free_kib: int | None = None, reachable: bool | None = None, groups: frozenset[str] = frozenset(),
+) -> placement.HostCapacity:
     facts = getattr(host, "facts", None)
     return placement.HostCapacity(
         name=host.name,
@@ -126,6 +134,7 @@ def host_capacity(host: Host, *, free_kib: int | None = None, reachable: bool | 
         domain_types=frozenset(facts.domain_types) if facts and facts.domain_types else frozenset({"kvm", "qemu"}),
         in_maintenance=host.in_maintenance,
         reachable=host.is_connectable if reachable is None else reachable,
+        anti_affinity=groups,
     )
 
 
@@ -138,6 +147,14 @@ def options_for(state: str, *, copy_storage: bool, has_local: bool) -> Migration
 
 def _candidates(host: Host) -> list[Host]:
     return list(Host.objects.exclude(pk=host.pk).select_related("facts").order_by("name"))
+
+
+def _groups_by_host() -> dict[int, frozenset[str]]:
+    """Anti-affinity groups of the guests running on each host (shut-off ones count: they start later)."""
+    found: dict[int, set[str]] = {}
+    for host_id, groups in VirtualMachine.objects.exclude(anti_affinity=[]).values_list("host_id", "anti_affinity"):
+        found.setdefault(host_id, set()).update(groups or ())
+    return {k: frozenset(v) for k, v in found.items()}
 
 
 def _guests(host: Host) -> list[VirtualMachine]:
@@ -233,8 +250,10 @@ def evacuation_plan(
                 veto = _veto(found)
                 if veto is not None:
                     vetoes[(uuid, dest.name)] = veto
+    groups = _groups_by_host()
     capacities = [
-        host_capacity(h, free_kib=free.get(h.name), reachable=reachable.get(h.name)) for h in others
+        host_capacity(h, free_kib=free.get(h.name), reachable=reachable.get(h.name), groups=groups.get(h.pk, frozenset()))
+        for h in others
     ] + [host_capacity(host)]
     plan = placement.place(
         needs.values(), capacities, source=host.name, strategy=strategy, cpu_ok={}, overrides=overrides,
@@ -266,10 +285,15 @@ def evacuation_plan(
             **row,
         ))
     durations = [r.estimated_s for r in rows if r.action != IA.STAY]
+    # Migration slots cap what leaves one host at once, whatever the evacuation asks for.
+    lanes = min(concurrency, settings.VMPORTAL_MAX_OUTGOING)
+    if lanes < concurrency:
+        basis += (f" The portal sends at most {lanes} migration(s) from a host at once (VMPORTAL_MAX_OUTGOING):"
+                  f" {concurrency} at a time runs as {lanes}.")
     return EvacuationPlan(
         host=host.name, strategy=strategy, concurrency=concurrency, rows=tuple(rows),
         candidates=tuple(h.name for h in usable if reachable.get(h.name) is not False),
-        estimated_s=decisions.makespan_s(durations, concurrency), estimate_basis=basis, checked=checked,
+        estimated_s=decisions.makespan_s(durations, lanes), estimate_basis=basis, checked=checked,
         gathered_s=time.monotonic() - started,
         unreachable=tuple(sorted(n for n, ok in reachable.items() if ok is False)),
     )
@@ -282,11 +306,13 @@ def replacement_for(*, vm: VirtualMachine, evacuated: Host, tried: Iterable[str]
     preflight re-check decides for real.
     """
     tried = frozenset(tried)
+    groups = _groups_by_host()
     capacities = []
     for h in _candidates(evacuated):
         facts = getattr(h, "facts", None)
         free = (facts.memory_free_kib if facts else 0) - pending.get(h.name, 0)
-        capacities.append(host_capacity(h, free_kib=max(free, 0), reachable=h.is_connectable and h.name not in tried))
+        capacities.append(host_capacity(h, free_kib=max(free, 0), reachable=h.is_connectable and h.name not in tried,
+                                        groups=groups.get(h.pk, frozenset())))
     capacities.append(host_capacity(evacuated))
     need = guest_needs(VirtualMachine.objects.prefetch_related("disks").get(pk=vm.pk))
     return placement.place([need], capacities, source=evacuated.name).by_uuid(str(vm.uuid))

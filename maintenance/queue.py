@@ -20,6 +20,7 @@ from core.audit import audit_record
 from core.choices import AuditResultChoices
 from core.errors import ServiceRefused
 from hosts import services as host_services
+from hosts.leases import GuestBusy
 from hosts.choices import VM_ACTIVE_STATES, VMActionChoices, VMStateChoices
 from hosts.models import VirtualMachine
 from migrations_app import placement
@@ -146,12 +147,19 @@ def _start(ev: Evacuation, item: EvacuationItem) -> bool:
                 _close(item, IS.SKIPPED, reason=f"Already {vm.get_state_display().lower()}; not started.")
                 return False
             item.job = host_services.vm_action_request(vm=vm, action=VMActionChoices.START, actor=actor)
+    except GuestBusy as busy:
+        # Another operation holds the guest (a manual migration, a power action): wait for it
+        # rather than fail; the next advance tries again and finds the guest moved or free.
+        item.attempts -= 1
+        item.reason = f"Waiting: {busy.message}"
+        item.save(update_fields=["attempts", "started", "reason"])
+        return False
     except ServiceRefused as refused:
         item.save(update_fields=["attempts", "started"])
         why = refused.message
         if item.action in (IA.LIVE, IA.OFFLINE) and item.attempts < decisions.MAX_ATTEMPTS:
             _retry(ev, item, why)
-            return item.status == IS.PENDING and False
+            return False
         _close(item, IS.FAILED, reason=why, remedy=refused.hint or "")
         return False
     item.status = IS.RUNNING

@@ -111,6 +111,34 @@ class NicInfo:
     model: str
 
 
+# The portal's placement tags in a guest's libvirt metadata, read by host maintenance:
+#   <metadata><vmportal:placement xmlns:vmportal="urn:vmportal:placement:1"
+#              pinned="yes" pin-to="kvm-b" anti-affinity="db,web"/></metadata>
+# (set with `virsh metadata GUEST --uri urn:vmportal:placement:1 --key vmportal --set '<placement …/>'`).
+PLACEMENT_NS = "urn:vmportal:placement:1"
+_MAX_TAGS = 16
+
+
+@dataclass(frozen=True)
+class PlacementTags:
+    pinned: bool = False  # must not leave its host
+    pin_to: str = ""  # may only go to this host
+    anti_affinity: tuple[str, ...] = ()  # groups whose members never share a host
+
+
+def parse_placement_tags(root: ET.Element) -> PlacementTags:
+    """The placement tags of a parsed domain XML; malformed values are ignored, names bounded."""
+    tag = root.find(f"metadata/{{{PLACEMENT_NS}}}placement")
+    if tag is None:
+        return PlacementTags()
+    groups = tuple(sorted({g.strip()[:63] for g in (tag.get("anti-affinity") or "").split(",") if g.strip()}))
+    return PlacementTags(
+        pinned=(tag.get("pinned") or "").strip().lower() in ("yes", "true", "1"),
+        pin_to=(tag.get("pin-to") or "").strip()[:63],
+        anti_affinity=groups[:_MAX_TAGS],
+    )
+
+
 @dataclass(frozen=True)
 class DomainInfo:
     name: str
@@ -130,6 +158,8 @@ class DomainInfo:
     nics: list[NicInfo]
     id: int | None
     max_memory_kib: int = 0
+    placement: PlacementTags = PlacementTags()
+    host_devices: int = 0  # <hostdev> passthrough devices: the guest cannot migrate live
 
 
 @dataclass(frozen=True)
@@ -403,6 +433,8 @@ def parse_domain_xml(
         nics=[_nic_from_xml(i) for i in root.findall("devices/interface")],
         id=id,
         max_memory_kib=max_memory,
+        placement=parse_placement_tags(root),
+        host_devices=len(root.findall("devices/hostdev")),
     )
 
 

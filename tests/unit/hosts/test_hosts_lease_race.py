@@ -15,15 +15,12 @@ transactions, busy timeout, WAL): there the second request waits for the first t
 
 from __future__ import annotations
 
-import sqlite3
 import threading
-from collections.abc import Callable
-from typing import Any
 
 import pytest
-from django.db import connection, connections, transaction
-from django.db.utils import load_backend
+from django.db import connection, transaction
 from tests.fakes.fleet import make_host, make_vm
+from tests.race_support import connections_for_race
 
 from core.actors import Actor
 from hosts import leases
@@ -41,45 +38,6 @@ ROUNDS = 3
 SYSTEM = Actor.system()
 
 
-class Connections:
-    """Runs callables in threads, each on its own connection to the database under test."""
-
-    def __init__(self, settings_dict: dict | None):
-        self.settings_dict = settings_dict  # None: the test database as configured
-
-    def _connect(self) -> None:
-        if self.settings_dict is not None:
-            backend = load_backend(self.settings_dict["ENGINE"])
-            connections["default"] = backend.DatabaseWrapper(dict(self.settings_dict), "default")
-
-    def run(self, work: Callable[[], Any]) -> Any:
-        """work() in a thread of its own; its result (or exception) comes back here."""
-        return self.race([work])[0]
-
-    def race(self, works: list[Callable[[], Any]]) -> list[Any]:
-        """Start every work at once (a barrier); return each one's result or raised exception."""
-        barrier = threading.Barrier(len(works))
-        results: list[Any] = [None] * len(works)
-
-        def go(i: int) -> None:
-            self._connect()
-            try:
-                barrier.wait(timeout=10)
-                results[i] = works[i]()
-            except Exception as exc:  # the outcome of each request is what the test looks at
-                results[i] = exc
-            finally:
-                connections["default"].close()
-
-        threads = [threading.Thread(target=go, args=(i,)) for i in range(len(works))]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(60)
-        assert not any(thread.is_alive() for thread in threads), "a request never finished"
-        return results
-
-
 @pytest.fixture
 def guests(db):
     """ROUNDS shut-off guests on kvm-a (each raced for once), kvm-b as the destination."""
@@ -91,17 +49,7 @@ def guests(db):
 @pytest.fixture
 def threads(guests, tmp_path, monkeypatch):
     """Where the racing requests run (created after ``guests``, so the file copy holds them)."""
-    settings_dict = None
-    if connection.vendor == "sqlite" and connection.is_in_memory_db():
-        path = tmp_path / "race.sqlite3"
-        connection.ensure_connection()
-        copy = sqlite3.connect(path)
-        connection.connection.backup(copy)
-        # In WAL already, as the portal's file is after its first use: two connections both
-        # switching a fresh file to WAL at the same moment is not the race under test.
-        copy.execute("PRAGMA journal_mode=WAL")
-        copy.close()
-        settings_dict = {**connection.settings_dict, "NAME": str(path)}
+    threads = connections_for_race(tmp_path)
     if connection.vendor == "postgresql":
         # Hold each request inside its transaction, its own record written, until the other
         # is there too: then both INSERT the lease at once.
@@ -116,7 +64,7 @@ def threads(guests, tmp_path, monkeypatch):
             return claim(**kwargs)
 
         monkeypatch.setattr(leases, "lease_claim", claim_together)
-    return Connections(settings_dict)
+    return threads
 
 
 def live(vm, dst):

@@ -133,3 +133,89 @@ def test_cancel_before_anything_ran_leaves_every_guest_home(evac, world, django_
     assert ev.status == ES.CANCELLED, ev.outcome
     for name in ("web-1", "web-2", "cold-1", "local-1"):
         assert list(world.where(str(evac[name].uuid))) == ["kvm-a"]
+
+
+def test_a_guest_shut_down_for_maintenance_is_started_again_at_exit(evac, world, django_capture_on_commit_callbacks):
+    local = str(evac["local-1"].uuid)
+    plan = _plan(evac, shutdown=[local])
+    row = next(r for r in plan.rows if r.uuid == local)
+    assert row.action == IA.SHUTDOWN and row.blocker is None
+    with django_capture_on_commit_callbacks(execute=True):
+        ev = services.evacuation_enter(host=evac["a"], actor=SYSTEM, plan=plan, shutdown=[local])
+    ev.refresh_from_db()
+    assert ev.status == ES.SUCCEEDED, ev.outcome  # nothing left running on kvm-a
+    assert "kvm-a is empty" in ev.outcome
+    assert world.where(local) == {"kvm-a": "shutoff"}
+    back_plan = services.return_plan(host=Host.objects.get(pk=evac["a"].pk))
+    assert [r.action for r in back_plan.rows if r.uuid == local] == [IA.START]
+    with django_capture_on_commit_callbacks(execute=True):
+        back = services.maintenance_exit(host=Host.objects.get(pk=evac["a"].pk), actor=SYSTEM)
+    back.refresh_from_db()
+    assert back.status == ES.SUCCEEDED, back.outcome
+    assert world.where(local) == {"kvm-a": "running"}
+
+
+def test_a_manual_migration_of_a_guest_the_evacuation_is_moving_is_refused(evac, world, django_capture_on_commit_callbacks):
+    from hosts.leases import GuestBusy
+    from migrations_app.options import MigrationOptions
+    from migrations_app.services.live import migration_request
+    from maintenance.queue import evacuation_advance
+
+    ev = services.evacuation_enter(host=evac["a"], actor=SYSTEM, plan=_plan(evac))
+    evacuation_advance(ev.pk)  # starts the first items; their jobs wait for the commit that never comes here
+    running = ev.items.filter(status=IS.RUNNING).first()
+    assert running is not None
+    vm = evac[running.vm_name]
+    with pytest.raises(GuestBusy, match=f"migration #{running.migration_id}"):
+        migration_request(vm=vm, destination=evac["c"], options=MigrationOptions(), actor=SYSTEM)
+
+
+def test_pins_host_devices_and_anti_affinity_from_the_inventory_shape_the_plan(evac):
+    from hosts.models import VirtualMachine
+    from tests.fakes.fleet import make_vm
+
+    VirtualMachine.objects.filter(pk=evac["web-1"].pk).update(pinned=True)
+    VirtualMachine.objects.filter(pk=evac["web-2"].pk).update(anti_affinity=["db"])
+    make_vm(evac["b"], "db-9", anti_affinity=["db"])  # kvm-b already runs a member of group db
+    VirtualMachine.objects.filter(pk=evac["cold-1"].pk).update(pin_to="kvm-c")
+    rows = {r.name: r for r in _plan(evac).rows}
+    assert rows["web-1"].blocker.check == "pinned"
+    assert rows["web-2"].destination == "kvm-c"  # spread would pick kvm-b (more free), anti-affinity forbids
+    assert rows["cold-1"].destination == "kvm-c"
+    VirtualMachine.objects.filter(pk=evac["web-1"].pk).update(pinned=False, host_devices=1)
+    assert {r.name: r for r in _plan(evac).rows}["web-1"].blocker.check == "pinned"
+
+
+def test_an_item_whose_guest_is_busy_waits_and_then_finds_it_moved(evac, world, django_capture_on_commit_callbacks):
+    from migrations_app.options import MigrationOptions
+    from migrations_app.services.live import migration_request
+    from maintenance.queue import evacuation_advance
+
+    only = [str(evac[n].uuid) for n in ("web-2", "cold-1", "local-1")]
+    manual = migration_request(vm=evac["web-1"], destination=evac["c"], options=MigrationOptions(), actor=SYSTEM)
+    ev = services.evacuation_enter(host=evac["a"], actor=SYSTEM, plan=_plan(evac, excluded=only), excluded=only)
+    evacuation_advance(ev.pk)
+    item = ev.items.get(vm_name="web-1")
+    assert item.status == IS.PENDING and item.attempts == 0
+    assert item.reason.startswith("Waiting:") and f"#{manual.pk}" in item.reason
+    with django_capture_on_commit_callbacks(execute=True):  # the manual migration runs and ends
+        from migrations_app.services.slots import migrations_dispatch
+        migrations_dispatch()
+    manual.refresh_from_db()
+    assert manual.status == MS.SUCCEEDED
+    with django_capture_on_commit_callbacks(execute=True):
+        evacuation_advance(ev.pk)  # what the sweep does
+    item.refresh_from_db()
+    ev.refresh_from_db()
+    assert item.status == IS.SKIPPED and "Now on kvm-c" in item.reason
+    assert ev.status == ES.SUCCEEDED and list(world.where(str(evac["web-1"].uuid))) == ["kvm-c"]
+
+
+def test_the_estimate_counts_the_hosts_outgoing_slots(evac, settings):
+    settings.VMPORTAL_MAX_OUTGOING = 1
+    one = _plan(evac, concurrency=1)
+    four = _plan(evac, concurrency=4)
+    assert four.estimated_s == one.estimated_s
+    assert "at most 1 migration(s) from a host at once" in four.estimate_basis
+    settings.VMPORTAL_MAX_OUTGOING = 4
+    assert _plan(evac, concurrency=4).estimated_s < one.estimated_s

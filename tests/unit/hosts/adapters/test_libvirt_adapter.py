@@ -545,3 +545,23 @@ def test_wrapper_known_hosts_is_readable_by_openssh(tmp_path, client_keypair):
         assert host_key.fingerprint in out
     finally:
         lv.shutil.rmtree(prepared.workdir)
+
+
+@pytest.mark.parametrize("metadata, expected", [
+    ("", lv.PlacementTags()),
+    ('<vmportal:placement xmlns:vmportal="urn:vmportal:placement:1" pinned="yes"/>', lv.PlacementTags(pinned=True)),
+    ('<p:placement xmlns:p="urn:vmportal:placement:1" pinned="no" pin-to=" kvm-b " anti-affinity="web, db,,web"/>',
+     lv.PlacementTags(pin_to="kvm-b", anti_affinity=("db", "web"))),
+    ('<placement pinned="yes"/>', lv.PlacementTags()),  # not our namespace: somebody else's tag
+    ('<vmportal:placement xmlns:vmportal="urn:vmportal:placement:1" pin-to="' + "x" * 300 + '"/>',
+     lv.PlacementTags(pin_to="x" * 63)),
+])
+def test_placement_tags_from_metadata(metadata, expected):
+    xml = f"<domain type='kvm'><name>g</name><uuid>u</uuid><metadata>{metadata}</metadata></domain>"
+    assert lv.parse_domain_xml(xml).placement == expected
+
+
+def test_host_devices_are_counted():
+    xml = ("<domain type='kvm'><name>g</name><uuid>u</uuid><devices>"
+           "<hostdev mode='subsystem' type='pci'/><hostdev mode='subsystem' type='usb'/></devices></domain>")
+    assert lv.parse_domain_xml(xml).host_devices == 2
