@@ -371,3 +371,20 @@ def test_host_body_partial_carries_the_banner(evac, viewer_client, django_captur
     _enter(evac, django_capture_on_commit_callbacks)
     html = viewer_client.get(reverse("hosts:host_detail_body", args=[evac["a"].pk])).content.decode()
     assert 'id="maintenance-banner"' in html
+
+
+def test_a_running_rows_bar_starts_from_its_migrations_last_sample(evac, viewer_client, django_capture_on_commit_callbacks):
+    from migrations_app.models import Migration, MigrationSample
+    from tests.unit.migrations.test_migration_live import STATS
+
+    ev = _enter(evac, django_capture_on_commit_callbacks, execute=False)
+    item = ev.items.get(vm_name="web-1")
+    migration = Migration.objects.create(vm=evac["web-1"], vm_uuid=item.vm_uuid, vm_name=item.vm_name,
+                                         source=item.origin, destination=item.destination, options={},
+                                         status="migrating")
+    MigrationSample.objects.create(migration=migration, elapsed_ms=250, stats=STATS)  # 75% of memory sent
+    type(item).objects.filter(pk=item.pk).update(status=IS.RUNNING, migration=migration)
+    html = viewer_client.get(ev.get_absolute_url()).content.decode()
+    row = re.search(r'<tr data-item="web-1".*?</tr>', html, re.S).group(0)
+    assert f'value="75.0" data-migration="{migration.pk}"' in row and ">75%<" in row
+    assert f'href="{migration.get_absolute_url()}"' in row
