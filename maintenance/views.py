@@ -23,6 +23,7 @@ from core.roles import OperatorRequiredMixin, ViewerRequiredMixin, user_has_role
 from hosts.models import Host
 from migrations_app.models import MigrationSample
 from migrations_app.payloads import sample_payload
+from migrations_app.verdicts import worst
 
 from . import planning, services
 from .choices import EvacuationStatusChoices as ES, ItemActionChoices as IA, ItemStatusChoices as IS
@@ -127,18 +128,11 @@ def _rows(plan: planning.EvacuationPlan, form: PlanChoicesForm) -> list[dict]:
             "override": form.override_field(row.uuid) if row.uuid in known else None,
             "excluded": row.uuid in chosen_excluded,
             "shutdown": row.uuid in chosen_shutdown,
-            "verdict": _overall(row.verdicts),
+            # Only shown when there are verdicts (``worst`` of none is a fail: nothing checked).
+            "verdict": worst(v.status for v in row.verdicts).value if row.verdicts else "",
             "action_label": IA(row.action).label,
         })
     return rows
-
-
-def _overall(verdicts) -> str:
-    statuses = {v.status for v in verdicts}
-    for status in ("fail", "warn", "pass"):
-        if status in statuses:
-            return status
-    return ""
 
 
 class EvacuationListView(ViewerRequiredMixin, ListView):

@@ -388,3 +388,24 @@ def test_a_running_rows_bar_starts_from_its_migrations_last_sample(evac, viewer_
     row = re.search(r'<tr data-item="web-1".*?</tr>', html, re.S).group(0)
     assert f'value="75.0" data-migration="{migration.pk}"' in row and ">75%<" in row
     assert f'href="{migration.get_absolute_url()}"' in row
+
+
+def test_each_row_shows_its_preflight_with_the_wizards_grid(evac, viewer_client, monkeypatch):
+    import dataclasses
+
+    from migrations_app.preflight import Verdict
+
+    def make_plan(*, host, **choices):
+        plan = planning.evacuation_plan(host=host, check_hosts=False, **choices)
+        verdicts = (Verdict("cpu", "pass", "The CPU model exists there."),
+                    Verdict("ports", "warn", "Port 49152 answered slowly.", fix="Check the firewall."))
+        rows = tuple(dataclasses.replace(r, verdicts=verdicts) if r.name == "web-1" else r for r in plan.rows)
+        return dataclasses.replace(plan, rows=rows, checked=True)
+
+    monkeypatch.setattr(views, "make_plan", make_plan)
+    html = viewer_client.get(plan_url(evac)).content.decode()
+    row = re.search(r'<tr data-guest="web-1".*?</tr>\s*(?=<tr data-guest|</tbody>)', html, re.S).group(0)
+    assert 'class="badge verdict-warn"' in row and "2 checks" in row
+    assert f'id="preflight-{_uuid(evac, "web-1")}"' in row
+    assert "Port 49152 answered slowly." in row and "Check the firewall." in row
+    assert "Planned from the inventory only" not in html
