@@ -409,3 +409,17 @@ def test_each_row_shows_its_preflight_with_the_wizards_grid(evac, viewer_client,
     assert f'id="preflight-{_uuid(evac, "web-1")}"' in row
     assert "Port 49152 answered slowly." in row and "Check the firewall." in row
     assert "Planned from the inventory only" not in html
+
+
+def test_a_host_without_guests_enters_maintenance_from_the_same_page(evac, operator_client, inventory_plans, django_capture_on_commit_callbacks):
+    empty = evac["c"]
+    url = reverse("maintenance:plan", args=[empty.pk])
+    html = operator_client.get(url).content.decode()
+    assert "No guests on kvm-c: entering maintenance only stops new guests from arriving." in html
+    fingerprint = re.search(r'name="fingerprint" value="([0-9a-f]{16})"', html).group(1)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = operator_client.post(url, {"concurrency": "2", "strategy": "spread", "fingerprint": fingerprint})
+    assert response.status_code == 302
+    host = Host.objects.get(pk=empty.pk)
+    assert host.in_maintenance
+    assert "kvm-c is empty and in maintenance since" in _banner(_host_page(operator_client, host))
