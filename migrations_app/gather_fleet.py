@@ -57,15 +57,18 @@ from hosts.adapters import probes
 from hosts.adapters.errors import DomainNotFound
 from hosts.adapters.probes import (
     DiskProbe,
+    DiskQuery,
     can_open,
     content_digest,
     probe_disk,
+    probe_disks,
     qemu_identity,
     remove_markers,
     resolve,
     start_listener,
     try_connect,
     write_marker,
+    write_markers,
 )
 
 from .facts import DiskFact, GuestSide, HostSide, PairFacts
@@ -235,8 +238,30 @@ class _Rounds:
     def _room_flag(self, plan: DiskPlan) -> bool:
         return self.copying and plan.copy_candidate
 
-    def _disk_key(self, plan: DiskPlan, dst: HostProbe) -> tuple:
-        return (plan.path, plan.writable, self._room_flag(plan), dst.name)
+    def _disk_key(self, plan: DiskPlan, destination: str) -> tuple:
+        return (plan.path, plan.writable, self._room_flag(plan), destination)
+
+    # Each remote command costs the host a login shell, which dominates on a busy host: several
+    # markers, or several disks on one destination, go in one command (one alone keeps the plain probe).
+
+    def _write_markers(self, directories: list[str]) -> Callable[[], dict[str, str | None]]:
+        """Write one marker per directory on the source; returns how to collect {directory: marker path}."""
+        if len(directories) > 1:
+            future = self.submit("markers", write_markers, self.src.ssh, directories, self.token)
+            return lambda: future.result() or dict.fromkeys(directories)
+        futures = {d: self.submit("marker", write_marker, self.src.ssh, d, self.token) for d in directories}
+        return lambda: {d: f.result() for d, f in futures.items()}
+
+    def _probe_disks(self, dst: HostProbe, queries: dict[tuple, DiskQuery], identity) -> Callable[[], dict]:
+        """Ask ``dst`` about each disk path; returns how to collect {disk key: DiskProbe or None}."""
+        keys = list(queries)
+        if len(keys) == 1:
+            q = queries[keys[0]]
+            future = self.submit("disk on destination", probe_disk, dst.ssh, path=q.path, marker=q.marker,
+                                 writable=q.writable, room=q.room, identity=identity)
+            return lambda: {keys[0]: future.result()}
+        batch = self.submit("disks on destination", probe_disks, dst.ssh, list(queries.values()), identity=identity)
+        return lambda: dict(zip(keys, batch.result() or [None] * len(keys), strict=True))
 
     def run(self, guests: list[_Guest]) -> FleetFacts:
         src, dsts, submit, done = self.src, self.dsts, self.submit, self.done
@@ -264,11 +289,10 @@ class _Rounds:
         f_listener = {d.name: submit("listener", start_listener, d.ssh, ipv6=":" in d.endpoint.migration_host)
                       for d in with_ssh}
         directories = sorted({p.directory for g in known for p in g.plans if p.directory}) if with_ssh else []
-        f_markers = {directory: submit("marker", write_marker, src.ssh, directory, self.token)
-                     for directory in directories}
+        f_markers = self._write_markers(directories)
         markers: dict[str, str | None] = {}
         try:
-            markers = {directory: f.result() for directory, f in f_markers.items()}
+            markers = f_markers()
             identity = {name: f.result() for name, f in f_identity.items()}
             port = {name: f.result() for name, f in f_listener.items()}
 
@@ -280,16 +304,16 @@ class _Rounds:
                                port[d.name] if port[d.name] is not None else d.endpoint.ssh_port)
                 for d in with_ssh
             }
-            f_disks: dict[tuple, Future] = {}
+            queries: dict[str, dict[tuple, DiskQuery]] = {d.name: {} for d in dsts if d.ssh is not None}
             for g in known:
                 for p in g.plans:
-                    for d in dsts:
-                        if p.path and d.ssh is not None and self._disk_key(p, d) not in f_disks:
-                            f_disks[self._disk_key(p, d)] = submit(
-                                "disk on destination", probe_disk, d.ssh, path=p.path,
-                                marker=markers.get(p.directory) if p.directory else None,
-                                writable=p.writable, room=self._room_flag(p), identity=identity.get(d.name),
-                            )
+                    for name, asked in queries.items():
+                        if p.path:
+                            asked.setdefault(self._disk_key(p, name), DiskQuery(
+                                path=p.path, marker=markers.get(p.directory) if p.directory else None,
+                                writable=p.writable, room=self._room_flag(p)))
+            f_disks = {d.name: self._probe_disks(d, queries[d.name], identity.get(d.name))
+                       for d in dsts if queries.get(d.name)}
             cpu_keys: dict[str, tuple] = {}
             f_compare: dict[tuple, Future] = {}
             for g in known:
@@ -302,7 +326,7 @@ class _Rounds:
                         f_compare[(key, d.name)] = submit(
                             "cpu compare", mg.compare_guest_cpu, d.conn, guest_xml=xml, arch=g.info.arch,
                             domain_type=g.info.domain_type, machine=g.info.machine)
-            disk_probes: dict[tuple, DiskProbe | None] = {k: f.result() for k, f in f_disks.items()}
+            disk_probes: dict[tuple, DiskProbe | None] = {k: v for collect in f_disks.values() for k, v in collect().items()}
             connect = {name: f.result() for name, f in f_connect.items()}
         finally:
             placed = [m for m in markers.values() if m]
@@ -311,7 +335,7 @@ class _Rounds:
         # --- round 4: read-only disks that are not shared may still be identical copies;
         # a port that timed out: does the address answer at all (SSH port)?
         def probe_of(g: _Guest, p: DiskPlan, d: HostProbe) -> DiskProbe | None:
-            return disk_probes.get(self._disk_key(p, d)) if p.path else None
+            return disk_probes.get(self._disk_key(p, d.name)) if p.path else None
 
         same_file = {
             (g.key, p.info.target, d.name): marker_verdict(

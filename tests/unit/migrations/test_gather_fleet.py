@@ -9,6 +9,7 @@ exactly what ``gather.gather`` returns for that one guest and pair.
 from __future__ import annotations
 
 import contextlib
+import shlex
 import threading
 from collections import Counter
 
@@ -16,7 +17,7 @@ import pytest
 
 from hosts.adapters import migration as mg
 from hosts.adapters import probes as P
-from hosts.adapters.errors import DomainNotFound
+from hosts.adapters.errors import CommandTimeout, DomainNotFound
 from hosts.adapters.libvirt import DiskInfo
 from migrations_app import gather as G
 from migrations_app import gather_fleet as GF
@@ -106,8 +107,20 @@ class Hosts:
         return [p for h in self.fleet.hosts.values() for p in h.files if P.MARKER_PREFIX in p]
 
 
-def probes_run(host, script) -> int:
-    return sum(1 for argv in host.commands if len(argv) > 2 and argv[:3] == ["sh", "-c", script])
+def probes_run(host, script, shell="sh") -> int:
+    return sum(1 for argv in host.commands if len(argv) > 2 and argv[:3] == [shell, "-c", script])
+
+
+def disks_asked(host) -> list[str]:
+    """The disk paths a destination was asked about, over every disk-probe command."""
+    paths = []
+    for argv in host.commands:
+        if argv[:3] == ["sh", "-c", P.DISK_PROBE_SH]:
+            paths.append(argv[5])
+        elif argv[:3] == ["bash", "-c", P.DISK_PROBES_BASH]:
+            items = argv[6 + int(argv[5]):]
+            paths += items[1::4]
+    return paths
 
 
 def count(host, predicate) -> int:
@@ -198,7 +211,8 @@ def test_a_guest_the_source_lacks_raises_like_gather(fleet):
     missing = "1b4e28ba-2fa1-11d2-883f-0016d3cca427"
     with pytest.raises(DomainNotFound, match=f"kvm-a has no guest with UUID {missing}"):
         f.gather_fleet(guest_uuids=[f.guests[0].uuid, missing])
-    assert f.leftover_markers() == [] and not any(probes_run(h, P.MARKER_SH) for h in fleet.hosts.values())
+    assert f.leftover_markers() == []
+    assert not any(probes_run(h, P.MARKER_SH) or probes_run(h, P.MARKERS_SH) for h in fleet.hosts.values())
 
 
 def test_a_source_that_does_not_answer(fleet):
@@ -252,10 +266,12 @@ def test_host_and_pair_probes_do_not_grow_with_the_guests(fleet, compares, n):
     assert count(src, is_getent) == 2 and count(src, is_connect) == 2
     for dst in (b, c):
         assert count(dst, is_getent) == 1 and count(dst, is_listener) == 1 and count(dst, is_qemu_conf) == 1
-        # per (disk path, destination): n images and the one ISO
-        assert probes_run(dst, P.DISK_PROBE_SH) == n + 1
-    # per directory on the source: /shared and the images directory, written once, removed at once
-    assert probes_run(src, P.MARKER_SH) == 2 and count(src, lambda a: a[0] == "rm") == 1
+        # per (disk path, destination): n images and the one ISO, all in one command
+        assert sorted(disks_asked(dst)) == sorted([ISO] + [f"/shared/g{i}.qcow2" for i in range(n)])
+        assert probes_run(dst, P.DISK_PROBES_BASH, "bash") == 1 and probes_run(dst, P.DISK_PROBE_SH) == 0
+    # per directory on the source: /shared and the images directory, in one command; removed at once
+    assert probes_run(src, P.MARKERS_SH) == 1 and probes_run(src, P.MARKER_SH) == 0
+    assert count(src, lambda a: a[0] == "rm") == 1
     # the ISO is the same file on kvm-b by content: once per path on the source, once per destination
     assert probes_run(src, P.DIGEST_SH) == 1 and probes_run(b, P.DIGEST_SH) == 1
     # one CPU definition shared by every guest: one comparison per destination
@@ -263,6 +279,18 @@ def test_host_and_pair_probes_do_not_grow_with_the_guests(fleet, compares, n):
     host_and_pair = sum(count(h, lambda a: is_getent(a) or is_listener(a) or is_connect(a) or is_qemu_conf(a))
                         for h in (src, b, c))
     assert host_and_pair == 2 * 4 + 2  # per pair: 2 resolutions, a listener, a connection; per destination: qemu.conf
+
+
+def test_a_failed_disk_command_leaves_that_destination_unverified_only(fleet):
+    f = Hosts(fleet, guests=shared_guests(3))
+    f.b.script(shlex.join(["bash", "-c", P.DISK_PROBES_BASH]), CommandTimeout(["bash"], 10))
+    facts = f.gather_fleet(destinations=("kvm-b", "kvm-c"))
+    for g in f.guests:
+        assert all(d.same_file_on_destination is None and d.destination_can_open is None
+                   for d in facts.guest_for(g.uuid, "kvm-b").disks)
+        assert facts.guest_for(g.uuid, "kvm-c").disks[0].same_file_on_destination is True
+        assert facts.pair(g.uuid, "kvm-b").ports_reachable is True  # the other probes still answered
+    assert f.leftover_markers() == []
 
 
 def test_guests_with_different_cpus_compare_apart(fleet, compares):
@@ -296,7 +324,8 @@ def test_evacuation_opens_each_host_once_and_closes_everything(fleet):
                                      options=LIVE)
     assert Counter(opened) == {"kvm-a": 1, "kvm-b": 1, "kvm-c": 1, "kvm-d": 1}
     # kvm-d never answered; every other host got one SSH and one libvirt connection
-    assert Counter(fleet.connections) == {(kind, n): 1 for kind in ("ssh", "libvirt") for n in ("kvm-a", "kvm-b", "kvm-c")}
+    answered = ("kvm-a", "kvm-b", "kvm-c")
+    assert Counter(fleet.connections) == {(kind, n): 1 for kind in ("ssh", "libvirt") for n in answered}
     assert fleet.open_connections == 0
     assert len(facts.guests) == 5 and facts.pair(f.guests[0].uuid, "kvm-b").destination.reachable
     with pytest.raises(ValueError, match="cannot be a destination of its own evacuation"):
