@@ -46,7 +46,7 @@ import secrets
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
@@ -137,6 +137,14 @@ class FleetFacts:
             return table[(_key(guest_uuid), destination)]
         except KeyError:
             raise KeyError(f"no facts for guest {guest_uuid} on {destination} (gathered from {self.source})") from None
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """Probes under way, and how to read their answers once they are all done."""
+
+    futures: list[Future]
+    collect: Callable[[], dict]
 
 
 @dataclass
@@ -244,17 +252,30 @@ class _Rounds:
     # Each remote command costs the host a login shell, which dominates on a busy host: several
     # markers, or several disks on one destination, go in one command (one alone keeps the plain probe).
 
-    def _write_markers(self, directories: list[str]) -> Callable[[], dict[str, str | None]]:
-        """Write one marker per directory on the source; returns how to collect {directory: marker path}."""
+    def _write_markers(self, directories: list[str]) -> _Pending:
+        """Write one marker per directory on the source; collects {directory: marker path or None}."""
         if len(directories) > 1:
             future = self.submit("markers", write_markers, self.src.ssh, directories, self.token)
-            return lambda: future.result() or dict.fromkeys(directories)
+            return _Pending([future], lambda: future.result() or dict.fromkeys(directories))
         futures = {d: self.submit("marker", write_marker, self.src.ssh, d, self.token) for d in directories}
-        return lambda: {d: f.result() for d, f in futures.items()}
+        return _Pending(list(futures.values()), lambda: {d: f.result() for d, f in futures.items()})
+
+    def _queries(self, known: list[_Guest], destination: str, markers: Mapping) -> dict[tuple, DiskQuery]:
+        """Each distinct disk path of the guests, as ``destination`` is asked about it."""
+        asked: dict[tuple, DiskQuery] = {}
+        for g in known:
+            for p in g.plans:
+                if p.path:
+                    asked.setdefault(self._disk_key(p, destination), DiskQuery(
+                        path=p.path, marker=markers.get(p.directory) if p.directory else None,
+                        writable=p.writable, room=self._room_flag(p)))
+        return asked
 
     def _probe_disks(self, dst: HostProbe, queries: dict[tuple, DiskQuery], identity) -> Callable[[], dict]:
         """Ask ``dst`` about each disk path; returns how to collect {disk key: DiskProbe or None}."""
         keys = list(queries)
+        if not keys:
+            return dict
         if len(keys) == 1:
             q = queries[keys[0]]
             future = self.submit("disk on destination", probe_disk, dst.ssh, path=q.path, marker=q.marker,
@@ -292,28 +313,9 @@ class _Rounds:
         f_markers = self._write_markers(directories)
         markers: dict[str, str | None] = {}
         try:
-            markers = f_markers()
-            identity = {name: f.result() for name, f in f_identity.items()}
-            port = {name: f.result() for name, f in f_listener.items()}
-
-            # --- round 3: the source connects to each listener; each destination checks each
-            # disk path; each distinct guest CPU is compared on each destination
-            f_connect = {
-                # No listener: at least learn whether the address answers, on the SSH port.
-                d.name: submit("connect from source", try_connect, src.ssh, d.endpoint.migration_host,
-                               port[d.name] if port[d.name] is not None else d.endpoint.ssh_port)
-                for d in with_ssh
-            }
-            queries: dict[str, dict[tuple, DiskQuery]] = {d.name: {} for d in dsts if d.ssh is not None}
-            for g in known:
-                for p in g.plans:
-                    for name, asked in queries.items():
-                        if p.path:
-                            asked.setdefault(self._disk_key(p, name), DiskQuery(
-                                path=p.path, marker=markers.get(p.directory) if p.directory else None,
-                                writable=p.writable, room=self._room_flag(p)))
-            f_disks = {d.name: self._probe_disks(d, queries[d.name], identity.get(d.name))
-                       for d in dsts if queries.get(d.name)}
+            # --- round 3, each probe as soon as what it needs has come: the source connects to
+            # each listener; each destination checks each disk path (markers and its qemu.conf
+            # read); each distinct guest CPU is compared on each destination
             cpu_keys: dict[str, tuple] = {}
             f_compare: dict[tuple, Future] = {}
             for g in known:
@@ -326,6 +328,31 @@ class _Rounds:
                         f_compare[(key, d.name)] = submit(
                             "cpu compare", mg.compare_guest_cpu, d.conn, guest_xml=xml, arch=g.info.arch,
                             domain_type=g.info.domain_type, machine=g.info.machine)
+            by_name = {d.name: d for d in dsts}
+            listener_of = {f: name for name, f in f_listener.items()}
+            f_connect: dict[str, Future] = {}
+            f_disks: dict[str, Callable[[], dict]] = {}
+            markers_in = False
+            pending = set(f_markers.futures) | set(f_identity.values()) | set(listener_of)
+            while True:
+                for f in [f for f in listener_of if f.done() and listener_of[f] not in f_connect]:
+                    d = by_name[listener_of[f]]
+                    port_now = f.result()
+                    # No listener: at least learn whether the address answers, on the SSH port.
+                    f_connect[d.name] = submit("connect from source", try_connect, src.ssh, d.endpoint.migration_host,
+                                               port_now if port_now is not None else d.endpoint.ssh_port)
+                if not markers_in and all(f.done() for f in f_markers.futures):
+                    markers, markers_in = f_markers.collect(), True
+                if markers_in:
+                    for name, f in f_identity.items():
+                        if f.done() and name not in f_disks:
+                            f_disks[name] = self._probe_disks(by_name[name], self._queries(known, name, markers),
+                                                              f.result())
+                if not pending:
+                    break
+                _finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            identity = {name: f.result() for name, f in f_identity.items()}
+            port = {name: f.result() for name, f in f_listener.items()}
             disk_probes: dict[tuple, DiskProbe | None] = {k: v for collect in f_disks.values() for k, v in collect().items()}
             connect = {name: f.result() for name, f in f_connect.items()}
         finally:
