@@ -13,8 +13,10 @@ What is probed once, whatever the number of guests:
   destination once); per destination: who QEMU runs as (qemu.conf);
 - per pair (source, destination): name resolution both ways, one one-shot listener on the
   destination and one connection attempt to it from the source;
-- per disk directory: one marker written on the source, read by each destination;
-- per (disk path, destination): one disk probe; per path on the source, one digest;
+- per disk directory: one marker written on the source (several in one command), read by
+  each destination;
+- per (disk path, destination): one disk probe (a destination's all in one command, since
+  each remote command costs a login shell); per path on the source, one digest;
 - per (guest ``<cpu>`` as libvirt migrates it, destination): one CPU comparison, so guests
   with the same CPU definition share it.
 
@@ -24,8 +26,10 @@ The probes run concurrently on a bounded pool, in four short rounds:
 2. Each guest's migratable XML and running jobs (and disk sizes for copy-storage) on the
    source; name resolution both ways and qemu.conf per destination; a one-shot listener on
    each destination; one marker per disk directory on the source.
-3. The source connects to each listener; each destination reads the markers and tests each
-   disk path; each distinct guest CPU is compared on each destination.
+3. Each as soon as what it needs has come: the source connects to each listener once it
+   is up; each destination reads the markers and tests every disk path in one command once
+   the markers are written and its qemu.conf read; each distinct guest CPU is compared on
+   each destination.
 4. The markers are removed; read-only disks that are not shared are compared by content;
    a port that timed out is retried on the SSH port.
 
