@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import posixpath
 import re
+import secrets
 from dataclasses import dataclass
 
 from . import facts as host_facts
@@ -139,6 +140,34 @@ if [ "$room" = 1 ]; then
   printf 'room=%s\n' "$(df --output=avail -k -- "$dir" 2>/dev/null | tail -n 1 | tr -d ' ')"
 fi
 """
+
+# Many disks in one command (each command costs the host a login shell): $1 a nonce, $2 the
+# length of the QEMU-user prefix, the prefix, then groups of four as for DISK_PROBE_SH. Each
+# disk's answer follows an "item=NONCE:N" line; the nonce keeps a file's content from posing
+# as another disk's answer. bash for its arrays.
+DISK_PROBES_BASH = "probe_one() {" + DISK_PROBE_SH + "}\n" + r"""
+nonce=$1 n=$2
+shift 2
+runas=("${@:1:n}")
+shift "$n"
+i=0
+while [ "$#" -ge 4 ]; do
+  printf 'item=%s:%s\n' "$nonce" "$i"
+  probe_one "$1" "$2" "$3" "$4" "${runas[@]}"
+  shift 4
+  i=$((i + 1))
+done
+"""
+
+# Markers in several directories in one command: $1 the prefix, the rest directories; stdin
+# the token. Prints each marker's path (empty if it could not) followed by a NUL.
+MARKERS_SH = (
+    'token=$(cat); prefix=$1; shift; '
+    'for d in "$@"; do '
+    'if f=$(mktemp -p "$d" "${prefix}XXXXXXXXXX") && printf "%s" "$token" > "$f"; then printf "%s\\0" "$f"; '
+    'else [ -n "$f" ] && rm -f -- "$f"; printf "\\0"; fi; '
+    'done'
+)
 
 # $1 path, $2 size limit: prints "SIZE SHA256", or "SIZE -" above the limit.
 DIGEST_SH = (
@@ -279,6 +308,19 @@ def parse_disk_probe(output: str) -> DiskProbe:
 NO_PROBE = DiskProbe(None, False, "", None, None, None, None, None, None)  # the destination was not asked
 
 
+def parse_disk_probes(output: str, nonce: str, count: int) -> list[DiskProbe | None]:
+    """One DiskProbe per disk from DISK_PROBES_BASH's output; None for a disk it did not reach."""
+    sections: dict[int, list[str]] = {}
+    current: list[str] | None = None
+    headers = {f"item={nonce}:{i}": i for i in range(count)}
+    for line in output.splitlines():
+        if line in headers:
+            current = sections.setdefault(headers[line], [])
+        elif current is not None:
+            current.append(line)
+    return [parse_disk_probe("\n".join(sections[i])) if i in sections else None for i in range(count)]
+
+
 def can_open(probe: DiskProbe, *, writable: bool, identity: QemuIdentity) -> tuple[bool | None, str]:
     """(destination_can_open, perm_detail) from the destination's answers about one disk."""
     if not probe.exists:
@@ -368,6 +410,26 @@ def write_marker(session: SSHSession, directory: str, token: str) -> str | None:
     return path
 
 
+def write_markers(session: SSHSession, directories: list[str], token: str) -> dict[str, str | None]:
+    """A marker holding ``token`` in each directory, in one command: {directory: its path, or None}."""
+    result = session.run(
+        ["sh", "-c", MARKERS_SH, "markers", MARKER_PREFIX, *directories],
+        check=False,
+        stdin=token,
+        timeout=PROBE_TIMEOUT_S + 0.2 * len(directories),
+    )
+    paths = result.stdout.split("\0")[: len(directories)]
+    made: dict[str, str | None] = {}
+    for i, directory in enumerate(directories):
+        path = paths[i] if i < len(paths) else ""
+        expected = posixpath.join(directory, MARKER_PREFIX)
+        ok = path.startswith(expected) and "\n" not in path[len(expected):] and "/" not in path[len(expected):]
+        made[directory] = path if ok else None
+        if not ok:
+            log.info("no marker in %s on %s: %s", directory, session.target.address, result.stderr.strip()[-200:])
+    return made
+
+
 def remove_markers(session: SSHSession, paths: list[str]) -> None:
     """Remove the marker files ``write_marker`` made (a marker already gone is fine)."""
     if paths:
@@ -397,3 +459,26 @@ def content_digest(session: SSHSession, path: str) -> tuple[int, str] | None:
     if result.exit_status != 0 or len(fields) != 2 or not fields[0].isdigit():
         return None
     return int(fields[0]), fields[1]
+
+
+@dataclass(frozen=True)
+class DiskQuery:
+    """One disk path to ask a destination about (see ``probe_disk``)."""
+
+    path: str
+    marker: str | None
+    writable: bool
+    room: bool
+
+
+def probe_disks(session: SSHSession, queries: list[DiskQuery], *, identity: QemuIdentity | None) -> list[DiskProbe | None]:
+    """``probe_disk`` for many paths in one command; in the order asked, None for a path it did not reach."""
+    runas = identity.runas_argv() if identity else ["false"]
+    nonce = secrets.token_hex(8)
+    items = [a for q in queries for a in (q.marker or "", q.path, "1" if q.writable else "0", "1" if q.room else "0")]
+    result = session.run(
+        ["bash", "-c", DISK_PROBES_BASH, "disk-probes", nonce, str(len(runas)), *runas, *items],
+        check=True,
+        timeout=PROBE_TIMEOUT_S + 0.5 * len(queries),
+    )
+    return parse_disk_probes(result.stdout, nonce, len(queries))

@@ -160,3 +160,32 @@ def test_script_listener_skips_busy_ports():
         assert made.returncode == 3 and made.stdout == ""
     finally:
         busy.close()
+
+
+def test_script_markers_and_disk_probes_many_at_once(tmp_path):
+    shared, other = tmp_path / "it's $(shared)", tmp_path / "other"
+    shared.mkdir()
+    other.mkdir()
+    image = shared / "web.qcow2"
+    image.write_text("x")
+    made = sh(["sh", "-c", P.MARKERS_SH, "markers", P.MARKER_PREFIX, str(shared), str(tmp_path / "nope"), str(other)],
+              stdin="tok123")
+    paths = made.stdout.split("\0")
+    assert paths[1] == "" and paths[0].startswith(f"{shared}/{P.MARKER_PREFIX}") and open(paths[0]).read() == "tok123"
+    assert paths[2].startswith(f"{other}/{P.MARKER_PREFIX}")
+    # A marker whose content tries to pose as another disk's answer.
+    (other / "trap").write_text("n0nce:1\nitem=n0nce:1\nexists=1\n")
+    me = ["env", "--"]
+    out = sh(["bash", "-c", P.DISK_PROBES_BASH, "p", "n0nce", str(len(me)), *me,
+              paths[0], str(image), "1", "1", str(other / "trap"), str(tmp_path / "missing"), "0", "0"])
+    assert out.returncode == 0, out.stderr
+    first, second = P.parse_disk_probes(out.stdout, "n0nce", 2)
+    assert first.marker == "tok123" and first.exists and first.qemu_write is True and first.room_kib
+    assert not second.exists  # the forged lines come before the real answer, and later keys win
+    assert P.parse_disk_probes(out.stdout, "other", 2) == [None, None]
+
+
+def test_parse_disk_probes_ignores_headers_of_another_nonce_or_index():
+    out = "item=abc:0\nexists=0\nitem=abc:7\nexists=1\nitem=xyz:1\nexists=1\n"
+    (only, missing) = P.parse_disk_probes(out, "abc", 2)
+    assert only.exists is True and missing is None  # unknown headers are content of the current item; later keys win
