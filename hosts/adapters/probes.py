@@ -143,19 +143,64 @@ fi
 
 # Many disks in one command (each command costs the host a login shell): $1 a nonce, $2 the
 # length of the QEMU-user prefix, the prefix, then groups of four as for DISK_PROBE_SH. Each
-# disk's answer follows an "item=NONCE:N" line; the nonce keeps a file's content from posing
-# as another disk's answer. bash for its arrays.
-DISK_PROBES_BASH = "probe_one() {" + DISK_PROBE_SH + "}\n" + r"""
+# disk's answer follows an "item=NONCE:N" line, in DISK_PROBE_SH's format; the nonce keeps a
+# file's content from posing as another disk's answer. Every test as QEMU's user runs in ONE
+# session (runuser/setpriv start a PAM session each: per path they were most of the time),
+# answering "N r|w|d STATUS" lines; its stderr (the prefix itself failing, e.g. an unknown
+# user) counts as that error for every path, as in DISK_PROBE_SH. bash for its arrays.
+DISK_PROBES_BASH = r"""
 nonce=$1 n=$2
 shift 2
 runas=("${@:1:n}")
 shift "$n"
-i=0
-while [ "$#" -ge 4 ]; do
+items=("$@")
+count=$(( ${#items[@]} / 4 ))
+args=()
+for ((i = 0; i < count; i++)); do
+  path=${items[i*4+1]}
+  if [ -e "$path" ]; then args+=("$i" "$path" "${items[i*4+2]}"); fi
+done
+declare -A q
+qerr="" qrc=0
+if [ "${#args[@]}" -gt 0 ]; then
+  ef=$(mktemp)
+  out=$("${runas[@]}" sh -c '
+    while [ "$#" -ge 3 ]; do
+      test -r "$2"; echo "$1 r $?"
+      if [ "$3" = 1 ]; then test -w "$2"; echo "$1 w $?"; fi
+      test -x "$(dirname -- "$2")"; echo "$1 d $?"
+      shift 3
+    done' qemu-tests "${args[@]}" 2>"$ef")
+  qrc=$?
+  qerr=$(head -n 1 "$ef")
+  rm -f -- "$ef"
+  while read -r idx mode rc; do q["$idx:$mode"]=$rc; done <<< "$out"
+fi
+qemu() {  # $1 index, $2 mode, $3 the key DISK_PROBE_SH prints
+  if [ -n "$qerr" ]; then echo "$3=error"; printf 'qemu_error=%s\n' "$qerr"
+  else echo "$3=${q[$1:$2]:-$qrc}"; fi
+}
+for ((i = 0; i < count; i++)); do
+  marker=${items[i*4]} path=${items[i*4+1]} write=${items[i*4+2]} room=${items[i*4+3]}
   printf 'item=%s:%s\n' "$nonce" "$i"
-  probe_one "$1" "$2" "$3" "$4" "${runas[@]}"
-  shift 4
-  i=$((i + 1))
+  if [ -n "$marker" ]; then
+    if m=$(cat -- "$marker" 2>/dev/null); then printf 'marker=%s\n' "$m"
+    elif [ -e "$marker" ]; then echo 'marker=?'
+    else echo 'marker=-'; fi
+  fi
+  dir=$(dirname -- "$path")
+  if [ -e "$path" ]; then
+    echo 'exists=1'
+    printf 'stat=%s\n' "$(stat -L -c '%U:%G %a' -- "$path" 2>/dev/null)"
+    qemu "$i" r qemu_r; test -r "$path"; echo "root_r=$?"
+    if [ "$write" = 1 ]; then qemu "$i" w qemu_w; test -w "$path"; echo "root_w=$?"; fi
+    qemu "$i" d qemu_dir
+  else
+    echo 'exists=0'
+  fi
+  if [ "$room" = 1 ]; then
+    printf 'room=%s\n' "$(df --output=avail -k -- "$dir" 2>/dev/null | tail -n 1 | tr -d ' ')"
+  fi
 done
 """
 

@@ -7,6 +7,7 @@ shell and Python text itself, so the fake cannot drift from what the hosts reall
 from __future__ import annotations
 
 import hashlib
+import dataclasses
 import os
 import shutil
 import socket
@@ -189,3 +190,34 @@ def test_parse_disk_probes_ignores_headers_of_another_nonce_or_index():
     out = "item=abc:0\nexists=0\nitem=abc:7\nexists=1\nitem=xyz:1\nexists=1\n"
     (only, missing) = P.parse_disk_probes(out, "abc", 2)
     assert only.exists is True and missing is None  # unknown headers are content of the current item; later keys win
+
+
+@pytest.mark.parametrize("runas", [
+    ["env", "--"],  # QEMU's user can open what we can
+    ["false"],  # no QEMU user known: every test as QEMU's user fails
+    ["sh", "-c", "echo 'runuser: user libvirt-qemu does not exist' >&2; exit 1", "prefix"],  # the prefix fails
+])
+def test_script_disk_probes_answer_as_one_probe_per_disk_would(tmp_path, runas):
+    rw, ro = tmp_path / "rw.qcow2", tmp_path / "ro.iso"
+    rw.write_text("x")
+    ro.write_text("y")
+    ro.chmod(0o444)
+    marker = tmp_path / "marker"
+    marker.write_text("tok")
+    queries = [
+        P.DiskQuery(path=str(rw), marker=str(marker), writable=True, room=True),
+        P.DiskQuery(path=str(ro), marker=None, writable=False, room=False),
+        P.DiskQuery(path=str(tmp_path / "gone.qcow2"), marker=str(tmp_path / "nomarker"), writable=True, room=True),
+    ]
+    singles = []
+    for q in queries:
+        out = sh(["sh", "-c", P.DISK_PROBE_SH, "disk-probe", q.marker or "", q.path, "1" if q.writable else "0",
+                  "1" if q.room else "0", *runas])
+        singles.append(P.parse_disk_probe(out.stdout))
+    items = [a for q in queries for a in (q.marker or "", q.path, "1" if q.writable else "0", "1" if q.room else "0")]
+    out = sh(["bash", "-c", P.DISK_PROBES_BASH, "p", "n0nce", str(len(runas)), *runas, *items])
+    assert out.returncode == 0, out.stderr
+    batch = P.parse_disk_probes(out.stdout, "n0nce", len(queries))
+    assert batch[0].room_kib and singles[0].room_kib  # measured; its value moves as the disk fills
+    unroomed = [dataclasses.replace(p, room_kib=None) for p in batch]
+    assert unroomed == [dataclasses.replace(p, room_kib=None) for p in singles]
