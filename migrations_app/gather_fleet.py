@@ -63,7 +63,7 @@ from hosts.adapters.probes import (
     DiskProbe,
     DiskQuery,
     can_open,
-    content_digest,
+    content_digests,
     probe_disk,
     probe_disks,
     qemu_identity,
@@ -373,27 +373,33 @@ class _Rounds:
                 p, markers.get(p.directory) if p.directory else None, probe_of(g, p, d), self.token)
             for g in known for p in g.plans for d in dsts
         }
-        f_src_digest: dict[str, Future] = {}
-        f_dst_digest: dict[tuple[str, str], Future] = {}
+        # Digests: each path once on the source and once per destination that needs it, all of
+        # one host's paths in one command.
+        src_paths: list[str] = []
+        dst_paths: dict[str, list[str]] = {}
         compared: list[tuple[tuple, str, str]] = []  # (same_file key, path, destination)
         for g in known:
             for p in g.plans:
                 for d in dsts:
                     if (p.info.readonly and p.is_file and same_file[(g.key, p.info.target, d.name)] is not True
                             and (probe_of(g, p, d) or probes.NO_PROBE).exists):
-                        if p.path not in f_src_digest:
-                            f_src_digest[p.path] = submit("disk content on source", content_digest, src.ssh, p.path)
-                        if (p.path, d.name) not in f_dst_digest:
-                            f_dst_digest[(p.path, d.name)] = submit(
-                                "disk content on destination", content_digest, d.ssh, p.path)
+                        if p.path not in src_paths:
+                            src_paths.append(p.path)
+                        if p.path not in dst_paths.setdefault(d.name, []):
+                            dst_paths[d.name].append(p.path)
                         compared.append(((g.key, p.info.target, d.name), p.path, d.name))
+        f_src_digest = submit("disk content on source", content_digests, src.ssh, src_paths) if src_paths else None
+        f_dst_digest = {name: submit("disk content on destination", content_digests, by_name[name].ssh, paths)
+                        for name, paths in dst_paths.items()}
         f_fallback = {
             d.name: submit("connect to migration address", try_connect, src.ssh, d.endpoint.migration_host,
                            d.endpoint.ssh_port)
             for d in with_ssh if port[d.name] is not None and connect[d.name] == "timeout"
         }
+        src_digests = done(f_src_digest) or {}
+        dst_digests = {name: done(f) or {} for name, f in f_dst_digest.items()}
         for key, path, name in compared:
-            same_file[key] = same_content(f_src_digest[path].result(), f_dst_digest[(path, name)].result())
+            same_file[key] = same_content(src_digests.get(path), dst_digests[name].get(path))
         fallback = {name: f.result() for name, f in f_fallback.items()}
         done(f_cleanup)
 

@@ -221,6 +221,21 @@ DIGEST_SH = (
     'h=$(sha256sum -- "$1") || exit 1; echo "$s ${h%% *}"'
 )
 
+# Many files' digests in one command: $1 the size limit, the rest paths. One line per path,
+# "INDEX SIZE SHA256", "INDEX SIZE -" above the limit, "INDEX -" when it cannot be read. The
+# content is read from stdin of sha256sum, so no file name reaches the output.
+DIGESTS_SH = (
+    'max=$1; shift; i=0; '
+    'for p in "$@"; do '
+    'if s=$(stat -L -c %s -- "$p" 2>/dev/null); then '
+    'if [ "$s" -gt "$max" ]; then echo "$i $s -"; '
+    'elif h=$(sha256sum < "$p" 2>/dev/null); then echo "$i $s ${h%% *}"; '
+    'else echo "$i -"; fi; '
+    'else echo "$i -"; fi; '
+    'i=$((i + 1)); '
+    'done'
+)
+
 
 # --------------------------------------------------------------------------
 # Parsing (pure)
@@ -504,6 +519,24 @@ def content_digest(session: SSHSession, path: str) -> tuple[int, str] | None:
     if result.exit_status != 0 or len(fields) != 2 or not fields[0].isdigit():
         return None
     return int(fields[0]), fields[1]
+
+
+def content_digests(session: SSHSession, paths: list[str]) -> dict[str, tuple[int, str] | None]:
+    """``content_digest`` of many files in one command: {path: (size, SHA-256 or "-"), or None}."""
+    if len(paths) == 1:
+        return {paths[0]: content_digest(session, paths[0])}
+    result = session.run(
+        ["sh", "-c", DIGESTS_SH, "digests", str(CONTENT_COMPARE_MAX_BYTES), *paths], check=False,
+        timeout=30.0 * len(paths),
+    )
+    found: dict[str, tuple[int, str] | None] = dict.fromkeys(paths)
+    for line in result.stdout.splitlines():
+        fields = line.split()
+        if len(fields) == 3 and fields[0].isdigit() and fields[1].isdigit() and int(fields[0]) < len(paths):
+            sha = fields[2]
+            if sha == "-" or re.fullmatch(r"[0-9a-f]{64}", sha):
+                found[paths[int(fields[0])]] = (int(fields[1]), sha)
+    return found
 
 
 @dataclass(frozen=True)

@@ -131,6 +131,36 @@ def test_script_digest(tmp_path):
     assert sh(["sh", "-c", P.DIGEST_SH, "d", str(f), "2"]).stdout.split() == ["3", "-"]
 
 
+def test_script_digests_many_files_at_once(tmp_path):
+    small, big, odd = tmp_path / "a.iso", tmp_path / "b.iso", tmp_path / "it's\nodd $(x).iso"
+    small.write_bytes(b"abc")
+    big.write_bytes(b"x" * 50)
+    odd.write_bytes(b"odd")
+    paths = [str(small), str(tmp_path / "missing.iso"), str(big), str(odd)]
+    out = sh(["sh", "-c", P.DIGESTS_SH, "d", "10", *paths])
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [
+        f"0 3 {hashlib.sha256(b'abc').hexdigest()}", "1 -", "2 50 -", f"3 3 {hashlib.sha256(b'odd').hexdigest()}",
+    ]
+
+
+def test_content_digests_reads_one_line_per_path_and_rejects_forgeries():
+    class Session:
+        target = None
+
+        def __init__(self, stdout):
+            self.stdout, self.argv = stdout, None
+
+        def run(self, argv, **kw):
+            self.argv = argv
+            return type("R", (), {"stdout": self.stdout, "exit_status": 0, "stderr": ""})()
+
+    good = "a" * 64
+    s = Session(f"0 3 {good}\n1 -\n2 9 -\n7 1 {good}\n0 x {good}\n2 5 not-a-hash\n")
+    assert P.content_digests(s, ["/a", "/b", "/c"]) == {"/a": (3, good), "/b": None, "/c": (9, "-")}
+    assert s.argv[:3] == ["sh", "-c", P.DIGESTS_SH]
+
+
 @pytest.mark.skipif(not shutil.which("bash"), reason="needs bash")
 def test_script_listener_is_one_shot_and_returns_at_once():
     started = time.monotonic()
