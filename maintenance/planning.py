@@ -22,6 +22,7 @@ from hosts.choices import VM_ACTIVE_STATES, DiskStorageChoices, VMStateChoices
 from hosts.models import Host, VirtualMachine
 from migrations_app import placement, preflight
 from migrations_app.choices import MigrationStatusChoices
+from migrations_app.gather_fleet import gather_evacuation
 from migrations_app.models import Migration
 from migrations_app.options import MigrationOptions
 from migrations_app.preflight import Verdict
@@ -228,8 +229,6 @@ def evacuation_plan(
     vetoes: dict[tuple[str, str], tuple[str, str, str]] = {}
     checked = False
     if check_hosts and vms and usable:
-        from migrations_app.gather_fleet import gather_evacuation
-
         fleet = gather_evacuation(
             source=host, destinations=usable, guest_uuids=[str(vm.uuid) for vm in vms],
             options=MigrationOptions(copy_storage=copy_storage),

@@ -20,9 +20,9 @@ from core.audit import audit_record
 from core.choices import AuditResultChoices
 from core.errors import ServiceRefused
 from hosts import services as host_services
-from hosts.leases import GuestBusy
 from hosts.choices import VM_ACTIVE_STATES, VMActionChoices, VMStateChoices
-from hosts.models import VirtualMachine
+from hosts.leases import GuestBusy
+from hosts.models import Host, VirtualMachine
 from migrations_app import placement
 from migrations_app.choices import MIGRATION_ACTIVE_STATES
 from migrations_app.models import Migration
@@ -88,8 +88,6 @@ def _retry(ev: Evacuation, item: EvacuationItem, why: str) -> None:
         reason = f"{why} No other host can take it: {fresh.blocker.reason if fresh.blocker else fresh.note}"
         _close(item, IS.FAILED, reason=reason, remedy=fresh.blocker.remedy if fresh.blocker else "")
         return
-    from hosts.models import Host
-
     item.destination = Host.objects.get(name=fresh.destination)
     item.status = IS.PENDING
     item.migration = None

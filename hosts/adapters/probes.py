@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import posixpath
 import re
+import secrets
 from dataclasses import dataclass
 
 from . import facts as host_facts
@@ -140,11 +141,99 @@ if [ "$room" = 1 ]; then
 fi
 """
 
+# Many disks in one command (each command costs the host a login shell): $1 a nonce, $2 the
+# length of the QEMU-user prefix, the prefix, then groups of four as for DISK_PROBE_SH. Each
+# disk's answer follows an "item=NONCE:N" line, in DISK_PROBE_SH's format; the nonce keeps a
+# file's content from posing as another disk's answer. Every test as QEMU's user runs in ONE
+# session (runuser/setpriv start a PAM session each: per path they were most of the time),
+# answering "N r|w|d STATUS" lines; its stderr (the prefix itself failing, e.g. an unknown
+# user) counts as that error for every path, as in DISK_PROBE_SH. bash for its arrays.
+DISK_PROBES_BASH = r"""
+nonce=$1 n=$2
+shift 2
+runas=("${@:1:n}")
+shift "$n"
+items=("$@")
+count=$(( ${#items[@]} / 4 ))
+args=()
+for ((i = 0; i < count; i++)); do
+  path=${items[i*4+1]}
+  if [ -e "$path" ]; then args+=("$i" "$path" "${items[i*4+2]}"); fi
+done
+declare -A q
+qerr="" qrc=0
+if [ "${#args[@]}" -gt 0 ]; then
+  ef=$(mktemp)
+  out=$("${runas[@]}" sh -c '
+    while [ "$#" -ge 3 ]; do
+      test -r "$2"; echo "$1 r $?"
+      if [ "$3" = 1 ]; then test -w "$2"; echo "$1 w $?"; fi
+      test -x "$(dirname -- "$2")"; echo "$1 d $?"
+      shift 3
+    done' qemu-tests "${args[@]}" 2>"$ef")
+  qrc=$?
+  qerr=$(head -n 1 "$ef")
+  rm -f -- "$ef"
+  while read -r idx mode rc; do q["$idx:$mode"]=$rc; done <<< "$out"
+fi
+qemu() {  # $1 index, $2 mode, $3 the key DISK_PROBE_SH prints
+  if [ -n "$qerr" ]; then echo "$3=error"; printf 'qemu_error=%s\n' "$qerr"
+  else echo "$3=${q[$1:$2]:-$qrc}"; fi
+}
+for ((i = 0; i < count; i++)); do
+  marker=${items[i*4]} path=${items[i*4+1]} write=${items[i*4+2]} room=${items[i*4+3]}
+  printf 'item=%s:%s\n' "$nonce" "$i"
+  if [ -n "$marker" ]; then
+    if m=$(cat -- "$marker" 2>/dev/null); then printf 'marker=%s\n' "$m"
+    elif [ -e "$marker" ]; then echo 'marker=?'
+    else echo 'marker=-'; fi
+  fi
+  dir=$(dirname -- "$path")
+  if [ -e "$path" ]; then
+    echo 'exists=1'
+    printf 'stat=%s\n' "$(stat -L -c '%U:%G %a' -- "$path" 2>/dev/null)"
+    qemu "$i" r qemu_r; test -r "$path"; echo "root_r=$?"
+    if [ "$write" = 1 ]; then qemu "$i" w qemu_w; test -w "$path"; echo "root_w=$?"; fi
+    qemu "$i" d qemu_dir
+  else
+    echo 'exists=0'
+  fi
+  if [ "$room" = 1 ]; then
+    printf 'room=%s\n' "$(df --output=avail -k -- "$dir" 2>/dev/null | tail -n 1 | tr -d ' ')"
+  fi
+done
+"""
+
+# Markers in several directories in one command: $1 the prefix, the rest directories; stdin
+# the token. Prints each marker's path (empty if it could not) followed by a NUL.
+MARKERS_SH = (
+    'token=$(cat); prefix=$1; shift; '
+    'for d in "$@"; do '
+    'if f=$(mktemp -p "$d" "${prefix}XXXXXXXXXX") && printf "%s" "$token" > "$f"; then printf "%s\\0" "$f"; '
+    'else [ -n "$f" ] && rm -f -- "$f"; printf "\\0"; fi; '
+    'done'
+)
+
 # $1 path, $2 size limit: prints "SIZE SHA256", or "SIZE -" above the limit.
 DIGEST_SH = (
     's=$(stat -L -c %s -- "$1") || exit 1; '
     'if [ "$s" -gt "$2" ]; then echo "$s -"; exit 0; fi; '
     'h=$(sha256sum -- "$1") || exit 1; echo "$s ${h%% *}"'
+)
+
+# Many files' digests in one command: $1 the size limit, the rest paths. One line per path,
+# "INDEX SIZE SHA256", "INDEX SIZE -" above the limit, "INDEX -" when it cannot be read. The
+# content is read from stdin of sha256sum, so no file name reaches the output.
+DIGESTS_SH = (
+    'max=$1; shift; i=0; '
+    'for p in "$@"; do '
+    'if s=$(stat -L -c %s -- "$p" 2>/dev/null); then '
+    'if [ "$s" -gt "$max" ]; then echo "$i $s -"; '
+    'elif h=$(sha256sum < "$p" 2>/dev/null); then echo "$i $s ${h%% *}"; '
+    'else echo "$i -"; fi; '
+    'else echo "$i -"; fi; '
+    'i=$((i + 1)); '
+    'done'
 )
 
 
@@ -279,6 +368,19 @@ def parse_disk_probe(output: str) -> DiskProbe:
 NO_PROBE = DiskProbe(None, False, "", None, None, None, None, None, None)  # the destination was not asked
 
 
+def parse_disk_probes(output: str, nonce: str, count: int) -> list[DiskProbe | None]:
+    """One DiskProbe per disk from DISK_PROBES_BASH's output; None for a disk it did not reach."""
+    sections: dict[int, list[str]] = {}
+    current: list[str] | None = None
+    headers = {f"item={nonce}:{i}": i for i in range(count)}
+    for line in output.splitlines():
+        if line in headers:
+            current = sections.setdefault(headers[line], [])
+        elif current is not None:
+            current.append(line)
+    return [parse_disk_probe("\n".join(sections[i])) if i in sections else None for i in range(count)]
+
+
 def can_open(probe: DiskProbe, *, writable: bool, identity: QemuIdentity) -> tuple[bool | None, str]:
     """(destination_can_open, perm_detail) from the destination's answers about one disk."""
     if not probe.exists:
@@ -368,6 +470,26 @@ def write_marker(session: SSHSession, directory: str, token: str) -> str | None:
     return path
 
 
+def write_markers(session: SSHSession, directories: list[str], token: str) -> dict[str, str | None]:
+    """A marker holding ``token`` in each directory, in one command: {directory: its path, or None}."""
+    result = session.run(
+        ["sh", "-c", MARKERS_SH, "markers", MARKER_PREFIX, *directories],
+        check=False,
+        stdin=token,
+        timeout=PROBE_TIMEOUT_S + 0.2 * len(directories),
+    )
+    paths = result.stdout.split("\0")[: len(directories)]
+    made: dict[str, str | None] = {}
+    for i, directory in enumerate(directories):
+        path = paths[i] if i < len(paths) else ""
+        expected = posixpath.join(directory, MARKER_PREFIX)
+        ok = path.startswith(expected) and "\n" not in path[len(expected):] and "/" not in path[len(expected):]
+        made[directory] = path if ok else None
+        if not ok:
+            log.info("no marker in %s on %s: %s", directory, session.target.address, result.stderr.strip()[-200:])
+    return made
+
+
 def remove_markers(session: SSHSession, paths: list[str]) -> None:
     """Remove the marker files ``write_marker`` made (a marker already gone is fine)."""
     if paths:
@@ -397,3 +519,44 @@ def content_digest(session: SSHSession, path: str) -> tuple[int, str] | None:
     if result.exit_status != 0 or len(fields) != 2 or not fields[0].isdigit():
         return None
     return int(fields[0]), fields[1]
+
+
+def content_digests(session: SSHSession, paths: list[str]) -> dict[str, tuple[int, str] | None]:
+    """``content_digest`` of many files in one command: {path: (size, SHA-256 or "-"), or None}."""
+    if len(paths) == 1:
+        return {paths[0]: content_digest(session, paths[0])}
+    result = session.run(
+        ["sh", "-c", DIGESTS_SH, "digests", str(CONTENT_COMPARE_MAX_BYTES), *paths], check=False,
+        timeout=30.0 * len(paths),
+    )
+    found: dict[str, tuple[int, str] | None] = dict.fromkeys(paths)
+    for line in result.stdout.splitlines():
+        fields = line.split()
+        if len(fields) == 3 and fields[0].isdigit() and fields[1].isdigit() and int(fields[0]) < len(paths):
+            sha = fields[2]
+            if sha == "-" or re.fullmatch(r"[0-9a-f]{64}", sha):
+                found[paths[int(fields[0])]] = (int(fields[1]), sha)
+    return found
+
+
+@dataclass(frozen=True)
+class DiskQuery:
+    """One disk path to ask a destination about (see ``probe_disk``)."""
+
+    path: str
+    marker: str | None
+    writable: bool
+    room: bool
+
+
+def probe_disks(session: SSHSession, queries: list[DiskQuery], *, identity: QemuIdentity | None) -> list[DiskProbe | None]:
+    """``probe_disk`` for many paths in one command; in the order asked, None for a path it did not reach."""
+    runas = identity.runas_argv() if identity else ["false"]
+    nonce = secrets.token_hex(8)
+    items = [a for q in queries for a in (q.marker or "", q.path, "1" if q.writable else "0", "1" if q.room else "0")]
+    result = session.run(
+        ["bash", "-c", DISK_PROBES_BASH, "disk-probes", nonce, str(len(runas)), *runas, *items],
+        check=True,
+        timeout=PROBE_TIMEOUT_S + 0.5 * len(queries),
+    )
+    return parse_disk_probes(result.stdout, nonce, len(queries))

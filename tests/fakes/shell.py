@@ -373,6 +373,11 @@ class Shell:
         return self._listen(argv)
 
     def _cmd_bash(self, argv, args, stdin):
+        if args[:2] == ["-c", probes.DISK_PROBES_BASH]:  # $1 nonce, $2 prefix length, prefix, groups of four
+            nonce, length = args[3], int(args[4])
+            items = args[5 + length:]
+            return ok(argv, "".join(f"item={nonce}:{i // 4}\n" + self._disk_probe(*items[i:i + 4])
+                                    for i in range(0, len(items) - 3, 4)))
         assert args[:2] == ["-c", probes.CONNECT_SH], args
         return self._connect(argv, args[3], int(args[4]))
 
@@ -382,6 +387,9 @@ class Shell:
             return self._listen(argv) if self.socat else fail(argv, "socat: not found", 127)
         if script == probes.MARKER_SH:
             return self._marker(argv, params[0], params[1], stdin)
+        if script == probes.MARKERS_SH:  # $1 prefix, then directories: each marker's path (or nothing), NUL-ended
+            made = [self._marker(argv, directory, params[0], stdin) for directory in params[1:]]
+            return ok(argv, "".join((m.stdout if m.exit_status == 0 else "") + "\0" for m in made))
         if script == probes.DISK_PROBE_SH:
             return ok(argv, self._disk_probe(*params[:4]))
         if script == probes.DIGEST_SH:
@@ -389,6 +397,13 @@ class Shell:
             if content is None:
                 return fail(argv, f"stat: cannot statx '{params[0]}': No such file or directory")
             return ok(argv, f"{len(content)} {hashlib.sha256(content.encode()).hexdigest()}\n")
+        if script == probes.DIGESTS_SH:  # $1 size limit, then paths: "INDEX SIZE SHA" or "INDEX -" each
+            lines = []
+            for i, path in enumerate(params[1:]):
+                content = self.read(path)
+                lines.append(f"{i} -" if content is None
+                             else f"{i} {len(content)} {hashlib.sha256(content.encode()).hexdigest()}")
+            return ok(argv, "".join(line + "\n" for line in lines))
         raise AssertionError(f"unexpected script: {script[:60]!r}")
 
     def resolve(self, name: str) -> list[str]:

@@ -219,3 +219,33 @@ def test_the_estimate_counts_the_hosts_outgoing_slots(evac, settings):
     assert "at most 1 migration(s) from a host at once" in four.estimate_basis
     settings.VMPORTAL_MAX_OUTGOING = 4
     assert _plan(evac, concurrency=4).estimated_s < one.estimated_s
+
+
+def test_the_checked_plan_asks_each_host_once_and_a_failed_preflight_vetoes_that_host(evac, world):
+    world["kvm-b"].mounts.clear()  # kvm-b no longer mounts the share the guests' disks are on
+    opened = []
+    real = world.session_for
+    world.session_for = lambda host: (opened.append(host.name), real(host))[1]
+    from hosts import access
+
+    with access.override(world.session_for):
+        plan = planning.evacuation_plan(host=evac["a"])
+    assert plan.checked and sorted(opened) == ["kvm-a", "kvm-b", "kvm-c"]
+    rows = {r.name: r for r in plan.rows}
+    # kvm-b has more room (spread would choose it) but its preflight fails: everything goes to kvm-c.
+    assert rows["web-1"].destination == "kvm-c" and rows["web-2"].destination == "kvm-c"
+    assert rows["cold-1"].destination == "kvm-c"
+    assert rows["web-1"].verdicts and all(v.status != "fail" for v in rows["web-1"].verdicts)
+    checks = {v.check: v.status for v in rows["web-1"].verdicts}
+    assert checks and all(status != "fail" for status in checks.values())
+    assert rows["local-1"].blocker.check == "local-disk"
+
+
+def test_a_guest_every_preflight_refuses_is_blocked_with_the_preflights_fix(evac, world):
+    world["kvm-b"].mounts.clear()
+    world["kvm-c"].mounts.clear()
+    row = {r.name: r for r in planning.evacuation_plan(host=evac["a"]).rows}["web-1"]
+    assert row.action == IA.STAY and row.blocker.check == "no-destination"
+    assert "kvm-b" in row.blocker.reason and "kvm-c" in row.blocker.reason
+    assert row.blocker.remedy  # what the storage check says to do, not a generic line
+    assert "Fix one of these hosts" not in row.blocker.remedy

@@ -7,6 +7,7 @@ shell and Python text itself, so the fake cannot drift from what the hosts reall
 from __future__ import annotations
 
 import hashlib
+import dataclasses
 import os
 import shutil
 import socket
@@ -130,6 +131,36 @@ def test_script_digest(tmp_path):
     assert sh(["sh", "-c", P.DIGEST_SH, "d", str(f), "2"]).stdout.split() == ["3", "-"]
 
 
+def test_script_digests_many_files_at_once(tmp_path):
+    small, big, odd = tmp_path / "a.iso", tmp_path / "b.iso", tmp_path / "it's\nodd $(x).iso"
+    small.write_bytes(b"abc")
+    big.write_bytes(b"x" * 50)
+    odd.write_bytes(b"odd")
+    paths = [str(small), str(tmp_path / "missing.iso"), str(big), str(odd)]
+    out = sh(["sh", "-c", P.DIGESTS_SH, "d", "10", *paths])
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [
+        f"0 3 {hashlib.sha256(b'abc').hexdigest()}", "1 -", "2 50 -", f"3 3 {hashlib.sha256(b'odd').hexdigest()}",
+    ]
+
+
+def test_content_digests_reads_one_line_per_path_and_rejects_forgeries():
+    class Session:
+        target = None
+
+        def __init__(self, stdout):
+            self.stdout, self.argv = stdout, None
+
+        def run(self, argv, **kw):
+            self.argv = argv
+            return type("R", (), {"stdout": self.stdout, "exit_status": 0, "stderr": ""})()
+
+    good = "a" * 64
+    s = Session(f"0 3 {good}\n1 -\n2 9 -\n7 1 {good}\n0 x {good}\n2 5 not-a-hash\n")
+    assert P.content_digests(s, ["/a", "/b", "/c"]) == {"/a": (3, good), "/b": None, "/c": (9, "-")}
+    assert s.argv[:3] == ["sh", "-c", P.DIGESTS_SH]
+
+
 @pytest.mark.skipif(not shutil.which("bash"), reason="needs bash")
 def test_script_listener_is_one_shot_and_returns_at_once():
     started = time.monotonic()
@@ -160,3 +191,63 @@ def test_script_listener_skips_busy_ports():
         assert made.returncode == 3 and made.stdout == ""
     finally:
         busy.close()
+
+
+def test_script_markers_and_disk_probes_many_at_once(tmp_path):
+    shared, other = tmp_path / "it's $(shared)", tmp_path / "other"
+    shared.mkdir()
+    other.mkdir()
+    image = shared / "web.qcow2"
+    image.write_text("x")
+    made = sh(["sh", "-c", P.MARKERS_SH, "markers", P.MARKER_PREFIX, str(shared), str(tmp_path / "nope"), str(other)],
+              stdin="tok123")
+    paths = made.stdout.split("\0")
+    assert paths[1] == "" and paths[0].startswith(f"{shared}/{P.MARKER_PREFIX}") and open(paths[0]).read() == "tok123"
+    assert paths[2].startswith(f"{other}/{P.MARKER_PREFIX}")
+    # A marker whose content tries to pose as another disk's answer.
+    (other / "trap").write_text("n0nce:1\nitem=n0nce:1\nexists=1\n")
+    me = ["env", "--"]
+    out = sh(["bash", "-c", P.DISK_PROBES_BASH, "p", "n0nce", str(len(me)), *me,
+              paths[0], str(image), "1", "1", str(other / "trap"), str(tmp_path / "missing"), "0", "0"])
+    assert out.returncode == 0, out.stderr
+    first, second = P.parse_disk_probes(out.stdout, "n0nce", 2)
+    assert first.marker == "tok123" and first.exists and first.qemu_write is True and first.room_kib
+    assert not second.exists  # the forged lines come before the real answer, and later keys win
+    assert P.parse_disk_probes(out.stdout, "other", 2) == [None, None]
+
+
+def test_parse_disk_probes_ignores_headers_of_another_nonce_or_index():
+    out = "item=abc:0\nexists=0\nitem=abc:7\nexists=1\nitem=xyz:1\nexists=1\n"
+    (only, missing) = P.parse_disk_probes(out, "abc", 2)
+    assert only.exists is True and missing is None  # unknown headers are content of the current item; later keys win
+
+
+@pytest.mark.parametrize("runas", [
+    ["env", "--"],  # QEMU's user can open what we can
+    ["false"],  # no QEMU user known: every test as QEMU's user fails
+    ["sh", "-c", "echo 'runuser: user libvirt-qemu does not exist' >&2; exit 1", "prefix"],  # the prefix fails
+])
+def test_script_disk_probes_answer_as_one_probe_per_disk_would(tmp_path, runas):
+    rw, ro = tmp_path / "rw.qcow2", tmp_path / "ro.iso"
+    rw.write_text("x")
+    ro.write_text("y")
+    ro.chmod(0o444)
+    marker = tmp_path / "marker"
+    marker.write_text("tok")
+    queries = [
+        P.DiskQuery(path=str(rw), marker=str(marker), writable=True, room=True),
+        P.DiskQuery(path=str(ro), marker=None, writable=False, room=False),
+        P.DiskQuery(path=str(tmp_path / "gone.qcow2"), marker=str(tmp_path / "nomarker"), writable=True, room=True),
+    ]
+    singles = []
+    for q in queries:
+        out = sh(["sh", "-c", P.DISK_PROBE_SH, "disk-probe", q.marker or "", q.path, "1" if q.writable else "0",
+                  "1" if q.room else "0", *runas])
+        singles.append(P.parse_disk_probe(out.stdout))
+    items = [a for q in queries for a in (q.marker or "", q.path, "1" if q.writable else "0", "1" if q.room else "0")]
+    out = sh(["bash", "-c", P.DISK_PROBES_BASH, "p", "n0nce", str(len(runas)), *runas, *items])
+    assert out.returncode == 0, out.stderr
+    batch = P.parse_disk_probes(out.stdout, "n0nce", len(queries))
+    assert batch[0].room_kib and singles[0].room_kib  # measured; its value moves as the disk fills
+    unroomed = [dataclasses.replace(p, room_kib=None) for p in batch]
+    assert unroomed == [dataclasses.replace(p, room_kib=None) for p in singles]
