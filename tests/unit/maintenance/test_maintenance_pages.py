@@ -58,6 +58,13 @@ def test_the_real_plan_page_asks_the_hosts(evac, monkeypatch):
     assert seen["check_hosts"] is True
 
 
+def test_the_plan_page_asks_the_hosts_and_shows_each_rows_preflight(evac, viewer_client):
+    html = viewer_client.get(plan_url(evac)).content.decode()  # the real gather, over the fake fleet
+    assert "Planned from the inventory only" not in html
+    row = re.search(r'<tr data-guest="web-1".*?</tr>\s*(?=<tr data-guest|</tbody>)', html, re.S).group(0)
+    assert 'class="badge verdict-' in row and f'id="preflight-{_uuid(evac, "web-1")}"' in row
+
+
 def test_viewer_sees_the_plan_with_the_blocker_but_no_forms(evac, viewer_client, inventory_plans):
     response = viewer_client.get(plan_url(evac))
     assert response.status_code == 200
