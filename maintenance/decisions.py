@@ -116,11 +116,11 @@ def evacuation_end(*, kind: str, host: str, items: Sequence[SettledItem], cancel
             i for i in items if i.action == IA.STAY and i.blocked and i.running
         ]
         counts = f"{len(done)} of {len(to_move)} guest(s) moved"
-        tail = f"; still on {host}: " + "; ".join(f"{i.vm_name} ({i.reason or i.status})" for i in left) if left else ""
+        tail = f"; still on {host}: " + "; ".join(f"{i.vm_name} ({(i.reason or i.status).rstrip('.')})" for i in left) if left else ""
     else:
         left = missed
         counts = f"{len(done)} of {len(to_move)} guest(s) brought home"
-        tail = "; not brought home: " + "; ".join(f"{i.vm_name} ({i.reason or i.status})" for i in left) if left else ""
+        tail = "; not brought home: " + "; ".join(f"{i.vm_name} ({(i.reason or i.status).rstrip('.')})" for i in left) if left else ""
     if cancelled:
         return ES.CANCELLED, f"Cancelled: {counts}{tail}."
     if to_move and not done:

@@ -12,6 +12,7 @@ from .choices import StrategyChoices
 from .models import MAX_CONCURRENCY
 
 OVERRIDE_PREFIX = "to_"
+KEEP_PREFIX = "keep_"  # the destinations of the plan shown, carried by Confirm
 
 
 def candidate_hosts(host: Host) -> list[Host]:
@@ -96,6 +97,24 @@ class PlanChoicesForm(forms.Form):
 
 class ConfirmPlanForm(PlanChoicesForm):
     fingerprint = forms.RegexField(regex=r"^[0-9a-f]{16}$", error_messages={"invalid": "The plan's fingerprint is malformed."})
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for vm in self.guests:
+            self.fields[KEEP_PREFIX + str(vm.uuid)] = forms.ChoiceField(
+                required=False, choices=[("", "")] + [(name, name) for name in self.candidates],
+                widget=forms.HiddenInput,
+            )
+
+    def keep(self) -> dict[str, str]:
+        """Where the plan shown sent each guest (bounded to candidates; the fingerprint proves the rest)."""
+        return {str(vm.uuid): self.cleaned_data[KEEP_PREFIX + str(vm.uuid)] for vm in self.guests
+                if self.cleaned_data.get(KEEP_PREFIX + str(vm.uuid))}
+
+
+def keep_fields(plan) -> list[tuple[str, str]]:
+    """Hidden fields that carry the plan's destinations to Confirm."""
+    return [(KEEP_PREFIX + r.uuid, r.destination) for r in plan.rows if r.destination and not r.overridden]
 
 
 class ExitForm(forms.Form):

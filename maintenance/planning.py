@@ -209,14 +209,19 @@ def evacuation_plan(
     shutdown: Iterable[str] = (),
     copy_storage: bool = False,
     check_hosts: bool = True,
+    keep: Mapping[str, str] | None = None,
 ) -> EvacuationPlan:
     """Where every guest of ``host`` goes, with the preflight towards it, in the queue's order.
 
-    ``excluded``/``shutdown`` are guest UUIDs; ``overrides`` maps a guest UUID to a host name.
+    ``excluded``/``shutdown`` are guest UUIDs; ``overrides`` maps a guest UUID to a host name
+    the admin chose. ``keep`` maps guest UUIDs to the destinations of a plan already shown: they
+    are placed there again if they still fit (free memory moves a little between two looks, and
+    a spread between near-equal hosts would flip), so a confirm executes the plan that was shown.
     ``check_hosts=False`` plans from the inventory alone (no host is contacted; no verdicts).
     """
     started = time.monotonic()
-    overrides = dict(overrides or {})
+    chosen = dict(overrides or {})
+    overrides = {**dict(keep or {}), **chosen}
     shutdown = frozenset(shutdown)
     excluded = frozenset(excluded) | shutdown  # a guest shut down here is not placed
     vms = _guests(host)
@@ -227,6 +232,7 @@ def evacuation_plan(
     reachable = {h.name: None for h in others}
     verdicts: dict[tuple[str, str], tuple[Verdict, ...]] = {}
     vetoes: dict[tuple[str, str], tuple[str, str, str]] = {}
+    cpu_ok: dict[tuple[str | None, str], bool] = {}
     checked = False
     if check_hosts and vms and usable:
         fleet = gather_evacuation(
@@ -246,6 +252,10 @@ def evacuation_plan(
                 guest = fleet.guest_for(uuid, dest.name)
                 found = tuple(preflight.run_preflight(pair, guest, options))
                 verdicts[(uuid, dest.name)] = found
+                cpu = next((v for v in found if v.check == "cpu"), None)
+                if cpu is not None:  # the placement's own CPU rule then knows it was checked
+                    key = (need.cpu_model, dest.name)
+                    cpu_ok[key] = cpu_ok.get(key, True) and cpu.status != VerdictStatus.FAIL
                 veto = _veto(found)
                 if veto is not None:
                     vetoes[(uuid, dest.name)] = veto
@@ -255,7 +265,7 @@ def evacuation_plan(
         for h in others
     ] + [host_capacity(host)]
     plan = placement.place(
-        needs.values(), capacities, source=host.name, strategy=strategy, cpu_ok={}, overrides=overrides,
+        needs.values(), capacities, source=host.name, strategy=strategy, cpu_ok=cpu_ok, overrides=overrides,
         excluded=excluded, copy_storage=copy_storage, vetoes=vetoes,
     )
     bw, overhead, basis = link_estimate()
@@ -271,7 +281,7 @@ def evacuation_plan(
         elif p.outcome == placement.OUTCOME_MOVE:
             row = dict(outcome=p.outcome, action=IA.OFFLINE if need.state == "shutoff" else IA.LIVE,
                        destination=p.destination, warnings=p.warnings,
-                       verdicts=verdicts.get((p.uuid, p.destination), ()), overridden=p.uuid in overrides)
+                       verdicts=verdicts.get((p.uuid, p.destination), ()), overridden=p.uuid in chosen)
         else:
             row = dict(outcome=p.outcome, action=IA.STAY, blocker=p.blocker, note=p.note, warnings=p.warnings)
         (moving if row["action"] != IA.STAY else staying).append((need, row))

@@ -27,7 +27,7 @@ from migrations_app.verdicts import worst
 
 from . import planning, services
 from .choices import EvacuationStatusChoices as ES, ItemActionChoices as IA, ItemStatusChoices as IS
-from .forms import ConfirmPlanForm, ExitForm, PlanChoicesForm
+from .forms import ConfirmPlanForm, ExitForm, PlanChoicesForm, keep_fields
 from .models import Evacuation
 from .payloads import evacuation_payload
 
@@ -44,9 +44,9 @@ def _refusal_text(exc: PortalError) -> str:
     return f"{exc.message} {exc.hint}".strip()
 
 
-def _plan(host: Host, form: PlanChoicesForm) -> tuple[planning.EvacuationPlan | None, PortalError | None]:
+def _plan(host: Host, form: PlanChoicesForm, **extra) -> tuple[planning.EvacuationPlan | None, PortalError | None]:
     try:
-        return make_plan(host=host, **form.choices()), None
+        return make_plan(host=host, **form.choices(), **extra), None
     except PortalError as exc:  # a host could not be asked: say so, never a 500
         return None, exc
 
@@ -69,7 +69,7 @@ class PlanView(ViewerRequiredMixin, View):
         context = {
             "host": host, "form": form, "plan": plan, "errors": errors,
             "rows": _rows(plan, form) if plan is not None else [],
-            "confirm_fields": form.query(),
+            "confirm_fields": form.query() + (keep_fields(plan) if plan is not None else []),
             "active": services.active_evacuation(host),
         }
         return render(request, "maintenance/plan.html", context, status=status)
@@ -98,16 +98,17 @@ class PlanView(ViewerRequiredMixin, View):
             shown = _default_form(host)
             plan, problem = _plan(host, shown)
             return self._render(request, host, shown, plan, problem=problem, errors=errors, status=400)
-        plan, problem = _plan(host, form)
+        plan, problem = _plan(host, form, keep=form.keep())
         if problem is not None:
             return self._render(request, host, form, None, problem=problem, status=503)
         try:
             ev = services.evacuation_enter(host=host, actor=Actor.from_request(request), plan=plan,
                                            expected_fingerprint=form.cleaned_data["fingerprint"], **form.choices())
         except ServiceRefused as exc:
-            # The refusal, and the plan as it is now (the new one when it changed), to look at again.
-            return self._render(request, host, form, plan, errors=["Nothing was started: " + _refusal_text(exc)],
-                                status=409)
+            # The refusal, and the plan as it is now (a fresh one when it changed), to look at again.
+            fresh, problem = _plan(host, form)
+            return self._render(request, host, form, fresh, problem=problem,
+                                errors=["Nothing was started: " + _refusal_text(exc)], status=409)
         messages.success(request, f"{host.name} is in maintenance: no new guests arrive; emptying it now.")
         return redirect(ev.get_absolute_url())
 

@@ -249,3 +249,17 @@ def test_a_guest_every_preflight_refuses_is_blocked_with_the_preflights_fix(evac
     assert "kvm-b" in row.blocker.reason and "kvm-c" in row.blocker.reason
     assert row.blocker.remedy  # what the storage check says to do, not a generic line
     assert "Fix one of these hosts" not in row.blocker.remedy
+
+
+def test_confirming_keeps_the_plan_shown_while_it_still_fits(evac):
+    from hosts.models import HostFacts
+
+    shown = _plan(evac)
+    keep = {r.uuid: r.destination for r in shown.rows if r.destination}
+    assert set(keep.values()) == {"kvm-b"}  # spread: kvm-b has 6 GiB free, kvm-c 4
+    HostFacts.objects.filter(host=evac["c"]).update(memory_free_kib=7 * 1024 * 1024)  # free memory moved
+    assert _plan(evac).fingerprint != shown.fingerprint  # a fresh look would now choose kvm-c
+    kept = _plan(evac, keep=keep)
+    assert kept.fingerprint == shown.fingerprint and not any(r.overridden for r in kept.rows)
+    HostFacts.objects.filter(host=evac["b"]).update(memory_free_kib=512 * 1024)  # no longer fits there
+    assert _plan(evac, keep=keep).fingerprint != shown.fingerprint  # the confirm is refused

@@ -177,6 +177,27 @@ def test_a_plan_that_changed_is_refused_and_the_new_one_shown(evac, operator_cli
     assert not Evacuation.objects.exists()
 
 
+def test_confirm_executes_the_plan_shown_though_free_memory_moved(evac, operator_client, inventory_plans):
+    from hosts.models import HostFacts
+
+    shown = operator_client.get(plan_url(evac)).content.decode()
+    data = {"concurrency": "2", "strategy": "spread"}
+    import re
+    data.update(dict(re.findall(r'<input type="hidden" name="((?:keep_|fingerprint)[^"]*)" value="([^"]*)"', shown)))
+    assert any(k.startswith("keep_") for k in data)
+    HostFacts.objects.filter(host=evac["c"]).update(memory_free_kib=7 * 1024 * 1024)  # a fresh plan would differ
+    response = operator_client.post(plan_url(evac), data)
+    assert response.status_code == 302, response.content.decode()[-2000:]
+    ev = Evacuation.objects.get()
+    assert {i.destination.name for i in ev.items.exclude(destination=None)} == {"kvm-b"}
+
+
+def test_a_kept_destination_outside_the_candidates_is_refused(evac, operator_client, inventory_plans):
+    data = _confirm_data(evac, **{f"keep_{evac['web-1'].uuid}": "kvm-a"})  # the host being emptied
+    response = operator_client.post(plan_url(evac), data)
+    assert response.status_code == 400 and not Evacuation.objects.exists()
+
+
 def test_a_malformed_confirm_starts_nothing(evac, operator_client, inventory_plans):
     response = operator_client.post(plan_url(evac), {"concurrency": "99", "fingerprint": "<script>"})
     assert response.status_code == 400
