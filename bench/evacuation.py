@@ -12,7 +12,8 @@ lab's own guests there are excluded from the evacuation).
 
 Measured in the same run, with the same workers and hosts:
 - single: one of those guests migrated on its own, labh1 → labh2 → labh1 → labh3 → …
-  (request → migration settled), each once the one before has fully ended; the median;
+  (request → migration settled), each once the one before has fully ended, --singles times
+  before the evacuation and as many after the way home (the machine's load changes); the median;
 - evacuation: `evacuation_enter` → the evacuation settled (every item ended), concurrency c;
   ideal = ceil(N / c) × median single; the ratio wall / ideal (goal ≤ 1.2);
 - the way home (`maintenance_exit`), against the same ideal.
@@ -94,6 +95,17 @@ def environment(workdir: Path, redis_port: int) -> dict:
         "PYTHONPATH": str(BASE),
         "PYTHONUNBUFFERED": "1",
     }
+
+
+def phases(m) -> str:
+    """Where a migration's time went: waiting for a worker, the runner's checks, libvirt, what follows."""
+    def span(a, b):
+        return f"{(b - a).total_seconds():.2f}" if a and b else "?"
+
+    libvirt_s = (m.total_time_ms or 0) / 1000
+    after = (m.ended - m.migration_started).total_seconds() - libvirt_s if m.ended and m.migration_started else None
+    return (f"queue {span(m.created, m.started)} s, checks {span(m.started, m.migration_started)} s, "
+            f"libvirt {libvirt_s:.2f} s, after {after:.2f} s" if after is not None else "phases ?")
 
 
 class Bench:
@@ -205,8 +217,8 @@ class Bench:
         m.refresh_from_db()
         if m.status != MS.SUCCEEDED:
             raise SystemExit(f"single migration #{m.pk} {m.status}: {m.error} {m.outcome}")
-        print(f"  single {name} {source} -> {destination}: {wall:.2f} s (libvirt {m.total_time_ms} ms, "
-              f"downtime {m.downtime_ms} ms, heartbeat gap {m.heartbeat_gap_s} s)")
+        print(f"  single {name} {source} -> {destination}: {wall:.2f} s ({phases(m)}; downtime {m.downtime_ms} ms, "
+              f"heartbeat gap {m.heartbeat_gap_s} s)")
         self.wait_jobs_idle()  # the next one starts on idle workers, its inventory refreshes done
         return wall
 
@@ -243,9 +255,17 @@ class Bench:
             begun = m.started or m.created
             spans.append((begun.timestamp(), m.ended.timestamp()))
             print(f"  {item.vm_name} -> {item.destination.name}: {item.status}, migration #{m.pk} "
-                  f"{(m.ended - m.created).total_seconds():.2f} s from request, libvirt {m.total_time_ms} ms, "
+                  f"{(m.ended - m.created).total_seconds():.2f} s from request ({phases(m)}; "
                   f"downtime {m.downtime_ms} ms, heartbeat gap {m.heartbeat_gap_s} s "
-                  f"({'continuous' if m.heartbeat_continuous else 'NOT continuous'})")
+                  f"{'continuous' if m.heartbeat_continuous else 'NOT continuous'})")
+        # The rolling queue's own delay: from the settle that freed a lane to the next item's request.
+        c = ev.concurrency
+        ends = sorted(b for _, b in spans)
+        created = sorted(i.migration.created.timestamp() for i in ev.items.select_related("migration")
+                         if i.migration is not None)
+        handoffs = [created[k] - ends[k - c] for k in range(c, len(created))]
+        if handoffs:
+            print(f"  queue hand-off (a lane freed → next item requested): max {max(handoffs) * 1000:.0f} ms")
         points = sorted([(a, 1) for a, _ in spans] + [(b, -1) for _, b in spans], key=lambda p: (p[0], p[1]))
         most = now = 0
         for _, step in points:
@@ -259,7 +279,8 @@ class Bench:
             if len(found) != 1 or set(found) - host_names or set(found.values()) != {"running"}:
                 raise SystemExit(f"{name} is not running on exactly one of {sorted(host_names)}: {found}")
 
-    def evacuate_and_return(self, median: float) -> None:
+    def evacuate_and_return(self, before: list[float], *, measure_after) -> None:
+        """Evacuate labh1 at concurrency c, bring the guests home, measure the singles after; print the figures."""
         from core.actors import Actor
         from hosts.models import Host, VirtualMachine
         from maintenance import planning, services
@@ -279,7 +300,6 @@ class Bench:
             host=home, actor=Actor.system(), concurrency=c, excluded=excluded, plan=plan))
         at_once = self.describe(ev)
         self.check_on({h["name"] for h in self.lab["hosts"][1:]})
-        ideal = math.ceil(n / c) * median
         print(f"evacuation: {ev.status} — {ev.outcome}")
         self.wait_jobs_idle()
         home.refresh_from_db()
@@ -288,9 +308,16 @@ class Bench:
         back_at_once = self.describe(back)
         self.check_on({home_name})
         print(f"return: {back.status} — {back.outcome}")
+        self.wait_jobs_idle()
+        # Singles before and after the queue, so the ideal sees the machine as the queue did.
+        after = measure_after()
+        times = before + after
+        median = statistics.median(times)
         print()
         print(f"N = {n} guests, c = {c}, {self.args.workers} RQ workers; single migration median {median:.2f} s "
-              f"(over {self.args.singles})")
+              f"(over {len(times)}: {len(before)} before, median {statistics.median(before):.2f} s, and "
+              f"{len(after)} after, median {statistics.median(after):.2f} s)")
+        ideal = math.ceil(n / c) * median
         print(f"ideal = ceil({n} / {c}) × {median:.2f} s = {ideal:.2f} s")
         print(f"evacuation: wall {wall:.2f} s, ratio {wall / ideal:.2f} (goal ≤ {GOAL}), "
               f"at most {at_once} migrations at once")
@@ -313,7 +340,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--guests", type=int, default=4)
     parser.add_argument("--concurrency", type=int, default=2)
-    parser.add_argument("--singles", type=int, default=6, help="single migrations measured (alternating)")
+    parser.add_argument("--singles", type=int, default=4, help="single migrations measured before (and after)")
     parser.add_argument("--workers", type=int, default=0, help="RQ workers (default 2 × concurrency)")
     parser.add_argument("--check-hosts", action="store_true",
                         help="plan with the hosts asked (needs migrations_app.gather_fleet)")
@@ -327,10 +354,9 @@ def main() -> int:
     try:
         bench.start()
         bench.onboard()
-        times = bench.singles()
-        median = statistics.median(times)
-        print(f"single migration: median {median:.2f} s, min {min(times):.2f} s, max {max(times):.2f} s")
-        bench.evacuate_and_return(median)
+        print(f"load average {os.getloadavg()[0]:.2f} (this machine has {os.cpu_count()} CPUs)")
+        bench.evacuate_and_return(bench.singles(), measure_after=bench.singles)
+        print(f"load average {os.getloadavg()[0]:.2f}")
     finally:
         bench.close()
     return 0

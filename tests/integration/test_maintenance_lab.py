@@ -152,8 +152,6 @@ def test_dry_run_enter_and_exit_move_every_guest_away_and_back(portal):
         assert row.destination in others, (row.name, row.action, row.destination, row.note)
         assert row.action == (IA.OFFLINE if before[uuid] == "shutoff" else IA.LIVE), (row.name, row.action)
     assert rows[shared_uuid].action == IA.OFFLINE
-    # Spread: both other hosts take guests.
-    assert {r.destination for r in plan.rows if r.destination} == others
     assert Evacuation.objects.count() == 0 and not Host.objects.get(pk=home.pk).in_maintenance  # a dry run
 
     # Enter, two at a time.
