@@ -4,7 +4,9 @@ QEMU connects to ``serial/<guest>.sock`` (``<serial type='unix' mode='connect'>`
 every complete line the guest prints is appended to ``hb/<guest>.log`` as
 ``<unix time> <line>``. During a live migration the source and destination
 QEMU are connected at the same time; both are read, so the log shows exactly
-when the guest stopped printing on one host and resumed on the other.
+when the guest stopped printing on one host and resumed on the other. The guest has
+one serial port, so what either QEMU sends is one stream: a line the guest began on the
+source and ended on the destination (the switch-over came mid-line) is still one line.
 
 New guests are announced by creating ``serial/<guest>.want``; the recorder
 picks them up within 0.1 s (``ensure_socket`` waits for it).
@@ -24,13 +26,32 @@ from lab import config
 from lab.system import LabError, pid_alive, read_pid
 
 
+class GuestStream:
+    """The bytes of one guest's serial port, from whichever QEMU sends them, cut into lines."""
+
+    def __init__(self) -> None:
+        self.pending = bytearray()
+
+    def feed(self, data: bytes) -> list[str]:
+        """Append ``data``; return the complete non-empty lines it finished."""
+        self.pending.extend(data)
+        lines = []
+        while b"\n" in self.pending:
+            line, _, rest = bytes(self.pending).partition(b"\n")
+            self.pending[:] = rest
+            text = line.decode("ascii", "replace").strip()
+            if text:
+                lines.append(text)
+        return lines
+
+
 def main() -> int:
     p = config.paths()
     p.serial.mkdir(parents=True, exist_ok=True)
     p.heartbeats.mkdir(parents=True, exist_ok=True)
     sel = selectors.DefaultSelector()
     listening: dict[str, socket.socket] = {}
-    buffers: dict[socket.socket, tuple[str, bytearray]] = {}
+    streams: dict[str, GuestStream] = {}  # per guest, not per connection: see the module's docstring
     logs: dict[str, object] = {}
     stop = False
 
@@ -55,6 +76,7 @@ def main() -> int:
             sel.register(srv, selectors.EVENT_READ, ("listen", name))
             listening[name] = srv
             logs[name] = open(p.heartbeats / f"{name}.log", "a", buffering=1)
+            streams[name] = GuestStream()
 
     last_scan = 0.0
     while not stop:
@@ -68,7 +90,6 @@ def main() -> int:
                 conn, _ = key.fileobj.accept()
                 conn.setblocking(False)
                 sel.register(conn, selectors.EVENT_READ, ("conn", name))
-                buffers[conn] = (name, bytearray())
                 continue
             conn = key.fileobj
             try:
@@ -81,16 +102,9 @@ def main() -> int:
             if not data:
                 sel.unregister(conn)
                 conn.close()
-                buffers.pop(conn, None)
                 continue
-            buf = buffers[conn][1]
-            buf.extend(data)
-            while b"\n" in buf:
-                line, _, rest = bytes(buf).partition(b"\n")
-                buf[:] = rest
-                text = line.decode("ascii", "replace").strip()
-                if text:
-                    logs[name].write(f"{ts:.6f} {text}\n")
+            for text in streams[name].feed(data):
+                logs[name].write(f"{ts:.6f} {text}\n")
     for name, srv in listening.items():
         srv.close()
         (p.serial / f"{name}.sock").unlink(missing_ok=True)

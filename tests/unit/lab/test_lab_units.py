@@ -104,3 +104,13 @@ def test_heartbeat_probe_for_the_portal(tmp_path, monkeypatch):
     (tmp_path / "hb" / "g.log").write_text("1.0 HB 1\n1.1 HB 2\n1.5 HB 3\n")
     assert heartbeat.probe("g", since=0) == {"max_gap_s": 0.4, "continuous": True, "beats": 3}
     assert heartbeat.probe("not-a-lab-guest", since=0) is None
+
+
+def test_recorder_keeps_a_line_the_switch_over_cut_between_the_two_qemus():
+    """Seen in an evacuation: "HB " came from the source QEMU, "726" from the destination."""
+    from lab.recorder import GuestStream
+
+    stream = GuestStream()
+    assert stream.feed(b"HB 724\r\nHB 725\r\nHB ") == ["HB 724", "HB 725"]  # the source's last bytes
+    assert stream.feed(b"726\r\nHB 7") == ["HB 726"]  # the destination goes on mid-line
+    assert stream.feed(b"27\r\n\r\n") == ["HB 727"]
