@@ -42,7 +42,7 @@ pytestmark = [pytest.mark.lab, pytest.mark.django_db(transaction=True), pytest.m
 
 # The plan asks the hosts (migrations_app.gather_fleet.gather_evacuation) once that gather is
 # merged; until then it is made from the inventory alone. Every assertion holds either way.
-CHECK_HOSTS = False
+CHECK_HOSTS = True
 
 HEARTBEAT_GUESTS = 4
 CONCURRENCY = 2
