@@ -221,6 +221,14 @@ DIGEST_SH = (
     'h=$(sha256sum -- "$1") || exit 1; echo "$s ${h%% *}"'
 )
 
+# Who QEMU runs as: $1 the qemu.conf pattern, $2 a nonce. Prints the matching lines (only
+# those: the whole file is ~40 KiB, and outputs that size were seen cut under load), a line
+# "NONCE STATUS" with grep's status, then the host's os-release (the distro default's source).
+QEMU_IDENTITY_SH = (
+    'grep -E "$1" /etc/libvirt/qemu.conf; rc=$?; printf "\\n%s %s\\n" "$2" "$rc"; '
+    'cat /etc/os-release 2>/dev/null || cat /usr/lib/os-release 2>/dev/null; exit 0'
+)
+
 # Many files' digests in one command: $1 the size limit, the rest paths. One line per path,
 # "INDEX SIZE SHA256", "INDEX SIZE -" above the limit, "INDEX -" when it cannot be read. The
 # content is read from stdin of sha256sum, so no file name reaches the output.
@@ -409,17 +417,24 @@ def resolve(session: SSHSession, name: str) -> list[str]:
 
 
 def qemu_identity(session: SSHSession) -> QemuIdentity:
-    """Who QEMU runs as on that host (its /etc/libvirt/qemu.conf, else the distro default)."""
-    # Only the lines that matter: the whole file is ~40 KiB, and SSHSession.run
-    # has been seen to return such outputs cut at 32 KiB under load.
-    conf = session.run(["grep", "-E", QEMU_CONF_PATTERN, "/etc/libvirt/qemu.conf"], check=False,
-                       timeout=PROBE_TIMEOUT_S)
-    if conf.exit_status not in (0, 1, 2):  # 1: no such lines, 2: no such file
-        raise CommandFailed(conf.argv, conf.exit_status, conf.stdout, conf.stderr)
-    text = conf.stdout if conf.exit_status == 0 else ""
+    """Who QEMU runs as on that host (its /etc/libvirt/qemu.conf, else the distro default).
+
+    One command reads both the qemu.conf lines and the os-release the default depends on.
+    """
+    nonce = secrets.token_hex(8)
+    result = session.run(["sh", "-c", QEMU_IDENTITY_SH, "qemu-identity", QEMU_CONF_PATTERN, nonce], check=False,
+                         timeout=PROBE_TIMEOUT_S)
+    conf, sep, rest = result.stdout.partition(f"\n{nonce} ")
+    status_text, _, os_text = rest.partition("\n")
+    if not sep or not status_text.isdigit():
+        raise CommandFailed(result.argv, result.exit_status, result.stdout, result.stderr)
+    status = int(status_text)
+    if status not in (0, 1, 2):  # 1: no such lines, 2: no such file
+        raise CommandFailed(result.argv, status, conf, result.stderr)
+    text = conf if status == 0 else ""
     if re.search(r"^\s*#?\s*user\s*=", text, re.MULTILINE):
         return parse_qemu_conf(text)
-    return parse_qemu_conf(text, distro_default_user=distro_qemu_user(host_facts.read_os_release(session)))
+    return parse_qemu_conf(text, distro_default_user=distro_qemu_user(host_facts.parse_os_release(os_text)))
 
 
 def start_listener(session: SSHSession, *, ipv6: bool = False) -> int | None:

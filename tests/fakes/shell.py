@@ -397,6 +397,9 @@ class Shell:
             if content is None:
                 return fail(argv, f"stat: cannot statx '{params[0]}': No such file or directory")
             return ok(argv, f"{len(content)} {hashlib.sha256(content.encode()).hexdigest()}\n")
+        if script == probes.QEMU_IDENTITY_SH:  # $1 pattern, $2 nonce: the lines, "NONCE STATUS", os-release
+            grep = self._cmd_grep(argv, ["-E", params[0], "/etc/libvirt/qemu.conf"], stdin)
+            return ok(argv, f"{grep.stdout}\n{params[1]} {grep.exit_status}\n{self.os_release}")
         if script == probes.DIGESTS_SH:  # $1 size limit, then paths: "INDEX SIZE SHA" or "INDEX -" each
             lines = []
             for i, path in enumerate(params[1:]):

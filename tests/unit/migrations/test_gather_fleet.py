@@ -140,7 +140,7 @@ def is_connect(argv):
 
 
 def is_qemu_conf(argv):
-    return argv[:2] == ["grep", "-E"]
+    return argv[:3] == ["sh", "-c", P.QEMU_IDENTITY_SH]
 
 
 # --- the contract: the same facts as gather() -------------------------------------------

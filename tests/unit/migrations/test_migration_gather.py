@@ -27,7 +27,8 @@ from tests.fakes.fleet import make_domain
 GUEST_UUID = "1b4e28ba-2fa1-11d2-883f-0016d3cca427"
 LIVE = MigrationOptions()
 COPY = MigrationOptions(copy_storage=True)
-KNOWN_SCRIPTS = {P.LISTENER_PY, P.LISTENER_SOCAT_SH, P.CONNECT_SH, P.MARKER_SH, P.DISK_PROBE_SH, P.DIGEST_SH}
+KNOWN_SCRIPTS = {P.LISTENER_PY, P.LISTENER_SOCAT_SH, P.CONNECT_SH, P.MARKER_SH, P.DISK_PROBE_SH, P.DIGEST_SH,
+                 P.QEMU_IDENTITY_SH}
 QEMU_CONF = "/etc/libvirt/qemu.conf"
 # What a probe's command line starts with, to make it fail.
 PROBE_PREFIX = {

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import dataclasses
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -251,3 +252,43 @@ def test_script_disk_probes_answer_as_one_probe_per_disk_would(tmp_path, runas):
     assert batch[0].room_kib and singles[0].room_kib  # measured; its value moves as the disk fills
     unroomed = [dataclasses.replace(p, room_kib=None) for p in batch]
     assert unroomed == [dataclasses.replace(p, room_kib=None) for p in singles]
+
+
+def test_script_qemu_identity_reads_conf_lines_and_os_release_in_one_command():
+    out = sh(["sh", "-c", P.QEMU_IDENTITY_SH, "qemu-identity", P.QEMU_CONF_PATTERN, "n0nce"])
+    assert out.returncode == 0, out.stderr
+    conf, sep, rest = out.stdout.partition("\nn0nce ")
+    status, _, os_text = rest.partition("\n")
+    assert sep and status in ("0", "1", "2")  # 2: this machine has no qemu.conf
+    assert all(re.search(r"(user|group|dynamic_ownership)\s*=", line) for line in conf.splitlines())
+    assert "ID=" in os_text
+
+
+@pytest.mark.parametrize("stdout, user", [
+    ('user = "qemu"\ngroup = "qemu"\n\nN 0\nID=debian\n', "qemu"),  # set in qemu.conf
+    ('\nN 1\nID=debian\n', "libvirt-qemu"),  # nothing set: Debian's default
+    ('\nN 2\nID=fedora\n', "qemu"),  # no qemu.conf: Fedora's default
+])
+def test_qemu_identity_from_one_command(monkeypatch, stdout, user):
+    monkeypatch.setattr(P.secrets, "token_hex", lambda n: "N")
+
+    class Session:
+        target = None
+
+        def run(self, argv, **kw):
+            return type("R", (), {"stdout": stdout, "exit_status": 0, "stderr": "", "argv": argv})()
+
+    assert P.qemu_identity(Session()).user == user
+
+
+def test_qemu_identity_that_grep_could_not_read_is_an_error(monkeypatch):
+    monkeypatch.setattr(P.secrets, "token_hex", lambda n: "N")
+
+    class Session:
+        target = None
+
+        def run(self, argv, **kw):
+            return type("R", (), {"stdout": "\nN 13\nID=debian\n", "exit_status": 0, "stderr": "", "argv": argv})()
+
+    with pytest.raises(P.CommandFailed):
+        P.qemu_identity(Session())
