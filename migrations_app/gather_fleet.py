@@ -58,6 +58,7 @@ from typing import TYPE_CHECKING
 from hosts.adapters import libvirt as lv
 from hosts.adapters import migration as mg
 from hosts.adapters import probes
+from hosts.adapters.facts import resolve_names
 from hosts.adapters.errors import DomainNotFound
 from hosts.adapters.probes import (
     DiskProbe,
@@ -306,8 +307,10 @@ class _Rounds:
             (g.key, p.info.target): submit("disk size", mg.block_size, src.conn, g.info.uuid, p.info.target)
             for g in known if self.copying for p in g.plans if p.copy_candidate and p.path
         }
-        f_res_src = {d.name: submit("source resolves destination", resolve, src.ssh, d.facts.hostname)
-                     for d in dsts if src.ssh is not None and d.facts is not None}
+        # The source resolves every destination's name in one command.
+        wanted_names = list(dict.fromkeys(d.facts.hostname for d in dsts if d.facts is not None))
+        f_res_src_all = (submit("source resolves destinations", resolve_names, src.ssh, wanted_names)
+                         if src.ssh is not None and wanted_names else None)
         f_res_dst = {d.name: submit("destination resolves source", resolve, d.ssh, src.facts.hostname)
                      for d in dsts if d.ssh is not None and src.facts is not None}
         f_identity = {d.name: submit("qemu user", qemu_identity, d.ssh) for d in dsts if d.ssh is not None}
@@ -404,6 +407,7 @@ class _Rounds:
         done(f_cleanup)
 
         # --- assemble
+        res_src = done(f_res_src_all) or {}
         source_side = src.side()
         sides = {d.name: d.side() for d in dsts}
         base: dict[str, GuestSide] = {}
@@ -422,7 +426,7 @@ class _Rounds:
                 pairs[(g.key, d.name)] = PairFacts(
                     source=source_side,
                     destination=sides[d.name],
-                    source_resolves_destination=done(f_res_src.get(d.name)),
+                    source_resolves_destination=res_src.get(d.facts.hostname) if d.facts is not None else None,
                     destination_resolves_source=done(f_res_dst.get(d.name)),
                     migration_address_reachable=address_ok,
                     ports_reachable=ports_ok,

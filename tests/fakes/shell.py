@@ -15,7 +15,7 @@ import posixpath
 import re
 import shlex
 
-from hosts.adapters import probes
+from hosts.adapters import facts as host_facts, probes
 from hosts.adapters.ssh import CommandResult
 from storage.facts import FSTAB, GANESHA_CONF
 from storage.nfs_checks import GANESHA_PIDFILE
@@ -397,6 +397,9 @@ class Shell:
             if content is None:
                 return fail(argv, f"stat: cannot statx '{params[0]}': No such file or directory")
             return ok(argv, f"{len(content)} {hashlib.sha256(content.encode()).hexdigest()}\n")
+        if script == host_facts.RESOLVE_SH:  # $1 nonce, then names: getent's answer and "NONCE STATUS" each
+            answers = [self._cmd_getent(argv, ["ahosts", name], stdin) for name in params[1:]]
+            return ok(argv, "".join(f"{a.stdout}{params[0]} {a.exit_status}\n" for a in answers))
         if script == probes.QEMU_IDENTITY_SH:  # $1 pattern, $2 nonce: the lines, "NONCE STATUS", os-release
             grep = self._cmd_grep(argv, ["-E", params[0], "/etc/libvirt/qemu.conf"], stdin)
             return ok(argv, f"{grep.stdout}\n{params[1]} {grep.exit_status}\n{self.os_release}")

@@ -16,7 +16,7 @@ from collections import Counter
 import pytest
 
 from hosts.adapters import migration as mg
-from hosts.adapters import probes as P
+from hosts.adapters import facts as host_facts, probes as P
 from hosts.adapters.errors import CommandTimeout, DomainNotFound
 from hosts.adapters.libvirt import DiskInfo
 from migrations_app import gather as G
@@ -262,8 +262,10 @@ def test_host_and_pair_probes_do_not_grow_with_the_guests(fleet, compares, n):
     f.c.dropped = False
     f.gather_fleet(destinations=("kvm-b", "kvm-c"))
     src, b, c = f.src, f.b, f.c
-    # per pair: one resolution each way, one listener, one connection attempt
-    assert count(src, is_getent) == 2 and count(src, is_connect) == 2
+    # per pair: one resolution each way (the source's in one command for both), one listener, one
+    # connection attempt
+    assert count(src, lambda a: a[:3] == ["sh", "-c", host_facts.RESOLVE_SH]) == 1 and count(src, is_getent) == 0
+    assert count(src, is_connect) == 2
     for dst in (b, c):
         assert count(dst, is_getent) == 1 and count(dst, is_listener) == 1 and count(dst, is_qemu_conf) == 1
         # per (disk path, destination): n images and the one ISO, all in one command
@@ -278,7 +280,9 @@ def test_host_and_pair_probes_do_not_grow_with_the_guests(fleet, compares, n):
     assert Counter(compares) == {"kvm-b": 1, "kvm-c": 1}
     host_and_pair = sum(count(h, lambda a: is_getent(a) or is_listener(a) or is_connect(a) or is_qemu_conf(a))
                         for h in (src, b, c))
-    assert host_and_pair == 2 * 4 + 2  # per pair: 2 resolutions, a listener, a connection; per destination: qemu.conf
+    # per pair: the destination's resolution, a listener, a connection; per destination: qemu.conf; the
+    # source's resolutions of both destinations: one command (counted above)
+    assert host_and_pair == 2 * 3 + 2
 
 
 def test_a_failed_disk_command_leaves_that_destination_unverified_only(fleet):

@@ -110,22 +110,21 @@ def test_storage_kind_raises_when_findmnt_itself_fails():
         facts.storage_kind(session, ["/x"])
 
 
-def test_resolve_names_uses_getent_on_the_host():
-    session = FakeSession(
-        {
-            ("getent", "ahosts", "labh2"): (
-                0,
-                "10.77.0.12      STREAM labh2\n10.77.0.12      DGRAM  \n10.77.0.12      RAW    \n"
-                "fd00::12        STREAM \n",
-            ),
-            ("getent", "ahosts", "nowhere"): (2, ""),
-        }
-    )
-    assert facts.resolve_names(session, ["labh2", "nowhere"]) == {
-        "labh2": ["10.77.0.12", "fd00::12"],
-        "nowhere": [],
-    }
-    assert session.calls == [["getent", "ahosts", "labh2"], ["getent", "ahosts", "nowhere"]]
+def test_resolve_names_uses_getent_on_the_host(monkeypatch):
+    monkeypatch.setattr(facts.secrets, "token_hex", lambda n: "N0")
+    answer = ("10.77.0.12      STREAM labh2\n10.77.0.12      DGRAM  \n10.77.0.12      RAW    \n"
+              "fd00::12        STREAM \n")
+    one = FakeSession({("getent", "ahosts", "labh2"): (0, answer)})
+    assert facts.resolve_names(one, ["labh2"]) == {"labh2": ["10.77.0.12", "fd00::12"]}
+    assert one.calls == [["getent", "ahosts", "labh2"]]
+    # Several names: one command; a forged "N0" line inside an answer is not a separator unless it ends it.
+    many = FakeSession({("sh", "-c", facts.RESOLVE_SH, "resolve", "N0", "labh2", "nowhere"): (
+        0, answer + "N0 0\nN0 2\n")})
+    assert facts.resolve_names(many, ["labh2", "nowhere"]) == {"labh2": ["10.77.0.12", "fd00::12"], "nowhere": []}
+    assert len(many.calls) == 1
+    broken = FakeSession({("sh", "-c", facts.RESOLVE_SH, "resolve", "N0", "a", "b"): (0, "N0 0\n")})
+    with pytest.raises(CommandFailed):
+        facts.resolve_names(broken, ["a", "b"])  # an answer missing: not "cannot resolve"
 
 
 def test_real_commands_through_ssh(ssh_server, client_keypair, tmp_path):
