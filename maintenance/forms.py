@@ -120,6 +120,7 @@ def keep_fields(plan) -> list[tuple[str, str]]:
 class ExitForm(forms.Form):
     bring_back = forms.TypedChoiceField(
         choices=(("yes", "Bring guests home"), ("no", "Leave them where they are")),
-        coerce=lambda v: v == "yes",
+        coerce=lambda v: v == "yes", label="Bring the guests home (yes or no)",
     )
-    concurrency = forms.IntegerField(min_value=1, max_value=MAX_CONCURRENCY, initial=2, required=False)
+    concurrency = forms.IntegerField(min_value=1, max_value=MAX_CONCURRENCY, initial=2, required=False,
+                                     label="Guests at a time")

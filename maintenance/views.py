@@ -236,8 +236,8 @@ class ExitView(ViewerRequiredMixin, View):
             raise PermissionDenied("Exiting maintenance needs the Operator role.")
         form = ExitForm(request.POST)
         if not form.is_valid():
-            return self._render(request, host, status=400, errors=["Choose whether the guests come home.", *(
-                f"{e}" for errors in form.errors.values() for e in errors)])
+            return self._render(request, host, status=400, errors=[
+                f"{form.fields[name].label or name}: {e}" for name, errors in form.errors.items() for e in errors])
         bring_back = form.cleaned_data["bring_back"]
         try:
             ev = services.maintenance_exit(host=host, actor=Actor.from_request(request), bring_back=bring_back,

@@ -290,9 +290,14 @@ def test_exit_page_shows_the_way_home_and_brings_guests_back(evac, operator_clie
         assert f'data-guest="{name}"' in html
     assert "→ kvm-a" in html and 'id="exit-return"' in html and 'id="exit-stay"' in html
     assert operator_client.post(url, {"bring_back": "maybe"}).status_code == 400
+    assert 'id="exit-concurrency"' in html
+    refused = operator_client.post(url, {"bring_back": "yes", "concurrency": "99"})
+    assert refused.status_code == 400 and not Evacuation.objects.filter(returns=ev).exists()
+    assert "Guests at a time: Ensure this value is less than or equal to 8." in refused.content.decode()
     with django_capture_on_commit_callbacks(execute=True):
-        response = operator_client.post(url, {"bring_back": "yes"})
+        response = operator_client.post(url, {"bring_back": "yes", "concurrency": "3"})
     back = Evacuation.objects.get(returns=ev)
+    assert back.concurrency == 3
     assert response["Location"] == back.get_absolute_url()
     back.refresh_from_db()
     assert back.status == ES.SUCCEEDED
