@@ -105,13 +105,16 @@ def _state(vm_state: str) -> str:
 
 
 def guest_needs(vm: VirtualMachine) -> placement.GuestNeeds:
+    device_bound = vm.host_devices > 0 and _state(vm.state) != "shutoff"
     return placement.GuestNeeds(
         uuid=str(vm.uuid), name=vm.name, memory_kib=vm.memory_kib, vcpus=vm.vcpus,
         arch=vm.arch or "x86_64", domain_type=vm.domain_type or "kvm", state=_state(vm.state),
         cpu_model=vm.cpu_model or None, local_disks=_local_disks(vm),
         shared_disks=any(d.storage == DiskStorageChoices.SHARED for d in vm.disks.all()),
         # A passed-through host device ties a running guest to its host like a pin does.
-        pinned=vm.pinned or (vm.host_devices > 0 and _state(vm.state) != "shutoff"),
+        pinned=vm.pinned or device_bound,
+        pin_reason="" if vm.pinned or not device_bound else (
+            f"it has {vm.host_devices} passed-through host device(s), which live migration cannot move."),
         pin_to=vm.pin_to or None, anti_affinity=frozenset(vm.anti_affinity or ()),
     )
 

@@ -54,6 +54,7 @@ class GuestNeeds:
     local_disks: tuple[str, ...] = ()  # disks only the source host sees
     shared_disks: bool = False  # has disks on shared storage the destination must see
     pinned: bool = False  # must not leave its host (libvirt metadata, host devices)
+    pin_reason: str = ""  # why, in words, when it is not the guest's own pin (e.g. a passed-through device)
     pin_to: str | None = None  # may only go to this host
     anti_affinity: frozenset[str] = frozenset()  # groups whose members never share a host
 
@@ -190,6 +191,9 @@ def _warnings(guest: GuestNeeds, host: str, *, cpu_ok: Mapping, copy_storage: bo
 def _guest_blocker(guest: GuestNeeds, *, copy_storage: bool) -> Blocker | None:
     """A reason the guest cannot leave whatever the destination."""
     if guest.pinned:
+        if guest.pin_reason:
+            return Blocker("pinned", f"{guest.name} cannot leave this host: {guest.pin_reason}",
+                           "Choose 'shut down and start again after maintenance'.")
         return Blocker(
             "pinned", f"{guest.name} is pinned to this host.",
             "Remove the pin, or choose 'shut down and start again after maintenance'.",

@@ -183,7 +183,9 @@ def test_pins_host_devices_and_anti_affinity_from_the_inventory_shape_the_plan(e
     assert rows["web-2"].destination == "kvm-c"  # spread would pick kvm-b (more free), anti-affinity forbids
     assert rows["cold-1"].destination == "kvm-c"
     VirtualMachine.objects.filter(pk=evac["web-1"].pk).update(pinned=False, host_devices=1)
-    assert {r.name: r for r in _plan(evac).rows}["web-1"].blocker.check == "pinned"
+    blocker = {r.name: r for r in _plan(evac).rows}["web-1"].blocker
+    assert blocker.check == "pinned" and "1 passed-through host device(s)" in blocker.reason
+    assert "Remove the pin" not in blocker.remedy
 
 
 def test_an_item_whose_guest_is_busy_waits_and_then_finds_it_moved(evac, world, django_capture_on_commit_callbacks):
@@ -236,6 +238,7 @@ def test_the_checked_plan_asks_each_host_once_and_a_failed_preflight_vetoes_that
     assert rows["web-1"].destination == "kvm-c" and rows["web-2"].destination == "kvm-c"
     assert rows["cold-1"].destination == "kvm-c"
     assert rows["web-1"].verdicts and all(v.status != "fail" for v in rows["web-1"].verdicts)
+    assert not any("CPU compatibility" in w for w in rows["web-1"].warnings)  # the hosts were asked
     checks = {v.check: v.status for v in rows["web-1"].verdicts}
     assert checks and all(status != "fail" for status in checks.values())
     assert rows["local-1"].blocker.check == "local-disk"
