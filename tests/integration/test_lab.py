@@ -293,7 +293,15 @@ def test_knob_dirty_guest_does_not_converge_on_a_throttled_link_and_abort_keeps_
         mig.join(30)
         stop.set()
         sampler.join(5)
-        assert errors and errors[0].get_error_code() == libvirt.VIR_ERR_OPERATION_ABORTED, errors
+        # QEMU reports the cancel as "aborted", or, when the abort cuts the channel mid-write, as the
+        # write failing ("Broken pipe"); either way the migration did not happen and the guest stays.
+        assert errors and errors[0].get_error_code() in (
+            libvirt.VIR_ERR_OPERATION_ABORTED, libvirt.VIR_ERR_OPERATION_FAILED), errors
+        c = conn(src)
+        try:
+            assert c.lookupByName(guest).isActive(), "the aborted guest no longer runs on its source"
+        finally:
+            c.close()
         late = [s for _, s in samples if s.get("memory_iteration", 0) >= 2]
         assert late, f"never reached a second iteration: {samples[-1:]}"
         # Each new pass starts with ~the whole working set dirty again: not converging.
