@@ -211,14 +211,19 @@ def evacuation_advance(evacuation_id: int) -> bool:
             _cancel_running(ev)
         elif ev.status == ES.RUNNING:
             running = ev.items.filter(status=IS.RUNNING).count()
+            # What the return's ordering rule looks at, read once and kept current as items start or close.
+            queued = ({i.pk: _queued(i) for i in ev.items.select_related("origin", "destination")}
+                      if ev.kind == K.RETURN else {})
             for item in ev.items.filter(status=IS.PENDING).select_related("origin", "destination").order_by("position"):
                 if running >= ev.concurrency:
                     break
-                if ev.kind == K.RETURN and not decisions.may_start(_queued(item), map(_queued, ev.items.all())):
+                if ev.kind == K.RETURN and not decisions.may_start(_queued(item), queued.values()):
                     continue
                 changed = True
                 if _start(ev, item):
                     running += 1
+                if ev.kind == K.RETURN:
+                    queued[item.pk] = _queued(item)
         if not ev.items.filter(status__in=(IS.PENDING, IS.RUNNING)).exists():
             _finish(ev)
             changed = True
