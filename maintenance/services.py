@@ -14,12 +14,12 @@ from typing import NoReturn
 from django.db import IntegrityError, transaction
 
 from core.actors import Actor
-from core.audit import audit_record, audit_record_now
+from core.audit import audit_record
 from core.choices import AuditResultChoices
-from core.errors import ServiceRefused
 from hosts import services as host_services
 from hosts.models import Host, VirtualMachine
 from migrations_app import placement
+from migrations_app.services.refusals import refuse
 
 from . import events, planning
 from .choices import (
@@ -33,12 +33,6 @@ from .choices import (
 )
 from .models import MAX_CONCURRENCY, Evacuation, EvacuationItem
 from .queue import evacuation_advance
-
-
-def _refuse(*, actor: Actor, action: str, target, parameters: dict, message: str, hint: str = "") -> NoReturn:
-    audit_record_now(actor=actor, action=action, result=AuditResultChoices.REFUSED, target=target,
-                     parameters=parameters, message=message)
-    raise ServiceRefused(message, hint=hint)
 
 
 def active_evacuation(host: Host) -> Evacuation | None:
@@ -92,7 +86,7 @@ def evacuation_enter(
                   "overrides": overrides, "copy_storage": copy_storage}
 
     def refused(message: str, hint: str = "") -> NoReturn:
-        _refuse(actor=actor, action=A.ENTER, target=host, parameters=parameters, message=message, hint=hint)
+        refuse(actor=actor, action=A.ENTER, target=host, parameters=parameters, message=message, hint=hint)
 
     problems = check_plan_inputs(host=host, concurrency=concurrency, strategy=strategy,
                                  guests=[*excluded, *shutdown, *overrides])
@@ -153,7 +147,7 @@ def _control(*, evacuation: Evacuation, actor: Actor, action: str, allowed: tupl
             events.evacuation_changed(ev)
             _advance_on_commit(ev)
             return ev
-    _refuse(actor=actor, action=action, target=evacuation, parameters={"status": evacuation.status},
+    refuse(actor=actor, action=action, target=evacuation, parameters={"status": evacuation.status},
             message=f"{evacuation} is {ev.get_status_display().lower()}; it cannot be {verb} now.")
 
 
@@ -260,15 +254,15 @@ def maintenance_exit(
     """
     parameters = {"bring_back": bring_back, "concurrency": concurrency}
     if not 1 <= concurrency <= MAX_CONCURRENCY:
-        _refuse(actor=actor, action=A.EXIT, target=host, parameters=parameters,
+        refuse(actor=actor, action=A.EXIT, target=host, parameters=parameters,
                 message=f"Concurrency must be between 1 and {MAX_CONCURRENCY} (got {concurrency}).")
     running = active_evacuation(host)
     if running is not None:
-        _refuse(actor=actor, action=A.EXIT, target=host, parameters=parameters,
+        refuse(actor=actor, action=A.EXIT, target=host, parameters=parameters,
                 message=f"{running} is still {running.get_status_display().lower()}.",
                 hint="Let it finish, or cancel it, then exit maintenance.")
     if not host.in_maintenance:
-        _refuse(actor=actor, action=A.EXIT, target=host, parameters=parameters,
+        refuse(actor=actor, action=A.EXIT, target=host, parameters=parameters,
                 message=f"{host.name} is not in maintenance.")
     plan = plan or return_plan(host=host, bring_back=bring_back)
     try:
@@ -300,6 +294,6 @@ def maintenance_exit(
                          else f"{host.name} exits maintenance without bringing guests back."),
             )
     except IntegrityError:
-        _refuse(actor=actor, action=A.EXIT, target=host, parameters=parameters,
+        refuse(actor=actor, action=A.EXIT, target=host, parameters=parameters,
                 message=f"{host.name} is being evacuated right now.", hint="Try again once it has finished.")
     return ev
