@@ -8,6 +8,7 @@ from hosts.adapters.errors import AdapterError
 from hosts.access import presented_host_key
 from hosts.adapters.ssh import load_private_key
 from hosts.choices import HostAuthMethodChoices
+from hosts.forms import MAX_PRIVATE_KEY_BYTES
 from hosts.services import HostConnection, ServiceRefused, host_create
 from hosts.validators import (
     validate_address,
@@ -45,15 +46,7 @@ class Command(BaseCommand):
         except ValidationError as exc:
             raise CommandError(" ".join(exc.messages)) from None
 
-        private_key_pem = None
-        if options["ssh_key"]:
-            try:
-                private_key_pem = Path(options["ssh_key"]).read_text()
-                load_private_key(private_key_pem)
-            except OSError as exc:
-                raise CommandError(f"Cannot read {options['ssh_key']}: {exc.strerror}") from None
-            except AdapterError as exc:
-                raise CommandError(f"{exc.message} {exc.hint}") from None
+        private_key_pem = _read_private_key(options["ssh_key"]) if options["ssh_key"] else None
 
         try:
             key = presented_host_key(address, options["ssh_port"])
@@ -82,3 +75,25 @@ class Command(BaseCommand):
             raise CommandError(" ".join(exc.messages)) from None
         self.stdout.write(self.style.SUCCESS(f"Added {host.name}, trusting host key {key.fingerprint}."))
         self.stdout.write(f"Inventory refresh queued as job #{job.pk}.")
+
+
+def _read_private_key(path: str) -> str:
+    """The key file's text, read no further than the form's cap (a device like /dev/zero never ends)."""
+    try:
+        with Path(path).open("rb") as handle:
+            data = handle.read(MAX_PRIVATE_KEY_BYTES + 1)
+    except OSError as exc:
+        raise CommandError(f"Cannot read {path}: {exc.strerror}") from None
+    if len(data) > MAX_PRIVATE_KEY_BYTES:
+        raise CommandError(
+            f"{path} is larger than {MAX_PRIVATE_KEY_BYTES // 1024} KiB: that is not a private key file."
+        )
+    try:
+        pem = data.decode("ascii")
+    except UnicodeDecodeError:
+        raise CommandError(f"{path} is not a text private key.") from None
+    try:
+        load_private_key(pem)
+    except AdapterError as exc:
+        raise CommandError(f"{exc.message} {exc.hint}") from None
+    return pem

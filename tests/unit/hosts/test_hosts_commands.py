@@ -55,6 +55,19 @@ def test_host_add_rejects_bad_input(fleet, args, message):
         call_command("host_add", *args)
 
 
+def test_host_add_refuses_a_key_file_larger_than_the_forms_cap(fleet, tmp_path):
+    big = tmp_path / "big.pem"
+    big.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\n" + "A" * (16 * 1024) + "\n")
+    with pytest.raises(CommandError, match="larger than 16 KiB"):
+        call_command("host_add", "ok", "--address", "192.0.2.1", "--ssh-key", str(big))
+
+
+def test_host_add_stops_reading_an_endless_key_file_at_the_cap(fleet):
+    # /dev/zero never ends: the command reads at most the cap and says why it refuses.
+    with pytest.raises(CommandError, match="larger than 16 KiB"):
+        call_command("host_add", "ok", "--address", "192.0.2.1", "--ssh-key", "/dev/zero")
+
+
 def test_host_add_reports_unreachable_host(fleet):
     with pytest.raises(CommandError, match="refused"):
         call_command("host_add", "kvm-z", "--address", "192.0.2.99", "--trust-host-key")
