@@ -112,3 +112,16 @@ def evacuation_group(evacuation_id: int) -> str:
 def evacuation_status(evacuation_id: int, state: dict[str, Any]) -> None:
     """An evacuation or one of its items changed; ``state`` is maintenance's evacuation payload."""
     _send_on_commit(evacuation_group(evacuation_id), {"type": "evacuation.status", "evacuation": state})
+
+
+def user_group(user_id: int) -> str:
+    """Every open socket of one user (core.socket_access)."""
+    return f"user.{user_id}"
+
+
+def user_access_changed(user_id: int, *, ended_session: str | None = None) -> None:
+    """The user's sessions or roles may have changed: each of their sockets checks again at once.
+
+    ``ended_session`` names a session that is ending (a logout): its sockets close without asking.
+    """
+    _send_on_commit(user_group(user_id), {"type": "access.changed", "ended_session": ended_session})

@@ -1,26 +1,77 @@
-"""Websocket consumers for job pages and the audit page.
+"""Websocket consumers for job pages and the audit page, and the base every consumer uses.
 
 Each consumer checks the user's role on connect (closing with 4401/4403 otherwise), joins
-one group and sends the current state first, so a page that reconnects catches up.
+one group and sends the current state first, so a page that reconnects catches up. While
+open it checks its session and role again (core.socket_access) every
+VMPORTAL_WS_RECHECK_SECONDS and whenever its user's access changes, and closes when either
+is gone.
 """
+
+import asyncio
 
 from asgiref.sync import async_to_sync
 from autobahn.exception import Disconnected
-from channels.generic.websocket import JsonWebsocketConsumer
+from channels.generic.websocket import JsonWebsocketConsumer, WebsocketConsumer
+from django.conf import settings
 
-from .broadcast import AUDIT_GROUP, job_group, job_state_payload
+from .broadcast import AUDIT_GROUP, job_group, job_state_payload, user_group
 from .choices import RoleChoices
 from .models import AuditEvent, Job
 from .roles import user_has_role
+from .socket_access import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED, access_close_code
 
-CLOSE_UNAUTHENTICATED = 4401
-CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
+
+
+class UnknownPathConsumer(WebsocketConsumer):
+    """Any websocket path no app routes: refused at the handshake, not a routing error."""
+
+    def connect(self):
+        self.close(code=CLOSE_NOT_FOUND)
 
 
 class RoleGatedConsumer(JsonWebsocketConsumer):
     required_role = RoleChoices.VIEWER
     group = ""
+
+    async def __call__(self, scope, receive, send):
+        ticker = asyncio.ensure_future(self._recheck_ticker())
+        try:
+            return await super().__call__(scope, receive, send)
+        finally:
+            ticker.cancel()
+
+    async def _recheck_ticker(self):
+        # Through the consumer's own channel, so the check runs in order with its other events.
+        while True:
+            await asyncio.sleep(settings.VMPORTAL_WS_RECHECK_SECONDS)
+            if getattr(self, "joined_group", None) and self.channel_layer is not None:
+                await self.channel_layer.send(self.channel_name, {"type": "access.recheck"})
+
+    def _close_if_access_gone(self) -> None:
+        if getattr(self, "closing", False):
+            return
+        user = self.scope.get("user")
+        session = self.scope.get("session")
+        code = access_close_code(
+            user_id=user.pk, session_key=session.session_key if session is not None else None,
+            role=self.required_role,
+        )
+        if code is not None:
+            self.closing = True
+            self.close(code=code)
+
+    def access_recheck(self, event):
+        self._close_if_access_gone()
+
+    def access_changed(self, event):
+        session = self.scope.get("session")
+        ended = event.get("ended_session")
+        if ended and session is not None and session.session_key == ended:
+            self.closing = True
+            self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        self._close_if_access_gone()
 
     def get_group(self) -> str | None:
         """Group to join, or None if the target does not exist."""
@@ -43,6 +94,7 @@ class RoleGatedConsumer(JsonWebsocketConsumer):
             return
         self.joined_group = group
         async_to_sync(self.channel_layer.group_add)(group, self.channel_name)
+        async_to_sync(self.channel_layer.group_add)(user_group(user.pk), self.channel_name)
         self.accept()
         self.send_json(self.current_state())
 
@@ -50,6 +102,7 @@ class RoleGatedConsumer(JsonWebsocketConsumer):
         group = getattr(self, "joined_group", None)
         if group:
             async_to_sync(self.channel_layer.group_discard)(group, self.channel_name)
+            async_to_sync(self.channel_layer.group_discard)(user_group(self.scope["user"].pk), self.channel_name)
 
     def receive_json(self, content, **kwargs):
         # Pages only listen; anything they send is ignored.

@@ -3,6 +3,6 @@ from django.urls import path
 from . import consumers
 
 websocket_urlpatterns = [
-    path("ws/jobs/<int:job_id>/", consumers.JobConsumer.as_asgi()),
+    path("ws/jobs/<id:job_id>/", consumers.JobConsumer.as_asgi()),
     path("ws/audit/", consumers.AuditConsumer.as_asgi()),
 ]

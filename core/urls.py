@@ -8,7 +8,7 @@ urlpatterns = [
     path("login/", views.LoginView.as_view(), name="login"),
     path("logout/", views.LogoutView.as_view(), name="logout"),
     path("jobs/", views.JobListView.as_view(), name="job_list"),
-    path("jobs/<int:pk>/", views.JobDetailView.as_view(), name="job_detail"),
+    path("jobs/<id:pk>/", views.JobDetailView.as_view(), name="job_detail"),
     path("audit/", views.AuditListView.as_view(), name="audit"),
     path("audit/partials/rows/", views.AuditRowsPartialView.as_view(), name="audit_rows"),
 ]

@@ -4,3 +4,12 @@ from django.apps import AppConfig
 class HostsConfig(AppConfig):
     name = "hosts"
     verbose_name = "Hosts and guests inventory"
+
+    def ready(self):
+        from core.encryption import register_encrypted_field
+
+        from .models import Host, PortalKey
+
+        # What `manage.py secrets_rotate` re-encrypts.
+        register_encrypted_field(Host, "secret_encrypted")
+        register_encrypted_field(PortalKey, "private_key_encrypted")

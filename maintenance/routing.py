@@ -3,5 +3,5 @@ from django.urls import path
 from . import consumers
 
 websocket_urlpatterns = [
-    path("ws/evacuations/<int:evacuation_id>/", consumers.EvacuationConsumer.as_asgi()),
+    path("ws/evacuations/<id:evacuation_id>/", consumers.EvacuationConsumer.as_asgi()),
 ]

@@ -6,9 +6,9 @@ app_name = "maintenance"
 
 urlpatterns = [
     path("", views.EvacuationListView.as_view(), name="evacuation_list"),
-    path("hosts/<int:host_id>/enter/", views.PlanView.as_view(), name="plan"),
-    path("hosts/<int:host_id>/exit/", views.ExitView.as_view(), name="exit"),
-    path("<int:pk>/", views.EvacuationDetailView.as_view(), name="evacuation_detail"),
-    path("<int:pk>/partials/body/", views.EvacuationBodyPartialView.as_view(), name="evacuation_body"),
-    path("<int:pk>/<str:action>/", views.EvacuationActionView.as_view(), name="evacuation_action"),
+    path("hosts/<id:host_id>/enter/", views.PlanView.as_view(), name="plan"),
+    path("hosts/<id:host_id>/exit/", views.ExitView.as_view(), name="exit"),
+    path("<id:pk>/", views.EvacuationDetailView.as_view(), name="evacuation_detail"),
+    path("<id:pk>/partials/body/", views.EvacuationBodyPartialView.as_view(), name="evacuation_body"),
+    path("<id:pk>/<str:action>/", views.EvacuationActionView.as_view(), name="evacuation_action"),
 ]

@@ -3,5 +3,5 @@ from django.urls import path
 from . import consumers
 
 websocket_urlpatterns = [
-    path("ws/migrations/<int:migration_id>/", consumers.MigrationConsumer.as_asgi()),
+    path("ws/migrations/<id:migration_id>/", consumers.MigrationConsumer.as_asgi()),
 ]

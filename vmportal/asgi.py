@@ -9,20 +9,27 @@ django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.conf import settings  # noqa: E402
+from django.urls import re_path  # noqa: E402
 
+from core.consumers import UnknownPathConsumer  # noqa: E402
 from core.routing import websocket_urlpatterns as core_websockets  # noqa: E402
 from hosts.routing import websocket_urlpatterns as hosts_websockets  # noqa: E402
 from maintenance.routing import websocket_urlpatterns as maintenance_websockets  # noqa: E402
 from migrations_app.routing import websocket_urlpatterns as migrations_websockets  # noqa: E402
+from vmportal.origins import SiteOriginValidator  # noqa: E402
+
+websocket_urlpatterns = (
+    core_websockets + hosts_websockets + migrations_websockets + maintenance_websockets
+    # Last: any other path is refused with a close, not a routing error and a traceback.
+    + [re_path(r"", UnknownPathConsumer.as_asgi())]
+)
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(URLRouter(
-                core_websockets + hosts_websockets + migrations_websockets + maintenance_websockets
-            ))
+        "websocket": SiteOriginValidator(
+            AuthMiddlewareStack(URLRouter(websocket_urlpatterns)), settings.VMPORTAL_SITE_ORIGINS
         ),
     }
 )

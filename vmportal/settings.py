@@ -2,15 +2,26 @@
 
 Environment variables (all optional in development, see each one below):
   DJANGO_DEBUG=1            turn on debug mode (off by default)
-  DJANGO_SECRET_KEY         required unless DJANGO_DEBUG=1
+  DJANGO_SECRET_KEY         else read from var/secret_key (written by `make run`); required
+                            unless DJANGO_DEBUG=1
   DJANGO_ALLOWED_HOSTS      comma-separated, default "localhost,127.0.0.1,[::1]"
   DJANGO_CSRF_TRUSTED_ORIGINS  comma-separated origins, e.g. "https://portal.example.org"
   DJANGO_STATIC_ROOT        where collectstatic writes, default <repo>/staticfiles
-  DJANGO_SECURE_COOKIES=1   session/CSRF cookies only over HTTPS (set when served over TLS)
+  DJANGO_SECURE_COOKIES=1   session/CSRF cookies only over HTTPS (implied by DJANGO_HTTPS=1)
+  DJANGO_HTTPS=1            served over TLS: HSTS (DJANGO_HSTS_SECONDS, default one year, with
+                            subdomains; DJANGO_HSTS_PRELOAD=0 drops preload), secure cookies, HTTP
+                            redirected to HTTPS, and X-Forwarded-Proto: https from the reverse
+                            proxy trusted (the proxy must set it)
+  VMPORTAL_HTTP_PORT        port the ASGI server listens on, default 8000 (`make run`)
+  VMPORTAL_SITE_ORIGINS     comma-separated exact origins (scheme://host:port) websockets may
+                            come from; default: each allowed host on VMPORTAL_HTTP_PORT (https
+                            with DJANGO_HTTPS=1) and DJANGO_CSRF_TRUSTED_ORIGINS
   DATABASE_URL              default: SQLite file var/vmportal.sqlite3
   REDIS_URL                 default redis://127.0.0.1:6390/0 (the private redis of `make run`)
-  VMPORTAL_SECRETS_KEY      Fernet key encrypting SSH keys/passwords at rest; required unless
-                            DJANGO_DEBUG=1, in which case var/secrets.key is generated once (0600)
+  VMPORTAL_SECRETS_KEY      Fernet key encrypting SSH keys/passwords at rest, or several separated
+                            by commas, newest first, during a rotation (`manage.py secrets_rotate`);
+                            else read from var/secrets.key (one key a line, written by `make run`);
+                            required unless DJANGO_DEBUG=1. Nothing but `make run` creates a key.
   VMPORTAL_INVENTORY_REFRESH_SECONDS  period of the full inventory refresh (queued by
                             `manage.py watch_hosts`), default 300
   VMPORTAL_MAX_OUTGOING / VMPORTAL_MAX_INCOMING  migrations running at once out of / into one
@@ -27,8 +38,8 @@ import os
 from pathlib import Path
 
 import dj_database_url
-from cryptography.fernet import Fernet
-from django.core.exceptions import ImproperlyConfigured
+
+from . import keys, origins
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
@@ -38,38 +49,24 @@ def _env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
 
-def _dev_secrets_key(path: Path) -> str:
-    """Read the development Fernet key, creating it (mode 0600) on first use."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_text().strip()
-    with os.fdopen(fd, "w") as handle:
-        key = Fernet.generate_key().decode()
-        handle.write(key + "\n")
-    return key
-
-
 DEBUG = os.environ.get("DJANGO_DEBUG", "") == "1"
 
-SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
-if not SECRET_KEY:
-    if not DEBUG:
-        raise ImproperlyConfigured("Set DJANGO_SECRET_KEY (or DJANGO_DEBUG=1 for development).")
-    SECRET_KEY = "dev-only-insecure-secret-key-do-not-use-in-production"
+SECRET_KEY = keys.secret_key(VAR_DIR, debug=DEBUG)
+# Newest first, comma-separated: encryption uses the first, decryption tries each (core.encryption).
+VMPORTAL_SECRETS_KEY = keys.secrets_keys(VAR_DIR, debug=DEBUG)
 
-VMPORTAL_SECRETS_KEY = os.environ.get("VMPORTAL_SECRETS_KEY", "")
-if not VMPORTAL_SECRETS_KEY:
-    if not DEBUG:
-        raise ImproperlyConfigured(
-            "Set VMPORTAL_SECRETS_KEY to a Fernet key "
-            "(python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')."
-        )
-    VMPORTAL_SECRETS_KEY = _dev_secrets_key(VAR_DIR / "secrets.key")
+# Served over TLS (directly or behind the documented reverse proxy): HSTS, secure cookies, redirect.
+HTTPS = os.environ.get("DJANGO_HTTPS", "") == "1"
 
 ALLOWED_HOSTS = _env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = _env_list("DJANGO_CSRF_TRUSTED_ORIGINS", "")
+# Exact scheme://host:port origins a websocket may come from (vmportal/origins.py). By default each
+# allowed host at the port the ASGI server listens on (VMPORTAL_HTTP_PORT, 8000 for `make run`),
+# plus the CSRF trusted origins.
+VMPORTAL_HTTP_PORT = int(os.environ.get("VMPORTAL_HTTP_PORT", "8000"))
+VMPORTAL_SITE_ORIGINS = _env_list("VMPORTAL_SITE_ORIGINS", "") or origins.default_site_origins(
+    allowed_hosts=ALLOWED_HOSTS, port=VMPORTAL_HTTP_PORT, https=HTTPS, trusted=CSRF_TRUSTED_ORIGINS
+)
 
 INSTALLED_APPS = [
     "daphne",
@@ -168,7 +165,15 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = DEBUG
 
 SESSION_COOKIE_HTTPONLY = True
-SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = os.environ.get("DJANGO_SECURE_COOKIES", "") == "1"
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = HTTPS or os.environ.get("DJANGO_SECURE_COOKIES", "") == "1"
+if HTTPS:
+    SECURE_SSL_REDIRECT = True
+    SECURE_HSTS_SECONDS = int(os.environ.get("DJANGO_HSTS_SECONDS", str(365 * 24 * 3600)))
+    # The portal's own name and the names below it: nothing under a portal's name serves plain HTTP.
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = os.environ.get("DJANGO_HSTS_PRELOAD", "1") == "1"
+    # The reverse proxy terminates TLS and must set (and overwrite) X-Forwarded-Proto.
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_SAMESITE = "Lax"
 X_FRAME_OPTIONS = "DENY"
@@ -185,6 +190,10 @@ CHANNEL_LAYERS = {
         "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 30}]},
     },
 }
+
+# An open websocket checks its session and role again this often (and at once on logout or a role
+# change), closing when either is gone (core.socket_access).
+VMPORTAL_WS_RECHECK_SECONDS = 5.0
 
 RQ_QUEUES = {
     "default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 600},

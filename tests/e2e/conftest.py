@@ -147,7 +147,9 @@ def portal(portal_template, redis_url, tmp_path_factory):
     with redis.Redis.from_url(redis_url) as client:
         client.flushall()
     port = free_port()
-    env = {**portal_template.env, "DATABASE_URL": f"sqlite:///{workdir / 'portal.sqlite3'}"}
+    # The port makes the site's origin: websockets from any other origin are refused.
+    env = {**portal_template.env, "DATABASE_URL": f"sqlite:///{workdir / 'portal.sqlite3'}",
+           "VMPORTAL_HTTP_PORT": str(port)}
     portal = Portal(url=f"http://127.0.0.1:{port}", env=env, workdir=workdir)
     logs = {name: open(workdir / f"{name}.log", "w") for name in ("daphne", "worker")}
     procs = [

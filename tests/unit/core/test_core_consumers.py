@@ -130,16 +130,60 @@ def test_rolled_back_change_is_not_broadcast(viewer):
     assert async_to_sync(scenario)() is True
 
 
-def test_asgi_app_rejects_foreign_origin(settings):
+def _asgi_connect(path, origin: bytes | None):
     from vmportal.asgi import application
 
     async def scenario():
-        comm = WebsocketCommunicator(application, "/ws/inventory/", headers=[(b"origin", b"http://evil.example")])
-        connected, _ = await comm.connect()
+        headers = [(b"origin", origin)] if origin is not None else []
+        comm = WebsocketCommunicator(application, path, headers=headers)
+        connected, code = await comm.connect()
         await comm.disconnect()
-        return connected
+        return connected, code
 
-    assert async_to_sync(scenario)() is False
+    return async_to_sync(scenario)()
+
+
+@pytest.mark.parametrize("origin", [
+    b"http://evil.example",
+    b"http://127.0.0.1:9999",  # right host, wrong port
+    b"https://127.0.0.1",  # right host, wrong scheme and port
+    b"https://127.0.0.1:8000",  # right host and port, wrong scheme
+    b"http://127.0.0.1:8000.evil.example",
+    b"http://127.0.0.1:99999",
+    b"null",
+    None,
+])
+def test_asgi_app_refuses_any_origin_but_the_exact_site_origin(origin):
+    connected, _ = _asgi_connect("/ws/inventory/", origin)
+    assert connected is False
+
+
+@pytest.mark.parametrize("origin", [b"http://127.0.0.1:8000", b"http://LOCALHOST:8000", b"http://[::1]:8000"])
+def test_asgi_app_lets_the_site_origin_through_to_the_role_check(origin):
+    # Past the origin check an anonymous socket reaches the consumer, which closes it with 4401.
+    connected, code = _asgi_connect("/ws/inventory/", origin)
+    assert connected is False and code == 4401
+
+
+@pytest.mark.parametrize("path", ["/ws/nowhere/", "/ws/jobs/99999999999999999999/", "/ws/jobs/0/",
+                                  "/ws/migrations/9223372036854775808/", "/ws/evacuations/x/"])
+def test_unknown_or_out_of_range_websocket_paths_are_closed_cleanly(path, caplog):
+    connected, code = _asgi_connect(path, b"http://127.0.0.1:8000")
+    assert connected is False and code == 4404
+    assert "Traceback" not in caplog.text and "No route found" not in caplog.text
+
+
+def test_site_origins_follow_the_https_setting_and_configured_list():
+    from vmportal.origins import SiteOriginValidator, default_site_origins
+
+    https = default_site_origins(allowed_hosts=["portal.example", "*", ".wild.example"], port=8000, https=True,
+                                 trusted=["https://alt.example:8443"])
+    assert https == ["https://portal.example:443", "https://alt.example:8443"]
+    validator = SiteOriginValidator(None, https)
+    assert validator.origin_allowed([(b"origin", b"https://portal.example")])
+    assert not validator.origin_allowed([(b"origin", b"http://portal.example")])
+    assert not validator.origin_allowed([(b"origin", b"https://alt.example")])
+    assert not validator.origin_allowed([(b"origin", b"https://portal.example"), (b"origin", b"https://portal.example")])
 
 
 def test_an_event_for_a_page_that_just_closed_is_dropped_not_raised():
