@@ -1,7 +1,6 @@
 """Settings come from the environment; production refuses to start without its secrets."""
 
 import os
-import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -28,14 +27,95 @@ def load_settings(env: dict, cwd: Path = PROJECT):
     )
 
 
-def test_production_requires_secret_key():
-    proc = load_settings({"DATABASE_URL": "sqlite:///:memory:"})
+def settings_copy(tmp_path: Path) -> Path:
+    """A project with only the vmportal package, so a test's var/ is its own, never the real one."""
+    import shutil
+
+    project = tmp_path / "proj"
+    shutil.copytree(PROJECT / "vmportal", project / "vmportal", ignore=shutil.ignore_patterns("__pycache__"))
+    return project
+
+
+def run_in_copy(project: Path, env: dict, code: str):
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "VMPORTAL_", "DATABASE_URL", "REDIS_URL"))}
+    clean.update(env, DJANGO_SETTINGS_MODULE="vmportal.settings", PYTHONPATH=str(project))
+    return subprocess.run([sys.executable, "-c", code], env=clean, cwd=project, capture_output=True, text=True, timeout=60)
+
+
+KEYS = "import json; import vmportal.settings as s; print(json.dumps({'secret': s.SECRET_KEY, 'keys': s.VMPORTAL_SECRETS_KEY}))"
+FERNET_A = "z6JPtstxHfaMV7NFepwL8yGIC5bwXXxq9zYOZ4x5a9c="
+FERNET_B = "2Jv4y4m3nq8h8kq7P9C3y0T2q1E5k6L7m8N9o0P1q2Q="
+
+
+def test_production_requires_secret_key(tmp_path):
+    proc = run_in_copy(settings_copy(tmp_path), {"DATABASE_URL": "sqlite:///:memory:"}, KEYS)
     assert proc.returncode != 0 and "DJANGO_SECRET_KEY" in proc.stderr
 
 
-def test_production_requires_secrets_key():
-    proc = load_settings({"DJANGO_SECRET_KEY": "k", "DATABASE_URL": "sqlite:///:memory:"})
+def test_production_requires_secrets_key(tmp_path):
+    proc = run_in_copy(settings_copy(tmp_path), {"DJANGO_SECRET_KEY": "k", "DATABASE_URL": "sqlite:///:memory:"}, KEYS)
     assert proc.returncode != 0 and "VMPORTAL_SECRETS_KEY" in proc.stderr
+
+
+def test_keys_fall_back_to_the_files_make_run_wrote(tmp_path):
+    import json
+
+    project = settings_copy(tmp_path)
+    (project / "var").mkdir()
+    (project / "var" / "secret_key").write_text("from-the-file\n")
+    (project / "var" / "secrets.key").write_text(f"{FERNET_A}\n{FERNET_B}\n")  # a rotation: new key first
+    proc = run_in_copy(project, {"DATABASE_URL": "sqlite:///:memory:"}, KEYS)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {"secret": "from-the-file", "keys": f"{FERNET_A},{FERNET_B}"}
+    # The environment wins over the files.
+    proc = run_in_copy(project, {"DATABASE_URL": "sqlite:///:memory:", "DJANGO_SECRET_KEY": "env",
+                                 "VMPORTAL_SECRETS_KEY": FERNET_B}, KEYS)
+    assert json.loads(proc.stdout) == {"secret": "env", "keys": FERNET_B}
+
+
+def test_manage_py_says_in_one_line_what_to_set_when_a_key_is_missing(tmp_path):
+    import shutil
+
+    project = settings_copy(tmp_path)
+    shutil.copy(PROJECT / "manage.py", project / "manage.py")
+    for env, name in (({}, "DJANGO_SECRET_KEY"), ({"DJANGO_SECRET_KEY": "k"}, "VMPORTAL_SECRETS_KEY"),
+                      ({"DJANGO_SECRET_KEY": "k", "VMPORTAL_SECRETS_KEY": "not-a-key"}, "not a Fernet key")):
+        clean = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "VMPORTAL_", "DATABASE_URL"))}
+        clean.update(env, DATABASE_URL="sqlite:///:memory:", PYTHONPATH=str(project))
+        proc = subprocess.run([sys.executable, "manage.py", "check"], env=clean, cwd=project, capture_output=True,
+                              text=True, timeout=60)
+        assert proc.returncode == 1
+        assert name in proc.stderr and "Traceback" not in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not (project / "var" / "secret_key").exists() and not (project / "var" / "secrets.key").exists()
+
+
+def test_https_mode_turns_on_hsts_secure_cookies_redirect_and_proxy_header_and_check_deploy_is_clean():
+    import secrets
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "VMPORTAL_", "DATABASE_URL", "REDIS_URL"))}
+    env.update(DJANGO_HTTPS="1", DJANGO_SECRET_KEY=secrets.token_urlsafe(50), VMPORTAL_SECRETS_KEY=FERNET_A,
+               DATABASE_URL="sqlite:///:memory:", DJANGO_ALLOWED_HOSTS="portal.example", PYTHONPATH=str(PROJECT))
+    proc = subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+                          env=env, cwd=PROJECT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "no issues" in proc.stdout
+    code = ("import json; import django; django.setup(); from django.conf import settings as s; "
+            "print(json.dumps([s.SECURE_HSTS_SECONDS, s.SESSION_COOKIE_SECURE, s.CSRF_COOKIE_SECURE, "
+            "s.SECURE_SSL_REDIRECT, list(s.SECURE_PROXY_SSL_HEADER), s.VMPORTAL_SITE_ORIGINS]))")
+    proc = subprocess.run([sys.executable, "-c", code], env={**env, "DJANGO_SETTINGS_MODULE": "vmportal.settings"},
+                          cwd=PROJECT, capture_output=True, text=True, timeout=60)
+    import json
+
+    hsts, session_secure, csrf_secure, redirect, header, origins = json.loads(proc.stdout)
+    assert hsts >= 31536000 and session_secure and csrf_secure and redirect
+    assert header == ["HTTP_X_FORWARDED_PROTO", "https"]
+    assert origins == ["https://portal.example:443"]
+    # Without it, check --deploy names what is missing.
+    plain = {k: v for k, v in env.items() if k != "DJANGO_HTTPS"}
+    proc = subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+                          env=plain, cwd=PROJECT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "SECURE_HSTS_SECONDS" in proc.stderr + proc.stdout
 
 
 def test_environment_drives_database_redis_and_hosts():
@@ -61,28 +141,19 @@ def test_environment_drives_database_redis_and_hosts():
     assert s["hosts"] == ["portal.example", "10.0.0.5"]
 
 
-def test_debug_defaults_sqlite_in_var_and_generates_secrets_key_once(tmp_path):
+def test_debug_defaults_sqlite_in_var_and_never_writes_a_key(tmp_path):
     import json
-    import shutil
 
-    # Run from a copy of the settings module so the test never touches the real var/.
-    project = tmp_path / "proj"
-    (project / "vmportal").mkdir(parents=True)
-    shutil.copy(PROJECT / "vmportal" / "settings.py", project / "vmportal" / "settings.py")
-    (project / "vmportal" / "__init__.py").write_text("")
-    env = {"DJANGO_DEBUG": "1"}
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "VMPORTAL_", "DATABASE_URL", "REDIS_URL"))}
-    clean.update(env, DJANGO_SETTINGS_MODULE="vmportal.settings", PYTHONPATH=f"{project}")
+    project = settings_copy(tmp_path)
     code = (
         "import json; import vmportal.settings as s; "
         "print(json.dumps({'db': str(s.DATABASES['default']['NAME']), 'key': s.VMPORTAL_SECRETS_KEY, 'redis': s.REDIS_URL, 'debug': s.DEBUG}))"
     )
-    first = subprocess.run([sys.executable, "-c", code], env=clean, cwd=project, capture_output=True, text=True, timeout=60)
-    assert first.returncode == 0, first.stderr
-    second = subprocess.run([sys.executable, "-c", code], env=clean, cwd=project, capture_output=True, text=True, timeout=60)
-    a, b = json.loads(first.stdout), json.loads(second.stdout)
-    key_file = project / "var" / "secrets.key"
+    proc = run_in_copy(project, {"DJANGO_DEBUG": "1"}, code)
+    assert proc.returncode == 0, proc.stderr
+    a = json.loads(proc.stdout)
     assert a["debug"] is True and a["redis"] == "redis://127.0.0.1:6390/0"
     assert a["db"] == str(project / "var" / "vmportal.sqlite3")
-    assert a["key"] == b["key"] == key_file.read_text().strip()
-    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert a["key"]  # the development key
+    # Only `make run` creates keys.
+    assert not (project / "var" / "secrets.key").exists() and not (project / "var" / "secret_key").exists()
