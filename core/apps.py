@@ -6,7 +6,7 @@ class CoreConfig(AppConfig):
     verbose_name = "VMPortal core (jobs, audit, roles, live events)"
 
     def ready(self):
-        from . import converters, socket_access
+        from . import ids, socket_access
 
-        converters.register()
+        ids.register()
         socket_access.connect_receivers()

@@ -6,6 +6,7 @@ from __future__ import annotations
 from django import forms
 from django.core.exceptions import ValidationError
 
+from core.ids import IdModelChoiceField
 from hosts.models import Host
 from storage.choices import ShareStatusChoices
 from storage.models import Share
@@ -79,7 +80,7 @@ class MigrationOptionsForm(forms.Form):
         choices=TIMEOUT_ACTION_CHOICES, widget=forms.RadioSelect, initial=TimeoutAction.ABORT.value, label="When the timeout is reached"
     )
     # Pre-selected destination (migrate back); the plan still checks every candidate.
-    destination = forms.ModelChoiceField(queryset=Host.objects.all(), required=False, widget=forms.HiddenInput)
+    destination = IdModelChoiceField(queryset=Host.objects.all(), required=False, widget=forms.HiddenInput)
 
     options: MigrationOptions
 
@@ -144,14 +145,14 @@ class ColdMigrationForm(forms.Form):
     inventory, or a combination that moves nothing, is refused with what to do instead.
     """
 
-    destination = forms.ModelChoiceField(
+    destination = IdModelChoiceField(
         queryset=Host.objects.none(), widget=forms.RadioSelect, label="Destination host",
         error_messages={
             "required": "Choose the host the guest should be defined on.",
             "invalid_choice": "That host is not in the inventory (any more): choose one from the list.",
         },
     )
-    share = forms.ModelChoiceField(
+    share = IdModelChoiceField(
         queryset=Share.objects.none(), required=False, blank=True, widget=forms.RadioSelect, label="Storage for its disks",
         empty_label=OWN_STORAGE_LABEL,
         error_messages={"invalid_choice": "That share is not in the inventory (any more): choose one from the list."},

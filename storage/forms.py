@@ -1,6 +1,7 @@
 from django import forms
 from django.core.exceptions import ValidationError
 
+from core.ids import IdModelChoiceField, IdModelMultipleChoiceField
 from hosts.models import Host
 
 from .choices import NfsVersionChoices, ServerImplChoices
@@ -8,12 +9,12 @@ from .services import inventory_hosts
 from .validation import DEFAULT_OPTIONS, validate_share_request
 
 
-class _HostChoice(forms.ModelChoiceField):
+class _HostChoice(IdModelChoiceField):
     def label_from_instance(self, obj):
         return f"{obj.name} ({obj.address})"
 
 
-class _HostMultiChoice(forms.ModelMultipleChoiceField):
+class _HostMultiChoice(IdModelMultipleChoiceField):
     def label_from_instance(self, obj):
         return f"{obj.name} ({obj.address})"
 

@@ -120,3 +120,20 @@ def test_cli_refuses_with_status_2_before_any_command(overrides, nfs_fleet, unto
         call_command("nfs_setup", *cli_args(**overrides), "--yes")
     assert caught.value.returncode == 2 and "Nothing was run" in str(caught.value)
     assert_nothing_ran(nfs_fleet, untouched)
+
+
+@pytest.mark.parametrize("field,value", [
+    ("clients", ["99999999999999999999"]), ("clients", ["9223372036854775808"]), ("clients", ["0"]),
+    ("server", "99999999999999999999"), ("server", "-1"),
+])
+def test_form_refuses_an_out_of_range_host_id_as_a_form_error(field, value, admin_client, nfs_fleet, untouched,
+                                                              django_capture_on_commit_callbacks):
+    ids = {h.name: h.pk for h in Host.objects.all()}
+    data = {**base(), "server": ids["h3"], "clients": [ids["h1"]], field: value}
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(reverse("storage:share_create"), data)
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "Please correct the fields marked below." in page
+    assert "Select a valid choice" in page or "is not a valid value" in page
+    assert_nothing_ran(nfs_fleet, untouched)
