@@ -17,10 +17,14 @@ class Actor:
     user: AbstractBaseUser | None = None
     source_ip: str | None = None
     request_id: str = ""
+    # Who acts when it is neither a user nor the system (e.g. "anonymous" for a login lockout).
+    name: str = ""
 
     @property
     def label(self) -> str:
-        return self.user.get_username() if self.user is not None else SYSTEM_LABEL
+        if self.user is not None:
+            return self.user.get_username()
+        return self.name or SYSTEM_LABEL
 
     @classmethod
     def system(cls) -> Actor:

@@ -12,6 +12,9 @@ Environment variables (all optional in development, see each one below):
                             subdomains; DJANGO_HSTS_PRELOAD=0 drops preload), secure cookies, HTTP
                             redirected to HTTPS, and X-Forwarded-Proto: https from the reverse
                             proxy trusted (the proxy must set it)
+  VMPORTAL_LOGIN_FAILURE_LIMIT  failed logins for one user name or from one address before both
+                            are locked out, default 5
+  VMPORTAL_LOGIN_LOCKOUT_MINUTES  how long a lockout lasts, default 15
   VMPORTAL_HTTP_PORT        port the ASGI server listens on, default 8000 (`make run`)
   VMPORTAL_SITE_ORIGINS     comma-separated exact origins (scheme://host:port) websockets may
                             come from; default: each allowed host on VMPORTAL_HTTP_PORT (https
@@ -35,6 +38,7 @@ Environment variables (all optional in development, see each one below):
 """
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -76,6 +80,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "axes",
     "channels",
     "django_rq",
     "core",
@@ -96,7 +101,23 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "core.middleware.RequestIdMiddleware",
     "core.middleware.ContentSecurityPolicyMiddleware",
+    # Last, as django-axes asks: turns a locked-out login into the login page saying so.
+    "axes.middleware.AxesMiddleware",
 ]
+
+# Login throttling (django-axes, core/login_throttle.py): after AXES_FAILURE_LIMIT failed logins for
+# one user name, or from one address, both are refused for AXES_COOLOFF_TIME or until an admin
+# runs `manage.py axes_reset_username NAME` / `axes_reset_ip ADDRESS` / `axes_reset`.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = int(os.environ.get("VMPORTAL_LOGIN_FAILURE_LIMIT", "5"))
+AXES_COOLOFF_TIME = timedelta(minutes=int(os.environ.get("VMPORTAL_LOGIN_LOCKOUT_MINUTES", "15")))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # each on its own, not the pair
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "core.login_throttle.client_ip"
+AXES_LOCKOUT_CALLABLE = "core.login_throttle.lockout_response"
 
 ROOT_URLCONF = "vmportal.urls"
 WSGI_APPLICATION = "vmportal.wsgi.application"
