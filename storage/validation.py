@@ -34,6 +34,13 @@ SYSTEM_TREES = (
     "/etc", "/usr", "/proc", "/sys", "/dev", "/boot", "/bin", "/sbin", "/lib", "/lib32", "/lib64",
     "/libx32", "/run", "/var/run", "/tmp", "/var/tmp", "/var/lib/nfs", "/etc/ganesha",
 )
+# Users' homes: exporting /root/.ssh or /home/alice hands out logins and keys (the portal's own
+# SSH login to the host among them), and changing their owner would break those logins.
+HOME_TREES = ("/root", "/home")
+# Top-level directories the system's layout gives a meaning to: not themselves, but a directory
+# below them (/srv/vmstore, /mnt/vmstore). Any other new top-level directory, like the recipe's
+# /nfsdata, is a directory of its own and fine.
+SHARED_TOP_LEVEL = ("/srv", "/mnt", "/media", "/opt", "/var", "/snap", "/nix", "/cdrom", "/efi")
 
 # Export options we understand, by what they decide; two from one group contradict each other.
 _OPTION_GROUPS = {
@@ -47,14 +54,21 @@ _OPTION_GROUPS = {
     "crossmnt": ("crossmnt",),
 }
 _FLAG_GROUP = {flag: group for group, flags in _OPTION_GROUPS.items() for flag in flags}
-_VALUE_OPTION_RE = re.compile(r"(anonuid|anongid)=([0-9]{1,10})\Z|sec=((?:sys|krb5|krb5i|krb5p)(?::(?:sys|krb5|krb5i|krb5p))*)\Z")
+_VALUE_OPTION_RE = re.compile(r"(anonuid|anongid)=([0-9]+)\Z|sec=((?:sys|krb5|krb5i|krb5p)(?::(?:sys|krb5|krb5i|krb5p))*)\Z")
+# uid_t and gid_t are 32-bit and (uid_t)-1 = 4294967295 means "no id": the largest real id is one less.
+MAX_ANON_ID = 2**32 - 2
 # Choices that widen access: accepted only with an explicit confirmation.
 RISK_NO_ROOT_SQUASH = "no_root_squash"
+RISK_ANON_ROOT = "anon_root"
 RISK_EVERYONE = "everyone"
 RISK_MESSAGES = {
     RISK_NO_ROOT_SQUASH: (
         "no_root_squash lets root on any allowed client act as root on the exported files "
         "(change owners, read every image)."
+    ),
+    RISK_ANON_ROOT: (
+        "anonuid=0 or anongid=0 maps squashed users to root: root on any allowed client stays root on the "
+        "exported files, the same as no_root_squash (with all_squash, every client user becomes root)."
     ),
     RISK_EVERYONE: "'*' lets any machine that can reach the server mount the export, not just your hosts.",
 }
@@ -152,8 +166,14 @@ def path_problem(value: object, *, what: str) -> str | None:
     for tree in ("/", *SYSTEM_TREES):
         if value == tree or (tree != "/" and value.startswith(tree + "/")):
             return f"{value} is a system directory; choose a directory of its own, e.g. /srv/vmstore."
-    if len(parts) < 2:
-        return f"{value} is a top-level directory; use a directory of its own below it, e.g. {value}/vmstore."
+    for tree in HOME_TREES:
+        if value == tree or value.startswith(tree + "/"):
+            return f"{value} is in users' home directories (logins, SSH keys); choose a directory of its own, e.g. /srv/vmstore."
+    hidden = next((part for part in parts if part.startswith(".")), None)
+    if hidden:
+        return f"{value} goes through the hidden directory {hidden} (dot-directories hold users' keys and settings); choose a directory of its own, e.g. /srv/vmstore."
+    if value in SHARED_TOP_LEVEL:
+        return f"{value} is a top-level directory the whole system shares; use a directory of its own below it, e.g. {value}/vmstore."
     return None
 
 
@@ -185,6 +205,8 @@ def parse_export_options(text: object) -> tuple[ExportOptions | None, list[str]]
             name = match.group(1) or "sec"
             if name in values:
                 problems.append(f"'{name}=' is given twice.")
+            elif match.group(2) is not None and (len(match.group(2)) > 10 or int(match.group(2)) > MAX_ANON_ID):
+                problems.append(f"{name}={match.group(2)[:20]} is not a user or group id: ids go from 0 to {MAX_ANON_ID}.")
             values[name] = match.group(2) or match.group(3)
             continue
         shown = token if token.isprintable() and len(token) <= 40 else repr(token[:40])
@@ -325,6 +347,8 @@ def validate_share_request(
     risks = []
     if parsed_options is not None and parsed_options.has("no_root_squash"):
         risks.append(RISK_NO_ROOT_SQUASH)
+    if parsed_options is not None and "0" in (parsed_options.value("anonuid"), parsed_options.value("anongid")):
+        risks.append(RISK_ANON_ROOT)
     if any(spec.kind == "everyone" for spec in specs):
         risks.append(RISK_EVERYONE)
     if risks and not confirm_risky and not errors:

@@ -25,14 +25,16 @@ HOSTILE_PATHS = [
     "/srv/a\ntouch /tmp/pwned", "/srv/a\rb", "/srv/a\x00b", "/srv/a|b", "/srv/a&&b", "/srv/a>b", "/srv/*", "/srv/a#b",
     "/", "//", "/etc", "/etc/ganesha", "/usr", "/usr/share/x", "/proc", "/proc/self", "/sys/kernel", "/dev", "/dev/shm/x",
     "/boot", "/bin", "/sbin/x", "/lib", "/lib64", "/lib/modules", "/run/x", "/tmp/x", "/srv", "/mnt", "-rf", "--help",
-    "/srv/x y", "/srv/\u202ex", "/srv/" + "a" * 300,
+    "/srv/x y", "/srv/\u202ex", "/srv/" + "a" * 300, "/root", "/root/.ssh", "/home/alice", "/srv/alice/.ssh",
 ]
 HOSTILE_FIELDS = (
     [("export_path", p) for p in HOSTILE_PATHS]
     + [("mount_path", p) for p in HOSTILE_PATHS]
     + [("options", o) for o in (
         "rw,sync;touch /tmp/pwned", "rw,$(reboot)", "rw,`id`", "rw\nsync", "rw,fsid=0", "rw) *(rw,no_root_squash", "rw,anonuid=0;x",
-        "", "rw,ro", "no_root_squash",  # the last: risky without the confirmation
+        "", "rw,ro", "no_root_squash",  # risky without the confirmation
+        "rw,root_squash,anonuid=0", "rw,anongid=0", "rw,all_squash,anonuid=0,anongid=0",  # as risky as no_root_squash
+        "rw,anonuid=9999999999", "rw,anongid=4294967295",  # not ids
     )]
     + [("export_to", e) for e in (
         "evil.example.com", "10.0.0.0/24;touch /tmp/pwned", "0.0.0.0/0", "*", "h1(rw,no_root_squash)", "$(id)", "h1\nh2",
@@ -109,7 +111,9 @@ def cli_args(**overrides) -> list[str]:
 CLI_CASES = (
     [{"export": p} for p in HOSTILE_PATHS if not p.startswith("-")]
     + [{"mount": p} for p in HOSTILE_PATHS[:20]]
-    + [{"options": "rw;reboot"}, {"options": "rw,no_root_squash"}, {"export_to": "*"}, {"export_to": "evil.example.com"},
+    + [{"export": "/root/.ssh"}, {"export": "/home/alice"}, {"mount": "/root/.ssh"}, {"mount": "/home/alice/.config"}]
+    + [{"options": "rw;reboot"}, {"options": "rw,no_root_squash"}, {"options": "rw,anonuid=0"}, {"options": "rw,anongid=0"},
+       {"options": "rw,anonuid=9999999999"}, {"export_to": "*"}, {"export_to": "evil.example.com"},
        {"clients": "h1,h3"}, {"clients": "nosuch"}, {"server": "nosuch"}, {"nfs_version": "9"}]
 )
 

@@ -11,7 +11,9 @@ INVENTORY = [InventoryHost("srv", "192.0.2.10"), InventoryHost("kvm1", "192.0.2.
              InventoryHost("far", "198.51.100.7")]
 CLIENTS = INVENTORY[1:3]
 
-GOOD_PATHS = ["/srv/vmstore", "/srv/vm-store_1.d", "/mnt/nfs/vmstore", "/var/lib/libvirt/images-nfs", "/data/a/b/c", "/home/vm"]
+# /nfsdata: the recipe's own layout (a new top-level directory that is not a system tree).
+GOOD_PATHS = ["/srv/vmstore", "/srv/vm-store_1.d", "/mnt/nfs/vmstore", "/var/lib/libvirt/images-nfs", "/data/a/b/c", "/nfsdata",
+              "/vmstore", "/srv/a.b"]
 BAD_PATHS = [
     ("", "absolute path"), ("srv/vmstore", "absolute path"), ("./srv", "absolute path"), ("/srv/../etc", "'..'"),
     ("/srv/a b", "a space"), ("/srv/a\tb", "a tab"), ("/srv/a\nb", "a newline"), ("/srv/it's", "a quote"), ('/srv/"x"', "a quote"),
@@ -22,7 +24,10 @@ BAD_PATHS = [
     ("/usr", "system directory"), ("/usr/local/vm", "system directory"), ("/proc/1", "system directory"), ("/sys/x", "system directory"),
     ("/dev/shm/x", "system directory"), ("/boot/x", "system directory"), ("/bin/x", "system directory"), ("/sbin", "system directory"),
     ("/lib", "system directory"), ("/lib64/x", "system directory"), ("/lib32/x", "system directory"), ("/run/x", "system directory"),
-    ("/tmp/x", "system directory"), ("/var/tmp/x", "system directory"), ("/srv", "top-level"), ("/mnt", "top-level"), ("/home", "top-level"),
+    ("/tmp/x", "system directory"), ("/var/tmp/x", "system directory"), ("/srv", "top-level"), ("/mnt", "top-level"), ("/var", "top-level"),
+    ("/opt", "top-level"), ("/home", "home directories"), ("/home/alice", "home directories"), ("/home/vm", "home directories"),
+    ("/root", "home directories"), ("/root/.ssh", "home directories"), ("/srv/alice/.ssh", "hidden directory .ssh"),
+    ("/data/.config/vm", "hidden directory .config"), ("/.nfs", "hidden directory"),
     ("/" + "a" * 250, "longer than"), (None, "absolute path"), (42, "absolute path"),
 ]
 
@@ -53,6 +58,10 @@ OPTIONS = [
     ("rw,$(reboot)", None, "Unknown export option"),
     ("rw\nsync", None, "Unknown export option"),
     ("rw,anonuid=-1", None, "Unknown export option"),
+    ("rw,all_squash,anonuid=4294967294,anongid=4294967294", "rw,all_squash,anonuid=4294967294,anongid=4294967294", None),
+    ("rw,anonuid=4294967295", None, "not a user or group id"),  # (uid_t)-1: no id at all
+    ("rw,anonuid=9999999999", None, "not a user or group id"),
+    ("rw,anongid=99999999999999999999", None, "not a user or group id"),
     ("rw,sec=none", None, "Unknown export option"),
     ("rw) *(rw,no_root_squash", None, "Unknown export option"),
 ]
@@ -119,6 +128,9 @@ REQUEST_ERRORS = [
     (dict(server_impl="samba"), "server_impl", "kernel, ganesha"),
     (dict(options="rw,no_root_squash"), "confirm_risky", "no_root_squash lets root"),
     (dict(export_to="*"), "confirm_risky", "any machine"),
+    (dict(options="rw,root_squash,anonuid=0"), "confirm_risky", "anonuid=0 or anongid=0 maps squashed users to root"),
+    (dict(options="rw,all_squash,anongid=0"), "confirm_risky", "the same as no_root_squash"),
+    (dict(options="rw,anonuid=9999999999"), "options", "not a user or group id"),
 ]
 
 
@@ -132,3 +144,10 @@ def test_request_errors_are_keyed_by_field(overrides, field, message):
 def test_risky_choices_pass_with_confirmation():
     req = request(options="rw,no_root_squash", export_to="*", confirm_risky=True)
     assert set(req.risks) == {"no_root_squash", "everyone"}
+    req = request(options="rw,root_squash,anonuid=0,anongid=0", confirm_risky=True)
+    assert req.risks == ("anon_root",)
+
+
+def test_the_recipes_layout_nfsdata_on_both_sides_is_accepted():
+    req = request(export_path="/nfsdata", mount_path="/nfsdata")
+    assert req.export_path == req.mount_path == "/nfsdata"
