@@ -79,6 +79,24 @@ def server_implementation(requested: str, facts: HostFacts) -> tuple[str, str]:
     return KERNEL, "no NFS server is installed; the distribution's kernel NFS server will be"
 
 
+def existing_dir_change(server: HostFacts, export_path: str, ids: tuple[int, int]) -> dict | None:
+    """The owner and mode change the plan would make to a directory that already exists, or None.
+
+    {"host", "path", "before", "after"}, each side as "uid:gid mode". None when the directory
+    does not exist yet (the plan creates it) or already has QEMU's owner and mode 2770."""
+    existing = server.path(export_path)
+    if not existing.exists or not existing.is_dir:
+        return None
+    after = f"{ids[0]}:{ids[1]} {EXPORT_DIR_MODE}"
+    if existing.uid is None or existing.gid is None:
+        before = "unknown (stat said nothing)"
+    else:
+        before = f"{existing.uid}:{existing.gid} {existing.mode.lstrip('0') or '0'}"
+    if before == after:
+        return None
+    return {"host": server.name, "path": export_path, "before": before, "after": after}
+
+
 def pool_name_for(mount_path: str) -> str:
     """A pool name derived from the mount path: /mnt/vmstore → vmportal-mnt-vmstore."""
     return "vmportal" + re.sub(r"[^A-Za-z0-9_.-]", "-", mount_path)[:80]
@@ -315,22 +333,37 @@ def _server_steps(request: ShareRequest, server: HostFacts, impl: str, ids: tupl
 
     uid, gid = ids
     stat_probe = _probe("stat", "-c", "%u:%g %a", export, match=MATCH_EQUALS, value=f"{uid}:{gid} {EXPORT_DIR_MODE}")
+    change = existing_dir_change(server, export, ids)
+    existing = server.path(export)
+    if change is None:
+        title = "Create the export directory for QEMU"
+        why = (
+            f"Owned by QEMU's user and group on the clients ({uid}:{gid}), mode {EXPORT_DIR_MODE}: "
+            "read-write for QEMU, setgid so new images keep the group, nothing for others (never 777)."
+        )
+    else:
+        title = "Give the existing export directory to QEMU"
+        why = (
+            f"{export} exists: owner and mode now {change['before']}, after this step {change['after']} "
+            "(QEMU's user and group on the clients, setgid, nothing for others; never 777). "
+            "Its content is not touched. Applying needs this change confirmed."
+        )
+        notes.append(Note(name, "warning", (
+            f"{export} already exists on {name} with owner:group and mode {change['before']}; applying changes them to "
+            f"{change['after']}. Confirm this change to apply, or choose a new directory."
+        )))
     steps.append(
         Step(
             key=f"{name}:export-dir",
             host=name,
-            title="Create the export directory for QEMU",
-            why=(
-                f"Owned by QEMU's user and group on the clients ({uid}:{gid}), mode {EXPORT_DIR_MODE}: "
-                "read-write for QEMU, setgid so new images keep the group, nothing for others (never 777)."
-            ),
+            title=title,
+            why=why,
             check=(stat_probe,),
             actions=(_cmd("mkdir", "-p", export), _cmd("chown", f"{uid}:{gid}", export), _cmd("chmod", EXPORT_DIR_MODE, export)),
             verify=(stat_probe,),
             hint="Check that the parent directory exists on a local filesystem and that root may write there.",
         )
     )
-    existing = server.path(export)
     if existing.exists and existing.entries:
         notes.append(Note(name, "info", f"{export} already holds {existing.entries} entries; only the directory's own owner and mode change, not its content."))
 
@@ -645,6 +678,8 @@ def build_plan(request: ShareRequest, facts: dict[str, HostFacts], *, stamp: str
         "options": str(request.options),
         "nfs_version": request.nfs_version,
         "export_to": [spec.value for spec in request.export_to],
+        # Set when applying would chown/chmod a directory that exists: applying needs it confirmed.
+        "existing_dir_change": existing_dir_change(server, request.export_path, ids),
     }
     notes: list[Note] = [Note(server.name, "info", f"Server: {'NFS-Ganesha' if impl == GANESHA else 'kernel NFS server'} ({impl_reason}).")]
     for risk in request.risks:

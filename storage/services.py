@@ -201,8 +201,12 @@ def share_plan_request(*, share: Share, actor: Actor, enqueue: bool = True) -> t
             hint="Confirm the host keys first." if problem else "Wait for it to finish.")
 
 
-def share_apply_request(*, setup: ShareSetup, actor: Actor, enqueue: bool = True) -> Job:
-    """Apply a plan the admin has seen: exactly the stored plan runs, as a job."""
+def share_apply_request(*, setup: ShareSetup, actor: Actor, confirm_dir_change: bool = False, enqueue: bool = True) -> Job:
+    """Apply a plan the admin has seen: exactly the stored plan runs, as a job.
+
+    A plan that would change the owner or mode of a directory that already exists (its summary's
+    ``existing_dir_change``, shown before/after on the plan) is refused unless that change is
+    confirmed."""
     with transaction.atomic():
         setup = ShareSetup.objects.select_for_update().select_related("share").get(pk=setup.pk)
         share = setup.share
@@ -214,6 +218,12 @@ def share_apply_request(*, setup: ShareSetup, actor: Actor, enqueue: bool = True
             message = f"Setup #{setup.pk} has been replaced by a newer plan (#{latest.pk})."
         elif share.setups.filter(status=SetupStatusChoices.APPLYING).exists():
             message = f"Another setup of {share} is being applied."
+        hint = "Open the share's latest plan."
+        change = (setup.plan.get("summary") or {}).get("existing_dir_change")
+        if not message and change and not confirm_dir_change:
+            message = (f"Applying setup #{setup.pk} would change the owner and mode of {change['path']}, which already "
+                       f"exists on {change['host']}, from {change['before']} to {change['after']}.")
+            hint = "Confirm that change (the box next to Apply, or --confirm-dir-change), or choose a new directory."
         if not message:
             job = _enqueue(StorageJobKindChoices.APPLY, "storage.jobs.share_apply_job", (setup.pk,), share, APPLY_TIMEOUT_S, actor, enqueue)
             setup.status = SetupStatusChoices.APPLYING
@@ -223,12 +233,13 @@ def share_apply_request(*, setup: ShareSetup, actor: Actor, enqueue: bool = True
             share.status = ShareStatusChoices.CONFIGURING
             share.save(update_fields=["status"])
             audit_record(actor=actor, action="share.apply", result=AuditResultChoices.OK, target=share, job=job,
-                         parameters={"setup": setup.pk, "steps": len(setup.plan.get("steps", []))},
+                         parameters={"setup": setup.pk, "steps": len(setup.plan.get("steps", [])),
+                                     "existing_dir_change": change if change else None},
                          message=f"Applying setup #{setup.pk} of {share}.")
             _changed(share)
             return job
-    _refuse(actor=actor, action="share.apply", target=share, parameters={"setup": setup.pk}, message=message,
-            hint="Open the share's latest plan.")
+    _refuse(actor=actor, action="share.apply", target=share,
+            parameters={"setup": setup.pk, "existing_dir_change": change}, message=message, hint=hint)
 
 
 def share_verify_request(*, share: Share, actor: Actor, enqueue: bool = True) -> Job:

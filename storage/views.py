@@ -166,7 +166,8 @@ class ShareApplyView(AdminRequiredMixin, View):
     def post(self, request, pk, setup_pk):
         setup = get_object_or_404(ShareSetup.objects.select_related("share"), pk=setup_pk, share_id=pk)
         try:
-            services.share_apply_request(setup=setup, actor=Actor.from_request(request))
+            services.share_apply_request(setup=setup, actor=Actor.from_request(request),
+                                         confirm_dir_change=request.POST.get("confirm_dir_change") == "1")
         except services.ServiceRefused as exc:
             messages.error(request, f"{exc.message} {exc.hint}")
         return redirect("storage:share_detail", pk=pk)

@@ -1,7 +1,7 @@
 """`manage.py nfs_setup`: the NFS wizard on the command line, run in this process (no worker).
 
     manage.py nfs_setup --server HOST --export PATH --clients H1,H2 --mount PATH \\
-        [--options rw,sync,root_squash] [--nfs-version 4.1] [--dry-run] [--yes] [--json]
+        [--options rw,sync,root_squash] [--nfs-version 4.1] [--confirm-dir-change] [--dry-run] [--yes] [--json]
 
 Reads the hosts and prints the plan (every command, per host). --dry-run stops there. Otherwise
 it asks before applying (unless --yes), applies exactly that plan and prints the proof grid.
@@ -54,6 +54,9 @@ class Command(BaseCommand):
         parser.add_argument("--export-to", default="", help="Allowed clients: inventory hosts, CIDRs or '*' (default: the clients).")
         parser.add_argument("--server-impl", default="", choices=["", "kernel", "ganesha"], help="Default: detect.")
         parser.add_argument("--confirm-risky", action="store_true", help="Allow no_root_squash or '*' (you have read why not).")
+        parser.add_argument("--confirm-dir-change", action="store_true",
+                            help="Allow the plan to change the owner and mode of an export directory that already exists "
+                                 "(the plan shows before and after).")
         parser.add_argument("--dry-run", action="store_true", help="Print the plan and change nothing.")
         parser.add_argument("--yes", action="store_true", help="Apply without asking.")
         parser.add_argument("--json", action="store_true", help="Print one JSON document instead of text.")
@@ -94,6 +97,12 @@ class Command(BaseCommand):
         if options["dry_run"]:
             report["dry_run"] = True
             return self._finish(report, as_json, None)
+        change = plan.summary.get("existing_dir_change")
+        if change and not options["confirm_dir_change"]:
+            return self._finish(report, as_json, (
+                f"Not applied: {change['path']} already exists on {change['host']}; the plan would change its owner:group and "
+                f"mode from {change['before']} to {change['after']}. Re-run with --confirm-dir-change to allow that, "
+                "or choose a new directory. Nothing was changed."))
         if not options["yes"]:
             if as_json:
                 return self._finish(report, as_json, "Not applied: with --json, pass --yes to apply.")
@@ -105,7 +114,8 @@ class Command(BaseCommand):
                 return self._finish(report, as_json, "Not applied; nothing was changed.")
 
         try:
-            apply_job = services.share_apply_request(setup=setup, actor=actor, enqueue=False)
+            apply_job = services.share_apply_request(setup=setup, actor=actor, enqueue=False,
+                                                     confirm_dir_change=options["confirm_dir_change"])
         except services.ServiceRefused as exc:
             raise CommandError(f"{exc.message} {exc.hint}".strip()) from None
         self._run(share_apply_job, apply_job, setup.pk, echo=not as_json)

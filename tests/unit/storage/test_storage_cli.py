@@ -92,3 +92,17 @@ def test_other_settings_for_an_existing_share_are_refused(nfs_fleet):
     with pytest.raises(CommandError) as caught:
         run("--options", "ro,sync,root_squash", "--dry-run")
     assert caught.value.returncode == 2 and "exists with other settings" in str(caught.value)
+
+
+def test_an_existing_export_directory_is_not_changed_without_confirm_dir_change(nfs_fleet):
+    server = nfs_fleet.hosts["h3"]
+    server.dirs["/srv"] = (0, 0, "755")
+    server.dirs["/srv/vmstore"] = (1000, 1000, "700")
+    with pytest.raises(CommandError) as caught:
+        run("--yes")
+    message = str(caught.value)
+    assert caught.value.returncode == 1 and "Not applied" in message and "--confirm-dir-change" in message
+    assert "1000:1000 700" in message and "0:0 2770" in message
+    assert writes(nfs_fleet) == [] and server.dirs["/srv/vmstore"] == (1000, 1000, "700")
+    out = run("--yes", "--confirm-dir-change")
+    assert "Done: h3:/srv/vmstore is ready." in out and server.dirs["/srv/vmstore"] == (0, 0, "2770")

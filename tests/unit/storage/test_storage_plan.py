@@ -362,3 +362,31 @@ def test_pool_name_and_managed_block():
     assert P.managed_block(text, "mount", "/other") is None
     assert P.foreign_fstab_entries(text + "srv:/x /m nfs defaults 0 0\n", "/m") == ["srv:/x /m nfs defaults 0 0"]
     assert P.foreign_fstab_entries(text, "/m") == []
+
+
+def _plan_with_export_dir(path_facts):
+    facts = world(DEBIAN, "kernel", paths={"/srv/vmstore": path_facts} if path_facts else None)
+    return P.build_plan(request(server_impl="kernel"), facts, stamp=STAMP, token=TOKEN)
+
+
+def test_a_new_export_directory_is_created_without_a_change_to_confirm():
+    plan = _plan_with_export_dir(None)
+    assert plan.summary["existing_dir_change"] is None
+    assert plan.step("srv:export-dir").title == "Create the export directory for QEMU"
+
+
+def test_an_existing_directory_whose_owner_or_mode_would_change_shows_before_and_after():
+    plan = _plan_with_export_dir(PathFacts(exists=True, is_dir=True, uid=0, gid=0, mode="700", entries=2))
+    change = plan.summary["existing_dir_change"]
+    assert change == {"host": "srv", "path": "/srv/vmstore", "before": "0:0 700", "after": "64055:107 2770"}
+    step = plan.step("srv:export-dir")
+    assert "0:0 700" in step.why and "64055:107 2770" in step.why and "confirmed" in step.why
+    warnings = [n.text for n in plan.notes if n.level == "warning"]
+    assert any("0:0 700" in w and "64055:107 2770" in w and "Confirm" in w for w in warnings)
+    # The change survives the plan's JSON form, which is what the apply reads.
+    assert plan_from_json(plan_to_json(plan)).summary["existing_dir_change"] == change
+
+
+def test_an_existing_directory_that_already_belongs_to_qemu_needs_no_confirmation():
+    plan = _plan_with_export_dir(PathFacts(exists=True, is_dir=True, uid=64055, gid=107, mode="2770"))
+    assert plan.summary["existing_dir_change"] is None

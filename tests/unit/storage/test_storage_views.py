@@ -183,3 +183,30 @@ def test_hosts_the_portal_may_not_contact_are_refused(admin_client, nfs_fleet, d
     assert response.status_code == 200 and "may not connect to h2 yet" in response.content.decode()
     assert not Share.objects.exists() and nfs_fleet.all_commands() == []
     assert AuditEvent.objects.filter(action="share.create", result="refused").exists()
+
+
+def test_an_existing_export_directory_changes_owner_and_mode_only_once_confirmed(admin_client, nfs_fleet,
+                                                                                django_capture_on_commit_callbacks):
+    server = nfs_fleet.hosts["h3"]
+    server.dirs["/srv"] = (0, 0, "755")
+    server.dirs["/srv/vmstore"] = (1000, 1000, "700")  # someone's directory already
+    create(admin_client, nfs_fleet, django_capture_on_commit_callbacks)
+    share = Share.objects.get()
+    setup = share.setups.get()
+    page = admin_client.get(reverse("storage:share_detail", args=[share.pk])).content.decode()
+    banner = page.split('id="dir-change"')[1].split("</div>")[0]
+    assert "1000:1000 700" in banner and "0:0 2770" in banner and 'name="confirm_dir_change"' in banner
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(reverse("storage:setup_apply", args=[share.pk, setup.pk]), follow=True)
+    assert "would change the owner and mode of /srv/vmstore" in response.content.decode()
+    setup.refresh_from_db()
+    assert setup.status == SetupStatusChoices.PLANNED and server.dirs["/srv/vmstore"] == (1000, 1000, "700")
+    assert writes(nfs_fleet) == []
+    refused = AuditEvent.objects.get(action="share.apply", result="refused")
+    assert refused.parameters["existing_dir_change"]["before"] == "1000:1000 700"
+
+    with django_capture_on_commit_callbacks(execute=True):
+        admin_client.post(reverse("storage:setup_apply", args=[share.pk, setup.pk]), {"confirm_dir_change": "1"})
+    setup.refresh_from_db()
+    assert setup.status == SetupStatusChoices.SUCCEEDED and server.dirs["/srv/vmstore"] == (0, 0, "2770")
