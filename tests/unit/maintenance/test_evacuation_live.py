@@ -91,4 +91,4 @@ def test_the_portal_routes_the_evacuation_socket():
     from vmportal import asgi
 
     paths = [str(p.pattern) for p in asgi.maintenance_websockets]
-    assert paths == ["ws/evacuations/<int:evacuation_id>/"]
+    assert paths == ["ws/evacuations/<id:evacuation_id>/"]
