@@ -38,8 +38,8 @@ def cooloff_minutes() -> int:
 def lockout_message() -> str:
     return (
         f"Too many failed logins for this user name or from this address: logins are refused for "
-        f"{cooloff_minutes()} minutes. An administrator can unlock now with "
-        "`python manage.py axes_reset_username NAME` (or axes_reset_ip ADDRESS)."
+        f"{cooloff_minutes()} minutes. An administrator can unlock now: "
+        "python manage.py axes_reset_username NAME (or axes_reset_ip ADDRESS)."
     )
 
 

@@ -19,6 +19,45 @@ def test_login_rejects_wrong_password(page, screenshots):
     page.screenshot(path=screenshots / "login.png", full_page=True)
 
 
+def test_a_pages_live_socket_closes_when_its_session_logs_out_elsewhere(page, portal, screenshots):
+    login(page, portal)
+    page.goto("/audit/")
+    expect(page.locator("#live-indicator")).to_have_attribute("data-state", "live")
+    # Log out from a second tab of the same session: the first tab's socket closes at once (well
+    # before the periodic re-check) with "not logged in", and does not reconnect.
+    other = page.context.new_page()
+    other.goto("/audit/")
+    other.click("button:has-text('Log out')")
+    expect(other).to_have_url(re.compile(r"/login/"))
+    expect(page.locator("#live-indicator")).to_have_attribute("data-state", "offline", timeout=3000)
+    page.wait_for_timeout(1500)
+    expect(page.locator("#live-indicator")).to_have_attribute("data-state", "offline")
+    page.screenshot(path=screenshots / "socket-closed-after-logout.png", full_page=True)
+    other.close()
+
+
+def test_login_locks_out_after_repeated_wrong_passwords_and_says_so(page, portal, screenshots):
+    # Another user name than admin's: the other tests of this module log in as admin from this address.
+    portal.manage("shell", "-c", "from django.contrib.auth import get_user_model as U; "
+                                 "U().objects.create_user('lockme', password='a long right passphrase')")
+    page.goto("/login/")
+    for _ in range(5):
+        page.fill("#id_username", "lockme")
+        page.fill("#id_password", "wrong")
+        page.click("button[type=submit]")
+    page.fill("#id_username", "lockme")
+    page.fill("#id_password", "a long right passphrase")
+    page.click("button[type=submit]")
+    expect(page.locator(".alert-error")).to_contain_text("Too many failed logins")
+    expect(page).to_have_url(re.compile(r"/login/"))
+    page.screenshot(path=screenshots / "login-locked-out.png", full_page=True)
+    portal.manage("axes_reset_username", "lockme")
+    page.fill("#id_username", "lockme")
+    page.fill("#id_password", "a long right passphrase")
+    page.click("button[type=submit]")
+    expect(page).not_to_have_url(re.compile(r"/login/"))
+
+
 def test_admin_journey(page, portal, screenshots):
     errors = console_errors(page)
     login(page, portal)
