@@ -8,11 +8,14 @@ is gone.
 """
 
 import asyncio
+import logging
 
 from asgiref.sync import async_to_sync
 from autobahn.exception import Disconnected
+from channels.exceptions import ChannelFull
 from channels.generic.websocket import JsonWebsocketConsumer, WebsocketConsumer
 from django.conf import settings
+from redis.exceptions import RedisError
 
 from .broadcast import AUDIT_GROUP, job_group, job_state_payload, user_group
 from .choices import RoleChoices
@@ -21,6 +24,8 @@ from .roles import user_has_role
 from .socket_access import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED, access_close_code
 
 CLOSE_NOT_FOUND = 4404
+
+logger = logging.getLogger(__name__)
 
 
 class UnknownPathConsumer(WebsocketConsumer):
@@ -46,7 +51,11 @@ class RoleGatedConsumer(JsonWebsocketConsumer):
         while True:
             await asyncio.sleep(settings.VMPORTAL_WS_RECHECK_SECONDS)
             if getattr(self, "joined_group", None) and self.channel_layer is not None:
-                await self.channel_layer.send(self.channel_name, {"type": "access.recheck"})
+                try:
+                    await self.channel_layer.send(self.channel_name, {"type": "access.recheck"})
+                except (RedisError, OSError, ChannelFull) as exc:
+                    # Redis away for a moment: the next tick tries again (the socket's events stop too).
+                    logger.debug("websocket re-check not queued: %s", exc)
 
     def _close_if_access_gone(self) -> None:
         if getattr(self, "closing", False):
