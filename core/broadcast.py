@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 INVENTORY_GROUP = "inventory"
 AUDIT_GROUP = "audit"
+WARNINGS_GROUP = "warnings"  # every open page listens: warnings that must not wait for a reload
 
 
 def job_group(job_id: int) -> str:
@@ -112,3 +113,9 @@ def evacuation_group(evacuation_id: int) -> str:
 def evacuation_status(evacuation_id: int, state: dict[str, Any]) -> None:
     """An evacuation or one of its items changed; ``state`` is maintenance's evacuation payload."""
     _send_on_commit(evacuation_group(evacuation_id), {"type": "evacuation.status", "evacuation": state})
+
+
+def warning_announced(*, title: str, message: str, url: str = "", kind: str = "") -> None:
+    """A warning every open page shows at once (base.html's banner; live.js fills it as text)."""
+    _send_on_commit(WARNINGS_GROUP, {"type": "warning.announced", "warning": {
+        "title": title, "message": message, "url": url, "kind": kind}})

@@ -8,7 +8,7 @@ from asgiref.sync import async_to_sync
 from autobahn.exception import Disconnected
 from channels.generic.websocket import JsonWebsocketConsumer
 
-from .broadcast import AUDIT_GROUP, job_group, job_state_payload
+from .broadcast import AUDIT_GROUP, WARNINGS_GROUP, job_group, job_state_payload
 from .choices import RoleChoices
 from .models import AuditEvent, Job
 from .roles import user_has_role
@@ -91,3 +91,15 @@ class AuditConsumer(RoleGatedConsumer):
 
     def audit_recorded(self, event):
         self.send_json({"type": "audit.recorded", "event_id": event["event_id"]})
+
+
+class WarningConsumer(RoleGatedConsumer):
+    """Every page's banner of live warnings (an overrunning maintenance window, …)."""
+
+    group = WARNINGS_GROUP
+
+    def current_state(self):
+        return {"type": "warnings.state"}
+
+    def warning_announced(self, event):
+        self.send_json({"type": "warning.announced", "warning": event["warning"]})

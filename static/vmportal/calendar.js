@@ -1,0 +1,87 @@
+/* The maintenance calendar page: FullCalendar (vendored, MIT) over the portal's JSON.
+ *
+ * Month, week and list views; events coloured by status (the server sends the colours);
+ * the host filter refetches; an Operator clicks a day to create a window there and drags or
+ * resizes a window that has not started (POST with the CSRF token to the move endpoint, which
+ * runs the same service and validation as the form; a refusal reverts the drag and says why).
+ */
+(function () {
+  "use strict";
+
+  document.addEventListener("DOMContentLoaded", function () {
+    var el = document.getElementById("calendar");
+    if (!el || !window.FullCalendar) return;
+    var hostSelect = document.getElementById("calendar-host");
+    var message = document.getElementById("calendar-message");
+    var canEdit = el.dataset.canEdit === "1";
+    var csrf = el.querySelector("input[name=csrfmiddlewaretoken]");
+
+    function say(text, isError) {
+      if (!message) return;
+      message.textContent = text;
+      message.className = "calendar-message" + (isError ? " error" : "");
+    }
+
+    function moved(info) {
+      var windowId = info.event.extendedProps.window;
+      var url = el.dataset.moveUrl.replace("/0/", "/" + windowId + "/");
+      window.fetch(url, {
+        method: "POST", credentials: "same-origin",
+        headers: { "Content-Type": "application/json", "X-CSRFToken": csrf ? csrf.value : "" },
+        body: JSON.stringify({ start: info.event.start.toISOString(), end: info.event.end.toISOString() })
+      }).then(function (response) {
+        return response.json().then(function (data) { return { ok: response.ok && data.ok, data: data }; });
+      }).then(function (result) {
+        if (result.ok) {
+          say("Moved: " + info.event.title, false);
+          calendar.refetchEvents();
+        } else {
+          info.revert();
+          say((result.data.errors || ["The window could not be moved."]).join(" "), true);
+        }
+      }).catch(function () {
+        info.revert();
+        say("The window could not be moved (no answer from the portal).", true);
+      });
+    }
+
+    var calendar = new window.FullCalendar.Calendar(el, {
+      initialView: "dayGridMonth",
+      // Named zones need a FullCalendar plugin we do not ship: UTC, or the browser's own zone.
+      timeZone: el.dataset.timeZone === "UTC" ? "UTC" : "local",
+      firstDay: 1,
+      height: "auto",
+      nowIndicator: true,
+      headerToolbar: { left: "prev,next today", center: "title", right: "dayGridMonth,timeGridWeek,listMonth" },
+      buttonText: { today: "Today", month: "Month", week: "Week", list: "List" },
+      eventTimeFormat: { hour: "2-digit", minute: "2-digit", hour12: false },
+      displayEventEnd: true,
+      editable: canEdit,
+      eventStartEditable: canEdit,
+      eventDurationEditable: canEdit,
+      events: function (info, success, failure) {
+        var params = new URLSearchParams({ start: info.startStr, end: info.endStr });
+        if (hostSelect && hostSelect.value) params.set("host", hostSelect.value);
+        window.fetch(el.dataset.eventsUrl + "?" + params.toString(), { credentials: "same-origin" })
+          .then(function (r) { if (!r.ok) throw new Error(String(r.status)); return r.json(); })
+          .then(success)
+          .catch(function (e) { say("The calendar could not load its windows.", true); failure(e); });
+      },
+      eventDidMount: function (info) {
+        var p = info.event.extendedProps;
+        info.el.title = info.event.title + " — " + p.statusLabel + (p.atRisk ? " (at risk)" : "");
+        info.el.dataset.status = p.status;
+        info.el.dataset.window = p.window;
+      },
+      dateClick: function (info) {
+        if (!el.dataset.createUrl) return;
+        window.location.href = el.dataset.createUrl + "?date=" + encodeURIComponent(info.dateStr.slice(0, 10));
+      },
+      eventDrop: moved,
+      eventResize: moved
+    });
+    calendar.render();
+    if (hostSelect) hostSelect.addEventListener("change", function () { calendar.refetchEvents(); });
+    window.VMPortalCalendar = calendar;
+  });
+})();
