@@ -38,8 +38,9 @@ def _nonce_page(request, template: str, context: dict) -> HttpResponse:
     """A page using FullCalendar, which injects its stylesheet: allowed by a per-response style nonce."""
     nonce = secrets.token_urlsafe(16)
     response = render(request, template, {**context, "style_nonce": nonce})
+    # Its navigation arrows are an icon font embedded as a data: URL.
     response["Content-Security-Policy"] = CONTENT_SECURITY_POLICY.replace(
-        "style-src 'self'", f"style-src 'self' 'nonce-{nonce}'")
+        "style-src 'self'", f"style-src 'self' 'nonce-{nonce}'") + "; font-src 'self' data:"
     return response
 
 
