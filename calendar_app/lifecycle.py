@@ -77,6 +77,12 @@ def final_status(f: OccurrenceFacts) -> str:
     return S.DONE
 
 
+def _end_soon(f: OccurrenceFacts) -> datetime:
+    """When "may overrun" is said: 15 min before the end, and not before the cutoff (until then the
+    evacuation may still finish in time; a short window hears of it at its end)."""
+    return max(f.end - END_SOON, f.cutoff_at)
+
+
 def next_step(f: OccurrenceFacts, now: datetime) -> Step | None:
     """The step due at ``now`` for an occurrence in the state ``f`` (None: nothing to do yet)."""
     s = f.status
@@ -101,7 +107,7 @@ def next_step(f: OccurrenceFacts, now: datetime) -> Step | None:
             return Step(OVERRUN_WARNING, s, s, flag="warned_end", reason="still being emptied at the end")
         if now >= f.cutoff_at and not f.cut_off:
             return Step(CUTOFF, s, s, flag="cut_off")
-        if now >= f.end - END_SOON and not f.warned_end_soon:
+        if now >= _end_soon(f) and not f.warned_end_soon:
             return Step(END_SOON_WARNING, s, s, flag="warned_end_soon", reason="still being emptied")
         return None
     if s == S.IN_MAINTENANCE:
@@ -112,7 +118,7 @@ def next_step(f: OccurrenceFacts, now: datetime) -> Step | None:
                 # The host still runs guests at its end: everyone hears it, then the window ends.
                 return Step(OVERRUN_WARNING, s, s, flag="warned_end", reason="not empty at the end")
             return Step(END, s, S.RETURNING)
-        if (now >= f.end - END_SOON and not f.warned_end_soon and not f.evacuations_ok
+        if (now >= _end_soon(f) and not f.warned_end_soon and not f.evacuations_ok
                 and f.on_start == OnStartChoices.EVACUATE):
             return Step(END_SOON_WARNING, s, s, flag="warned_end_soon", reason="not empty")
         return None

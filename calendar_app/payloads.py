@@ -57,6 +57,7 @@ def calendar_event(o: dict) -> dict:
         "id": f"{o['window']}-{o['start']}", "title": f"{o['title']} · {', '.join(o['hosts'])}",
         "start": o["start"], "end": o["end"], "url": o["url"], "backgroundColor": colour,
         "borderColor": AT_RISK_COLOUR if o["at_risk"] else colour, "editable": o["editable"],
+        "textColor": "#111827" if o["status"] == S.CANCELLED else "#ffffff",
         "classNames": [f"status-{o['status']}"] + (["at-risk"] if o["at_risk"] else []),
         "extendedProps": {"window": o["window"], "status": o["status"], "statusLabel": o["status_label"],
                           "hosts": o["hosts"], "atRisk": o["at_risk"]},

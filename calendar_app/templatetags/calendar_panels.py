@@ -14,7 +14,8 @@ from django.utils import timezone
 
 from hosts.models import Host
 
-from ..models import MaintenanceWindow
+from ..choices import OCCURRENCE_TERMINAL_STATES
+from ..models import MaintenanceWindow, WindowOccurrence
 from ..payloads import occurrences_between
 
 register = template.Library()
@@ -38,8 +39,8 @@ def windows_soon() -> dict[int, dict]:
     now = timezone.now()
     soon: dict[int, dict] = {}
     for w in MaintenanceWindow.objects.filter(cancelled=False, start__lt=now + SOON).prefetch_related("hosts"):
-        occs = [o for o in occurrences_between(w, now, now + SOON, limit=2) if o["status"] not in ("done", "missed",
-                                                                                                    "cancelled")]
+        occs = [o for o in occurrences_between(w, now, now + SOON, limit=2)
+                if o["status"] not in OCCURRENCE_TERMINAL_STATES]
         if not occs:
             continue
         for h in w.hosts.all():
@@ -56,9 +57,6 @@ def soon_for(soon: dict, host_id: int):
 @register.inclusion_tag("calendar_app/partials/warnings_banner.html")
 def calendar_warnings():
     """Warnings of occurrences that are near or running (the inventory's banner)."""
-    from ..choices import OCCURRENCE_TERMINAL_STATES
-    from ..models import WindowOccurrence
-
     now = timezone.now()
     rows = (WindowOccurrence.objects.select_related("window").exclude(warnings=[])
             .filter(end__gt=now - timedelta(hours=1), start__lt=now + SOON)

@@ -55,6 +55,9 @@
       headerToolbar: { left: "prev,next today", center: "title", right: "dayGridMonth,timeGridWeek,listMonth" },
       buttonText: { today: "Today", month: "Month", week: "Week", list: "List" },
       eventTimeFormat: { hour: "2-digit", minute: "2-digit", hour12: false },
+      slotLabelFormat: { hour: "2-digit", minute: "2-digit", hour12: false },
+      // Filled blocks in every view: the colour is the status (a dot alone is too small to tell).
+      eventDisplay: "block",
       displayEventEnd: true,
       editable: canEdit,
       eventStartEditable: canEdit,

@@ -69,6 +69,8 @@ def test_create_by_clicking_a_day_drag_it_see_it_on_the_host_page_and_the_live_o
     page.get_by_label(HOST).check()
     page.click("#window-form button[type=submit]")
     expect(page.locator('[data-error-for="title"]')).to_contain_text("may not contain markup")
+    assert [e for e in errors if "400 (Bad Request)" not in e] == [], errors  # the refused form answers 400
+    errors.clear()
     page.fill("#id_title", "Firmware update")
     page.click("#window-form button[type=submit]")
     expect(page).to_have_url(re.compile(r"/maintenance/windows/\d+/$"))
@@ -116,4 +118,10 @@ def test_create_by_clicking_a_day_drag_it_see_it_on_the_host_page_and_the_live_o
     page.screenshot(path=str(screenshots / "calendar-overrun-banner.png"), full_page=True)
     page.goto(f"/maintenance/windows/{made}/")
     expect(page.locator("#occurrences [data-status]").first).to_have_attribute("data-status", "incomplete")
+    page.screenshot(path=str(screenshots / "calendar-window-page.png"), full_page=True)
+    # Two statuses side by side: today's incomplete window and the scheduled one.
+    page.goto("/maintenance/calendar/")
+    expect(page.locator('.fc-event[data-status="incomplete"]')).to_have_count(1)
+    expect(page.locator('.fc-event[data-status="scheduled"]')).to_have_count(1)
+    page.screenshot(path=str(screenshots / "calendar-month-statuses.png"), full_page=True)
     assert errors == [], errors

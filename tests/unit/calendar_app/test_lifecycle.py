@@ -43,6 +43,8 @@ CASES = [
     ("overrun told once", f(status=S.EVACUATING, evacuations_settled=False, cut_off=True, warned_end_soon=True,
                             warned_end=True), END + 5 * M, None),
     ("in maintenance, empty: nothing at end − 15", f(status=S.IN_MAINTENANCE), END - 15 * M, None),
+    ("a short window hears nothing of its end before its cutoff",
+     f(status=S.EVACUATING, evacuations_settled=False, cutoff_at=END), END - 15 * M, None),
     ("in maintenance, not empty: end − 15 warning", f(status=S.IN_MAINTENANCE, evacuations_ok=False), END - 15 * M,
      ("end_soon", S.IN_MAINTENANCE, False)),
     ("not empty at the end: overrun warning first", f(status=S.IN_MAINTENANCE, evacuations_ok=False,
