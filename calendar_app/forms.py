@@ -24,6 +24,9 @@ class WindowForm(forms.Form):
     zone = forms.CharField(max_length=64, help_text="Times above and the recurrence are in this zone.")
     rrule = forms.CharField(max_length=RRULE_MAX, required=False, label="Repeat (RRULE)",
                             help_text="Optional, e.g. FREQ=MONTHLY;BYDAY=1SA (first Saturday) or FREQ=WEEKLY;BYDAY=SA.")
+    exdates = forms.CharField(max_length=2000, required=False, label="Leave out",
+                              help_text="Occurrences to skip, by their start in the zone above, separated by "
+                                        "spaces, e.g. 2027-04-03T02:00.")
     cutoff_minutes = forms.IntegerField(min_value=0, max_value=7 * 24 * 60, initial=30, label="Cutoff (minutes)",
                                         help_text="No new evacuation starts later than this before the end.")
     on_start = forms.ChoiceField(choices=OnStartChoices.choices, initial=OnStartChoices.EVACUATE, label="At the start")
@@ -53,12 +56,20 @@ class WindowForm(forms.Form):
                         data[f"{name}_at"] = parse_time(data[name], zone)
                     except TimeInputError as exc:
                         self.add_error(name, str(exc))
+            skipped = []
+            for text in (data.get("exdates") or "").replace(",", " ").split():
+                try:
+                    skipped.append(parse_time(text, zone).isoformat())
+                except TimeInputError as exc:
+                    self.add_error("exdates", str(exc))
+            data["exdate_list"] = skipped
         return data
 
     def spec(self) -> WindowSpec:
         d = self.cleaned_data
         return WindowSpec(title=d["title"], hosts=list(d["hosts"]), start=d["start_at"], end=d["end_at"],
-                          zone=d["zone"], rrule=d.get("rrule", ""), cutoff_minutes=d["cutoff_minutes"],
+                          zone=d["zone"], rrule=d.get("rrule", ""), exdates=d.get("exdate_list", []),
+                          cutoff_minutes=d["cutoff_minutes"],
                           on_start=d["on_start"], on_end=d["on_end"], notes=d.get("notes", ""))
 
     def add_problems(self, problems: dict[str, list[str]]) -> None:

@@ -110,21 +110,27 @@ def expand(
     ``start``/``end`` are the first occurrence (aware datetimes); ``exdates`` are starts left out.
     """
     tz = zone_for(zone)
+    skip = _exdate_set(exdates)
+
+    def wanted(slot: Slot) -> bool:
+        return slot.end > after and slot.start < before and slot.start.replace(microsecond=0) not in skip
+
     wall_start, wall_length = _wall(start, tz), _wall(end, tz) - _wall(start, tz)
     if not rrule_text:
-        slots = [Slot(start.astimezone(UTC), end.astimezone(UTC))]
-    else:
-        rule = _rule(normalise_rrule(rrule_text), wall_start.replace(tzinfo=tz))
-        # Widened by the length so an occurrence in progress at ``after`` is included.
-        lo, hi = (after - (end - start) - timedelta(days=1)).astimezone(tz), before.astimezone(tz)
-        slots = []
-        for dt in rule.xafter(lo, inc=True):
-            if dt >= hi or len(slots) >= limit:
-                break
-            wall = dt.replace(tzinfo=None)
-            slots.append(Slot(_to_utc(wall, tz), _to_utc(wall + wall_length, tz)))
-    skip = _exdate_set(exdates)
-    return [s for s in slots if s.end > after and s.start < before and s.start.replace(microsecond=0) not in skip]
+        slot = Slot(start.astimezone(UTC), end.astimezone(UTC))
+        return [slot] if wanted(slot) and limit > 0 else []
+    rule = _rule(normalise_rrule(rrule_text), wall_start.replace(tzinfo=tz))
+    # Widened by the length so an occurrence in progress at ``after`` is included.
+    lo, hi = (after - (end - start) - timedelta(days=1)).astimezone(tz), before.astimezone(tz)
+    slots: list[Slot] = []
+    for dt in rule.xafter(lo, inc=True):
+        if dt >= hi or len(slots) >= limit:
+            break
+        wall = dt.replace(tzinfo=None)
+        slot = Slot(_to_utc(wall, tz), _to_utc(wall + wall_length, tz))
+        if wanted(slot):
+            slots.append(slot)
+    return slots
 
 
 def next_slot(*, start, end, zone, rrule_text="", exdates=(), now: datetime) -> Slot | None:
@@ -138,27 +144,29 @@ def problems(
     *, start: datetime, end: datetime, zone: str, rrule_text: str = "", exdates: Iterable[str | datetime] = (),
     now: datetime,
 ) -> list[str]:
-    """What is wrong with these times, in words (empty when a window may have them)."""
-    found: list[str] = []
+    """What is wrong with these times, as (field, words) pairs (empty when a window may have them).
+
+    The field is "start", "end", "zone" or "rrule": where a form shows the message."""
+    found: list[tuple[str, str]] = []
     try:
         tz = zone_for(zone)
     except RecurrenceError as exc:
-        return [str(exc)]
+        return [("zone", str(exc))]
     if end <= start:
-        return ["The end must be after the start."]
+        return [("end", "The end must be after the start.")]
     if end - start < MIN_DURATION:
-        found.append("A window lasts at least a minute.")
+        found.append(("end", "A window lasts at least a minute."))
     if end - start > MAX_DURATION:
-        found.append("A window lasts at most 7 days.")
+        found.append(("end", "A window lasts at most 7 days."))
     if not rrule_text:
         if start < now:
-            found.append("The window starts in the past; choose a start from now on.")
+            found.append(("start", "The window starts in the past; choose a start from now on."))
         return found
     try:
         first = _wall(start, tz).replace(tzinfo=tz)
         rule = _rule(normalise_rrule(rrule_text), first)
     except RecurrenceError as exc:
-        return [*found, str(exc)]
+        return [*found, ("rrule", str(exc))]
     days: set = set()
     first_year = []
     for i, dt in enumerate(rule):
@@ -166,16 +174,16 @@ def problems(
             break
         day = dt.date()
         if day in days:
-            found.append(f"The RRULE gives more than one occurrence on {day.isoformat()}; a window occurs at most "
-                         "once a day.")
+            found.append(("rrule", f"The RRULE gives more than one occurrence on {day.isoformat()}; a window "
+                                   "occurs at most once a day."))
             break
         days.add(day)
         first_year.append(dt)
     wall_length = _wall(end, tz) - _wall(start, tz)
     for a, b in zip(first_year, first_year[1:]):
         if a.replace(tzinfo=None) + wall_length > b.replace(tzinfo=None):
-            found.append(f"Occurrences overlap: the one of {a.date().isoformat()} lasts into the next one.")
+            found.append(("rrule", f"Occurrences overlap: the one of {a.date().isoformat()} lasts into the next one."))
             break
     if next_slot(start=start, end=end, zone=zone, rrule_text=rrule_text, exdates=exdates, now=now) is None:
-        found.append("The RRULE (with its exceptions) yields no occurrence from now on.")
+        found.append(("rrule", "The RRULE (with its exceptions) yields no occurrence from now on."))
     return found

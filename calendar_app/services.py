@@ -13,7 +13,7 @@ import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
@@ -42,6 +42,7 @@ __all__ = ["ServiceRefused", "WindowSpec", "window_create", "window_update", "wi
 
 MAX_CUTOFF_MINUTES = 7 * 24 * 60
 MAX_HOSTS = 50
+MAX_EXDATES = 100
 CONFLICT_HORIZON = timedelta(days=92)  # overlaps with other windows are looked for this far ahead
 _MARKUP_RE = re.compile(r"[<>]|&[#a-zA-Z0-9]+;")
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
@@ -79,6 +80,8 @@ def window_problems(spec: WindowSpec, *, now: datetime | None = None) -> dict[st
         add("title", f"The title is at most {TITLE_MAX} characters.")
     elif _MARKUP_RE.search(title) or _CONTROL_RE.search(title):
         add("title", "The title may not contain markup (<, >, &…;) or control characters.")
+    if len(spec.exdates) > MAX_EXDATES:
+        add("exdates", f"At most {MAX_EXDATES} exceptions.")
     if len(spec.notes) > NOTES_MAX:
         add("notes", f"The notes are at most {NOTES_MAX} characters.")
     if not spec.hosts:
@@ -96,13 +99,35 @@ def window_problems(spec: WindowSpec, *, now: datetime | None = None) -> dict[st
         add("cutoff_minutes", f"The cutoff is between 0 and {MAX_CUTOFF_MINUTES} minutes.")
     elif spec.end > spec.start and timedelta(minutes=spec.cutoff_minutes) >= spec.end - spec.start:
         add("cutoff_minutes", "The cutoff must fall after the start: make it shorter than the window.")
-    for message in recurrence.problems(start=spec.start, end=spec.end, zone=spec.zone, rrule_text=spec.rrule,
-                                       exdates=spec.exdates, now=now):
-        name = ("zone" if "time zone" in message else "end" if "end" in message.split(":")[0].lower()
-                else "rrule" if spec.rrule and ("RRULE" in message or "UNTIL" in message or "overlap" in message)
-                else "start")
+    exdates = []
+    for d in spec.exdates:
+        try:
+            dt = datetime.fromisoformat(d)
+        except (TypeError, ValueError):
+            add("exdates", f"{str(d)[:40]!r} is not a date and time to leave out.")
+            continue
+        if dt.tzinfo is None:
+            add("exdates", f"{d} needs its offset (or Z).")
+        exdates.append(d)
+    if "exdates" in found:
+        return found
+    for name, message in recurrence.problems(start=spec.start, end=spec.end, zone=spec.zone, rrule_text=spec.rrule,
+                                             exdates=exdates, now=now):
         add(name, message)
+    if exdates and not found:
+        if not spec.rrule:
+            add("exdates", "Only a repeating window has exceptions.")
+        for d in exdates:
+            at = datetime.fromisoformat(d).astimezone(UTC)
+            near = recurrence.expand(start=spec.start, end=spec.end, zone=spec.zone, rrule_text=spec.rrule,
+                                     after=at, before=at + timedelta(seconds=1), limit=1)
+            if not near or near[0].start != at:
+                add("exdates", f"{d} is not the start of an occurrence of this window.")
     return found
+
+
+def _exdates_utc(spec: WindowSpec) -> list[str]:
+    return [datetime.fromisoformat(d).astimezone(UTC).isoformat() for d in spec.exdates]
 
 
 def _refuse_problems(*, actor: Actor, action: str, target, problems: dict[str, list[str]], parameters: dict):
@@ -178,7 +203,7 @@ def window_create(*, spec: WindowSpec, actor: Actor, confirm_at_risk: bool = Fal
     with transaction.atomic():
         window = MaintenanceWindow.objects.create(
             title=spec.title.strip(), start=spec.start, end=spec.end, zone=spec.zone,
-            rrule=recurrence.normalise_rrule(spec.rrule), exdates=list(spec.exdates),
+            rrule=recurrence.normalise_rrule(spec.rrule), exdates=_exdates_utc(spec),
             cutoff_minutes=spec.cutoff_minutes, on_start=spec.on_start, on_end=spec.on_end, notes=spec.notes,
             accepted_at_risk=at_risk, created_by=actor.user, created_by_label=actor.label,
         )
@@ -213,7 +238,7 @@ def window_update(*, window: MaintenanceWindow, spec: WindowSpec, actor: Actor,
             refuse(actor=actor, action=A.UPDATE, target=window, parameters=_parameters(spec),
                    message=f"{window} started just now; it cannot be moved.")
         w.title, w.start, w.end, w.zone = spec.title.strip(), spec.start, spec.end, spec.zone
-        w.rrule, w.exdates = recurrence.normalise_rrule(spec.rrule), list(spec.exdates)
+        w.rrule, w.exdates = recurrence.normalise_rrule(spec.rrule), _exdates_utc(spec)
         w.cutoff_minutes, w.on_start, w.on_end, w.notes = spec.cutoff_minutes, spec.on_start, spec.on_end, spec.notes
         w.accepted_at_risk = at_risk
         w.sequence += 1

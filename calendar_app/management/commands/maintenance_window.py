@@ -47,6 +47,8 @@ class Command(BaseCommand):
         add.add_argument("--end", required=True)
         add.add_argument("--zone", default=None, help="Zone of times without an offset and of the recurrence")
         add.add_argument("--rrule", default="", help="iCalendar RRULE, e.g. FREQ=MONTHLY;BYDAY=1SA")
+        add.add_argument("--except", dest="exdates", action="append", default=[], metavar="ISO",
+                         help="Leave out the occurrence starting then (repeatable)")
         add.add_argument("--cutoff", type=int, default=30, help="No new evacuation this many minutes before the end")
         add.add_argument("--no-evacuate", action="store_true", help="At the start only warn")
         add.add_argument("--no-return", action="store_true", help="At the end leave the guests where they are")
@@ -62,13 +64,13 @@ class Command(BaseCommand):
     def handle(self, *args, action, **options):
         return {"add": self.add, "list": self.list, "cancel": self.cancel}[action](**options)
 
-    def add(self, *, title, hosts, start, end, zone, rrule, cutoff, no_evacuate, no_return, notes, at_risk, json,
-            **_):
+    def add(self, *, title, hosts, start, end, zone, rrule, exdates, cutoff, no_evacuate, no_return, notes, at_risk,
+            json, **_):
         zone = zone or settings.TIME_ZONE
         try:
             spec = services.WindowSpec(
                 title=title, hosts=_hosts(hosts), start=parse_time(start, zone), end=parse_time(end, zone), zone=zone,
-                rrule=rrule, cutoff_minutes=cutoff,
+                rrule=rrule, exdates=[parse_time(d, zone).isoformat() for d in exdates], cutoff_minutes=cutoff,
                 on_start=OnStartChoices.WARN if no_evacuate else OnStartChoices.EVACUATE,
                 on_end=OnEndChoices.LEAVE if no_return else OnEndChoices.RETURN, notes=notes)
             window = services.window_create(spec=spec, actor=Actor.system(), confirm_at_risk=at_risk)

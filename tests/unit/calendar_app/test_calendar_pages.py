@@ -191,3 +191,20 @@ def test_two_windows_whose_hosts_cannot_be_down_together_are_refused_with_the_nu
     assert MaintenanceWindow.objects.count() == 1
     w = services.window_create(spec=second, actor=Actor.system(), confirm_at_risk=True)
     assert w.accepted_at_risk
+
+
+def test_exceptions_of_a_repeating_window_from_the_form_and_the_cli(operator_client, hosts):
+    start = (timezone.now() + timedelta(days=1)).replace(second=0, microsecond=0)
+    skip = start + timedelta(days=7)
+    bad = operator_client.post("/maintenance/windows/new/", form(
+        hosts, start=local(start), end=local(start + timedelta(hours=1)), rrule="FREQ=WEEKLY",
+        exdates=local(skip + timedelta(hours=1))))
+    assert bad.status_code == 400 and "not the start of an occurrence" in str(bad.context["form"].errors["exdates"])
+    ok = operator_client.post("/maintenance/windows/new/", form(
+        hosts, start=local(start), end=local(start + timedelta(hours=1)), rrule="FREQ=WEEKLY", exdates=local(skip)))
+    assert ok.status_code == 302
+    assert MaintenanceWindow.objects.get().exdates == [skip.isoformat()]
+    made = json.loads(run("add", "--title", "Weekly", "--hosts", "labh1", "--start", start.isoformat(), "--end",
+                          (start + timedelta(hours=1)).isoformat(), "--rrule", "FREQ=WEEKLY", "--except",
+                          start.isoformat(), "--json"))
+    assert made["next"]["start"] == (start + timedelta(days=7)).isoformat()

@@ -97,4 +97,13 @@ def test_problems(case, start, end, zone, rule, expected):
     if expected is None:
         assert found == []
     else:
-        assert any(expected in p for p in found), found
+        assert any(expected in message for _, message in found), found
+
+
+def test_the_next_occurrence_skips_exceptions_and_ones_already_over():
+    start = utc(2027, 1, 2, 1, 0)
+    kw = dict(start=start, end=start + timedelta(hours=2), zone="UTC", rrule_text="FREQ=DAILY")
+    assert recurrence.next_slot(**kw, exdates=[start.isoformat()], now=start - timedelta(hours=1)).start == utc(
+        2027, 1, 3, 1)
+    assert recurrence.next_slot(**kw, now=utc(2027, 1, 5, 4)).start == utc(2027, 1, 6, 1)
+    assert recurrence.next_slot(**kw, now=utc(2027, 1, 5, 2)).start == utc(2027, 1, 5, 1)  # in progress
