@@ -43,6 +43,8 @@ def _occurrence(window: MaintenanceWindow, start: datetime, end: datetime, occ: 
     return {
         "window": window.pk, "occurrence": occ.pk if occ else None, "title": window.title,
         "start": start.isoformat(), "end": end.isoformat(), "status": status, "status_label": S(status).label,
+        "when": f"{start:%Y-%m-%d %H:%M} – " + (f"{end:%H:%M}" if end.date() == start.date() else f"{end:%Y-%m-%d %H:%M}")
+                + " UTC",
         "at_risk": bool(occ and occ.at_risk) or window.accepted_at_risk, "started_late": bool(occ and occ.started_late),
         "hosts": sorted(h.name for h in window.hosts.all()), "url": window.get_absolute_url(),
         "recurring": bool(window.rrule),

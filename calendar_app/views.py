@@ -26,6 +26,7 @@ from core.roles import OperatorRequiredMixin, ViewerRequiredMixin, user_has_role
 from hosts.models import Host
 
 from . import feed, payloads, services
+from .choices import OCCURRENCE_TERMINAL_STATES
 from .forms import WindowForm
 from .models import CalendarFeedToken, MaintenanceWindow
 from .timeinput import TimeInputError, parse_time
@@ -87,7 +88,8 @@ class WindowDetailView(ViewerRequiredMixin, View):
         now = timezone.now()
         occurrences = list(window.occurrences.prefetch_related("runs__host", "runs__evacuation", "runs__return_run")
                            .order_by("-start")[:50])
-        upcoming = payloads.occurrences_between(window, now, now + timedelta(days=120), limit=5)
+        upcoming = [o for o in payloads.occurrences_between(window, now, now + timedelta(days=120), limit=6)
+                    if o["status"] not in OCCURRENCE_TERMINAL_STATES][:5]
         return render(request, "calendar_app/window_detail.html", {
             "window": window, "occurrences": occurrences, "upcoming": upcoming})
 

@@ -208,3 +208,16 @@ def test_exceptions_of_a_repeating_window_from_the_form_and_the_cli(operator_cli
                           (start + timedelta(hours=1)).isoformat(), "--rrule", "FREQ=WEEKLY", "--except",
                           start.isoformat(), "--json"))
     assert made["next"]["start"] == (start + timedelta(days=7)).isoformat()
+
+
+def test_an_operator_cancels_a_window_from_its_page(operator_client, hosts):
+    now = timezone.now()
+    w = services.window_create(spec=services.WindowSpec(title="Firmware", hosts=[hosts[0]], start=now + timedelta(days=1),
+                                                        end=now + timedelta(days=1, hours=2)), actor=Actor.system())
+    page = operator_client.get(w.get_absolute_url()).content.decode()
+    assert "Cancel window" in page and "Next occurrences" in page
+    assert operator_client.post(f"/maintenance/windows/{w.pk}/cancel/").status_code == 302
+    w.refresh_from_db()
+    assert w.cancelled and w.sequence == 1
+    assert "Cancel window" not in operator_client.get(w.get_absolute_url()).content.decode()
+    assert AuditEvent.objects.filter(action="window.cancel", target_id=str(w.pk)).exists()
