@@ -48,6 +48,7 @@ class WindowAuditActionChoices(models.TextChoices):
     STEP = "window.step", "Maintenance window step"
     WARNING = "window.warning", "Maintenance window warning"
     FEED_TOKEN = "window.feed_token", "Calendar feed token"
+    ZONE = "window.zone", "Own time zone"
 
 
 class WindowJobKindChoices(models.TextChoices):

@@ -77,3 +77,15 @@ class WindowForm(forms.Form):
         for name, messages in problems.items():
             for message in messages:
                 self.add_error(name if name in self.fields else None, message)
+
+
+class ZoneForm(forms.Form):
+    zone = forms.CharField(max_length=64, label="Your time zone")
+
+    def clean_zone(self):
+        zone = self.cleaned_data["zone"].strip()
+        try:
+            zone_for(zone)
+        except RecurrenceError as exc:
+            raise forms.ValidationError(str(exc)) from None
+        return zone

@@ -155,3 +155,13 @@ class CalendarFeedToken(models.Model):
 
     def __str__(self) -> str:
         return f"calendar feed token #{self.pk} of {self.user}"
+
+
+class CalendarPreference(models.Model):
+    """The zone a person sees and enters times in (the portal's TIME_ZONE when they chose none)."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="calendar_preference")
+    zone = models.CharField(max_length=64)
+
+    def __str__(self) -> str:
+        return f"{self.user}: {self.zone}"

@@ -43,8 +43,7 @@ def _occurrence(window: MaintenanceWindow, start: datetime, end: datetime, occ: 
     return {
         "window": window.pk, "occurrence": occ.pk if occ else None, "title": window.title,
         "start": start.isoformat(), "end": end.isoformat(), "status": status, "status_label": S(status).label,
-        "when": f"{start:%Y-%m-%d %H:%M} – " + (f"{end:%H:%M}" if end.date() == start.date() else f"{end:%Y-%m-%d %H:%M}")
-                + " UTC",
+        "when": _when(start, end),
         "at_risk": bool(occ and occ.at_risk) or window.accepted_at_risk, "started_late": bool(occ and occ.started_late),
         "hosts": sorted(h.name for h in window.hosts.all()), "url": window.get_absolute_url(),
         "recurring": bool(window.rrule),
@@ -52,12 +51,23 @@ def _occurrence(window: MaintenanceWindow, start: datetime, end: datetime, occ: 
     }
 
 
-def calendar_event(o: dict) -> dict:
-    """One FullCalendar event (its title is text: FullCalendar sets it with textContent)."""
+def _when(start: datetime, end: datetime) -> str:
+    """"2027-03-06 02:00 – 04:00 CET" in the zone active for this request (each person's own)."""
+    a, b = timezone.localtime(start), timezone.localtime(end)
+    return f"{a:%Y-%m-%d %H:%M} – " + (f"{b:%H:%M}" if a.date() == b.date() else f"{b:%Y-%m-%d %H:%M}") + f" {b:%Z}"
+
+
+def wall_clock(iso: str, zone) -> str:
+    """An aware ISO time as the wall-clock time in ``zone``, without offset (FullCalendar shows it as given)."""
+    return datetime.fromisoformat(iso).astimezone(zone).replace(tzinfo=None).isoformat()
+
+
+def calendar_event(o: dict, zone) -> dict:
+    """One FullCalendar event in ``zone``'s wall-clock time (its title is text: set with textContent)."""
     colour = STATUS_COLOURS[o["status"]]
     return {
         "id": f"{o['window']}-{o['start']}", "title": f"{o['title']} · {', '.join(o['hosts'])}",
-        "start": o["start"], "end": o["end"], "url": o["url"], "backgroundColor": colour,
+        "start": wall_clock(o["start"], zone), "end": wall_clock(o["end"], zone), "url": o["url"], "backgroundColor": colour,
         "borderColor": AT_RISK_COLOUR if o["at_risk"] else colour, "editable": o["editable"],
         "textColor": "#111827" if o["status"] == S.CANCELLED else "#ffffff",
         "classNames": [f"status-{o['status']}"] + (["at-risk"] if o["at_risk"] else []),

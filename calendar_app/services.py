@@ -35,10 +35,10 @@ from .choices import (
     OnStartChoices,
     WindowAuditActionChoices as A,
 )
-from .models import NOTES_MAX, TITLE_MAX, CalendarFeedToken, MaintenanceWindow, WindowOccurrence
+from .models import NOTES_MAX, TITLE_MAX, CalendarFeedToken, CalendarPreference, MaintenanceWindow, WindowOccurrence
 
 __all__ = ["ServiceRefused", "WindowSpec", "window_create", "window_update", "window_cancel", "window_problems",
-           "feed_token_create", "feed_token_revoke", "feed_token_user", "occurrence_warn"]
+           "feed_token_create", "feed_token_revoke", "feed_token_user", "occurrence_warn", "user_zone_set", "user_zone"]
 
 MAX_CUTOFF_MINUTES = 7 * 24 * 60
 MAX_HOSTS = 50
@@ -336,3 +336,30 @@ def feed_token_user(token: str):
         return None
     CalendarFeedToken.objects.filter(pk=row.pk).update(last_used=timezone.now())
     return row.user
+
+
+# --- Each person's zone ---------------------------------------------------------------------------
+
+
+def user_zone(user) -> str:
+    """The zone ``user`` sees times in: their choice, else the portal's TIME_ZONE."""
+    if user is None or not getattr(user, "is_authenticated", False):
+        return settings.TIME_ZONE
+    row = CalendarPreference.objects.filter(user=user).values_list("zone", flat=True).first()
+    return row or settings.TIME_ZONE
+
+
+def user_zone_set(*, actor: Actor, zone: str) -> str:
+    """Choose the zone the acting user sees and enters times in (audited); refused for a zone that does not exist."""
+    zone = (zone or "").strip()
+    try:
+        recurrence.zone_for(zone)
+    except recurrence.RecurrenceError as exc:
+        refuse(actor=actor, action=A.ZONE, target=None, parameters={"zone": zone[:64]}, message=str(exc))
+    if actor.user is None:
+        raise ServiceRefused("Only a signed-in user chooses a zone.")
+    with transaction.atomic():
+        CalendarPreference.objects.update_or_create(user=actor.user, defaults={"zone": zone})
+        audit_record(actor=actor, action=A.ZONE, result=AuditResultChoices.OK, target=None,
+                     parameters={"zone": zone}, message=f"{actor.label} sees times in {zone}.")
+    return zone

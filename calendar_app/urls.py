@@ -9,6 +9,7 @@ urlpatterns = [
     path("calendar/", views.CalendarView.as_view(), name="calendar"),
     path("calendar/events.json", views.EventsView.as_view(), name="events"),
     path("calendar.ics", views.FeedView.as_view(), name="feed"),
+    path("calendar/zone/", views.ZoneView.as_view(), name="zone"),
     path("calendar/feed/", views.FeedTokenView.as_view(), name="feed_tokens"),
     path("windows/new/", views.WindowCreateView.as_view(), name="window_create"),
     path("windows/<int:pk>/", views.WindowDetailView.as_view(), name="window_detail"),

@@ -27,7 +27,8 @@ from hosts.models import Host
 
 from . import feed, payloads, services
 from .choices import OCCURRENCE_TERMINAL_STATES
-from .forms import WindowForm
+from .forms import WindowForm, ZoneForm
+from .middleware import SESSION_KEY
 from .models import CalendarFeedToken, MaintenanceWindow
 from .timeinput import TimeInputError, parse_time
 
@@ -45,11 +46,23 @@ def _nonce_page(request, template: str, context: dict) -> HttpResponse:
     return response
 
 
+def _zone_name() -> str:
+    """The zone of this request: the person's own (calendar_app.middleware), else the portal's."""
+    return timezone.get_current_timezone_name()
+
+
+def _wall(text: str) -> datetime:
+    """A time the calendar sent: wall-clock in this request's zone (an offset, if given, wins)."""
+    return parse_time(text.removesuffix("Z") if text.endswith("Z") else text, _zone_name())
+
+
 class CalendarView(ViewerRequiredMixin, View):
     def get(self, request):
         hosts = Host.objects.order_by("name")
         return _nonce_page(request, "calendar_app/calendar.html", {
-            "hosts": hosts, "legend": payloads.legend(), "zone": settings.TIME_ZONE,
+            "hosts": hosts, "legend": payloads.legend(), "zone": _zone_name(),
+            "now_wall": timezone.localtime().replace(tzinfo=None, microsecond=0).isoformat(),
+            "zone_form": ZoneForm(initial={"zone": _zone_name()}),
             "windows": MaintenanceWindow.objects.filter(cancelled=False, end__gte=timezone.now() - timedelta(days=1))
             .prefetch_related("hosts")[:50],
         })
@@ -57,8 +70,7 @@ class CalendarView(ViewerRequiredMixin, View):
 
 def _range(request) -> tuple[datetime, datetime]:
     try:
-        after = parse_time(request.GET.get("start", ""), "UTC")
-        before = parse_time(request.GET.get("end", ""), "UTC")
+        after, before = _wall(request.GET.get("start", "")), _wall(request.GET.get("end", ""))
     except TimeInputError:
         now = timezone.now()
         return now - timedelta(days=7), now + timedelta(days=42)
@@ -77,8 +89,9 @@ class EventsView(ViewerRequiredMixin, View):
         if host.isdigit():
             windows = windows.filter(hosts__pk=int(host))
         events = []
+        zone = timezone.get_current_timezone()
         for w in windows.distinct():
-            events += [payloads.calendar_event(o) for o in payloads.occurrences_between(w, after, before)]
+            events += [payloads.calendar_event(o, zone) for o in payloads.occurrences_between(w, after, before)]
         return JsonResponse(events, safe=False)
 
 
@@ -107,6 +120,7 @@ class WindowCreateView(OperatorRequiredMixin, View):
         host = request.GET.get("host", "")
         if host.isdigit():
             initial["hosts"] = Host.objects.filter(pk=int(host))
+        initial["zone"] = _zone_name()
         return render(request, "calendar_app/window_form.html", {"form": WindowForm(initial=initial)})
 
     def post(self, request):
@@ -132,7 +146,7 @@ class WindowMoveView(OperatorRequiredMixin, View):
             return JsonResponse({"ok": False, "errors": ["The request is too large."]}, status=400)
         try:
             body = json.loads(request.body or b"{}")
-            start, end = parse_time(str(body["start"]), window.zone), parse_time(str(body["end"]), window.zone)
+            start, end = _wall(str(body["start"])), _wall(str(body["end"]))
         except (ValueError, KeyError, TypeError, TimeInputError) as exc:
             return JsonResponse({"ok": False, "errors": [f"Send the new start and end as ISO times ({exc})."]},
                                 status=400)
@@ -209,3 +223,21 @@ class FeedTokenView(ViewerRequiredMixin, View):
             return redirect("calendar_app:feed_tokens")
         token = services.feed_token_create(actor=actor)
         return self.get(request, token=token)
+
+
+class ZoneView(ViewerRequiredMixin, View):
+    """Choose the zone you see and enter times in."""
+
+    def post(self, request):
+        form = ZoneForm(request.POST)
+        if form.is_valid():
+            try:
+                zone = services.user_zone_set(actor=Actor.from_request(request), zone=form.cleaned_data["zone"])
+            except ServiceRefused as exc:
+                messages.error(request, exc.message)
+            else:
+                request.session[SESSION_KEY] = zone
+                messages.success(request, f"Times are shown in {zone}.")
+        else:
+            messages.error(request, " ".join(m for ms in form.errors.values() for m in ms))
+        return redirect("calendar_app:calendar")

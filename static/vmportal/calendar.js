@@ -22,13 +22,16 @@
       message.className = "calendar-message" + (isError ? " error" : "");
     }
 
+    // A FullCalendar date in "UTC" mode is the wall-clock time in the person's zone: sent without offset.
+    function wall(date) { return date.toISOString().slice(0, 19); }
+
     function moved(info) {
       var windowId = info.event.extendedProps.window;
       var url = el.dataset.moveUrl.replace("/0/", "/" + windowId + "/");
       window.fetch(url, {
         method: "POST", credentials: "same-origin",
         headers: { "Content-Type": "application/json", "X-CSRFToken": csrf ? csrf.value : "" },
-        body: JSON.stringify({ start: info.event.start.toISOString(), end: info.event.end.toISOString() })
+        body: JSON.stringify({ start: wall(info.event.start), end: wall(info.event.end) })
       }).then(function (response) {
         return response.json().then(function (data) { return { ok: response.ok && data.ok, data: data }; });
       }).then(function (result) {
@@ -47,8 +50,10 @@
 
     var calendar = new window.FullCalendar.Calendar(el, {
       initialView: "dayGridMonth",
-      // Named zones need a FullCalendar plugin we do not ship: UTC, or the browser's own zone.
-      timeZone: el.dataset.timeZone === "UTC" ? "UTC" : "local",
+      // The server sends wall-clock times in the person's own zone and reads them back the same
+      // way: FullCalendar shows them as given (named zones would need a plugin we do not ship).
+      timeZone: "UTC",
+      now: el.dataset.now || undefined,
       firstDay: 1,
       height: "auto",
       nowIndicator: true,
@@ -63,7 +68,7 @@
       eventStartEditable: canEdit,
       eventDurationEditable: canEdit,
       events: function (info, success, failure) {
-        var params = new URLSearchParams({ start: info.startStr, end: info.endStr });
+        var params = new URLSearchParams({ start: wall(info.start), end: wall(info.end) });
         if (hostSelect && hostSelect.value) params.set("host", hostSelect.value);
         window.fetch(el.dataset.eventsUrl + "?" + params.toString(), { credentials: "same-origin" })
           .then(function (r) { if (!r.ok) throw new Error(String(r.status)); return r.json(); })

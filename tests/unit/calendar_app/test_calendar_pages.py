@@ -12,6 +12,7 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from calendar_app import services
+from calendar_app.models import CalendarPreference
 from calendar_app.models import MaintenanceWindow
 from core.actors import Actor
 from core.models import AuditEvent
@@ -221,3 +222,26 @@ def test_an_operator_cancels_a_window_from_its_page(operator_client, hosts):
     assert w.cancelled and w.sequence == 1
     assert "Cancel window" not in operator_client.get(w.get_absolute_url()).content.decode()
     assert AuditEvent.objects.filter(action="window.cancel", target_id=str(w.pk)).exists()
+
+
+def test_each_person_sees_and_enters_times_in_their_own_zone(operator_client, operator, hosts):
+    assert operator_client.post("/maintenance/calendar/zone/", {"zone": "Mars/Base"}).status_code == 302
+    assert not CalendarPreference.objects.filter(user=operator).exists()  # refused, nothing saved
+    assert operator_client.post("/maintenance/calendar/zone/", {"zone": "Europe/Berlin"}).status_code == 302
+    assert services.user_zone(operator) == "Europe/Berlin"
+    page = operator_client.get("/maintenance/windows/new/?date=2031-01-04")
+    assert page.context["form"]["zone"].value() == "Europe/Berlin"
+    assert operator_client.post("/maintenance/windows/new/", form(
+        hosts, start="2031-01-04T02:00", end="2031-01-04T04:00", zone="Europe/Berlin")).status_code == 302
+    w = MaintenanceWindow.objects.get()
+    assert w.start.isoformat() == "2031-01-04T01:00:00+00:00"  # 02:00 CET
+    events = operator_client.get("/maintenance/calendar/events.json",
+                                 {"start": "2031-01-01T00:00:00Z", "end": "2031-01-10T00:00:00Z"}).json()
+    assert [(e["start"], e["end"]) for e in events] == [("2031-01-04T02:00:00", "2031-01-04T04:00:00")]
+    # A drag to 03:00 on the wall clock of Berlin.
+    moved = operator_client.post(f"/maintenance/windows/{w.pk}/move/", json.dumps(
+        {"start": "2031-01-05T03:00:00", "end": "2031-01-05T05:00:00"}), content_type="application/json")
+    assert moved.status_code == 200, moved.json()
+    w.refresh_from_db()
+    assert w.start.isoformat() == "2031-01-05T02:00:00+00:00"
+    assert "2031-01-05 03:00 CET – 2031-01-05 05:00 CET" in operator_client.get(w.get_absolute_url()).content.decode()
