@@ -124,4 +124,10 @@ def test_create_by_clicking_a_day_drag_it_see_it_on_the_host_page_and_the_live_o
     expect(page.locator('.fc-event[data-status="incomplete"]')).to_have_count(1)
     expect(page.locator('.fc-event[data-status="scheduled"]')).to_have_count(1)
     page.screenshot(path=str(screenshots / "calendar-month-statuses.png"), full_page=True)
+
+    # In my own zone: the 02:00 UTC window is at 03:00 in Berlin (winter).
+    page.fill("#id_zone", "Europe/Berlin")
+    page.click("#zone-form button[type=submit]")
+    expect(page.locator(".messages")).to_contain_text("Times are shown in Europe/Berlin")
+    expect(page.locator(f'.fc-event[data-window="{window_id}"]')).to_contain_text("03:00 - 05:00")
     assert errors == [], errors
