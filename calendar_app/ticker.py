@@ -121,7 +121,7 @@ def claim(occ: WindowOccurrence, step: lifecycle.Step, now: datetime) -> bool:
     if step.name == lifecycle.START:
         changes.update(started_at=now, started_late=step.late, step_claimed_at=timezone.now())
     if step.to_status in OCCURRENCE_TERMINAL_STATES:
-        changes["ended_at"] = now if step.name != lifecycle.FINISH else max(now, occ.start)
+        changes["ended_at"] = now  # a finish records when its last run ended (_finish)
     return WindowOccurrence.objects.filter(**match).update(**changes) == 1
 
 
