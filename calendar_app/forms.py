@@ -14,6 +14,16 @@ from .services import WindowSpec
 from .timeinput import TimeInputError, parse_time
 
 
+def clean_zone_name(value: str) -> str:
+    """A zone name that exists, or the form's error saying so."""
+    zone = value.strip()
+    try:
+        zone_for(zone)
+    except RecurrenceError as exc:
+        raise forms.ValidationError(str(exc)) from None
+    return zone
+
+
 class WindowForm(forms.Form):
     title = forms.CharField(max_length=TITLE_MAX)
     hosts = forms.ModelMultipleChoiceField(queryset=Host.objects.order_by("name"),
@@ -39,12 +49,7 @@ class WindowForm(forms.Form):
         self.fields["zone"].initial = settings.TIME_ZONE
 
     def clean_zone(self):
-        zone = self.cleaned_data["zone"].strip()
-        try:
-            zone_for(zone)
-        except RecurrenceError as exc:
-            raise forms.ValidationError(str(exc)) from None
-        return zone
+        return clean_zone_name(self.cleaned_data["zone"])
 
     def clean(self):
         data = super().clean()
@@ -83,9 +88,4 @@ class ZoneForm(forms.Form):
     zone = forms.CharField(max_length=64, label="Your time zone")
 
     def clean_zone(self):
-        zone = self.cleaned_data["zone"].strip()
-        try:
-            zone_for(zone)
-        except RecurrenceError as exc:
-            raise forms.ValidationError(str(exc)) from None
-        return zone
+        return clean_zone_name(self.cleaned_data["zone"])
