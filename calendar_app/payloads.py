@@ -43,7 +43,7 @@ def _occurrence(window: MaintenanceWindow, start: datetime, end: datetime, occ: 
     return {
         "window": window.pk, "occurrence": occ.pk if occ else None, "title": window.title,
         "start": start.isoformat(), "end": end.isoformat(), "status": status, "status_label": S(status).label,
-        "when": _when(start, end),
+        "when": when_label(start, end),
         "at_risk": bool(occ and occ.at_risk) or window.accepted_at_risk, "started_late": bool(occ and occ.started_late),
         "hosts": sorted(h.name for h in window.hosts.all()), "url": window.get_absolute_url(),
         "recurring": bool(window.rrule),
@@ -51,7 +51,7 @@ def _occurrence(window: MaintenanceWindow, start: datetime, end: datetime, occ: 
     }
 
 
-def _when(start: datetime, end: datetime) -> str:
+def when_label(start: datetime, end: datetime) -> str:
     """"2027-03-06 02:00 – 04:00 CET" in the zone active for this request (each person's own)."""
     a, b = timezone.localtime(start), timezone.localtime(end)
     return f"{a:%Y-%m-%d %H:%M} – " + (f"{b:%H:%M}" if a.date() == b.date() else f"{b:%Y-%m-%d %H:%M}") + f" {b:%Z}"

@@ -161,7 +161,8 @@ class WindowMoveView(OperatorRequiredMixin, View):
             problems = getattr(exc, "problems", None)
             lines = [m for ms in problems.values() for m in ms] if problems else [exc.message]
             return JsonResponse({"ok": False, "errors": lines}, status=409)
-        return JsonResponse({"ok": True, "window": payloads.window_dict(window)})
+        return JsonResponse({"ok": True, "window": payloads.window_dict(window),
+                             "when": payloads.when_label(window.start, window.end)})
 
 
 class WindowCancelView(OperatorRequiredMixin, View):

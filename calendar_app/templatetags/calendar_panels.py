@@ -16,7 +16,7 @@ from hosts.models import Host
 
 from ..choices import OCCURRENCE_TERMINAL_STATES
 from ..models import MaintenanceWindow, WindowOccurrence
-from ..payloads import occurrences_between
+from ..payloads import occurrences_between, when_label
 
 register = template.Library()
 
@@ -62,3 +62,9 @@ def calendar_warnings():
             .filter(end__gt=now - timedelta(hours=1), start__lt=now + SOON)
             .exclude(status__in=[s for s in OCCURRENCE_TERMINAL_STATES if s != "overran"]).order_by("start")[:5])
     return {"rows": [(o, o.warnings[-1]) for o in rows]}
+
+
+@register.simple_tag
+def window_when(window: MaintenanceWindow) -> str:
+    """The window's first occurrence, in the zone of this request."""
+    return when_label(window.start, window.end)

@@ -37,6 +37,8 @@
       }).then(function (result) {
         if (result.ok) {
           say("Moved: " + info.event.title, false);
+          var cell = document.querySelector('[data-window-when="' + windowId + '"]');
+          if (cell && result.data.when) cell.textContent = result.data.when;
           calendar.refetchEvents();
         } else {
           info.revert();

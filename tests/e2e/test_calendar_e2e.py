@@ -83,6 +83,7 @@ def test_create_by_clicking_a_day_drag_it_see_it_on_the_host_page_and_the_live_o
     expect(event).to_have_attribute("data-status", "scheduled")
     drag(page, event, page.locator(f'td.fc-daygrid-day[data-date="{later.isoformat()}"]'))
     expect(page.locator("#calendar-message")).to_contain_text("Moved")
+    expect(page.locator(f'[data-window-when="{window_id}"]')).to_contain_text(f"{later.isoformat()} 02:00")
     moved = window_times(portal, window_id)
     assert moved["start"].startswith(f"{later.isoformat()}T02:00") and moved["seq"] == 1, moved
     expect(page.locator(f'td.fc-daygrid-day[data-date="{later.isoformat()}"] .fc-event')).to_have_count(1)
