@@ -103,3 +103,27 @@ def test_a_cancelled_window_never_starts(pair):
     ticker.calendar_tick(now=w.start)
     assert occ_of(w).status == S.CANCELLED
     assert not Host.objects.get(pk=pair["a"].pk).in_maintenance
+
+
+def test_the_dry_run_warns_of_a_guest_that_cannot_move(pair, world):
+    from hosts.choices import DiskStorageChoices, VMStateChoices
+    from hosts.models import VirtualDisk
+    from tests.fakes.fleet import make_vm
+
+    vm = make_vm(pair["a"], "local-1", state=VMStateChoices.RUNNING, memory_kib=1024 * 1024)
+    VirtualDisk.objects.create(vm=vm, target="vda", device="disk", source_type="file",
+                               source="/var/lib/libvirt/images/local-1.qcow2", format="qcow2",
+                               storage=DiskStorageChoices.LOCAL)
+    world.adopt(pair["a"], *[world.guest_of(v) for v in VirtualMachine.objects.filter(host=pair["a"])])
+    w = window(pair)
+    ticker.calendar_tick(now=w.start - timedelta(minutes=29))
+    occ = occ_of(w)
+    assert occ.status == S.PREPARING and occ.at_risk
+    assert [x["kind"] for x in occ.warnings] == ["dry-run"]
+    assert "local-1" in occ.warnings[0]["message"] and "copy-storage" in occ.warnings[0]["message"]
+    assert AuditEvent.objects.filter(action="window.warning", message__contains="local-1").exists()
+    # The banner of the inventory says it too, while there is time to act.
+    from django.template import Context, Template
+
+    banner = Template("{% load calendar_panels %}{% calendar_warnings %}").render(Context({}))
+    assert "local-1" in banner and "Firmware" in banner
