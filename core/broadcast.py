@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 INVENTORY_GROUP = "inventory"
 AUDIT_GROUP = "audit"
+WARNINGS_GROUP = "warnings"  # every open page listens: warnings that must not wait for a reload
 
 
 def job_group(job_id: int) -> str:
@@ -125,3 +126,9 @@ def user_access_changed(user_id: int, *, ended_session: str | None = None) -> No
     ``ended_session`` names a session that is ending (a logout): its sockets close without asking.
     """
     _send_on_commit(user_group(user_id), {"type": "access.changed", "ended_session": ended_session})
+
+
+def warning_announced(*, title: str, message: str, url: str = "", kind: str = "") -> None:
+    """A warning every open page shows at once (base.html's banner; live.js fills it as text)."""
+    _send_on_commit(WARNINGS_GROUP, {"type": "warning.announced", "warning": {
+        "title": title, "message": message, "url": url, "kind": kind}})

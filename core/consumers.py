@@ -17,7 +17,7 @@ from channels.generic.websocket import JsonWebsocketConsumer, WebsocketConsumer
 from django.conf import settings
 from redis.exceptions import RedisError
 
-from .broadcast import AUDIT_GROUP, job_group, job_state_payload, user_group
+from .broadcast import AUDIT_GROUP, WARNINGS_GROUP, job_group, job_state_payload, user_group
 from .choices import RoleChoices
 from .models import AuditEvent, Job
 from .roles import user_has_role
@@ -153,3 +153,15 @@ class AuditConsumer(RoleGatedConsumer):
 
     def audit_recorded(self, event):
         self.send_json({"type": "audit.recorded", "event_id": event["event_id"]})
+
+
+class WarningConsumer(RoleGatedConsumer):
+    """Every page's banner of live warnings (an overrunning maintenance window, …)."""
+
+    group = WARNINGS_GROUP
+
+    def current_state(self):
+        return {"type": "warnings.state"}
+
+    def warning_announced(self, event):
+        self.send_json({"type": "warning.announced", "warning": event["warning"]})

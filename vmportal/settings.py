@@ -88,6 +88,7 @@ INSTALLED_APPS = [
     "migrations_app",
     "storage",
     "maintenance",
+    "calendar_app",
 ]
 
 MIDDLEWARE = [
@@ -97,6 +98,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "calendar_app.middleware.UserZoneMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "core.middleware.RequestIdMiddleware",
@@ -246,6 +248,12 @@ VMPORTAL_EVACUATION_SWEEP_SECONDS = int(os.environ.get("VMPORTAL_EVACUATION_SWEE
 # Figures for the plan's time estimate until this portal has measured live migrations of its own.
 VMPORTAL_EVACUATION_DEFAULT_BANDWIDTH_BPS = 125_000_000  # 1 Gbit/s
 VMPORTAL_EVACUATION_DEFAULT_OVERHEAD_S = 5.0
+
+# Maintenance calendar (calendar_app): the tick in `watch_hosts` runs the windows' steps.
+VMPORTAL_CALENDAR_TICK_SECONDS = float(os.environ.get("VMPORTAL_CALENDAR_TICK_SECONDS", "5"))
+VMPORTAL_CALENDAR_CHECK_MINUTES = int(os.environ.get("VMPORTAL_CALENDAR_CHECK_MINUTES", "30"))  # dry run before start
+VMPORTAL_CALENDAR_LATE_START_SECONDS = 60  # a start later than this after its time says it started late
+VMPORTAL_CALENDAR_CONCURRENCY = 2  # guests moved at a time by a window's evacuation
 
 LOGGING = {
     "version": 1,

@@ -8,6 +8,7 @@ urlpatterns = [
     path("hosts/", include("hosts.urls")),
     path("migrations/", include("migrations_app.urls")),
     path("storage/", include("storage.urls")),
+    path("maintenance/", include("calendar_app.urls")),
     path("maintenance/", include("maintenance.urls")),
     path("admin/", admin.site.urls),
 ]

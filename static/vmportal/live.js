@@ -133,11 +133,36 @@
     });
   }
 
+  // [data-warnings-socket]: every page's banner of live warnings (text only, newest first).
+  function bindWarnings(region) {
+    connect(region.dataset.warningsSocket, function (message) {
+      if (message.type !== "warning.announced" || !message.warning) return;
+      var w = message.warning;
+      var li = document.createElement("li");
+      li.className = "message message-warning live-warning";
+      li.dataset.warningKind = w.kind || "";
+      var strong = document.createElement("strong");
+      strong.textContent = w.title || "Warning";
+      li.appendChild(strong);
+      li.appendChild(document.createTextNode(": " + (w.message || "") + " "));
+      if (w.url && w.url.charAt(0) === "/") {
+        var a = document.createElement("a");
+        a.href = w.url;
+        a.textContent = "Open";
+        li.appendChild(a);
+      }
+      region.hidden = false;
+      region.insertBefore(li, region.firstChild);
+      while (region.children.length > 5) region.removeChild(region.lastChild);
+    });
+  }
+
   // For page scripts loaded after this one (migration.js): same sockets, same indicator.
   window.VMPortalLive = { connect: connect };
 
   document.addEventListener("DOMContentLoaded", function () {
     document.querySelectorAll("[data-live-socket][data-live-partial]").forEach(bindPartialRegion);
     document.querySelectorAll("[data-job-socket]").forEach(bindJob);
+    document.querySelectorAll("[data-warnings-socket]").forEach(bindWarnings);
   });
 })();

@@ -61,7 +61,8 @@ def test_schema_and_services_on_postgresql(postgres):
     # their race between two connections), on PostgreSQL.
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/unit",
-         "-k", "services or audit or jobs or migration_service or constraint or commands or roles or lease or evacuation",
+         "-k", "services or audit or jobs or migration_service or constraint or commands or roles or lease or evacuation"
+         " or calendar",
          "-m", "not lab and not e2e"],
         cwd=PROJECT, env=env, capture_output=True, text=True, timeout=900,
     )
