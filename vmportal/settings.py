@@ -11,6 +11,12 @@ Environment variables (all optional in development, see each one below):
   REDIS_URL                 default redis://127.0.0.1:6390/0 (the private redis of `make run`)
   VMPORTAL_SECRETS_KEY      Fernet key encrypting SSH keys/passwords at rest; required unless
                             DJANGO_DEBUG=1, in which case var/secrets.key is generated once (0600)
+  VMPORTAL_AUDIT_KEY        key signing the audit trail's checkpoints (HMAC-SHA256), different from
+                            both keys above; required unless DJANGO_DEBUG=1 (then var/audit.key)
+  VMPORTAL_AUDIT_CHECKPOINT_MINUTES  at most this often a periodic checkpoint signs the chain's
+                            head (and on every export), default 10
+  VMPORTAL_AUDIT_CHECKPOINT_FILE  also append each checkpoint to this file (one JSON line), outside
+                            the database; unset by default
   VMPORTAL_INVENTORY_REFRESH_SECONDS  period of the full inventory refresh (queued by
                             `manage.py watch_hosts`), default 300
   VMPORTAL_MAX_OUTGOING / VMPORTAL_MAX_INCOMING  migrations running at once out of / into one
@@ -24,6 +30,7 @@ Environment variables (all optional in development, see each one below):
 """
 
 import os
+import secrets
 from pathlib import Path
 
 import dj_database_url
@@ -38,15 +45,15 @@ def _env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
 
-def _dev_secrets_key(path: Path) -> str:
-    """Read the development Fernet key, creating it (mode 0600) on first use."""
+def _dev_key(path: Path, make) -> str:
+    """Read a development key file, creating it with make() (mode 0600) on first use."""
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         return path.read_text().strip()
     with os.fdopen(fd, "w") as handle:
-        key = Fernet.generate_key().decode()
+        key = make()
         handle.write(key + "\n")
     return key
 
@@ -66,7 +73,20 @@ if not VMPORTAL_SECRETS_KEY:
             "Set VMPORTAL_SECRETS_KEY to a Fernet key "
             "(python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')."
         )
-    VMPORTAL_SECRETS_KEY = _dev_secrets_key(VAR_DIR / "secrets.key")
+    VMPORTAL_SECRETS_KEY = _dev_key(VAR_DIR / "secrets.key", lambda: Fernet.generate_key().decode())
+
+VMPORTAL_AUDIT_KEY = os.environ.get("VMPORTAL_AUDIT_KEY", "")
+if not VMPORTAL_AUDIT_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "Set VMPORTAL_AUDIT_KEY to a random string (python -c 'import secrets; print(secrets.token_urlsafe(48))')."
+        )
+    VMPORTAL_AUDIT_KEY = _dev_key(VAR_DIR / "audit.key", lambda: secrets.token_urlsafe(48))
+if VMPORTAL_AUDIT_KEY in (SECRET_KEY, VMPORTAL_SECRETS_KEY):
+    # Whoever holds the other keys must not be able to re-sign a rewritten trail.
+    raise ImproperlyConfigured("VMPORTAL_AUDIT_KEY must differ from DJANGO_SECRET_KEY and VMPORTAL_SECRETS_KEY.")
+VMPORTAL_AUDIT_CHECKPOINT_MINUTES = int(os.environ.get("VMPORTAL_AUDIT_CHECKPOINT_MINUTES", "10"))
+VMPORTAL_AUDIT_CHECKPOINT_FILE = os.environ.get("VMPORTAL_AUDIT_CHECKPOINT_FILE", "")
 
 ALLOWED_HOSTS = _env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = _env_list("DJANGO_CSRF_TRUSTED_ORIGINS", "")
@@ -81,6 +101,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "django_rq",
+    "django_filters",
     "core",
     "hosts",
     "migrations_app",
@@ -98,6 +119,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "core.middleware.RequestIdMiddleware",
+    "core.middleware.AuditRefusedMiddleware",
     "core.middleware.ContentSecurityPolicyMiddleware",
 ]
 
@@ -193,6 +215,9 @@ RQ_QUEUES = {
 # Workers run the apps' worker-start hooks (core.registry) before taking jobs: the migrations
 # app reconciles migrations orphaned by a dead worker.
 RQ = {"WORKER_CLASS": "core.worker.PortalWorker"}
+# django-rq's dashboard (queues emptied, jobs deleted or requeued) would act unaudited inside
+# Django's admin; the portal's own job pages are the way to see jobs, so it is not served.
+RQ_SHOW_ADMIN_LINK = False
 # Tests set this to run job functions in-process instead of through Redis.
 VMPORTAL_JOBS_INLINE = False
 

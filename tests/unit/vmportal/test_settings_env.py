@@ -38,12 +38,22 @@ def test_production_requires_secrets_key():
     assert proc.returncode != 0 and "VMPORTAL_SECRETS_KEY" in proc.stderr
 
 
+def test_production_requires_an_audit_key_apart_from_the_others():
+    base = {"DJANGO_SECRET_KEY": "k", "VMPORTAL_SECRETS_KEY": "z6JPtstxHfaMV7NFepwL8yGIC5bwXXxq9zYOZ4x5a9c=",
+            "DATABASE_URL": "sqlite:///:memory:"}
+    proc = load_settings(base)
+    assert proc.returncode != 0 and "VMPORTAL_AUDIT_KEY" in proc.stderr
+    proc = load_settings({**base, "VMPORTAL_AUDIT_KEY": "k"})
+    assert proc.returncode != 0 and "must differ" in proc.stderr
+
+
 def test_environment_drives_database_redis_and_hosts():
     import json
 
     proc = load_settings({
         "DJANGO_SECRET_KEY": "k",
         "VMPORTAL_SECRETS_KEY": "z6JPtstxHfaMV7NFepwL8yGIC5bwXXxq9zYOZ4x5a9c=",
+        "VMPORTAL_AUDIT_KEY": "audit-k",
         "DATABASE_URL": "postgres://portal:pw@db.example:5432/vmportal",
         "REDIS_URL": "redis://127.0.0.1:7777/3",
         "DJANGO_ALLOWED_HOSTS": "portal.example, 10.0.0.5",
@@ -75,7 +85,7 @@ def test_debug_defaults_sqlite_in_var_and_generates_secrets_key_once(tmp_path):
     clean.update(env, DJANGO_SETTINGS_MODULE="vmportal.settings", PYTHONPATH=f"{project}")
     code = (
         "import json; import vmportal.settings as s; "
-        "print(json.dumps({'db': str(s.DATABASES['default']['NAME']), 'key': s.VMPORTAL_SECRETS_KEY, 'redis': s.REDIS_URL, 'debug': s.DEBUG}))"
+        "print(json.dumps({'db': str(s.DATABASES['default']['NAME']), 'key': s.VMPORTAL_SECRETS_KEY, 'audit': s.VMPORTAL_AUDIT_KEY, 'redis': s.REDIS_URL, 'debug': s.DEBUG}))"
     )
     first = subprocess.run([sys.executable, "-c", code], env=clean, cwd=project, capture_output=True, text=True, timeout=60)
     assert first.returncode == 0, first.stderr
@@ -86,3 +96,6 @@ def test_debug_defaults_sqlite_in_var_and_generates_secrets_key_once(tmp_path):
     assert a["db"] == str(project / "var" / "vmportal.sqlite3")
     assert a["key"] == b["key"] == key_file.read_text().strip()
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    audit_file = project / "var" / "audit.key"
+    assert a["audit"] == b["audit"] == audit_file.read_text().strip() != a["key"]
+    assert stat.S_IMODE(audit_file.stat().st_mode) == 0o600
