@@ -103,12 +103,18 @@ async def aexport_lines(queryset: QuerySet, fmt: str) -> AsyncIterator[str]:
         after = (rows[-1][1], rows[-1][0])
 
 
-def audit_export_start(*, filters: dict, fmt: str, actor: Actor) -> None:
-    """Record an export (what filter, which format) and sign the chain's head for it."""
+def audit_export_start(*, queryset: QuerySet, filters: dict, fmt: str, actor: Actor) -> QuerySet:
+    """Record an export (what filter, which format) and sign the chain's head for it.
+
+    Returns ``queryset`` cut at that head: the export holds what the filter selected when it
+    began (not its own audit event, nor what arrives while it streams), and the checkpoint
+    signs its newest possible row.
+    """
     with transaction.atomic():
         lock_chain()
         event_id, hash_ = head()
         checkpoint_insert(kind=AuditCheckpointKindChoices.EXPORT, event_id=event_id, event_hash_=hash_)
         audit_record(actor=actor, action="audit.export", result=AuditResultChoices.OK,
-                     parameters={"format": fmt, "filters": filters},
+                     parameters={"format": fmt, "filters": filters, "up_to_id": event_id},
                      message=f"Exported the audit trail as {fmt}" + (" (filtered)." if filters else "."))
+    return queryset.filter(pk__lte=event_id) if event_id is not None else queryset.none()

@@ -116,7 +116,8 @@ class AuditExportView(ViewerRequiredMixin, View):
         if fmt not in FORMATS:
             raise Http404("Unknown export format.")
         filterset, queryset = filtered_events(request.GET)
-        audit_export_start(filters=_filter_params(request), fmt=fmt, actor=Actor.from_request(request))
+        queryset = audit_export_start(queryset=queryset, filters=_filter_params(request), fmt=fmt,
+                                      actor=Actor.from_request(request))
         lines = aexport_lines(queryset, fmt) if isinstance(request, ASGIRequest) else export_lines(queryset, fmt)
         content_type = "text/csv; charset=utf-8" if fmt == "csv" else "application/x-ndjson; charset=utf-8"
         response = StreamingHttpResponse(lines, content_type=content_type)

@@ -26,7 +26,8 @@ class Command(BaseCommand):
         if not filterset.is_valid():
             problems = "; ".join(f"--{name}: {' '.join(errors)}" for name, errors in filterset.errors.items())
             raise CommandError(problems)
-        audit_export_start(filters=params.dict(), fmt=options["format"], actor=Actor.cli())
+        queryset = audit_export_start(queryset=queryset, filters=params.dict(), fmt=options["format"],
+                                      actor=Actor.cli())
         for piece in export_lines(queryset, options["format"]):
             self.stdout.write(piece, ending="")
         self.stdout.flush()
