@@ -80,7 +80,8 @@ class AuditEventFilterSet(django_filters.FilterSet):
                           help_text="exact, or a family: migration.*")
     target_type = django_filters.CharFilter(field_name="target_type", max_length=32, label="Target type")
     target = django_filters.CharFilter(method="filter_target", max_length=255, label="Target name or id")
-    targets = TargetsFilter(method="filter_targets", max_length=20000, label="Targets")
+    # Set by an object's Audit panel (the object and its children), not typed by hand.
+    targets = TargetsFilter(method="filter_targets", max_length=20000, label="Objects", widget=forms.HiddenInput)
     result = django_filters.ChoiceFilter(choices=AuditResultChoices.choices, label="Result", empty_label="Any")
     source = django_filters.ChoiceFilter(choices=SOURCE_CHOICES, method="filter_source", label="Source",
                                          empty_label="Any")
