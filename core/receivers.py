@@ -28,8 +28,13 @@ def _ip(request) -> str | None:
     return request.META.get("REMOTE_ADDR") or None
 
 
+def _actor_for(request, user) -> Actor:
+    # The user logging in or out acts (request.user is not always set yet, or already gone).
+    return Actor(user=user, source_ip=_ip(request), request_id=getattr(request, "request_id", ""))
+
+
 def on_logged_in(sender, request, user, **kwargs):
-    audit_record(actor=Actor.from_request(request) if request is not None else Actor(user=user),
+    audit_record(actor=_actor_for(request, user),
                  action="auth.login", result=AuditResultChoices.OK, target=user,
                  message=f"{user.get_username()} logged in.")
 
@@ -45,8 +50,7 @@ def on_login_failed(sender, credentials, request=None, **kwargs):
 def on_logged_out(sender, request, user, **kwargs):
     if user is None:
         return
-    audit_record(actor=Actor.from_request(request) if request is not None else Actor(user=user),
-                 action="auth.logout", result=AuditResultChoices.OK, target=user,
+    audit_record(actor=_actor_for(request, user), action="auth.logout", result=AuditResultChoices.OK, target=user,
                  message=f"{user.get_username()} logged out.")
 
 

@@ -38,10 +38,11 @@ def audit_db(postgres):  # noqa: F811
 
 
 def _dsn(url: str) -> str:
-    import dj_database_url
+    from urllib.parse import parse_qs, urlsplit
 
-    cfg = dj_database_url.parse(url)
-    return f"dbname={cfg['NAME']} user={cfg['USER']} host={cfg['HOST']} port={cfg['PORT']}"
+    parts = urlsplit(url)
+    query = parse_qs(parts.query)
+    return f"dbname={parts.path.lstrip('/')} user={parts.username} host={query['host'][0]} port={query['port'][0]}"
 
 
 def step(env, name, arg=None, *, background=False):
