@@ -22,7 +22,8 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from .models import AuditChainLock, AuditCheckpoint, AuditCheckpointKindChoices, AuditEvent
+from .choices import AuditCheckpointKindChoices
+from .models import AuditChainLock, AuditCheckpoint, AuditEvent
 
 logger = logging.getLogger(__name__)
 

@@ -22,8 +22,7 @@ from django.db.models.functions import Cast
 from .actors import Actor
 from .audit import audit_record
 from .audit_chain import checkpoint_insert, head, lock_chain
-from .choices import AuditResultChoices
-from .models import AuditCheckpointKindChoices
+from .choices import AuditCheckpointKindChoices, AuditResultChoices
 
 CHUNK = 2000
 FORMATS = ("csv", "jsonl")

@@ -11,8 +11,8 @@ from django.utils import timezone
 from .actors import Actor
 from .audit import audit_record
 from .audit_chain import checkpoint_insert, head, lock_chain
-from .choices import AuditResultChoices
-from .models import AuditCheckpointKindChoices, AuditDeletePermit, AuditEvent
+from .choices import AuditCheckpointKindChoices, AuditResultChoices
+from .models import AuditDeletePermit, AuditEvent
 
 
 @dataclass(frozen=True)

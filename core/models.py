@@ -5,7 +5,7 @@ from django.db import models
 from django.urls import reverse
 from django.utils import timezone
 
-from .choices import JOB_TERMINAL_STATES, AuditResultChoices, JobStatusChoices
+from .choices import JOB_TERMINAL_STATES, AuditCheckpointKindChoices, AuditResultChoices, JobStatusChoices
 
 
 class Job(models.Model):
@@ -60,29 +60,20 @@ class AppendOnlyError(Exception):
     """Raised on any attempt to change or delete an audit event other than through the chain."""
 
 
-class AuditEventQuerySet(models.QuerySet):
-    """Refuses every write path but an insert through core.audit_chain (which hashes the row)."""
+class AppendOnlyQuerySet(models.QuerySet):
+    """Refuses every write path but an insert through core.audit_chain (which chains the row)."""
 
-    def update(self, **kwargs):
-        raise AppendOnlyError("Audit events are append-only: they cannot be updated.")
+    refusal = "Audit events are append-only"
 
-    def _update(self, values):
-        raise AppendOnlyError("Audit events are append-only: they cannot be updated.")
+    def _refuse(self, *args, **kwargs):
+        raise AppendOnlyError(f"{self.refusal}: they are written once, through core.audit, and never changed "
+                              f"(old events go only through manage.py audit_retention).")
 
-    def delete(self):
-        raise AppendOnlyError("Audit events are append-only: they cannot be deleted (see manage.py audit_retention).")
+    update = _update = delete = _raw_delete = bulk_create = bulk_update = update_or_create = _refuse
 
-    def _raw_delete(self, using):
-        raise AppendOnlyError("Audit events are append-only: they cannot be deleted (see manage.py audit_retention).")
 
-    def bulk_create(self, objs, *args, **kwargs):
-        raise AppendOnlyError("Audit events are written one by one through core.audit.audit_record().")
-
-    def bulk_update(self, objs, fields, batch_size=None):
-        raise AppendOnlyError("Audit events are append-only: they cannot be updated.")
-
-    def update_or_create(self, *args, **kwargs):
-        raise AppendOnlyError("Audit events are append-only: they cannot be updated.")
+class AuditEventQuerySet(AppendOnlyQuerySet):
+    pass
 
 
 class AuditEvent(models.Model):
@@ -152,28 +143,8 @@ class AuditEvent(models.Model):
         raise AppendOnlyError("Audit events are append-only: they cannot be deleted (see manage.py audit_retention).")
 
 
-class AuditCheckpointKindChoices(models.TextChoices):
-    PERIODIC = "periodic", "Periodic"
-    EXPORT = "export", "Export"
-    RETENTION = "retention", "Retention"
-    MANUAL = "manual", "Manual"
-
-
-class AuditCheckpointQuerySet(models.QuerySet):
-    def update(self, **kwargs):
-        raise AppendOnlyError("Audit checkpoints cannot be changed.")
-
-    def _update(self, values):
-        raise AppendOnlyError("Audit checkpoints cannot be changed.")
-
-    def delete(self):
-        raise AppendOnlyError("Audit checkpoints cannot be deleted.")
-
-    def _raw_delete(self, using):
-        raise AppendOnlyError("Audit checkpoints cannot be deleted.")
-
-    def bulk_create(self, objs, *args, **kwargs):
-        raise AppendOnlyError("Audit checkpoints are written through core.audit_chain.checkpoint_write().")
+class AuditCheckpointQuerySet(AppendOnlyQuerySet):
+    refusal = "Audit checkpoints are append-only"
 
 
 class AuditCheckpoint(models.Model):
