@@ -64,3 +64,17 @@ def test_filter_open_and_export_exactly_what_is_shown(page, portal, screenshots)
     assert [r["id"] for r in exported] == shown
     assert all(r["time"].endswith("Z") for r in exported)
     assert not errors, errors
+
+
+def test_live_events_appear_only_when_they_match_the_filter(page, portal):
+    login(page, portal)
+    page.goto("/audit/?action=migration.*")
+    expect(page.locator("#live-indicator")).to_have_attribute("data-state", "live")
+    rows = page.locator("#audit-rows tr[data-event-id]")
+    before = rows.count()
+    portal.manage("shell", "-c", "from core.audit import audit_record; from core.actors import Actor; "
+                                 "audit_record(actor=Actor.cli(), action='host.refresh', result='ok', message='no'); "
+                                 "audit_record(actor=Actor.cli(), action='migration.abort', result='ok', message='live one')")
+    expect(rows).to_have_count(before + 1, timeout=10000)
+    expect(rows.first).to_contain_text("live one")
+    expect(page.locator("#audit-rows")).not_to_contain_text("host.refresh")

@@ -54,6 +54,7 @@ def step(env, name, arg=None, *, background=False):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.timeout(2400)
 def test_audit_chain_on_postgresql(audit_db):
     env = audit_db
     made = step(env, "generate", EVENTS)
