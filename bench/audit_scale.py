@@ -112,7 +112,11 @@ def main() -> int:
         from core.audit_verify import verify_chain
         from core.models import AuditEvent
 
-        print(f"database: {connection.vendor}")
+        t0 = time.perf_counter()
+        sum(range(10**7))
+        # How busy the machine is: about 0.2 s on an idle core of a current machine.
+        print(f"database: {connection.vendor}; calibration sum(range(10**7)) = {time.perf_counter() - t0:.2f} s, "
+              f"load average {os.getloadavg()[0]:.1f}")
         existing = AuditEvent.objects.count()
         if existing < args.events:
             took = generate(args.events - existing)

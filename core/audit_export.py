@@ -12,39 +12,59 @@ import csv
 import io
 import json
 from collections.abc import AsyncIterator, Iterator
-from datetime import datetime, timezone as dt_timezone
 
 from asgiref.sync import sync_to_async
 from django.db import transaction
-from django.db.models import Q, QuerySet, TextField
+from django.db.models import Func, Q, QuerySet, TextField
 from django.db.models.functions import Cast
 
 from .actors import Actor
 from .audit import audit_record
 from .audit_chain import checkpoint_insert, head, lock_chain
 from .choices import AuditCheckpointKindChoices, AuditResultChoices
+from .models import AuditEvent
 
 CHUNK = 2000
 FORMATS = ("csv", "jsonl")
 COLUMNS = ("id", "time", "actor", "action", "target_type", "target_id", "target_label", "result", "message",
            "source_ip", "request_id", "job_id", "parameters", "prev_hash", "hash")
 _JSONL_COLUMNS = tuple(c for c in COLUMNS if c != "parameters")
-_DB_COLUMNS = ("pk", "time", "actor_label", "action", "target_type", "target_id", "target_label", "result",
+_DB_COLUMNS = ("pk", "time_iso", "actor_label", "action", "target_type", "target_id", "target_label", "result",
                "message", "source_ip", "request_id", "job_id", "parameters_json", "prev_hash", "hash")
 
 
-def _iso(value: datetime) -> str:
-    return value.astimezone(dt_timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+class UtcIso(Func):
+    """A timestamp as ISO-8601 UTC text, formatted by the database (no per-row conversion)."""
+
+    output_field = TextField()
+
+    def as_sqlite(self, compiler, connection, **extra):
+        # Django stores UTC as "YYYY-MM-DD HH:MM:SS[.ffffff]".
+        return self.as_sql(compiler, connection, template="(replace(%(expressions)s, ' ', 'T') || 'Z')", **extra)
+
+    def as_postgresql(self, compiler, connection, **extra):
+        return self.as_sql(compiler, connection, template=(
+            "to_char(%(expressions)s AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"), **extra)
+
+    def as_sql(self, compiler, connection, **extra):
+        if connection.vendor not in ("sqlite", "postgresql") and "template" not in extra:
+            raise NotImplementedError("UtcIso supports SQLite and PostgreSQL.")
+        return super().as_sql(compiler, connection, **extra)
 
 
-def _chunk(queryset: QuerySet, after: tuple | None) -> list[tuple]:
+def _chunk(queryset: QuerySet, after: tuple | None) -> tuple[list[tuple], tuple | None]:
+    """The next CHUNK rows (already formatted as text by the database) and the cursor after them."""
     if after is not None:
         time, pk = after
         queryset = queryset.filter(Q(time__lte=time) & ~Q(time=time, pk__gte=pk))
-    # Parameters as the database's JSON text: decoding and encoding them again per row would
+    # Time and parameters as text from the database: converting them per row in Python would
     # cost more than the rest of the row.
-    return list(queryset.annotate(parameters_json=Cast("parameters", TextField()))
+    rows = list(queryset.annotate(time_iso=UtcIso("time"), parameters_json=Cast("parameters", TextField()))
                 .order_by("-time", "-pk").values_list(*_DB_COLUMNS)[:CHUNK])
+    if not rows:
+        return rows, None
+    last_time = AuditEvent.objects.filter(pk=rows[-1][0]).values_list("time", flat=True).get()
+    return rows, (last_time, rows[-1][0])
 
 
 class _Formatter:
@@ -63,10 +83,10 @@ class _Formatter:
 
     def rows(self, rows: list[tuple]) -> str:
         if self.fmt == "csv":
-            self._csv.writerows((row[0], _iso(row[1]), *row[2:]) for row in rows)
+            self._csv.writerows(rows)
             return self._take()
         # The parameters go in as the JSON text they are stored as (last, so the rest is one dumps).
-        return "".join(json.dumps(dict(zip(_JSONL_COLUMNS, (row[0], _iso(row[1]), *row[2:12], row[13], row[14]))))[:-1]
+        return "".join(json.dumps(dict(zip(_JSONL_COLUMNS, (*row[:12], row[13], row[14]))))[:-1]
                        + ', "parameters": ' + (row[12] or "{}") + "}\n" for row in rows)
 
     def _take(self) -> str:
@@ -84,11 +104,10 @@ def export_lines(queryset: QuerySet, fmt: str) -> Iterator[str]:
         yield head
     after = None
     while True:
-        rows = _chunk(queryset, after)
+        rows, after = _chunk(queryset, after)
         if not rows:
             return
         yield formatter.rows(rows)
-        after = (rows[-1][1], rows[-1][0])
 
 
 async def aexport_lines(queryset: QuerySet, fmt: str) -> AsyncIterator[str]:
@@ -99,11 +118,10 @@ async def aexport_lines(queryset: QuerySet, fmt: str) -> AsyncIterator[str]:
     after = None
     fetch = sync_to_async(_chunk, thread_sensitive=True)
     while True:
-        rows = await fetch(queryset, after)
+        rows, after = await fetch(queryset, after)
         if not rows:
             return
         yield formatter.rows(rows)
-        after = (rows[-1][1], rows[-1][0])
 
 
 def audit_export_start(*, queryset: QuerySet, filters: dict, fmt: str, actor: Actor) -> QuerySet:
