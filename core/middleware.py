@@ -2,8 +2,8 @@
 
 import uuid
 
-from .audit import audit_record_now
 from .actors import Actor, reset_current_request, set_current_request
+from .audit import audit_record_now
 from .choices import AuditResultChoices
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
