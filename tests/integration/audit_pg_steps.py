@@ -93,31 +93,29 @@ def refused(_):
     return outcomes
 
 
-def tamper_update(pk):
-    # The attacker owns the table: lifts the trigger, rewrites, puts it back.
+def _as_table_owner(*statements) -> None:
+    """What an attacker who owns the table does: lift the triggers, run SQL, put them back."""
     with transaction.atomic():
         sql(f"ALTER TABLE {TABLE} DISABLE TRIGGER USER")
-        sql(f"UPDATE {TABLE} SET message = 'nothing to see' WHERE id = %s", [int(pk)])
+        for statement, params in statements:
+            sql(statement, params)
         sql(f"ALTER TABLE {TABLE} ENABLE TRIGGER USER")
+
+
+def tamper_update(pk):
+    _as_table_owner((f"UPDATE {TABLE} SET message = 'nothing to see' WHERE id = %s", [int(pk)]))
     return {}
 
 
 def tamper_delete(pk):
-    with transaction.atomic():
-        sql(f"ALTER TABLE {TABLE} DISABLE TRIGGER USER")
-        sql(f"DELETE FROM {TABLE} WHERE id = %s", [int(pk)])
-        sql(f"ALTER TABLE {TABLE} ENABLE TRIGGER USER")
+    _as_table_owner((f"DELETE FROM {TABLE} WHERE id = %s", [int(pk)]))
     return {}
 
 
 def tamper_restore(pk):
     """Put the original message back (undo tamper_update) so the next attack starts intact."""
-    pk = int(pk)
-    with transaction.atomic():
-        sql(f"ALTER TABLE {TABLE} DISABLE TRIGGER USER")
-        row = AuditEvent.objects.filter(pk=pk).values_list("parameters", flat=True).first()
-        sql(f"UPDATE {TABLE} SET message = %s WHERE id = %s", [f"event {row['n']}", pk])
-        sql(f"ALTER TABLE {TABLE} ENABLE TRIGGER USER")
+    n = AuditEvent.objects.filter(pk=int(pk)).values_list("parameters", flat=True).get()["n"]
+    _as_table_owner((f"UPDATE {TABLE} SET message = %s WHERE id = %s", [f"event {n}", int(pk)]))
     return {}
 
 
