@@ -89,6 +89,7 @@ def environment(workdir: Path, redis_port: int) -> dict:
         "DJANGO_SETTINGS_MODULE": "vmportal.settings",
         "DJANGO_SECRET_KEY": "bench-evacuation-secret-key",
         "VMPORTAL_SECRETS_KEY": Fernet.generate_key().decode(),
+        "VMPORTAL_AUDIT_KEY": "bench-evacuation-audit-key",
         "DATABASE_URL": f"sqlite:///{workdir / 'portal.sqlite3'}",
         "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
         "VMPORTAL_GUEST_HEARTBEAT_PROBE": "lab.heartbeat:probe",

@@ -103,8 +103,11 @@ class WindowDetailView(ViewerRequiredMixin, View):
                            .order_by("-start")[:50])
         upcoming = [o for o in payloads.occurrences_between(window, now, now + timedelta(days=120), limit=6)
                     if o["status"] not in OCCURRENCE_TERMINAL_STATES][:5]
+        # The window's audit panel also shows what its evacuations and returns went through.
+        runs = [run for occ in occurrences for run in occ.runs.all()]
+        audit_children = [e for run in runs for e in (run.evacuation, run.return_run) if e is not None]
         return render(request, "calendar_app/window_detail.html", {
-            "window": window, "occurrences": occurrences, "upcoming": upcoming})
+            "window": window, "occurrences": occurrences, "upcoming": upcoming, "audit_children": audit_children})
 
 
 class WindowCreateView(OperatorRequiredMixin, View):

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.db import models, transaction
 
-from . import broadcast
+from . import audit_chain, broadcast
 from .actors import Actor
 from .choices import AuditResultChoices
 from .models import AuditEvent, Job
@@ -56,8 +56,12 @@ def audit_record(
     message: str = "",
     job: Job | None = None,
 ) -> AuditEvent:
-    """Append one audit event (call inside the transaction that makes the change)."""
-    event = AuditEvent.objects.create(
+    """Append one audit event to the chain (call inside the transaction that makes the change).
+
+    On PostgreSQL the chain's lock is held until that transaction ends, so keep audited
+    transactions short (no host I/O inside them: house style already).
+    """
+    event = audit_chain.append(AuditEvent(
         actor=actor.user,
         actor_label=actor.label,
         action=action,
@@ -70,7 +74,7 @@ def audit_record(
         source_ip=actor.source_ip,
         request_id=actor.request_id,
         job=job,
-    )
+    ))
     broadcast.audit_recorded(event)
     return event
 

@@ -27,6 +27,13 @@ class AuditResultChoices(models.TextChoices):
     REFUSED = "refused", "Refused"
 
 
+class AuditCheckpointKindChoices(models.TextChoices):
+    PERIODIC = "periodic", "Periodic"
+    EXPORT = "export", "Export"
+    RETENTION = "retention", "Retention"
+    MANUAL = "manual", "Manual"
+
+
 class RoleChoices(models.TextChoices):
     """Roles are Django groups of these names; each role includes the ones below it."""
 

@@ -5,7 +5,7 @@ from django.db import models
 from django.urls import reverse
 from django.utils import timezone
 
-from .choices import JOB_TERMINAL_STATES, AuditResultChoices, JobStatusChoices
+from .choices import JOB_TERMINAL_STATES, AuditCheckpointKindChoices, AuditResultChoices, JobStatusChoices
 
 
 class Job(models.Model):
@@ -57,19 +57,32 @@ class Job(models.Model):
 
 
 class AppendOnlyError(Exception):
-    """Raised on any attempt to change or delete an audit event."""
+    """Raised on any attempt to change or delete an audit event other than through the chain."""
 
 
-class AuditEventQuerySet(models.QuerySet):
-    def update(self, **kwargs):
-        raise AppendOnlyError("Audit events are append-only: they cannot be updated.")
+class AppendOnlyQuerySet(models.QuerySet):
+    """Refuses every write path but an insert through core.audit_chain (which chains the row)."""
 
-    def delete(self):
-        raise AppendOnlyError("Audit events are append-only: they cannot be deleted.")
+    refusal = "Audit events are append-only"
+
+    def _refuse(self, *args, **kwargs):
+        raise AppendOnlyError(f"{self.refusal}: they are written once, through core.audit, and never changed "
+                              f"(old events go only through manage.py audit_retention).")
+
+    update = _update = delete = _raw_delete = bulk_create = bulk_update = update_or_create = _refuse
+
+
+class AuditEventQuerySet(AppendOnlyQuerySet):
+    pass
 
 
 class AuditEvent(models.Model):
-    """Who did what to which object, with what outcome. Written once, never changed."""
+    """Who did what to which object, with what outcome. Written once, never changed.
+
+    Each event carries the hash of the event before it (in id order) and its own SHA-256 over a
+    canonical serialisation of its fields (core.audit_chain), so a changed, removed, inserted or
+    reordered event breaks the chain that `manage.py audit_verify` walks.
+    """
 
     time = models.DateTimeField(default=timezone.now, db_index=True)
     actor = models.ForeignKey(
@@ -78,6 +91,8 @@ class AuditEvent(models.Model):
     # Kept separately so the trail still reads right after a user is renamed.
     actor_label = models.CharField(max_length=150)
     action = models.CharField(max_length=64, db_index=True)
+    # The action's first dotted part ("migration" of "migration.start"): the "migration.*" filter.
+    action_family = models.CharField(max_length=64, blank=True)
     target_type = models.CharField(max_length=32, blank=True)
     target_id = models.CharField(max_length=64, blank=True)
     target_label = models.CharField(max_length=255, blank=True)
@@ -87,19 +102,95 @@ class AuditEvent(models.Model):
     source_ip = models.GenericIPAddressField(null=True, blank=True)
     request_id = models.CharField(max_length=64, blank=True)
     job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.PROTECT, related_name="audit_events")
+    prev_hash = models.CharField(max_length=64, blank=True)
+    hash = models.CharField(max_length=64, blank=True)
 
     objects = AuditEventQuerySet.as_manager()
 
     class Meta:
         ordering = ["-time", "-pk"]
+        # Each serves one filter of the audit page, newest first: equality, then time order.
+        indexes = [
+            models.Index(fields=["time", "id"], name="core_audit_time_id"),
+            models.Index(fields=["action", "time"], name="core_audit_action_time"),
+            models.Index(fields=["action_family", "time"], name="core_audit_family_time"),
+            models.Index(fields=["actor_label", "time"], name="core_audit_actor_time"),
+            models.Index(fields=["target_type", "target_id", "time"], name="core_audit_target_time"),
+            models.Index(fields=["target_type", "target_label", "time"], name="core_audit_tlabel_time"),
+            models.Index(fields=["result", "time"], name="core_audit_result_time"),
+            models.Index(fields=["source_ip", "time"], name="core_audit_ip_time"),
+            models.Index(fields=["request_id"], name="core_audit_request"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.time:%Y-%m-%d %H:%M:%S} {self.actor_label} {self.action} {self.result}"
 
+    def get_absolute_url(self) -> str:
+        return reverse("core:audit_event", args=[self.pk])
+
     def save(self, *args, **kwargs):
-        if not self._state.adding:
+        # Only a new row without a primary key is inserted: a new instance given an existing
+        # pk would otherwise UPDATE that event, and force_update/update_fields always would.
+        if (not self._state.adding or self.pk is not None or kwargs.get("force_update")
+                or kwargs.get("update_fields") is not None):
             raise AppendOnlyError("Audit events are append-only: they cannot be updated.")
+        if not self.hash:
+            raise AppendOnlyError("Audit events are written through core.audit.audit_record() (it chains them).")
+        kwargs["force_insert"] = True
         super().save(*args, **kwargs)
 
     def delete(self, *args, **kwargs):
-        raise AppendOnlyError("Audit events are append-only: they cannot be deleted.")
+        raise AppendOnlyError("Audit events are append-only: they cannot be deleted (see manage.py audit_retention).")
+
+
+class AuditCheckpointQuerySet(AppendOnlyQuerySet):
+    refusal = "Audit checkpoints are append-only"
+
+
+class AuditCheckpoint(models.Model):
+    """The chain's head at one moment, signed with the audit key (HMAC-SHA256).
+
+    Someone who rewrites events and recomputes every hash after them still cannot make the
+    event at ``event_id`` carry ``event_hash`` again without the key. A retention checkpoint
+    names the last event removed: the first event kept must link to it.
+    """
+
+    time = models.DateTimeField(default=timezone.now)
+    kind = models.CharField(max_length=16, choices=AuditCheckpointKindChoices.choices)
+    event_id = models.BigIntegerField(null=True, blank=True)
+    event_hash = models.CharField(max_length=64, blank=True)
+    signature = models.CharField(max_length=64)
+
+    objects = AuditCheckpointQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-pk"]
+
+    def __str__(self) -> str:
+        return f"checkpoint #{self.pk} ({self.kind}) at event #{self.event_id}"
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding or self.pk is not None or kwargs.get("force_update") or kwargs.get("update_fields"):
+            raise AppendOnlyError("Audit checkpoints cannot be changed.")
+        kwargs["force_insert"] = True
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise AppendOnlyError("Audit checkpoints cannot be deleted.")
+
+
+class AuditChainLock(models.Model):
+    """One row, locked (SELECT ... FOR UPDATE) by every writer of the chain on PostgreSQL.
+
+    SQLite needs no row lock: the portal's IMMEDIATE transactions take the database's write
+    lock when they begin, so one writer at a time reads the head and appends after it.
+    """
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+
+
+class AuditDeletePermit(models.Model):
+    """Written and removed inside the retention command's transaction: the database trigger
+    lets DELETE through only for events with an id up to ``up_to_id`` while this row exists."""
+
+    up_to_id = models.BigIntegerField()

@@ -183,6 +183,8 @@ class EvacuationDetailView(ViewerRequiredMixin, DetailView):
         context["can_pause"] = ev.status == ES.RUNNING
         context["can_resume"] = ev.status == ES.PAUSED
         context["can_cancel"] = ev.status in (ES.RUNNING, ES.PAUSED)
+        # The audit panel shows the evacuation's own events and those of its items' migrations.
+        context["audit_children"] = [item.migration for item in ev.items.select_related("migration") if item.migration]
         return context
 
 

@@ -43,6 +43,8 @@ def environment() -> dict:
     env.setdefault("DJANGO_SECRET_KEY", secret_file(VAR / "secret_key", lambda: secrets.token_urlsafe(50)))
     # Separate from SECRET_KEY on purpose: it encrypts host credentials at rest.
     env.setdefault("VMPORTAL_SECRETS_KEY", secret_file(VAR / "secrets.key", lambda: Fernet.generate_key().decode()))
+    # Apart from both: it signs the audit trail's checkpoints.
+    env.setdefault("VMPORTAL_AUDIT_KEY", secret_file(VAR / "audit.key", lambda: secrets.token_urlsafe(48)))
     env.setdefault("REDIS_URL", f"redis://127.0.0.1:{REDIS_PORT}/0")
     if os.environ.get("VMPORTAL_LAB", "1") != "0":
         # Lab guests print a heartbeat: migrations record how long the guest itself stopped.

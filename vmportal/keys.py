@@ -70,3 +70,23 @@ def secrets_keys(var_dir: Path, *, debug: bool) -> str:
                 f"generate one with {GENERATE_FERNET}."
             ) from None
     return ",".join(keys)
+
+
+def audit_key(var_dir: Path, *, debug: bool, others: tuple[str, ...]) -> str:
+    """The key signing the audit trail's checkpoints: VMPORTAL_AUDIT_KEY, else var/audit.key.
+
+    In debug mode with neither, a fixed development key. It must differ from every key in
+    ``others`` (SECRET_KEY and the secrets keys): whoever holds those must not be able to
+    re-sign a rewritten trail.
+    """
+    key = os.environ.get("VMPORTAL_AUDIT_KEY", "") or _from_file(var_dir / "audit.key")
+    if not key:
+        if debug:
+            return "dev-only-vmportal-audit-key-do-not-use-in-production"
+        raise MissingKey(
+            "Set VMPORTAL_AUDIT_KEY to a random string (python -c 'import secrets; print(secrets.token_urlsafe(48))'), "
+            f"or run `make run` once, which writes {var_dir / 'audit.key'}."
+        )
+    if key in others:
+        raise MissingKey("VMPORTAL_AUDIT_KEY must differ from DJANGO_SECRET_KEY and VMPORTAL_SECRETS_KEY.")
+    return key

@@ -25,6 +25,13 @@ Environment variables (all optional in development, see each one below):
                             by commas, newest first, during a rotation (`manage.py secrets_rotate`);
                             else read from var/secrets.key (one key a line, written by `make run`);
                             required unless DJANGO_DEBUG=1. Nothing but `make run` creates a key.
+  VMPORTAL_AUDIT_KEY        key signing the audit trail's checkpoints (HMAC-SHA256), different from
+                            both keys above; else read from var/audit.key (written by `make run`);
+                            required unless DJANGO_DEBUG=1
+  VMPORTAL_AUDIT_CHECKPOINT_MINUTES  at most this often a periodic checkpoint signs the chain's
+                            head (and on every export), default 10
+  VMPORTAL_AUDIT_CHECKPOINT_FILE  also append each checkpoint to this file (one JSON line), outside
+                            the database; unset by default
   VMPORTAL_INVENTORY_REFRESH_SECONDS  period of the full inventory refresh (queued by
                             `manage.py watch_hosts`), default 300
   VMPORTAL_MAX_OUTGOING / VMPORTAL_MAX_INCOMING  migrations running at once out of / into one
@@ -59,6 +66,10 @@ SECRET_KEY = keys.secret_key(VAR_DIR, debug=DEBUG)
 # Newest first, comma-separated: encryption uses the first, decryption tries each (core.encryption).
 VMPORTAL_SECRETS_KEY = keys.secrets_keys(VAR_DIR, debug=DEBUG)
 
+VMPORTAL_AUDIT_KEY = keys.audit_key(VAR_DIR, debug=DEBUG, others=(SECRET_KEY, *VMPORTAL_SECRETS_KEY.split(",")))
+VMPORTAL_AUDIT_CHECKPOINT_MINUTES = int(os.environ.get("VMPORTAL_AUDIT_CHECKPOINT_MINUTES", "10"))
+VMPORTAL_AUDIT_CHECKPOINT_FILE = os.environ.get("VMPORTAL_AUDIT_CHECKPOINT_FILE", "")
+
 # Served over TLS (directly or behind the documented reverse proxy): HSTS, secure cookies, redirect.
 HTTPS = os.environ.get("DJANGO_HTTPS", "") == "1"
 
@@ -83,6 +94,7 @@ INSTALLED_APPS = [
     "axes",
     "channels",
     "django_rq",
+    "django_filters",
     "core",
     "hosts",
     "migrations_app",
@@ -102,6 +114,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "core.middleware.RequestIdMiddleware",
+    "core.middleware.AuditRefusedMiddleware",
     "core.middleware.ContentSecurityPolicyMiddleware",
     # Last, as django-axes asks: turns a locked-out login into the login page saying so.
     "axes.middleware.AxesMiddleware",
@@ -225,6 +238,9 @@ RQ_QUEUES = {
 # Workers run the apps' worker-start hooks (core.registry) before taking jobs: the migrations
 # app reconciles migrations orphaned by a dead worker.
 RQ = {"WORKER_CLASS": "core.worker.PortalWorker"}
+# django-rq's dashboard (queues emptied, jobs deleted or requeued) would act unaudited inside
+# Django's admin; the portal's own job pages are the way to see jobs, so it is not served.
+RQ_SHOW_ADMIN_LINK = False
 # Tests set this to run job functions in-process instead of through Redis.
 VMPORTAL_JOBS_INLINE = False
 

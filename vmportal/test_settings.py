@@ -9,6 +9,8 @@ os.environ.setdefault("DJANGO_SECRET_KEY", "test-only-secret-key")
 # A fixed, test-only Fernet key so tests never write var/secrets.key.
 os.environ.setdefault("VMPORTAL_SECRETS_KEY", "z6JPtstxHfaMV7NFepwL8yGIC5bwXXxq9zYOZ4x5a9c=")
 
+os.environ.setdefault("VMPORTAL_AUDIT_KEY", "test-only-audit-key")
+
 from .settings import *  # noqa: E402,F403
 
 CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}

@@ -122,6 +122,7 @@ def portal_template(redis_url, tmp_path_factory) -> Portal:
         "DJANGO_SETTINGS_MODULE": "vmportal.settings",
         "DJANGO_SECRET_KEY": "e2e-secret-key",
         "VMPORTAL_SECRETS_KEY": Fernet.generate_key().decode(),
+        "VMPORTAL_AUDIT_KEY": "e2e-audit-key",
         "DATABASE_URL": f"sqlite:///{workdir / 'portal.sqlite3'}",
         "REDIS_URL": redis_url,
         "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",

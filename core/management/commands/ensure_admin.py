@@ -23,7 +23,7 @@ class Command(BaseCommand):
         generated = None
         if not exists and password is None:
             generated = password = secrets.token_urlsafe(15)
-        _, created, changed = admin_ensure(username=USERNAME, password=password, actor=Actor.system())
+        _, created, changed = admin_ensure(username=USERNAME, password=password, actor=Actor.cli())
         if created and generated:
             self.stdout.write(f"Created user '{USERNAME}' with password: {generated}")
             self.stdout.write("It is shown only now; set VMPORTAL_ADMIN_PASSWORD to choose your own.")

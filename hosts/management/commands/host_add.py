@@ -68,7 +68,7 @@ class Command(BaseCommand):
             libvirt_uri=options["libvirt_uri"],
         )
         try:
-            host, job = host_create(name=name, connection=connection, actor=Actor.system(), trusted_host_key=key)
+            host, job = host_create(name=name, connection=connection, actor=Actor.cli(), trusted_host_key=key)
         except ServiceRefused as exc:
             raise CommandError(f"{exc.message} {exc.hint}") from None
         except ValidationError as exc:

@@ -23,7 +23,7 @@ class Command(BaseCommand):
             self.stdout.write("No hosts in the inventory.")
             return
         for host in hosts:
-            job = host_refresh_request(host=host, actor=Actor.system(), enqueue=not wait)
+            job = host_refresh_request(host=host, actor=Actor.cli(), enqueue=not wait)
             if job is None:
                 self.stdout.write(f"{host.name}: skipped ({host.get_status_display()})")
                 continue

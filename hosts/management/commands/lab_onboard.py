@@ -79,7 +79,7 @@ class Command(BaseCommand):
         failures = 0
         for entry in entries:
             try:
-                host, created = onboard_lab_host(entry, actor=Actor.system())
+                host, created = onboard_lab_host(entry, actor=Actor.cli())
             except AdapterError as exc:
                 failures += 1
                 self.stderr.write(f"{entry.get('name')}: {exc.message} ({exc.hint})")

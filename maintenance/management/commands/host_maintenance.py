@@ -152,7 +152,7 @@ class Command(BaseCommand):
         if options["wait"]:
             self._need_workers()
         try:
-            ev = services.evacuation_enter(host=host, actor=Actor.system(), plan=plan, **choices)
+            ev = services.evacuation_enter(host=host, actor=Actor.cli(), plan=plan, **choices)
         except ServiceRefused as exc:
             raise CommandError(f"{exc.message} {exc.hint}".strip()) from None
         self._follow(ev, options["wait"])
@@ -171,7 +171,7 @@ class Command(BaseCommand):
         if options["wait"] and plan.moves:
             self._need_workers()
         try:
-            ev = services.maintenance_exit(host=host, actor=Actor.system(), bring_back=bring_back,
+            ev = services.maintenance_exit(host=host, actor=Actor.cli(), bring_back=bring_back,
                                            concurrency=concurrency, plan=plan)
         except ServiceRefused as exc:
             raise CommandError(f"{exc.message} {exc.hint}".strip()) from None

@@ -91,7 +91,7 @@ class Command(BaseCommand):
         try:
             record = cold_services.cold_migration_request(
                 vm=vm, destination=destination, share=share, start=options["start"],
-                keep_source=options["keep_source"], actor=Actor.system(), run_by_worker=not wait,
+                keep_source=options["keep_source"], actor=Actor.cli(), run_by_worker=not wait,
             )
         except ServiceRefused as exc:
             raise CommandError(f"{exc.message} {exc.hint}".strip()) from None

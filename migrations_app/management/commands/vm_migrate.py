@@ -114,7 +114,7 @@ class Command(BaseCommand):
         wait = options["wait"]
         try:
             migration = live.migration_request(
-                vm=vm, destination=destination, options=chosen, actor=Actor.system(), run_by_worker=not wait
+                vm=vm, destination=destination, options=chosen, actor=Actor.cli(), run_by_worker=not wait
             )
         except ServiceRefused as exc:
             raise CommandError(f"{exc.message} {exc.hint}".strip()) from None

@@ -69,7 +69,7 @@ class Command(BaseCommand):
             export_to=options["export_to"], options=options["options"], nfs_version=options["nfs_version"],
             server_impl=options["server_impl"], confirm_risky=options["confirm_risky"],
         )
-        actor = Actor.system()
+        actor = Actor.cli()
         try:
             share = self._existing_share(request)
             if share is None:

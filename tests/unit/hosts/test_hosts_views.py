@@ -187,4 +187,4 @@ def test_partials_render_for_live_updates(viewer_client, trusted_host):
 
 def test_audit_page_lists_events_newest_first(viewer_client, trusted_host):
     html = viewer_client.get(reverse("core:audit")).content.decode()
-    assert "host.add" in html and 'data-live-socket="/ws/audit/"' in html
+    assert "host.add" in html and 'data-audit-socket="/ws/audit/"' in html

@@ -15,6 +15,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from core.actors import Actor
+from core.audit import audit_record
 from core.choices import JobStatusChoices
 from core.jobs import job_enqueue
 from core.models import AuditEvent, Job
@@ -443,8 +444,8 @@ def test_names_are_escaped_everywhere(hosts_and_guest, share, operator_client):
     cold.outcome = f"{HOSTILE} moved."
     cold.error_hint = HOSTILE
     cold.save()
-    AuditEvent.objects.create(actor_label="otto", action="migration.cold.request", target_type="coldmigration",
-                              target_id=str(cold.pk), result="ok", message=f"Cold-migrate {HOSTILE}")
+    audit_record(actor=Actor(name="otto"), action="migration.cold.request", target=cold, result="ok",
+                 message=f"Cold-migrate {HOSTILE}")
     pages = {
         "vm": operator_client.get(vm_page(vm)),
         "form": operator_client.get(new_url(vm)),

@@ -118,12 +118,22 @@ def test_https_mode_turns_on_hsts_secure_cookies_redirect_and_proxy_header_and_c
     assert proc.returncode != 0 and "SECURE_HSTS_SECONDS" in proc.stderr + proc.stdout
 
 
+def test_production_requires_an_audit_key_apart_from_the_others():
+    base = {"DJANGO_SECRET_KEY": "k", "VMPORTAL_SECRETS_KEY": "z6JPtstxHfaMV7NFepwL8yGIC5bwXXxq9zYOZ4x5a9c=",
+            "DATABASE_URL": "sqlite:///:memory:"}
+    proc = load_settings(base)
+    assert proc.returncode != 0 and "VMPORTAL_AUDIT_KEY" in proc.stderr
+    proc = load_settings({**base, "VMPORTAL_AUDIT_KEY": "k"})
+    assert proc.returncode != 0 and "must differ" in proc.stderr
+
+
 def test_environment_drives_database_redis_and_hosts():
     import json
 
     proc = load_settings({
         "DJANGO_SECRET_KEY": "k",
         "VMPORTAL_SECRETS_KEY": "z6JPtstxHfaMV7NFepwL8yGIC5bwXXxq9zYOZ4x5a9c=",
+        "VMPORTAL_AUDIT_KEY": "audit-k",
         "DATABASE_URL": "postgres://portal:pw@db.example:5432/vmportal",
         "REDIS_URL": "redis://127.0.0.1:7777/3",
         "DJANGO_ALLOWED_HOSTS": "portal.example, 10.0.0.5",
@@ -147,13 +157,14 @@ def test_debug_defaults_sqlite_in_var_and_never_writes_a_key(tmp_path):
     project = settings_copy(tmp_path)
     code = (
         "import json; import vmportal.settings as s; "
-        "print(json.dumps({'db': str(s.DATABASES['default']['NAME']), 'key': s.VMPORTAL_SECRETS_KEY, 'redis': s.REDIS_URL, 'debug': s.DEBUG}))"
+        "print(json.dumps({'db': str(s.DATABASES['default']['NAME']), 'key': s.VMPORTAL_SECRETS_KEY, 'audit': s.VMPORTAL_AUDIT_KEY, 'redis': s.REDIS_URL, 'debug': s.DEBUG}))"
     )
     proc = run_in_copy(project, {"DJANGO_DEBUG": "1"}, code)
     assert proc.returncode == 0, proc.stderr
     a = json.loads(proc.stdout)
     assert a["debug"] is True and a["redis"] == "redis://127.0.0.1:6390/0"
     assert a["db"] == str(project / "var" / "vmportal.sqlite3")
-    assert a["key"]  # the development key
+    assert a["key"] and a["audit"] and a["audit"] != a["key"]  # the development keys
     # Only `make run` creates keys.
     assert not (project / "var" / "secrets.key").exists() and not (project / "var" / "secret_key").exists()
+    assert not (project / "var" / "audit.key").exists()
