@@ -10,5 +10,6 @@ urlpatterns = [
     path("jobs/", views.JobListView.as_view(), name="job_list"),
     path("jobs/<id:pk>/", views.JobDetailView.as_view(), name="job_detail"),
     path("audit/", views.AuditListView.as_view(), name="audit"),
+    path("health/", views.HealthView.as_view(), name="health"),
     path("audit/partials/rows/", views.AuditRowsPartialView.as_view(), name="audit_rows"),
 ]

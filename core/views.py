@@ -1,6 +1,7 @@
 from django.contrib.auth import views as auth_views
-from django.views.generic import DetailView, ListView
+from django.views.generic import DetailView, ListView, TemplateView
 
+from .health import portal_health
 from .models import AuditEvent, Job
 from .roles import ViewerRequiredMixin
 
@@ -43,3 +44,13 @@ class AuditRowsPartialView(AuditListView):
     """The audit table body alone; the audit page re-fetches it on each live event."""
 
     template_name = "core/partials/audit_rows.html"
+
+
+class HealthView(ViewerRequiredMixin, TemplateView):
+    """Portal health: read-only process state, no host detail, so every role may see it — a
+    Viewer whose job does not move needs to see that the workers are down as much as an Admin."""
+
+    template_name = "core/health.html"
+
+    def get_context_data(self, **kwargs):
+        return super().get_context_data(health=portal_health(), **kwargs)

@@ -225,6 +225,8 @@ RQ_QUEUES = {
 RQ = {"WORKER_CLASS": "core.worker.PortalWorker"}
 # Tests set this to run job functions in-process instead of through Redis.
 VMPORTAL_JOBS_INLINE = False
+# Where `make run`'s supervisor (scripts/supervisor.py) writes what runs; the health page reads it.
+VMPORTAL_SUPERVISOR_STATE = os.environ.get("VMPORTAL_SUPERVISOR_STATE", str(VAR_DIR / "supervisor.json"))
 
 VMPORTAL_INVENTORY_REFRESH_SECONDS = int(os.environ.get("VMPORTAL_INVENTORY_REFRESH_SECONDS", "300"))
 
