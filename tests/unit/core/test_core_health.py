@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
-import socket
-import subprocess
 import time
 
 import pytest
@@ -13,14 +10,9 @@ import redis
 from rq import Worker
 
 from core import health
+from tests.rq_support import free_port, private_redis  # noqa: F401  (a fixture)
 
 NOW = 1_000_000.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def state_file(tmp_path, data) -> object:
@@ -64,30 +56,6 @@ def test_children_rows_say_uptime_restarts_and_last_exit(tmp_path):
     assert (watcher.is_up, watcher.uptime_s, watcher.last_exit) == (False, None, "exit code 1")
 
 
-@pytest.fixture
-def private_redis(tmp_path):
-    if not shutil.which("redis-server"):
-        pytest.fail("redis-server is not installed (make deps installs it)")
-    port = free_port()
-    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", str(tmp_path)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    conn = redis.Redis(host="127.0.0.1", port=port)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            conn.ping()
-            break
-        except redis.ConnectionError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise
-            time.sleep(0.05)
-    yield conn
-    proc.terminate()
-    proc.wait(10)
-
-
 def test_portal_health_lists_registered_workers_and_the_scheduler_lock(private_redis, settings, tmp_path):
     settings.VMPORTAL_SUPERVISOR_STATE = str(state_file(tmp_path, {"updated": time.time(), "children": CHILDREN}))
     worker = Worker(["default", "migrations"], connection=private_redis, name="portal-w1")
@@ -105,7 +73,7 @@ def test_portal_health_lists_registered_workers_and_the_scheduler_lock(private_r
 
 def test_portal_health_says_redis_is_down(settings, tmp_path):
     settings.VMPORTAL_SUPERVISOR_STATE = str(tmp_path / "missing.json")
-    found = health.portal_health(connection=redis.Redis(host="127.0.0.1", port=free_port(), socket_timeout=1))
+    found = health.portal_health(connection=redis.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.5, socket_timeout=0.5))
     assert not found.redis_up and found.redis.startswith("down:") and found.workers == []
     assert not found.supervised
 
