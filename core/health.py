@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +63,9 @@ class WorkerHealth:
     queues: list[str]
     heartbeat_age_s: float | None
     current_job: str
+    # False: registered on this machine, but no such process (killed; Redis keeps its entry
+    # until it expires). None: on another machine, cannot tell.
+    alive: bool | None = None
 
 
 @dataclass
@@ -116,8 +121,21 @@ def read_supervisor_state(path: Path, *, now: float) -> tuple[str, list[ChildHea
     return "running", children
 
 
+def _process_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
 def _workers(connection, *, now: float) -> list[WorkerHealth]:
     rows = []
+    here = socket.gethostname()
     for worker in Worker.all(connection=connection):
         beat = worker.last_heartbeat
         job_id = worker.get_current_job_id() or ""
@@ -126,6 +144,7 @@ def _workers(connection, *, now: float) -> list[WorkerHealth]:
             queues=worker.queue_names(),
             heartbeat_age_s=max(0.0, now - beat.timestamp()) if beat is not None else None,
             current_job=job_id,
+            alive=_process_alive(worker.pid) if worker.hostname == here else None,
         ))
     return sorted(rows, key=lambda w: w.name)
 

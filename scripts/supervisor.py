@@ -159,6 +159,7 @@ class Supervisor:
                 changed = True
             elif child.state == "restarting" and now >= child.restart_at:
                 self._spawn(child)
+                child.note = ""  # how it last died stays in last_exit_code
                 child.restarts += 1
                 self.log(f"restarted {child.name} (pid {child.proc.pid}, restart {child.restarts})")
                 changed = True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 
 import pytest
@@ -61,13 +62,19 @@ def test_portal_health_lists_registered_workers_and_the_scheduler_lock(private_r
     worker = Worker(["default", "migrations"], connection=private_redis, name="portal-w1")
     worker.register_birth()
     worker.heartbeat()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    gone = Worker(["default"], connection=private_redis, name="portal-w0")
+    gone.register_birth()
+    private_redis.hset(gone.key, "pid", dead.pid)  # a worker killed before Redis forgot it
     private_redis.set("rq:scheduler-lock:default", "portal-w1")
 
     found = health.portal_health(connection=private_redis)
 
     assert found.supervised and found.redis_up and found.redis.startswith("up (redis ")
-    assert [(w.name, w.queues) for w in found.workers] == [("portal-w1", ["default", "migrations"])]
-    assert found.workers[0].heartbeat_age_s is not None and found.workers[0].heartbeat_age_s < 60
+    assert [(w.name, w.queues, w.alive) for w in found.workers] == [
+        ("portal-w0", ["default"], False), ("portal-w1", ["default", "migrations"], True)]
+    assert found.workers[1].heartbeat_age_s is not None and found.workers[1].heartbeat_age_s < 60
     assert found.scheduler == {"default": "portal-w1", "migrations": ""}
 
 
