@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import socket
 import time
 from dataclasses import dataclass, field
@@ -122,15 +121,7 @@ def read_supervisor_state(path: Path, *, now: float) -> tuple[str, list[ChildHea
 
 
 def _process_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    return True
+    return bool(pid) and Path(f"/proc/{pid}").exists()
 
 
 def _workers(connection, *, now: float) -> list[WorkerHealth]:
