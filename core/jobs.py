@@ -223,18 +223,41 @@ def run_job(job_id: int, work: Callable[[JobContext], Any]) -> Job:
     return job
 
 
+def job_lost(job_id: int, *, reason: str) -> None:
+    """RQ says this job's work stopped outside run_job: end its row now (if run_job could not)
+    and, after the commit, send ``signals.job_lost`` so the app owning the record it worked on
+    settles that record at once (its reconciler asks the hosts)."""
+    with transaction.atomic():
+        job = Job.objects.select_for_update().filter(pk=job_id).first()
+        if job is None:
+            return
+        if not job.is_terminal:
+            _finish(job, JobStatusChoices.FAILED, error=f"The worker lost this job: {reason}.",
+                    hint="What it was doing is settled from what the hosts say.")
+        fields = {"job_id": job.pk, "kind": job.kind, "target_type": job.target_type,
+                  "target_id": job.target_id, "reason": reason}
+        transaction.on_commit(lambda: announce(signals.job_lost, **fields))
+
+
+def portal_job_id(rq_job) -> int | None:
+    """The Job row's id an RQ job carries (its first argument), or None for a foreign job."""
+    job_id = (rq_job.args or [None])[0] if rq_job is not None else None
+    return job_id if isinstance(job_id, int) and not isinstance(job_id, bool) else None
+
+
 def rq_job_failed(rq_job, connection, exc_type, exc_value, tb) -> None:
-    """RQ failure callback: the work failed outside run_job (e.g. import error, killed horse)."""
-    job_id = (rq_job.args or [None])[0]
-    job = Job.objects.filter(pk=job_id).first()
-    if job is not None and not job.is_terminal:
-        _finish(job, JobStatusChoices.FAILED, error=f"The worker failed the job: {exc_type.__name__}: {exc_value}")
+    """RQ failure callback: the work failed outside run_job (import error, abandoned by its worker)."""
+    job_id = portal_job_id(rq_job)
+    if job_id is not None:
+        job_lost(job_id, reason=f"{exc_type.__name__}: {exc_value}" if str(exc_value) else exc_type.__name__)
 
 
 def rq_job_state(job: Job | None, *, now: datetime) -> str | None:
     """RQ's status of the job ("queued", "started", "failed", … or "missing"); None = cannot tell."""
-    if job is None or not job.rq_job_id or settings.VMPORTAL_JOBS_INLINE or now - job.created < QUEUE_GRACE:
+    if job is None or not job.rq_job_id or settings.VMPORTAL_JOBS_INLINE:
         return None
+    if job.status == JobStatusChoices.QUEUED and now - job.created < QUEUE_GRACE:
+        return None  # may not have reached Redis yet; a running one has
     try:
         rq_job = RQJob.fetch(job.rq_job_id, connection=django_rq.get_connection(job.queue_name))
         status = rq_job.get_status(refresh=False)
@@ -276,5 +299,6 @@ def jobs_abort_stale(*, now=None) -> int:
                     error="The worker stopped before finishing this job.",
                     hint="Check the rqworker logs; start the job again if needed.",
                 )
+                job_lost(job.pk, reason="its worker stopped before finishing it")
             aborted += 1
     return aborted

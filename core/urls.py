@@ -10,8 +10,9 @@ urlpatterns = [
     path("jobs/", views.JobListView.as_view(), name="job_list"),
     path("jobs/<id:pk>/", views.JobDetailView.as_view(), name="job_detail"),
     path("audit/", views.AuditListView.as_view(), name="audit"),
-    path("audit/<int:pk>/", views.AuditEventDetailView.as_view(), name="audit_event"),
+    path("audit/<id:pk>/", views.AuditEventDetailView.as_view(), name="audit_event"),
     path("audit/export.<str:fmt>", views.AuditExportView.as_view(), name="audit_export"),
     path("audit/chain/", views.AuditChainView.as_view(), name="audit_chain"),
+    path("health/", views.HealthView.as_view(), name="health"),
     path("audit/partials/rows/", views.AuditRowsPartialView.as_view(), name="audit_rows"),
 ]

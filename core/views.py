@@ -10,6 +10,7 @@ from django.views.generic import DetailView, ListView, TemplateView
 from . import audit_pages
 from .actors import Actor
 from .audit_chain import head
+from .health import portal_health
 from .audit_export import FORMATS, aexport_lines, audit_export_start, export_lines
 from .filtersets import filtered_events
 from .audit_jobs import AUDIT_VERIFY_KIND, audit_verify_request
@@ -145,3 +146,12 @@ class AuditChainView(AdminRequiredMixin, TemplateView):
     def post(self, request):
         job = audit_verify_request(actor=Actor.from_request(request))
         return HttpResponseRedirect(reverse("core:job_detail", args=[job.pk]))
+
+class HealthView(ViewerRequiredMixin, TemplateView):
+    """Portal health: read-only process state, no host detail, so every role may see it — a
+    Viewer whose job does not move needs to see that the workers are down as much as an Admin."""
+
+    template_name = "core/health.html"
+
+    def get_context_data(self, **kwargs):
+        return super().get_context_data(health=portal_health(), **kwargs)

@@ -1,9 +1,25 @@
-"""The RQ worker class (settings.RQ["WORKER_CLASS"]): runs the apps' worker-start hooks first."""
+"""The RQ worker class (settings.RQ["WORKER_CLASS"]): runs the apps' worker-start hooks first,
+and settles a job at once when its work horse dies."""
+
+import logging
+import os
 
 from django.db import connections
 from rq import Worker
 
+from .jobs import job_lost, portal_job_id
 from .registry import run_worker_start_hooks
+
+logger = logging.getLogger(__name__)
+
+
+def horse_death(ret_val) -> str:
+    """How the horse ended, from os.waitpid's status: "killed by signal 9", "exit code 1"."""
+    if isinstance(ret_val, int) and os.WIFSIGNALED(ret_val):
+        return f"killed by signal {os.WTERMSIG(ret_val)}"
+    if isinstance(ret_val, int) and os.WIFEXITED(ret_val):
+        return f"exit code {os.WEXITSTATUS(ret_val)}"
+    return f"wait status {ret_val!r}"
 
 
 class PortalWorker(Worker):
@@ -21,3 +37,18 @@ class PortalWorker(Worker):
             # Work horses are forked from this process: they must not share its connections.
             connections.close_all()
         return super().work(*args, **kwargs)
+
+    def handle_work_horse_killed(self, job, retpid, ret_val, rusage):
+        """RQ saw the horse die mid-job (RQ runs no failure callback then): end the Job row now
+        and hand its record to the owning app's reconciler (core.jobs.job_lost)."""
+        super().handle_work_horse_killed(job, retpid, ret_val, rusage)
+        job_id = portal_job_id(job)
+        if job_id is None:
+            return
+        try:
+            job_lost(job_id, reason=f"its work horse (pid {retpid}) died, {horse_death(ret_val)}")
+        except Exception:  # the worker must go on taking jobs; the periodic sweep settles it later
+            logger.exception("could not settle job %s after its work horse died", job_id)
+        finally:
+            # The next horse is forked from this process: it must not share these connections.
+            connections.close_all()

@@ -8,6 +8,7 @@ class HostsConfig(AppConfig):
     def ready(self):
         from core.encryption import register_encrypted_field
 
+        from . import receivers  # noqa: F401  (a lost power action is settled at once)
         from .models import Host, PortalKey
 
         # What `manage.py secrets_rotate` re-encrypts.

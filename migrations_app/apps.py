@@ -27,6 +27,8 @@ class MigrationsAppConfig(AppConfig):
     def ready(self):
         from core import registry
 
+        from . import receivers  # noqa: F401  (a lost job's migration is reconciled at once)
+
         registry.register_periodic(
             "migrations.reconcile",
             reconcile_migrations,

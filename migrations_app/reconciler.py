@@ -2,7 +2,8 @@
 
 Finding is cheap (database and Redis only): ``migrations_reconcile()`` runs in the
 ``watch_hosts`` loop every VMPORTAL_MIGRATION_RECONCILE_SECONDS and whenever an RQ worker
-starts, and also hands free slots to waiting migrations. Each migration found gets a
+starts, and also hands free slots to waiting migrations; ``migrations_job_lost()`` runs at once
+when RQ reports that a migration's job died (core.signals.job_lost, see receivers.py). Each migration found gets a
 reconcile job, which asks the hosts (``reconcile_migration``) and records what
 reconcile.settle makes of it.
 """
@@ -71,24 +72,44 @@ def migrations_reconcile(*, now: datetime | None = None) -> dict:
     now = now or timezone.now()
     reclaimed = leases.leases_reclaim()
     dispatched = slots.migrations_dispatch()
+    queued = _reconcile_orphans(
+        Migration.objects.filter(status__in=MIGRATION_ACTIVE_STATES),
+        ColdMigration.objects.filter(status__in=COLD_ACTIVE_STATES), now=now, ask_rq=True,
+    )
+    return {"dispatched": dispatched, "reconciling": queued, "leases_reclaimed": reclaimed}
+
+
+def migrations_job_lost(*, job_id: int, reason: str) -> int:
+    """The worker lost job ``job_id`` (core.signals.job_lost): queue reconciling of the live or
+    cold migration it ran, at once rather than at the next sweep. Returns how many were queued."""
+    return _reconcile_orphans(
+        Migration.objects.filter(job_id=job_id, status__in=MIGRATION_ACTIVE_STATES),
+        ColdMigration.objects.filter(job_id=job_id, status__in=COLD_ACTIVE_STATES),
+        now=timezone.now(), ask_rq=False, lost=reason,
+    )
+
+
+def _reconcile_orphans(migrations, colds, *, now: datetime, ask_rq: bool, lost: str = "") -> int:
     stale_after = timedelta(seconds=settings.VMPORTAL_MIGRATION_STALE_SECONDS)
     queued = 0
-    for migration in Migration.objects.filter(status__in=MIGRATION_ACTIVE_STATES).select_related("job"):
-        reason = worker_lost_reason(
-            migration, migration.job, now=now, stale_after=stale_after, rq_state=rq_job_state(migration.job, now=now)
-        )
+    for migration in migrations.select_related("job"):
+        rq_state = rq_job_state(migration.job, now=now) if ask_rq else None
+        reason = worker_lost_reason(migration, migration.job, now=now, stale_after=stale_after, rq_state=rq_state)
         if reason:
+            reason = f"{reason} ({lost})" if lost and lost not in reason else reason
             logger.warning("migration %s (%s): %s; reconciling", migration.pk, migration.status, reason)
             live.migration_reconcile_request(migration=migration, actor=Actor.system(), reason=reason)
             queued += 1
-    for cold in ColdMigration.objects.filter(status__in=COLD_ACTIVE_STATES).select_related("job"):
-        reason = worker_lost_reason(cold, cold.job, now=now, stale_after=stale_after,
-                                    rq_state=rq_job_state(cold.job, now=now), running_states=COLD_RUNNING_STATES)
+    for cold in colds.select_related("job"):
+        rq_state = rq_job_state(cold.job, now=now) if ask_rq else None
+        reason = worker_lost_reason(cold, cold.job, now=now, stale_after=stale_after, rq_state=rq_state,
+                                    running_states=COLD_RUNNING_STATES)
         if reason:
+            reason = f"{reason} ({lost})" if lost and lost not in reason else reason
             logger.warning("cold migration %s (%s): %s; reconciling", cold.pk, cold.status, reason)
             cold_services.cold_reconcile_request(cold=cold, reason=reason)
             queued += 1
-    return {"dispatched": dispatched, "reconciling": queued, "leases_reclaimed": reclaimed}
+    return queued
 
 
 def reconcile_migration(*, migration_id: int, reason: str = "", ctx: JobContext) -> dict:

@@ -5,7 +5,10 @@ database migrations, static files, the admin account, the lab (when running
 as root with the packages) and its hosts onboarded, the RQ workers with the
 scheduler, the host-event watcher, and the ASGI server on
 http://127.0.0.1:8000. Ctrl-C stops every process it started, by PID, and
-takes the lab down if it brought it up. Safe to re-run.
+takes the lab down if it brought it up. A child that dies meanwhile is restarted with
+backoff (scripts/supervisor.py; a crash-looping one is given up on, loudly, and the rest keeps
+running) and the health page (/health/) shows each child's state from var/supervisor.json.
+Safe to re-run.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from supervisor import Supervisor  # scripts/ is on the path: this file runs as scripts/run.py
 
 BASE = Path(__file__).resolve().parent.parent
 VAR = BASE / "var"
@@ -46,6 +51,8 @@ def environment() -> dict:
     # Apart from both: it signs the audit trail's checkpoints.
     env.setdefault("VMPORTAL_AUDIT_KEY", secret_file(VAR / "audit.key", lambda: secrets.token_urlsafe(48)))
     env.setdefault("REDIS_URL", f"redis://127.0.0.1:{REDIS_PORT}/0")
+    # Where the supervisor says what runs; the portal's health page reads it.
+    env.setdefault("VMPORTAL_SUPERVISOR_STATE", str(VAR / "supervisor.json"))
     if os.environ.get("VMPORTAL_LAB", "1") != "0":
         # Lab guests print a heartbeat: migrations record how long the guest itself stopped.
         env.setdefault("VMPORTAL_GUEST_HEARTBEAT_PROBE", "lab.heartbeat:probe")
@@ -60,40 +67,24 @@ def port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-class Supervisor:
-    def __init__(self, env: dict) -> None:
-        self.env = env
-        self.procs: list[tuple[str, subprocess.Popen]] = []
-        self.lab_started = False
+class Portal(Supervisor):
+    """The supervisor of `make run`'s children, plus the one-off manage.py commands and the lab."""
 
-    def start(self, name: str, argv: list[str]) -> subprocess.Popen:
-        proc = subprocess.Popen(argv, cwd=BASE, env=self.env, start_new_session=True)
-        self.procs.append((name, proc))
-        print(f"started {name} (pid {proc.pid})")
-        return proc
+    lab_started = False
 
     def manage(self, *args: str, check: bool = True) -> int:
         return subprocess.run([PY, "manage.py", *args], cwd=BASE, env=self.env, check=check).returncode
 
     def stop(self) -> None:
-        # Newest first, each fully stopped before the next, so workers still
-        # have Redis while they shut down.
-        for name, proc in reversed(self.procs):
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-            print(f"stopped {name}")
+        super().stop()
+        # Only on Ctrl-C: a child that died and came back never takes the lab down.
         if self.lab_started:
             subprocess.run([PY, "-m", "lab", "down"], cwd=BASE, env=self.env)
 
 
 def main() -> int:
     env = environment()
-    sup = Supervisor(env)
+    sup = Portal(env=env, cwd=BASE, state_path=Path(env["VMPORTAL_SUPERVISOR_STATE"]))
     stopping = False
 
     def on_signal(signum, frame):
@@ -135,15 +126,16 @@ def main() -> int:
         sup.start("host watcher", [PY, "manage.py", "watch_hosts"])
         sup.start("asgi server", [PY, "-m", "daphne", "-b", "127.0.0.1", "-p", str(HTTP_PORT), "vmportal.asgi:application"])
         print(f"\nVMPortal: http://127.0.0.1:{HTTP_PORT}/  (Ctrl-C stops everything)\n")
-        while not stopping:
-            if os.getppid() != parent:
+
+        def should_stop() -> bool:
+            nonlocal stopping
+            if os.getppid() != parent and not stopping:
                 print("make exited; stopping")
                 stopping = True
-            for name, proc in sup.procs:
-                if proc.poll() is not None:
-                    print(f"{name} exited with {proc.returncode}; stopping")
-                    stopping = True
-            time.sleep(0.5)
+            return stopping
+
+        # A child that dies is restarted with backoff (scripts/supervisor.py); only a signal stops all.
+        sup.run_until(should_stop)
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         sup.stop()

@@ -243,6 +243,8 @@ RQ = {"WORKER_CLASS": "core.worker.PortalWorker"}
 RQ_SHOW_ADMIN_LINK = False
 # Tests set this to run job functions in-process instead of through Redis.
 VMPORTAL_JOBS_INLINE = False
+# Where `make run`'s supervisor (scripts/supervisor.py) writes what runs; the health page reads it.
+VMPORTAL_SUPERVISOR_STATE = os.environ.get("VMPORTAL_SUPERVISOR_STATE", str(VAR_DIR / "supervisor.json"))
 
 VMPORTAL_INVENTORY_REFRESH_SECONDS = int(os.environ.get("VMPORTAL_INVENTORY_REFRESH_SECONDS", "300"))
 
@@ -255,8 +257,11 @@ VMPORTAL_GUEST_HEARTBEAT_PROBE = os.environ.get("VMPORTAL_GUEST_HEARTBEAT_PROBE"
 VMPORTAL_MIGRATION_SAMPLE_SECONDS = 0.25
 # A running migration whose heartbeat is older than this lost its worker.
 VMPORTAL_MIGRATION_STALE_SECONDS = 90
-# How often `watch_hosts` looks for migrations to reconcile and slots to hand out.
-VMPORTAL_MIGRATION_RECONCILE_SECONDS = 30
+# How often `watch_hosts` looks for migrations to reconcile and slots to hand out (a job whose
+# worker died is handed over at once, core.signals.job_lost; this sweep catches the rest).
+VMPORTAL_MIGRATION_RECONCILE_SECONDS = 10
+# How often `watch_hosts` settles NFS share set-ups whose worker died (storage.reconciler).
+VMPORTAL_STORAGE_RECONCILE_SECONDS = 10
 
 # Host maintenance (maintenance): the rolling evacuation queue advances the moment an item's
 # migration or power job ends; this sweep settles and continues what a dead worker left behind.
