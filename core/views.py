@@ -147,6 +147,7 @@ class AuditChainView(AdminRequiredMixin, TemplateView):
         job = audit_verify_request(actor=Actor.from_request(request))
         return HttpResponseRedirect(reverse("core:job_detail", args=[job.pk]))
 
+
 class HealthView(ViewerRequiredMixin, TemplateView):
     """Portal health: read-only process state, no host detail, so every role may see it — a
     Viewer whose job does not move needs to see that the workers are down as much as an Admin."""
