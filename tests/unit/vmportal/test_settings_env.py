@@ -64,6 +64,7 @@ def test_keys_fall_back_to_the_files_make_run_wrote(tmp_path):
     (project / "var").mkdir()
     (project / "var" / "secret_key").write_text("from-the-file\n")
     (project / "var" / "secrets.key").write_text(f"{FERNET_A}\n{FERNET_B}\n")  # a rotation: new key first
+    (project / "var" / "audit.key").write_text("audit-from-the-file\n")
     proc = run_in_copy(project, {"DATABASE_URL": "sqlite:///:memory:"}, KEYS)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == {"secret": "from-the-file", "keys": f"{FERNET_A},{FERNET_B}"}
@@ -79,7 +80,8 @@ def test_manage_py_says_in_one_line_what_to_set_when_a_key_is_missing(tmp_path):
     project = settings_copy(tmp_path)
     shutil.copy(PROJECT / "manage.py", project / "manage.py")
     for env, name in (({}, "DJANGO_SECRET_KEY"), ({"DJANGO_SECRET_KEY": "k"}, "VMPORTAL_SECRETS_KEY"),
-                      ({"DJANGO_SECRET_KEY": "k", "VMPORTAL_SECRETS_KEY": "not-a-key"}, "not a Fernet key")):
+                      ({"DJANGO_SECRET_KEY": "k", "VMPORTAL_SECRETS_KEY": "not-a-key"}, "not a Fernet key"),
+                      ({"DJANGO_SECRET_KEY": "k", "VMPORTAL_SECRETS_KEY": FERNET_A}, "VMPORTAL_AUDIT_KEY")):
         clean = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "VMPORTAL_", "DATABASE_URL"))}
         clean.update(env, DATABASE_URL="sqlite:///:memory:", PYTHONPATH=str(project))
         proc = subprocess.run([sys.executable, "manage.py", "check"], env=clean, cwd=project, capture_output=True,
@@ -95,6 +97,7 @@ def test_https_mode_turns_on_hsts_secure_cookies_redirect_and_proxy_header_and_c
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "VMPORTAL_", "DATABASE_URL", "REDIS_URL"))}
     env.update(DJANGO_HTTPS="1", DJANGO_SECRET_KEY=secrets.token_urlsafe(50), VMPORTAL_SECRETS_KEY=FERNET_A,
+               VMPORTAL_AUDIT_KEY=secrets.token_urlsafe(48),
                DATABASE_URL="sqlite:///:memory:", DJANGO_ALLOWED_HOSTS="portal.example", PYTHONPATH=str(PROJECT))
     proc = subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
                           env=env, cwd=PROJECT, capture_output=True, text=True, timeout=120)

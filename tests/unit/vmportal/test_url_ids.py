@@ -39,7 +39,9 @@ def fill(route: str, id_value: str) -> str:
     return "/" + PARAM.sub(value, route)
 
 
-ID_ROUTES = sorted({r for r in routes() if PARAM.search(r) and not r.startswith("admin/")})
+ID_ROUTES = sorted({r for r in routes()
+                    if any(m.group("converter") in ("id", "int") for m in PARAM.finditer(r))
+                    and not r.startswith("admin/")})
 
 
 def test_every_portal_id_in_a_url_is_a_bounded_id():
