@@ -26,6 +26,7 @@ from .choices import (
     COLD_ACTIVE_STATES,
     COLD_RUNNING_STATES,
     MIGRATION_ACTIVE_STATES,
+    FollowUpStatusChoices as F,
     MIGRATION_RUNNING_STATES,
     MigrationAuditActionChoices as A,
     MigrationStatusChoices as S,
@@ -88,7 +89,21 @@ def migrations_reconcile(*, now: datetime | None = None) -> dict:
             logger.warning("cold migration %s (%s): %s; reconciling", cold.pk, cold.status, reason)
             cold_services.cold_reconcile_request(cold=cold, reason=reason)
             queued += 1
-    return {"dispatched": dispatched, "reconciling": queued, "leases_reclaimed": reclaimed}
+    return {"dispatched": dispatched, "reconciling": queued, "leases_reclaimed": reclaimed,
+            "follow_ups_lost": _follow_ups_lost(now)}
+
+
+def _follow_ups_lost(now: datetime) -> int:
+    """Settled migrations whose figures were still to come when their job ended or vanished: say so."""
+    lost = 0
+    for migration in Migration.objects.filter(follow_up=F.RUNNING).select_related("job"):
+        job = migration.job
+        if job is not None and job.status not in JOB_TERMINAL_STATES and rq_job_state(job, now=now) not in RQ_DEAD_STATES:
+            continue
+        why = f"its job #{job.pk} ended ({job.status})" if job is not None and job.status in JOB_TERMINAL_STATES \
+            else "its worker is gone"
+        lost += records.migration_follow_up_lost(migration=migration, why=why)
+    return lost
 
 
 def reconcile_migration(*, migration_id: int, reason: str = "", ctx: JobContext) -> dict:
