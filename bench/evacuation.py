@@ -104,7 +104,8 @@ def phases(m) -> str:
 
     libvirt_s = (m.total_time_ms or 0) / 1000
     after = (m.ended - m.migration_started).total_seconds() - libvirt_s if m.ended and m.migration_started else None
-    return (f"queue {span(m.created, m.started)} s, checks {span(m.started, m.migration_started)} s, "
+    check = (m.summary or {}).get("check", {}).get("mode", "?")
+    return (f"queue {span(m.created, m.started)} s, checks ({check}) {span(m.started, m.migration_started)} s, "
             f"libvirt {libvirt_s:.2f} s, after {after:.2f} s" if after is not None else "phases ?")
 
 
@@ -298,6 +299,7 @@ class Bench:
             raise SystemExit(f"the plan does not move exactly the bench's guests: {[(r.name, r.action) for r in plan.rows]}")
         wall, ev = self.run_queue(lambda: services.evacuation_enter(
             host=home, actor=Actor.system(), concurrency=c, excluded=excluded, plan=plan))
+        self.wait_jobs_idle()  # the figures that follow each settled migration (heartbeat gap) are in
         at_once = self.describe(ev)
         self.check_on({h["name"] for h in self.lab["hosts"][1:]})
         print(f"evacuation: {ev.status} — {ev.outcome}")
@@ -305,6 +307,7 @@ class Bench:
         home.refresh_from_db()
         back_wall, back = self.run_queue(lambda: services.maintenance_exit(host=home, actor=Actor.system(),
                                                                             concurrency=c))
+        self.wait_jobs_idle()
         back_at_once = self.describe(back)
         self.check_on({home_name})
         print(f"return: {back.status} — {back.outcome}")
