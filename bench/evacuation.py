@@ -24,6 +24,7 @@ down (and takes it down again); a running lab is reused and left up.
 from __future__ import annotations
 
 import argparse
+import gc
 import math
 import os
 import shutil
@@ -335,6 +336,9 @@ class Bench:
         for proc in reversed(self.procs):  # workers first, redis last
             stop(proc)
         if self.lab_owned:
+            # libvirt objects left in garbage cycles close their connections when freed, which waits
+            # for the host: free them while it still answers, not at exit with the lab gone.
+            gc.collect()
             lab_hosts.down(log=lambda *_: None)
         shutil.rmtree(self.workdir, ignore_errors=True)
 
