@@ -328,6 +328,17 @@ class Bench:
         print(f"return:     wall {back_wall:.2f} s, ratio {back_wall / ideal:.2f} (goal ≤ {GOAL}), "
               f"at most {back_at_once} migrations at once")
 
+    def measure(self, work) -> None:
+        """Set everything up, run ``work()`` between two readings of the load, and take it all down."""
+        try:
+            self.start()
+            self.onboard()
+            print(f"load average {os.getloadavg()[0]:.2f} (this machine has {os.cpu_count()} CPUs)")
+            work()
+            print(f"load average {os.getloadavg()[0]:.2f}")
+        finally:
+            self.close()
+
     # --- clean-up -------------------------------------------------------------------------
 
     def close(self) -> None:
@@ -358,14 +369,7 @@ def main() -> int:
     if os.geteuid() != 0:
         parser.error("the lab needs root")
     bench = Bench(args)
-    try:
-        bench.start()
-        bench.onboard()
-        print(f"load average {os.getloadavg()[0]:.2f} (this machine has {os.cpu_count()} CPUs)")
-        bench.evacuate_and_return(bench.singles(), measure_after=bench.singles)
-        print(f"load average {os.getloadavg()[0]:.2f}")
-    finally:
-        bench.close()
+    bench.measure(lambda: bench.evacuate_and_return(bench.singles(), measure_after=bench.singles))
     return 0
 
 

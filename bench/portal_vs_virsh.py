@@ -143,14 +143,7 @@ def main() -> int:
     if os.geteuid() != 0:
         parser.error("the lab needs root")
     bench = PortalVsVirsh(args)
-    try:
-        bench.start()
-        bench.onboard()
-        print(f"load average {os.getloadavg()[0]:.2f} (this machine has {os.cpu_count()} CPUs)")
-        bench.run()
-        print(f"load average {os.getloadavg()[0]:.2f}")
-    finally:
-        bench.close()
+    bench.measure(bench.run)
     return 0
 
 
