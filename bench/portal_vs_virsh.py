@@ -81,8 +81,15 @@ class PortalVsVirsh(Bench):
         to_libvirt = (m.libvirt_called - m.created).total_seconds() * 1000
         self.confirm_to_libvirt_ms.append(to_libvirt)
         check = m.summary.get("check", {})
-        print(f"  portal {source} -> {destination}: {wall:.2f} s (confirm -> libvirt call {to_libvirt:.0f} ms, "
-              f"check {check.get('mode')} {check.get('seconds')} s; {phases(m)}; downtime {m.downtime_ms} ms)")
+        job = m.job
+
+        def ms(a, b) -> str:
+            return f"{(b - a).total_seconds() * 1000:.0f}" if a and b else "?"
+
+        print(f"  portal {source} -> {destination}: {wall:.2f} s (confirm -> libvirt call {to_libvirt:.0f} ms: "
+              f"to the job row {ms(m.created, job.created)}, in the queue {ms(job.created, job.started)}, "
+              f"job start -> checking {ms(job.started, m.started)}, checking -> libvirt {ms(m.started, m.libvirt_called)}"
+              f" (check {check.get('mode')} {check.get('seconds')} s); {phases(m)}; downtime {m.downtime_ms} ms)")
         self.wait_jobs_idle()  # its follow-up (heartbeat, inventory) ends before the next leg
         return wall
 
