@@ -12,7 +12,8 @@ lab's own guests there are excluded from the evacuation).
 
 Measured in the same run, with the same workers and hosts:
 - single: one of those guests migrated on its own, labh1 → labh2 → labh1 → labh3 → …
-  (request → migration settled), each once the one before has fully ended, --singles times
+  (request → migration settled; with --check-hosts after the wizard's preflight of the
+  destination, not timed), each once the one before has fully ended, --singles times
   before the evacuation and as many after the way home (the machine's load changes); the median;
 - evacuation: `evacuation_enter` → the evacuation settled (every item ended), concurrency c;
   ideal = ceil(N / c) × median single; the ratio wall / ideal (goal ≤ 1.2);
@@ -211,17 +212,29 @@ class Bench:
 
         vm = VirtualMachine.objects.get(uuid=guest_uuid)
         source = vm.host.name
+        plan = None
+        if self.args.check_hosts:
+            # As from the wizard: the destination's preflight first (not timed), as the queue's items
+            # start from the evacuation plan's facts.
+            from migrations_app.choices import PreflightRunStatusChoices as PS
+            from migrations_app.models import PreflightRun
+            from migrations_app.services import plans
+
+            plan = plans.migration_plan_create(vm=vm, options=MigrationOptions(), actor=Actor.system(),
+                                               destinations=[self.hosts[destination]])
+            wait_for(lambda: not PreflightRun.objects.filter(plan=plan, status__in=(PS.QUEUED, PS.RUNNING)).exists(),
+                     timeout=120, what=f"the preflight of plan #{plan.pk}")
         t0 = time.monotonic()
         m = live.migration_request(vm=vm, destination=self.hosts[destination], options=MigrationOptions(),
-                                   actor=Actor.system())
+                                   actor=Actor.system(), plan=plan)
         wait_for(lambda: Migration.objects.get(pk=m.pk).is_terminal, timeout=300, what=f"migration #{m.pk}")
         wall = time.monotonic() - t0
+        self.wait_jobs_idle()  # the next one starts on idle workers; its figures and refreshes are in
         m.refresh_from_db()
         if m.status != MS.SUCCEEDED:
             raise SystemExit(f"single migration #{m.pk} {m.status}: {m.error} {m.outcome}")
         print(f"  single {name} {source} -> {destination}: {wall:.2f} s ({phases(m)}; downtime {m.downtime_ms} ms, "
               f"heartbeat gap {m.heartbeat_gap_s} s)")
-        self.wait_jobs_idle()  # the next one starts on idle workers, its inventory refreshes done
         return wall
 
     def singles(self) -> list[float]:
@@ -361,7 +374,8 @@ def main() -> int:
     parser.add_argument("--singles", type=int, default=4, help="single migrations measured before (and after)")
     parser.add_argument("--workers", type=int, default=0, help="RQ workers (default 2 × concurrency)")
     parser.add_argument("--check-hosts", action="store_true",
-                        help="plan with the hosts asked (needs migrations_app.gather_fleet)")
+                        help="plan with the hosts asked, as the plan page does (the items then start from its "
+                             "facts), and check each single's destination first, as the wizard does")
     args = parser.parse_args()
     if not 1 <= args.concurrency <= 8 or not 1 <= args.guests <= 20 or not 1 <= args.singles <= 50:
         parser.error("--concurrency 1..8, --guests 1..20, --singles 1..50")
