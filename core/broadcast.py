@@ -80,8 +80,11 @@ _process_loop = _ProcessLoop()
 
 
 def _under_an_event_loop() -> bool:
-    """Is this thread run for an event loop (a sync view under the ASGI server, ``sync_to_async``)?"""
-    return getattr(SyncToAsync.threadlocal, "main_event_loop_pid", None) == os.getpid()
+    """Is this thread run for a live event loop (a sync view under the ASGI server, ``sync_to_async``)?"""
+    local = SyncToAsync.threadlocal
+    loop = getattr(local, "main_event_loop", None)
+    return (getattr(local, "main_event_loop_pid", None) == os.getpid() and loop is not None
+            and loop.is_running() and not loop.is_closed())
 
 
 def _send(group: str, event: dict[str, Any]) -> None:
