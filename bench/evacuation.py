@@ -12,7 +12,8 @@ lab's own guests there are excluded from the evacuation).
 
 Measured in the same run, with the same workers and hosts:
 - single: one of those guests migrated on its own, labh1 → labh2 → labh1 → labh3 → …
-  (request → migration settled), each once the one before has fully ended, --singles times
+  (request → migration settled; with --check-hosts after the wizard's preflight of the
+  destination, not timed), each once the one before has fully ended, --singles times
   before the evacuation and as many after the way home (the machine's load changes); the median;
 - evacuation: `evacuation_enter` → the evacuation settled (every item ended), concurrency c;
   ideal = ceil(N / c) × median single; the ratio wall / ideal (goal ≤ 1.2);
@@ -24,6 +25,7 @@ down (and takes it down again); a running lab is reused and left up.
 from __future__ import annotations
 
 import argparse
+import gc
 import math
 import os
 import shutil
@@ -105,7 +107,8 @@ def phases(m) -> str:
 
     libvirt_s = (m.total_time_ms or 0) / 1000
     after = (m.ended - m.migration_started).total_seconds() - libvirt_s if m.ended and m.migration_started else None
-    return (f"queue {span(m.created, m.started)} s, checks {span(m.started, m.migration_started)} s, "
+    check = (m.summary or {}).get("check", {}).get("mode", "?")
+    return (f"queue {span(m.created, m.started)} s, checks ({check}) {span(m.started, m.migration_started)} s, "
             f"libvirt {libvirt_s:.2f} s, after {after:.2f} s" if after is not None else "phases ?")
 
 
@@ -210,17 +213,29 @@ class Bench:
 
         vm = VirtualMachine.objects.get(uuid=guest_uuid)
         source = vm.host.name
+        plan = None
+        if self.args.check_hosts:
+            # As from the wizard: the destination's preflight first (not timed), as the queue's items
+            # start from the evacuation plan's facts.
+            from migrations_app.choices import PreflightRunStatusChoices as PS
+            from migrations_app.models import PreflightRun
+            from migrations_app.services import plans
+
+            plan = plans.migration_plan_create(vm=vm, options=MigrationOptions(), actor=Actor.system(),
+                                               destinations=[self.hosts[destination]])
+            wait_for(lambda: not PreflightRun.objects.filter(plan=plan, status__in=(PS.QUEUED, PS.RUNNING)).exists(),
+                     timeout=120, what=f"the preflight of plan #{plan.pk}")
         t0 = time.monotonic()
         m = live.migration_request(vm=vm, destination=self.hosts[destination], options=MigrationOptions(),
-                                   actor=Actor.system())
+                                   actor=Actor.system(), plan=plan)
         wait_for(lambda: Migration.objects.get(pk=m.pk).is_terminal, timeout=300, what=f"migration #{m.pk}")
         wall = time.monotonic() - t0
+        self.wait_jobs_idle()  # the next one starts on idle workers; its figures and refreshes are in
         m.refresh_from_db()
         if m.status != MS.SUCCEEDED:
             raise SystemExit(f"single migration #{m.pk} {m.status}: {m.error} {m.outcome}")
         print(f"  single {name} {source} -> {destination}: {wall:.2f} s ({phases(m)}; downtime {m.downtime_ms} ms, "
               f"heartbeat gap {m.heartbeat_gap_s} s)")
-        self.wait_jobs_idle()  # the next one starts on idle workers, its inventory refreshes done
         return wall
 
     def singles(self) -> list[float]:
@@ -299,6 +314,7 @@ class Bench:
             raise SystemExit(f"the plan does not move exactly the bench's guests: {[(r.name, r.action) for r in plan.rows]}")
         wall, ev = self.run_queue(lambda: services.evacuation_enter(
             host=home, actor=Actor.system(), concurrency=c, excluded=excluded, plan=plan))
+        self.wait_jobs_idle()  # the figures that follow each settled migration (heartbeat gap) are in
         at_once = self.describe(ev)
         self.check_on({h["name"] for h in self.lab["hosts"][1:]})
         print(f"evacuation: {ev.status} — {ev.outcome}")
@@ -306,6 +322,7 @@ class Bench:
         home.refresh_from_db()
         back_wall, back = self.run_queue(lambda: services.maintenance_exit(host=home, actor=Actor.system(),
                                                                             concurrency=c))
+        self.wait_jobs_idle()
         back_at_once = self.describe(back)
         self.check_on({home_name})
         print(f"return: {back.status} — {back.outcome}")
@@ -325,6 +342,17 @@ class Bench:
         print(f"return:     wall {back_wall:.2f} s, ratio {back_wall / ideal:.2f} (goal ≤ {GOAL}), "
               f"at most {back_at_once} migrations at once")
 
+    def measure(self, work) -> None:
+        """Set everything up, run ``work()`` between two readings of the load, and take it all down."""
+        try:
+            self.start()
+            self.onboard()
+            print(f"load average {os.getloadavg()[0]:.2f} (this machine has {os.cpu_count()} CPUs)")
+            work()
+            print(f"load average {os.getloadavg()[0]:.2f}")
+        finally:
+            self.close()
+
     # --- clean-up -------------------------------------------------------------------------
 
     def close(self) -> None:
@@ -333,6 +361,9 @@ class Bench:
         for proc in reversed(self.procs):  # workers first, redis last
             stop(proc)
         if self.lab_owned:
+            # libvirt objects left in garbage cycles close their connections when freed, which waits
+            # for the host: free them while it still answers, not at exit with the lab gone.
+            gc.collect()
             lab_hosts.down(log=lambda *_: None)
         shutil.rmtree(self.workdir, ignore_errors=True)
 
@@ -344,7 +375,8 @@ def main() -> int:
     parser.add_argument("--singles", type=int, default=4, help="single migrations measured before (and after)")
     parser.add_argument("--workers", type=int, default=0, help="RQ workers (default 2 × concurrency)")
     parser.add_argument("--check-hosts", action="store_true",
-                        help="plan with the hosts asked (needs migrations_app.gather_fleet)")
+                        help="plan with the hosts asked, as the plan page does (the items then start from its "
+                             "facts), and check each single's destination first, as the wizard does")
     args = parser.parse_args()
     if not 1 <= args.concurrency <= 8 or not 1 <= args.guests <= 20 or not 1 <= args.singles <= 50:
         parser.error("--concurrency 1..8, --guests 1..20, --singles 1..50")
@@ -352,14 +384,7 @@ def main() -> int:
     if os.geteuid() != 0:
         parser.error("the lab needs root")
     bench = Bench(args)
-    try:
-        bench.start()
-        bench.onboard()
-        print(f"load average {os.getloadavg()[0]:.2f} (this machine has {os.cpu_count()} CPUs)")
-        bench.evacuate_and_return(bench.singles(), measure_after=bench.singles)
-        print(f"load average {os.getloadavg()[0]:.2f}")
-    finally:
-        bench.close()
+    bench.measure(lambda: bench.evacuate_and_return(bench.singles(), measure_after=bench.singles))
     return 0
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import logging
 import os
 import statistics
@@ -63,6 +64,7 @@ def lab_up():
         yield lab_hosts.status()
     finally:
         if brought_up:
+            gc.collect()  # libvirt objects in garbage cycles close their connections while the hosts answer
             lab_hosts.down(log=lambda *_: None)
 
 

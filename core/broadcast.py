@@ -7,11 +7,14 @@ hears about a change that was rolled back. Group names are short and dotted:
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from asgiref.sync import async_to_sync
+from asgiref.sync import SyncToAsync, async_to_sync
 from channels.exceptions import ChannelFull
 from channels.layers import get_channel_layer
 from django.db import transaction
@@ -41,13 +44,61 @@ SEND_WARNING_INTERVAL_S = 60.0
 _last_send_warning = 0.0
 
 
+# Longest a send may hold up its sender (a worker, a job) before it is given up.
+SEND_TIMEOUT_S = 5.0
+
+
+class _ProcessLoop:
+    """This process's own event loop, in a daemon thread, for sends from threads without one.
+
+    ``async_to_sync`` from a plain thread (workers, jobs, commands) runs each call in a new
+    event loop, so the channel layer opens a new connection to Redis for every event — tens
+    of milliseconds each on a busy host, a dozen of them between a confirm and libvirt's
+    migrate call. Sends through this loop share its connection. A forked process (an RQ
+    work horse) starts a loop of its own: threads do not survive a fork.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pid: int | None = None
+
+    def run(self, coroutine, *, timeout: float):
+        with self._lock:
+            if self._loop is None or self._pid != os.getpid():
+                self._loop, self._pid = asyncio.new_event_loop(), os.getpid()
+                threading.Thread(target=self._loop.run_forever, name="broadcast-loop", daemon=True).start()
+            loop = self._loop
+        future = asyncio.run_coroutine_threadsafe(coroutine, loop)
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            future.cancel()
+            raise
+
+
+_process_loop = _ProcessLoop()
+
+
+def _under_an_event_loop() -> bool:
+    """Is this thread run for a live event loop (a sync view under the ASGI server, ``sync_to_async``)?"""
+    local = SyncToAsync.threadlocal
+    loop = getattr(local, "main_event_loop", None)
+    return (getattr(local, "main_event_loop_pid", None) == os.getpid() and loop is not None
+            and loop.is_running() and not loop.is_closed())
+
+
 def _send(group: str, event: dict[str, Any]) -> None:
     global _last_send_warning
     layer = get_channel_layer()
     if layer is None:
         return
     try:
-        async_to_sync(layer.group_send)(group, event)
+        if _under_an_event_loop():
+            # That loop's connection is reused already, and consumers of an in-memory layer wait on it.
+            async_to_sync(layer.group_send)(group, event)
+        else:
+            _process_loop.run(layer.group_send(group, event), timeout=SEND_TIMEOUT_S)
     except (RedisError, OSError, ChannelFull) as exc:
         # A missed live update is not worth failing the change for: pages catch up on reconnect.
         now = time.monotonic()

@@ -5,6 +5,7 @@ import logging
 import os
 
 from django.db import connections
+from django.utils.module_loading import autodiscover_modules
 from rq import Worker
 
 from .jobs import job_lost, portal_job_id
@@ -28,10 +29,16 @@ class PortalWorker(Worker):
     The migrations app registers the search for migrations a dead worker left active. Hooks
     only find and queue (database and Redis); the jobs they queue run in work horses like any
     job, so no host connection is opened in the parent process.
+
+    Every app's ``jobs`` module is imported here, once: a work horse is forked from this
+    process per job, and would otherwise import the runners behind its job function anew
+    each time (a good part of the time from a confirm to the first call to a host). Importing
+    opens no connection and starts no thread.
     """
 
     def work(self, *args, **kwargs):
         try:
+            autodiscover_modules("jobs")
             run_worker_start_hooks()
         finally:
             # Work horses are forked from this process: they must not share its connections.

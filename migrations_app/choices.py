@@ -38,6 +38,15 @@ MIGRATION_TERMINAL_STATES = (
 )
 
 
+class FollowUpStatusChoices(models.TextChoices):
+    """What follows a settled migration: the guest's own pause measured, both inventories refreshed."""
+
+    NONE = "", "None"
+    RUNNING = "running", "Measuring and refreshing"
+    DONE = "done", "Done"
+    FAILED = "failed", "Partly failed"
+
+
 class SlotDirectionChoices(models.TextChoices):
     OUTGOING = "outgoing", "Outgoing"
     INCOMING = "incoming", "Incoming"

@@ -7,7 +7,7 @@ always means "could not check", never "no".
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 
 @dataclass(frozen=True)
@@ -83,3 +83,50 @@ class PairFacts:
     # Target paths of the destination's active storage pools (copy-storage needs one per disk
     # directory); None = could not check.
     destination_pool_targets: frozenset[str] | None = None
+
+
+# ---------------------------------------------------------------------------
+# Storing facts (JSON) so that a later re-check can start from them
+
+
+def _host_to_dict(host: HostSide) -> dict:
+    data = asdict(host)
+    data["hypervisor_version"] = list(host.hypervisor_version)
+    data["libvirt_version"] = list(host.libvirt_version)
+    data["domain_types"] = sorted(host.domain_types)
+    data["machine_types"] = sorted(host.machine_types)
+    return data
+
+
+def _host_from_dict(data: dict) -> HostSide:
+    return HostSide(**{
+        **data,
+        "hypervisor_version": tuple(data["hypervisor_version"]),
+        "libvirt_version": tuple(data["libvirt_version"]),
+        "domain_types": frozenset(data["domain_types"]),
+        "machine_types": frozenset(data["machine_types"]),
+    })
+
+
+def facts_to_dict(pair: PairFacts, guest: GuestSide) -> dict:
+    """``pair`` and ``guest`` as JSON-safe data; ``facts_from_dict`` gives them back equal."""
+    pair_data = asdict(pair)
+    pair_data["source"] = _host_to_dict(pair.source)
+    pair_data["destination"] = _host_to_dict(pair.destination)
+    targets = pair.destination_pool_targets
+    pair_data["destination_pool_targets"] = sorted(targets) if targets is not None else None
+    return {"pair": pair_data, "guest": asdict(guest)}
+
+
+def facts_from_dict(data: dict) -> tuple[PairFacts, GuestSide]:
+    """(PairFacts, GuestSide) from ``facts_to_dict``'s data; KeyError/TypeError when it is not that."""
+    pair, guest = dict(data["pair"]), dict(data["guest"])
+    targets = pair.get("destination_pool_targets")
+    pair_facts = PairFacts(**{
+        **pair,
+        "source": _host_from_dict(pair["source"]),
+        "destination": _host_from_dict(pair["destination"]),
+        "destination_pool_targets": frozenset(targets) if targets is not None else None,
+    })
+    guest_side = GuestSide(**{**guest, "disks": tuple(DiskFact(**d) for d in guest["disks"])})
+    return pair_facts, guest_side

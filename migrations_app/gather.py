@@ -64,17 +64,35 @@ def gather(
     return fleet.pair(guest_uuid, destination.name), fleet.guest_for(guest_uuid, destination.name)
 
 
-def gather_pair(*, source: Host, destination: Host, guest_uuid: str, options: MigrationOptions):
+def gather_pair(*, source: Host, destination: Host, guest_uuid: str, options: MigrationOptions, sessions=None):
     """Facts for the preflight of moving a guest between two inventory hosts: (PairFacts, GuestSide).
 
-    Opens a session to each host for the length of the probes. Adapter errors propagate.
+    Opens a session to each host for the length of the probes, unless ``sessions`` gives
+    the caller's open (source, destination) pair. The facts are kept, with when they were
+    gathered, for a runner's re-check (services.facts). Adapter errors propagate.
     """
+    from contextlib import ExitStack
+
     from hosts import access  # needs Django; gather() itself does not (bench/ runs it without)
 
-    with access.open_session(source) as src, access.open_session(destination) as dst:
-        return gather(
+    from .services.facts import preflight_facts_remember
+
+    with ExitStack() as stack:
+        if sessions is None:
+            sessions = (stack.enter_context(access.open_session(source)),
+                        stack.enter_context(access.open_session(destination)))
+        src, dst = sessions
+        pair, guest = gather(
             source=Endpoint(name=source.name, session=src, in_maintenance=source.in_maintenance),
             destination=Endpoint(name=destination.name, session=dst, in_maintenance=destination.in_maintenance),
             guest_uuid=guest_uuid,
             options=options,
         )
+    preflight_facts_remember(source=source, destination=destination, copy_storage=_copying(options),
+                             found=[(pair, guest)])
+    return pair, guest
+
+
+def _copying(options: MigrationOptions) -> bool:
+    """What the facts depend on among the options (see ``gather``)."""
+    return bool(options.copy_storage and options.live)

@@ -498,7 +498,7 @@ def gather_evacuation(
     """Facts for the preflight of moving guests of ``source`` to any of ``destinations`` (inventory hosts).
 
     Opens one session per host (the source once, each destination once) for the length of
-    the probes and closes them all. ``guest_uuids`` None = every guest defined on the source.
+    the probes and closes them all; the facts are kept for the runners (services.facts). ``guest_uuids`` None = every guest defined on the source.
     ValueError when a destination is the source or is named twice; adapter errors that are
     not a host failing to answer propagate (DomainNotFound for a guest the source lacks).
     """
@@ -507,15 +507,24 @@ def gather_evacuation(
     destinations = list(destinations)
     if any(d.name == source.name for d in destinations):
         raise ValueError(f"{source.name} cannot be a destination of its own evacuation")
+    from .services.facts import preflight_facts_remember
+
     with ExitStack() as stack:
         src = stack.enter_context(access.open_session(source))
         dsts = [stack.enter_context(access.open_session(d)) for d in destinations]
-        return gather_fleet(
+        fleet = gather_fleet(
             source=_endpoint(source, src),
             destinations=[_endpoint(d, s) for d, s in zip(destinations, dsts, strict=True)],
             guest_uuids=guest_uuids,
             options=options,
         )
+    # Kept for the runners of the migrations that follow (an evacuation confirmed within a minute).
+    for d in destinations:
+        preflight_facts_remember(
+            source=source, destination=d, copy_storage=bool(options.copy_storage and options.live),
+            found=[(fleet.pair(g.uuid, d.name), fleet.guest_for(g.uuid, d.name)) for g in fleet.guests],
+        )
+    return fleet
 
 
 def _endpoint(host: Host, session) -> Endpoint:

@@ -15,6 +15,7 @@ from .choices import (
     MIGRATION_ACTIVE_STATES,
     MIGRATION_TERMINAL_STATES,
     ColdMigrationStatusChoices,
+    FollowUpStatusChoices,
     MigrationStatusChoices,
     PreflightRunStatusChoices,
     SlotDirectionChoices,
@@ -105,7 +106,8 @@ class Migration(models.Model):
 
     created = models.DateTimeField(default=timezone.now, db_index=True)
     started = models.DateTimeField(null=True, blank=True)  # checking began
-    migration_started = models.DateTimeField(null=True, blank=True)  # libvirt was asked to migrate
+    migration_started = models.DateTimeField(null=True, blank=True)  # checks passed, libvirt about to be asked
+    libvirt_called = models.DateTimeField(null=True, blank=True)  # the moment libvirt's migrate call was made
     ended = models.DateTimeField(null=True, blank=True)
     # Refreshed by whoever runs it; a stale heartbeat in a running state means its worker died.
     heartbeat = models.DateTimeField(null=True, blank=True)
@@ -131,6 +133,10 @@ class Migration(models.Model):
     error = models.TextField(blank=True)
     error_hint = models.TextField(blank=True)
     repair = models.TextField(blank=True)
+    # After a success is recorded: the guest's own pause is measured and both inventories refreshed.
+    follow_up = models.CharField(max_length=16, choices=FollowUpStatusChoices.choices, blank=True,
+                                 default=FollowUpStatusChoices.NONE)
+    follow_up_note = models.TextField(blank=True)  # what of the follow-up failed, in words
 
     class Meta:
         ordering = ["-created", "-pk"]
@@ -160,6 +166,31 @@ class Migration(models.Model):
         if self.started is None:
             return None
         return ((self.ended or timezone.now()) - self.started).total_seconds()
+
+
+class PreflightFacts(models.Model):
+    """The facts of the last full gather for one guest between two hosts, and when they were gathered.
+
+    Written by every full gather (the wizard's preflight, an evacuation plan, a runner's own);
+    read by the runner, which re-checks only what can change when they are fresh (recheck.py).
+    """
+
+    vm_uuid = models.UUIDField()
+    source = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="+")
+    destination = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="+")
+    # Whether disk sizes and the destination's room were measured (live copy-storage).
+    copy_storage = models.BooleanField(default=False)
+    gathered = models.DateTimeField()
+    facts = models.JSONField()  # facts.facts_to_dict(pair, guest)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["vm_uuid", "source", "destination", "copy_storage"],
+                                    name="migrations_preflight_facts_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"facts of {self.vm_uuid} from {self.source_id} to {self.destination_id}"
 
 
 class MigrationSample(models.Model):

@@ -24,6 +24,8 @@ def state_payload(migration: Migration) -> dict[str, Any]:
         "terminal": migration.is_terminal,
         "warning": migration.convergence_warning,
         "abort_requested": migration.abort_requested is not None,
+        # The figures after a settled migration (heartbeat, inventory) arrive with a change of this.
+        "follow_up": migration.follow_up,
     }
 
 

@@ -27,6 +27,7 @@ from .choices import (
     COLD_ACTIVE_STATES,
     COLD_RUNNING_STATES,
     MIGRATION_ACTIVE_STATES,
+    FollowUpStatusChoices as F,
     MIGRATION_RUNNING_STATES,
     MigrationAuditActionChoices as A,
     MigrationStatusChoices as S,
@@ -76,7 +77,8 @@ def migrations_reconcile(*, now: datetime | None = None) -> dict:
         Migration.objects.filter(status__in=MIGRATION_ACTIVE_STATES),
         ColdMigration.objects.filter(status__in=COLD_ACTIVE_STATES), now=now, ask_rq=True,
     )
-    return {"dispatched": dispatched, "reconciling": queued, "leases_reclaimed": reclaimed}
+    return {"dispatched": dispatched, "reconciling": queued, "leases_reclaimed": reclaimed,
+            "follow_ups_lost": _follow_ups_lost(now)}
 
 
 def migrations_job_lost(*, job_id: int, reason: str) -> int:
@@ -110,6 +112,19 @@ def _reconcile_orphans(migrations, colds, *, now: datetime, ask_rq: bool, lost: 
             cold_services.cold_reconcile_request(cold=cold, reason=reason)
             queued += 1
     return queued
+
+
+def _follow_ups_lost(now: datetime) -> int:
+    """Settled migrations whose figures were still to come when their job ended or vanished: say so."""
+    lost = 0
+    for migration in Migration.objects.filter(follow_up=F.RUNNING).select_related("job"):
+        job = migration.job
+        if job is not None and job.status not in JOB_TERMINAL_STATES and rq_job_state(job, now=now) not in RQ_DEAD_STATES:
+            continue
+        why = f"its job #{job.pk} ended ({job.status})" if job is not None and job.status in JOB_TERMINAL_STATES \
+            else "its worker is gone"
+        lost += records.migration_follow_up_lost(migration=migration, why=why)
+    return lost
 
 
 def reconcile_migration(*, migration_id: int, reason: str = "", ctx: JobContext) -> dict:

@@ -1,11 +1,15 @@
 """Running one migration: check, migrate while sampling, then find out where the guest really is.
 
-The job's thread does all database work. libvirt's migrate call blocks until the migration
-ends, so it runs in a thread of its own; meanwhile the job's thread reads the job statistics
-about four times a second over a separate connection to the source, stores and broadcasts
-them, and acts on abort, force-complete and the completion timeout. Whatever libvirt returns
-or raises, both hosts are then asked where the guest is, and reconcile.settle decides what
-is recorded. The inventory follows the guest.
+Both hosts' sessions are opened at once and serve the whole run. The check right before
+migrating re-reads only what can change when the facts of a full gather are fresh
+(recheck.py), else gathers both hosts in full. The job's thread does all database work.
+libvirt's migrate call blocks until the migration ends, so it runs in a thread of its own;
+meanwhile the job's thread reads the job statistics about four times a second over a
+separate connection to the source, stores and broadcasts them, and acts on abort,
+force-complete and the completion timeout. Whatever libvirt returns or raises, both hosts
+are then asked where the guest is, and reconcile.settle decides what is recorded — at
+once, so the page and the evacuation queue hear of it. What follows is recorded after
+(``_follow_up``): both hosts' inventories refreshed, the guest's own pause measured.
 """
 
 from __future__ import annotations
@@ -14,10 +18,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 from django.conf import settings
+from django.utils import timezone
 
 from core.actors import Actor
 from core.audit import audit_record_now
@@ -29,7 +35,7 @@ from hosts.adapters import migration as migration_adapter
 from hosts.adapters.errors import AdapterError, DomainNotFound, MigrationAborted
 from hosts.adapters.libvirt import is_ssh_uri
 
-from . import policy, states
+from . import policy, recheck, states
 from .choices import MigrationAuditActionChoices as A, MigrationStatusChoices as S
 from .gather import gather_pair
 from .heartbeat import GuestHeartbeat, probe_guest
@@ -39,7 +45,7 @@ from .payloads import sample_payload
 from .preflight import disks_to_copy, overall, run_preflight
 from .progress import compact_stats
 from .reconcile import NEEDS_ATTENTION, Outcome
-from .services import records
+from .services import facts as facts_service, records
 from .verdicts import VerdictStatus
 from .whereabouts import completed_stats, follow_guest, locate_guest, record_end
 
@@ -253,64 +259,73 @@ def run_migration(*, migration_id: int, ctx: JobContext, on_progress: ProgressCa
         raise
 
 
+def _open_both(source, destination) -> tuple[ExitStack, tuple]:
+    """(stack, (source session, destination session)), their libvirt connections opened side by side.
+
+    Closing the stack closes both; on an error nothing stays open.
+    """
+    stack = ExitStack()
+    try:
+        sessions = (stack.enter_context(access.open_session(source)),
+                    stack.enter_context(access.open_session(destination)))
+        for session in sessions:
+            session.ssh_target  # noqa: B018 - the login details come from the database: read them in this thread
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="connect") as pool:
+            opening = [pool.submit(lambda s=s: s.libvirt) for s in sessions]
+            errors = [f.exception() for f in opening]
+        for error in errors:
+            if error is not None:
+                raise error
+    except BaseException:
+        stack.close()
+        raise
+    return stack, sessions
+
+
 def _run(migration: Migration, ctx: JobContext, on_progress: ProgressCallback | None) -> dict:
     options = from_dict(migration.options)
     source, destination = migration.source, migration.destination
-    guest_uuid = str(migration.vm_uuid)
 
     _log(ctx, f"Checking {source.name} and {destination.name} for {migration.vm_name}")
     try:
-        pair, guest = gather_pair(source=source, destination=destination, guest_uuid=guest_uuid, options=options)
+        stack, sessions = _open_both(source, destination)
     except AdapterError as exc:
         message = f"Could not check the hosts: {exc.message}"
         record_end(migration, ctx, S.FAILED, outcome=f"Nothing was started; {migration.vm_name} was not moved.",
-                error=message, hint=exc.hint)
+                   error=message, hint=exc.hint)
         raise MigrationNotCompleted(message, hint=exc.hint) from exc
-    verdicts = run_preflight(pair, guest, options)
-    records.migration_record_verdicts(migration=migration, verdicts=verdicts)
-    failing = [v for v in verdicts if v.status == VerdictStatus.FAIL]
-    for v in verdicts:
-        if v.status != VerdictStatus.PASS:
-            _log(ctx, f"Preflight {v.check}: {v.status}: {v.reason}",
-                 level=JobLogLevelChoices.ERROR if v.status == VerdictStatus.FAIL else JobLogLevelChoices.WARNING)
-    if overall(verdicts) == VerdictStatus.FAIL:
-        message = "Preflight failed: " + "; ".join(f"{v.check}: {v.reason}" for v in failing)
-        hint = " ".join(v.fix for v in failing if v.fix)
-        record_end(migration, ctx, S.FAILED, outcome=f"Nothing was started; {migration.vm_name} stays on {source.name}.",
-                error=message, hint=hint)
-        raise MigrationNotCompleted(message, hint=hint)
-    if records.migration_controls(migration=migration)[0]:
-        record_end(migration, ctx, S.ABORTED,
-                outcome=f"Aborted before libvirt was asked; {migration.vm_name} stays on {source.name}.")
-        return {"status": S.ABORTED}
+    with stack:
+        guest, check = _check(migration, options, sessions, ctx)
+        if guest is None:
+            return {"status": migration.status}
+        flags = libvirt_flags(options)
+        params = libvirt_params(options, migrate_disks=disks_to_copy(guest) if options.copy_storage else ())
+        # Peer-to-peer, the *source host's* libvirtd dials this (the inventory URI): qemu+tcp/tls work from any
+        # host that routes to it; for qemu+ssh the source logs in with its own root key (see p2p_error_hint).
+        dest_uri = destination.effective_libvirt_uri
+        if not records.migration_migrating(migration=migration, flags=flags, params=params, dest_uri=dest_uri):
+            migration.refresh_from_db()
+            return {"status": migration.status}
+        mode = "peer-to-peer" if options.peer_to_peer else "managed"
+        _log(ctx, f"Migrating {migration.vm_name} {'live' if options.live else 'offline'} ({mode}) to "
+                  f"{destination.name} — flags {flags:#x}, parameters {params or '{}'}")
 
-    flags = libvirt_flags(options)
-    params = libvirt_params(options, migrate_disks=disks_to_copy(guest) if options.copy_storage else ())
-    # Peer-to-peer, the *source host's* libvirtd dials this (the inventory URI): qemu+tcp/tls work from any
-    # host that routes to it; for qemu+ssh the source logs in with its own root key (see p2p_error_hint).
-    dest_uri = destination.effective_libvirt_uri
-    if not records.migration_migrating(migration=migration, flags=flags, params=params, dest_uri=dest_uri):
-        migration.refresh_from_db()
-        return {"status": migration.status}
-    mode = "peer-to-peer" if options.peer_to_peer else "managed"
-    _log(ctx, f"Migrating {migration.vm_name} {'live' if options.live else 'offline'} ({mode}) to {destination.name}"
-              f" — flags {flags:#x}, parameters {params or '{}'}")
+        since_unix = time.time()
+        call, sampler, wall_s = _migrate_while_sampling(migration, options, ctx, on_progress, flags, params,
+                                                        dest_uri, sessions)
 
-    since_unix = time.time()
-    call, sampler, wall_s = _migrate_while_sampling(migration, options, ctx, on_progress, flags, params, dest_uri)
+        libvirt_aborted = isinstance(call.error, MigrationAborted)
+        if call.error is not None:
+            _log(ctx, f"libvirt: {call.error.message}",
+                 level=JobLogLevelChoices.WARNING if libvirt_aborted else JobLogLevelChoices.ERROR)
+        else:
+            _log(ctx, f"libvirt's migrate call returned after {wall_s:.1f} s")
+        records.migration_completing(migration=migration, phase="Asking both hosts where the guest runs")
+        outcome, _src, _dst = locate_guest(migration, sessions=sessions)
+        _log(ctx, outcome.reason)
+        status = states.status_for_outcome(outcome.status, aborted=libvirt_aborted or sampler.abort_sent)
+        final = completed_stats(migration, on_destination=status == S.SUCCEEDED, sessions=sessions)
 
-    libvirt_aborted = isinstance(call.error, MigrationAborted)
-    if call.error is not None:
-        _log(ctx, f"libvirt: {call.error.message}",
-             level=JobLogLevelChoices.WARNING if libvirt_aborted else JobLogLevelChoices.ERROR)
-    else:
-        _log(ctx, f"libvirt's migrate call returned after {wall_s:.1f} s")
-    records.migration_completing(migration=migration, phase="Asking both hosts where the guest runs")
-    outcome, _src, _dst = locate_guest(migration)
-    _log(ctx, outcome.reason)
-
-    status = states.status_for_outcome(outcome.status, aborted=libvirt_aborted or sampler.abort_sent)
-    final = completed_stats(migration, on_destination=status == S.SUCCEEDED)
     summary = policy.summarize(sampler.infos, final if final else None)
     if summary.get("total_time_s") is None:
         summary["total_time_s"] = round(wall_s, 3)
@@ -321,7 +336,9 @@ def _run(migration: Migration, ctx: JobContext, on_progress: ProgressCallback | 
     summary["samples"] = sampler.samples
     summary["wall_time_s"] = round(wall_s, 3)
     summary["libvirt_result"] = call.error.message if call.error else "completed"
-    heartbeat = _guest_heartbeat(migration, options, since_unix, ctx)
+    summary["check"] = check
+    if migration.libvirt_called is not None:
+        summary["request_to_libvirt_ms"] = round((migration.libvirt_called - migration.created).total_seconds() * 1000)
 
     error = hint = ""
     if status != S.SUCCEEDED and sampler.timed_out:
@@ -335,9 +352,11 @@ def _run(migration: Migration, ctx: JobContext, on_progress: ProgressCallback | 
     elif status != S.SUCCEEDED and call.error is not None:
         error = call.error.message
         hint = p2p_error_hint(call.error, options, dest_uri)
+    # Settled as soon as both hosts said where the guest runs: the evacuation queue and the page
+    # hear it now; the guest's own pause and the inventory refresh follow (_follow_up).
     record_end(migration, ctx, status, outcome=outcome.reason, repair=outcome.repair or "", error=error, hint=hint,
-            summary=summary, heartbeat=heartbeat)
-    follow_guest(migration, status, ctx)
+               summary=summary, follow_up=True)
+    heartbeat = _follow_up(migration, options, since_unix, ctx, status)
     if status != S.SUCCEEDED:
         raise MigrationNotCompleted(
             f"{migration.vm_name}: {status.label.lower()}. {outcome.reason}",
@@ -352,60 +371,174 @@ def _run(migration: Migration, ctx: JobContext, on_progress: ProgressCallback | 
     }
 
 
+def _check(migration: Migration, options: MigrationOptions, sessions, ctx: JobContext):
+    """The preflight right before migrating: (the guest as judged, how it was checked), or (None, …) when it ended.
+
+    Fresh facts (recheck.facts_freshness) are re-checked where they can change, in one round
+    of calls per host on the open sessions, both hosts at once; otherwise both hosts are
+    gathered in full. A failing preflight is recorded and raises MigrationNotCompleted.
+    """
+    source, destination = migration.source, migration.destination
+    guest_uuid = str(migration.vm_uuid)
+    started = time.monotonic()
+    copying = bool(options.copy_storage and options.live)
+    kept = facts_service.preflight_facts_latest(guest_uuid=guest_uuid, source=source, destination=destination,
+                                                copy_storage=copying)
+    freshness = recheck.facts_freshness(
+        gathered=kept[0] if kept else None, now=timezone.now(),
+        both_answered=bool(kept and kept[1].source.reachable and kept[1].destination.reachable),
+    )
+    found = None
+    if freshness.fresh:
+        found = _recheck(migration, kept[1], kept[2], sessions, ctx)
+    if found is not None:
+        pair, guest = found
+        check = {"mode": "re-check", "why": freshness.reason}
+    else:
+        try:
+            pair, guest = gather_pair(source=source, destination=destination, guest_uuid=guest_uuid, options=options,
+                                      sessions=sessions)
+        except AdapterError as exc:
+            message = f"Could not check the hosts: {exc.message}"
+            record_end(migration, ctx, S.FAILED,
+                       outcome=f"Nothing was started; {migration.vm_name} was not moved.", error=message, hint=exc.hint)
+            raise MigrationNotCompleted(message, hint=exc.hint) from exc
+        check = {"mode": "full", "why": freshness.reason}
+    check["seconds"] = round(time.monotonic() - started, 3)
+    _log(ctx, f"{'Re-checked what can change' if check['mode'] == 're-check' else 'Checked both hosts in full'} "
+              f"({freshness.reason}) in {check['seconds']:.2f} s")
+    verdicts = run_preflight(pair, guest, options)
+    records.migration_record_verdicts(migration=migration, verdicts=verdicts)
+    failing = [v for v in verdicts if v.status == VerdictStatus.FAIL]
+    for v in verdicts:
+        if v.status != VerdictStatus.PASS:
+            _log(ctx, f"Preflight {v.check}: {v.status}: {v.reason}",
+                 level=JobLogLevelChoices.ERROR if v.status == VerdictStatus.FAIL else JobLogLevelChoices.WARNING)
+    if overall(verdicts) == VerdictStatus.FAIL:
+        message = "Preflight failed: " + "; ".join(f"{v.check}: {v.reason}" for v in failing)
+        hint = " ".join(v.fix for v in failing if v.fix)
+        record_end(migration, ctx, S.FAILED,
+                   outcome=f"Nothing was started; {migration.vm_name} stays on {source.name}.", error=message, hint=hint)
+        raise MigrationNotCompleted(message, hint=hint)
+    if records.migration_controls(migration=migration)[0]:
+        record_end(migration, ctx, S.ABORTED,
+                   outcome=f"Aborted before libvirt was asked; {migration.vm_name} stays on {source.name}.")
+        return None, check
+    return guest, check
+
+
+def _recheck(migration: Migration, pair, guest, sessions, ctx: JobContext):
+    """Fresh facts with what can change read again from both hosts at once; None = gather in full instead."""
+    src_session, dst_session = sessions
+    targets = [d.target for d in guest.disks if d.source]
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="recheck") as pool:
+        on_source = pool.submit(migration_adapter.guest_now, src_session.libvirt, str(migration.vm_uuid),
+                                disk_targets=targets)
+        on_destination = pool.submit(migration_adapter.host_now, dst_session.libvirt)
+        try:
+            source_guest, destination_now = on_source.result(), on_destination.result()
+        except AdapterError as exc:
+            _log(ctx, f"The quick re-check failed ({exc.message}); checking both hosts in full",
+                 level=JobLogLevelChoices.WARNING)
+            return None
+    try:
+        return recheck.refreshed(
+            pair, guest, source_guest=source_guest, destination=destination_now,
+            source_in_maintenance=migration.source.in_maintenance,
+            destination_in_maintenance=migration.destination.in_maintenance,
+        )
+    except ValueError as exc:
+        _log(ctx, f"{exc}; checking both hosts in full", level=JobLogLevelChoices.WARNING)
+        return None
+
+
 def _migrate_while_sampling(
     migration: Migration, options: MigrationOptions, ctx: JobContext, on_progress: ProgressCallback | None,
-    flags: int, params: dict, dest_uri: str,
+    flags: int, params: dict, dest_uri: str, sessions,
 ) -> tuple[_MigrateCall, Sampler, float]:
     """libvirt's migrate call in a thread; sampling and steering in this one until it returns."""
     call = _MigrateCall()
     interval = settings.VMPORTAL_MIGRATION_SAMPLE_SECONDS
     guest_uuid = str(migration.vm_uuid)
-    with ExitStack() as stack:
-        source = stack.enter_context(access.open_session(migration.source))
-        src_conn = source.libvirt
-        dest_conn = None if options.peer_to_peer else stack.enter_context(access.open_session(migration.destination)).libvirt
-        # The sampler reads job statistics from this thread while migrate() blocks in the other one.
-        sample_conn = source.open_libvirt()
+    source, destination = sessions
+    src_conn = source.libvirt
+    dest_conn = None if options.peer_to_peer else destination.libvirt
 
-        def migrate() -> None:
-            try:
-                migration_adapter.migrate(
-                    src_conn, domain_uuid=guest_uuid, dest_uri=dest_uri, flags=flags, params=params,
-                    dest_conn=dest_conn,
-                )
-            except AdapterError as exc:
-                call.error = exc
-            except BaseException as exc:  # reported by the job thread, not lost in this one
-                call.crash = exc
-            finally:
-                call.done.set()
-
-        started = time.monotonic()
-        sampler = Sampler(migration, options, sample_conn, ctx, on_progress, started)
-        thread = threading.Thread(target=migrate, name=f"migrate-{migration.pk}", daemon=True)
-        thread.start()
+    def migrate() -> None:
         try:
-            while not call.done.wait(interval):
-                sampler.tick()
-        except BaseException:
-            # The job is being stopped (RQ timeout, crash): do not leave libvirt migrating unattended.
-            if not call.done.is_set() and not sampler.abort_sent:
-                sampler.abort("The job was interrupted")
-            call.done.wait(MIGRATE_THREAD_JOIN_S)
-            raise
-        thread.join(MIGRATE_THREAD_JOIN_S)
-        wall_s = time.monotonic() - started
+            migration_adapter.migrate(
+                src_conn, domain_uuid=guest_uuid, dest_uri=dest_uri, flags=flags, params=params,
+                dest_conn=dest_conn,
+            )
+        except AdapterError as exc:
+            call.error = exc
+        except BaseException as exc:  # reported by the job thread, not lost in this one
+            call.crash = exc
+        finally:
+            call.done.set()
+
+    started = time.monotonic()
+    called = timezone.now()
+    thread = threading.Thread(target=migrate, name=f"migrate-{migration.pk}", daemon=True)
+    thread.start()
+    records.migration_libvirt_called(migration=migration, at=called)
+    # The sampler reads job statistics from this thread while migrate() blocks in the other one, on a
+    # connection of its own opened once the call is made (libvirt's own connection would do, if need be).
+    try:
+        sample_conn = source.open_libvirt()
+    except AdapterError as exc:
+        _log(ctx, f"A second connection for sampling failed ({exc.message}); sampling on the first",
+             level=JobLogLevelChoices.WARNING)
+        sample_conn = src_conn
+    sampler = Sampler(migration, options, sample_conn, ctx, on_progress, started)
+    try:
+        while not call.done.wait(interval):
+            sampler.tick()
+    except BaseException:
+        # The job is being stopped (RQ timeout, crash): do not leave libvirt migrating unattended.
+        if not call.done.is_set() and not sampler.abort_sent:
+            sampler.abort("The job was interrupted")
+        call.done.wait(MIGRATE_THREAD_JOIN_S)
+        raise
+    thread.join(MIGRATE_THREAD_JOIN_S)
+    wall_s = time.monotonic() - started
     if call.crash is not None:
         raise call.crash
     return call, sampler, wall_s
 
 
+def _follow_up(
+    migration: Migration, options: MigrationOptions, since_unix: float, ctx: JobContext, status: S
+) -> GuestHeartbeat | None:
+    """After the end is recorded: refresh both inventories, then measure the guest's own pause.
+
+    Whatever fails here is said on the record (records.migration_follow_up_done); the
+    outcome already recorded stands.
+    """
+    ended = time.monotonic()
+    problems: list[str] = []
+    try:
+        problems += follow_guest(migration, status, ctx)
+    except Exception as exc:  # the outcome is recorded already: say what failed, never undo it
+        logger.exception("migration %s: inventory refresh after the end", migration.pk)
+        problems.append(f"The inventories could not be refreshed: {type(exc).__name__}: {exc}.")
+    heartbeat = None
+    try:
+        heartbeat = _guest_heartbeat(migration, options, since_unix, ctx, settle_from=ended)
+    except Exception as exc:
+        logger.exception("migration %s: guest heartbeat after the end", migration.pk)
+        problems.append(f"The guest's heartbeat could not be read: {type(exc).__name__}: {exc}.")
+    records.migration_follow_up_done(migration=migration, heartbeat=heartbeat, problems=problems)
+    return heartbeat
+
+
 def _guest_heartbeat(
-    migration: Migration, options: MigrationOptions, since_unix: float, ctx: JobContext
+    migration: Migration, options: MigrationOptions, since_unix: float, ctx: JobContext, *, settle_from: float
 ) -> GuestHeartbeat | None:
     if not options.live or not settings.VMPORTAL_GUEST_HEARTBEAT_PROBE:
         return None
-    time.sleep(HEARTBEAT_SETTLE_S)
+    # Let the heartbeat resume on the destination before reading it (the refreshes took part of that time).
+    time.sleep(max(0.0, HEARTBEAT_SETTLE_S - (time.monotonic() - settle_from)))
     heartbeat = probe_guest(migration.vm_name, since_unix)
     if heartbeat is not None:
         _log(ctx, f"Guest heartbeat: longest gap {heartbeat.max_gap_s:.3f} s over {heartbeat.beats} beats, "

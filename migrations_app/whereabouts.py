@@ -34,11 +34,17 @@ logger = logging.getLogger(__name__)
 JOB_END_WAIT_S = 60.0
 
 
-def presence_on(host: Host, guest_uuid: str) -> DomainPresence:
-    """The guest as ``host`` shows it now; an unanswered host is ``reachable=False``."""
+def presence_on(host: Host, guest_uuid: str, *, session=None) -> DomainPresence:
+    """The guest as ``host`` shows it now; an unanswered host is ``reachable=False``.
+
+    ``session`` is an open session to ``host`` to ask on (else one is opened for the question).
+    """
     try:
-        with access.open_session(host) as session:
+        if session is not None:
             found = migration_adapter.domain_presence(session.libvirt, guest_uuid)
+        else:
+            with access.open_session(host) as opened:
+                found = migration_adapter.domain_presence(opened.libvirt, guest_uuid)
     except AdapterError as exc:
         logger.warning("asking %s about %s: %s", host.name, guest_uuid, exc.message)
         return DomainPresence(exists=False, state=None, reason=None, reachable=False)
@@ -48,14 +54,18 @@ def presence_on(host: Host, guest_uuid: str) -> DomainPresence:
 
 
 def locate_guest(
-    migration: Migration, *, job_status: str = "", wait_for_job_s: float = JOB_END_WAIT_S
+    migration: Migration, *, job_status: str = "", wait_for_job_s: float = JOB_END_WAIT_S, sessions=None,
 ) -> tuple[Outcome, DomainPresence, DomainPresence]:
-    """Ask both hosts (waiting a while for a libvirt job still running) and settle."""
+    """Ask both hosts (waiting a while for a libvirt job still running) and settle.
+
+    ``sessions``: the caller's open (source, destination) sessions, asked instead of new ones.
+    """
     guest_uuid = str(migration.vm_uuid)
+    src_session, dst_session = sessions or (None, None)
     deadline = time.monotonic() + wait_for_job_s
     while True:
-        source = presence_on(migration.source, guest_uuid)
-        destination = presence_on(migration.destination, guest_uuid)
+        source = presence_on(migration.source, guest_uuid, session=src_session)
+        destination = presence_on(migration.destination, guest_uuid, session=dst_session)
         if not (source.job_active or destination.job_active) or time.monotonic() >= deadline:
             break
         records.migration_heartbeat(migration=migration)  # still working, not dead
@@ -68,13 +78,21 @@ def locate_guest(
     return outcome, source, destination
 
 
-def completed_stats(migration: Migration, *, on_destination: bool) -> dict:
-    """libvirt's statistics of the finished job (destination after success, source otherwise)."""
-    hosts = [migration.destination, migration.source] if on_destination else [migration.source]
-    for host in hosts:
+def completed_stats(migration: Migration, *, on_destination: bool, sessions=None) -> dict:
+    """libvirt's statistics of the finished job (destination after success, source otherwise).
+
+    ``sessions``: the caller's open (source, destination) sessions, asked instead of new ones.
+    """
+    src_session, dst_session = sessions or (None, None)
+    hosts = [(migration.destination, dst_session), (migration.source, src_session)] if on_destination \
+        else [(migration.source, src_session)]
+    for host, session in hosts:
         try:
-            with access.open_session(host) as session:
+            if session is not None:
                 stats = migration_adapter.completed_job_stats(session.libvirt, str(migration.vm_uuid))
+            else:
+                with access.open_session(host) as opened:
+                    stats = migration_adapter.completed_job_stats(opened.libvirt, str(migration.vm_uuid))
         except AdapterError as exc:
             logger.info("no completed job stats from %s: %s", host.name, exc.message)
             continue
@@ -83,27 +101,33 @@ def completed_stats(migration: Migration, *, on_destination: bool) -> dict:
     return {}
 
 
-def refresh_hosts(migration, ctx: JobContext | None) -> None:
+def refresh_hosts(migration, ctx: JobContext | None) -> list[str]:
     """Refresh both hosts' inventory now, in this job (each refresh is its own Job row).
 
     ``migration`` is anything with ``source`` and ``destination`` hosts (live or cold).
+    Returns what failed, in words (empty when both were refreshed).
     """
     hosts = [migration.source] + ([] if migration.destination.pk == migration.source.pk else [migration.destination])
+    failed = []
     for host in hosts:
         job = host_services.host_refresh_request(host=host, actor=Actor.system(), enqueue=False)
         if job is None:
             continue
         refresh_host_job(job.pk, host.pk)
         job.refresh_from_db()
+        if job.status != JobStatusChoices.SUCCEEDED:
+            failed.append(f"The inventory of {host.name} could not be refreshed (job #{job.pk}: "
+                          f"{job.error or job.status}).")
         if ctx is not None:
             level = JobLogLevelChoices.INFO if job.status == JobStatusChoices.SUCCEEDED else JobLogLevelChoices.WARNING
             ctx.log(f"Inventory of {host.name} refreshed: {job.status}{': ' + job.error if job.error else ''}",
                  level=level)
+    return failed
 
 
-def follow_guest(migration: Migration, status: str, ctx: JobContext | None) -> None:
+def follow_guest(migration: Migration, status: str, ctx: JobContext | None) -> list[str]:
     """After the outcome is recorded (and the guest's row moved with it): refresh both hosts."""
-    refresh_hosts(migration, ctx)
+    return refresh_hosts(migration, ctx)
 
 
 def record_end(migration: Migration, ctx: JobContext | None, status: S, **kwargs) -> None:

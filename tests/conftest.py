@@ -8,6 +8,7 @@ guests are right now.
 
 from __future__ import annotations
 
+import gc
 import os
 
 import pytest
@@ -28,6 +29,10 @@ def lab_session():
     session = LabSession()
     yield session
     if session.owned:
+        # A libvirt object left in a garbage cycle (an exception's traceback holding a domain)
+        # closes its connection when freed, which waits for the host's answer: free them while
+        # the hosts still answer, not at interpreter exit after the lab is gone.
+        gc.collect()
         hosts.down(log=lambda *_: None)
 
 

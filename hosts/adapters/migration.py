@@ -348,6 +348,57 @@ def current_operation(
     return None
 
 
+@dataclass(frozen=True)
+class GuestNow:
+    """The source's guest right now: what a re-check of fresh preflight facts reads again."""
+
+    exists: bool
+    state: str | None  # libvirt's state name
+    active_operation: str | None  # as current_operation says; None = idle
+
+
+@dataclass(frozen=True)
+class HostNow:
+    """A destination right now: free memory and the guests it holds (what may have changed)."""
+
+    memory_free_kib: int
+    domain_names: frozenset[str]
+    domain_uuids: frozenset[str]  # lowercased
+    running_vcpus: int  # vCPUs of its active guests
+
+
+def guest_now(conn: libvirt.virConnect, domain_uuid: str, *, disk_targets: Sequence[str] = ()) -> GuestNow:
+    """The guest's state and any job on it, on an open connection (a few calls, no XML)."""
+    try:
+        dom = conn.lookupByUUIDString(domain_uuid)
+        state, _reason = dom.state()
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+            return GuestNow(exists=False, state=None, active_operation=None)
+        raise _translate(exc, action=f"reading the state of guest {domain_uuid}") from exc
+    name = state_name(state)
+    busy = current_operation(conn, domain_uuid, disk_targets=disk_targets) if name in ("running", "paused",
+                                                                                         "blocked") else None
+    return GuestNow(exists=True, state=name, active_operation=busy)
+
+
+def host_now(conn: libvirt.virConnect) -> HostNow:
+    """Free memory and every guest (name, UUID, running vCPUs) in two calls: the domain stats and free memory."""
+    try:
+        stats = conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_VCPU, 0)
+        free_kib = int(conn.getFreeMemory()) // 1024
+    except libvirt.libvirtError as exc:
+        raise _translate(exc, action="reading free memory and guests") from exc
+    names, uuids, vcpus = set(), set(), 0
+    for dom, values in stats:
+        names.add(dom.name())
+        uuids.add(dom.UUIDString().lower())
+        if state_name(int(values.get("state.state", 0))) in ("running", "paused", "blocked"):
+            vcpus += int(values.get("vcpu.current", 0) or 0)
+    return HostNow(memory_free_kib=free_kib, domain_names=frozenset(names), domain_uuids=frozenset(uuids),
+                   running_vcpus=vcpus)
+
+
 # --------------------------------------------------------------------------
 # CPU
 

@@ -7,6 +7,7 @@
 - ``cold``     cold migration: the request and the runner's record keeping
 - ``repairs``  image permission repairs a preflight offers
 - ``refusals`` a refused request: audited in a transaction of its own, then ServiceRefused
+- ``facts``    the facts of the last full preflight gather per guest and pair, for the runner's fast path
 - ``events``   telling pages that a migration changed (through core.broadcast)
 
 Each service runs in one transaction and writes its audit event there. Jobs are enqueued (by

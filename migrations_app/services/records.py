@@ -23,6 +23,7 @@ from hosts import leases
 from .. import states
 from ..choices import (
     MIGRATION_RUNNING_STATES,
+    FollowUpStatusChoices as F,
     MigrationAuditActionChoices as A,
     MigrationStatusChoices as S,
 )
@@ -78,6 +79,12 @@ def migration_migrating(*, migration: Migration, flags: int, params: dict, dest_
     return True
 
 
+def migration_libvirt_called(*, migration: Migration, at) -> None:
+    """When libvirt's migrate call was made (the end of "confirm → libvirt", measured per migration)."""
+    Migration.objects.filter(pk=migration.pk).update(libvirt_called=at, heartbeat=timezone.now())
+    migration.libvirt_called = at
+
+
 @transaction.atomic
 def migration_completing(*, migration: Migration, phase: str) -> bool:
     """migrating → completing: libvirt returned; the hosts are asked where the guest is."""
@@ -125,10 +132,13 @@ def migration_finish(
     actor: Actor | None = None,
     job: Job | None = None,
     result: AuditResultChoices | None = None,
+    follow_up: bool = False,
 ) -> bool:
     """End the migration with what the hosts showed: record, release its slots, audit, tell pages.
 
-    False (and nothing written) when it already ended differently, e.g. a reconciler won.
+    ``follow_up``: the guest's own pause and the inventory refresh come after, recorded by
+    ``migration_follow_up_done`` (the record says so meanwhile). False (and nothing written)
+    when it already ended differently, e.g. a reconciler won.
     """
     summary = summary or {}
     fields: dict[str, Any] = {
@@ -152,10 +162,9 @@ def migration_finish(
         if summary.get(key) is not None:
             fields[field] = int(summary[key] * scale)
     if heartbeat is not None:
-        fields.update(
-            heartbeat_gap_s=heartbeat.max_gap_s, heartbeat_continuous=heartbeat.continuous,
-            heartbeat_beats=heartbeat.beats,
-        )
+        fields.update(_heartbeat_fields(heartbeat))
+    if follow_up:
+        fields["follow_up"] = F.RUNNING
     if not _transition(migration, status, **fields):
         return False
     slots_release(migration)
@@ -182,6 +191,34 @@ def migration_finish(
     # A slot just freed: give it to whoever waits.
     transaction.on_commit(migrations_dispatch)
     return True
+
+
+def _heartbeat_fields(heartbeat) -> dict[str, Any]:
+    return {"heartbeat_gap_s": heartbeat.max_gap_s, "heartbeat_continuous": heartbeat.continuous,
+            "heartbeat_beats": heartbeat.beats}
+
+
+@transaction.atomic
+def migration_follow_up_done(*, migration: Migration, heartbeat=None, problems: Sequence[str] = ()) -> bool:
+    """What followed the recorded end: the guest's measured pause, or what of the follow-up failed.
+
+    Never changes the status: a failed inventory refresh is said on the record next to its
+    outcome. False when no follow-up was running (a reconciler closed it first).
+    """
+    fields: dict[str, Any] = {"follow_up": F.FAILED if problems else F.DONE, "follow_up_note": " ".join(problems)}
+    if heartbeat is not None:
+        fields.update(_heartbeat_fields(heartbeat))
+    if not Migration.objects.filter(pk=migration.pk, follow_up=F.RUNNING).update(**fields):
+        return False
+    migration.refresh_from_db()
+    migration_changed(migration)
+    return True
+
+
+def migration_follow_up_lost(*, migration: Migration, why: str) -> bool:
+    """The follow-up's worker is gone: say so, so the page stops waiting for its figures."""
+    return migration_follow_up_done(migration=migration, problems=[f"The figures after the migration were not "
+                                                                   f"recorded: {why}."])
 
 
 def migration_still_running(*, migration: Migration, phase: str) -> None:

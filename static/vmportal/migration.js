@@ -5,7 +5,7 @@
  * [data-migration-socket]: the migration page. Draws the transfer chart on a <canvas> from
  *   the samples embedded in the page (json_script), appends live samples from the socket,
  *   updates the progress figures, and re-fetches the page's [data-migration-part] regions
- *   when the status or phase changes.
+ *   when the status, the phase or the follow-up (figures recorded after a success) changes.
  */
 (function () {
   "use strict";
@@ -188,6 +188,7 @@
     try { samples = JSON.parse(dataNode ? dataNode.textContent : "[]") || []; } catch (e) { samples = []; }
     var status = root.dataset.status;
     var phase = root.dataset.phase;
+    var followUp = root.dataset.followUp || "";
     var redrawTimer = null;
 
     function redraw() {
@@ -241,9 +242,11 @@
     }
 
     function onState(migration) {
-      var changed = migration.status !== status || migration.phase !== phase;
+      var changed = migration.status !== status || migration.phase !== phase ||
+        (migration.follow_up || "") !== followUp;
       status = migration.status;
       phase = migration.phase;
+      followUp = migration.follow_up || "";
       root.dataset.status = status;
       if (changed) refreshParts();
     }

@@ -68,7 +68,8 @@ def test_wizard_happy_path(page, portal, lab_guest, screenshots):
     expect(page.locator("#live-indicator")).to_have_attribute("data-state", "live")
     expect(page.locator("[data-migration-status]").first).to_have_text("Succeeded", timeout=120000)
     expect(page.locator("#result-downtime")).to_have_text(re.compile(r"\d+ ms"))
-    expect(page.locator("#result-heartbeat")).to_contain_text("continuous")
+    # The guest's own pause follows the success (after both inventories are refreshed) and fills in live.
+    expect(page.locator("#result-heartbeat")).to_contain_text("continuous", timeout=60000)
     expect(page.locator("#migration-chart")).to_be_visible()
     expect(page.locator("#chart-empty")).to_be_hidden()
     expect(page.locator("#migrate-back")).to_have_text(f"Migrate back to {src}")

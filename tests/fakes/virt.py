@@ -311,6 +311,18 @@ class FakeConnect:
         self.host.check_libvirt()
         return [FakeDomain(self.host, uuid) for uuid in list(self.host.domains)]
 
+    def getAllDomainStats(self, stats: int = 0, flags: int = 0) -> list[tuple[FakeDomain, dict]]:  # noqa: N802
+        """The state and vCPU groups of every guest (the groups the adapters ask for)."""
+        self.host.check_libvirt()
+        found = []
+        for dom in self.listAllDomains():
+            info = dom.info
+            values = {"state.state": dom.state()[0], "state.reason": dom.state()[1]}
+            if dom.isActive():
+                values["vcpu.current"] = info.vcpus
+            found.append((dom, values))
+        return found
+
     def lookupByUUIDString(self, uuid: str) -> FakeDomain:  # noqa: N802
         self.host.check_libvirt()
         if uuid not in self.host.domains:

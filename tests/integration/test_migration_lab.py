@@ -17,9 +17,10 @@ from django.utils import timezone
 
 from core.choices import JobStatusChoices
 from core.jobs import job_enqueue, run_job
-from core.models import AuditEvent
+from core.models import AuditEvent, Job
 from hosts.adapters import libvirt as lv
 from hosts.adapters import migration as mg
+from hosts.choices import HostJobKindChoices
 from hosts.models import VirtualMachine
 from lab.heartbeat import report
 from lab_support import SYSTEM, heartbeat_guest, knob, unique, vm_row, where
@@ -28,7 +29,8 @@ from migrations_app import reconciler, runner
 from migrations_app.choices import MigrationStatusChoices as S
 from migrations_app.models import Migration
 from migrations_app.options import MigrationOptions, from_dict, libvirt_flags
-from migrations_app.services import live, slots
+from migrations_app.services import live, plans, slots
+from migrations_app.services.events import migration_settled
 
 pytestmark = [pytest.mark.lab, pytest.mark.django_db(transaction=True), pytest.mark.timeout(300)]
 
@@ -92,6 +94,52 @@ def test_live_migration_through_the_portal_and_back(portal):
         assert back.heartbeat_continuous and back.heartbeat_gap_s < 1.0
         rep = report(name, since=time.time() - 2)
         assert rep.beats >= 5  # still beating after both trips
+
+
+def test_a_fresh_preflight_is_rechecked_and_succeeded_comes_before_the_figures(portal):
+    """The wizard's way: its preflight, then the confirm; the runner re-reads only what can change,
+    and the record says Succeeded (heard by listeners) before the heartbeat and the refreshes."""
+    src_lab, dst_lab = portal["pair"]
+    src, dst = portal["rows"][src_lab["name"]], portal["rows"][dst_lab["name"]]
+    with heartbeat_guest(src_lab) as (name, domain_uuid):
+        vm = vm_row(src, domain_uuid)
+        plan = plans.migration_plan_create(vm=vm, options=MigrationOptions(), actor=SYSTEM, destinations=[dst])
+        assert plan.runs.get().overall in ("pass", "warn"), plan.runs.get().verdicts
+        seen = []
+
+        def on_settled(sender, *, migration_id, status, **kwargs):
+            m = Migration.objects.get(pk=migration_id)
+            seen.append({"status": status, "follow_up": m.follow_up, "heartbeat": m.heartbeat_gap_s,
+                         "refreshes": Job.objects.filter(kind=HostJobKindChoices.REFRESH, created__gte=m.ended).count(),
+                         "where": where(portal["lab"], domain_uuid)})
+
+        migration_settled.connect(on_settled, dispatch_uid="lab.fast-path")
+        try:
+            migration = live.migration_request(vm=vm, destination=dst, options=MigrationOptions(), actor=SYSTEM,
+                                               plan=plan)
+        finally:
+            migration_settled.disconnect(dispatch_uid="lab.fast-path")
+        migration.refresh_from_db()
+        print("\nfast path:", figures(migration), migration.summary.get("check"),
+              f"request -> libvirt {migration.summary.get('request_to_libvirt_ms')} ms")
+        assert migration.status == S.SUCCEEDED, (migration.error, migration.outcome, migration.job.log)
+        assert migration.summary["check"]["mode"] == "re-check", migration.summary["check"]
+        # Settled while libvirt already showed the guest on the destination alone, before any figure came.
+        assert seen == [{"status": "succeeded", "follow_up": "running", "heartbeat": None, "refreshes": 0,
+                         "where": {dst_lab["name"]: "running"}}], seen
+        # ... and the figures followed, on the same record.
+        assert migration.follow_up == "done", migration.follow_up_note
+        assert migration.heartbeat_continuous is True and migration.heartbeat_gap_s < 1.0, figures(migration)
+        assert Job.objects.filter(kind=HostJobKindChoices.REFRESH, created__gte=migration.ended).count() == 2
+        assert migration.migration_started <= migration.libvirt_called <= migration.ended
+        assert VirtualMachine.objects.get(uuid=domain_uuid).host_id == dst.pk
+
+        # Back without a preflight of that pair: the runner checks both hosts in full.
+        back = live.migration_request(vm=VirtualMachine.objects.get(uuid=domain_uuid), destination=src,
+                                      options=MigrationOptions(), actor=SYSTEM, reverses=migration)
+        back.refresh_from_db()
+        assert back.status == S.SUCCEEDED and back.summary["check"]["mode"] == "full", back.summary.get("check")
+        assert where(portal["lab"], domain_uuid) == {src_lab["name"]: "running"}
 
 
 def test_preflight_failure_starts_nothing(portal):

@@ -311,9 +311,10 @@ def test_guests_with_different_cpus_compare_apart(fleet, compares):
 # --- gather_evacuation: inventory hosts, one session each ---------------------------------
 
 
+@pytest.mark.django_db
 def test_evacuation_opens_each_host_once_and_closes_everything(fleet):
     f = Hosts(fleet)
-    rows = {n: fleet.host_row(n, save=False) for n in ("kvm-a", *DESTINATIONS)}
+    rows = {n: fleet.host_row(n) for n in ("kvm-a", *DESTINATIONS)}
     opened = []
     real = fleet.session_for
 
@@ -332,6 +333,14 @@ def test_evacuation_opens_each_host_once_and_closes_everything(fleet):
     assert Counter(fleet.connections) == {(kind, n): 1 for kind in ("ssh", "libvirt") for n in answered}
     assert fleet.open_connections == 0
     assert len(facts.guests) == 5 and facts.pair(f.guests[0].uuid, "kvm-b").destination.reachable
+    # Kept for the runners that follow: every guest towards every destination, as gathered.
+    from migrations_app.services.facts import preflight_facts_latest
+
+    _when, pair, guest = preflight_facts_latest(guest_uuid=f.guests[0].uuid, source=rows["kvm-a"],
+                                                destination=rows["kvm-b"], copy_storage=False)
+    assert (pair, guest) == (facts.pair(f.guests[0].uuid, "kvm-b"), facts.guest_for(f.guests[0].uuid, "kvm-b"))
+    assert not preflight_facts_latest(guest_uuid=f.guests[0].uuid, source=rows["kvm-a"], destination=rows["kvm-d"],
+                                      copy_storage=False)[1].destination.reachable
     with pytest.raises(ValueError, match="cannot be a destination of its own evacuation"):
         GF.gather_evacuation(source=rows["kvm-a"], destinations=[rows["kvm-a"]], options=LIVE)
 

@@ -1,0 +1,158 @@
+"""A live migration through the portal against bare virsh, same guest, same hosts, alternating.
+
+    sudo .venv/bin/python bench/portal_vs_virsh.py [--rounds 5] [--workers 2]
+
+The portal runs as in production (bench/evacuation.py's set-up: a private redis-server, real RQ
+workers, a temporary SQLite database, the lab hosts onboarded) and is driven through the services
+the browser uses: the wizard's plan with its background preflight towards the destination (as the
+destination page shows it; not timed), then the confirm (``migration_request`` with that plan),
+timed until the record says Succeeded. Bare virsh is ``virsh -c SRC migrate --live --p2p
+--persistent --undefinesource GUEST DST`` of the same guest, timed as a whole command.
+
+One round = the portal there and back, then virsh there and back (the order swaps every
+round, so neither always runs on a machine the other just loaded). Between legs the portal's
+follow-up (heartbeat figures, inventory refresh) is let finish and, after virsh, the inventory is
+refreshed (neither timed). Prints each leg, the medians of a round trip and their ratio (goal ≤
+1.2), and confirm → libvirt's migrate call (median, p95; goal p95 ≤ 300 ms). Brings the lab up
+if it is down (and takes it down again); a running lab is reused and left up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BASE = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(BASE))
+
+from bench.evacuation import Bench, phases, wait_for  # noqa: E402
+
+GOAL_RATIO = 1.2
+GOAL_P95_MS = 300
+POLL_S = 0.02
+
+
+def p95(values: list[float]) -> float:
+    """Nearest-rank 95th percentile."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
+
+
+class PortalVsVirsh(Bench):
+    def __init__(self, args: argparse.Namespace) -> None:
+        args.guests, args.check_hosts = 1, False
+        super().__init__(args)
+        self.confirm_to_libvirt_ms: list[float] = []
+
+    def lab_host(self, name: str) -> dict:
+        return next(h for h in self.lab["hosts"] if h["name"] == name)
+
+    def portal_leg(self, guest_uuid: str, destination: str) -> float:
+        from core.actors import Actor
+        from hosts.models import VirtualMachine
+        from migrations_app.choices import MigrationStatusChoices as MS, PreflightRunStatusChoices as PS
+        from migrations_app.models import Migration, PreflightRun
+        from migrations_app.options import MigrationOptions
+        from migrations_app.services import live, plans
+
+        vm = VirtualMachine.objects.select_related("host").get(uuid=guest_uuid)
+        source = vm.host.name
+        dest = self.hosts[destination]
+        options = MigrationOptions()
+        # The wizard: the destination's preflight in the background, shown, then confirmed.
+        plan = plans.migration_plan_create(vm=vm, options=options, actor=Actor.system(), destinations=[dest])
+        wait_for(lambda: not PreflightRun.objects.filter(plan=plan, status__in=(PS.QUEUED, PS.RUNNING)).exists(),
+                 timeout=120, what=f"the preflight of plan #{plan.pk}")
+        t0 = time.monotonic()
+        m = live.migration_request(vm=vm, destination=dest, options=options, actor=Actor.system(), plan=plan)
+        wait_for(lambda: Migration.objects.filter(pk=m.pk, status__in=(MS.SUCCEEDED, MS.FAILED, MS.ABORTED,
+                                                                         MS.NEEDS_ATTENTION)).exists(),
+                 timeout=300, what=f"migration #{m.pk}")
+        wall = time.monotonic() - t0
+        m.refresh_from_db()
+        if m.status != MS.SUCCEEDED:
+            raise SystemExit(f"portal migration #{m.pk} {m.status}: {m.error} {m.outcome}")
+        to_libvirt = (m.libvirt_called - m.created).total_seconds() * 1000
+        self.confirm_to_libvirt_ms.append(to_libvirt)
+        check = m.summary.get("check", {})
+        job = m.job
+
+        def ms(a, b) -> str:
+            return f"{(b - a).total_seconds() * 1000:.0f}" if a and b else "?"
+
+        print(f"  portal {source} -> {destination}: {wall:.2f} s (confirm -> libvirt call {to_libvirt:.0f} ms: "
+              f"to the job row {ms(m.created, job.created)}, in the queue {ms(job.created, job.started)}, "
+              f"job start -> checking {ms(job.started, m.started)}, checking -> libvirt {ms(m.started, m.libvirt_called)}"
+              f" (check {check.get('mode')} {check.get('seconds')} s); {phases(m)}; downtime {m.downtime_ms} ms)")
+        self.wait_jobs_idle()  # its follow-up (heartbeat, inventory) ends before the next leg
+        return wall
+
+    def virsh_leg(self, name: str, source: str, destination: str) -> float:
+        src, dst = self.lab_host(source), self.lab_host(destination)
+        t0 = time.monotonic()
+        done = subprocess.run(
+            ["virsh", "-q", "-c", src["libvirt_uri"], "migrate", "--live", "--p2p", "--persistent",
+             "--undefinesource", name, dst["libvirt_uri"]], capture_output=True, text=True, timeout=300,
+        )
+        wall = time.monotonic() - t0
+        if done.returncode != 0:
+            raise SystemExit(f"virsh migrate {name} {source} -> {destination} failed: {done.stderr.strip()}")
+        print(f"  virsh  {source} -> {destination}: {wall:.2f} s")
+        return wall
+
+    def portal_round(self, guest_uuid: str, home: str, away: str) -> float:
+        return self.portal_leg(guest_uuid, away) + self.portal_leg(guest_uuid, home)
+
+    def virsh_round(self, name: str, home: str, away: str) -> float:
+        total = self.virsh_leg(name, home, away) + self.virsh_leg(name, away, home)
+        for host in (home, away):  # the portal did not see those moves: its inventory catches up
+            self.refresh(host)
+        return total
+
+    def run(self) -> None:
+        name, guest_uuid = self.guests[0]
+        home, away = self.lab["hosts"][0]["name"], self.lab["hosts"][1]["name"]
+        portal, virsh = [], []
+        for i in range(self.args.rounds):
+            print(f"round {i + 1}:")
+            if i % 2 == 0:
+                portal.append(self.portal_round(guest_uuid, home, away))
+                virsh.append(self.virsh_round(name, home, away))
+            else:
+                virsh.append(self.virsh_round(name, home, away))
+                portal.append(self.portal_round(guest_uuid, home, away))
+            print(f"  round trip: portal {portal[-1]:.2f} s, virsh {virsh[-1]:.2f} s")
+        p, v = statistics.median(portal), statistics.median(virsh)
+        ms = self.confirm_to_libvirt_ms
+        print()
+        print(f"{self.args.rounds} round trips of {name} {home} <-> {away}, {self.args.workers} RQ workers")
+        print(f"portal (confirm -> Succeeded, both legs): median {p:.2f} s (min {min(portal):.2f}, max {max(portal):.2f})")
+        print(f"virsh migrate --live --p2p --persistent --undefinesource: median {v:.2f} s "
+              f"(min {min(virsh):.2f}, max {max(virsh):.2f})")
+        print(f"ratio portal / virsh: {p / v:.2f} (goal <= {GOAL_RATIO})")
+        print(f"confirm -> libvirt migrate call over {len(ms)} migrations: median {statistics.median(ms):.0f} ms, "
+              f"p95 {p95(ms):.0f} ms, max {max(ms):.0f} ms (goal p95 <= {GOAL_P95_MS} ms)")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--workers", type=int, default=2, help="RQ workers")
+    args = parser.parse_args()
+    if not 1 <= args.rounds <= 50 or not 1 <= args.workers <= 8:
+        parser.error("--rounds 1..50, --workers 1..8")
+    if os.geteuid() != 0:
+        parser.error("the lab needs root")
+    bench = PortalVsVirsh(args)
+    bench.measure(bench.run)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
