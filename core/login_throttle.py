@@ -31,6 +31,20 @@ def client_ip(request) -> str | None:
     return request.META.get("REMOTE_ADDR") or None
 
 
+# django-axes keeps the user name tried in a 255-character column; a longer one (sent to the
+# admin's login or straight to the signal) would fail the insert on PostgreSQL with a 500.
+USERNAME_KEPT = 150  # Django's own limit for a user name
+
+
+def client_username(request, credentials) -> str | None:
+    """The user name failures are counted by, bounded like Django's user names."""
+    if credentials:
+        name = credentials.get("username")
+    else:
+        name = getattr(request, "POST", {}).get("username") if request is not None else None
+    return None if name is None else str(name)[:USERNAME_KEPT]
+
+
 def cooloff_minutes() -> int:
     return int(settings.AXES_COOLOFF_TIME.total_seconds() // 60)
 

@@ -132,6 +132,7 @@ AXES_COOLOFF_TIME = timedelta(minutes=int(os.environ.get("VMPORTAL_LOGIN_LOCKOUT
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # each on its own, not the pair
 AXES_RESET_ON_SUCCESS = True
 AXES_CLIENT_IP_CALLABLE = "core.login_throttle.client_ip"
+AXES_USERNAME_CALLABLE = "core.login_throttle.client_username"
 AXES_LOCKOUT_CALLABLE = "core.login_throttle.lockout_response"
 
 ROOT_URLCONF = "vmportal.urls"

@@ -2,10 +2,26 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+from functools import wraps
+
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
 from core import broadcast
+
+
+def in_plain_thread(test):
+    """Run the test in a thread of its own, without an event loop: the case being tested (a
+    worker's or a job's thread), whatever the test runner's main thread has running (Playwright's
+    session-wide loop when the browser tests ran first)."""
+
+    @wraps(test)
+    def run(*args, **kwargs):
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            return pool.submit(test, *args, **kwargs).result()
+
+    return run
 
 
 def _listen(group: str) -> str:
@@ -15,6 +31,7 @@ def _listen(group: str) -> str:
     return channel
 
 
+@in_plain_thread
 def test_events_from_a_plain_thread_arrive_and_share_one_loop():
     layer = get_channel_layer()
     channel = _listen("loop.test")
@@ -25,6 +42,7 @@ def test_events_from_a_plain_thread_arrive_and_share_one_loop():
     assert [async_to_sync(layer.receive)(channel)["n"] for _ in range(2)] == [1, 2]  # in order
 
 
+@in_plain_thread
 def test_a_forked_process_starts_a_loop_of_its_own(monkeypatch):
     broadcast._send("loop.test", {"type": "x.one"})
     parent = broadcast._process_loop._loop

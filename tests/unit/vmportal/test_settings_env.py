@@ -121,12 +121,15 @@ def test_https_mode_turns_on_hsts_secure_cookies_redirect_and_proxy_header_and_c
     assert proc.returncode != 0 and "SECURE_HSTS_SECONDS" in proc.stderr + proc.stdout
 
 
-def test_production_requires_an_audit_key_apart_from_the_others():
-    base = {"DJANGO_SECRET_KEY": "k", "VMPORTAL_SECRETS_KEY": "z6JPtstxHfaMV7NFepwL8yGIC5bwXXxq9zYOZ4x5a9c=",
-            "DATABASE_URL": "sqlite:///:memory:"}
-    proc = load_settings(base)
+def test_production_requires_an_audit_key_apart_from_the_others(tmp_path):
+    # A copy of the project, so an audit key `make run` left in the real var/ does not count.
+    project = settings_copy(tmp_path)
+    base = {"DJANGO_SECRET_KEY": "k", "VMPORTAL_SECRETS_KEY": FERNET_A, "DATABASE_URL": "sqlite:///:memory:"}
+    proc = run_in_copy(project, base, KEYS)
     assert proc.returncode != 0 and "VMPORTAL_AUDIT_KEY" in proc.stderr
-    proc = load_settings({**base, "VMPORTAL_AUDIT_KEY": "k"})
+    proc = run_in_copy(project, {**base, "VMPORTAL_AUDIT_KEY": "k"}, KEYS)
+    assert proc.returncode != 0 and "must differ" in proc.stderr
+    proc = run_in_copy(project, {**base, "VMPORTAL_AUDIT_KEY": FERNET_A}, KEYS)
     assert proc.returncode != 0 and "must differ" in proc.stderr
 
 
