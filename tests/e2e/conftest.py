@@ -26,6 +26,8 @@ import pytest
 import redis
 from cryptography.fernet import Fernet
 
+from tests.waiting import wait_until
+
 PROJECT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
 SCREENSHOTS = PROJECT / "var" / "e2e-screenshots"
@@ -37,15 +39,6 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
-
-def wait_until(predicate, *, timeout: float, what: str, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
 
 
 def stop(proc: subprocess.Popen) -> None:

@@ -23,18 +23,10 @@ from cryptography.fernet import Fernet
 from rq import Worker
 
 from tests.rq_support import free_port
+from tests.waiting import wait_until
 
 PROJECT = Path(__file__).resolve().parents[2]
 
-
-def wait_until(predicate, *, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.1)
-    raise AssertionError(f"not within {timeout:g} s: {what}")
 
 
 def alive(pid: int) -> bool:
