@@ -17,8 +17,10 @@ APT_TEST := chromium postgresql
 run: deps
 	$(PY) scripts/run.py
 
+# The lab and browser tests and the lab-free tests run side by side (scripts/run_tests.py);
+# `make test ARGS="tests/unit -k vm_list"` runs one ordinary pytest with those arguments.
 test: test-deps
-	VMPORTAL_REQUIRE_LAB=$${VMPORTAL_REQUIRE_LAB:-0} $(VENV)/bin/pytest
+	VMPORTAL_REQUIRE_LAB=$${VMPORTAL_REQUIRE_LAB:-0} $(PY) scripts/run_tests.py $(ARGS)
 
 deps: apt $(VENV)/.requirements-stamp
 
