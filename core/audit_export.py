@@ -15,12 +15,12 @@ from collections.abc import AsyncIterator, Iterator
 
 from asgiref.sync import sync_to_async
 from django.db import transaction
-from django.db.models import Func, Q, QuerySet, TextField
+from django.db.models import Q, QuerySet, TextField
 from django.db.models.functions import Cast
 
 from .actors import Actor
 from .audit import audit_record
-from .audit_chain import checkpoint_insert, head, lock_chain
+from .audit_chain import UtcIso, checkpoint_insert, head, lock_chain
 from .choices import AuditCheckpointKindChoices, AuditResultChoices
 from .models import AuditEvent
 
@@ -31,25 +31,6 @@ COLUMNS = ("id", "time", "actor", "action", "target_type", "target_id", "target_
 _JSONL_COLUMNS = tuple(c for c in COLUMNS if c != "parameters")
 _DB_COLUMNS = ("pk", "time_iso", "actor_label", "action", "target_type", "target_id", "target_label", "result",
                "message", "source_ip", "request_id", "job_id", "parameters_json", "prev_hash", "hash")
-
-
-class UtcIso(Func):
-    """A timestamp as ISO-8601 UTC text, formatted by the database (no per-row conversion)."""
-
-    output_field = TextField()
-
-    def as_sqlite(self, compiler, connection, **extra):
-        # Django stores UTC as "YYYY-MM-DD HH:MM:SS[.ffffff]".
-        return self.as_sql(compiler, connection, template="(replace(%(expressions)s, ' ', 'T') || 'Z')", **extra)
-
-    def as_postgresql(self, compiler, connection, **extra):
-        return self.as_sql(compiler, connection, template=(
-            "to_char(%(expressions)s AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"), **extra)
-
-    def as_sql(self, compiler, connection, **extra):
-        if connection.vendor not in ("sqlite", "postgresql") and "template" not in extra:
-            raise NotImplementedError("UtcIso supports SQLite and PostgreSQL.")
-        return super().as_sql(compiler, connection, **extra)
 
 
 def _chunk(queryset: QuerySet, after: tuple | None) -> tuple[list[tuple], tuple | None]:

@@ -23,11 +23,17 @@ from pathlib import Path
 from django.conf import settings
 from django.utils.dateparse import parse_datetime
 
-from .audit_chain import GENESIS_HASH, HASHED_FIELDS, checkpoint_signature_ok, event_hash, retention_anchor
+from django.db.models import TextField
+from django.db.models.functions import Cast
+
+from .audit_chain import (GENESIS_HASH, HASHED_FIELDS, UtcIso, checkpoint_signature_ok, retention_anchor,
+                          stored_row_hash)
 from .models import AuditCheckpoint, AuditEvent
 
 CHUNK = 5000
-_COLUMNS = ("pk", "hash", *HASHED_FIELDS)
+# pk, hash, then HASHED_FIELDS in order, with the time and the parameters as the database's text.
+_AS_TEXT = {"time": "time_iso", "parameters": "parameters_text"}
+_COLUMNS = ("pk", "hash", *(_AS_TEXT.get(name, name) for name in HASHED_FIELDS))
 
 
 @dataclass
@@ -55,17 +61,14 @@ class VerifyReport:
 
 
 def _rows():
+    events = AuditEvent.objects.annotate(time_iso=UtcIso("time"), parameters_text=Cast("parameters", TextField()))
     last = 0
     while True:
-        chunk = list(AuditEvent.objects.filter(pk__gt=last).order_by("pk").values_list(*_COLUMNS)[:CHUNK])
+        chunk = list(events.filter(pk__gt=last).order_by("pk").values_list(*_COLUMNS)[:CHUNK])
         if not chunk:
             return
         yield from chunk
         last = chunk[-1][0]
-
-
-def _values(row) -> dict:
-    return dict(zip(HASHED_FIELDS, row[2:]))
 
 
 def _link_break(row, prev_id: int | None) -> ChainBreak:
@@ -101,7 +104,7 @@ def _walk(report: VerifyReport, progress: Callable[[int], None] | None, total: i
             report.breaks.append(ChainBreak(kind, bad, f"Event #{bad} {word}."))
             return
         stored_hash = row[1]
-        if event_hash(_values(row)) != stored_hash:
+        if stored_row_hash(row[2:]) != stored_hash:
             pending_changed = (row[0], expected_prev)
             continue
         if row[-1] != expected_prev:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone as dt_timezone
 
 import pytest
 from django.core.management import call_command
@@ -64,6 +64,24 @@ def test_hash_covers_what_the_database_gives_back(events):
                      parameters={"nested": {"b": [1, 2.5, None], "a": True}, "tuple": (1, 2)})
     assert verify_chain().ok
     assert AuditEvent.objects.get(pk=e.pk).source_ip == "2001:db8::1"
+
+
+@pytest.mark.parametrize("time, text", [
+    (datetime(2026, 12, 1, 10, 0, 0, tzinfo=dt_timezone.utc), "2026-12-01T10:00:00Z"),  # SQLite, whole second
+    (datetime(2026, 12, 1, 10, 0, 0, 5, tzinfo=dt_timezone.utc), "2026-12-01T10:00:00.000005Z"),
+    (datetime(2026, 12, 1, 11, 0, 0, 250000, tzinfo=dt_timezone(timedelta(hours=1))), "2026-12-01T10:00:00.250000Z"),
+])
+@pytest.mark.parametrize("parameters, text_parameters", [
+    ({"b": [1, 2.5, None], "a": {"z": "é✓", "y": True}}, '{"a": {"y": true, "z": "\\u00e9\\u2713"}, "b": [1, 2.5, null]}'),
+    ({}, "{}"),
+])
+def test_verifier_row_hash_equals_the_writers(time, text, parameters, text_parameters):
+    """The verifier hashes the database's text (UtcIso time, JSON parameters); the writer Python objects."""
+    values = {name: f"v-{name}" for name in audit_chain.HASHED_FIELDS}
+    values.update(time=time, parameters=parameters, actor_id=7, target_id=None)
+    row = tuple(text if n == "time" else text_parameters if n == "parameters" else values[n]
+                for n in audit_chain.HASHED_FIELDS)
+    assert audit_chain.stored_row_hash(row) == audit_chain.event_hash(values)
 
 
 @pytest.mark.parametrize("attempt", [
