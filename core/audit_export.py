@@ -15,8 +15,8 @@ from collections.abc import AsyncIterator, Iterator
 
 from asgiref.sync import sync_to_async
 from django.db import transaction
-from django.db.models import Q, QuerySet, TextField
-from django.db.models.functions import Cast
+from django.db.models import Case, F, Q, QuerySet, TextField, Value, When
+from django.db.models.functions import Cast, Concat
 
 from .actors import Actor
 from .audit import audit_record
@@ -31,17 +31,37 @@ COLUMNS = ("id", "time", "actor", "action", "target_type", "target_id", "target_
 _JSONL_COLUMNS = tuple(c for c in COLUMNS if c != "parameters")
 _DB_COLUMNS = ("pk", "time_iso", "actor_label", "action", "target_type", "target_id", "target_label", "result",
                "message", "source_ip", "request_id", "job_id", "parameters_json", "prev_hash", "hash")
+# Free text that outsiders can put in (a user name tried at login, a guest's name, a message
+# quoting either): in CSV a cell starting with one of these is prefixed with ' so a spreadsheet
+# shows it instead of running it as a formula (OWASP "CSV injection"). JSON Lines stay exact.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_SPREADSHEET_SAFE = ("actor_label", "target_label", "message")
+_CSV_DB_COLUMNS = tuple(f"safe_{c}" if c in _SPREADSHEET_SAFE else c for c in _DB_COLUMNS)
 
 
-def _chunk(queryset: QuerySet, after: tuple | None) -> tuple[list[tuple], tuple | None]:
+def _spreadsheet_safe(column: str) -> Case:
+    starts = Q()
+    for start in FORMULA_STARTS:
+        starts |= Q(**{f"{column}__startswith": start})
+    return Case(When(starts, then=Concat(Value("'"), F(column))), default=F(column), output_field=TextField())
+
+
+_ANNOTATIONS = {
+    "time_iso": lambda: UtcIso("time"),
+    "parameters_json": lambda: Cast("parameters", TextField()),
+    **{f"safe_{c}": (lambda c=c: _spreadsheet_safe(c)) for c in _SPREADSHEET_SAFE},
+}
+
+
+def _chunk(queryset: QuerySet, after: tuple | None, columns: tuple[str, ...]) -> tuple[list[tuple], tuple | None]:
     """The next CHUNK rows (already formatted as text by the database) and the cursor after them."""
     if after is not None:
         time, pk = after
         queryset = queryset.filter(Q(time__lte=time) & ~Q(time=time, pk__gte=pk))
     # Time and parameters as text from the database: converting them per row in Python would
     # cost more than the rest of the row.
-    rows = list(queryset.annotate(time_iso=UtcIso("time"), parameters_json=Cast("parameters", TextField()))
-                .order_by("-time", "-pk").values_list(*_DB_COLUMNS)[:CHUNK])
+    annotations = {name: make() for name, make in _ANNOTATIONS.items() if name in columns}
+    rows = list(queryset.annotate(**annotations).order_by("-time", "-pk").values_list(*columns)[:CHUNK])
     if not rows:
         return rows, None
     last_time = AuditEvent.objects.filter(pk=rows[-1][0]).values_list("time", flat=True).get()
@@ -53,8 +73,10 @@ class _Formatter:
         if fmt not in FORMATS:
             raise ValueError(f"Export format is one of {', '.join(FORMATS)}.")
         self.fmt = fmt
+        self.columns = _CSV_DB_COLUMNS if fmt == "csv" else _DB_COLUMNS
         self._buffer = io.StringIO()
-        self._csv = csv.writer(self._buffer, lineterminator="\n")
+        # RFC 4180 line ends; with "\n" alone, a field holding a bare "\r" would go out unquoted.
+        self._csv = csv.writer(self._buffer, lineterminator="\r\n")
 
     def header(self) -> str:
         if self.fmt != "csv":
@@ -85,7 +107,7 @@ def export_lines(queryset: QuerySet, fmt: str) -> Iterator[str]:
         yield head
     after = None
     while True:
-        rows, after = _chunk(queryset, after)
+        rows, after = _chunk(queryset, after, formatter.columns)
         if not rows:
             return
         yield formatter.rows(rows)
@@ -99,7 +121,7 @@ async def aexport_lines(queryset: QuerySet, fmt: str) -> AsyncIterator[str]:
     after = None
     fetch = sync_to_async(_chunk, thread_sensitive=True)
     while True:
-        rows, after = await fetch(queryset, after)
+        rows, after = await fetch(queryset, after, formatter.columns)
         if not rows:
             return
         yield formatter.rows(rows)

@@ -168,6 +168,26 @@ def test_export_csv_and_jsonl_hold_exactly_the_filtered_rows(trail, viewer_clien
     assert viewer_client.get(reverse("core:audit_export", args=["xml"])).status_code == 404
 
 
+@pytest.mark.parametrize("hostile", ["=HYPERLINK(\"http://x\")", "+1+cmd|' /C calc'!A0", "-2+3", "@SUM(A1)",
+                                     "\tx", "\rx"])
+def test_export_csv_defuses_formulas_and_jsonl_keeps_them(db, viewer_client, hostile):
+    """A user name tried at login, a guest's name or a message starting like a formula."""
+    audit_record(actor=Actor(name=hostile), action="t.hostile", result="ok", message=hostile,
+                 parameters={"tried": hostile})
+    row = _csv_rows(viewer_client.get(reverse("core:audit_export", args=["csv"]), {"action": "t.hostile"}))[0]
+    assert row["actor"] == "'" + hostile and row["message"] == "'" + hostile
+    assert json.loads(row["parameters"]) == {"tried": hostile}  # starts with "{": no formula
+    lines = b"".join(viewer_client.get(reverse("core:audit_export", args=["jsonl"]),
+                                       {"action": "t.hostile"}).streaming_content).decode().splitlines()
+    doc = json.loads(lines[0])
+    assert doc["actor"] == hostile and doc["message"] == hostile
+
+
+def test_export_csv_leaves_ordinary_text_alone(trail, viewer_client):
+    rows = _csv_rows(viewer_client.get(reverse("core:audit_export", args=["csv"])))
+    assert rows and not any(r["message"].startswith("'") or r["actor"].startswith("'") for r in rows)
+
+
 def test_export_is_audited_and_checkpointed(trail, viewer_client, viewer):
     b"".join(viewer_client.get(reverse("core:audit_export", args=["csv"]), {"actor": "otto"}).streaming_content)
     event = AuditEvent.objects.get(action="audit.export")
