@@ -113,3 +113,20 @@ def sample(stats: HostStats, before: Counters | None, *, now: datetime) -> Sampl
         counters=Counters(now, node.cpu_busy_ns, node.cpu_total_ns,
                           {d.uuid: d.vcpu_time_ns for d in stats.domains if d.state in ("running", "paused")}),
     )
+
+
+# --- What a chart shows --------------------------------------------------------------------
+
+RANGES = {"hour": (timedelta(hours=1), FINE_S), "day": (timedelta(days=1), FINE_S), "week": (timedelta(days=7), FINE_S),
+          "quarter": (timedelta(days=90), COARSE_S)}
+
+
+def chart_series(rows: Iterable[tuple[datetime, int, int, float | None]]) -> dict:
+    """Columns for a chart from (at, used KiB, free KiB, CPU %) rows: epoch seconds, memory used %, CPU %."""
+    t, mem, cpu = [], [], []
+    for at, used, free, cpu_pct in rows:
+        t.append(int(at.timestamp()))
+        total = used + free
+        mem.append(round(100.0 * used / total, 1) if total else None)
+        cpu.append(cpu_pct)
+    return {"t": t, "memory_pct": mem, "cpu_pct": cpu}
