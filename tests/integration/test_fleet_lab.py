@@ -71,5 +71,22 @@ def test_balance_on_the_lab_moves_guests_and_then_proposes_nothing(lab, onboarde
     assert again["recommendations"] == [], again
     assert ours  # our guests were the ones on labh1
 
+    # Consolidate: a host whose guests (only ours move, so the lab's own stay put) can go elsewhere.
     consolidate = recommend("--consolidate")
-    assert consolidate["recommendations"], consolidate["notes"]
+    ours_only = [r for r in consolidate["recommendations"] if r["moves"] and all(m["uuid"] in ours for m in r["moves"])]
+    assert ours_only, consolidate
+    rec = ours_only[0]
+    ev = services.recommendation_apply(rec_id=rec["id"], actor=SYSTEM)
+    ev.refresh_from_db()
+    assert ev.status == ES.SUCCEEDED and ev.kind == "consolidate", ev.outcome
+    emptied = next(h for h in lab["hosts"] if h["name"] == rec["power_off"])
+    for m in rec["moves"]:
+        assert list(where(lab["hosts"], m["uuid"])) == [m["to"]]
+    assert not {m["uuid"] for m in rec["moves"]} & set(where_running(emptied))
+
+
+def where_running(host: dict) -> list[str]:
+    from hosts.adapters import libvirt as lv
+
+    with lv.open_connection(host["libvirt_uri"]) as conn:
+        return [d.UUIDString() for d in conn.listAllDomains(1)]
