@@ -93,9 +93,11 @@ class HostLoadJsonView(ViewerRequiredMixin, View):
         if name not in load.RANGES:
             return JsonResponse({"error": f"range must be one of {', '.join(load.RANGES)}."}, status=400)
         span, step = load.RANGES[name]
-        rows = (host.load_points.filter(step_s=step, at__gte=timezone.now() - span).order_by("at")
+        now = timezone.now()
+        rows = (host.load_points.filter(step_s=step, at__gte=now - span).order_by("at")
                 .values_list("at", "memory_used_kib", "memory_free_kib", "cpu_pct"))
-        return JsonResponse({"host": host.name, "range": name, "step_s": step, **load.chart_series(rows)})
+        return JsonResponse({"host": host.name, "range": name, "step_s": step, "from": int((now - span).timestamp()),
+                             "to": int(now.timestamp()), **load.chart_series(rows)})
 
 
 class HostDetailPartialView(HostDetailView):

@@ -36,7 +36,8 @@
         var opts = {
           width: Math.max(box.clientWidth, 320),
           height: 220,
-          scales: { pct: { range: [0, 100] } },
+          // The whole range asked for, so a new host's few points sit at the right end of a day.
+          scales: { x: { time: true, range: function () { return [data.from, data.to]; } }, pct: { range: [0, 100] } },
           axes: [{}, { scale: "pct", values: function (u, v) { return v.map(function (x) { return x + " %"; }); } }],
           series: [
             { value: function (u, v) { return v == null ? "—" : fmtTime(v); } },

@@ -59,6 +59,7 @@ def test_host_load_json(evac, viewer_client):
                             memory_used_kib=3, memory_free_kib=1, cpu_pct=12.5)
     data = viewer_client.get(reverse("hosts:host_load", args=[host.pk]), {"range": "hour"}).json()
     assert data["memory_pct"] == [75.0] and data["cpu_pct"] == [12.5] and len(data["t"]) == 1
+    assert data["to"] - data["from"] == 3600 and data["from"] <= data["t"][0] <= data["to"]
     assert viewer_client.get(reverse("hosts:host_load", args=[host.pk]), {"range": "year"}).status_code == 400
     page = viewer_client.get(reverse("hosts:host_detail", args=[host.pk])).content.decode()
     assert "uPlot.iife.min.js" in page and reverse("hosts:host_load", args=[host.pk]) in page
