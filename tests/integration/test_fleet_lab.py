@@ -7,18 +7,16 @@ share one machine's memory, so the test sets a small memory budget per host.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
-import time
 
 import pytest
 from django.core.management import call_command
 
 from fleet import services
 from hosts.models import Host, HostLoad, VirtualMachine
-from lab import guests as lab_guests
-from lab import hosts as lab_hosts
-from lab_support import SYSTEM, refresh, unique, where
+from lab_support import SYSTEM, heartbeat_guest, refresh, where
 from lab_support import onboarded  # noqa: F401 - fixture used by name
 from maintenance.choices import EvacuationStatusChoices as ES, ItemStatusChoices as IS
 
@@ -27,17 +25,8 @@ pytestmark = [pytest.mark.lab, pytest.mark.django_db(transaction=True), pytest.m
 
 @pytest.fixture(scope="module")
 def guests(lab):
-    home = lab["hosts"][0]
-    specs = [lab_guests.GuestSpec(name=unique("bal-hb")).with_uuid() for _ in range(4)]
-    try:
-        since = time.time() - 1
-        for spec in specs:
-            lab_hosts.start_guest(home, spec)
-        lab_hosts.wait_heartbeats([s.name for s in specs], since=since, timeout=30)
-        yield [(s.name, s.uuid) for s in specs]
-    finally:
-        for spec in specs:
-            lab_hosts.remove_guest(spec.name)
+    with contextlib.ExitStack() as stack:
+        yield [stack.enter_context(heartbeat_guest(lab["hosts"][0], prefix="bal-hb")) for _ in range(4)]
 
 
 def recommend(*args) -> dict:
