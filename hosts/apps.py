@@ -6,6 +6,7 @@ class HostsConfig(AppConfig):
     verbose_name = "Hosts and guests inventory"
 
     def ready(self):
+        from core import registry
         from core.encryption import register_encrypted_field
 
         from . import receivers  # noqa: F401  (a lost power action is settled at once)
@@ -14,3 +15,8 @@ class HostsConfig(AppConfig):
         # What `manage.py secrets_rotate` re-encrypts.
         register_encrypted_field(Host, "secret_encrypted")
         register_encrypted_field(PortalKey, "private_key_encrypted")
+
+        from .services import load_retention_sweep
+
+        # Load history: 5-minute points rolled into hourly ones after a week, dropped after 90 days.
+        registry.register_periodic("hosts.load_retention", load_retention_sweep, every_s=3600)

@@ -15,6 +15,7 @@ from core.choices import JobLogLevelChoices
 from core.jobs import JobContext
 from hosts.adapters import facts as facts_adapter
 from hosts.adapters import libvirt as libvirt_adapter
+from hosts.adapters import stats as stats_adapter
 from hosts.adapters.errors import AdapterError, CommandFailed, CommandTimeout, HostKeyMismatch
 
 from . import access, services
@@ -78,6 +79,7 @@ def refresh_host(*, host_id: int, ctx: JobContext) -> dict:
             facts = libvirt_adapter.get_host_facts(session.libvirt)
             ctx.progress(50)
             domains = libvirt_adapter.list_domains(session.libvirt)
+            stats = _read_load(session.libvirt, ctx)
             ctx.log(f"{facts.hostname}: {facts.hypervisor} {facts.hypervisor_version}, {len(domains)} guest(s)")
             ctx.progress(70)
             storage = _storage_of_paths(session.ssh, _disk_paths(domains), ctx)
@@ -88,7 +90,18 @@ def refresh_host(*, host_id: int, ctx: JobContext) -> dict:
         host=host, facts=facts, os_release=os_release, domains=domains, storage=storage, actor=Actor.system()
     )
     ctx.log(f"Saved {summary['vms']} guest(s): {summary['added']} new, {summary['removed']} gone")
+    if stats is not None:
+        services.host_load_record(host=host, stats=stats)
     return {"host": host.name, **summary}
+
+
+def _read_load(conn, ctx: JobContext):
+    # Load figures are history, not inventory: a host that cannot give them still refreshes.
+    try:
+        return stats_adapter.host_stats(conn)
+    except AdapterError as exc:
+        ctx.log(f"Could not read load statistics: {exc.message}", level=JobLogLevelChoices.WARNING)
+        return None
 
 
 def _read_os_release(session, ctx: JobContext):

@@ -220,3 +220,52 @@ class GuestLease(models.Model):
 
     def __str__(self) -> str:
         return f"{self.guest_name} held by {self.owner_label}"
+
+
+class HostLoad(models.Model):
+    """One point of a host's load: the average of what refreshes measured in a bucket of ``step_s`` seconds.
+
+    Fine points (5 min) are rolled into hourly ones after a week; hourly ones go after 90 days
+    (``hosts.load.RETENTION``, ``services.load_retention_sweep``).
+    """
+
+    host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="load_points")
+    step_s = models.PositiveIntegerField()  # 300 or 3600
+    at = models.DateTimeField()  # start of the bucket (UTC)
+    samples = models.PositiveSmallIntegerField(default=1)  # refreshes averaged into this point
+    memory_used_kib = models.PositiveBigIntegerField()
+    memory_free_kib = models.PositiveBigIntegerField()
+    cpu_pct = models.FloatField(null=True)  # None: no earlier sample to take a delta from
+
+    class Meta:
+        ordering = ["host", "step_s", "at"]
+        constraints = [models.UniqueConstraint(fields=["host", "step_s", "at"], name="hosts_hostload_one_per_bucket")]
+
+
+class GuestLoad(models.Model):
+    """One point of a guest's load on the host it ran on (same buckets as ``HostLoad``)."""
+
+    host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="guest_load_points")
+    vm_uuid = models.UUIDField()
+    step_s = models.PositiveIntegerField()
+    at = models.DateTimeField()
+    samples = models.PositiveSmallIntegerField(default=1)
+    memory_kib = models.PositiveBigIntegerField()
+    vcpu_pct = models.FloatField(null=True)
+
+    class Meta:
+        ordering = ["vm_uuid", "step_s", "at"]
+        constraints = [
+            models.UniqueConstraint(fields=["vm_uuid", "host", "step_s", "at"], name="hosts_guestload_one_per_bucket"),
+        ]
+        indexes = [models.Index(fields=["host", "step_s", "at"], name="hosts_guestload_host_idx")]
+
+
+class LoadCounters(models.Model):
+    """The cumulative CPU counters of a host's last refresh, to take the next one's deltas from."""
+
+    host = models.OneToOneField(Host, on_delete=models.CASCADE, related_name="load_counters")
+    at = models.DateTimeField()
+    cpu_busy_ns = models.PositiveBigIntegerField()
+    cpu_total_ns = models.PositiveBigIntegerField()
+    vcpu_ns = models.JSONField(default=dict)  # guest uuid -> cumulative vCPU ns

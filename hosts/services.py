@@ -23,8 +23,9 @@ from core.models import Job
 from hosts.adapters.facts import OsRelease, StorageLocation
 from hosts.adapters.libvirt import DomainInfo, HostFacts as AdapterHostFacts
 from hosts.adapters.ssh import HostKeyInfo, generate_keypair
+from hosts.adapters.stats import HostStats
 
-from . import leases
+from . import leases, load
 from .choices import (
     DiskStorageChoices,
     GuestLeaseKindChoices,
@@ -34,7 +35,17 @@ from .choices import (
     VMActionChoices,
     VMStateChoices,
 )
-from .models import Host, HostFacts, PortalKey, VirtualDisk, VirtualMachine, VirtualNic
+from .models import (
+    GuestLoad,
+    Host,
+    HostFacts,
+    HostLoad,
+    LoadCounters,
+    PortalKey,
+    VirtualDisk,
+    VirtualMachine,
+    VirtualNic,
+)
 from .vm_actions import vm_action_allowed
 
 # Explicit job timeouts, each longer than the work it bounds.
@@ -579,3 +590,99 @@ def vm_relocate(*, vm_uuid, source: Host, destination: Host) -> VirtualMachine |
     broadcast.inventory_changed(host_id=source.pk)
     broadcast.inventory_changed(host_id=destination.pk)
     return arrived
+
+
+# --- Load history (measurements, not actions: no audit row) --------------------------------
+
+_HOST_LOAD_FIELDS = ("memory_used_kib", "memory_free_kib", "cpu_pct")
+_GUEST_LOAD_FIELDS = ("memory_kib", "vcpu_pct")
+
+
+def _as_point(row, fields) -> load.Point:
+    return load.Point(at=row.at, samples=row.samples, values={f: getattr(row, f) for f in fields})
+
+
+def _apply_point(row, point: load.Point, fields) -> None:
+    row.samples = point.samples
+    for f in fields:
+        value = point.values.get(f)
+        setattr(row, f, round(value) if value is not None and f.endswith("_kib") else value)
+
+
+@transaction.atomic
+def host_load_record(*, host: Host, stats: HostStats, now=None) -> load.Sample:
+    """Keep what one refresh measured: the host's and its running guests' 5-minute points, and the counters.
+
+    A bucket that has a point already keeps the average of both; CPU uses are deltas to the
+    counters of the host's previous refresh.
+    """
+    now = now or timezone.now()
+    kept = LoadCounters.objects.select_for_update().filter(host=host).first()
+    before = load.Counters(kept.at, kept.cpu_busy_ns, kept.cpu_total_ns, kept.vcpu_ns) if kept else None
+    if before and before.at >= now:
+        before = None  # a clock step back: no delta rather than a wrong one
+    measured = load.sample(stats, before, now=now)
+    at = load.bucket_start(now, load.FINE_S)
+    point = load.Point(at=at, samples=1, values=measured.host)
+    row = HostLoad.objects.filter(host=host, step_s=load.FINE_S, at=at).first()
+    if row:
+        _apply_point(row, load.merge(_as_point(row, _HOST_LOAD_FIELDS), point), _HOST_LOAD_FIELDS)
+        row.save()
+    else:
+        row = HostLoad(host=host, step_s=load.FINE_S, at=at, memory_used_kib=0, memory_free_kib=0)
+        _apply_point(row, point, _HOST_LOAD_FIELDS)
+        row.save()
+    existing = {str(r.vm_uuid): r for r in GuestLoad.objects.filter(host=host, step_s=load.FINE_S, at=at)}
+    new, changed = [], []
+    for uuid, values in measured.guests.items():
+        point = load.Point(at=at, samples=1, values=values)
+        if uuid in existing:
+            row = existing[uuid]
+            _apply_point(row, load.merge(_as_point(row, _GUEST_LOAD_FIELDS), point), _GUEST_LOAD_FIELDS)
+            changed.append(row)
+        else:
+            row = GuestLoad(host=host, vm_uuid=uuid, step_s=load.FINE_S, at=at, memory_kib=0)
+            _apply_point(row, point, _GUEST_LOAD_FIELDS)
+            new.append(row)
+    GuestLoad.objects.bulk_create(new)
+    GuestLoad.objects.bulk_update(changed, ["samples", *_GUEST_LOAD_FIELDS])
+    c = measured.counters
+    LoadCounters.objects.update_or_create(
+        host=host, defaults={"at": c.at, "cpu_busy_ns": c.cpu_busy_ns, "cpu_total_ns": c.cpu_total_ns,
+                             "vcpu_ns": dict(c.vcpu_ns)},
+    )
+    return measured
+
+
+def _roll(model, fields, key_fields, step: load.RetentionStep) -> int:
+    old = model.objects.filter(step_s=step.step_s, at__lt=step.roll_before)
+    if step.into_step_s is not None:
+        series: dict[tuple, list] = {}
+        for row in old.iterator():
+            series.setdefault(tuple(getattr(row, k) for k in key_fields), []).append(_as_point(row, fields))
+        for key, points in series.items():
+            for point in load.downsample(points, step.into_step_s):
+                ident = dict(zip(key_fields, key, strict=True))
+                row = model.objects.filter(step_s=step.into_step_s, at=point.at, **ident).first()
+                if row:
+                    point = load.merge(_as_point(row, fields), point)
+                else:
+                    row = model(step_s=step.into_step_s, at=point.at, **ident, **{f: 0 for f in fields})
+                _apply_point(row, point, fields)
+                row.save()
+    deleted, _ = old.delete()
+    return deleted
+
+
+@transaction.atomic
+def load_retention_sweep(*, now=None) -> int:
+    """Roll 5-minute points older than a week into hourly ones and drop hourly ones past 90 days.
+
+    Returns how many rows were rolled up or deleted.
+    """
+    now = now or timezone.now()
+    done = 0
+    for step in load.retention_steps(now):
+        done += _roll(HostLoad, _HOST_LOAD_FIELDS, ("host_id",), step)
+        done += _roll(GuestLoad, _GUEST_LOAD_FIELDS, ("host_id", "vm_uuid"), step)
+    return done

@@ -11,6 +11,7 @@ urlpatterns = [
     path("portal-key/", views.PortalKeyView.as_view(), name="portal_key"),
     path("<id:pk>/", views.HostDetailView.as_view(), name="host_detail"),
     path("<id:pk>/partials/body/", views.HostDetailPartialView.as_view(), name="host_detail_body"),
+    path("<id:pk>/load.json", views.HostLoadJsonView.as_view(), name="host_load"),
     path("<id:pk>/trust/", views.HostTrustView.as_view(), name="host_trust"),
     path("<id:pk>/fetch-key/", views.HostKeyFetchView.as_view(), name="host_fetch_key"),
     path("<id:pk>/refresh/", views.HostRefreshView.as_view(), name="host_refresh"),

@@ -1,9 +1,10 @@
 """Inventory pages. Views only read, validate and call services; no host I/O here."""
 
 from django.contrib import messages
-from django.http import Http404
+from django.http import Http404, JsonResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.urls import reverse
+from django.utils import timezone
 from django.views import View
 from django.views.generic import DetailView, FormView, TemplateView
 
@@ -11,7 +12,7 @@ from core.actors import Actor
 from core.models import Job
 from core.roles import AdminRequiredMixin, OperatorRequiredMixin, ViewerRequiredMixin
 
-from . import services
+from . import load, services
 from .choices import HostJobKindChoices, VMActionChoices
 from .duplicates import HostIdentity, find_duplicate_identities
 from .forms import HostAddForm, HostTrustForm
@@ -81,6 +82,22 @@ class HostDetailView(ViewerRequiredMixin, DetailView):
         context["jobs"] = _recent_jobs("host", host.pk)
         context["portal_key"] = PortalKey.objects.order_by("pk").first()
         return context
+
+
+class HostLoadJsonView(ViewerRequiredMixin, View):
+    """A host's memory and CPU history for its chart: ``?range=hour|day|week|quarter`` (default day)."""
+
+    def get(self, request, pk):
+        host = get_object_or_404(Host, pk=pk)
+        name = request.GET.get("range", "day")
+        if name not in load.RANGES:
+            return JsonResponse({"error": f"range must be one of {', '.join(load.RANGES)}."}, status=400)
+        span, step = load.RANGES[name]
+        now = timezone.now()
+        rows = (host.load_points.filter(step_s=step, at__gte=now - span).order_by("at")
+                .values_list("at", "memory_used_kib", "memory_free_kib", "cpu_pct"))
+        return JsonResponse({"host": host.name, "range": name, "step_s": step, "from": int((now - span).timestamp()),
+                             "to": int(now.timestamp()), **load.chart_series(rows)})
 
 
 class HostDetailPartialView(HostDetailView):

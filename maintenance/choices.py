@@ -6,6 +6,8 @@ from django.db import models
 class EvacuationKindChoices(models.TextChoices):
     ENTER = "enter", "Evacuation"  # empty the host for maintenance
     RETURN = "return", "Return"  # bring the guests an evacuation moved back to their origin
+    BALANCE = "balance", "Balance"  # a fleet balance recommendation applied: guests of several hosts
+    CONSOLIDATE = "consolidate", "Consolidation"  # a host emptied so it can be powered off (not in maintenance)
 
 
 class EvacuationStatusChoices(models.TextChoices):
@@ -64,3 +66,4 @@ class EvacuationAuditActionChoices(models.TextChoices):
     CANCEL = "evacuation.cancel", "Cancel"
     ITEM = "evacuation.item", "Item outcome"
     OUTCOME = "evacuation.outcome", "Outcome"
+    RUN = "evacuation.run", "Balance or consolidation"

@@ -73,6 +73,10 @@ def _pending_memory(ev: Evacuation) -> dict[str, int]:
 
 def _retry(ev: Evacuation, item: EvacuationItem, why: str) -> None:
     """Give a failed item a fresh placement (not a host it failed on) and queue it again, or fail it."""
+    if ev.kind == K.BALANCE:
+        # A balance move was chosen for its gain to that host; another host is another plan.
+        _close(item, IS.FAILED, reason=why, remedy="Ask for a new recommendation.")
+        return
     tried = list(item.tried or [])
     if item.destination_id and item.destination.name not in tried:
         tried.append(item.destination.name)

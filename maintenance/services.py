@@ -7,7 +7,7 @@ ServiceRefused with what to do. The rolling queue (queue.py) does the moving.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NoReturn
 
@@ -296,4 +296,52 @@ def maintenance_exit(
     except IntegrityError:
         refuse(actor=actor, action=A.EXIT, target=host, parameters=parameters,
                 message=f"{host.name} is being evacuated right now.", hint="Try again once it has finished.")
+    return ev
+
+
+def moves_start(
+    *, kind: str, host: Host, moves: Sequence[tuple[VirtualMachine, Host]], actor: Actor, concurrency: int = 2,
+    message: str, parameters: Mapping,
+) -> Evacuation:
+    """Start a run of live migrations chosen elsewhere (a balance or consolidation) on the rolling queue.
+
+    ``host`` is the host the run is shown under (the busiest, or the one being emptied); each
+    move is one ordinary migration from where the guest is now, started by the queue like an
+    evacuation's. Audited in the same transaction; one active run per host, as evacuations.
+    """
+    def refused(text: str, hint: str = "") -> NoReturn:
+        refuse(actor=actor, action=A.RUN, target=host, parameters=dict(parameters), message=text, hint=hint)
+
+    if kind not in (K.BALANCE, K.CONSOLIDATE):
+        refused(f"Unknown kind of run {kind!r}.")
+    if not moves:
+        refused("There is nothing to move.")
+    running = active_evacuation(host)
+    if running is not None:
+        refused(f"{host.name} already has {running} ({running.get_status_display().lower()}).",
+                f"Wait for it to end: {running.get_absolute_url()}")
+    bw, overhead, _ = planning.link_estimate()
+    try:
+        with transaction.atomic():
+            ev = Evacuation.objects.create(
+                host=host, kind=kind, concurrency=max(1, min(concurrency, MAX_CONCURRENCY)),
+                requested_by=actor.user, requested_by_label=actor.label,
+            )
+            total = 0
+            for position, (vm, destination) in enumerate(moves, start=1):
+                estimated = round(overhead + vm.memory_kib * 1024 / bw)
+                total += estimated
+                EvacuationItem.objects.create(
+                    evacuation=ev, position=position, vm_uuid=vm.uuid, vm_name=vm.name, vm_state=vm.state,
+                    memory_kib=vm.memory_kib, action=IA.LIVE, origin=vm.host, destination=destination,
+                    status=IS.PENDING, estimated_s=estimated,
+                )
+            ev.estimated_s = total
+            ev.save(update_fields=["estimated_s"])
+            audit_record(actor=actor, action=A.RUN, result=AuditResultChoices.OK, target=ev,
+                         parameters=dict(parameters), message=message)
+            events.evacuation_changed(ev)
+            _advance_on_commit(ev)
+    except IntegrityError:
+        refused(f"{host.name} already has a run of the queue.", "Wait for it to end.")
     return ev

@@ -101,6 +101,7 @@ INSTALLED_APPS = [
     "storage",
     "maintenance",
     "calendar_app",
+    "fleet",
 ]
 
 MIDDLEWARE = [
@@ -270,6 +271,13 @@ VMPORTAL_EVACUATION_SWEEP_SECONDS = int(os.environ.get("VMPORTAL_EVACUATION_SWEE
 # Figures for the plan's time estimate until this portal has measured live migrations of its own.
 VMPORTAL_EVACUATION_DEFAULT_BANDWIDTH_BPS = 125_000_000  # 1 Gbit/s
 VMPORTAL_EVACUATION_DEFAULT_OVERHEAD_S = 5.0
+# Balance and consolidation (fleet/): memory kept back for each host itself; a budget for guests
+# of every host instead (MiB, 0 = its memory minus the reserve; the lab sets a small one).
+VMPORTAL_FLEET_HOST_RESERVE_MIB = int(os.environ.get("VMPORTAL_FLEET_HOST_RESERVE_MIB", "1024"))
+VMPORTAL_FLEET_MEMORY_BUDGET_MIB = int(os.environ.get("VMPORTAL_FLEET_MEMORY_BUDGET_MIB", "0"))
+VMPORTAL_FLEET_THRESHOLD_POINTS = float(os.environ.get("VMPORTAL_FLEET_THRESHOLD_POINTS", "20"))
+VMPORTAL_FLEET_MARGIN_POINTS = float(os.environ.get("VMPORTAL_FLEET_MARGIN_POINTS", "5"))
+VMPORTAL_FLEET_COOLDOWN_HOURS = float(os.environ.get("VMPORTAL_FLEET_COOLDOWN_HOURS", "24"))
 
 # Maintenance calendar (calendar_app): the tick in `watch_hosts` runs the windows' steps.
 VMPORTAL_CALENDAR_TICK_SECONDS = float(os.environ.get("VMPORTAL_CALENDAR_TICK_SECONDS", "5"))

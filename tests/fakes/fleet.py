@@ -149,6 +149,8 @@ class FleetHost(Shell):
     libvirt_failures: dict = dataclasses.field(default_factory=dict)  # verb -> libvirtError to raise
     managed_save: set = dataclasses.field(default_factory=set)
     snapshots: dict = dataclasses.field(default_factory=dict)
+    cpu_times: dict = dataclasses.field(default_factory=lambda: {"kernel": 0, "user": 0, "idle": 0, "iowait": 0})  # ns
+    vcpu_times: dict = dataclasses.field(default_factory=dict)  # uuid -> cumulative vCPU ns
     block_sizes: dict = dataclasses.field(default_factory=dict)  # (uuid, target) -> (capacity, allocation, physical)
     networks: set = dataclasses.field(default_factory=lambda: {"default"})
     cpu_compare: object = "identical"  # "identical" | "superset" | "incompatible" | a libvirtError

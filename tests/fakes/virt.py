@@ -291,6 +291,10 @@ class FakeConnect:
     def getMemoryStats(self, cell: int, flags: int = 0) -> dict:  # noqa: N802
         return {"total": self.host.facts.memory_total_kib, "free": self.host.facts.memory_free_kib}
 
+    def getCPUStats(self, cpu: int, flags: int = 0) -> dict:  # noqa: N802
+        self.host.check_libvirt()
+        return dict(self.host.cpu_times)
+
     def getFreeMemory(self) -> int:  # noqa: N802
         return self.host.facts.memory_free_kib * 1024
 
@@ -319,7 +323,15 @@ class FakeConnect:
             info = dom.info
             values = {"state.state": dom.state()[0], "state.reason": dom.state()[1]}
             if dom.isActive():
-                values["vcpu.current"] = info.vcpus
+                values["vcpu.current"] = values["vcpu.maximum"] = info.vcpus
+                values["vcpu.0.time"] = self.host.vcpu_times.get(dom.UUIDString(), 0)
+                values["balloon.current"] = values["balloon.maximum"] = info.memory_kib
+            targets = [d.target for d in info.disks]
+            values["block.count"] = len(targets)
+            for i, target in enumerate(targets):
+                cap, alloc, phys = self.host.block_sizes.get((dom.UUIDString(), target), (0, 0, 0))
+                values.update({f"block.{i}.name": target, f"block.{i}.capacity": cap,
+                               f"block.{i}.allocation": alloc, f"block.{i}.physical": phys})
             found.append((dom, values))
         return found
 

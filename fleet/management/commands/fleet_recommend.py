@@ -1,0 +1,72 @@
+"""`manage.py fleet_recommend`: balance and consolidate recommendations, with their reasons; `--apply ID` applies one.
+
+Same pure rules and services as the fleet page. Each recommendation has an ``id`` and its
+``moves`` (``vm``, ``from``, ``to``). Applying starts one run of ordinary migrations on the
+rolling queue (the portal's workers run them); ``--wait`` follows it to its end.
+"""
+
+from __future__ import annotations
+
+import json
+
+from django.core.management.base import CommandError
+
+from core.actors import Actor
+from core.errors import ServiceRefused
+from fleet import facts, recommend, services
+from hosts.management.commands.vm_list import printable
+from maintenance.management.commands.host_maintenance import Command as HostMaintenanceCommand
+
+MAX_HOLD_S = 7 * 24 * 3600
+
+
+def _hold(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise CommandError(f"--hold wants whole seconds from 0 to {MAX_HOLD_S}, not {printable(text)!r}.") from None
+    if not 0 <= value <= MAX_HOLD_S:
+        raise CommandError(f"--hold must be from 0 to {MAX_HOLD_S} seconds (got {value}).")
+    return value
+
+
+class Command(HostMaintenanceCommand):
+    help = "Print balance/consolidate recommendations with their reasons, or apply one (--apply ID)."
+
+    def add_arguments(self, parser):
+        which = parser.add_mutually_exclusive_group()
+        which.add_argument("--balance", action="store_const", const=recommend.KIND_BALANCE, dest="kind")
+        which.add_argument("--consolidate", action="store_const", const=recommend.KIND_CONSOLIDATE, dest="kind")
+        parser.add_argument("--basis", choices=facts.BASES, default="assigned",
+                            help="assigned: guests' configured memory (no history needed); used: measured load.")
+        parser.add_argument("--hold", type=str, default=None, help="Seconds the spread must have lasted (used basis).")
+        parser.add_argument("--json", action="store_true")
+        parser.add_argument("--apply", metavar="ID", help="Apply the recommendation with this id.")
+        parser.add_argument("--wait", action="store_true", help="With --apply: follow the run to its end.")
+
+    def handle(self, *args, **options):
+        self.as_json = options["json"]
+        if options["apply"]:
+            if options["wait"]:
+                self._need_workers()
+            try:
+                ev = services.recommendation_apply(rec_id=options["apply"][:64], actor=Actor.cli(), basis=options["basis"])
+            except ServiceRefused as refused:
+                raise CommandError(f"{refused.message} {refused.hint}".strip()) from None
+            self._follow(ev, options["wait"])
+            return
+        hold = _hold(options["hold"]) if options["hold"] is not None else None
+        outcomes = services.recommendations(kind=options["kind"], basis=options["basis"], hold_s=hold)
+        if self.as_json:
+            self.stdout.write(json.dumps({
+                "notes": [o.note for o in outcomes],
+                "recommendations": [r.as_dict() for o in outcomes for r in o.recommendations],
+            }, indent=2))
+            return
+        for o in outcomes:
+            self.stdout.write(printable(o.note))
+            for r in o.recommendations:
+                cost = f", about {r.expected_s} s" if r.expected_s is not None else ""
+                self.stdout.write(f"  [{r.id}] {r.kind}: {printable(r.summary)}{cost}")
+                for m in r.moves:
+                    self.stdout.write(f"    {printable(m.vm)}: {m.source} → {m.destination}. {printable(m.why)}")

@@ -1,0 +1,130 @@
+"""Load figures of one host in one go: libvirt's bulk domain stats plus the node's CPU and memory.
+
+``host_stats(conn)`` makes one ``getAllDomainStats`` call for every guest (state, balloon,
+vCPU and block groups), one ``getCPUStats`` and one ``getMemoryStats`` for the node. Counters
+stay cumulative here (CPU nanoseconds); ``cpu_use_percent`` / ``vcpu_use_percent`` turn two
+samples into a use between them. Never imports Django.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import libvirt
+
+from .libvirt import state_name, translate_error
+
+_ALL_CELLS = -1  # VIR_NODE_CPU_STATS_ALL_CPUS / VIR_NODE_MEMORY_STATS_ALL_CELLS
+
+STATS_GROUPS = (
+    libvirt.VIR_DOMAIN_STATS_STATE
+    | libvirt.VIR_DOMAIN_STATS_BALLOON
+    | libvirt.VIR_DOMAIN_STATS_VCPU
+    | libvirt.VIR_DOMAIN_STATS_BLOCK
+)
+
+
+@dataclass(frozen=True)
+class DiskStats:
+    name: str  # target (vda…)
+    capacity_bytes: int
+    allocation_bytes: int
+    physical_bytes: int
+
+
+@dataclass(frozen=True)
+class DomainStats:
+    uuid: str
+    name: str
+    state: str  # running | paused | shutoff…
+    balloon_current_kib: int  # memory the guest has now (0 when shut off)
+    balloon_maximum_kib: int
+    rss_kib: int  # what QEMU takes on the host (0 when not reported)
+    vcpus: int
+    vcpu_time_ns: int  # cumulative over all vCPUs
+    disks: tuple[DiskStats, ...] = ()
+
+
+@dataclass(frozen=True)
+class NodeStats:
+    cpus: int
+    cpu_busy_ns: int  # cumulative kernel + user (+ iowait counts as idle)
+    cpu_total_ns: int  # cumulative busy + idle + iowait
+    memory_total_kib: int
+    memory_free_kib: int  # free + buffers + cached: what guests could still take
+
+    @property
+    def memory_used_kib(self) -> int:
+        return max(self.memory_total_kib - self.memory_free_kib, 0)
+
+
+@dataclass(frozen=True)
+class HostStats:
+    node: NodeStats
+    domains: tuple[DomainStats, ...]
+    monotonic_s: float  # when read, for deltas between two samples
+
+
+def _domain(dom, values: dict) -> DomainStats:
+    vcpus = int(values.get("vcpu.current", 0) or 0)
+    vcpu_time = sum(int(values.get(f"vcpu.{i}.time", 0) or 0) for i in range(int(values.get("vcpu.maximum", vcpus) or 0)))
+    disks = []
+    for i in range(int(values.get("block.count", 0) or 0)):
+        disks.append(DiskStats(
+            name=str(values.get(f"block.{i}.name", "")),
+            capacity_bytes=int(values.get(f"block.{i}.capacity", 0) or 0),
+            allocation_bytes=int(values.get(f"block.{i}.allocation", 0) or 0),
+            physical_bytes=int(values.get(f"block.{i}.physical", 0) or 0),
+        ))
+    return DomainStats(
+        uuid=dom.UUIDString(),
+        name=dom.name(),
+        state=state_name(int(values.get("state.state", libvirt.VIR_DOMAIN_NOSTATE))),
+        balloon_current_kib=int(values.get("balloon.current", 0) or 0),
+        balloon_maximum_kib=int(values.get("balloon.maximum", 0) or 0),
+        rss_kib=int(values.get("balloon.rss", 0) or 0),
+        vcpus=vcpus,
+        vcpu_time_ns=vcpu_time,
+        disks=tuple(disks),
+    )
+
+
+def node_stats(conn) -> NodeStats:
+    """The node's cumulative CPU times and its memory now (raises libvirtError)."""
+    cpu = conn.getCPUStats(_ALL_CELLS, 0)
+    mem = conn.getMemoryStats(_ALL_CELLS, 0)
+    busy = int(cpu.get("kernel", 0)) + int(cpu.get("user", 0))
+    total = busy + int(cpu.get("idle", 0)) + int(cpu.get("iowait", 0))
+    free = int(mem.get("free", 0)) + int(mem.get("buffers", 0)) + int(mem.get("cached", 0))
+    return NodeStats(
+        cpus=int(conn.getInfo()[2]), cpu_busy_ns=busy, cpu_total_ns=total,
+        memory_total_kib=int(mem.get("total", 0)), memory_free_kib=free,
+    )
+
+
+def host_stats(conn) -> HostStats:
+    """Every guest's stats in one bulk call, and the node's, from one libvirt connection."""
+    try:
+        node = node_stats(conn)
+        found = conn.getAllDomainStats(STATS_GROUPS, 0)
+        domains = tuple(sorted((_domain(dom, values) for dom, values in found), key=lambda d: d.name))
+    except libvirt.libvirtError as exc:
+        raise translate_error(exc, action="reading load statistics") from exc
+    return HostStats(node=node, domains=domains, monotonic_s=time.monotonic())
+
+
+def cpu_use_percent(before_busy: int, before_total: int, after_busy: int, after_total: int) -> float | None:
+    """Share of the node's CPU time that was busy between two samples; None when no time passed or counters reset."""
+    total = after_total - before_total
+    busy = after_busy - before_busy
+    if total <= 0 or busy < 0:
+        return None
+    return round(min(max(100.0 * busy / total, 0.0), 100.0), 1)
+
+
+def vcpu_use_percent(before_ns: int, after_ns: int, elapsed_s: float, vcpus: int) -> float | None:
+    """Share of its vCPUs' time a guest used between two samples; None when unknowable (restart, no time)."""
+    if elapsed_s <= 0 or vcpus <= 0 or after_ns < before_ns:
+        return None
+    return round(min(100.0 * (after_ns - before_ns) / (elapsed_s * 1e9 * vcpus), 100.0), 1)
