@@ -9,8 +9,9 @@ class HostsConfig(AppConfig):
         from core.encryption import register_encrypted_field
 
         from . import receivers  # noqa: F401  (a lost power action is settled at once)
-        from .models import Host, PortalKey
+        from .models import Host, HostChange, PortalKey
 
         # What `manage.py secrets_rotate` re-encrypts.
         register_encrypted_field(Host, "secret_encrypted")
         register_encrypted_field(PortalKey, "private_key_encrypted")
+        register_encrypted_field(HostChange, "secret_encrypted")

@@ -47,18 +47,26 @@ def _recent_jobs(target_type: str, target_id) -> list[Job]:
     )
 
 
+def inventory_hosts(request):
+    """The inventory's hosts: in service by default, decommissioned ones too with ?show=all."""
+    if request.GET.get("show") == "all":
+        return Host.all_objects.not_removed()
+    return Host.objects.all()
+
+
 class InventoryView(ViewerRequiredMixin, TemplateView):
     template_name = "hosts/inventory.html"
 
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)
-        hosts = list(Host.objects.select_related("facts"))
+        hosts = list(inventory_hosts(self.request).select_related("facts"))
         flags = _duplicate_flags(hosts)
         context["host_rows"] = [
             {"host": host, "facts": _facts_of(host), "duplicates": flags.get(host.pk)} for host in hosts
         ]
         context["duplicate_count"] = len(flags)
-        context["vms"] = VirtualMachine.objects.select_related("host")
+        context["vms"] = VirtualMachine.objects.select_related("host").filter(host__in=[h.pk for h in hosts])
+        context["show_all"] = self.request.GET.get("show") == "all"
         return context
 
 

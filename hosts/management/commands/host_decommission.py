@@ -1,0 +1,21 @@
+from django.core.management.base import BaseCommand, CommandError
+
+from core.actors import Actor
+from core.errors import ServiceRefused
+from hosts.lifecycle_services import host_decommission
+
+from .host_update import find_host
+
+
+class Command(BaseCommand):
+    help = "Take a host out of service (refused while guests run there): it takes no guests and is not watched."
+
+    def add_arguments(self, parser):
+        parser.add_argument("host")
+
+    def handle(self, *args, **options):
+        try:
+            host = host_decommission(host=find_host(options["host"]), actor=Actor.cli())
+        except ServiceRefused as exc:
+            raise CommandError(f"{exc.message} {exc.hint}") from None
+        self.stdout.write(self.style.SUCCESS(f"Decommissioned {host.name}."))

@@ -1,0 +1,22 @@
+from django.core.management.base import BaseCommand, CommandError
+
+from core.actors import Actor
+from core.errors import ServiceRefused
+from hosts.lifecycle_services import host_remove
+
+from .host_update import find_host
+
+
+class Command(BaseCommand):
+    help = ("Remove a decommissioned host with no guests; its records keep pointing at its tombstone "
+            "(name, id, when and by whom).")
+
+    def add_arguments(self, parser):
+        parser.add_argument("host")
+
+    def handle(self, *args, **options):
+        try:
+            host = host_remove(host=find_host(options["host"]), actor=Actor.cli())
+        except ServiceRefused as exc:
+            raise CommandError(f"{exc.message} {exc.hint}") from None
+        self.stdout.write(self.style.SUCCESS(f"Removed {host.name} (host #{host.pk})."))
