@@ -12,19 +12,23 @@ from django.views.generic import FormView, TemplateView
 from core.actors import Actor
 from core.errors import ServiceRefused
 from core.models import Job
+from core.choices import RoleChoices
 from core.roles import AdminRequiredMixin
 
 from . import lifecycle, lifecycle_services
 from .choices import VM_ACTIVE_STATES, HostChangeStatusChoices
 from .forms import HostEditForm, HostTrustForm
 from .models import Host, HostChange
+from .permissions import HostAccessMixin
 
 
 def _host(pk) -> Host:
     return get_object_or_404(Host.all_objects, pk=pk)
 
 
-class HostEditView(AdminRequiredMixin, FormView):
+class HostEditView(AdminRequiredMixin, HostAccessMixin, FormView):
+    host_role = RoleChoices.ADMIN
+
     template_name = "hosts/host_edit.html"
     form_class = HostEditForm
 
@@ -60,7 +64,9 @@ def _shown(value) -> str:
     return ", ".join(value) if isinstance(value, list) else "" if value is None else str(value)
 
 
-class HostChangeView(AdminRequiredMixin, TemplateView):
+class HostChangeView(AdminRequiredMixin, HostAccessMixin, TemplateView):
+    host_role = RoleChoices.ADMIN
+
     """A connection change: the fingerprint to confirm, then the check's outcome."""
 
     template_name = "hosts/host_change.html"
@@ -123,7 +129,9 @@ def _maintenance_url(host: Host) -> str:
         return ""
 
 
-class HostLifecycleView(AdminRequiredMixin, TemplateView):
+class HostLifecycleView(AdminRequiredMixin, HostAccessMixin, TemplateView):
+    host_role = RoleChoices.ADMIN
+
     """GET: what decommissioning / removing the host means, or why it is refused now. POST: do it."""
 
     template_name = "hosts/host_lifecycle_confirm.html"

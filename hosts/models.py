@@ -10,6 +10,8 @@ from django.db.models.functions import Lower
 from django.urls import reverse
 from django.utils import timezone
 
+from core.choices import RoleChoices
+
 from .choices import (
     HOST_CONNECTABLE_STATES,
     DiskStorageChoices,
@@ -318,3 +320,32 @@ class HostChange(models.Model):
 
     def get_absolute_url(self) -> str:
         return reverse("hosts:host_change", kwargs={"pk": self.host_id, "change_pk": self.pk})
+
+
+class HostGroup(models.Model):
+    """Hosts a team owns. A host may be in several groups; a user's role on a host is the
+    highest of their global role and their grants on the host's groups (hosts/permissions.py)."""
+
+    name = models.CharField(max_length=63, unique=True, validators=[validate_host_name])
+    hosts = models.ManyToManyField(Host, related_name="host_groups", blank=True)
+    created = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class HostGroupGrant(models.Model):
+    """A user's role on one host group."""
+
+    group = models.ForeignKey(HostGroup, on_delete=models.CASCADE, related_name="grants")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="host_group_grants")
+    role = models.CharField(max_length=16, choices=RoleChoices.choices)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["group", "user"], name="hosts_grant_group_user_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.user} is {self.role} of {self.group}"

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import lifecycle_views, views
+from . import group_views, lifecycle_views, views
 
 app_name = "hosts"
 
@@ -8,6 +8,7 @@ urlpatterns = [
     path("", views.InventoryView.as_view(), name="inventory"),
     path("partials/inventory/", views.InventoryTablesPartialView.as_view(), name="inventory_tables"),
     path("add/", views.HostAddView.as_view(), name="host_add"),
+    path("groups/", group_views.HostGroupListView.as_view(), name="host_groups"),
     path("portal-key/", views.PortalKeyView.as_view(), name="portal_key"),
     path("<id:pk>/", views.HostDetailView.as_view(), name="host_detail"),
     path("<id:pk>/partials/body/", views.HostDetailPartialView.as_view(), name="host_detail_body"),

@@ -9,6 +9,7 @@ from django.views.generic import DetailView, FormView, TemplateView
 
 from core.actors import Actor
 from core.models import Job
+from core.choices import RoleChoices
 from core.roles import AdminRequiredMixin, OperatorRequiredMixin, ViewerRequiredMixin
 
 from . import services
@@ -17,6 +18,7 @@ from .duplicates import HostIdentity, find_duplicate_identities
 from .forms import HostAddForm, HostTrustForm
 from .leases import lease_holder
 from .models import Host, PortalKey, VirtualMachine
+from .permissions import HostAccessMixin, hosts_for
 from .vm_actions import vm_actions_available
 
 RECENT_JOBS = 10
@@ -59,7 +61,7 @@ class InventoryView(ViewerRequiredMixin, TemplateView):
 
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)
-        hosts = list(inventory_hosts(self.request).select_related("facts"))
+        hosts = list(hosts_for(self.request.user, RoleChoices.VIEWER, inventory_hosts(self.request)).select_related("facts"))
         flags = _duplicate_flags(hosts)
         context["host_rows"] = [
             {"host": host, "facts": _facts_of(host), "duplicates": flags.get(host.pk)} for host in hosts
@@ -74,7 +76,7 @@ class InventoryTablesPartialView(InventoryView):
     template_name = "hosts/partials/inventory_tables.html"
 
 
-class HostDetailView(ViewerRequiredMixin, DetailView):
+class HostDetailView(ViewerRequiredMixin, HostAccessMixin, DetailView):
     model = Host
     template_name = "hosts/host_detail.html"
     context_object_name = "host"
@@ -116,7 +118,8 @@ class HostAddView(AdminRequiredMixin, FormView):
         return redirect("hosts:host_trust", pk=host.pk)
 
 
-class HostTrustView(AdminRequiredMixin, DetailView):
+class HostTrustView(AdminRequiredMixin, HostAccessMixin, DetailView):
+    host_role = RoleChoices.ADMIN
     """Shows the host key fingerprint the host presented; POST confirms (pins) it."""
 
     model = Host
@@ -152,7 +155,9 @@ class HostTrustView(AdminRequiredMixin, DetailView):
         return redirect("hosts:host_detail", pk=host.pk)
 
 
-class HostKeyFetchView(AdminRequiredMixin, View):
+class HostKeyFetchView(AdminRequiredMixin, HostAccessMixin, View):
+    host_role = RoleChoices.ADMIN
+
     def post(self, request, pk):
         host = get_object_or_404(Host, pk=pk)
         services.host_key_fetch_request(host=host, actor=Actor.from_request(request))
@@ -160,7 +165,9 @@ class HostKeyFetchView(AdminRequiredMixin, View):
         return redirect("hosts:host_trust", pk=host.pk)
 
 
-class HostRefreshView(OperatorRequiredMixin, View):
+class HostRefreshView(OperatorRequiredMixin, HostAccessMixin, View):
+    host_role = RoleChoices.OPERATOR
+
     def post(self, request, pk):
         host = get_object_or_404(Host, pk=pk)
         job = services.host_refresh_request(host=host, actor=Actor.from_request(request))
@@ -174,8 +181,10 @@ class HostRefreshView(OperatorRequiredMixin, View):
         return redirect("core:job_detail", pk=job.pk)
 
 
-class HostMaintenanceView(OperatorRequiredMixin, View):
+class HostMaintenanceView(OperatorRequiredMixin, HostAccessMixin, View):
     """POST in_maintenance=on|off: no migrations into the host while it is in maintenance."""
+
+    host_role = RoleChoices.OPERATOR
 
     def post(self, request, pk):
         host = get_object_or_404(Host, pk=pk)
@@ -215,7 +224,7 @@ class VMMixin:
         )
 
 
-class VMDetailView(ViewerRequiredMixin, VMMixin, DetailView):
+class VMDetailView(ViewerRequiredMixin, HostAccessMixin, VMMixin, DetailView):
     template_name = "hosts/vm_detail.html"
     context_object_name = "vm"
 
@@ -238,8 +247,10 @@ class VMDetailPartialView(VMDetailView):
     template_name = "hosts/partials/vm_detail_body.html"
 
 
-class VMActionView(OperatorRequiredMixin, VMMixin, TemplateView):
+class VMActionView(OperatorRequiredMixin, HostAccessMixin, VMMixin, TemplateView):
     """GET: the confirm step. POST: queue the action and go to its job page."""
+
+    host_role = RoleChoices.OPERATOR
 
     template_name = "hosts/vm_action_confirm.html"
 
