@@ -1,15 +1,43 @@
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
+from django.contrib.auth import get_user_model
+
 from core.actors import Actor
+from core.audit import audit_record_now
+from core.choices import AuditResultChoices, RoleChoices
 from core.errors import PortalError
 from hosts import jobs, lifecycle_services
 from hosts.choices import HostAuthMethodChoices, HostChangeStatusChoices
 from hosts.models import Host, HostChange
+from hosts.permissions import user_may
 from hosts.services import HostConnection
 from hosts.validators import validate_address, validate_libvirt_uri, validate_port, validate_ssh_user
 
 from .host_add import _read_private_key
+
+
+def add_as_argument(parser) -> None:
+    parser.add_argument("--as", dest="as_user", metavar="USER",
+                        help="Act within this portal user's rights (default: the OS user, with full rights).")
+
+
+def command_actor(options, host: Host, role: RoleChoices) -> Actor:
+    """The OS user (full rights, audited as cli:<name>), or with --as a portal user who must hold
+    ``role`` on ``host`` (hosts/permissions.py decides, as for the pages)."""
+    username = options.get("as_user")
+    if not username:
+        return Actor.cli()
+    user = get_user_model().objects.filter(username=username, is_active=True).first()
+    if user is None:
+        raise CommandError(f"No active user named {username!r}.")
+    if not user_may(user, role, host):
+        audit_record_now(actor=Actor(user=user, name=Actor.cli().name), action="command.refused",
+                         result=AuditResultChoices.REFUSED, target=host,
+                         parameters={"os_user": Actor.cli().name, "role_needed": str(role)},
+                         message=f"{username} may not do this on {host.name} (needs {role.label}).")
+        raise CommandError(f"{username} does not hold the {role.label} role on {host.name}.")
+    return Actor(user=user, request_id=Actor.cli().name)  # who ran the command, kept with each event
 
 
 def find_host(name: str) -> Host:
@@ -37,9 +65,11 @@ class Command(BaseCommand):
         parser.add_argument("--portal-key", action="store_true", help="Log in with the portal's own key.")
         parser.add_argument("--libvirt-uri")
         parser.add_argument("--trust-host-key", action="store_true", help="Pin the host key this run reads.")
+        add_as_argument(parser)
 
     def handle(self, *args, **options):
         host = find_host(options["host"])
+        actor = command_actor(options, host, RoleChoices.ADMIN)
         try:
             for option, validate in (("address", validate_address), ("ssh_port", validate_port),
                                      ("ssh_user", validate_ssh_user), ("libvirt_uri", validate_libvirt_uri)):
@@ -55,7 +85,6 @@ class Command(BaseCommand):
             ssh_user=options["ssh_user"] or host.ssh_user, auth_method=method, private_key_pem=pem,
             libvirt_uri=host.libvirt_uri if options["libvirt_uri"] is None else options["libvirt_uri"],
         )
-        actor = Actor.cli()
         try:
             requested = lifecycle_services.host_change_request(
                 host=host, connection=connection, actor=actor, enqueue=False

@@ -163,3 +163,19 @@ def test_host_groups_page_creates_a_group_and_grants_a_role(two_teams, admin_cli
     assert admin_client.post(url, {"form": "grant", "group": "9" * 30, "user": oli.pk}).status_code == 200
     page = admin_client.get(url).content.decode()
     assert "oli (Operator)" in page and "kvm-b" in page
+
+
+def test_commands_act_within_a_users_rights_with_as(two_teams):
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    user = get_user_model().objects.create_user("ann", password="x-long-pass-9")
+    HostGroupGrant.objects.create(group=HostGroup.objects.get(name="team-a"), user=user, role="Admin")
+    VirtualMachine.objects.all().delete()
+    with pytest.raises(CommandError, match="does not hold the Admin role on kvm-b"):
+        call_command("host_decommission", "kvm-b", "--as", "ann")
+    assert AuditEvent.objects.filter(action="command.refused", actor_label="ann").exists()
+    call_command("host_decommission", "kvm-a", "--as", "ann")
+    assert AuditEvent.objects.get(action="host.decommission").actor_label == "ann"
+    call_command("host_decommission", "kvm-b")  # the OS user: full rights
+    assert AuditEvent.objects.filter(action="host.decommission", actor_label__startswith="cli:").exists()
