@@ -194,3 +194,28 @@ class AuditDeletePermit(models.Model):
     lets DELETE through only for events with an id up to ``up_to_id`` while this row exists."""
 
     up_to_id = models.BigIntegerField()
+
+
+class UserInvitation(models.Model):
+    """A one-time link that lets a person set their password: an invitation or a reset.
+
+    Only the SHA-256 of the token is stored; the link is shown once to the admin who made it.
+    """
+
+    class Kind(models.TextChoices):
+        INVITE = "invite", "Invitation"
+        RESET = "reset", "Password reset"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="invitations")
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    token_hash = models.CharField(max_length=64, unique=True)
+    created = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+    created_by_label = models.CharField(max_length=150)
+
+    class Meta:
+        ordering = ["-created", "-pk"]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display().lower()} for {self.user}"

@@ -1,6 +1,9 @@
 """Role checks for views, POSTs and websocket connects.
 
-Roles are the Django groups Viewer < Operator < Admin; a superuser is Admin.
+Roles are the Django groups Viewer < Operator < Admin; a superuser is Admin. These are global
+roles. Roles granted on host groups (hosts/permissions.py, registered here from the hosts
+app's ready()) count too for the page-level checks below; which host a user may act on is
+decided object by object by hosts.permissions.
 """
 
 from __future__ import annotations
@@ -11,8 +14,25 @@ from django.core.exceptions import PermissionDenied
 from .choices import ROLE_ORDER, RoleChoices
 
 
+_scoped_rank_sources: list = []
+
+
+def register_scoped_role_rank(func) -> None:
+    """``func(user) -> rank``: the highest role a higher app granted the user on some objects."""
+    if func not in _scoped_rank_sources:
+        _scoped_rank_sources.append(func)
+
+
 def user_role_rank(user) -> int:
-    """Index in ROLE_ORDER of the highest role the user holds, or -1 for none."""
+    """Index in ROLE_ORDER of the highest role the user holds globally or on some objects, or -1."""
+    rank = global_role_rank(user)
+    if rank < len(ROLE_ORDER) - 1 and user is not None and user.is_authenticated and user.is_active:
+        rank = max([rank, *(source(user) for source in _scoped_rank_sources)])
+    return rank
+
+
+def global_role_rank(user) -> int:
+    """Index in ROLE_ORDER of the highest global role the user holds, or -1 for none."""
     if user is None or not user.is_authenticated or not user.is_active:
         return -1
     if user.is_superuser:

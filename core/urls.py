@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from . import people_views, views
 
 app_name = "core"
 
@@ -13,6 +13,10 @@ urlpatterns = [
     path("audit/<id:pk>/", views.AuditEventDetailView.as_view(), name="audit_event"),
     path("audit/export.<str:fmt>", views.AuditExportView.as_view(), name="audit_export"),
     path("audit/chain/", views.AuditChainView.as_view(), name="audit_chain"),
+    path("people/", people_views.PeopleListView.as_view(), name="people"),
+    path("people/new/", people_views.UserCreateView.as_view(), name="person_add"),
+    path("people/<id:pk>/", people_views.PersonView.as_view(), name="person"),
+    path("welcome/<str:token>/", people_views.InvitationAcceptView.as_view(), name="invitation_accept"),
     path("health/", views.HealthView.as_view(), name="health"),
     path("audit/partials/rows/", views.AuditRowsPartialView.as_view(), name="audit_rows"),
 ]

@@ -8,15 +8,21 @@ class HostsConfig(AppConfig):
     def ready(self):
         from core import registry
         from core.encryption import register_encrypted_field
+        from core.roles import register_scoped_role_rank
 
         from . import receivers  # noqa: F401  (a lost power action is settled at once)
-        from .models import Host, PortalKey
+        from .models import Host, HostChange, PortalKey
 
         # What `manage.py secrets_rotate` re-encrypts.
         register_encrypted_field(Host, "secret_encrypted")
         register_encrypted_field(PortalKey, "private_key_encrypted")
+        register_encrypted_field(HostChange, "secret_encrypted")
 
         from .services import load_retention_sweep
 
         # Load history: 5-minute points rolled into hourly ones after a week, dropped after 90 days.
         registry.register_periodic("hosts.load_retention", load_retention_sweep, every_s=3600)
+        # Roles granted on host groups open the pages that list hosts (each host is checked itself).
+        from .permissions import scoped_role_rank
+
+        register_scoped_role_rank(scoped_role_rank)

@@ -17,6 +17,32 @@ class HostStatusChoices(models.TextChoices):
     KEY_MISMATCH = "key_mismatch", "Host key mismatch"
 
 
+class HostLifecycleChoices(models.TextChoices):
+    """Where a host is in its life in the inventory (hosts/lifecycle.py decides the moves)."""
+
+    ACTIVE = "active", "In service"
+    DECOMMISSIONED = "decommissioned", "Decommissioned"
+    REMOVED = "removed", "Removed"
+
+
+class HostChangeStatusChoices(models.TextChoices):
+    """A change of how the portal reaches a host, checked before it is saved."""
+
+    READING_KEY = "reading_key", "Reading the host key at the new address"
+    AWAITING_CONFIRMATION = "awaiting_confirmation", "Waiting for the fingerprint to be confirmed"
+    CHECKING = "checking", "Checking the connection"
+    APPLIED = "applied", "Saved"
+    FAILED = "failed", "Failed: nothing was changed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+HOST_CHANGE_OPEN_STATES = (
+    HostChangeStatusChoices.READING_KEY,
+    HostChangeStatusChoices.AWAITING_CONFIRMATION,
+    HostChangeStatusChoices.CHECKING,
+)
+
+
 # Hosts the portal may connect to (it has a pinned host key that still matches).
 HOST_CONNECTABLE_STATES = (HostStatusChoices.UNKNOWN, HostStatusChoices.REACHABLE, HostStatusChoices.UNREACHABLE)
 
@@ -58,6 +84,8 @@ class DiskStorageChoices(models.TextChoices):
 class HostJobKindChoices(models.TextChoices):
     FETCH_HOST_KEY = "host.fetch_key", "Fetch SSH host key"
     REFRESH = "host.refresh", "Refresh host inventory"
+    CHANGE_READ_KEY = "host.change_read_key", "Read the host key for a connection change"
+    CHANGE_CHECK = "host.change_check", "Check a connection change"
     VM_START = "vm.start", "Start guest"
     VM_SHUTDOWN = "vm.shutdown", "Shut down guest"
     VM_DESTROY = "vm.destroy", "Force off guest"

@@ -9,6 +9,7 @@ from .models import Host
 from .services import HostConnection
 from .validators import (
     LIBVIRT_SSH_SCHEMES,
+    parse_host_tags,
     validate_address,
     validate_host_name,
     validate_libvirt_uri,
@@ -49,9 +50,20 @@ class HostAddForm(forms.Form):
         help_text="Default qemu+ssh://USER@ADDRESS:PORT/system. Also accepted: qemu+libssh, qemu+tcp, qemu+tls.",
     )
 
+    # The host being edited (HostEditForm): it does not clash with itself.
+    host: Host | None = None
+
+    def _others(self):
+        hosts = Host.all_objects.not_removed()
+        return hosts.exclude(pk=self.host.pk) if self.host is not None else hosts
+
+    def _keeps_secret(self, method) -> bool:
+        """An edit may leave the key / password empty to keep the host's own."""
+        return self.host is not None and self.host.auth_method == method
+
     def clean_name(self):
         name = self.cleaned_data["name"]
-        if Host.objects.filter(name__iexact=name).exists():
+        if self._others().filter(name__iexact=name).exists():
             raise ValidationError(f"A host named {name!r} already exists.")
         return name
 
@@ -76,15 +88,18 @@ class HostAddForm(forms.Form):
         method = cleaned.get("auth_method")
         if method == HostAuthMethodChoices.PRIVATE_KEY:
             pem = self._private_key()
-            if not pem:
+            if not pem and self._keeps_secret(method):
+                pem = None
+            elif not pem:
                 raise ValidationError({"private_key_text": "Upload or paste the private key to log in with."})
-            try:
-                load_private_key(pem)
-            except HostAuthError as exc:
-                raise ValidationError({"private_key_text": f"{exc.message} {exc.hint}"}) from None
+            if pem is not None:
+                try:
+                    load_private_key(pem)
+                except HostAuthError as exc:
+                    raise ValidationError({"private_key_text": f"{exc.message} {exc.hint}"}) from None
             cleaned["private_key_pem"] = pem
         elif method == HostAuthMethodChoices.PASSWORD:
-            if not cleaned.get("password"):
+            if not cleaned.get("password") and not self._keeps_secret(method):
                 raise ValidationError({"password": "Enter the SSH password."})
             uri = cleaned.get("libvirt_uri", "")
             if not uri or uri.startswith(LIBVIRT_SSH_SCHEMES):
@@ -95,7 +110,7 @@ class HostAddForm(forms.Form):
                     }
                 )
         address, port = cleaned.get("address"), cleaned.get("ssh_port")
-        if address and port and Host.objects.filter(address__iexact=address, ssh_port=port).exists():
+        if address and port and self._others().filter(address__iexact=address, ssh_port=port).exists():
             raise ValidationError({"address": f"A host at {address}:{port} is already in the inventory."})
         return cleaned
 
@@ -108,9 +123,34 @@ class HostAddForm(forms.Form):
             ssh_user=data["ssh_user"],
             auth_method=method,
             private_key_pem=data.get("private_key_pem") if method == HostAuthMethodChoices.PRIVATE_KEY else None,
-            password=data.get("password") if method == HostAuthMethodChoices.PASSWORD else None,
+            password=(data.get("password") or None) if method == HostAuthMethodChoices.PASSWORD else None,
             libvirt_uri=data.get("libvirt_uri", ""),
         )
+
+
+class HostEditForm(HostAddForm):
+    """Everything an admin set when adding the host, plus notes and tags. The key or password
+    may stay empty to keep the one stored; a change of how the host is reached is checked
+    (host key shown and confirmed, then a login) before it is saved."""
+
+    notes = forms.CharField(required=False, max_length=4000, widget=forms.Textarea(attrs={"rows": 3}))
+    tags = forms.CharField(
+        required=False, max_length=800, help_text="Short labels separated by commas or spaces, e.g. rack-3, ssd."
+    )
+
+    def __init__(self, *args, host: Host, **kwargs):
+        self.host = host
+        initial = {
+            "name": host.name, "address": host.address, "ssh_port": host.ssh_port, "ssh_user": host.ssh_user,
+            "auth_method": host.auth_method, "libvirt_uri": host.libvirt_uri, "notes": host.notes,
+            "tags": ", ".join(host.tags), **kwargs.pop("initial", {}),
+        }
+        super().__init__(*args, initial=initial, **kwargs)
+        self.fields["private_key_text"].label = "…or paste a new private key (empty: keep the stored one)"
+        self.fields["password"].help_text = "Empty: keep the stored password."
+
+    def clean_tags(self):
+        return parse_host_tags(self.cleaned_data.get("tags", ""))
 
 
 class HostTrustForm(forms.Form):

@@ -18,10 +18,10 @@ from hosts.adapters import libvirt as libvirt_adapter
 from hosts.adapters import stats as stats_adapter
 from hosts.adapters.errors import AdapterError, CommandFailed, CommandTimeout, HostKeyMismatch
 
-from . import access, services
+from . import access, lifecycle_services, services
 from .access import require_trusted
 from .choices import VMActionChoices, VMStateChoices
-from .models import Host, VirtualMachine
+from .models import Host, HostChange, VirtualMachine
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def _record_failure(host: Host, exc: AdapterError, ctx: JobContext | None) -> No
 
 def fetch_host_key(*, host_id: int, ctx: JobContext) -> dict:
     """Read the SSH host key the host presents (no login) and keep it for an admin to confirm."""
-    host = Host.objects.get(pk=host_id)
+    host = Host.all_objects.get(pk=host_id)
     ctx.log(f"Connecting to {host.address}:{host.ssh_port} to read its SSH host key")
     key = access.presented_host_key(host.address, host.ssh_port)
     services.host_key_presented(host=host, key=key)
@@ -67,7 +67,7 @@ def _disk_paths(domains: list[libvirt_adapter.DomainInfo]) -> list[str]:
 
 def refresh_host(*, host_id: int, ctx: JobContext) -> dict:
     """Gather facts and guests of one host and store them; mark it unreachable on failure."""
-    host = Host.objects.get(pk=host_id)
+    host = Host.all_objects.get(pk=host_id)
     require_trusted(host)
     uri = host.effective_libvirt_uri
     try:
@@ -175,3 +175,40 @@ def _wait_for_shutoff(conn, uuid: str, info, ctx: JobContext):
         time.sleep(ACTION_POLL_INTERVAL_S)
         info = libvirt_adapter.get_domain(conn, uuid)
     return info
+
+
+def change_read_key(*, change_id: int, ctx: JobContext) -> dict:
+    """A connection change, step 1: the SSH host key at the (new) address, for an admin to confirm."""
+    change = HostChange.objects.select_related("host").get(pk=change_id)
+    address, port = change.proposed["address"], change.proposed["ssh_port"]
+    ctx.log(f"Connecting to {address}:{port} to read its SSH host key")
+    try:
+        key = access.presented_host_key(address, port)
+    except AdapterError as exc:
+        lifecycle_services.host_change_failed(change=change, error=exc.message, hint=exc.hint,
+                                              actor=Actor.system(), job=ctx.job)
+        raise
+    lifecycle_services.host_change_key_read(change=change, key=key)
+    ctx.log(f"{address}:{port} presented {key.key_type} key {key.fingerprint}")
+    return {"fingerprint": key.fingerprint, "same_as_pinned": key.openssh == change.host.host_key}
+
+
+def change_check(*, change_id: int, ctx: JobContext) -> dict:
+    """A connection change, step 2: log in over SSH and libvirt with the new settings and the
+    confirmed key; save them only if both work. On failure the host keeps its settings."""
+    change = HostChange.objects.select_related("host").get(pk=change_id)
+    candidate = lifecycle_services.change_candidate(change)
+    try:
+        with access.open_session(candidate) as session:
+            ctx.log(f"Logging in to {candidate.ssh_user}@{candidate.address}:{candidate.ssh_port} over SSH")
+            _read_os_release(session.ssh, ctx)  # the login is the check; a missing os-release is not
+            ctx.log(f"Connecting to libvirt at {candidate.effective_libvirt_uri}")
+            facts = libvirt_adapter.get_host_facts(session.libvirt)
+    except AdapterError as exc:
+        lifecycle_services.host_change_failed(change=change, error=exc.message, hint=exc.hint,
+                                              actor=Actor.system(), job=ctx.job)
+        raise
+    ctx.log(f"Reached {facts.hostname} ({facts.hypervisor} {facts.hypervisor_version}); saving the new settings")
+    actor = Actor(user=change.requested_by, name=change.requested_by_label)
+    lifecycle_services.host_change_apply(change=change, actor=actor, job=ctx.job)
+    return {"host": change.host.name, "hostname": facts.hostname}

@@ -15,6 +15,14 @@ def refresh_host_job(job_id: int, host_id: int) -> None:
     run_job(job_id, lambda ctx: inventory.refresh_host(host_id=host_id, ctx=ctx))
 
 
+def host_change_read_key_job(job_id: int, change_id: int) -> None:
+    run_job(job_id, lambda ctx: inventory.change_read_key(change_id=change_id, ctx=ctx))
+
+
+def host_change_check_job(job_id: int, change_id: int) -> None:
+    run_job(job_id, lambda ctx: inventory.change_check(change_id=change_id, ctx=ctx))
+
+
 def vm_action_job(job_id: int, vm_id: int, action: str) -> None:
     job = run_job(job_id, lambda ctx: inventory.run_vm_action(vm_id=vm_id, action=action, ctx=ctx))
     # However it ended, the guest is free again. (A job already run elsewhere is left alone;

@@ -7,13 +7,18 @@ from django.contrib.contenttypes.models import ContentType
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models.functions import Lower
+from django.urls import reverse
 from django.utils import timezone
+
+from core.choices import RoleChoices
 
 from .choices import (
     HOST_CONNECTABLE_STATES,
     DiskStorageChoices,
     GuestLeaseKindChoices,
     HostAuthMethodChoices,
+    HostChangeStatusChoices,
+    HostLifecycleChoices,
     HostStatusChoices,
     VMStateChoices,
 )
@@ -21,6 +26,7 @@ from .validators import (
     default_libvirt_uri,
     validate_address,
     validate_host_name,
+    validate_host_tags,
     validate_libvirt_uri,
     validate_ssh_user,
 )
@@ -37,8 +43,31 @@ class PortalKey(models.Model):
         return "portal key"
 
 
+class HostQuerySet(models.QuerySet):
+    def in_service(self):
+        return self.filter(lifecycle=HostLifecycleChoices.ACTIVE)
+
+    def not_removed(self):
+        return self.exclude(lifecycle=HostLifecycleChoices.REMOVED)
+
+
+class InServiceHostManager(models.Manager.from_queryset(HostQuerySet)):
+    """``Host.objects``: the hosts in service only, so every candidate list, placement, the
+    watcher and the periodic refresh leave decommissioned and removed hosts out by default."""
+
+    def get_queryset(self):
+        return super().get_queryset().in_service()
+
+
 class Host(models.Model):
-    """A libvirt host as configured by an admin, with its pinned SSH host key and reachability."""
+    """A libvirt host as configured by an admin, with its pinned SSH host key and reachability.
+
+    ``Host.objects`` holds the hosts in service; ``Host.all_objects`` (Django's default manager,
+    so detail pages, related records and form validation see every row) also holds the
+    decommissioned ones and the tombstones of removed ones: a removed host keeps its row (name,
+    id, when and by whom removed; credentials wiped) so migrations, evacuations and the audit
+    still point at it.
+    """
 
     name = models.CharField(max_length=63, validators=[validate_host_name])
     address = models.CharField(max_length=253, validators=[validate_address])
@@ -71,10 +100,32 @@ class Host(models.Model):
     last_seen = models.DateTimeField(null=True, blank=True)
     created = models.DateTimeField(default=timezone.now)
 
+    notes = models.TextField(blank=True, max_length=4000)
+    tags = models.JSONField(default=list, blank=True, validators=[validate_host_tags])
+
+    lifecycle = models.CharField(
+        max_length=16, choices=HostLifecycleChoices.choices, default=HostLifecycleChoices.ACTIVE
+    )
+    decommissioned_at = models.DateTimeField(null=True, blank=True)
+    decommissioned_by_label = models.CharField(max_length=150, blank=True)
+    removed_at = models.DateTimeField(null=True, blank=True)
+    removed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    removed_by_label = models.CharField(max_length=150, blank=True)
+
+    all_objects = HostQuerySet.as_manager()
+    objects = InServiceHostManager()
+
     class Meta:
         ordering = ["name"]
+        default_manager_name = "all_objects"
         constraints = [
-            models.UniqueConstraint(Lower("name"), name="hosts_host_name_ci_unique"),
+            # A removed host's tombstone keeps its name without holding it.
+            models.UniqueConstraint(
+                Lower("name"), name="hosts_host_name_ci_unique_unless_removed",
+                condition=~models.Q(lifecycle="removed"),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -88,7 +139,19 @@ class Host(models.Model):
 
     @property
     def is_connectable(self) -> bool:
-        return bool(self.host_key) and self.status in HOST_CONNECTABLE_STATES
+        return (
+            bool(self.host_key)
+            and self.status in HOST_CONNECTABLE_STATES
+            and self.lifecycle != HostLifecycleChoices.REMOVED
+        )
+
+    @property
+    def in_service(self) -> bool:
+        return self.lifecycle == HostLifecycleChoices.ACTIVE
+
+    @property
+    def is_removed(self) -> bool:
+        return self.lifecycle == HostLifecycleChoices.REMOVED
 
 
 class HostFacts(models.Model):
@@ -269,3 +332,69 @@ class LoadCounters(models.Model):
     cpu_busy_ns = models.PositiveBigIntegerField()
     cpu_total_ns = models.PositiveBigIntegerField()
     vcpu_ns = models.JSONField(default=dict)  # guest uuid -> cumulative vCPU ns
+
+
+class HostChange(models.Model):
+    """A change of how the portal reaches a host, saved only once it has been checked.
+
+    The host key at the (new) address is read and shown, an admin confirms its fingerprint,
+    then a job logs in with the new settings; only if that works are they copied onto the host
+    (``services.host_change_apply``). Until then the host keeps working as before.
+    """
+
+    host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="changes")
+    status = models.CharField(
+        max_length=24, choices=HostChangeStatusChoices.choices, default=HostChangeStatusChoices.READING_KEY
+    )
+    # The proposed connection settings without secrets: address, ssh_port, ssh_user, auth_method, libvirt_uri.
+    proposed = models.JSONField(default=dict)
+    # The new private key or password, Fernet-encrypted; empty keeps the host's own secret.
+    secret_encrypted = models.TextField(blank=True)
+    presented_host_key = models.TextField(blank=True)
+    presented_host_key_fingerprint = models.CharField(max_length=80, blank=True)
+    error = models.TextField(blank=True)
+    hint = models.TextField(blank=True)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    requested_by_label = models.CharField(max_length=150)
+    created = models.DateTimeField(default=timezone.now)
+    ended = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created", "-pk"]
+
+    def __str__(self) -> str:
+        return f"connection change #{self.pk} of {self.host.name}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("hosts:host_change", kwargs={"pk": self.host_id, "change_pk": self.pk})
+
+
+class HostGroup(models.Model):
+    """Hosts a team owns. A host may be in several groups; a user's role on a host is the
+    highest of their global role and their grants on the host's groups (hosts/permissions.py)."""
+
+    name = models.CharField(max_length=63, unique=True, validators=[validate_host_name])
+    hosts = models.ManyToManyField(Host, related_name="host_groups", blank=True)
+    created = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class HostGroupGrant(models.Model):
+    """A user's role on one host group."""
+
+    group = models.ForeignKey(HostGroup, on_delete=models.CASCADE, related_name="grants")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="host_group_grants")
+    role = models.CharField(max_length=16, choices=RoleChoices.choices)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["group", "user"], name="hosts_grant_group_user_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.user} is {self.role} of {self.group}"

@@ -133,7 +133,7 @@ def host_create(
     fetches (returned job). With it (the caller has verified the fingerprint, e.g. on the
     command line) the key is pinned at once and the returned job is the first refresh.
     """
-    if Host.objects.filter(name__iexact=name).exists():
+    if Host.all_objects.not_removed().filter(name__iexact=name).exists():
         raise ServiceRefused(f"A host named {name!r} already exists.", hint="Choose another name.")
     if connection.auth_method == HostAuthMethodChoices.PORTAL_KEY:
         portal_key_get_or_create(actor=actor)
@@ -169,7 +169,7 @@ def host_connection_update(
     *, host: Host, connection: HostConnection, actor: Actor, trusted_host_key: HostKeyInfo | None = None
 ) -> Host:
     """Change how the portal reaches a host (and, when given, re-pin its verified host key)."""
-    host = Host.objects.select_for_update().get(pk=host.pk)
+    host = Host.all_objects.select_for_update().get(pk=host.pk)
     _apply_connection(host, connection)
     parameters = connection.audit_parameters()
     if trusted_host_key is not None and trusted_host_key.openssh != host.host_key:
@@ -229,7 +229,7 @@ def host_key_fetch_request(*, host: Host, actor: Actor) -> Job:
 @transaction.atomic
 def host_key_presented(*, host: Host, key: HostKeyInfo) -> Host:
     """Remember the key the host presented, for an admin to confirm on the trust page."""
-    host = Host.objects.select_for_update().get(pk=host.pk)
+    host = Host.all_objects.select_for_update().get(pk=host.pk)
     host.presented_host_key = key.openssh
     host.presented_host_key_fingerprint = key.fingerprint
     host.presented_host_key_at = timezone.now()
@@ -245,7 +245,7 @@ def host_key_trust(*, host: Host, fingerprint: str, actor: Actor) -> Job:
     and confirming is refused (and audited).
     """
     with transaction.atomic():
-        host = Host.objects.select_for_update().get(pk=host.pk)
+        host = Host.all_objects.select_for_update().get(pk=host.pk)
         presented = host.presented_host_key_fingerprint
         if host.presented_host_key and fingerprint == presented:
             previous = host.host_key_fingerprint
@@ -379,7 +379,7 @@ def host_inventory_save(
 
     Returns counts {"vms": n, "added": a, "removed": r}.
     """
-    host = Host.objects.select_for_update().get(pk=host.pk)
+    host = Host.all_objects.select_for_update().get(pk=host.pk)
     now = timezone.now()
     os_fields = (
         {"os_pretty_name": os_release.pretty_name, "os_id": os_release.id, "os_version_id": os_release.version_id}
@@ -446,7 +446,7 @@ def host_contact_failed(
 
     Audited when the host's status changes, so a host that stays down does not flood the trail.
     """
-    host = Host.objects.select_for_update().get(pk=host.pk)
+    host = Host.all_objects.select_for_update().get(pk=host.pk)
     was = host.status
     host.status = HostStatusChoices.KEY_MISMATCH if key_mismatch else HostStatusChoices.UNREACHABLE
     host.last_error = error
@@ -546,7 +546,7 @@ def vm_action_outcome(
 @transaction.atomic
 def host_maintenance_set(*, host: Host, in_maintenance: bool, actor: Actor) -> Host:
     """Put a host into maintenance (no migrations into it) or take it out again."""
-    host = Host.objects.select_for_update().get(pk=host.pk)
+    host = Host.all_objects.select_for_update().get(pk=host.pk)
     if host.in_maintenance == in_maintenance:
         return host
     host.in_maintenance = in_maintenance

@@ -14,6 +14,8 @@ from django.core.exceptions import ValidationError
 
 HOST_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
 SSH_USER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}\Z")
+HOST_TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,31}\Z")
+MAX_HOST_TAGS = 20
 _DNS_LABEL_RE = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)\Z")
 
 LIBVIRT_REMOTE_SCHEMES = ("qemu+ssh", "qemu+libssh", "qemu+tcp", "qemu+tls")
@@ -123,3 +125,21 @@ def validate_libvirt_uri(value: str) -> None:
 def default_libvirt_uri(*, address: str, ssh_user: str, ssh_port: int) -> str:
     host = f"[{address}]" if ":" in address else address
     return f"qemu+ssh://{ssh_user}@{host}:{ssh_port}/system"
+
+
+def parse_host_tags(text: str) -> list[str]:
+    """Tags typed as "rack-3, ssd gpu" → ["gpu", "rack-3", "ssd"] (sorted, no repeats), validated."""
+    tags = sorted({tag for tag in re.split(r"[\s,]+", text or "") if tag})
+    validate_host_tags(tags)
+    return tags
+
+
+def validate_host_tags(value) -> None:
+    if not isinstance(value, list) or len(value) > MAX_HOST_TAGS:
+        raise ValidationError(f"Give at most {MAX_HOST_TAGS} tags.", code="invalid_host_tags")
+    for tag in value:
+        if not isinstance(tag, str) or not HOST_TAG_RE.match(tag):
+            raise ValidationError(
+                f"Tag {str(tag)[:40]!r}: use 1–32 letters, digits, '.', '_', ':' or '-', separated by commas or spaces.",
+                code="invalid_host_tags",
+            )

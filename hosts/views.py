@@ -10,6 +10,7 @@ from django.views.generic import DetailView, FormView, TemplateView
 
 from core.actors import Actor
 from core.models import Job
+from core.choices import RoleChoices
 from core.roles import AdminRequiredMixin, OperatorRequiredMixin, ViewerRequiredMixin
 
 from . import load, services
@@ -18,6 +19,7 @@ from .duplicates import HostIdentity, find_duplicate_identities
 from .forms import HostAddForm, HostTrustForm
 from .leases import lease_holder
 from .models import Host, PortalKey, VirtualMachine
+from .permissions import HostAccessMixin, hosts_for
 from .vm_actions import vm_actions_available
 
 RECENT_JOBS = 10
@@ -48,18 +50,26 @@ def _recent_jobs(target_type: str, target_id) -> list[Job]:
     )
 
 
+def inventory_hosts(request):
+    """The inventory's hosts: in service by default, decommissioned ones too with ?show=all."""
+    if request.GET.get("show") == "all":
+        return Host.all_objects.not_removed()
+    return Host.objects.all()
+
+
 class InventoryView(ViewerRequiredMixin, TemplateView):
     template_name = "hosts/inventory.html"
 
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)
-        hosts = list(Host.objects.select_related("facts"))
+        hosts = list(hosts_for(self.request.user, RoleChoices.VIEWER, inventory_hosts(self.request)).select_related("facts"))
         flags = _duplicate_flags(hosts)
         context["host_rows"] = [
             {"host": host, "facts": _facts_of(host), "duplicates": flags.get(host.pk)} for host in hosts
         ]
         context["duplicate_count"] = len(flags)
-        context["vms"] = VirtualMachine.objects.select_related("host")
+        context["vms"] = VirtualMachine.objects.select_related("host").filter(host__in=[h.pk for h in hosts])
+        context["show_all"] = self.request.GET.get("show") == "all"
         return context
 
 
@@ -67,7 +77,7 @@ class InventoryTablesPartialView(InventoryView):
     template_name = "hosts/partials/inventory_tables.html"
 
 
-class HostDetailView(ViewerRequiredMixin, DetailView):
+class HostDetailView(ViewerRequiredMixin, HostAccessMixin, DetailView):
     model = Host
     template_name = "hosts/host_detail.html"
     context_object_name = "host"
@@ -125,7 +135,8 @@ class HostAddView(AdminRequiredMixin, FormView):
         return redirect("hosts:host_trust", pk=host.pk)
 
 
-class HostTrustView(AdminRequiredMixin, DetailView):
+class HostTrustView(AdminRequiredMixin, HostAccessMixin, DetailView):
+    host_role = RoleChoices.ADMIN
     """Shows the host key fingerprint the host presented; POST confirms (pins) it."""
 
     model = Host
@@ -161,7 +172,9 @@ class HostTrustView(AdminRequiredMixin, DetailView):
         return redirect("hosts:host_detail", pk=host.pk)
 
 
-class HostKeyFetchView(AdminRequiredMixin, View):
+class HostKeyFetchView(AdminRequiredMixin, HostAccessMixin, View):
+    host_role = RoleChoices.ADMIN
+
     def post(self, request, pk):
         host = get_object_or_404(Host, pk=pk)
         services.host_key_fetch_request(host=host, actor=Actor.from_request(request))
@@ -169,7 +182,9 @@ class HostKeyFetchView(AdminRequiredMixin, View):
         return redirect("hosts:host_trust", pk=host.pk)
 
 
-class HostRefreshView(OperatorRequiredMixin, View):
+class HostRefreshView(OperatorRequiredMixin, HostAccessMixin, View):
+    host_role = RoleChoices.OPERATOR
+
     def post(self, request, pk):
         host = get_object_or_404(Host, pk=pk)
         job = services.host_refresh_request(host=host, actor=Actor.from_request(request))
@@ -183,8 +198,10 @@ class HostRefreshView(OperatorRequiredMixin, View):
         return redirect("core:job_detail", pk=job.pk)
 
 
-class HostMaintenanceView(OperatorRequiredMixin, View):
+class HostMaintenanceView(OperatorRequiredMixin, HostAccessMixin, View):
     """POST in_maintenance=on|off: no migrations into the host while it is in maintenance."""
+
+    host_role = RoleChoices.OPERATOR
 
     def post(self, request, pk):
         host = get_object_or_404(Host, pk=pk)
@@ -224,7 +241,7 @@ class VMMixin:
         )
 
 
-class VMDetailView(ViewerRequiredMixin, VMMixin, DetailView):
+class VMDetailView(ViewerRequiredMixin, HostAccessMixin, VMMixin, DetailView):
     template_name = "hosts/vm_detail.html"
     context_object_name = "vm"
 
@@ -247,8 +264,10 @@ class VMDetailPartialView(VMDetailView):
     template_name = "hosts/partials/vm_detail_body.html"
 
 
-class VMActionView(OperatorRequiredMixin, VMMixin, TemplateView):
+class VMActionView(OperatorRequiredMixin, HostAccessMixin, VMMixin, TemplateView):
     """GET: the confirm step. POST: queue the action and go to its job page."""
+
+    host_role = RoleChoices.OPERATOR
 
     template_name = "hosts/vm_action_confirm.html"
 

@@ -21,6 +21,7 @@ from core.choices import RoleChoices
 from core.errors import PortalError, ServiceRefused
 from core.roles import OperatorRequiredMixin, ViewerRequiredMixin, user_has_role
 from hosts.models import Host
+from hosts.permissions import HostAccessMixin
 from migrations_app.models import MigrationSample
 from migrations_app.payloads import sample_payload
 from migrations_app.verdicts import worst
@@ -57,7 +58,9 @@ def _default_form(host: Host) -> PlanChoicesForm:
     return form
 
 
-class PlanView(ViewerRequiredMixin, View):
+class PlanView(ViewerRequiredMixin, HostAccessMixin, View):
+    host_post_role = RoleChoices.OPERATOR
+
     """GET: the plan for emptying the host (Recalculate is a GET with the choices). POST: confirm it (Operator)."""
 
     def _render(self, request, host, form, plan, *, problem=None, errors=(), status=200):
@@ -220,7 +223,9 @@ class EvacuationActionView(OperatorRequiredMixin, View):
         return redirect(ev.get_absolute_url())
 
 
-class ExitView(ViewerRequiredMixin, View):
+class ExitView(ViewerRequiredMixin, HostAccessMixin, View):
+    host_post_role = RoleChoices.OPERATOR
+
     """GET: the return plan. POST (Operator): exit, bringing guests home or not."""
 
     def _render(self, request, host, *, status=200, errors=()):

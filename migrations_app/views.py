@@ -13,10 +13,12 @@ from django.views.generic import DetailView, FormView, ListView, TemplateView
 
 from core.actors import Actor
 from core.models import AuditEvent, Job
+from core.choices import RoleChoices
 from core.roles import OperatorRequiredMixin, ViewerRequiredMixin
 from hosts.choices import VMStateChoices
 from hosts.leases import lease_holder
 from hosts.models import Host, VirtualMachine
+from hosts.permissions import HostAccessMixin, hosts_for
 
 from . import states
 from .choices import (
@@ -71,7 +73,9 @@ def _options_rows(options: MigrationOptions) -> list[tuple[str, str]]:
 # The wizard
 
 
-class MigrationWizardView(OperatorRequiredMixin, FormView):
+class MigrationWizardView(OperatorRequiredMixin, HostAccessMixin, FormView):
+    host_role = RoleChoices.OPERATOR
+
     """Step 1: options. POST checks every candidate destination in the background."""
 
     template_name = "migrations_app/wizard_options.html"
@@ -117,7 +121,8 @@ class MigrationWizardView(OperatorRequiredMixin, FormView):
     def form_valid(self, form):
         vm = self.get_vm()
         try:
-            plan = plans.migration_plan_create(vm=vm, options=form.options, actor=Actor.from_request(self.request))
+            plan = plans.migration_plan_create(vm=vm, options=form.options, actor=Actor.from_request(self.request),
+                                               destinations=hosts_for(self.request.user, RoleChoices.OPERATOR))
         except ServiceRefused as exc:
             form.add_error(None, f"{exc.message} {exc.hint}".strip())
             return self.form_invalid(form)
@@ -355,7 +360,9 @@ def _cold_stages(cold: ColdMigration) -> list[tuple[str, str]]:
     return [(label, "done" if i < at else "current" if i == at else "") for i, (_s, label) in enumerate(stages)]
 
 
-class ColdMigrationWizardView(OperatorRequiredMixin, FormView):
+class ColdMigrationWizardView(OperatorRequiredMixin, HostAccessMixin, FormView):
+    host_role = RoleChoices.OPERATOR
+
     """Destination and storage for a shut-off guest; POST asks the service, then its page."""
 
     template_name = "migrations_app/cold_wizard.html"
