@@ -148,6 +148,7 @@ class FleetHost(Shell):
     calls: list = dataclasses.field(default_factory=list)  # libvirt actions: (verb, uuid)
     libvirt_failures: dict = dataclasses.field(default_factory=dict)  # verb -> libvirtError to raise
     managed_save: set = dataclasses.field(default_factory=set)
+    state_files: dict = dataclasses.field(default_factory=dict)  # path -> (DomainInfo, flags) of a save
     snapshots: dict = dataclasses.field(default_factory=dict)
     block_sizes: dict = dataclasses.field(default_factory=dict)  # (uuid, target) -> (capacity, allocation, physical)
     networks: set = dataclasses.field(default_factory=lambda: {"default"})
