@@ -101,6 +101,7 @@ INSTALLED_APPS = [
     "storage",
     "maintenance",
     "calendar_app",
+    "guest_state",
 ]
 
 MIDDLEWARE = [

@@ -10,5 +10,6 @@ urlpatterns = [
     path("storage/", include("storage.urls")),
     path("maintenance/", include("calendar_app.urls")),
     path("maintenance/", include("maintenance.urls")),
+    path("saved-states/", include("guest_state.urls")),
     path("admin/", admin.site.urls),
 ]

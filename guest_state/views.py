@@ -1,0 +1,60 @@
+"""Saved states: the list overall, one state with its restores, and the restore request."""
+
+from django.contrib import messages
+from django.shortcuts import get_object_or_404, redirect
+from django.views import View
+from django.views.generic import DetailView, ListView
+
+from core.actors import Actor
+from core.errors import ServiceRefused
+from core.ids import IdModelChoiceField
+from core.roles import OperatorRequiredMixin, ViewerRequiredMixin
+from hosts.models import Host
+
+from . import services
+from .models import SavedState
+
+LIST_LIMIT = 500
+
+
+class SavedStateListView(ViewerRequiredMixin, ListView):
+    template_name = "guest_state/state_list.html"
+    context_object_name = "states"
+
+    def get_queryset(self):
+        return SavedState.objects.select_related("host", "share").prefetch_related("restores")[:LIST_LIMIT]
+
+
+class SavedStateDetailView(ViewerRequiredMixin, DetailView):
+    template_name = "guest_state/state_detail.html"
+    context_object_name = "state"
+
+    def get_queryset(self):
+        return SavedState.objects.select_related("host", "share")
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        context["restores"] = self.object.restores.select_related("host")
+        context["hosts"] = Host.objects.all()
+        return context
+
+
+class SavedStateRestoreView(OperatorRequiredMixin, View):
+    def post(self, request, pk):
+        state = get_object_or_404(SavedState, pk=pk)
+        field = IdModelChoiceField(queryset=Host.objects.all(), required=False)
+        try:
+            host = field.clean(request.POST.get("host") or None)
+        except Exception:  # a ValidationError: an unknown or malformed host id
+            messages.error(request, "Choose a host from the list.")
+            return redirect(state)
+        try:
+            services.restore_request(
+                state=state, host=host, paused=request.POST.get("paused") == "on",
+                changed_disks_confirmed=request.POST.get("confirm_changed") == "on", actor=Actor.from_request(request),
+            )
+        except ServiceRefused as refused:
+            messages.error(request, f"{refused.message} {refused.hint}".strip())
+        else:
+            messages.success(request, f"Restore of {state.vm_name} queued.")
+        return redirect(state)
