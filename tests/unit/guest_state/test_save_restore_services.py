@@ -119,3 +119,24 @@ def test_restore_elsewhere_without_a_share_is_refused(guest):
     other = make_host("kvm-b")
     with pytest.raises(ServiceRefused, match="does not see the state file"):
         services.restore_request(state=state, host=other, actor=SYSTEM, enqueue=False)
+
+
+def test_cli_save_and_restore_wait(guest):
+    import json
+
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+    from io import StringIO
+
+    _host, vm, fake = guest
+    out = StringIO()
+    call_command("vm_save", "web-1", "--to", "/var/lib/vmportal-save", "--note", "before pg 16", "--wait", "--json",
+                 stdout=out)
+    saved_state = json.loads(out.getvalue())
+    assert (saved_state["status"], saved_state["note"], saved_state["sha256"]) == ("saved", "before pg 16", SHA)
+    out = StringIO()
+    call_command("vm_restore", str(saved_state["id"]), "--wait", stdout=out)
+    assert "Restored" in out.getvalue()
+    assert fake.domains[str(vm.uuid)].state == "running"
+    with pytest.raises(CommandError, match="No saved state"):
+        call_command("vm_restore", "999999")
