@@ -9,7 +9,8 @@ from core.actors import Actor
 from core.errors import ServiceRefused
 from core.ids import IdModelChoiceField
 from core.roles import OperatorRequiredMixin, ViewerRequiredMixin
-from hosts.models import Host
+from hosts.models import Host, VirtualMachine
+from storage.models import Share
 
 from . import services
 from .models import SavedState
@@ -57,4 +58,26 @@ class SavedStateRestoreView(OperatorRequiredMixin, View):
             messages.error(request, f"{refused.message} {refused.hint}".strip())
         else:
             messages.success(request, f"Restore of {state.vm_name} queued.")
+        return redirect(state)
+
+
+class SavedStateSaveView(OperatorRequiredMixin, View):
+    def post(self, request, vm_pk):
+        vm = get_object_or_404(VirtualMachine, pk=vm_pk)
+        try:
+            share = IdModelChoiceField(queryset=Share.objects.all(), required=False).clean(
+                request.POST.get("share") or None)
+        except Exception:  # a ValidationError: an unknown or malformed share id
+            messages.error(request, "Choose a share from the list, or give a directory.")
+            return redirect("hosts:vm_detail", vm.host_id, vm.uuid)
+        try:
+            state = services.save_request(
+                vm=vm, directory=request.POST.get("directory", "")[:300], share=share,
+                note=request.POST.get("note", "")[:600], bypass_cache=request.POST.get("bypass_cache") == "on",
+                actor=Actor.from_request(request),
+            )
+        except ServiceRefused as refused:
+            messages.error(request, f"{refused.message} {refused.hint}".strip())
+            return redirect("hosts:vm_detail", vm.host_id, vm.uuid)
+        messages.success(request, f"Save of {vm.name} queued.")
         return redirect(state)
