@@ -17,7 +17,7 @@ from guest_state.choices import RestoreStatusChoices as RS, SavedStateStatusChoi
 from hosts.adapters import libvirt as lv
 from lab import hosts as lab_hosts
 from lab.heartbeat import report
-from lab_support import SYSTEM, onboarded, run_knob, sh, unique, vm_row  # noqa: F401 - fixture by name
+from lab_support import SYSTEM, lab_share, onboarded, ready_share, run_knob, sh, unique, vm_row  # noqa: F401 - fixtures by name
 
 pytestmark = [pytest.mark.lab, pytest.mark.django_db(transaction=True), pytest.mark.timeout(600)]
 SAVE_DIR = "/var/lib/libvirt/vmportal-save"
@@ -80,3 +80,32 @@ def test_save_restore_same_host_continues_the_counter_and_refuses_a_changed_disk
     finally:
         lab_hosts.remove_guest(name, delete_disks=True)
         sh(lab_host, ["rm", "-rf", SAVE_DIR])
+
+
+def test_restore_on_another_host_from_an_nfs_share(lab, lab_share):
+    """Saved onto a share the wizard set up (labh1 and labh2 mount it), restored on labh2."""
+    src_lab, dst_lab = lab_share["clients"][0], lab_share["clients"][1]
+    share = ready_share(lab_share)
+    src, dst = lab_share["hosts"][src_lab["name"]], lab_share["hosts"][dst_lab["name"]]
+    name = unique("save")
+    try:
+        made = run_knob("linux-guest", src_lab["name"], guest=name, disk="shared")
+        wait_counter(name, at_least=15)
+        vm = vm_row(src, made["uuid"])
+        state = services.save_request(vm=vm, share=share, note="to labh2", actor=SYSTEM, enqueue=False)
+        jobs.save_job(state.job_id, state.pk)
+        state.refresh_from_db()
+        assert state.status == SS.SAVED, state.error
+        at_save = report(name).last_counter
+        # The source keeps a shut-off definition; undefine it so the guest runs in one place only.
+        with lv.open_connection(src_lab["libvirt_uri"]) as conn:
+            lv.undefine_domain(conn, made["uuid"])
+        since = time.time()
+        record = restore(state, host=dst)
+        assert record.status == RS.SUCCEEDED, record.error
+        wait_counter(name, at_least=at_save + 3, since=since)
+        assert report(name, since=since).first_counter in (at_save + 1, at_save + 2)
+        with lv.open_connection(dst_lab["libvirt_uri"]) as conn:
+            assert lv.get_domain(conn, made["uuid"]).state == "running"
+    finally:
+        lab_hosts.remove_guest(name, delete_disks=True)
