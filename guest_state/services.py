@@ -9,13 +9,13 @@ from django.db import transaction
 from django.utils import timezone
 
 from core.actors import Actor
-from core.audit import audit_record, audit_record_now
+from core.audit import audit_record
 from core.choices import AuditResultChoices
-from core.errors import ServiceRefused
 from core.jobs import job_enqueue
 from hosts import leases
 from hosts.choices import GuestLeaseKindChoices, VMStateChoices
 from hosts.models import Host, VirtualMachine
+from migrations_app.services.refusals import refuse
 from storage.models import Share
 
 from .choices import (
@@ -34,12 +34,6 @@ JOB_TIMEOUT_S = 1800
 MAX_NOTE_CHARS = 500
 
 
-def _refuse(*, actor: Actor, action: str, target, parameters: dict, message: str, hint: str = "") -> NoReturn:
-    audit_record_now(actor=actor, action=action, result=AuditResultChoices.REFUSED, target=target,
-                     parameters=parameters, message=message)
-    raise ServiceRefused(message, hint=hint)
-
-
 def save_request(
     *, vm: VirtualMachine, directory: str = "", share: Share | None = None, note: str = "",
     bypass_cache: bool = False, actor: Actor, enqueue: bool = True,
@@ -51,7 +45,7 @@ def save_request(
                   "share": str(share) if share else None, "bypass_cache": bypass_cache}
 
     def refused(message: str, hint: str = "") -> NoReturn:
-        _refuse(actor=actor, action=A.SAVE_REQUEST, target=vm, parameters=parameters, message=message, hint=hint)
+        refuse(actor=actor, action=A.SAVE_REQUEST, target=vm, parameters=parameters, message=message, hint=hint)
 
     if vm.state not in (VMStateChoices.RUNNING, VMStateChoices.PAUSED, VMStateChoices.BLOCKED):
         refused(f"{vm.name} is {vm.get_state_display().lower()}; only a running or paused guest has a state to save.",
@@ -128,7 +122,7 @@ def restore_request(*, state: SavedState, host: Host | None = None, paused: bool
                   "changed_disks_confirmed": changed_disks_confirmed}
 
     def refused(message: str, hint: str = "") -> NoReturn:
-        _refuse(actor=actor, action=A.RESTORE_REQUEST, target=state, parameters=parameters, message=message,
+        refuse(actor=actor, action=A.RESTORE_REQUEST, target=state, parameters=parameters, message=message,
                 hint=hint)
 
     if state.status != SS.SAVED:
