@@ -29,7 +29,8 @@ from hosts.models import Host, VirtualMachine
 from lab import config, guests, knobs
 from lab import hosts as lab_hosts
 from lab.hosts import ssh_argv
-from storage import libvirt_pool
+from storage import libvirt_pool, services as storage_services
+from storage.choices import ShareStatusChoices
 from storage.models import ShareSetup
 from storage.plan import managed_block, pool_name_for
 
@@ -198,3 +199,16 @@ def lab_share(lab, onboarded, transactional_db):
     export, mount = f"/srv/vmp-storage-{unique}", f"/mnt/vmp-storage-{unique}"
     yield {"server": server, "clients": clients, "export": export, "mount": mount, "hosts": onboarded}
     undo_share(server, clients, export, mount, set(ShareSetup.objects.values_list("stamp", flat=True)))
+
+
+def ready_share(lab_share):
+    """The lab_share fixture's share, set up by the wizard's service and ready."""
+    server, clients = lab_share["server"], lab_share["clients"]
+    share, setup, _job = storage_services.share_create(
+        server=server["name"], clients=[c["name"] for c in clients], export_path=lab_share["export"],
+        mount_path=lab_share["mount"], nfs_version="4.1", actor=SYSTEM,
+    )
+    storage_services.share_apply_request(setup=setup, actor=SYSTEM)
+    share.refresh_from_db()
+    assert share.status == ShareStatusChoices.READY, (share.status, share.setups.first().error)
+    return share

@@ -102,6 +102,7 @@ INSTALLED_APPS = [
     "maintenance",
     "calendar_app",
     "fleet",
+    "guest_state",
 ]
 
 MIDDLEWARE = [

@@ -11,5 +11,6 @@ urlpatterns = [
     path("maintenance/", include("calendar_app.urls")),
     path("maintenance/", include("maintenance.urls")),
     path("fleet/", include("fleet.urls")),
+    path("saved-states/", include("guest_state.urls")),
     path("admin/", admin.site.urls),
 ]

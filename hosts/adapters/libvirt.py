@@ -838,6 +838,44 @@ def saved_state(conn: libvirt.virConnect, uuid: str) -> SavedState:
         raise translate_error(exc, action=f"reading the saved state of guest {uuid}") from exc
 
 
+def save_domain(conn: libvirt.virConnect, uuid: str, path: str, *, bypass_cache: bool = False) -> None:
+    """Stop the guest, writing its memory and device state to ``path`` on the host (virDomainSaveFlags).
+
+    ``bypass_cache`` writes past the host's page cache (slower, leaves the cache to others).
+    """
+    flags = libvirt.VIR_DOMAIN_SAVE_BYPASS_CACHE if bypass_cache else 0
+    _act(conn, uuid, "saving", lambda dom: dom.saveFlags(path, None, flags))
+
+
+def restore_domain(conn: libvirt.virConnect, path: str, *, paused: bool = False, bypass_cache: bool = False) -> None:
+    """Bring a guest back from the state file ``path`` on this host, running or paused."""
+    flags = libvirt.VIR_DOMAIN_SAVE_PAUSED if paused else libvirt.VIR_DOMAIN_SAVE_RUNNING
+    if bypass_cache:
+        flags |= libvirt.VIR_DOMAIN_SAVE_BYPASS_CACHE
+    try:
+        conn.restoreFlags(path, None, flags)
+    except libvirt.libvirtError as exc:
+        raise translate_error(exc, action=f"restoring the state in {path}") from exc
+
+
+def saved_state_xml(conn: libvirt.virConnect, path: str) -> str:
+    """The guest definition recorded inside a state file (machine type, disks) without restoring it."""
+    try:
+        return conn.saveImageGetXMLDesc(path, 0)
+    except libvirt.libvirtError as exc:
+        raise translate_error(exc, action=f"reading the state file {path}") from exc
+
+
+def managed_save(conn: libvirt.virConnect, uuid: str) -> None:
+    """Stop the guest now; libvirt keeps its state and the next start resumes exactly there."""
+    _act(conn, uuid, "saving (managed)", lambda dom: dom.managedSave(0))
+
+
+def managed_save_remove(conn: libvirt.virConnect, uuid: str) -> None:
+    """Throw away the guest's managed-save image: the next start boots it afresh."""
+    _act(conn, uuid, "removing the managed save of", lambda dom: dom.managedSaveRemove(0))
+
+
 def define_domain(conn: libvirt.virConnect, xml: str) -> DomainInfo:
     """Define (or redefine, same UUID) a persistent guest from its XML; returns it as libvirt now has it."""
     try:

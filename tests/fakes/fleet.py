@@ -148,6 +148,7 @@ class FleetHost(Shell):
     calls: list = dataclasses.field(default_factory=list)  # libvirt actions: (verb, uuid)
     libvirt_failures: dict = dataclasses.field(default_factory=dict)  # verb -> libvirtError to raise
     managed_save: set = dataclasses.field(default_factory=set)
+    state_files: dict = dataclasses.field(default_factory=dict)  # path -> (DomainInfo, flags) of a save
     snapshots: dict = dataclasses.field(default_factory=dict)
     cpu_times: dict = dataclasses.field(default_factory=lambda: {"kernel": 0, "user": 0, "idle": 0, "iowait": 0})  # ns
     vcpu_times: dict = dataclasses.field(default_factory=dict)  # uuid -> cumulative vCPU ns

@@ -206,6 +206,25 @@ class FakeDomain:
         self._set("running", "unpaused")
         return 0
 
+    def saveFlags(self, path: str, dxml, flags: int = 0) -> int:  # noqa: N802
+        self._require_active()
+        self._act("save")
+        self.host.state_files[path] = (self.info, flags)
+        self._stop("saved")
+        return 0
+
+    def managedSave(self, flags: int = 0) -> int:  # noqa: N802
+        self._require_active()
+        self._act("managed-save")
+        self.host.managed_save.add(self.uuid)
+        self._set("shutoff", "saved", id=None)
+        return 0
+
+    def managedSaveRemove(self, flags: int = 0) -> int:  # noqa: N802
+        self._act("managed-save-remove")
+        self.host.managed_save.discard(self.uuid)
+        return 0
+
     def undefineFlags(self, flags: int = 0) -> int:  # noqa: N802
         info = self.info
         self._act("undefine")
@@ -350,6 +369,23 @@ class FakeConnect:
         self.host.domains[info.uuid] = info
         self.host.calls.append(("define", info.uuid))
         return FakeDomain(self.host, info.uuid)
+
+    def restoreFlags(self, path: str, dxml, flags: int = 0) -> int:  # noqa: N802
+        self.host.check_libvirt()
+        self.host.calls.append(("restore", path))
+        if path not in self.host.state_files:
+            raise error(f"operation failed: failed to open {path}", libvirt.VIR_ERR_OPERATION_FAILED)
+        info, _flags = self.host.state_files[path]
+        state = "paused" if flags & libvirt.VIR_DOMAIN_SAVE_PAUSED else "running"
+        self.host.domains[info.uuid] = dataclasses.replace(info, state=state, reason="restored",
+                                                           id=self.host.next_domain_id())
+        return 0
+
+    def saveImageGetXMLDesc(self, path: str, flags: int = 0) -> str:  # noqa: N802
+        self.host.check_libvirt()
+        if path not in self.host.state_files:
+            raise error(f"operation failed: failed to open {path}", libvirt.VIR_ERR_OPERATION_FAILED)
+        return domain_xml(self.host.state_files[path][0])
 
     def listNetworks(self) -> list[str]:  # noqa: N802
         return sorted(self.host.networks)

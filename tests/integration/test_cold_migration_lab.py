@@ -24,15 +24,13 @@ from hosts.models import VirtualMachine
 from lab import hosts as lab_hosts
 from lab.heartbeat import report
 from lab_support import SYSTEM, disk_of, refresh, run_knob, unique, vm_row, where
-from lab_support import lab_share, onboarded, sh  # noqa: F401 - fixtures used by name
+from lab_support import lab_share, onboarded, ready_share, sh  # noqa: F401 - fixtures used by name
 from migrations_app.choices import ColdMigrationStatusChoices as C
 from migrations_app.choices import MigrationStatusChoices as S
 from migrations_app.cold_runner import reconcile_cold_migration, run_cold_migration
 from migrations_app.models import ColdMigration
 from migrations_app.options import MigrationOptions
 from migrations_app.services import cold as cold_services, live
-from storage import services as storage_services
-from storage.choices import ShareStatusChoices
 
 pytestmark = [pytest.mark.lab, pytest.mark.django_db(transaction=True), pytest.mark.timeout(600)]
 
@@ -114,18 +112,6 @@ def test_cold_migration_onto_the_share_and_another_host_then_live_back(lab, lab_
         assert back.heartbeat_continuous is True
         after = report(name, since=time.time() - 2)
         assert after.beats >= 1 and after.last_counter > first
-
-
-def ready_share(lab_share):
-    server, clients = lab_share["server"], lab_share["clients"]
-    share, setup, _job = storage_services.share_create(
-        server=server["name"], clients=[c["name"] for c in clients], export_path=lab_share["export"],
-        mount_path=lab_share["mount"], nfs_version="4.1", actor=SYSTEM,
-    )
-    storage_services.share_apply_request(setup=setup, actor=SYSTEM)
-    share.refresh_from_db()
-    assert share.status == ShareStatusChoices.READY, (share.status, share.setups.first().error)
-    return share
 
 
 def test_moving_a_guests_disk_onto_the_share_on_its_own_host(lab, lab_share):

@@ -1,0 +1,8 @@
+from django.apps import AppConfig
+
+
+class GuestStateConfig(AppConfig):
+    """Save a guest's state to a file, restore it (same host or one that sees the file and disks)."""
+
+    name = "guest_state"
+    verbose_name = "Saved guest states"

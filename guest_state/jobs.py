@@ -1,0 +1,13 @@
+"""RQ job functions of saved states: ids in, runner called."""
+
+from core.jobs import run_job
+
+from . import runner
+
+
+def save_job(job_id: int, state_id: int) -> None:
+    run_job(job_id, lambda ctx: runner.run_save(state_id=state_id, ctx=ctx))
+
+
+def restore_job(job_id: int, restore_id: int) -> None:
+    run_job(job_id, lambda ctx: runner.run_restore(restore_id=restore_id, ctx=ctx))

@@ -1,0 +1,78 @@
+"""Saved guest states (a file holding a guest's memory and devices) and the restores made of them."""
+
+from django.conf import settings
+from django.db import models
+from django.urls import reverse
+from django.utils import timezone
+
+from .choices import RESTORE_ACTIVE, SAVED_STATE_ACTIVE, RestoreStatusChoices, SavedStateStatusChoices
+
+
+class SavedState(models.Model):
+    """One save: the file, where it is, what the guest was when saved (to judge a restore later)."""
+
+    vm = models.ForeignKey("hosts.VirtualMachine", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    vm_uuid = models.UUIDField()
+    vm_name = models.CharField(max_length=255)
+    host = models.ForeignKey("hosts.Host", on_delete=models.PROTECT, related_name="+")
+    share = models.ForeignKey("storage.Share", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    path = models.CharField(max_length=512)
+    bypass_cache = models.BooleanField(default=False)
+    status = models.CharField(max_length=16, choices=SavedStateStatusChoices.choices,
+                              default=SavedStateStatusChoices.SAVING)
+    size = models.PositiveBigIntegerField(default=0)
+    sha256 = models.CharField(max_length=64, blank=True)
+    qemu_version = models.CharField(max_length=32, blank=True)
+    machine_type = models.CharField(max_length=64, blank=True)
+    # [{"path", "size", "mtime_ns"}] of each writable disk when saved (compat.DiskAtSave).
+    disks = models.JSONField(default=list, blank=True)
+    note = models.CharField(max_length=500, blank=True)
+    error = models.TextField(blank=True)
+    job = models.ForeignKey("core.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                     related_name="+")
+    created = models.DateTimeField(default=timezone.now)
+    saved = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created", "-pk"]
+
+    def __str__(self) -> str:
+        return f"saved state #{self.pk} of {self.vm_name}"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status not in SAVED_STATE_ACTIVE
+
+    def get_absolute_url(self) -> str:
+        return reverse("guest_state:detail", args=[self.pk])
+
+
+class StateRestore(models.Model):
+    """One restore of a saved state, on a host, running or paused."""
+
+    state = models.ForeignKey(SavedState, on_delete=models.CASCADE, related_name="restores")
+    host = models.ForeignKey("hosts.Host", on_delete=models.PROTECT, related_name="+")
+    paused = models.BooleanField(default=False)
+    changed_disks_confirmed = models.BooleanField(default=False)
+    status = models.CharField(max_length=16, choices=RestoreStatusChoices.choices, default=RestoreStatusChoices.QUEUED)
+    problems = models.JSONField(default=list, blank=True)
+    error = models.TextField(blank=True)
+    job = models.ForeignKey("core.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                     related_name="+")
+    created = models.DateTimeField(default=timezone.now)
+    ended = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created", "-pk"]
+
+    def __str__(self) -> str:
+        return f"restore #{self.pk} of {self.state}"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status not in RESTORE_ACTIVE
+
+    def get_absolute_url(self) -> str:
+        return reverse("guest_state:detail", args=[self.state_id])

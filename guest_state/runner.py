@@ -1,0 +1,92 @@
+"""The work of a save and of a restore, on the host, through its session."""
+
+from __future__ import annotations
+
+import posixpath
+
+from core.errors import PortalError
+from core.jobs import JobContext
+from hosts import access
+from hosts.adapters import libvirt as lv
+from hosts.models import HostFacts, VirtualDisk
+
+from . import services
+from .choices import RestoreStatusChoices as RS
+from .compat import DiskAtSave, DiskNow, RestoreFacts, restore_verdict
+from .models import SavedState, StateRestore
+
+
+def _stat(ssh, path: str) -> tuple[int, int] | None:
+    """(size, mtime in ns) of a file on the host, or None when it is not there."""
+    result = ssh.run(["stat", "-L", "-c", "%s %Y", "--", path], check=False)
+    if not result.ok:
+        return None
+    size, mtime = result.stdout.split()
+    return int(size), int(mtime) * 1_000_000_000
+
+
+def _sha256(ssh, path: str) -> str:
+    return ssh.run(["sha256sum", "--", path], timeout=services.JOB_TIMEOUT_S).stdout.split()[0]
+
+
+def run_save(*, state_id: int, ctx: JobContext) -> None:
+    state = SavedState.objects.select_related("host").get(pk=state_id)
+    try:
+        with access.open_session(state.host) as session:
+            ctx.log(f"Saving {state.vm_name} to {state.path}")
+            session.ssh.run(["mkdir", "-p", "--", posixpath.dirname(state.path)])
+            ctx.progress(10)
+            lv.save_domain(session.libvirt, str(state.vm_uuid), state.path, bypass_cache=state.bypass_cache)
+            ctx.progress(60)
+            disks = []
+            for disk in VirtualDisk.objects.filter(vm_id=state.vm_id, readonly=False, source_type="file"):
+                seen = _stat(session.ssh, disk.source)
+                if seen is not None:
+                    disks.append({"path": disk.source, "size": seen[0], "mtime_ns": seen[1]})
+            size = (_stat(session.ssh, state.path) or (0, 0))[0]
+            sha256 = _sha256(session.ssh, state.path)
+            ctx.progress(100)
+    except PortalError as exc:
+        services.save_finish(state=state, ok=False, error=str(exc))
+        raise
+    services.save_finish(state=state, ok=True, size=size, sha256=sha256, disks=disks)
+
+
+def run_restore(*, restore_id: int, ctx: JobContext) -> None:
+    restore = StateRestore.objects.select_related("state", "host").get(pk=restore_id)
+    state = restore.state
+    StateRestore.objects.filter(pk=restore.pk, status=RS.QUEUED).update(status=RS.RUNNING)
+    path = state.path
+    if state.share is not None and restore.host_id != state.host_id:
+        seen_at = state.share.path_seen_by(restore.host) or ""
+        path = posixpath.join(seen_at, posixpath.basename(state.path))
+    facts = HostFacts.objects.filter(host=restore.host).first()
+    try:
+        with access.open_session(restore.host) as session:
+            ctx.log(f"Checking {restore.host.name} for {path}")
+            file_now = _stat(session.ssh, path)
+            file_seen = file_now is not None and file_now[0] == state.size and _sha256(session.ssh, path) == state.sha256
+            ctx.progress(40)
+            disks_now = []
+            for disk in state.disks:
+                seen = _stat(session.ssh, disk["path"])
+                disks_now.append(DiskNow(path=disk["path"], present=seen is not None,
+                                         size=seen[0] if seen else 0, mtime_ns=seen[1] if seen else 0))
+            verdict = restore_verdict(RestoreFacts(
+                same_host=restore.host_id == state.host_id, file_seen=file_seen,
+                qemu_at_save=state.qemu_version, qemu_here=facts.hypervisor_version if facts else "",
+                machine_at_save=state.machine_type, machines_here=tuple(facts.machine_types if facts else ()),
+                disks_at_save=tuple(DiskAtSave(**d) for d in state.disks), disks_now=tuple(disks_now),
+                changed_disks_confirmed=restore.changed_disks_confirmed,
+            ))
+            if not verdict.ok:
+                services.restore_finish(restore=restore, ok=False, error=" ".join(verdict.problems),
+                                        problems=list(verdict.problems))
+                return
+            ctx.progress(60)
+            lv.restore_domain(session.libvirt, path, paused=restore.paused, bypass_cache=state.bypass_cache)
+            ctx.progress(100)
+    except PortalError as exc:
+        services.restore_finish(restore=restore, ok=False, error=str(exc))
+        raise
+    services.restore_finish(restore=restore, ok=True)

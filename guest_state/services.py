@@ -1,0 +1,170 @@
+"""Save and restore requests, and the runner's record keeping. Each writes its audit row in its
+transaction and claims the guest's lease in the one that creates its record."""
+
+from __future__ import annotations
+
+from typing import NoReturn
+
+from django.db import transaction
+from django.utils import timezone
+
+from core.actors import Actor
+from core.audit import audit_record
+from core.choices import AuditResultChoices
+from core.jobs import job_enqueue
+from hosts import leases
+from hosts.choices import GuestLeaseKindChoices, VMStateChoices
+from hosts.models import Host, VirtualMachine
+from migrations_app.services.refusals import refuse
+from storage.models import Share
+
+from .choices import (
+    GuestStateAuditActionChoices as A,
+    GuestStateJobKindChoices as K,
+    RestoreStatusChoices as RS,
+    SavedStateStatusChoices as SS,
+)
+from .locations import LocationProblem, state_file_name, validate_directory
+from .models import SavedState, StateRestore
+
+SAVE_JOB = "guest_state.jobs.save_job"
+RESTORE_JOB = "guest_state.jobs.restore_job"
+# Writing a guest's memory (and hashing it) takes seconds per GiB; a generous bound.
+JOB_TIMEOUT_S = 1800
+MAX_NOTE_CHARS = 500
+
+
+def save_request(
+    *, vm: VirtualMachine, directory: str = "", share: Share | None = None, note: str = "",
+    bypass_cache: bool = False, actor: Actor, enqueue: bool = True,
+) -> SavedState:
+    """Ask to save a running guest's state into ``directory`` on its host or onto ``share``."""
+    vm = VirtualMachine.objects.select_related("host").get(pk=vm.pk)
+    host = vm.host
+    parameters = {"vm_uuid": str(vm.uuid), "host": host.name, "directory": directory[:200],
+                  "share": str(share) if share else None, "bypass_cache": bypass_cache}
+
+    def refused(message: str, hint: str = "") -> NoReturn:
+        refuse(actor=actor, action=A.SAVE_REQUEST, target=vm, parameters=parameters, message=message, hint=hint)
+
+    if vm.state not in (VMStateChoices.RUNNING, VMStateChoices.PAUSED, VMStateChoices.BLOCKED):
+        refused(f"{vm.name} is {vm.get_state_display().lower()}; only a running or paused guest has a state to save.",
+                "Start it first, or refresh the host if the state shown is out of date.")
+    if not host.is_connectable:
+        refused(f"The host {host.name} cannot be contacted: {host.get_status_display()}.",
+                "Fix the host's connection first (see its page).")
+    if len(note) > MAX_NOTE_CHARS:
+        refused(f"The note is longer than {MAX_NOTE_CHARS} characters.", "Shorten it.")
+    if (share is None) == (not directory.strip()):
+        refused("Choose exactly one place for the state file: a directory on the host or a share.",
+                "Give --to PATH or --share NAME, not both.")
+    if share is not None:
+        where = share.path_seen_by(host)
+        if where is None:
+            refused(f"{host.name} does not mount the share {share}.",
+                    "Add it as a client of the share (the NFS wizard), or choose a directory on the host.")
+    else:
+        try:
+            where = validate_directory(directory)
+        except LocationProblem as problem:
+            refused(str(problem), "Give an absolute data directory on the host.")
+    stamp = timezone.now().strftime("%Y%m%dT%H%M%S")
+    path = f"{where.rstrip('/')}/{state_file_name(vm_name=vm.name, vm_uuid=str(vm.uuid), stamp=stamp)}"
+    try:
+        with transaction.atomic():
+            state = SavedState.objects.create(
+                vm=vm, vm_uuid=vm.uuid, vm_name=vm.name, host=host, share=share, path=path,
+                bypass_cache=bypass_cache, note=note, machine_type=vm.machine, requested_by=actor.user,
+                qemu_version=getattr(getattr(host, "facts", None), "hypervisor_version", ""),
+            )
+            state.job = job_enqueue(kind=K.SAVE, func=SAVE_JOB, args=(state.pk,), target=state,
+                                    timeout_s=JOB_TIMEOUT_S, actor=actor, enqueue=enqueue)
+            state.save(update_fields=["job"])
+            leases.lease_claim(guest_uuid=vm.uuid, guest_name=vm.name, kind=GuestLeaseKindChoices.SAVE,
+                               owner=state, actor=actor)
+            audit_record(actor=actor, action=A.SAVE_REQUEST, result=AuditResultChoices.OK, target=state,
+                         parameters={**parameters, "path": path, "note": note},
+                         message=f"Save of {vm.name} on {host.name} to {path} requested.", job=state.job)
+    except leases.GuestBusy as busy:
+        leases.lease_refused(busy, actor=actor, action=A.SAVE_REQUEST, target=vm, parameters=parameters)
+    return state
+
+
+@transaction.atomic
+def save_finish(*, state: SavedState, ok: bool, error: str = "", size: int = 0, sha256: str = "",
+                disks: list | None = None, machine_type: str = "") -> bool:
+    """End a save with what the host showed, releasing the guest. False when it had ended already."""
+    fields = {"status": SS.SAVED if ok else SS.FAILED, "error": error, "size": size, "sha256": sha256,
+              "disks": disks or [], "saved": timezone.now() if ok else None}
+    if machine_type:
+        fields["machine_type"] = machine_type
+    if not SavedState.objects.filter(pk=state.pk, status=SS.SAVING).update(**fields):
+        return False
+    for name, value in fields.items():
+        setattr(state, name, value)
+    leases.lease_release(owner=state)
+    audit_record(actor=Actor.system(), action=A.SAVE_OUTCOME,
+                 result=AuditResultChoices.OK if ok else AuditResultChoices.FAILED, target=state,
+                 parameters={"path": state.path, "size": size, "sha256": sha256, "error": error},
+                 message=(f"{state.vm_name} saved to {state.path} ({size} bytes)." if ok
+                          else f"Save of {state.vm_name} failed: {error}"), job=state.job)
+    return True
+
+
+def restore_request(*, state: SavedState, host: Host | None = None, paused: bool = False,
+                    changed_disks_confirmed: bool = False, actor: Actor, enqueue: bool = True) -> StateRestore:
+    """Ask to restore ``state`` on ``host`` (default: where it was saved), running or paused.
+
+    The job checks the hosts (compat.restore_verdict) before libvirt is called.
+    """
+    host = host or state.host
+    parameters = {"state": state.pk, "host": host.name, "paused": paused,
+                  "changed_disks_confirmed": changed_disks_confirmed}
+
+    def refused(message: str, hint: str = "") -> NoReturn:
+        refuse(actor=actor, action=A.RESTORE_REQUEST, target=state, parameters=parameters, message=message,
+                hint=hint)
+
+    if state.status != SS.SAVED:
+        refused(f"Saved state #{state.pk} is {state.get_status_display().lower()}: nothing to restore.")
+    if not host.is_connectable:
+        refused(f"The host {host.name} cannot be contacted: {host.get_status_display()}.",
+                "Fix the host's connection first (see its page).")
+    if host.pk != state.host_id and (state.share is None or state.share.path_seen_by(host) is None):
+        refused(f"{host.name} does not see the state file {state.path}.",
+                "Restore on the host it was saved on, or save onto a share both hosts mount.")
+    try:
+        with transaction.atomic():
+            restore = StateRestore.objects.create(state=state, host=host, paused=paused,
+                                                  changed_disks_confirmed=changed_disks_confirmed,
+                                                  requested_by=actor.user)
+            restore.job = job_enqueue(kind=K.RESTORE, func=RESTORE_JOB, args=(restore.pk,), target=restore,
+                                      timeout_s=JOB_TIMEOUT_S, actor=actor, enqueue=enqueue)
+            restore.save(update_fields=["job"])
+            leases.lease_claim(guest_uuid=state.vm_uuid, guest_name=state.vm_name,
+                               kind=GuestLeaseKindChoices.RESTORE, owner=restore, actor=actor)
+            audit_record(actor=actor, action=A.RESTORE_REQUEST, result=AuditResultChoices.OK, target=restore,
+                         parameters=parameters,
+                         message=f"Restore of {state.vm_name} from {state.path} on {host.name} requested.",
+                         job=restore.job)
+    except leases.GuestBusy as busy:
+        leases.lease_refused(busy, actor=actor, action=A.RESTORE_REQUEST, target=state, parameters=parameters)
+    return restore
+
+
+@transaction.atomic
+def restore_finish(*, restore: StateRestore, ok: bool, error: str = "", problems: list | None = None) -> bool:
+    """End a restore, releasing the guest. False when it had ended already."""
+    fields = {"status": RS.SUCCEEDED if ok else RS.FAILED, "error": error, "problems": problems or [],
+              "ended": timezone.now()}
+    if not StateRestore.objects.filter(pk=restore.pk, status__in=(RS.QUEUED, RS.RUNNING)).update(**fields):
+        return False
+    for name, value in fields.items():
+        setattr(restore, name, value)
+    leases.lease_release(owner=restore)
+    audit_record(actor=Actor.system(), action=A.RESTORE_OUTCOME,
+                 result=AuditResultChoices.OK if ok else AuditResultChoices.FAILED, target=restore,
+                 parameters={"state": restore.state_id, "host": restore.host.name, "problems": problems or []},
+                 message=(f"{restore.state.vm_name} restored on {restore.host.name}." if ok
+                          else f"Restore of {restore.state.vm_name} refused or failed: {error}"), job=restore.job)
+    return True

@@ -1,0 +1,12 @@
+from django.urls import path
+
+from . import views
+
+app_name = "guest_state"
+
+urlpatterns = [
+    path("", views.SavedStateListView.as_view(), name="list"),
+    path("<id:pk>/", views.SavedStateDetailView.as_view(), name="detail"),
+    path("guests/<id:vm_pk>/save/", views.SavedStateSaveView.as_view(), name="save"),
+    path("<id:pk>/restore/", views.SavedStateRestoreView.as_view(), name="restore"),
+]

@@ -1,0 +1,98 @@
+"""Saved states: the list overall, one state with its restores, and the restore request."""
+
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.shortcuts import get_object_or_404, redirect
+from django.views import View
+from django.views.generic import DetailView, ListView
+
+from core.actors import Actor
+from core.errors import ServiceRefused
+from core.ids import IdModelChoiceField
+from core.choices import RoleChoices
+from core.roles import OperatorRequiredMixin, ViewerRequiredMixin
+from hosts.models import Host, VirtualMachine
+from hosts.permissions import HostAccessMixin
+from storage.models import Share
+
+from . import services
+from .models import SavedState
+
+LIST_LIMIT = 500
+
+
+class SavedStateListView(ViewerRequiredMixin, ListView):
+    template_name = "guest_state/state_list.html"
+    context_object_name = "states"
+
+    def get_queryset(self):
+        return SavedState.objects.select_related("host", "share").prefetch_related("restores")[:LIST_LIMIT]
+
+
+class SavedStateDetailView(ViewerRequiredMixin, DetailView):
+    template_name = "guest_state/state_detail.html"
+    context_object_name = "state"
+
+    def get_queryset(self):
+        return SavedState.objects.select_related("host", "share")
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        context["restores"] = self.object.restores.select_related("host")
+        context["hosts"] = Host.objects.all()
+        return context
+
+
+class SavedStateRestoreView(OperatorRequiredMixin, HostAccessMixin, View):
+    """Operator on the host the state was saved on, and on the host it is restored on."""
+
+    host_role = RoleChoices.OPERATOR
+
+    def url_host(self, kwargs) -> Host | None:
+        state = SavedState.objects.select_related("host").filter(pk=kwargs["pk"]).first()
+        return state.host if state is not None else None
+
+    def post(self, request, pk):
+        state = get_object_or_404(SavedState, pk=pk)
+        field = IdModelChoiceField(queryset=Host.objects.all(), required=False)
+        try:
+            host = field.clean(request.POST.get("host") or None)
+        except ValidationError:  # an unknown or malformed host id
+            messages.error(request, "Choose a host from the list.")
+            return redirect(state)
+        if host is not None:
+            self.require_host(host, RoleChoices.OPERATOR)
+        try:
+            services.restore_request(
+                state=state, host=host, paused=request.POST.get("paused") == "on",
+                changed_disks_confirmed=request.POST.get("confirm_changed") == "on", actor=Actor.from_request(request),
+            )
+        except ServiceRefused as refused:
+            messages.error(request, f"{refused.message} {refused.hint}".strip())
+        else:
+            messages.success(request, f"Restore of {state.vm_name} queued.")
+        return redirect(state)
+
+
+class SavedStateSaveView(OperatorRequiredMixin, HostAccessMixin, View):
+    host_role = RoleChoices.OPERATOR  # on the guest's host (the URL's vm_pk)
+
+    def post(self, request, vm_pk):
+        vm = get_object_or_404(VirtualMachine, pk=vm_pk)
+        try:
+            share = IdModelChoiceField(queryset=Share.objects.all(), required=False).clean(
+                request.POST.get("share") or None)
+        except ValidationError:  # an unknown or malformed share id
+            messages.error(request, "Choose a share from the list, or give a directory.")
+            return redirect("hosts:vm_detail", vm.host_id, vm.uuid)
+        try:
+            state = services.save_request(
+                vm=vm, directory=request.POST.get("directory", "")[:300], share=share,
+                note=request.POST.get("note", "")[:600], bypass_cache=request.POST.get("bypass_cache") == "on",
+                actor=Actor.from_request(request),
+            )
+        except ServiceRefused as refused:
+            messages.error(request, f"{refused.message} {refused.hint}".strip())
+            return redirect("hosts:vm_detail", vm.host_id, vm.uuid)
+        messages.success(request, f"Save of {vm.name} queued.")
+        return redirect(state)

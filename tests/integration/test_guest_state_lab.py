@@ -1,0 +1,111 @@
+"""Save and restore through the portal against the real lab: a Linux guest whose heartbeat
+counter is in memory and (every 10 beats) on its disk.
+
+Saved to a directory on labh1, the guest is gone and the file has the recorded checksum;
+restored on labh1 the counter goes on from its value at save time, not from the disk's older
+one — the memory came back. A second save is refused a restore once the disk changed.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from guest_state import jobs, services
+from guest_state.choices import RestoreStatusChoices as RS, SavedStateStatusChoices as SS
+from hosts.adapters import libvirt as lv
+from lab import hosts as lab_hosts
+from lab.heartbeat import report
+from lab_support import SYSTEM, lab_share, onboarded, ready_share, run_knob, sh, unique, vm_row  # noqa: F401 - fixtures by name
+
+pytestmark = [pytest.mark.lab, pytest.mark.django_db(transaction=True), pytest.mark.timeout(600)]
+SAVE_DIR = "/var/lib/libvirt/vmportal-save"
+
+
+def wait_counter(name: str, *, at_least: int, since: float = 0.0) -> int:
+    deadline = time.time() + 90
+    while time.time() < deadline and (report(name, since=since).last_counter or -1) < at_least:
+        time.sleep(0.3)
+    last = report(name, since=since).last_counter
+    assert last is not None and last >= at_least, report(name, since=since)
+    return last
+
+
+def save(vm, note: str):
+    state = services.save_request(vm=vm, directory=SAVE_DIR, note=note, actor=SYSTEM, enqueue=False)
+    jobs.save_job(state.job_id, state.pk)
+    state.refresh_from_db()
+    assert state.status == SS.SAVED, state.error
+    return state
+
+
+def restore(state, **kwargs):
+    record = services.restore_request(state=state, actor=SYSTEM, enqueue=False, **kwargs)
+    jobs.restore_job(record.job_id, record.pk)
+    record.refresh_from_db()
+    return record
+
+
+def test_save_restore_same_host_continues_the_counter_and_refuses_a_changed_disk(lab, onboarded):
+    lab_host = lab["hosts"][0]
+    host = onboarded[lab_host["name"]]
+    name = unique("save")
+    try:
+        made = run_knob("linux-guest", lab_host["name"], guest=name, disk="shared")
+        # Past a multiple of 10 so the disk's value lags the memory's.
+        wait_counter(name, at_least=25)
+        vm = vm_row(host, made["uuid"])
+        state = save(vm, "before upgrading postgres 15 -> 16")
+        at_save = report(name).last_counter
+        with lv.open_connection(lab_host["libvirt_uri"]) as conn:
+            assert lv.get_domain(conn, made["uuid"]).state == "shutoff"
+        assert sh(lab_host, ["sha256sum", state.path], check=True).stdout.split()[0] == state.sha256
+        assert state.size > 0 and state.disks and state.qemu_version and state.machine_type
+
+        since = time.time()
+        record = restore(state)
+        assert record.status == RS.SUCCEEDED, record.error
+        wait_counter(name, at_least=at_save + 3, since=since)
+        first = report(name, since=since).first_counter
+        assert first in (at_save + 1, at_save + 2), (first, at_save)  # from memory, not the disk's ≤ at_save - 5
+
+        vm = vm_row(host, made["uuid"])
+        second = save(vm, "second")
+        sh(lab_host, ["touch", "-d", "tomorrow", second.disks[0]["path"]], check=True)
+        refused = restore(second)
+        assert refused.status == RS.FAILED and "changed since the save" in refused.error, refused.error
+        with lv.open_connection(lab_host["libvirt_uri"]) as conn:
+            assert lv.get_domain(conn, made["uuid"]).state == "shutoff"
+    finally:
+        lab_hosts.remove_guest(name, delete_disks=True)
+        sh(lab_host, ["rm", "-rf", SAVE_DIR])
+
+
+def test_restore_on_another_host_from_an_nfs_share(lab, lab_share):
+    """Saved onto a share the wizard set up (labh1 and labh2 mount it), restored on labh2."""
+    src_lab, dst_lab = lab_share["clients"][0], lab_share["clients"][1]
+    share = ready_share(lab_share)
+    src, dst = lab_share["hosts"][src_lab["name"]], lab_share["hosts"][dst_lab["name"]]
+    name = unique("save")
+    try:
+        made = run_knob("linux-guest", src_lab["name"], guest=name, disk="shared")
+        wait_counter(name, at_least=15)
+        vm = vm_row(src, made["uuid"])
+        state = services.save_request(vm=vm, share=share, note="to labh2", actor=SYSTEM, enqueue=False)
+        jobs.save_job(state.job_id, state.pk)
+        state.refresh_from_db()
+        assert state.status == SS.SAVED, state.error
+        at_save = report(name).last_counter
+        # The source keeps a shut-off definition; undefine it so the guest runs in one place only.
+        with lv.open_connection(src_lab["libvirt_uri"]) as conn:
+            lv.undefine_domain(conn, made["uuid"])
+        since = time.time()
+        record = restore(state, host=dst)
+        assert record.status == RS.SUCCEEDED, record.error
+        wait_counter(name, at_least=at_save + 3, since=since)
+        assert report(name, since=since).first_counter in (at_save + 1, at_save + 2)
+        with lv.open_connection(dst_lab["libvirt_uri"]) as conn:
+            assert lv.get_domain(conn, made["uuid"]).state == "running"
+    finally:
+        lab_hosts.remove_guest(name, delete_disks=True)
