@@ -15,7 +15,7 @@ def fake_runs(monkeypatch, tmp_path, lab_code: int, free_code: int):
     monkeypatch.setattr(run_tests, "PYTEST", [sys.executable, "-c"])
     program = "import sys; print('collected'); print({line!r}); sys.exit({code})"
     monkeypatch.setattr(run_tests, "RUNS", {
-        "lab and browser": [program.format(line="== 3 passed in 1s ==", code=lab_code)],
+        "lab": [program.format(line="== 3 passed in 1s ==", code=lab_code)],
         "lab-free": [program.format(line="== 7 passed, 1 failed in 2s ==", code=free_code)],
     })
 
