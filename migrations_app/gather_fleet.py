@@ -58,22 +58,21 @@ from typing import TYPE_CHECKING
 from hosts.adapters import libvirt as lv
 from hosts.adapters import migration as mg
 from hosts.adapters import probes
-from hosts.adapters.facts import resolve_names
-from hosts.adapters.errors import DomainNotFound
+from hosts.adapters.batch import run_steps
+from hosts.adapters.errors import AdapterError, DomainNotFound
+from hosts.adapters.facts import resolve_names_step
 from hosts.adapters.probes import (
     DiskProbe,
     DiskQuery,
     can_open,
     content_digests,
+    listener_step,
     probe_disk,
     probe_disks,
-    qemu_identity,
+    qemu_identity_step,
     remove_markers,
-    resolve,
-    start_listener,
     try_connect,
-    write_marker,
-    write_markers,
+    write_markers_step,
 )
 
 from .facts import DiskFact, GuestSide, HostSide, PairFacts
@@ -142,14 +141,6 @@ class FleetFacts:
             return table[(_key(guest_uuid), destination)]
         except KeyError:
             raise KeyError(f"no facts for guest {guest_uuid} on {destination} (gathered from {self.source})") from None
-
-
-@dataclass(frozen=True)
-class _Pending:
-    """Probes under way, and how to read their answers once they are all done."""
-
-    futures: list[Future]
-    collect: Callable[[], dict]
 
 
 @dataclass
@@ -254,16 +245,8 @@ class _Rounds:
     def _disk_key(self, plan: DiskPlan, destination: str) -> tuple:
         return (plan.path, plan.writable, self._room_flag(plan), destination)
 
-    # Each remote command costs the host a login shell, which dominates on a busy host: several
-    # markers, or several disks on one destination, go in one command (one alone keeps the plain probe).
-
-    def _write_markers(self, directories: list[str]) -> _Pending:
-        """Write one marker per directory on the source; collects {directory: marker path or None}."""
-        if len(directories) > 1:
-            future = self.submit("markers", write_markers, self.src.ssh, directories, self.token)
-            return _Pending([future], lambda: future.result() or dict.fromkeys(directories))
-        futures = {d: self.submit("marker", write_marker, self.src.ssh, d, self.token) for d in directories}
-        return _Pending(list(futures.values()), lambda: {d: f.result() for d, f in futures.items()})
+    # Each remote command costs the host a start of the account's shell, which dominates on a busy
+    # host: several disks on one destination go in one command (one alone keeps the plain probe).
 
     def _queries(self, known: list[_Guest], destination: str, markers: Mapping) -> dict[tuple, DiskQuery]:
         """Each distinct disk path of the guests, as ``destination`` is asked about it."""
@@ -307,17 +290,19 @@ class _Rounds:
             (g.key, p.info.target): submit("disk size", mg.block_size, src.conn, g.info.uuid, p.info.target)
             for g in known if self.copying for p in g.plans if p.copy_candidate and p.path
         }
-        # The source resolves every destination's name in one command.
+        # One exec per host for this round (each exec costs the host a start of the account's
+        # shell): the source resolves every destination's name and writes the markers; each
+        # destination resolves the source, reads its qemu.conf and starts its listener.
         wanted_names = list(dict.fromkeys(d.facts.hostname for d in dsts if d.facts is not None))
-        f_res_src_all = (submit("source resolves destinations", resolve_names, src.ssh, wanted_names)
-                         if src.ssh is not None and wanted_names else None)
-        f_res_dst = {d.name: submit("destination resolves source", resolve, d.ssh, src.facts.hostname)
-                     for d in dsts if d.ssh is not None and src.facts is not None}
-        f_identity = {d.name: submit("qemu user", qemu_identity, d.ssh) for d in dsts if d.ssh is not None}
-        f_listener = {d.name: submit("listener", start_listener, d.ssh, ipv6=":" in d.endpoint.migration_host)
-                      for d in with_ssh}
         directories = sorted({p.directory for g in known for p in g.plans if p.directory}) if with_ssh else []
-        f_markers = self._write_markers(directories)
+        f_src_round = (submit("source round", _source_round, src.ssh, wanted_names, directories, self.token)
+                       if src.ssh is not None and (wanted_names or directories) else None)
+        src_hostname = src.facts.hostname if src.facts is not None else None
+        f_dst_round = {
+            d.name: submit("destination round", _destination_round, d.ssh, src_hostname,
+                           listener=d in with_ssh, ipv6=":" in d.endpoint.migration_host)
+            for d in dsts if d.ssh is not None
+        }
         markers: dict[str, str | None] = {}
         try:
             # --- round 3, each probe as soon as what it needs has come: the source connects to
@@ -336,30 +321,36 @@ class _Rounds:
                             "cpu compare", mg.compare_guest_cpu, d.conn, guest_xml=xml, arch=g.info.arch,
                             domain_type=g.info.domain_type, machine=g.info.machine)
             by_name = {d.name: d for d in dsts}
-            listener_of = {f: name for name, f in f_listener.items()}
+            round_of = {f: name for name, f in f_dst_round.items()}
             f_connect: dict[str, Future] = {}
             f_disks: dict[str, Callable[[], dict]] = {}
+            answers: dict[str, _DestinationAnswers] = {}
             markers_in = False
-            pending = set(f_markers.futures) | set(f_identity.values()) | set(listener_of)
+            pending = set(round_of) | ({f_src_round} if f_src_round is not None else set())
             while True:
-                for f in [f for f in listener_of if f.done() and listener_of[f] not in f_connect]:
-                    d = by_name[listener_of[f]]
-                    port_now = f.result()
-                    # No listener: at least learn whether the address answers, on the SSH port.
-                    f_connect[d.name] = submit("connect from source", try_connect, src.ssh, d.endpoint.migration_host,
-                                               port_now if port_now is not None else d.endpoint.ssh_port)
-                if not markers_in and all(f.done() for f in f_markers.futures):
-                    markers, markers_in = f_markers.collect(), True
+                for f in [f for f in round_of if f.done() and round_of[f] not in answers]:
+                    answers[round_of[f]] = f.result() or _DestinationAnswers()
+                for name, answer in answers.items():
+                    d = by_name[name]
+                    if d in with_ssh and name not in f_connect:
+                        # No listener: at least learn whether the address answers, on the SSH port.
+                        f_connect[name] = submit("connect from source", try_connect, src.ssh,
+                                                 d.endpoint.migration_host,
+                                                 answer.port if answer.port is not None else d.endpoint.ssh_port)
+                if not markers_in and (f_src_round is None or f_src_round.done()):
+                    src_answers = done(f_src_round) or ({}, {})
+                    markers = {dr: src_answers[1].get(dr) for dr in directories}
+                    markers_in = True
                 if markers_in:
-                    for name, f in f_identity.items():
-                        if f.done() and name not in f_disks:
+                    for name, answer in answers.items():
+                        if name not in f_disks:
                             f_disks[name] = self._probe_disks(by_name[name], self._queries(known, name, markers),
-                                                              f.result())
+                                                              answer.identity)
                 if not pending:
                     break
                 _finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-            identity = {name: f.result() for name, f in f_identity.items()}
-            port = {name: f.result() for name, f in f_listener.items()}
+            identity = {name: a.identity for name, a in answers.items()}
+            port = {d.name: answers[d.name].port if d.name in answers else None for d in with_ssh}
             disk_probes: dict[tuple, DiskProbe | None] = {k: v for collect in f_disks.values() for k, v in collect().items()}
             connect = {name: f.result() for name, f in f_connect.items()}
         finally:
@@ -407,7 +398,7 @@ class _Rounds:
         done(f_cleanup)
 
         # --- assemble
-        res_src = done(f_res_src_all) or {}
+        res_src = (done(f_src_round) or ({}, {}))[0] or {}
         source_side = src.side()
         sides = {d.name: d.side() for d in dsts}
         base: dict[str, GuestSide] = {}
@@ -427,7 +418,7 @@ class _Rounds:
                     source=source_side,
                     destination=sides[d.name],
                     source_resolves_destination=res_src.get(d.facts.hostname) if d.facts is not None else None,
-                    destination_resolves_source=done(f_res_dst.get(d.name)),
+                    destination_resolves_source=answers[d.name].resolved if d.name in answers else None,
                     migration_address_reachable=address_ok,
                     ports_reachable=ports_ok,
                     destination_has_domain_name=bool(g.info and d.domains is not None and g.info.name in names),
@@ -489,6 +480,46 @@ class _Rounds:
         ]
         # Several directories: the smallest free space (the check compares it with the sum of all copies).
         return min(rooms) if rooms and all(r is not None for r in rooms) else None
+
+
+@dataclass(frozen=True)
+class _DestinationAnswers:
+    """What a destination said in round 2 (None where it could not say)."""
+
+    resolved: list[str] | None = None  # how it resolves the source's hostname
+    identity: probes.QemuIdentity | None = None
+    port: int | None = None  # its one-shot listener's port
+
+
+def _answer(what: str, value):
+    """A batched step's value, or None ("could not verify") when it raised."""
+    if isinstance(value, AdapterError):
+        log.info("preflight probe %s failed: %s", what, value)
+        return None
+    return value
+
+
+def _source_round(ssh, names: list[str], directories: list[str], token: str):
+    """Round 2 on the source in one exec: ({name: addresses} or None, {directory: marker path or None})."""
+    steps = ([resolve_names_step(names)] if names else []) + (
+        [write_markers_step(directories, token)] if directories else [])
+    values = iter(run_steps(ssh, steps))
+    resolved = _answer("source resolves destinations", next(values)) if names else None
+    made = _answer("markers", next(values)) if directories else None
+    return resolved, made or dict.fromkeys(directories)
+
+
+def _destination_round(ssh, source_hostname: str | None, *, listener: bool, ipv6: bool) -> _DestinationAnswers:
+    """Round 2 on a destination in one exec: resolve the source, read qemu.conf, start the listener."""
+    steps = [qemu_identity_step()] + ([listener_step(ssh.target.address)] if listener else []) + (
+        [resolve_names_step([source_hostname])] if source_hostname else [])
+    values = iter(run_steps(ssh, steps))
+    identity = _answer("qemu user", next(values))
+    port = _answer("listener", next(values)) if listener else None
+    resolved = _answer("destination resolves source", next(values)) if source_hostname else None
+    if port == probes.NO_PYTHON:
+        port = run_probe("listener (socat)", probes.socat_listener, ssh, ipv6=ipv6)
+    return _DestinationAnswers(resolved=resolved[source_hostname] if resolved else None, identity=identity, port=port)
 
 
 def gather_evacuation(

@@ -13,6 +13,7 @@ import secrets
 import shlex
 from dataclasses import dataclass
 
+from .batch import Step, run_step
 from .errors import CommandFailed
 from .ssh import CommandResult, SSHSession
 
@@ -140,31 +141,39 @@ def parse_getent_ahosts(output: str) -> list[str]:
 RESOLVE_SH = 'nonce=$1; shift; for n in "$@"; do getent ahosts "$n"; printf "%s %s\\n" "$nonce" "$?"; done'
 
 
+def resolve_names_step(names: list[str]) -> Step:
+    """``resolve_names`` as a Step (its parse gives {name: addresses}), to run alone or batched."""
+    if len(names) == 1:
+        def parse_one(out: CommandResult) -> dict[str, list[str]]:
+            _raise_unless(out, allowed=(0, 2))  # 2: the name does not resolve
+            return {names[0]: parse_getent_ahosts(out.stdout) if out.exit_status == 0 else []}
+        return Step(["getent", "ahosts", names[0]], parse_one, timeout=30.0)
+    nonce = secrets.token_hex(8)
+
+    def parse(out: CommandResult) -> dict[str, list[str]]:
+        resolved: dict[str, list[str]] = {}
+        lines: list[str] = []
+        pending = list(names)
+        for line in out.stdout.splitlines():
+            head, _, status = line.partition(" ")
+            if head == nonce and status.isdigit() and pending:
+                if int(status) not in (0, 2):
+                    raise CommandFailed(out.argv, int(status), "\n".join(lines), out.stderr)
+                resolved[pending.pop(0)] = parse_getent_ahosts("\n".join(lines)) if status == "0" else []
+                lines = []
+            else:
+                lines.append(line)
+        if pending:
+            raise CommandFailed(out.argv, out.exit_status, out.stdout, out.stderr)
+        return resolved
+    return Step(["sh", "-c", RESOLVE_SH, "resolve", nonce, *names], parse, timeout=30.0)
+
+
 def resolve_names(session: SSHSession, names: list[str]) -> dict[str, list[str]]:
     """How the host itself resolves each name (``getent ahosts``); [] if it cannot. One command for all."""
-    if len(names) == 1:
-        out = session.run(["getent", "ahosts", names[0]], check=False)
-        _raise_unless(out, allowed=(0, 2))  # 2: the name does not resolve
-        return {names[0]: parse_getent_ahosts(out.stdout) if out.exit_status == 0 else []}
-    resolved: dict[str, list[str]] = {}
     if not names:
-        return resolved
-    nonce = secrets.token_hex(8)
-    out = session.run(["sh", "-c", RESOLVE_SH, "resolve", nonce, *names], check=False)
-    lines: list[str] = []
-    pending = list(names)
-    for line in out.stdout.splitlines():
-        head, _, status = line.partition(" ")
-        if head == nonce and status.isdigit() and pending:
-            if int(status) not in (0, 2):
-                raise CommandFailed(out.argv, int(status), "\n".join(lines), out.stderr)
-            resolved[pending.pop(0)] = parse_getent_ahosts("\n".join(lines)) if status == "0" else []
-            lines = []
-        else:
-            lines.append(line)
-    if pending:
-        raise CommandFailed(out.argv, out.exit_status, out.stdout, out.stderr)
-    return resolved
+        return {}
+    return run_step(session, resolve_names_step(names))
 
 
 def _raise_unless(result: CommandResult, *, allowed: tuple[int, ...]) -> None:

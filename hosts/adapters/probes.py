@@ -15,8 +15,9 @@ import secrets
 from dataclasses import dataclass
 
 from . import facts as host_facts
+from .batch import Step, run_step
 from .errors import CommandFailed
-from .ssh import SSHSession
+from .ssh import CommandResult, SSHSession
 
 log = logging.getLogger(__name__)
 
@@ -416,47 +417,70 @@ def resolve(session: SSHSession, name: str) -> list[str]:
     return host_facts.resolve_names(session, [name])[name]
 
 
+def qemu_identity_step() -> Step:
+    """``qemu_identity`` as a Step, to run alone or batched."""
+    nonce = secrets.token_hex(8)
+
+    def parse(result: CommandResult) -> QemuIdentity:
+        conf, sep, rest = result.stdout.partition(f"\n{nonce} ")
+        status_text, _, os_text = rest.partition("\n")
+        if not sep or not status_text.isdigit():
+            raise CommandFailed(result.argv, result.exit_status, result.stdout, result.stderr)
+        status = int(status_text)
+        if status not in (0, 1, 2):  # 1: no such lines, 2: no such file
+            raise CommandFailed(result.argv, status, conf, result.stderr)
+        text = conf if status == 0 else ""
+        if re.search(r"^\s*#?\s*user\s*=", text, re.MULTILINE):
+            return parse_qemu_conf(text)
+        return parse_qemu_conf(text, distro_default_user=distro_qemu_user(host_facts.parse_os_release(os_text)))
+    return Step(["sh", "-c", QEMU_IDENTITY_SH, "qemu-identity", QEMU_CONF_PATTERN, nonce], parse,
+                timeout=PROBE_TIMEOUT_S)
+
+
 def qemu_identity(session: SSHSession) -> QemuIdentity:
     """Who QEMU runs as on that host (its /etc/libvirt/qemu.conf, else the distro default).
 
     One command reads both the qemu.conf lines and the os-release the default depends on.
     """
-    nonce = secrets.token_hex(8)
-    result = session.run(["sh", "-c", QEMU_IDENTITY_SH, "qemu-identity", QEMU_CONF_PATTERN, nonce], check=False,
-                         timeout=PROBE_TIMEOUT_S)
-    conf, sep, rest = result.stdout.partition(f"\n{nonce} ")
-    status_text, _, os_text = rest.partition("\n")
-    if not sep or not status_text.isdigit():
-        raise CommandFailed(result.argv, result.exit_status, result.stdout, result.stderr)
-    status = int(status_text)
-    if status not in (0, 1, 2):  # 1: no such lines, 2: no such file
-        raise CommandFailed(result.argv, status, conf, result.stderr)
-    text = conf if status == 0 else ""
-    if re.search(r"^\s*#?\s*user\s*=", text, re.MULTILINE):
-        return parse_qemu_conf(text)
-    return parse_qemu_conf(text, distro_default_user=distro_qemu_user(host_facts.parse_os_release(os_text)))
+    return run_step(session, qemu_identity_step())
+
+
+NO_PYTHON = -1  # listener_step's answer when the host has no python3 (start_listener then tries socat)
+
+
+def _listener_port(result: CommandResult, address: str) -> int | None:
+    text = result.stdout.strip()
+    if result.exit_status != 0 or not text.isdigit():
+        log.info("no listener on %s (exit %s): %s", address, result.exit_status, result.stderr.strip()[-200:])
+        return None
+    return int(text)
+
+
+def listener_step(address: str = "") -> Step:
+    """The python3 one-shot listener as a Step: its port, None, or NO_PYTHON (see ``start_listener``)."""
+    low, high, life = str(MIGRATION_PORT_MIN), str(MIGRATION_PORT_MAX), str(LISTENER_LIFETIME_S)
+    return Step(
+        ["timeout", str(LISTENER_LIFETIME_S), "python3", "-c", LISTENER_PY, low, high, life],
+        lambda result: NO_PYTHON if result.exit_status == 127 else _listener_port(result, address),
+        timeout=PROBE_TIMEOUT_S,
+    )
+
+
+def socat_listener(session: SSHSession, *, ipv6: bool = False) -> int | None:
+    """The one-shot listener with socat, for a host without python3; its port, or None."""
+    low, high, life = str(MIGRATION_PORT_MIN), str(MIGRATION_PORT_MAX), str(LISTENER_LIFETIME_S)
+    result = session.run(
+        ["sh", "-c", LISTENER_SOCAT_SH, "listener", low, high, life, ",pf=ip6" if ipv6 else ""],
+        check=False,
+        timeout=PROBE_TIMEOUT_S,
+    )
+    return _listener_port(result, session.target.address)
 
 
 def start_listener(session: SSHSession, *, ipv6: bool = False) -> int | None:
     """Start a one-shot TCP listener on a free migration port; its port, or None if it could not."""
-    low, high, life = str(MIGRATION_PORT_MIN), str(MIGRATION_PORT_MAX), str(LISTENER_LIFETIME_S)
-    result = session.run(
-        ["timeout", str(LISTENER_LIFETIME_S), "python3", "-c", LISTENER_PY, low, high, life],
-        check=False,
-        timeout=PROBE_TIMEOUT_S,
-    )
-    if result.exit_status == 127:  # no python3 there: try socat
-        result = session.run(
-            ["sh", "-c", LISTENER_SOCAT_SH, "listener", low, high, life, ",pf=ip6" if ipv6 else ""],
-            check=False,
-            timeout=PROBE_TIMEOUT_S,
-        )
-    text = result.stdout.strip()
-    if result.exit_status != 0 or not text.isdigit():
-        log.info("no listener on %s (exit %s): %s", session.target.address,
-                 result.exit_status, result.stderr.strip()[-200:])
-        return None
-    return int(text)
+    port = run_step(session, listener_step(session.target.address))
+    return socat_listener(session, ipv6=ipv6) if port == NO_PYTHON else port
 
 
 def try_connect(session: SSHSession, address: str, port: int) -> str | None:
@@ -485,24 +509,26 @@ def write_marker(session: SSHSession, directory: str, token: str) -> str | None:
     return path
 
 
+def write_markers_step(directories: list[str], token: str) -> Step:
+    """``write_markers`` as a Step, to run alone or batched."""
+    def parse(result: CommandResult) -> dict[str, str | None]:
+        paths = result.stdout.split("\0")[: len(directories)]
+        made: dict[str, str | None] = {}
+        for i, directory in enumerate(directories):
+            path = paths[i] if i < len(paths) else ""
+            expected = posixpath.join(directory, MARKER_PREFIX)
+            ok = path.startswith(expected) and "\n" not in path[len(expected):] and "/" not in path[len(expected):]
+            made[directory] = path if ok else None
+            if not ok:
+                log.info("no marker in %s: %s", directory, result.stderr.strip()[-200:])
+        return made
+    return Step(["sh", "-c", MARKERS_SH, "markers", MARKER_PREFIX, *directories], parse, stdin=token,
+                timeout=PROBE_TIMEOUT_S + 0.2 * len(directories))
+
+
 def write_markers(session: SSHSession, directories: list[str], token: str) -> dict[str, str | None]:
     """A marker holding ``token`` in each directory, in one command: {directory: its path, or None}."""
-    result = session.run(
-        ["sh", "-c", MARKERS_SH, "markers", MARKER_PREFIX, *directories],
-        check=False,
-        stdin=token,
-        timeout=PROBE_TIMEOUT_S + 0.2 * len(directories),
-    )
-    paths = result.stdout.split("\0")[: len(directories)]
-    made: dict[str, str | None] = {}
-    for i, directory in enumerate(directories):
-        path = paths[i] if i < len(paths) else ""
-        expected = posixpath.join(directory, MARKER_PREFIX)
-        ok = path.startswith(expected) and "\n" not in path[len(expected):] and "/" not in path[len(expected):]
-        made[directory] = path if ok else None
-        if not ok:
-            log.info("no marker in %s on %s: %s", directory, session.target.address, result.stderr.strip()[-200:])
-    return made
+    return run_step(session, write_markers_step(directories, token))
 
 
 def remove_markers(session: SSHSession, paths: list[str]) -> None:

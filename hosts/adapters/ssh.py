@@ -92,6 +92,7 @@ class CommandResult:
     stdout: str
     stderr: str
     duration_s: float
+    truncated: bool = False  # output was cut at a bound (batched commands)
 
     @property
     def ok(self) -> bool:

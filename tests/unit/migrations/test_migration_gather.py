@@ -16,6 +16,7 @@ import libvirt
 import pytest
 
 from hosts.adapters import probes as P
+from hosts.adapters.batch import BATCH_SH
 from hosts.adapters.errors import CommandTimeout, DomainNotFound, HostAuthError, HostUnreachable
 from hosts.adapters.libvirt import DiskInfo
 from migrations_app import gather as G
@@ -28,7 +29,7 @@ GUEST_UUID = "1b4e28ba-2fa1-11d2-883f-0016d3cca427"
 LIVE = MigrationOptions()
 COPY = MigrationOptions(copy_storage=True)
 KNOWN_SCRIPTS = {P.LISTENER_PY, P.LISTENER_SOCAT_SH, P.CONNECT_SH, P.MARKER_SH, P.DISK_PROBE_SH, P.DIGEST_SH,
-                 P.QEMU_IDENTITY_SH}
+                 P.QEMU_IDENTITY_SH, P.MARKERS_SH, BATCH_SH}
 QEMU_CONF = "/etc/libvirt/qemu.conf"
 # What a probe's command line starts with, to make it fail.
 PROBE_PREFIX = {
