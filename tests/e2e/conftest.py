@@ -178,7 +178,11 @@ def portal(portal_template, redis_url, tmp_path_factory):
     assert "Exception inside application" not in daphne_log, daphne_log[-3000:]
 
 
-@pytest.fixture(scope="session")
+# One browser per module, not per session: Playwright's sync API keeps an event loop running in
+# the main thread while it is open, and Django refuses ORM calls from a thread with a running
+# loop ("You cannot call this from an async context"). pytest-django runs the lab tests that
+# need no test database (the fault matrix among them) after the browser tests.
+@pytest.fixture(scope="module")
 def browser():
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
