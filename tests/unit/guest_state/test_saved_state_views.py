@@ -26,10 +26,10 @@ def test_guest_page_offers_save_and_lists_states(operator_client, vm):
 
 def test_save_posts_to_the_service_and_shows_the_state(operator_client, vm, django_capture_on_commit_callbacks):
     response = operator_client.post(reverse("guest_state:save", args=[vm.pk]),
-                                    {"directory": "/srv/save", "note": "n1"})
+                                    {"directory": "/srv/save", "note": "before upgrading postgres 15 to 16"})
     state = SavedState.objects.get()
     assert response.status_code == 302 and response["Location"] == state.get_absolute_url()
-    assert operator_client.get(reverse("guest_state:list")).content.decode().count("n1") == 1
+    assert operator_client.get(reverse("guest_state:list")).content.decode().count("before upgrading postgres 15 to 16") == 1
 
 
 @pytest.mark.parametrize("data, words", [({"directory": "/etc"}, "system directory"),
