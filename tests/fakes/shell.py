@@ -16,6 +16,7 @@ import re
 import shlex
 
 from hosts.adapters import batch, facts as host_facts, probes
+from hosts.adapters.errors import AdapterError
 from hosts.adapters.ssh import CommandResult
 from storage.facts import FSTAB, GANESHA_CONF
 from storage.nfs_checks import GANESHA_PIDFILE
@@ -384,13 +385,13 @@ class Shell:
     def _cmd_sh(self, argv, args, stdin):
         script, params = args[1], args[3:]  # args[2] is the script's $0
         if script == batch.BATCH_SH:  # $1 nonce, $2 bound, then (shlex-joined argv, stdin) pairs
-            # A command that fails the way a connection does (an injected exception) ends the
-            # batch's output there, as a dropped connection or a timeout would.
+            # A command that fails the way a connection does (an injected adapter error) ends
+            # the batch's output there, as a dropped connection or a timeout would.
             pairs, results = params[2:], []
             for i in range(0, len(pairs) - 1, 2):
                 try:
                     results.append(self.answer(shlex.split(pairs[i]), pairs[i + 1] or None))
-                except Exception:
+                except AdapterError:
                     return fail(argv, "", 255, batch.format_answers(params[0], results).rsplit(f"{params[0]} end", 1)[0])
             return ok(argv, batch.format_answers(params[0], results))
         if script == probes.LISTENER_SOCAT_SH:
