@@ -18,12 +18,15 @@ tested against what libvirt and the hosts really do, not against mocks.
     python -m lab knob dirty-guest        HOST [--name]  a guest rewriting ~96 MiB of memory in a loop
     python -m lab knob block-ports        HOST           reject TCP 49152-49215 (migration ports) into HOST
     python -m lab knob libvirtd-stop      HOST           stop HOST's libvirtd (--undo starts it again)
+    python -m lab knob libvirtd-kill      HOST           kill -9 HOST's libvirtd, as a crash (--undo starts it again)
     python -m lab knob libvirtd-restart   HOST
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -36,7 +39,7 @@ MIGRATION_PORTS = "49152:49215"
 KNOBS = (
     "cpu-model-unknown", "cpu-guest", "same-hostname", "same-uuid", "hide-host", "no-shared",
     "local-disk-guest", "shared-disk-guest", "linux-guest", "duplicate-name", "throttle", "dirty-guest", "block-ports",
-    "libvirtd-stop", "libvirtd-restart",
+    "libvirtd-stop", "libvirtd-kill", "libvirtd-restart",
 )
 
 
@@ -70,16 +73,38 @@ def stop_libvirtd(h: dict) -> None:
 
 
 def start_libvirtd(h: dict, timeout: float = 20) -> None:
+    """Start HOST's libvirtd as its init script does, and return once it answers on its TCP socket.
+
+    After a kill -9 the old pid file and sockets are left behind: libvirtd takes them over
+    (the pid file's lock died with the old daemon). A daemon that exits while starting is
+    started again, and the error quotes its log.
+    """
     if libvirtd_pid(h):
         return
-    in_host(h["anchor_pid"], ["libvirtd", "-d", "--listen", "-p", "/run/libvirtd.pid"])
+    log = config.paths().host_dir(h["name"]) / "var-log" / "libvirt" / "libvirtd.log"
     deadline = time.monotonic() + timeout
+    last = ""
     while time.monotonic() < deadline:
-        if run(["virsh", "-q", "-c", h["libvirt_uri"], "domcapabilities", "--virttype", "qemu"],
-               check=False, timeout=15).returncode == 0:
+        if not libvirtd_pid(h):
+            in_host(h["anchor_pid"], ["libvirtd", "-d", "--listen", "-p", "/run/libvirtd.pid"], check=False)
+        answer = run(["virsh", "-q", "-c", h["libvirt_uri"], "domcapabilities", "--virttype", "qemu"],
+                     check=False, timeout=15)
+        if answer.returncode == 0:
             return
+        last = answer.stderr.strip()
         time.sleep(0.1)
-    raise LabError(f"libvirtd on {h['name']} did not come back within {timeout} s")
+    tail = log.read_text(errors="replace")[-1500:] if log.exists() else "(no log)"
+    raise LabError(f"libvirtd on {h['name']} did not come back within {timeout} s: {last}\n{tail}")
+
+
+def kill_libvirtd(h: dict) -> None:
+    """kill -9 HOST's libvirtd (its guests' QEMU processes live on, as after a daemon crash)."""
+    pid = libvirtd_pid(h)
+    if pid:
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
 
 
 def knob_libvirtd_stop(h, args):
@@ -87,6 +112,14 @@ def knob_libvirtd_stop(h, args):
         start_libvirtd(h)
     else:
         stop_libvirtd(h)
+    return {"host": h["name"], "libvirtd_running": bool(libvirtd_pid(h))}
+
+
+def knob_libvirtd_kill(h, args):
+    if args.undo:
+        start_libvirtd(h)
+    else:
+        kill_libvirtd(h)
     return {"host": h["name"], "libvirtd_running": bool(libvirtd_pid(h))}
 
 

@@ -46,6 +46,22 @@ class Outcome:
     repair: str | None = None
 
 
+def ask_again(
+    source: DomainPresence, destination: DomainPresence, *, elapsed_s: float, job_wait_s: float,
+    unreachable_wait_s: float,
+) -> bool:
+    """Whether to ask both hosts again before settling, ``elapsed_s`` after the first question.
+
+    A libvirt job still reported is waited for up to ``job_wait_s`` (post-copy finishing). A
+    host that did not answer is asked again, on a new connection, up to ``unreachable_wait_s``:
+    a restarted libvirtd answers again within seconds, and settling at once would call a guest
+    that is fine "needs attention".
+    """
+    if (source.job_active or destination.job_active) and elapsed_s < job_wait_s:
+        return True
+    return (not source.reachable or not destination.reachable) and elapsed_s < unreachable_wait_s
+
+
 def _reason(presence: DomainPresence) -> str:
     """libvirt reason names, accepting the spellings people type ("post-copy failed", "migration")."""
     text = (presence.reason or "").strip().lower().replace("-", "_").replace(" ", "_")

@@ -83,7 +83,12 @@ def migrations_reconcile(*, now: datetime | None = None) -> dict:
 
 def migrations_job_lost(*, job_id: int, reason: str) -> int:
     """The worker lost job ``job_id`` (core.signals.job_lost): queue reconciling of the live or
-    cold migration it ran, at once rather than at the next sweep. Returns how many were queued."""
+    cold migration it ran, at once rather than at the next sweep. Returns how many were queued.
+
+    A migration it had settled already, whose figures were still to come, says at once that
+    they will not (the sweep would say so too, later)."""
+    for migration in Migration.objects.filter(job_id=job_id, follow_up=F.RUNNING):
+        records.migration_follow_up_lost(migration=migration, why=reason)
     return _reconcile_orphans(
         Migration.objects.filter(job_id=job_id, status__in=MIGRATION_ACTIVE_STATES),
         ColdMigration.objects.filter(job_id=job_id, status__in=COLD_ACTIVE_STATES),

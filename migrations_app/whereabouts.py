@@ -25,13 +25,17 @@ from hosts.models import Host
 
 from .choices import MigrationStatusChoices as S
 from .models import Migration
-from .reconcile import DomainPresence, Outcome, settle
+from .reconcile import DomainPresence, Outcome, ask_again, settle
 from .services import records
 
 logger = logging.getLogger(__name__)
 
 # After libvirt returns, how long to wait for a job it still reports (post-copy finishing).
 JOB_END_WAIT_S = 60.0
+# How long a host that does not answer is asked again before the outcome is settled without it
+# (within the 10 s a dead job is settled in), and how often the hosts are asked meanwhile.
+UNREACHABLE_WAIT_S = 8.0
+ASK_AGAIN_INTERVAL_S = 0.5
 
 
 def presence_on(host: Host, guest_uuid: str, *, session=None) -> DomainPresence:
@@ -54,22 +58,32 @@ def presence_on(host: Host, guest_uuid: str, *, session=None) -> DomainPresence:
 
 
 def locate_guest(
-    migration: Migration, *, job_status: str = "", wait_for_job_s: float = JOB_END_WAIT_S, sessions=None,
+    migration: Migration, *, job_status: str = "", wait_for_job_s: float = JOB_END_WAIT_S,
+    unreachable_wait_s: float | None = None, sessions=None,
 ) -> tuple[Outcome, DomainPresence, DomainPresence]:
-    """Ask both hosts (waiting a while for a libvirt job still running) and settle.
+    """Ask both hosts (again while a libvirt job still runs or a host does not answer,
+    reconcile.ask_again) and settle.
 
-    ``sessions``: the caller's open (source, destination) sessions, asked instead of new ones.
+    ``sessions``: the caller's open (source, destination) sessions, asked instead of new ones;
+    a host that did not answer is asked again on a new session (the old one may be the
+    connection its restarted libvirtd dropped).
     """
     guest_uuid = str(migration.vm_uuid)
     src_session, dst_session = sessions or (None, None)
-    deadline = time.monotonic() + wait_for_job_s
+    unreachable_wait_s = UNREACHABLE_WAIT_S if unreachable_wait_s is None else unreachable_wait_s
+    started = time.monotonic()
     while True:
         source = presence_on(migration.source, guest_uuid, session=src_session)
         destination = presence_on(migration.destination, guest_uuid, session=dst_session)
-        if not (source.job_active or destination.job_active) or time.monotonic() >= deadline:
+        if not ask_again(source, destination, elapsed_s=time.monotonic() - started, job_wait_s=wait_for_job_s,
+                         unreachable_wait_s=unreachable_wait_s):
             break
+        if not source.reachable:
+            src_session = None
+        if not destination.reachable:
+            dst_session = None
         records.migration_heartbeat(migration=migration)  # still working, not dead
-        time.sleep(1.0)
+        time.sleep(ASK_AGAIN_INTERVAL_S)
     outcome = settle(
         source, destination, job_status,
         guest=migration.vm_name, source_host=migration.source.name, destination_host=migration.destination.name,

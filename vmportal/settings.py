@@ -160,6 +160,8 @@ TEMPLATES = [
 _default_sqlite = f"sqlite:///{VAR_DIR / 'vmportal.sqlite3'}"
 if "DATABASE_URL" not in os.environ:
     VAR_DIR.mkdir(parents=True, exist_ok=True)
+# Every SQLite database of the portal (a test's own file too) is opened with these.
+SQLITE_OPTIONS = {"transaction_mode": "IMMEDIATE", "timeout": 20, "init_command": "PRAGMA journal_mode=WAL"}
 DATABASES = {
     "default": dj_database_url.config(default=_default_sqlite, conn_max_age=0),
 }
@@ -167,9 +169,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The web server, the workers and the watcher all write. IMMEDIATE takes the write lock when
     # a transaction begins (a DEFERRED one that reads first fails with "database is locked" when
     # it then writes), the timeout waits for it, and WAL lets readers go on meanwhile.
-    DATABASES["default"].setdefault("OPTIONS", {}).update(
-        {"transaction_mode": "IMMEDIATE", "timeout": 20, "init_command": "PRAGMA journal_mode=WAL"}
-    )
+    DATABASES["default"].setdefault("OPTIONS", {}).update(SQLITE_OPTIONS)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [

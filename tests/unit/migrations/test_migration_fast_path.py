@@ -248,3 +248,14 @@ def test_figures_whose_job_died_are_said_lost_by_the_reconciler(two_hosts, world
     assert migration.status == S.SUCCEEDED and migration.follow_up == F.FAILED
     assert f"job #{migration.job_id} ended (failed)" in migration.follow_up_note
     assert reconciler.migrations_reconcile()["follow_ups_lost"] == 0  # said once
+
+
+def test_figures_whose_work_horse_died_are_said_lost_at_once(two_hosts, world, migrate):
+    from migrations_app import reconciler
+
+    migration = migrate()
+    Migration.objects.filter(pk=migration.pk).update(follow_up=F.RUNNING)
+    reconciler.migrations_job_lost(job_id=migration.job_id, reason="its work horse (pid 7) died, killed by signal 9")
+    migration.refresh_from_db()
+    assert migration.status == S.SUCCEEDED and migration.follow_up == F.FAILED
+    assert "its work horse (pid 7) died, killed by signal 9" in migration.follow_up_note

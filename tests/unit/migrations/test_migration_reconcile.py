@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from migrations_app.reconcile import DomainPresence, Outcome, guest_location, settle
+from migrations_app.reconcile import DomainPresence, Outcome, ask_again, guest_location, settle
 
 ABSENT = DomainPresence(exists=False, state=None, reason=None, reachable=True)
 UNREACHABLE = DomainPresence(exists=False, state=None, reason=None, reachable=False)
@@ -128,3 +128,27 @@ def test_settle_offline(source, destination, status, reason_words):
 )
 def test_guest_location(source, destination, expected):
     assert guest_location(source, destination) == expected
+
+
+JOB = at("running", "migrating", job_active=True)
+
+# (source, destination, seconds since the first question, ask again?) with a 5 s wait for a
+# job still reported and 8 s for a host that does not answer.
+ASK_AGAIN_TABLE = [
+    (RUNNING, ABSENT, 0.0, False),  # both answered, no job: settle now
+    (ABSENT, RUNNING, 0.0, False),
+    (JOB, ABSENT, 0.0, True),  # libvirt still migrates: wait for it
+    (JOB, ABSENT, 4.9, True),
+    (JOB, ABSENT, 5.0, False),  # waited long enough: settle (needs attention)
+    (UNREACHABLE, RUNNING, 0.0, True),  # the source's libvirtd restarts: ask again
+    (RUNNING, UNREACHABLE, 7.9, True),
+    (RUNNING, UNREACHABLE, 8.0, False),  # still silent: settle without it (needs attention)
+    (UNREACHABLE, UNREACHABLE, 0.0, True),
+    (UNREACHABLE, JOB, 6.0, True),  # the job's wait is over, the silent host's is not
+    (JOB, UNREACHABLE, 8.0, False),
+]
+
+
+@pytest.mark.parametrize("source,destination,elapsed_s,expected", ASK_AGAIN_TABLE)
+def test_ask_again(source, destination, elapsed_s, expected):
+    assert ask_again(source, destination, elapsed_s=elapsed_s, job_wait_s=5.0, unreachable_wait_s=8.0) is expected

@@ -190,7 +190,10 @@ def test_force_complete_raises_the_downtime_step_by_step_without_postcopy(two_ho
     assert migration.status == S.SUCCEEDED
 
 
-def test_unreachable_destination_after_libvirt_returns_needs_attention(two_hosts, world, migrate):
+def test_unreachable_destination_after_libvirt_returns_needs_attention(two_hosts, world, migrate, monkeypatch):
+    from migrations_app import whereabouts
+
+    monkeypatch.setattr(whereabouts, "UNREACHABLE_WAIT_S", 0.0)  # it stays silent: no point waiting here
     src, dst, vm = two_hosts
 
     def vanish(step):
@@ -207,6 +210,31 @@ def test_unreachable_destination_after_libvirt_returns_needs_attention(two_hosts
     world["kvm-b"].reachable = True
     with pytest.raises(refusals.ServiceRefused, match="needs attention"):
         live.migration_request(vm=vm, destination=dst, options=MigrationOptions(), actor=Actor.system())
+
+
+def test_a_destination_whose_libvirtd_answers_again_is_asked_again_not_given_up_on(two_hosts, world, migrate,
+                                                                                    monkeypatch):
+    """Its libvirtd restarted as libvirt returned: asked again a moment later, it tells the truth."""
+    from migrations_app import whereabouts
+
+    src, dst, vm = two_hosts
+    asked_again = []
+
+    def vanish(step):
+        if step == world.jobs.steps - 1:
+            world["kvm-b"].libvirt_up = False
+
+    def restarted(_seconds):  # the pause between two questions: the daemon is back meanwhile
+        asked_again.append(True)
+        world["kvm-b"].libvirt_up = True
+
+    world.jobs.on_step = vanish
+    world.jobs.fail_with = migration_error("Lost connection to destination host")
+    monkeypatch.setattr(whereabouts.time, "sleep", restarted)
+    migration = migrate()
+    assert asked_again
+    assert migration.status == S.FAILED, migration.outcome
+    assert "stayed on kvm-a" in migration.outcome
 
 
 def test_a_crash_in_the_runner_is_settled_not_left_active(two_hosts, world, migrate, monkeypatch):
