@@ -1009,7 +1009,12 @@ class EventWatcher:
         _quiet_close(watch.conn)
 
     def close(self) -> None:
-        """Stop watching every host."""
+        """Stop watching every host.
+
+        A qemu+ssh connection's ssh process is ended and reaped by libvirt itself, in its
+        event loop thread once the closed connection's last reference goes: a moment after
+        this returns (within ~20 ms in the lab), not before. Nothing is left behind.
+        """
         for uri in self.watching():
             self.unwatch(uri)
 

@@ -289,7 +289,8 @@ def test_event_watcher_reports_a_lost_connection_and_can_reconnect(hosts, pins):
             if event.domain_uuid == guest.uuid:
                 seen.append((event.event, event.detail))
         assert seen == [("suspended", "paused"), ("resumed", "unpaused")]
-    # Closing the watcher ends its tunnel; the ssh process exits a moment after the close returns.
+    # Closing the watcher ends its tunnel: libvirt's event loop thread ends and reaps the ssh process a
+    # moment after close() returns (EventWatcher.close), so it is awaited, not looked for at once.
     deadline = time.monotonic() + 10
     while not _ssh_children() <= before and time.monotonic() < deadline:
         time.sleep(0.05)

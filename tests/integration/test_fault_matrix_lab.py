@@ -342,9 +342,18 @@ def test_database_locked_while_finishing(portal, lab):
         (portal.holds / "hold-finishing").unlink()  # the horse goes on to write the end
         time.sleep(DB_LOCKED_S)  # the fault's duration, not a wait for something
 
+    statuses_while_locked = []
+
+    def restore(_src, _dst):
+        # The end was not written past the lock: the record still says "completing" as it is released.
+        statuses_while_locked.extend(row[0] for row in locker.execute(
+            f"SELECT status FROM {Migration._meta.db_table} ORDER BY id DESC LIMIT 1"))
+        locker.execute("COMMIT")
+
     try:
         m = run_row(portal, lab, "database locked 5 s / finishing", inject, status=S.COMPLETING, options=FAST,
-                    hold="finishing", restore=lambda _s, _d: locker.execute("COMMIT"))
+                    hold="finishing", restore=restore)
+        assert statuses_while_locked == [S.COMPLETING]
         assert m.status == S.SUCCEEDED, m.outcome
     finally:
         if locker.in_transaction:
