@@ -107,20 +107,18 @@ def kill_libvirtd(h: dict) -> None:
             time.sleep(0.02)
 
 
-def knob_libvirtd_stop(h, args):
-    if args.undo:
-        start_libvirtd(h)
-    else:
-        stop_libvirtd(h)
+def _libvirtd_down(h, args, take_down) -> dict:
+    """libvirtd taken down by ``take_down`` (--undo starts it again)."""
+    (start_libvirtd if args.undo else take_down)(h)
     return {"host": h["name"], "libvirtd_running": bool(libvirtd_pid(h))}
+
+
+def knob_libvirtd_stop(h, args):
+    return _libvirtd_down(h, args, stop_libvirtd)
 
 
 def knob_libvirtd_kill(h, args):
-    if args.undo:
-        start_libvirtd(h)
-    else:
-        kill_libvirtd(h)
-    return {"host": h["name"], "libvirtd_running": bool(libvirtd_pid(h))}
+    return _libvirtd_down(h, args, kill_libvirtd)
 
 
 def knob_libvirtd_restart(h, args):
