@@ -23,6 +23,22 @@ def register_scoped_role_rank(func) -> None:
         _scoped_rank_sources.append(func)
 
 
+_job_scopes: list = []
+
+
+def register_job_scope(func) -> None:
+    """``func(user, jobs) -> jobs``: a higher app narrows jobs to those whose record the user may see."""
+    if func not in _job_scopes:
+        _job_scopes.append(func)
+
+
+def jobs_visible(user, jobs):
+    """The jobs of ``jobs`` the user may see (every registered scope applies)."""
+    for scope in _job_scopes:
+        jobs = scope(user, jobs)
+    return jobs
+
+
 def user_role_rank(user) -> int:
     """Index in ROLE_ORDER of the highest role the user holds globally or on some objects, or -1."""
     rank = global_role_rank(user)

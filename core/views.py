@@ -1,4 +1,5 @@
 from django.contrib.auth import views as auth_views
+from django.core.exceptions import PermissionDenied
 from django.core.handlers.asgi import ASGIRequest
 from django.http import Http404, HttpResponseRedirect, StreamingHttpResponse
 from django.urls import reverse
@@ -15,7 +16,7 @@ from .audit_export import FORMATS, aexport_lines, audit_export_start, export_lin
 from .filtersets import filtered_events
 from .audit_jobs import AUDIT_VERIFY_KIND, audit_verify_request
 from .models import AuditCheckpoint, AuditEvent, Job
-from .roles import AdminRequiredMixin, ViewerRequiredMixin
+from .roles import AdminRequiredMixin, ViewerRequiredMixin, jobs_visible
 
 JOB_PAGE_SIZE = 100
 # Events shown before and after one on its page.
@@ -36,13 +37,20 @@ class JobListView(ViewerRequiredMixin, ListView):
     context_object_name = "jobs"
 
     def get_queryset(self):
-        return Job.objects.select_related("created_by").defer("log", "result")[:JOB_PAGE_SIZE]
+        jobs = jobs_visible(self.request.user, Job.objects.select_related("created_by").defer("log", "result"))
+        return jobs[:JOB_PAGE_SIZE]
 
 
 class JobDetailView(ViewerRequiredMixin, DetailView):
     model = Job
     template_name = "core/job_detail.html"
     context_object_name = "job"
+
+    def get_object(self, queryset=None):
+        job = super().get_object(queryset)
+        if not jobs_visible(self.request.user, Job.objects.filter(pk=job.pk)).exists():
+            raise PermissionDenied("This job acts on hosts outside your host groups.")
+        return job
 
 
 def _filter_params(request) -> dict:

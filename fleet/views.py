@@ -9,8 +9,9 @@ from django.views.generic import TemplateView
 
 from core.actors import Actor
 from core.errors import ServiceRefused
-from core.roles import OperatorRequiredMixin, ViewerRequiredMixin
-from hosts.models import Host
+from core.choices import RoleChoices
+from core.roles import OperatorRequiredMixin, ViewerRequiredMixin, user_has_role
+from hosts.permissions import HostAccessMixin, hosts_for
 
 from . import facts, services
 
@@ -18,6 +19,12 @@ from . import facts, services
 def _basis(request) -> str:
     basis = request.GET.get("basis") or request.POST.get("basis") or "assigned"
     return basis if basis in facts.BASES else "assigned"
+
+
+def fleet_scope(user):
+    """The hosts the page judges: those the user may operate on (may see, for a viewer)."""
+    role = RoleChoices.OPERATOR if user_has_role(user, RoleChoices.OPERATOR) else RoleChoices.VIEWER
+    return hosts_for(user, role)
 
 
 class FleetView(ViewerRequiredMixin, TemplateView):
@@ -28,14 +35,23 @@ class FleetView(ViewerRequiredMixin, TemplateView):
         basis = _basis(self.request)
         context["basis"] = basis
         context["bases"] = facts.BASES
-        context["outcomes"] = services.recommendations(basis=basis)
-        context["hosts"] = Host.objects.order_by("name")
+        scope = fleet_scope(self.request.user)
+        context["outcomes"] = services.recommendations(basis=basis, hosts=scope)
+        context["hosts"] = scope.order_by("name")
         return context
 
 
-class RecommendationApplyView(OperatorRequiredMixin, View):
+class RecommendationApplyView(OperatorRequiredMixin, HostAccessMixin, View):
+    """Operator on every host the recommendation moves guests from or to."""
+
+    host_role = RoleChoices.OPERATOR
+
     def post(self, request):
         rec_id = (request.POST.get("rec_id") or "")[:64]
+        # An id of the whole fleet's recommendations touching hosts outside the user's groups: 403.
+        rec = services.recommendation_find(rec_id=rec_id, basis=_basis(request))
+        if rec is not None:
+            self.require_hosts(services.recommendation_hosts(rec), RoleChoices.OPERATOR)
         if request.POST.get("confirm") != "yes":
             messages.error(request, "Tick “I have read the moves” to apply the recommendation.")
             return redirect("fleet:fleet")
