@@ -10,8 +10,8 @@ from django.views.generic import TemplateView
 from core.actors import Actor
 from core.errors import ServiceRefused
 from core.choices import RoleChoices
-from core.roles import OperatorRequiredMixin, ViewerRequiredMixin, user_has_role
-from hosts.permissions import HostAccessMixin, hosts_for
+from core.roles import OperatorRequiredMixin, ViewerRequiredMixin
+from hosts.permissions import HostAccessMixin, hosts_to_plan_on
 
 from . import facts, services
 
@@ -19,12 +19,6 @@ from . import facts, services
 def _basis(request) -> str:
     basis = request.GET.get("basis") or request.POST.get("basis") or "assigned"
     return basis if basis in facts.BASES else "assigned"
-
-
-def fleet_scope(user):
-    """The hosts the page judges: those the user may operate on (may see, for a viewer)."""
-    role = RoleChoices.OPERATOR if user_has_role(user, RoleChoices.OPERATOR) else RoleChoices.VIEWER
-    return hosts_for(user, role)
 
 
 class FleetView(ViewerRequiredMixin, TemplateView):
@@ -35,7 +29,7 @@ class FleetView(ViewerRequiredMixin, TemplateView):
         basis = _basis(self.request)
         context["basis"] = basis
         context["bases"] = facts.BASES
-        scope = fleet_scope(self.request.user)
+        scope = hosts_to_plan_on(self.request.user)
         context["outcomes"] = services.recommendations(basis=basis, hosts=scope)
         context["hosts"] = scope.order_by("name")
         return context

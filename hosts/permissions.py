@@ -25,7 +25,7 @@ from django.db.models.functions import Cast
 
 from core.choices import ROLE_ORDER, RoleChoices
 from core.ids import parse_id
-from core.roles import global_role_rank
+from core.roles import global_role_rank, user_role_rank
 
 from .models import Host, HostGroupGrant, VirtualMachine
 
@@ -72,6 +72,13 @@ def hosts_for(user, role: RoleChoices, hosts=None):
         return hosts
     groups = [group for group, rank in _grants(user).items() if rank >= rank_of(role)]
     return hosts.filter(host_groups__in=groups).distinct()
+
+
+def hosts_to_plan_on(user):
+    """The hosts a plan shown to the user may use (an evacuation's destinations, a balance's
+    hosts): those they may operate on; for a viewer, who cannot confirm, those they may see."""
+    role = RoleChoices.OPERATOR if user_role_rank(user) >= rank_of(RoleChoices.OPERATOR) else RoleChoices.VIEWER
+    return hosts_for(user, role)
 
 
 def hosts_for_actor(actor, role: RoleChoices, hosts=None):

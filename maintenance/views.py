@@ -21,7 +21,7 @@ from core.choices import RoleChoices
 from core.errors import PortalError, ServiceRefused
 from core.roles import OperatorRequiredMixin, ViewerRequiredMixin, user_has_role
 from hosts.models import Host
-from hosts.permissions import HostAccessMixin, hosts_for, records_for
+from hosts.permissions import HostAccessMixin, hosts_to_plan_on, records_for
 from migrations_app.models import MigrationSample
 from migrations_app.payloads import sample_payload
 from migrations_app.verdicts import worst
@@ -59,8 +59,8 @@ def _default_form(host: Host, user) -> PlanChoicesForm:
 
 
 def _destinations(user):
-    """Where this user's plans may send guests: the hosts they may operate on."""
-    return hosts_for(user, RoleChoices.OPERATOR)
+    """Where the plans shown to this user may send guests (Confirm checks Operator on them)."""
+    return hosts_to_plan_on(user)
 
 
 class PlanView(ViewerRequiredMixin, HostAccessMixin, View):
