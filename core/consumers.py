@@ -21,7 +21,7 @@ from redis.exceptions import RedisError
 from .broadcast import AUDIT_GROUP, WARNINGS_GROUP, job_group, job_state_payload, user_group
 from .choices import RoleChoices
 from .models import AuditEvent, Job
-from .roles import jobs_visible, user_has_role
+from .roles import targets_visible, user_has_role
 from .socket_access import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED, access_close_code
 
 CLOSE_NOT_FOUND = 4404
@@ -154,7 +154,7 @@ class JobConsumer(RoleGatedConsumer):
         return job_group(self.job_id)
 
     def object_allowed(self, user) -> bool:
-        return jobs_visible(user, Job.objects.filter(pk=self.job_id)).exists()
+        return targets_visible(user, Job.objects.filter(pk=self.job_id)).exists()
 
     def current_state(self):
         job = Job.objects.get(pk=self.job_id)

@@ -23,20 +23,21 @@ def register_scoped_role_rank(func) -> None:
         _scoped_rank_sources.append(func)
 
 
-_job_scopes: list = []
+_target_scopes: list = []
 
 
-def register_job_scope(func) -> None:
-    """``func(user, jobs) -> jobs``: a higher app narrows jobs to those whose record the user may see."""
-    if func not in _job_scopes:
-        _job_scopes.append(func)
+def register_target_scope(func) -> None:
+    """``func(user, rows) -> rows``: a higher app narrows jobs or audit events (rows with
+    ``target_type`` / ``target_id``) to those whose target the user may see."""
+    if func not in _target_scopes:
+        _target_scopes.append(func)
 
 
-def jobs_visible(user, jobs):
-    """The jobs of ``jobs`` the user may see (every registered scope applies)."""
-    for scope in _job_scopes:
-        jobs = scope(user, jobs)
-    return jobs
+def targets_visible(user, rows):
+    """The rows (jobs, audit events) of ``rows`` the user may see (every registered scope applies)."""
+    for scope in _target_scopes:
+        rows = scope(user, rows)
+    return rows
 
 
 def user_role_rank(user) -> int:

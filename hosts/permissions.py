@@ -11,7 +11,7 @@ Records of other apps (a migration, an evacuation, a share, a window…) name th
 class attribute ``host_paths`` (field paths to hosts: ``("source", "destination")``,
 ``("hosts",)``). A user may see or act on a record when they hold the role on every host it
 names: ``records_for`` narrows a list, ``record_hosts`` gives one record's hosts for
-``HostAccessMixin`` (``access_model``), and ``jobs_for`` narrows jobs by their target record.
+``HostAccessMixin`` (``access_model``), and ``targets_for`` narrows jobs by their target record.
 """
 
 from __future__ import annotations
@@ -134,10 +134,11 @@ def user_may_record(user, role: RoleChoices, record) -> bool:
     return all(user_may(user, role, host) for host in record_hosts(record))
 
 
-def jobs_for(user, jobs):
-    """``jobs`` narrowed to those whose target record (or host) the user may see."""
+def targets_for(user, rows):
+    """Jobs or audit events (``rows``) narrowed to those whose target record (or host) the user
+    may see; a target naming no host (a person, a group) is for users with a global role."""
     if global_role_rank(user) >= rank_of(RoleChoices.VIEWER):
-        return jobs
+        return rows
     visible = Q(pk__in=[])
     for model in apps.get_models():
         if host_paths_of(model) is None:
@@ -145,7 +146,7 @@ def jobs_for(user, jobs):
         ids = records_for(user, RoleChoices.VIEWER, model._default_manager.all())
         visible |= Q(target_type=model._meta.model_name,
                      target_id__in=ids.annotate(_id_text=Cast("pk", CharField())).values("_id_text"))
-    return jobs.filter(visible)
+    return rows.filter(visible)
 
 
 class HostAccessMixin:

@@ -220,3 +220,46 @@ def test_django_admin_is_for_superusers_only_and_says_so(teams):
     root.force_login(get_user_model().objects.create_superuser("root", "", "x-long-pass-9"))
     page = root.get("/admin/").content.decode()
     assert "superusers only" in page.lower()
+
+
+def test_every_page_with_an_id_in_its_url_checks_its_hosts():
+    """A page (GET too) that takes a record's or a host's id is host-scoped, except people and audit."""
+    from django.urls import URLPattern, URLResolver, get_resolver
+
+    from hosts.permissions import HostAccessMixin
+
+    def walk(resolver, prefix=""):
+        for entry in resolver.url_patterns:
+            if isinstance(entry, URLResolver):
+                yield from walk(entry, f"{prefix}{entry.namespace}:" if entry.namespace else prefix)
+            elif isinstance(entry, URLPattern) and entry.name:
+                yield f"{prefix}{entry.name}", entry
+
+    unscoped = {name for name, entry in walk(get_resolver())
+                if set(entry.pattern.converters) & {"pk", "host_pk", "host_id", "vm_pk"}
+                and not issubclass(getattr(entry.callback, "view_class", object), HostAccessMixin)}
+    # The job page checks through core's job scope (hosts.permissions.targets_for); people and the
+    # audit trail are not host records.
+    assert unscoped == {"core:job_detail", "core:person", "core:audit_event"}
+
+
+def test_a_hosts_load_history_is_403_outside_the_users_groups(teams):
+    client = teams["client"]
+    assert client.get(reverse("hosts:host_load", args=[teams["kvm-a"].pk])).status_code == 200
+    assert client.get(reverse("hosts:host_load", args=[teams["kvm-b"].pk])).status_code == 403
+
+
+def test_the_audit_trail_shows_a_scoped_user_only_events_of_their_hosts(teams):
+    from core.audit import audit_record_now
+    from core.choices import AuditResultChoices
+
+    for name in ("kvm-a", "kvm-b"):
+        audit_record_now(actor=Actor.system(), action="test.mark", result=AuditResultChoices.OK,
+                         target=teams[name], message=f"marked-{name}")
+    client = teams["client"]
+    page = client.get(reverse("core:audit")).content.decode()
+    assert "marked-kvm-a" in page and "marked-kvm-b" not in page
+    export = b"".join(client.get(reverse("core:audit_export", args=["jsonl"])).streaming_content).decode()
+    assert "marked-kvm-a" in export and "marked-kvm-b" not in export
+    theirs = AuditEvent.objects.get(message="marked-kvm-b")
+    assert client.get(reverse("core:audit_event", args=[theirs.pk])).status_code == 404
