@@ -11,7 +11,9 @@ Records of other apps (a migration, an evacuation, a share, a window…) name th
 class attribute ``host_paths`` (field paths to hosts: ``("source", "destination")``,
 ``("hosts",)``). A user may see or act on a record when they hold the role on every host it
 names: ``records_for`` narrows a list, ``record_hosts`` gives one record's hosts for
-``HostAccessMixin`` (``access_model``), and ``targets_for`` narrows jobs by their target record.
+``HostAccessMixin`` (``access_model``), and ``targets_for`` narrows jobs and audit events by
+their target. ``hosts_for_actor`` / ``actor_refused_on`` are the same answers for services
+(an Actor without a user — a command without --as, the system — holds every right).
 """
 
 from __future__ import annotations
@@ -123,15 +125,11 @@ def records_for(user, role: RoleChoices, records):
 
 
 def record_hosts(record) -> list[Host]:
-    """The hosts a record names, through its model's ``host_paths`` (one query per path)."""
+    """The hosts a record names, through its model's ``host_paths``."""
     rows = type(record)._default_manager.filter(pk=record.pk)
     ids = {host_id for path in host_paths_of(type(record)) or () for host_id in rows.values_list(path, flat=True)}
     ids.discard(None)
     return list(Host.all_objects.filter(pk__in=ids).order_by("name"))
-
-
-def user_may_record(user, role: RoleChoices, record) -> bool:
-    return all(user_may(user, role, host) for host in record_hosts(record))
 
 
 def targets_for(user, rows):
