@@ -45,9 +45,12 @@ class WindowForm(forms.Form):
     notes = forms.CharField(max_length=NOTES_MAX, required=False, widget=forms.Textarea(attrs={"rows": 3}))
     confirm_at_risk = forms.BooleanField(required=False, label="Accept it at risk (the other hosts may lack room)")
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, hosts=None, **kwargs):
+        """``hosts``: the hosts the user may choose (default: every host in service)."""
         super().__init__(*args, **kwargs)
         self.fields["zone"].initial = settings.TIME_ZONE
+        if hosts is not None:
+            self.fields["hosts"].queryset = hosts.order_by("name")
 
     def clean_zone(self):
         return clean_zone_name(self.cleaned_data["zone"])

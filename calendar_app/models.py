@@ -29,6 +29,8 @@ NOTES_MAX = 4000
 class MaintenanceWindow(models.Model):
     """A (possibly recurring) time when hosts go into maintenance; start/end are the first occurrence, in UTC."""
 
+    host_paths = ("hosts",)  # hosts.permissions: who may see it, act on it
+
     uid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)  # the iCalendar UID, never changes
     title = models.CharField(max_length=TITLE_MAX)
     hosts = models.ManyToManyField(Host, related_name="maintenance_windows")
@@ -66,6 +68,8 @@ class MaintenanceWindow(models.Model):
 
 class WindowOccurrence(models.Model):
     """One occurrence of a window: its times and how far the automation got."""
+
+    host_paths = ("window__hosts",)  # hosts.permissions: who may see it, act on it
 
     window = models.ForeignKey(MaintenanceWindow, on_delete=models.CASCADE, related_name="occurrences")
     start = models.DateTimeField(db_index=True)

@@ -23,7 +23,7 @@ from core.errors import ServiceRefused
 from core.choices import RoleChoices
 from core.middleware import CONTENT_SECURITY_POLICY
 from core.roles import OperatorRequiredMixin, ViewerRequiredMixin, user_has_role
-from hosts.models import Host
+from hosts.permissions import HostAccessMixin, hosts_for, records_for
 
 from . import feed, payloads, services
 from .choices import OCCURRENCE_TERMINAL_STATES
@@ -56,14 +56,19 @@ def _wall(text: str) -> datetime:
     return parse_time(text.removesuffix("Z") if text.endswith("Z") else text, _zone_name())
 
 
+def _windows(user):
+    """The windows whose every host the user may see."""
+    return records_for(user, RoleChoices.VIEWER, MaintenanceWindow.objects.all())
+
+
 class CalendarView(ViewerRequiredMixin, View):
     def get(self, request):
-        hosts = Host.objects.order_by("name")
+        hosts = hosts_for(request.user, RoleChoices.VIEWER).order_by("name")
         return _nonce_page(request, "calendar_app/calendar.html", {
             "hosts": hosts, "legend": payloads.legend(), "zone": _zone_name(),
             "now_wall": timezone.localtime().replace(tzinfo=None, microsecond=0).isoformat(),
             "zone_form": ZoneForm(initial={"zone": _zone_name()}),
-            "windows": MaintenanceWindow.objects.filter(cancelled=False, end__gte=timezone.now() - timedelta(days=1))
+            "windows": _windows(request.user).filter(cancelled=False, end__gte=timezone.now() - timedelta(days=1))
             .prefetch_related("hosts")[:50],
         })
 
@@ -84,7 +89,7 @@ class EventsView(ViewerRequiredMixin, View):
 
     def get(self, request):
         after, before = _range(request)
-        windows = MaintenanceWindow.objects.filter(start__lt=before).prefetch_related("hosts")
+        windows = _windows(request.user).filter(start__lt=before).prefetch_related("hosts")
         host = request.GET.get("host", "")
         if host.isdigit():
             windows = windows.filter(hosts__pk=int(host))
@@ -95,7 +100,9 @@ class EventsView(ViewerRequiredMixin, View):
         return JsonResponse(events, safe=False)
 
 
-class WindowDetailView(ViewerRequiredMixin, View):
+class WindowDetailView(ViewerRequiredMixin, HostAccessMixin, View):
+    access_model = MaintenanceWindow  # Viewer on every host of the window
+
     def get(self, request, pk):
         window = get_object_or_404(MaintenanceWindow.objects.prefetch_related("hosts"), pk=pk)
         now = timezone.now()
@@ -110,7 +117,12 @@ class WindowDetailView(ViewerRequiredMixin, View):
             "window": window, "occurrences": occurrences, "upcoming": upcoming, "audit_children": audit_children})
 
 
-class WindowCreateView(OperatorRequiredMixin, View):
+class WindowCreateView(OperatorRequiredMixin, HostAccessMixin, View):
+    host_role = RoleChoices.OPERATOR  # on every host of the window (the form's hosts)
+
+    def _form(self, *args, **kwargs) -> WindowForm:
+        return WindowForm(*args, hosts=hosts_for(self.request.user, RoleChoices.OPERATOR), **kwargs)
+
     def get(self, request):
         initial = {}
         day = request.GET.get("date", "")[:10]
@@ -122,12 +134,13 @@ class WindowCreateView(OperatorRequiredMixin, View):
             initial = {"start": f"{d.isoformat()}T02:00", "end": f"{d.isoformat()}T04:00"}
         host = request.GET.get("host", "")
         if host.isdigit():
-            initial["hosts"] = Host.objects.filter(pk=int(host))
+            initial["hosts"] = hosts_for(request.user, RoleChoices.OPERATOR).filter(pk=int(host[:19]))
         initial["zone"] = _zone_name()
-        return render(request, "calendar_app/window_form.html", {"form": WindowForm(initial=initial)})
+        return render(request, "calendar_app/window_form.html", {"form": self._form(initial=initial)})
 
     def post(self, request):
-        form = WindowForm(request.POST)
+        self.require_posted_hosts(RoleChoices.OPERATOR, "hosts")
+        form = self._form(request.POST)
         if form.is_valid():
             try:
                 window = services.window_create(spec=form.spec(), actor=Actor.from_request(request),
@@ -140,8 +153,11 @@ class WindowCreateView(OperatorRequiredMixin, View):
         return render(request, "calendar_app/window_form.html", {"form": form}, status=400)
 
 
-class WindowMoveView(OperatorRequiredMixin, View):
+class WindowMoveView(OperatorRequiredMixin, HostAccessMixin, View):
     """The calendar's drag and resize: JSON {"start": iso, "end": iso} → the window's new times."""
+
+    access_model = MaintenanceWindow
+    host_role = RoleChoices.OPERATOR
 
     def post(self, request, pk):
         window = get_object_or_404(MaintenanceWindow.objects.prefetch_related("hosts"), pk=pk)
@@ -168,7 +184,10 @@ class WindowMoveView(OperatorRequiredMixin, View):
                              "when": payloads.when_label(window.start, window.end)})
 
 
-class WindowCancelView(OperatorRequiredMixin, View):
+class WindowCancelView(OperatorRequiredMixin, HostAccessMixin, View):
+    access_model = MaintenanceWindow
+    host_role = RoleChoices.OPERATOR
+
     def post(self, request, pk):
         window = get_object_or_404(MaintenanceWindow, pk=pk)
         try:
@@ -187,7 +206,9 @@ def _ics(windows, request, filename: str) -> HttpResponse:
     return response
 
 
-class WindowIcsView(ViewerRequiredMixin, View):
+class WindowIcsView(ViewerRequiredMixin, HostAccessMixin, View):
+    access_model = MaintenanceWindow
+
     def get(self, request, pk):
         window = get_object_or_404(MaintenanceWindow.objects.prefetch_related("hosts"), pk=pk)
         return _ics([window], request, f"maintenance-window-{window.pk}.ics")
@@ -202,7 +223,7 @@ class FeedView(View):
             return HttpResponseForbidden("Unknown or revoked calendar token.", content_type="text/plain")
         if not user_has_role(user, RoleChoices.VIEWER):
             return HttpResponseForbidden("This user may not read the calendar.", content_type="text/plain")
-        windows = MaintenanceWindow.objects.prefetch_related("hosts").order_by("start", "pk")
+        windows = _windows(user).prefetch_related("hosts").order_by("start", "pk")
         return _ics(windows, request, "vmportal-maintenance.ics")
 
 

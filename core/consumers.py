@@ -1,10 +1,11 @@
 """Websocket consumers for job pages and the audit page, and the base every consumer uses.
 
-Each consumer checks the user's role on connect (closing with 4401/4403 otherwise), joins
-one group and sends the current state first, so a page that reconnects catches up. While
-open it checks its session and role again (core.socket_access) every
-VMPORTAL_WS_RECHECK_SECONDS and whenever its user's access changes, and closes when either
-is gone.
+Each consumer checks the user's role on connect (closing with 4401/4403 otherwise) and that
+the user may see the object it follows (``object_allowed``: a job, a migration, an evacuation
+of hosts outside the user's host groups is refused with 4403), joins one group and sends the
+current state first, so a page that reconnects catches up. While open it checks its session,
+role and object again (core.socket_access) every VMPORTAL_WS_RECHECK_SECONDS and whenever its
+user's access changes, and closes when any is gone.
 """
 
 import asyncio
@@ -20,7 +21,7 @@ from redis.exceptions import RedisError
 from .broadcast import AUDIT_GROUP, WARNINGS_GROUP, job_group, job_state_payload, user_group
 from .choices import RoleChoices
 from .models import AuditEvent, Job
-from .roles import user_has_role
+from .roles import targets_visible, user_has_role
 from .socket_access import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED, access_close_code
 
 CLOSE_NOT_FOUND = 4404
@@ -66,9 +67,25 @@ class RoleGatedConsumer(JsonWebsocketConsumer):
             user_id=user.pk, session_key=session.session_key if session is not None else None,
             role=self.required_role,
         )
+        # Roles and grants are read afresh (the user object caches them).
+        target = getattr(user, "_wrapped", user)  # the scope's user is a lazy object
+        for cached in [name for name in getattr(target, "__dict__", {}) if name.startswith("_vmportal_")]:
+            delattr(target, cached)
+        if code is None and not self.object_allowed(user):
+            code = CLOSE_FORBIDDEN
         if code is not None:
             self.closing = True
             self.close(code=code)
+            return
+        self.access_kept(user)
+
+    def object_allowed(self, user) -> bool:
+        """Whether the user may see what this socket follows (after ``get_group``); pages of one
+        record override it with hosts.permissions' answer for the record's hosts."""
+        return True
+
+    def access_kept(self, user) -> None:
+        """The user still may listen; a consumer that filters its events by host reloads them."""
 
     def access_recheck(self, event):
         self._close_if_access_gone()
@@ -101,6 +118,9 @@ class RoleGatedConsumer(JsonWebsocketConsumer):
         if group is None:
             self.close(code=CLOSE_NOT_FOUND)
             return
+        if not self.object_allowed(user):
+            self.close(code=CLOSE_FORBIDDEN)
+            return
         self.joined_group = group
         async_to_sync(self.channel_layer.group_add)(group, self.channel_name)
         async_to_sync(self.channel_layer.group_add)(user_group(user.pk), self.channel_name)
@@ -132,6 +152,9 @@ class JobConsumer(RoleGatedConsumer):
         if not Job.objects.filter(pk=self.job_id).exists():
             return None
         return job_group(self.job_id)
+
+    def object_allowed(self, user) -> bool:
+        return targets_visible(user, Job.objects.filter(pk=self.job_id)).exists()
 
     def current_state(self):
         job = Job.objects.get(pk=self.job_id)

@@ -23,6 +23,23 @@ def register_scoped_role_rank(func) -> None:
         _scoped_rank_sources.append(func)
 
 
+_target_scopes: list = []
+
+
+def register_target_scope(func) -> None:
+    """``func(user, rows) -> rows``: a higher app narrows jobs or audit events (rows with
+    ``target_type`` / ``target_id``) to those whose target the user may see."""
+    if func not in _target_scopes:
+        _target_scopes.append(func)
+
+
+def targets_visible(user, rows):
+    """The rows (jobs, audit events) of ``rows`` the user may see (every registered scope applies)."""
+    for scope in _target_scopes:
+        rows = scope(user, rows)
+    return rows
+
+
 def user_role_rank(user) -> int:
     """Index in ROLE_ORDER of the highest role the user holds globally or on some objects, or -1."""
     rank = global_role_rank(user)

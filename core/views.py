@@ -1,4 +1,5 @@
 from django.contrib.auth import views as auth_views
+from django.core.exceptions import PermissionDenied
 from django.core.handlers.asgi import ASGIRequest
 from django.http import Http404, HttpResponseRedirect, StreamingHttpResponse
 from django.urls import reverse
@@ -15,7 +16,7 @@ from .audit_export import FORMATS, aexport_lines, audit_export_start, export_lin
 from .filtersets import filtered_events
 from .audit_jobs import AUDIT_VERIFY_KIND, audit_verify_request
 from .models import AuditCheckpoint, AuditEvent, Job
-from .roles import AdminRequiredMixin, ViewerRequiredMixin
+from .roles import AdminRequiredMixin, ViewerRequiredMixin, targets_visible
 
 JOB_PAGE_SIZE = 100
 # Events shown before and after one on its page.
@@ -36,13 +37,20 @@ class JobListView(ViewerRequiredMixin, ListView):
     context_object_name = "jobs"
 
     def get_queryset(self):
-        return Job.objects.select_related("created_by").defer("log", "result")[:JOB_PAGE_SIZE]
+        jobs = targets_visible(self.request.user, Job.objects.select_related("created_by").defer("log", "result"))
+        return jobs[:JOB_PAGE_SIZE]
 
 
 class JobDetailView(ViewerRequiredMixin, DetailView):
     model = Job
     template_name = "core/job_detail.html"
     context_object_name = "job"
+
+    def get_object(self, queryset=None):
+        job = super().get_object(queryset)
+        if not targets_visible(self.request.user, Job.objects.filter(pk=job.pk)).exists():
+            raise PermissionDenied("This job acts on hosts outside your host groups.")
+        return job
 
 
 def _filter_params(request) -> dict:
@@ -57,6 +65,7 @@ class AuditListView(ViewerRequiredMixin, TemplateView):
 
     def get_context_data(self, **kwargs):
         filterset, queryset = filtered_events(self.request.GET)
+        queryset = targets_visible(self.request.user, queryset)
         page = audit_pages.audit_page(queryset, older=self.request.GET.get("older"),
                                       newer=self.request.GET.get("newer"))
         params = _filter_params(self.request)
@@ -71,6 +80,7 @@ class AuditRowsPartialView(ViewerRequiredMixin, TemplateView):
 
     def get_context_data(self, **kwargs):
         _, queryset = filtered_events(self.request.GET)
+        queryset = targets_visible(self.request.user, queryset)
         try:
             after = int(self.request.GET.get("after", ""))
         except ValueError:
@@ -90,18 +100,22 @@ class AuditEventDetailView(ViewerRequiredMixin, DetailView):
     template_name = "core/audit_event.html"
     context_object_name = "event"
 
+    def get_queryset(self):
+        return targets_visible(self.request.user, AuditEvent.objects.all())
+
     def get_context_data(self, **kwargs):
         event = self.object
         ctx = super().get_context_data(**kwargs)
+        visible = self.get_queryset()
         # Both newest first, as the list shows them: the later ones, this one, the earlier ones.
-        before = list(AuditEvent.objects.filter(audit_pages.older_q(event.time, event.pk))
+        before = list(visible.filter(audit_pages.older_q(event.time, event.pk))
                       .order_by("-time", "-pk")[:AUDIT_AROUND])
-        after = list(AuditEvent.objects.filter(audit_pages.newer_q(event.time, event.pk))
+        after = list(visible.filter(audit_pages.newer_q(event.time, event.pk))
                      .order_by("time", "pk")[:AUDIT_AROUND])[::-1]
         changes = event.parameters.get("changes") if isinstance(event.parameters, dict) else None
         same_request = []
         if event.request_id:
-            same_request = list(AuditEvent.objects.filter(request_id=event.request_id).exclude(pk=event.pk)
+            same_request = list(visible.filter(request_id=event.request_id).exclude(pk=event.pk)
                                 .order_by("time", "pk")[:20])
         ctx.update(around_before=before, around_after=after, same_request=same_request,
                    changes=changes if isinstance(changes, dict) else None,
@@ -117,8 +131,8 @@ class AuditExportView(ViewerRequiredMixin, View):
         if fmt not in FORMATS:
             raise Http404("Unknown export format.")
         filterset, queryset = filtered_events(request.GET)
-        queryset = audit_export_start(queryset=queryset, filters=_filter_params(request), fmt=fmt,
-                                      actor=Actor.from_request(request))
+        queryset = audit_export_start(queryset=targets_visible(request.user, queryset),
+                                      filters=_filter_params(request), fmt=fmt, actor=Actor.from_request(request))
         lines = aexport_lines(queryset, fmt) if isinstance(request, ASGIRequest) else export_lines(queryset, fmt)
         content_type = "text/csv; charset=utf-8" if fmt == "csv" else "application/x-ndjson; charset=utf-8"
         response = StreamingHttpResponse(lines, content_type=content_type)

@@ -56,8 +56,11 @@ def _latest_points(now) -> tuple[dict[int, HostLoad], dict[str, int]]:
     return hosts, guests
 
 
-def fleet_now(*, basis: str = "assigned", now=None) -> tuple[list[recommend.HostLoadNow], list[recommend.GuestLoadNow]]:
-    """Each host's memory load against its budget, and each guest's share, on ``basis``.
+def fleet_now(
+    *, basis: str = "assigned", now=None, hosts=None,
+) -> tuple[list[recommend.HostLoadNow], list[recommend.GuestLoadNow]]:
+    """Each host's memory load against its budget, and each guest's share, on ``basis``, of
+    ``hosts`` (a queryset: those the user may act on; default every host in service).
 
     ``assigned``: the running guests' configured memory. ``used``: the last measured points
     (hosts with no fresh point count as not reachable: nothing is judged on old figures).
@@ -65,8 +68,9 @@ def fleet_now(*, basis: str = "assigned", now=None) -> tuple[list[recommend.Host
     if basis not in BASES:
         raise ValueError(f"Unknown basis {basis!r}; expected one of {', '.join(BASES)}.")
     now = now or timezone.now()
-    hosts = list(Host.objects.select_related("facts").order_by("name"))
-    vms = list(VirtualMachine.objects.select_related("host").prefetch_related("disks").order_by("name"))
+    hosts = list((Host.objects.all() if hosts is None else hosts).select_related("facts").order_by("name"))
+    vms = list(VirtualMachine.objects.filter(host__in=[h.pk for h in hosts]).select_related("host")
+               .prefetch_related("disks").order_by("name"))
     balanced = _balanced_at()
     host_points, guest_points = _latest_points(now) if basis == "used" else ({}, {})
     groups: dict[int, set[str]] = {}

@@ -8,7 +8,9 @@ from django.utils import timezone
 
 from core.actors import Actor
 from core.errors import ServiceRefused
+from core.choices import RoleChoices
 from hosts.models import Host, VirtualMachine
+from hosts.permissions import hosts_for_actor
 from maintenance import services as maintenance_services
 from maintenance.choices import EvacuationKindChoices
 from maintenance.models import Evacuation
@@ -19,11 +21,12 @@ KINDS = (recommend.KIND_BALANCE, recommend.KIND_CONSOLIDATE)
 
 
 def recommendations(
-    *, kind: str | None = None, basis: str = "assigned", hold_s: int | None = None, now=None,
+    *, kind: str | None = None, basis: str = "assigned", hold_s: int | None = None, now=None, hosts=None,
 ) -> list[recommend.Outcome]:
-    """The balance and/or consolidate outcomes for the fleet as it is now (database only)."""
+    """The balance and/or consolidate outcomes for the fleet as it is now (database only), over
+    ``hosts`` (the hosts the user may act on; default every host in service)."""
     now = now or timezone.now()
-    hosts, guests = facts.fleet_now(basis=basis, now=now)
+    hosts, guests = facts.fleet_now(basis=basis, now=now, hosts=hosts)
     rules = facts.rules(hold_s=hold_s)
     paused = facts.open_window()
     per_move = facts.seconds_per_move(guests)
@@ -40,12 +43,25 @@ def recommendations(
     return found
 
 
+def recommendation_find(*, rec_id: str, basis: str = "assigned", hosts=None) -> recommend.Recommendation | None:
+    """The current recommendation ``rec_id`` over ``hosts`` (default: every host in service)."""
+    return next((r for o in recommendations(basis=basis, hosts=hosts) for r in o.recommendations
+                 if r.id == rec_id), None)
+
+
+def recommendation_hosts(rec: recommend.Recommendation) -> list[Host]:
+    """Every host a recommendation moves guests from or to."""
+    names = {m.source for m in rec.moves} | {m.destination for m in rec.moves} | ({rec.power_off} - {None})
+    return list(Host.all_objects.filter(name__in=names))
+
+
 def recommendation_apply(*, rec_id: str, actor: Actor, basis: str = "assigned", concurrency: int = 2) -> Evacuation:
     """Apply the recommendation ``rec_id`` as it is now: one run of ordinary live migrations, audited.
 
+    Worked out over the hosts the actor may operate on (as the page showed it to them).
     Refused when no current recommendation has that id (the fleet changed since it was shown).
     """
-    rec = next((r for o in recommendations(basis=basis) for r in o.recommendations if r.id == rec_id), None)
+    rec = recommendation_find(rec_id=rec_id, basis=basis, hosts=hosts_for_actor(actor, RoleChoices.OPERATOR))
     if rec is None or not rec.moves:
         raise ServiceRefused(
             f"No current recommendation has the id {rec_id!r} (the fleet changed, or it has no moves).",

@@ -9,8 +9,9 @@ from django.views.generic import TemplateView
 
 from core.actors import Actor
 from core.errors import ServiceRefused
+from core.choices import RoleChoices
 from core.roles import OperatorRequiredMixin, ViewerRequiredMixin
-from hosts.models import Host
+from hosts.permissions import HostAccessMixin, hosts_to_plan_on
 
 from . import facts, services
 
@@ -28,14 +29,23 @@ class FleetView(ViewerRequiredMixin, TemplateView):
         basis = _basis(self.request)
         context["basis"] = basis
         context["bases"] = facts.BASES
-        context["outcomes"] = services.recommendations(basis=basis)
-        context["hosts"] = Host.objects.order_by("name")
+        scope = hosts_to_plan_on(self.request.user)
+        context["outcomes"] = services.recommendations(basis=basis, hosts=scope)
+        context["hosts"] = scope.order_by("name")
         return context
 
 
-class RecommendationApplyView(OperatorRequiredMixin, View):
+class RecommendationApplyView(OperatorRequiredMixin, HostAccessMixin, View):
+    """Operator on every host the recommendation moves guests from or to."""
+
+    host_role = RoleChoices.OPERATOR
+
     def post(self, request):
         rec_id = (request.POST.get("rec_id") or "")[:64]
+        # An id of the whole fleet's recommendations touching hosts outside the user's groups: 403.
+        rec = services.recommendation_find(rec_id=rec_id, basis=_basis(request))
+        if rec is not None:
+            self.require_hosts(services.recommendation_hosts(rec), RoleChoices.OPERATOR)
         if request.POST.get("confirm") != "yes":
             messages.error(request, "Tick “I have read the moves” to apply the recommendation.")
             return redirect("fleet:fleet")

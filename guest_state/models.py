@@ -11,6 +11,8 @@ from .choices import RESTORE_ACTIVE, SAVED_STATE_ACTIVE, RestoreStatusChoices, S
 class SavedState(models.Model):
     """One save: the file, where it is, what the guest was when saved (to judge a restore later)."""
 
+    host_paths = ("host",)  # hosts.permissions: who may see it, act on it
+
     vm = models.ForeignKey("hosts.VirtualMachine", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     vm_uuid = models.UUIDField()
     vm_name = models.CharField(max_length=255)
@@ -50,6 +52,8 @@ class SavedState(models.Model):
 
 class StateRestore(models.Model):
     """One restore of a saved state, on a host, running or paused."""
+
+    host_paths = ("host", "state__host")  # hosts.permissions: who may see it, act on it
 
     state = models.ForeignKey(SavedState, on_delete=models.CASCADE, related_name="restores")
     host = models.ForeignKey("hosts.Host", on_delete=models.PROTECT, related_name="+")

@@ -12,7 +12,7 @@ from core.ids import IdModelChoiceField
 from core.choices import RoleChoices
 from core.roles import OperatorRequiredMixin, ViewerRequiredMixin
 from hosts.models import Host, VirtualMachine
-from hosts.permissions import HostAccessMixin
+from hosts.permissions import HostAccessMixin, hosts_for, records_for
 from storage.models import Share
 
 from . import services
@@ -26,12 +26,14 @@ class SavedStateListView(ViewerRequiredMixin, ListView):
     context_object_name = "states"
 
     def get_queryset(self):
-        return SavedState.objects.select_related("host", "share").prefetch_related("restores")[:LIST_LIMIT]
+        states = records_for(self.request.user, RoleChoices.VIEWER, SavedState.objects.all())
+        return states.select_related("host", "share").prefetch_related("restores")[:LIST_LIMIT]
 
 
-class SavedStateDetailView(ViewerRequiredMixin, DetailView):
+class SavedStateDetailView(ViewerRequiredMixin, HostAccessMixin, DetailView):
     template_name = "guest_state/state_detail.html"
     context_object_name = "state"
+    access_model = SavedState  # Viewer on the host it was saved on
 
     def get_queryset(self):
         return SavedState.objects.select_related("host", "share")
@@ -39,7 +41,7 @@ class SavedStateDetailView(ViewerRequiredMixin, DetailView):
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)
         context["restores"] = self.object.restores.select_related("host")
-        context["hosts"] = Host.objects.all()
+        context["hosts"] = hosts_for(self.request.user, RoleChoices.OPERATOR)  # where it may be restored
         return context
 
 
@@ -47,10 +49,7 @@ class SavedStateRestoreView(OperatorRequiredMixin, HostAccessMixin, View):
     """Operator on the host the state was saved on, and on the host it is restored on."""
 
     host_role = RoleChoices.OPERATOR
-
-    def url_host(self, kwargs) -> Host | None:
-        state = SavedState.objects.select_related("host").filter(pk=kwargs["pk"]).first()
-        return state.host if state is not None else None
+    access_model = SavedState
 
     def post(self, request, pk):
         state = get_object_or_404(SavedState, pk=pk)

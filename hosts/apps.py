@@ -23,6 +23,10 @@ class HostsConfig(AppConfig):
         # Load history: 5-minute points rolled into hourly ones after a week, dropped after 90 days.
         registry.register_periodic("hosts.load_retention", load_retention_sweep, every_s=3600)
         # Roles granted on host groups open the pages that list hosts (each host is checked itself).
-        from .permissions import scoped_role_rank
+        from core.roles import register_target_scope
+
+        from .permissions import targets_for, scoped_role_rank
 
         register_scoped_role_rank(scoped_role_rank)
+        # Jobs and audit events show to a user granted on host groups only when their target's hosts do.
+        register_target_scope(targets_for)

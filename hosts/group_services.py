@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.db import transaction
 
+from core import broadcast
 from core.actors import Actor
 from core.audit import audit_record
 from core.choices import AuditResultChoices, RoleChoices
@@ -23,6 +24,10 @@ def host_group_set(*, name: str, hosts: list[Host] | None, actor: Actor) -> Host
     if hosts is not None:
         group.hosts.set(hosts)
     after = sorted(group.hosts.values_list("name", flat=True))
+    if before != after:
+        # Its members' open pages check again what they may see.
+        for user_id in group.grants.values_list("user_id", flat=True):
+            broadcast.user_access_changed(user_id)
     if created or before != after:
         audit_record(actor=actor, action="host_group.create" if created else "host_group.hosts",
                      result=AuditResultChoices.OK, target=group, parameters={"old": before, "new": after},
@@ -38,6 +43,7 @@ def host_group_grant(*, group: HostGroup, user, role: RoleChoices | None, actor:
         HostGroupGrant.objects.filter(group=group, user=user).delete()
     else:
         HostGroupGrant.objects.update_or_create(group=group, user=user, defaults={"role": RoleChoices(role).value})
+    broadcast.user_access_changed(user.pk)  # their open pages check again what they may see
     audit_record(actor=actor, action="host_group.grant", result=AuditResultChoices.OK, target=group,
                  parameters={"user": user.get_username(), "old": old or "", "new": str(role or "")},
                  message=f"{user.get_username()} is {role or 'no longer granted'} on {group.name}.")

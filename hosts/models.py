@@ -69,6 +69,8 @@ class Host(models.Model):
     still point at it.
     """
 
+    host_paths = ("pk",)  # hosts.permissions: who may see it, act on it
+
     name = models.CharField(max_length=63, validators=[validate_host_name])
     address = models.CharField(max_length=253, validators=[validate_address])
     ssh_port = models.PositiveIntegerField(default=22, validators=[MinValueValidator(1), MaxValueValidator(65535)])
@@ -183,6 +185,8 @@ class HostFacts(models.Model):
 
 class VirtualMachine(models.Model):
     """A libvirt domain as last seen on its host."""
+
+    host_paths = ("host",)  # hosts.permissions: who may see it, act on it
 
     host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="vms")
     uuid = models.UUIDField()
@@ -341,6 +345,8 @@ class HostChange(models.Model):
     then a job logs in with the new settings; only if that works are they copied onto the host
     (``services.host_change_apply``). Until then the host keeps working as before.
     """
+
+    host_paths = ("host",)  # hosts.permissions: who may see it, act on it
 
     host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="changes")
     status = models.CharField(

@@ -94,7 +94,7 @@ class HostDetailView(ViewerRequiredMixin, HostAccessMixin, DetailView):
         return context
 
 
-class HostLoadJsonView(ViewerRequiredMixin, View):
+class HostLoadJsonView(ViewerRequiredMixin, HostAccessMixin, View):
     """A host's memory and CPU history for its chart: ``?range=hour|day|week|quarter`` (default day)."""
 
     def get(self, request, pk):

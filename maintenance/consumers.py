@@ -5,7 +5,9 @@ after the page connected."""
 from asgiref.sync import async_to_sync
 
 from core.broadcast import evacuation_group, migration_group
+from core.choices import RoleChoices
 from core.consumers import RoleGatedConsumer
+from hosts.permissions import records_for
 
 from .models import Evacuation, EvacuationItem
 from .payloads import evacuation_payload
@@ -18,6 +20,10 @@ class EvacuationConsumer(RoleGatedConsumer):
         if not Evacuation.objects.filter(pk=self.evacuation_id).exists():
             return None
         return evacuation_group(self.evacuation_id)
+
+    def object_allowed(self, user) -> bool:
+        # Its host and every host its items move between: their migrations' samples come along.
+        return records_for(user, RoleChoices.VIEWER, Evacuation.objects.filter(pk=self.evacuation_id)).exists()
 
     def connect(self):
         super().connect()

@@ -15,9 +15,11 @@ OVERRIDE_PREFIX = "to_"
 KEEP_PREFIX = "keep_"  # the destinations of the plan shown, carried by Confirm
 
 
-def candidate_hosts(host: Host) -> list[Host]:
-    """Hosts a guest of ``host`` may be sent to by an override: reachable and not in maintenance."""
-    return [h for h in Host.objects.exclude(pk=host.pk).order_by("name") if h.is_connectable and not h.in_maintenance]
+def candidate_hosts(host: Host, hosts=None) -> list[Host]:
+    """Hosts a guest of ``host`` may be sent to by an override: reachable and not in maintenance
+    (of ``hosts``, the ones the user may act on, when given)."""
+    hosts = Host.objects.all() if hosts is None else hosts
+    return [h for h in hosts.exclude(pk=host.pk).order_by("name") if h.is_connectable and not h.in_maintenance]
 
 
 class PlanChoicesForm(forms.Form):
@@ -35,14 +37,15 @@ class PlanChoicesForm(forms.Form):
     exclude = forms.MultipleChoiceField(required=False, label="Leave out")
     shutdown = forms.MultipleChoiceField(required=False, label="Shut down and start again after maintenance")
 
-    def __init__(self, *args, host: Host, **kwargs):
+    def __init__(self, *args, host: Host, candidates=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.host = host
+        self.candidate_scope = candidates  # the hosts the plan may send guests to (None: all)
         self.guests = list(VirtualMachine.objects.filter(host=host).order_by("name"))
         guest_choices = [(str(vm.uuid), vm.name) for vm in self.guests]
         self.fields["exclude"].choices = guest_choices
         self.fields["shutdown"].choices = guest_choices
-        self.candidates = [h.name for h in candidate_hosts(host)]
+        self.candidates = [h.name for h in candidate_hosts(host, candidates)]
         for vm in self.guests:
             self.fields[OVERRIDE_PREFIX + str(vm.uuid)] = forms.ChoiceField(
                 required=False, label=f"Destination of {vm.name}",

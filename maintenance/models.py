@@ -29,6 +29,8 @@ MAX_CONCURRENCY = 8
 class Evacuation(models.Model):
     """One run of the rolling queue over a host: empty it (enter) or bring its guests home (return)."""
 
+    host_paths = ("host", "items__origin", "items__destination")  # hosts.permissions: who may see it, act on it
+
     host = models.ForeignKey(Host, on_delete=models.PROTECT, related_name="evacuations")
     kind = models.CharField(max_length=16, choices=EvacuationKindChoices.choices, default=EvacuationKindChoices.ENTER)
     # A return run points to the evacuation whose guests it brings home.

@@ -149,8 +149,10 @@ def options_for(state: str, *, copy_storage: bool, has_local: bool) -> Migration
     return MigrationOptions(copy_storage=copy_storage and has_local)
 
 
-def _candidates(host: Host) -> list[Host]:
-    return list(Host.objects.exclude(pk=host.pk).select_related("facts").order_by("name"))
+def _candidates(host: Host, hosts=None) -> list[Host]:
+    """The hosts in service other than ``host`` (or of ``hosts``: those the requester may act on)."""
+    hosts = Host.objects.all() if hosts is None else hosts
+    return list(hosts.exclude(pk=host.pk).select_related("facts").order_by("name"))
 
 
 def _groups_by_host() -> dict[int, frozenset[str]]:
@@ -213,6 +215,7 @@ def evacuation_plan(
     copy_storage: bool = False,
     check_hosts: bool = True,
     keep: Mapping[str, str] | None = None,
+    candidates=None,
 ) -> EvacuationPlan:
     """Where every guest of ``host`` goes, with the preflight towards it, in the queue's order.
 
@@ -221,6 +224,7 @@ def evacuation_plan(
     are placed there again if they still fit (free memory moves a little between two looks, and
     a spread between near-equal hosts would flip), so a confirm executes the plan that was shown.
     ``check_hosts=False`` plans from the inventory alone (no host is contacted; no verdicts).
+    ``candidates``: the hosts guests may go to (a queryset; default every host in service).
     """
     started = time.monotonic()
     chosen = dict(overrides or {})
@@ -228,7 +232,7 @@ def evacuation_plan(
     shutdown = frozenset(shutdown)
     excluded = frozenset(excluded) | shutdown  # a guest shut down here is not placed
     vms = _guests(host)
-    others = _candidates(host)
+    others = _candidates(host, candidates)
     usable = [h for h in others if h.is_connectable and not h.in_maintenance]
     needs = {str(vm.uuid): guest_needs(vm) for vm in vms}
     free = {h.name: None for h in others}

@@ -15,9 +15,10 @@ from django.db import IntegrityError, transaction
 
 from core.actors import Actor
 from core.audit import audit_record
-from core.choices import AuditResultChoices
+from core.choices import AuditResultChoices, RoleChoices
 from hosts import services as host_services
 from hosts.models import Host, VirtualMachine
+from hosts.permissions import actor_refused_on, hosts_for_actor
 from migrations_app import placement
 from migrations_app.services.refusals import refuse
 
@@ -101,10 +102,15 @@ def evacuation_enter(
                 f"Follow it on its page: {running.get_absolute_url()}")
     if plan is None:
         plan = planning.evacuation_plan(host=host, strategy=strategy, concurrency=concurrency, excluded=excluded,
-                                        overrides=overrides, shutdown=shutdown, copy_storage=copy_storage)
+                                        overrides=overrides, shutdown=shutdown, copy_storage=copy_storage,
+                                        candidates=hosts_for_actor(actor, RoleChoices.OPERATOR))
     if expected_fingerprint and expected_fingerprint != plan.fingerprint:
         refused("The plan changed since it was shown (a guest or a host changed).", "Look at the new plan and confirm it.")
     hosts = {h.name: h for h in Host.objects.all()}
+    outside = actor_refused_on(actor, RoleChoices.OPERATOR, [host, *(hosts.get(r.destination) for r in plan.rows)])
+    if outside:
+        refused(f"{actor.label} does not hold the Operator role on {', '.join(outside)}.",
+                "Plan again: a plan only sends guests to hosts of your groups.")
     try:
         with transaction.atomic():
             ev = Evacuation.objects.create(
@@ -195,12 +201,15 @@ class ReturnPlan:
         return tuple(r for r in self.rows if r.action != IA.STAY)
 
 
-def return_plan(*, host: Host, bring_back: bool = True) -> ReturnPlan:
+def return_plan(*, host: Host, bring_back: bool = True, sources=None) -> ReturnPlan:
     """Every guest the last evacuation of ``host`` moved, back home in an order memory allows.
 
     A guest moved or deleted since is shown, not touched; a guest shut down for maintenance is
-    started again (also when not bringing guests back: it never left).
+    started again (also when not bringing guests back: it never left). ``sources``: the hosts
+    guests may be brought back from (those the requester may act on; default all); a guest on
+    another host is shown, left there.
     """
+    movable = None if sources is None else set(sources.values_list("pk", flat=True))
     ev = last_evacuation(host)
     if ev is None:
         return ReturnPlan(host=host.name, evacuation=None, rows=())
@@ -224,6 +233,9 @@ def return_plan(*, host: Host, bring_back: bool = True) -> ReturnPlan:
         elif vm.host_id != item.destination_id:
             rows_stay.append(ReturnRow(uuid, item.vm_name, IA.STAY, vm.host.name, host.name, vm.memory_kib, vm.state,
                                        note=f"Moved to {vm.host.name} since the evacuation; left there."))
+        elif movable is not None and vm.host_id not in movable:
+            rows_stay.append(ReturnRow(uuid, item.vm_name, IA.STAY, vm.host.name, host.name, vm.memory_kib, vm.state,
+                                       note=f"On {vm.host.name}, outside your host groups; left there."))
         else:
             info[uuid] = (vm, item)
             taken = vm.memory_kib if vm.state in ("running", "paused", "blocked") else 0
@@ -264,7 +276,8 @@ def maintenance_exit(
     if not host.in_maintenance:
         refuse(actor=actor, action=A.EXIT, target=host, parameters=parameters,
                 message=f"{host.name} is not in maintenance.")
-    plan = plan or return_plan(host=host, bring_back=bring_back)
+    plan = plan or return_plan(host=host, bring_back=bring_back,
+                               sources=hosts_for_actor(actor, RoleChoices.OPERATOR, Host.objects.all()))
     try:
         with transaction.atomic():
             host_services.host_maintenance_set(host=host, in_maintenance=False, actor=actor)
@@ -316,6 +329,10 @@ def moves_start(
         refused(f"Unknown kind of run {kind!r}.")
     if not moves:
         refused("There is nothing to move.")
+    outside = actor_refused_on(actor, RoleChoices.OPERATOR, [host, *(h for vm, dest in moves for h in (vm.host, dest))])
+    if outside:
+        refused(f"{actor.label} does not hold the Operator role on {', '.join(outside)}.",
+                "Ask an admin for a grant on the hosts' groups.")
     running = active_evacuation(host)
     if running is not None:
         refused(f"{host.name} already has {running} ({running.get_status_display().lower()}).",

@@ -21,7 +21,7 @@ from core.choices import RoleChoices
 from core.errors import PortalError, ServiceRefused
 from core.roles import OperatorRequiredMixin, ViewerRequiredMixin, user_has_role
 from hosts.models import Host
-from hosts.permissions import HostAccessMixin
+from hosts.permissions import HostAccessMixin, hosts_to_plan_on, records_for
 from migrations_app.models import MigrationSample
 from migrations_app.payloads import sample_payload
 from migrations_app.verdicts import worst
@@ -47,15 +47,20 @@ def _refusal_text(exc: PortalError) -> str:
 
 def _plan(host: Host, form: PlanChoicesForm, **extra) -> tuple[planning.EvacuationPlan | None, PortalError | None]:
     try:
-        return make_plan(host=host, **form.choices(), **extra), None
+        return make_plan(host=host, candidates=form.candidate_scope, **form.choices(), **extra), None
     except PortalError as exc:  # a host could not be asked: say so, never a 500
         return None, exc
 
 
-def _default_form(host: Host) -> PlanChoicesForm:
-    form = PlanChoicesForm(host=host, data=_defaults())
+def _default_form(host: Host, user) -> PlanChoicesForm:
+    form = PlanChoicesForm(host=host, data=_defaults(), candidates=_destinations(user))
     form.is_valid()
     return form
+
+
+def _destinations(user):
+    """Where the plans shown to this user may send guests (Confirm checks Operator on them)."""
+    return hosts_to_plan_on(user)
 
 
 class PlanView(ViewerRequiredMixin, HostAccessMixin, View):
@@ -81,13 +86,13 @@ class PlanView(ViewerRequiredMixin, HostAccessMixin, View):
         host = get_object_or_404(Host, pk=host_id)
         errors, status = [], 200
         if any(key in request.GET for key in CHOICE_KEYS) or any(k.startswith("to_") for k in request.GET):
-            form = PlanChoicesForm(host=host, data=request.GET)
+            form = PlanChoicesForm(host=host, data=request.GET, candidates=_destinations(request.user))
             if not form.is_valid():
                 # Bad choices: say which, and show the plan with the defaults instead.
                 errors, status = ["These choices were not used: " + " ".join(form.error_lines())], 400
-                form = _default_form(host)
+                form = _default_form(host, request.user)
         else:
-            form = _default_form(host)
+            form = _default_form(host, request.user)
         plan, problem = _plan(host, form)
         return self._render(request, host, form, plan, problem=problem, errors=errors, status=status)
 
@@ -95,10 +100,10 @@ class PlanView(ViewerRequiredMixin, HostAccessMixin, View):
         host = get_object_or_404(Host, pk=host_id)
         if not user_has_role(request.user, RoleChoices.OPERATOR):
             raise PermissionDenied("Entering maintenance needs the Operator role.")
-        form = ConfirmPlanForm(host=host, data=request.POST)
+        form = ConfirmPlanForm(host=host, data=request.POST, candidates=_destinations(request.user))
         if not form.is_valid():
             errors = ["Nothing was started: " + " ".join(form.error_lines())]
-            shown = _default_form(host)
+            shown = _default_form(host, request.user)
             plan, problem = _plan(host, shown)
             return self._render(request, host, shown, plan, problem=problem, errors=errors, status=400)
         plan, problem = _plan(host, form, keep=form.keep())
@@ -145,7 +150,8 @@ class EvacuationListView(ViewerRequiredMixin, ListView):
 
     def get_queryset(self):
         return (
-            Evacuation.objects.select_related("host", "requested_by")
+            records_for(self.request.user, RoleChoices.VIEWER, Evacuation.objects.all())
+            .select_related("host", "requested_by")
             .annotate(
                 moves=Count("items", filter=~Q(items__action=IA.STAY)),
                 done=Count("items", filter=Q(items__status=IS.SUCCEEDED) & ~Q(items__action=IA.STAY)),
@@ -165,8 +171,9 @@ def _last_samples(state: dict) -> dict[int, float]:
     return found
 
 
-class EvacuationDetailView(ViewerRequiredMixin, DetailView):
+class EvacuationDetailView(ViewerRequiredMixin, HostAccessMixin, DetailView):
     model = Evacuation
+    access_model = Evacuation  # Viewer on its host and every host its items move between
     template_name = "maintenance/evacuation_detail.html"
     context_object_name = "evacuation"
 
@@ -195,8 +202,11 @@ class EvacuationBodyPartialView(EvacuationDetailView):
     template_name = "maintenance/partials/evacuation_body.html"
 
 
-class EvacuationActionView(OperatorRequiredMixin, View):
+class EvacuationActionView(OperatorRequiredMixin, HostAccessMixin, View):
     """POST pause / resume / cancel; GET cancel asks first."""
+
+    access_model = Evacuation
+    host_role = RoleChoices.OPERATOR
 
     ACTIONS = {"pause": services.evacuation_pause, "resume": services.evacuation_resume,
                "cancel": services.evacuation_cancel}
@@ -229,7 +239,7 @@ class ExitView(ViewerRequiredMixin, HostAccessMixin, View):
     """GET: the return plan. POST (Operator): exit, bringing guests home or not."""
 
     def _render(self, request, host, *, status=200, errors=()):
-        plan = services.return_plan(host=host, bring_back=True)
+        plan = services.return_plan(host=host, bring_back=True, sources=_destinations(request.user))
         context = {"host": host, "plan": plan, "errors": list(errors), "active": services.active_evacuation(host),
                    "starts": [r for r in plan.rows if r.action == IA.START]}
         return render(request, "maintenance/exit.html", context, status=status)

@@ -2,6 +2,8 @@
 
 from core.broadcast import migration_group
 from core.consumers import RoleGatedConsumer
+from core.choices import RoleChoices
+from hosts.permissions import records_for
 
 from .models import Migration
 from .payloads import chart_samples, state_payload
@@ -13,6 +15,9 @@ class MigrationConsumer(RoleGatedConsumer):
         if not Migration.objects.filter(pk=self.migration_id).exists():
             return None
         return migration_group(self.migration_id)
+
+    def object_allowed(self, user) -> bool:
+        return records_for(user, RoleChoices.VIEWER, Migration.objects.filter(pk=self.migration_id)).exists()
 
     def current_state(self):
         migration = Migration.objects.get(pk=self.migration_id)

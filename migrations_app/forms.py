@@ -166,15 +166,16 @@ class ColdMigrationForm(forms.Form):
         help_text="Leave the originals on the source after success (they are removed otherwise).",
     )
 
-    def __init__(self, *args, vm, **kwargs):
+    def __init__(self, *args, vm, destinations=None, shares=None, **kwargs):
+        """``destinations`` / ``shares``: the querysets the user may choose from (default: all)."""
         super().__init__(*args, **kwargs)
         self.vm = vm
         destination = self.fields["destination"]
-        destination.queryset = Host.objects.order_by("name")
+        destination.queryset = (Host.objects.all() if destinations is None else destinations).order_by("name")
         destination.label_from_instance = self._host_label
         share = self.fields["share"]
-        share.queryset = Share.objects.select_related("server").prefetch_related("clients").order_by(
-            "server__name", "export_path")
+        share.queryset = (Share.objects.all() if shares is None else shares).select_related(
+            "server").prefetch_related("clients").order_by("server__name", "export_path")
         share.label_from_instance = _share_label
 
     def _host_label(self, host: Host) -> str:

@@ -26,6 +26,8 @@ from .choices import (
 class MigrationPlan(models.Model):
     """One pass of the wizard: a guest, a set of options, and a preflight per candidate host."""
 
+    host_paths = ("source",)  # hosts.permissions: who may see it, act on it
+
     # The inventory row may move or vanish when the guest migrates; the UUID and name stay.
     vm = models.ForeignKey(VirtualMachine, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     vm_uuid = models.UUIDField()
@@ -46,6 +48,8 @@ class MigrationPlan(models.Model):
 
 class PreflightRun(models.Model):
     """The preflight of one destination in a plan, run by a background job."""
+
+    host_paths = ("plan__source", "destination")  # hosts.permissions: who may see it, act on it
 
     plan = models.ForeignKey(MigrationPlan, on_delete=models.CASCADE, related_name="runs")
     destination = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="+")
@@ -82,6 +86,8 @@ class PreflightRun(models.Model):
 
 class Migration(models.Model):
     """One migration of one guest, from request to its true outcome. The source of truth."""
+
+    host_paths = ("source", "destination")  # hosts.permissions: who may see it, act on it
 
     vm = models.ForeignKey(VirtualMachine, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     vm_uuid = models.UUIDField(db_index=True)
@@ -237,6 +243,8 @@ class ColdMigration(models.Model):
     ``destination`` equal to ``source`` means "move this guest's disks onto shared storage".
     The original XML is kept here until the end, so an interrupted move can always be undone.
     """
+
+    host_paths = ("source", "destination")  # hosts.permissions: who may see it, act on it
 
     vm = models.ForeignKey(VirtualMachine, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     vm_uuid = models.UUIDField(db_index=True)

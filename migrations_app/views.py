@@ -18,7 +18,8 @@ from core.roles import OperatorRequiredMixin, ViewerRequiredMixin
 from hosts.choices import VMStateChoices
 from hosts.leases import lease_holder
 from hosts.models import Host, VirtualMachine
-from hosts.permissions import HostAccessMixin, hosts_for
+from hosts.permissions import HostAccessMixin, hosts_for, records_for
+from storage.models import Share
 
 from . import states
 from .choices import (
@@ -113,7 +114,7 @@ class MigrationWizardView(OperatorRequiredMixin, HostAccessMixin, FormView):
                 "tunnelled", "copy_storage", "auto_converge", "allow_postcopy", "compressed",
                 "persist_destination", "undefine_source",
             )],
-            candidates=Host.objects.exclude(pk=vm.host_id).count(),
+            candidates=hosts_for(self.request.user, RoleChoices.OPERATOR).exclude(pk=vm.host_id).count(),
             held=lease_holder(vm.uuid),
         )
         return context
@@ -137,15 +138,19 @@ class PlanMixin:
         return get_object_or_404(MigrationPlan.objects.select_related("source", "vm"), pk=self.kwargs["pk"])
 
 
-class PlanView(OperatorRequiredMixin, PlanMixin, TemplateView):
+class PlanView(OperatorRequiredMixin, HostAccessMixin, PlanMixin, TemplateView):
     """Step 2: every candidate with its preflight verdict, filling in as the jobs finish."""
 
     template_name = "migrations_app/wizard_destinations.html"
+    access_model = MigrationPlan
+    host_role = RoleChoices.OPERATOR  # on the guest's host, and on the destination of the URL
 
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)
         plan = self.get_plan()
-        runs = rank_destinations(list(plan.runs.select_related("destination", "destination__facts")))
+        # Only the destinations this user may migrate to (a plan may be another admin's).
+        mine = records_for(self.request.user, RoleChoices.OPERATOR, plan.runs.all())
+        runs = rank_destinations(list(mine.select_related("destination", "destination__facts")))
         context.update(
             plan=plan, runs=runs, step=2, options_rows=_options_rows(from_dict(plan.options)),
             pending=sum(1 for r in runs if r.is_pending),
@@ -157,10 +162,12 @@ class PlanCandidatesPartialView(PlanView):
     template_name = "migrations_app/partials/candidates.html"
 
 
-class PlanDestinationView(OperatorRequiredMixin, PlanMixin, TemplateView):
+class PlanDestinationView(OperatorRequiredMixin, HostAccessMixin, PlanMixin, TemplateView):
     """Step 3: the preflight grid for one destination; POST confirms (refused if any check failed)."""
 
     template_name = "migrations_app/wizard_confirm.html"
+    access_model = MigrationPlan
+    host_role = RoleChoices.OPERATOR  # on the guest's host and the destination (the URL's host_pk)
 
     def get_run(self, plan: MigrationPlan) -> PreflightRun:
         return get_object_or_404(
@@ -210,8 +217,11 @@ class PlanDestinationView(OperatorRequiredMixin, PlanMixin, TemplateView):
         return redirect("migrations_app:migration_detail", pk=migration.pk)
 
 
-class PlanRepairPermissionsView(OperatorRequiredMixin, PlanMixin, View):
+class PlanRepairPermissionsView(OperatorRequiredMixin, HostAccessMixin, PlanMixin, View):
     """POST: give the images this preflight flagged QEMU's user as owner, then check again."""
+
+    access_model = MigrationPlan
+    host_role = RoleChoices.OPERATOR
 
     def post(self, request, pk, host_pk):
         plan = self.get_plan()
@@ -237,8 +247,8 @@ class PlanGridPartialView(PlanDestinationView):
 # Migrations
 
 
-def _cold_list():
-    return ColdMigration.objects.select_related("source", "destination", "share__server", "requested_by").defer(
+def _cold_list(user):
+    return records_for(user, RoleChoices.VIEWER, ColdMigration.objects.all()).select_related("source", "destination", "share__server", "requested_by").defer(
         "verdicts", "files", "original_xml", "new_xml", "rollback", "summary"
     )[:COLD_PAGE_SIZE]
 
@@ -250,13 +260,14 @@ class MigrationListView(ViewerRequiredMixin, ListView):
     context_object_name = "migrations"
 
     def get_queryset(self):
-        return Migration.objects.select_related("source", "destination", "requested_by").defer(
+        migrations = records_for(self.request.user, RoleChoices.VIEWER, Migration.objects.all())
+        return migrations.select_related("source", "destination", "requested_by").defer(
             "verdicts", "summary"
         )[:MIGRATION_PAGE_SIZE]
 
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)
-        context["cold_migrations"] = _cold_list()
+        context["cold_migrations"] = _cold_list(self.request.user)
         return context
 
 
@@ -269,10 +280,11 @@ class ColdMigrationRowsPartialView(ViewerRequiredMixin, TemplateView):
     template_name = "migrations_app/partials/cold_rows.html"
 
     def get_context_data(self, **kwargs):
-        return {**super().get_context_data(**kwargs), "cold_migrations": _cold_list()}
+        return {**super().get_context_data(**kwargs), "cold_migrations": _cold_list(self.request.user)}
 
 
-class MigrationDetailView(ViewerRequiredMixin, DetailView):
+class MigrationDetailView(ViewerRequiredMixin, HostAccessMixin, DetailView):
+    access_model = Migration  # Viewer on its source and its destination
     template_name = "migrations_app/migration_detail.html"
     context_object_name = "migration"
     queryset = Migration.objects.select_related("source", "destination", "requested_by", "job", "reverses")
@@ -316,8 +328,11 @@ class MigrationPartialView(MigrationDetailView):
             raise Http404("No such part.") from None
 
 
-class MigrationActionView(OperatorRequiredMixin, View):
+class MigrationActionView(OperatorRequiredMixin, HostAccessMixin, View):
     """POST only: abort, force-complete or reconcile, then back to the migration page."""
+
+    access_model = Migration
+    host_role = RoleChoices.OPERATOR  # on its source and its destination
 
     def post(self, request, pk, action):
         migration = get_object_or_404(Migration.objects.select_related("source", "destination"), pk=pk)
@@ -379,7 +394,10 @@ class ColdMigrationWizardView(OperatorRequiredMixin, HostAccessMixin, FormView):
         return Host.objects.filter(pk=host_id).first() if host_id is not None else None
 
     def get_form_kwargs(self):
-        return {**super().get_form_kwargs(), "vm": self.get_vm()}
+        user = self.request.user
+        return {**super().get_form_kwargs(), "vm": self.get_vm(),
+                "destinations": hosts_for(user, RoleChoices.OPERATOR),
+                "shares": records_for(user, RoleChoices.OPERATOR, Share.objects.all())}
 
     def get_initial(self):
         to = self._preselected()
@@ -413,8 +431,10 @@ class ColdMigrationWizardView(OperatorRequiredMixin, HostAccessMixin, FormView):
         return redirect("migrations_app:cold_detail", pk=cold.pk)
 
 
-class ColdMigrationDetailView(ViewerRequiredMixin, DetailView):
+class ColdMigrationDetailView(ViewerRequiredMixin, HostAccessMixin, DetailView):
     """Status, progress, checks, files, outcome and undo of one cold migration; live while it runs."""
+
+    access_model = ColdMigration
 
     template_name = "migrations_app/cold_detail.html"
     context_object_name = "cold"

@@ -59,6 +59,13 @@ class ShareForm(forms.Form):
         required=False, label="I understand: allow no_root_squash or '*' for this export",
     )
 
+    def __init__(self, *args, hosts=None, **kwargs):
+        """``hosts``: the hosts the user may choose from (default: every host in service)."""
+        super().__init__(*args, **kwargs)
+        if hosts is not None:
+            self.fields["server"].queryset = hosts.order_by("name")
+            self.fields["clients"].queryset = hosts.order_by("name")
+
     def clean(self):
         cleaned = super().clean()
         if self.errors:

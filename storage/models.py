@@ -14,6 +14,8 @@ from .validation import DEFAULT_OPTIONS
 class Share(models.Model):
     """An NFS export on one host, mounted at the same path on its client hosts."""
 
+    host_paths = ("server", "clients")  # hosts.permissions: who may see it, act on it
+
     server = models.ForeignKey(Host, on_delete=models.PROTECT, related_name="nfs_exports")
     clients = models.ManyToManyField(Host, related_name="nfs_mounts")
     export_path = models.CharField(max_length=200)
@@ -51,6 +53,8 @@ class Share(models.Model):
 
 class ShareSetup(models.Model):
     """One attempt: read the hosts, plan (shown as the dry run), then apply that same plan."""
+
+    host_paths = ("share__server", "share__clients")  # hosts.permissions: who may see it, act on it
 
     share = models.ForeignKey(Share, on_delete=models.CASCADE, related_name="setups")
     status = models.CharField(max_length=16, choices=SetupStatusChoices.choices, default=SetupStatusChoices.DETECTING)

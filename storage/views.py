@@ -8,7 +8,9 @@ from django.views.generic import DetailView, FormView, ListView
 
 from core.actors import Actor
 from core.models import Job
+from core.choices import RoleChoices
 from core.roles import AdminRequiredMixin, ViewerRequiredMixin
+from hosts.permissions import HostAccessMixin, hosts_for, records_for
 
 from . import services
 from .choices import SETUP_ACTIVE_STATES, SetupStatusChoices, StepStateChoices, StorageJobKindChoices
@@ -30,14 +32,23 @@ class ShareListView(ViewerRequiredMixin, ListView):
     context_object_name = "shares"
 
     def get_queryset(self):
-        return Share.objects.select_related("server").prefetch_related("clients")
+        shares = records_for(self.request.user, RoleChoices.VIEWER, Share.objects.all())
+        return shares.select_related("server").prefetch_related("clients")
 
 
-class ShareCreateView(AdminRequiredMixin, FormView):
+class ShareCreateView(AdminRequiredMixin, HostAccessMixin, FormView):
     """Step 1 of the wizard: what to share with whom. Planning (the dry run) follows as a job."""
 
     template_name = "storage/share_form.html"
     form_class = ShareForm
+    host_role = RoleChoices.ADMIN  # on the server and every client
+
+    def get_form_kwargs(self):
+        return {**super().get_form_kwargs(), "hosts": hosts_for(self.request.user, RoleChoices.ADMIN)}
+
+    def post(self, request, *args, **kwargs):
+        self.require_posted_hosts(RoleChoices.ADMIN, "server", "clients")
+        return super().post(request, *args, **kwargs)
 
     def get_initial(self):
         return {"options": DEFAULT_OPTIONS, "export_path": "/srv/vmstore", "mount_path": "/mnt/vmstore"}
@@ -94,8 +105,10 @@ def _hosts_sections(rows: list[dict], notes) -> list[dict]:
     return list(sections.values())
 
 
-class ShareDetailView(ViewerRequiredMixin, DetailView):
+class ShareDetailView(ViewerRequiredMixin, HostAccessMixin, DetailView):
     """The share, its latest setup (plan → progress → grid) and its history."""
+
+    access_model = Share  # Viewer on its server and every client
 
     model = Share
     template_name = "storage/share_detail.html"
@@ -162,7 +175,10 @@ class ShareDetailPartialView(ShareDetailView):
     template_name = "storage/partials/share_body.html"
 
 
-class ShareApplyView(AdminRequiredMixin, View):
+class ShareApplyView(AdminRequiredMixin, HostAccessMixin, View):
+    access_model = Share
+    host_role = RoleChoices.ADMIN
+
     def post(self, request, pk, setup_pk):
         setup = get_object_or_404(ShareSetup.objects.select_related("share"), pk=setup_pk, share_id=pk)
         try:
@@ -173,8 +189,11 @@ class ShareApplyView(AdminRequiredMixin, View):
         return redirect("storage:share_detail", pk=pk)
 
 
-class SharePlanView(AdminRequiredMixin, View):
+class SharePlanView(AdminRequiredMixin, HostAccessMixin, View):
     """Plan again: read the hosts afresh (resume after a failure, or repeat a setup)."""
+
+    access_model = Share
+    host_role = RoleChoices.ADMIN
 
     def post(self, request, pk):
         share = get_object_or_404(Share, pk=pk)
@@ -185,7 +204,10 @@ class SharePlanView(AdminRequiredMixin, View):
         return redirect("storage:share_detail", pk=pk)
 
 
-class ShareVerifyView(AdminRequiredMixin, View):
+class ShareVerifyView(AdminRequiredMixin, HostAccessMixin, View):
+    access_model = Share
+    host_role = RoleChoices.ADMIN
+
     def post(self, request, pk):
         share = get_object_or_404(Share, pk=pk)
         try:

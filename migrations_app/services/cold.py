@@ -13,12 +13,13 @@ from django.utils import timezone
 
 from core.actors import Actor
 from core.audit import audit_record
-from core.choices import AuditResultChoices
+from core.choices import AuditResultChoices, RoleChoices
 from core.jobs import active_job, job_enqueue
 from core.models import Job
 from hosts import leases, services as host_services
 from hosts.choices import GuestLeaseKindChoices, VMStateChoices
 from hosts.models import Host, VirtualMachine
+from hosts.permissions import actor_refused_on
 from storage.models import Share
 
 from .. import policy
@@ -66,6 +67,10 @@ def cold_migration_request(
     def refused(message: str, hint: str = "") -> NoReturn:
         refuse(actor=actor, action=A.COLD_REQUEST, target=vm, parameters=parameters, message=message, hint=hint)
 
+    outside = actor_refused_on(actor, RoleChoices.OPERATOR, (source, destination))
+    if outside:
+        refused(f"{actor.label} does not hold the Operator role on {', '.join(outside)}.",
+                "Ask an admin for a grant on the host's group, or choose a host of your groups.")
     if vm.state != VMStateChoices.SHUTOFF:
         refused(f"{vm.name} is {vm.get_state_display().lower()}; a cold migration moves a shut-off guest.",
                 "Shut it down from its page first, or use live migration.")

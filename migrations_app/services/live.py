@@ -14,12 +14,13 @@ from django.utils import timezone
 
 from core.actors import Actor
 from core.audit import audit_record
-from core.choices import AuditResultChoices
+from core.choices import AuditResultChoices, RoleChoices
 from core.jobs import active_job, job_enqueue
 from core.models import Job
 from hosts import leases
 from hosts.choices import GuestLeaseKindChoices
 from hosts.models import Host, VirtualMachine
+from hosts.permissions import actor_refused_on
 
 from .. import policy, states
 from ..choices import (
@@ -66,6 +67,10 @@ def migration_request(
     def refused(message: str, hint: str = "") -> NoReturn:
         refuse(actor=actor, action=A.REQUEST, target=vm, parameters=parameters, message=message, hint=hint)
 
+    outside = actor_refused_on(actor, RoleChoices.OPERATOR, (source, destination))
+    if outside:
+        refused(f"{actor.label} does not hold the Operator role on {', '.join(outside)}.",
+                "Ask an admin for a grant on the host's group, or choose a host of your groups.")
     problems = validate(options)
     if problems:
         refused(" ".join(problems), "Change the options and try again.")

@@ -12,7 +12,8 @@ import json as jsonlib
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from core.actors import Actor
+from core.choices import RoleChoices
+from hosts.command_access import add_as_argument, command_actor
 from core.errors import ServiceRefused
 from hosts.management.commands.vm_list import printable
 from hosts.models import Host
@@ -55,11 +56,13 @@ class Command(BaseCommand):
         add.add_argument("--notes", default="")
         add.add_argument("--at-risk", action="store_true", help="Accept a capacity conflict with other windows")
         add.add_argument("--json", action="store_true")
+        add_as_argument(add)
         lst = sub.add_parser("list", help="List windows.")
         lst.add_argument("--all", action="store_true", help="Include cancelled windows")
         lst.add_argument("--json", action="store_true")
         cancel = sub.add_parser("cancel", help="Cancel a window.")
         cancel.add_argument("id", type=int)
+        add_as_argument(cancel)
 
     def handle(self, *args, action, **options):
         return {"add": self.add, "list": self.list, "cancel": self.cancel}[action](**options)
@@ -67,13 +70,15 @@ class Command(BaseCommand):
     def add(self, *, title, hosts, start, end, zone, rrule, exdates, cutoff, no_evacuate, no_return, notes, at_risk,
             json, **_):
         zone = zone or settings.TIME_ZONE
+        chosen = _hosts(hosts)
+        actor = command_actor(_, chosen, RoleChoices.OPERATOR)
         try:
             spec = services.WindowSpec(
-                title=title, hosts=_hosts(hosts), start=parse_time(start, zone), end=parse_time(end, zone), zone=zone,
+                title=title, hosts=chosen, start=parse_time(start, zone), end=parse_time(end, zone), zone=zone,
                 rrule=rrule, exdates=[parse_time(d, zone).isoformat() for d in exdates], cutoff_minutes=cutoff,
                 on_start=OnStartChoices.WARN if no_evacuate else OnStartChoices.EVACUATE,
                 on_end=OnEndChoices.LEAVE if no_return else OnEndChoices.RETURN, notes=notes)
-            window = services.window_create(spec=spec, actor=Actor.system(), confirm_at_risk=at_risk)
+            window = services.window_create(spec=spec, actor=actor, confirm_at_risk=at_risk)
         except TimeInputError as exc:
             raise CommandError(str(exc)) from None
         except ServiceRefused as exc:
@@ -107,8 +112,9 @@ class Command(BaseCommand):
         window = MaintenanceWindow.objects.filter(pk=id).first()
         if window is None:
             raise CommandError(f"There is no window {id}.")
+        actor = command_actor(_, window.hosts.all(), RoleChoices.OPERATOR)
         try:
-            services.window_cancel(window=window, actor=Actor.system())
+            services.window_cancel(window=window, actor=actor)
         except ServiceRefused as exc:
             raise CommandError(exc.message) from None
         self.stdout.write(f"window {id} cancelled")

@@ -11,9 +11,11 @@ import json
 
 from django.core.management.base import CommandError
 
-from core.actors import Actor
+from core.choices import RoleChoices
 from core.errors import ServiceRefused
 from fleet import facts, recommend, services
+from hosts.command_access import add_as_argument, command_actor
+from hosts.permissions import hosts_to_plan_on
 from hosts.management.commands.vm_list import printable
 from maintenance.management.commands.host_maintenance import Command as HostMaintenanceCommand
 
@@ -43,20 +45,28 @@ class Command(HostMaintenanceCommand):
         parser.add_argument("--json", action="store_true")
         parser.add_argument("--apply", metavar="ID", help="Apply the recommendation with this id.")
         parser.add_argument("--wait", action="store_true", help="With --apply: follow the run to its end.")
+        add_as_argument(parser)
 
     def handle(self, *args, **options):
         self.as_json = options["json"]
+        actor = command_actor(options)
         if options["apply"]:
+            rec_id = options["apply"][:64]
+            # With --as: a recommendation of the whole fleet touching hosts outside the user's groups is refused.
+            rec = services.recommendation_find(rec_id=rec_id, basis=options["basis"])
+            if rec is not None:
+                command_actor(options, services.recommendation_hosts(rec), RoleChoices.OPERATOR)
             if options["wait"]:
                 self._need_workers()
             try:
-                ev = services.recommendation_apply(rec_id=options["apply"][:64], actor=Actor.cli(), basis=options["basis"])
+                ev = services.recommendation_apply(rec_id=rec_id, actor=actor, basis=options["basis"])
             except ServiceRefused as refused:
                 raise CommandError(f"{refused.message} {refused.hint}".strip()) from None
             self._follow(ev, options["wait"])
             return
         hold = _hold(options["hold"]) if options["hold"] is not None else None
-        outcomes = services.recommendations(kind=options["kind"], basis=options["basis"], hold_s=hold)
+        outcomes = services.recommendations(kind=options["kind"], basis=options["basis"], hold_s=hold,
+                                            hosts=hosts_to_plan_on(actor.user) if actor.user else None)
         if self.as_json:
             self.stdout.write(json.dumps({
                 "notes": [o.note for o in outcomes],

@@ -10,7 +10,8 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from core.actors import Actor
+from core.choices import RoleChoices
+from hosts.command_access import add_as_argument, command_actor
 from core.errors import ServiceRefused
 from guest_state import jobs, services
 from guest_state.choices import RestoreStatusChoices as RS
@@ -30,6 +31,7 @@ class Command(BaseCommand):
                             help="Restore although a disk changed since the save (you know why).")
         parser.add_argument("--wait", action="store_true", help="Run it here and wait for its outcome.")
         parser.add_argument("--json", action="store_true", help="Print the saved state and its restores as JSON.")
+        add_as_argument(parser)
 
     def handle(self, *args, **options):
         if not 0 < options["state_id"] < 2**63:
@@ -38,10 +40,11 @@ class Command(BaseCommand):
         if state is None:
             raise CommandError(f"No saved state #{options['state_id']}. See /saved-states/ for the list.")
         host = find_host(options["on"]) if options["on"] else None
+        actor = command_actor(options, [state.host, host], RoleChoices.OPERATOR)
         try:
             restore = services.restore_request(state=state, host=host, paused=options["paused"],
                                                changed_disks_confirmed=options["disks_changed_ok"],
-                                               actor=Actor.system(), enqueue=not options["wait"])
+                                               actor=actor, enqueue=not options["wait"])
         except ServiceRefused as refused:
             raise CommandError(f"{refused.message} {refused.hint}".strip()) from None
         if options["wait"]:

@@ -10,7 +10,8 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from core.actors import Actor
+from core.choices import RoleChoices
+from hosts.command_access import add_as_argument, command_actor
 from core.errors import ServiceRefused
 from guest_state import jobs, services
 from guest_state.choices import SavedStateStatusChoices as SS
@@ -42,13 +43,15 @@ class Command(BaseCommand):
         parser.add_argument("--bypass-cache", action="store_true", help="Write past the host's page cache.")
         parser.add_argument("--wait", action="store_true", help="Run it here and wait for its outcome.")
         parser.add_argument("--json", action="store_true", help="Print the record as JSON.")
+        add_as_argument(parser)
 
     def handle(self, *args, **options):
         vm = find_vm(options["vm"])
+        actor = command_actor(options, [vm.host], RoleChoices.OPERATOR)
         share = find_share(options["share"]) if options["share"] else None
         try:
             state = services.save_request(vm=vm, directory=options["to"] or "", share=share, note=options["note"],
-                                          bypass_cache=options["bypass_cache"], actor=Actor.system(),
+                                          bypass_cache=options["bypass_cache"], actor=actor,
                                           enqueue=not options["wait"])
         except ServiceRefused as refused:
             raise CommandError(f"{refused.message} {refused.hint}".strip()) from None

@@ -10,34 +10,11 @@ from core.errors import PortalError
 from hosts import jobs, lifecycle_services
 from hosts.choices import HostAuthMethodChoices, HostChangeStatusChoices
 from hosts.models import Host, HostChange
-from hosts.permissions import user_may
+from hosts.command_access import add_as_argument, command_actor
 from hosts.services import HostConnection
 from hosts.validators import validate_address, validate_libvirt_uri, validate_port, validate_ssh_user
 
 from .host_add import _read_private_key
-
-
-def add_as_argument(parser) -> None:
-    parser.add_argument("--as", dest="as_user", metavar="USER",
-                        help="Act within this portal user's rights (default: the OS user, with full rights).")
-
-
-def command_actor(options, host: Host, role: RoleChoices) -> Actor:
-    """The OS user (full rights, audited as cli:<name>), or with --as a portal user who must hold
-    ``role`` on ``host`` (hosts/permissions.py decides, as for the pages)."""
-    username = options.get("as_user")
-    if not username:
-        return Actor.cli()
-    user = get_user_model().objects.filter(username=username, is_active=True).first()
-    if user is None:
-        raise CommandError(f"No active user named {username!r}.")
-    if not user_may(user, role, host):
-        audit_record_now(actor=Actor(user=user, name=Actor.cli().name), action="command.refused",
-                         result=AuditResultChoices.REFUSED, target=host,
-                         parameters={"os_user": Actor.cli().name, "role_needed": str(role)},
-                         message=f"{username} may not do this on {host.name} (needs {role.label}).")
-        raise CommandError(f"{username} does not hold the {role.label} role on {host.name}.")
-    return Actor(user=user, request_id=Actor.cli().name)  # who ran the command, kept with each event
 
 
 def find_host(name: str) -> Host:
@@ -69,7 +46,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         host = find_host(options["host"])
-        actor = command_actor(options, host, RoleChoices.ADMIN)
+        actor = command_actor(options, [host], RoleChoices.ADMIN)
         try:
             for option, validate in (("address", validate_address), ("ssh_port", validate_port),
                                      ("ssh_user", validate_ssh_user), ("libvirt_uri", validate_libvirt_uri)):

@@ -15,7 +15,9 @@ import time
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from core.actors import Actor
+from core.choices import RoleChoices
+from hosts.command_access import add_as_argument, command_actor
+from hosts.permissions import hosts_for_actor
 from core.errors import ServiceRefused
 from hosts.management.commands.vm_list import printable
 from hosts.models import VirtualMachine
@@ -115,10 +117,12 @@ class Command(BaseCommand):
                             help="Plan from the inventory alone, without asking the hosts (faster, no verdicts).")
         parser.add_argument("--wait", action="store_true", help="Follow the evacuation to its end.")
         parser.add_argument("--json", action="store_true", help="Print the plan or the outcome as JSON.")
+        add_as_argument(parser)
 
     def handle(self, *args, **options):
         self.as_json = options["json"]
         host = find_host(options["host"])
+        self.actor = command_actor(options, [host], RoleChoices.OPERATOR)
         concurrency = _concurrency(options["concurrency"])
         if options["what"] == "enter":
             self._enter(host, concurrency, options)
@@ -141,7 +145,8 @@ class Command(BaseCommand):
         choices = dict(strategy=options["strategy"], concurrency=concurrency, excluded=excluded,
                        overrides=overrides, shutdown=shutdown, copy_storage=options["copy_storage"])
         try:
-            plan = planning.evacuation_plan(host=host, check_hosts=not options["no_check"], **choices)
+            plan = planning.evacuation_plan(host=host, check_hosts=not options["no_check"],
+                                            candidates=hosts_for_actor(self.actor, RoleChoices.OPERATOR), **choices)
         except Exception as exc:  # noqa: BLE001 — a host that cannot be asked is a message, not a traceback
             raise CommandError(f"Could not make the plan: {exc}. Try --no-check to plan from the inventory.") from None
         if options["dry_run"]:
@@ -152,7 +157,7 @@ class Command(BaseCommand):
         if options["wait"]:
             self._need_workers()
         try:
-            ev = services.evacuation_enter(host=host, actor=Actor.cli(), plan=plan, **choices)
+            ev = services.evacuation_enter(host=host, actor=self.actor, plan=plan, **choices)
         except ServiceRefused as exc:
             raise CommandError(f"{exc.message} {exc.hint}".strip()) from None
         self._follow(ev, options["wait"])
@@ -164,14 +169,15 @@ class Command(BaseCommand):
             if options[flag]:
                 raise CommandError(f"--{flag} belongs to enter.")
         bring_back = not options["no_return"]
-        plan = services.return_plan(host=host, bring_back=bring_back)
+        plan = services.return_plan(host=host, bring_back=bring_back,
+                                    sources=hosts_for_actor(self.actor, RoleChoices.OPERATOR))
         if options["dry_run"]:
             self._print_return(plan)
             return
         if options["wait"] and plan.moves:
             self._need_workers()
         try:
-            ev = services.maintenance_exit(host=host, actor=Actor.cli(), bring_back=bring_back,
+            ev = services.maintenance_exit(host=host, actor=self.actor, bring_back=bring_back,
                                            concurrency=concurrency, plan=plan)
         except ServiceRefused as exc:
             raise CommandError(f"{exc.message} {exc.hint}".strip()) from None

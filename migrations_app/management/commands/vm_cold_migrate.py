@@ -13,7 +13,8 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 from django.urls import reverse
 
-from core.actors import Actor
+from core.choices import RoleChoices
+from hosts.command_access import add_as_argument, command_actor
 from hosts.management.commands.vm_list import printable
 from migrations_app import cold_runner
 from migrations_app.choices import ColdMigrationStatusChoices as C
@@ -82,16 +83,18 @@ class Command(BaseCommand):
                             help="Keep the original disk files on the source after success.")
         parser.add_argument("--wait", action="store_true", help="Run it here and wait for its outcome.")
         parser.add_argument("--json", action="store_true", help="Print the outcome as JSON.")
+        add_as_argument(parser)
 
     def handle(self, *args, **options):
         vm = find_vm(options["vm"])
         destination = find_host(options["to"])
+        actor = command_actor(options, [vm.host, destination], RoleChoices.OPERATOR)
         share = find_share(options["storage"]) if options["storage"] else None
         wait = options["wait"]
         try:
             record = cold_services.cold_migration_request(
                 vm=vm, destination=destination, share=share, start=options["start"],
-                keep_source=options["keep_source"], actor=Actor.cli(), run_by_worker=not wait,
+                keep_source=options["keep_source"], actor=actor, run_by_worker=not wait,
             )
         except ServiceRefused as exc:
             raise CommandError(f"{exc.message} {exc.hint}".strip()) from None

@@ -15,7 +15,8 @@ import uuid
 from django.core.management.base import BaseCommand, CommandError
 from django.urls import reverse
 
-from core.actors import Actor
+from core.choices import RoleChoices
+from hosts.command_access import add_as_argument, command_actor
 from core.jobs import run_job
 from hosts.management.commands.vm_list import printable
 from hosts.models import Host, VirtualMachine
@@ -98,10 +99,12 @@ class Command(BaseCommand):
         )
         parser.add_argument("--wait", action="store_true", help="Run the migration here and wait for its outcome.")
         parser.add_argument("--json", action="store_true", help="Print the outcome as JSON.")
+        add_as_argument(parser)
 
     def handle(self, *args, **options):
         vm = find_vm(options["vm"])
         destination = find_host(options["to"])
+        actor = command_actor(options, [vm.host, destination], RoleChoices.OPERATOR)
         try:
             chosen = parse_option_pairs(options["option"], base=MigrationOptions(live=not options["offline"]))
         except ValueError as exc:
@@ -114,7 +117,7 @@ class Command(BaseCommand):
         wait = options["wait"]
         try:
             migration = live.migration_request(
-                vm=vm, destination=destination, options=chosen, actor=Actor.cli(), run_by_worker=not wait
+                vm=vm, destination=destination, options=chosen, actor=actor, run_by_worker=not wait
             )
         except ServiceRefused as exc:
             raise CommandError(f"{exc.message} {exc.hint}".strip()) from None

@@ -18,8 +18,9 @@ import shlex
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from core.actors import Actor
+from core.choices import RoleChoices
 from core.models import Job
+from hosts.command_access import add_as_argument, command_actor
 from hosts.models import Host
 from storage import services
 from storage.choices import NfsVersionChoices, SetupStatusChoices
@@ -60,6 +61,7 @@ class Command(BaseCommand):
         parser.add_argument("--dry-run", action="store_true", help="Print the plan and change nothing.")
         parser.add_argument("--yes", action="store_true", help="Apply without asking.")
         parser.add_argument("--json", action="store_true", help="Print one JSON document instead of text.")
+        add_as_argument(parser)
 
     def handle(self, *args, **options):
         as_json = options["json"]
@@ -69,7 +71,8 @@ class Command(BaseCommand):
             export_to=options["export_to"], options=options["options"], nfs_version=options["nfs_version"],
             server_impl=options["server_impl"], confirm_risky=options["confirm_risky"],
         )
-        actor = Actor.cli()
+        # Admin on the server and every client (unknown names are the request's validation's to report).
+        actor = command_actor(options, Host.objects.filter(name__in=[options["server"], *clients]), RoleChoices.ADMIN)
         try:
             share = self._existing_share(request)
             if share is None:
