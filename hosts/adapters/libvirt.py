@@ -20,6 +20,7 @@ DomainNotFound, HostUnreachable, HostAuthError or HostKeyMismatch.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -160,6 +161,8 @@ class DomainInfo:
     max_memory_kib: int = 0
     placement: PlacementTags = PlacementTags()
     host_devices: int = 0  # <hostdev> passthrough devices: the guest cannot migrate live
+    # The persistent definition (secrets included) as list_domains read it; "" when not read.
+    definition_xml: str = ""
 
 
 @dataclass(frozen=True)
@@ -752,7 +755,12 @@ def list_domains(conn: libvirt.virConnect) -> list[DomainInfo]:
     result = []
     for dom in domains:
         try:
-            result.append(domain_info(dom))
+            info = domain_info(dom)
+            if info.persistent:
+                # Kept by the inventory so a guest of a host that died can be defined elsewhere.
+                xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE)
+                info = dataclasses.replace(info, definition_xml=xml)
+            result.append(info)
         except libvirt.libvirtError as exc:
             if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                 continue  # undefined while we were listing
