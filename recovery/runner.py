@@ -11,7 +11,8 @@ from core.jobs import JobContext
 from hosts import access
 from hosts.adapters import libvirt as lv
 from hosts.adapters import migration as mg
-from hosts.adapters.errors import AdapterError, HostUnreachable
+from hosts.adapters.errors import AdapterError, HostUnreachable, LibvirtFailure
+from hosts.adapters.errors import CommandFailed, CommandTimeout, HostAuthError, HostKeyMismatch, HostKeyUnknown
 from hosts.choices import VM_ACTIVE_STATES
 from hosts.inventory import refresh_host
 
@@ -20,9 +21,13 @@ from .models import HostRecovery, RecoveryItem
 
 logger = logging.getLogger(__name__)
 
+# Errors only a host that is there can cause.
+ANSWERS = (HostAuthError, HostKeyMismatch, HostKeyUnknown, CommandFailed, CommandTimeout, LibvirtFailure)
+
 
 def _answers(host, what: str) -> str | None:
     """How ``host`` answered over ``what`` ("ssh" or "libvirt") just now, or None when nothing answered."""
+    label = "SSH" if what == "ssh" else "libvirt"
     try:
         with access.open_session(host) as session:
             if what == "ssh":
@@ -32,9 +37,11 @@ def _answers(host, what: str) -> str | None:
     except HostUnreachable as exc:
         logger.info("%s: no answer over %s: %s", host.name, what, exc.message)
         return None
-    except AdapterError as exc:  # refused our key, changed its key, failed a command: something is there
-        return f"{host.name} answered over {what.upper() if what == 'ssh' else what} ({exc.message})."
-    return f"{host.name} answered over {what.upper() if what == 'ssh' else what} just now."
+    except ANSWERS as exc:  # refused our key, changed its key, failed a command: something is there
+        return f"{host.name} answered over {label} ({exc.message})."
+    except AdapterError as exc:  # the portal could not even try (no key pair, bad settings): not proof
+        return f"The portal could not check {host.name} over {label}: {exc.message}"
+    return f"{host.name} answered over {label} just now."
 
 
 def run_check(*, recovery_id: int, ctx: JobContext, enqueue: bool = True) -> dict:
@@ -49,8 +56,8 @@ def run_check(*, recovery_id: int, ctx: JobContext, enqueue: bool = True) -> dic
             answers.append(answer)
         ctx.progress(50 if what == "ssh" else 100)
     if answers:
-        evidence = (" ".join(answers) + " A host that answers may still run its guests: nothing was started. "
-                    "If it is really broken, power it off; the portal will then see it gone.")
+        evidence = (" ".join(answers) + " Without proof that the host is gone nothing was started: a host that "
+                    "answers may still run its guests. If it is really broken, power it off and ask again.")
     else:
         evidence = f"{host.name} answers neither over SSH nor over libvirt; the admin confirmed it is powered off."
     ctx.log(evidence)

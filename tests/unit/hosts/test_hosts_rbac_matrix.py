@@ -99,8 +99,17 @@ def _saved_state_on(host) -> int:
     return SavedState.objects.create(vm=vm, vm_uuid=vm.uuid, vm_name=vm.name, host=host, path="/srv/s.state").pk
 
 
+def _recovery_item_on(host) -> int:
+    from recovery.models import HostRecovery, RecoveryItem
+
+    vm = host.vms.first()
+    recovery = HostRecovery.objects.create(host=host, fencing_statement="off")
+    return RecoveryItem.objects.create(recovery=recovery, vm_uuid=vm.uuid, vm_name=vm.name, destination=host,
+                                       definition_encrypted="x").pk
+
+
 # Views whose ``pk`` names a record of the host, not the host: how to make one for the matrix.
-RECORD_PK = {"guest_state:restore": _saved_state_on}
+RECORD_PK = {"guest_state:restore": _saved_state_on, "recovery:stale_remove": _recovery_item_on}
 
 
 def _kwargs(name, pattern, host):

@@ -145,3 +145,11 @@ def test_a_stale_copy_that_runs_is_flagged_and_not_removed(dead):
     assert AuditEvent.objects.filter(action="recovery.stale_copy", result="failed").exists()
     with pytest.raises(ServiceRefused, match="runs twice"):
         services.stale_remove_request(item=RecoveryItem.objects.get(), actor=SYSTEM, enqueue=False)
+
+
+def test_a_check_the_portal_could_not_make_is_no_proof(dead):
+    dead["a"].auth_method = "portal_key"  # and the portal has no key pair: it cannot even try
+    dead["a"].save()
+    recovery = jobs.run_inline(services.recovery_request(host=dead["a"], fencing_confirmed=True, actor=SYSTEM,
+                                                         enqueue=False))
+    assert recovery.status == RS.REFUSED and "could not check kvm-a over SSH" in recovery.error
