@@ -210,6 +210,7 @@ class VirtualMachine(models.Model):
     # than MAX_DEFINITION_CHARS.
     definition_encrypted = models.TextField(blank=True)
     definition_at = models.DateTimeField(null=True, blank=True)
+    managed_save = models.BooleanField(default=False)  # its next start resumes a managed save
     # Set when this copy was replaced by one on another host (the guests of a dead host brought
     # back elsewhere): the row stays until the host says the copy is gone.
     superseded_at = models.DateTimeField(null=True, blank=True)

@@ -345,6 +345,7 @@ def _vm_fields(info: DomainInfo) -> dict:
         "pin_to": info.placement.pin_to,
         "anti_affinity": list(info.placement.anti_affinity),
         "host_devices": min(info.host_devices, 32767),
+        "managed_save": info.managed_save,
         "updated": timezone.now(),
     }
 
@@ -534,9 +535,10 @@ def vm_action_request(*, vm: VirtualMachine, action: VMActionChoices, actor: Act
 def vm_state_save(*, vm: VirtualMachine, info: DomainInfo) -> VirtualMachine:
     """Update one guest's state right after an action (the next refresh updates the rest)."""
     vm = VirtualMachine.objects.select_for_update().get(pk=vm.pk)
-    for field_name in ("state", "state_reason", "libvirt_id", "updated"):
+    fields = ["state", "state_reason", "libvirt_id", "updated"] + (["managed_save"] if info.definition_xml else [])
+    for field_name in fields:
         setattr(vm, field_name, _vm_fields(info)[field_name])
-    vm.save(update_fields=["state", "state_reason", "libvirt_id", "updated"])
+    vm.save(update_fields=fields)
     broadcast.inventory_changed(host_id=vm.host_id)
     return vm
 

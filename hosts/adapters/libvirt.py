@@ -163,6 +163,7 @@ class DomainInfo:
     host_devices: int = 0  # <hostdev> passthrough devices: the guest cannot migrate live
     # The persistent definition (secrets included) as list_domains read it; "" when not read.
     definition_xml: str = ""
+    managed_save: bool = False  # libvirt keeps a managed-save image: the next start resumes it
 
 
 @dataclass(frozen=True)
@@ -759,7 +760,8 @@ def list_domains(conn: libvirt.virConnect) -> list[DomainInfo]:
             if info.persistent:
                 # Kept by the inventory so a guest of a host that died can be defined elsewhere.
                 xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE)
-                info = dataclasses.replace(info, definition_xml=xml)
+                info = dataclasses.replace(info, definition_xml=xml,
+                                           managed_save=bool(dom.hasManagedSaveImage(0)))
             result.append(info)
         except libvirt.libvirtError as exc:
             if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:

@@ -35,4 +35,9 @@ class Migration(migrations.Migration):
             name='kind',
             field=models.CharField(choices=[('live-migration', 'Live migration'), ('offline-migration', 'Offline migration'), ('cold-migration', 'Cold migration'), ('power-action', 'Power action'), ('image-repair', 'Image permission repair'), ('evacuation-step', 'Evacuation step'), ('save', 'Save'), ('restore', 'Restore'), ('recovery', 'Recovery from a dead host')], max_length=32),
         ),
+        migrations.AddField(
+            model_name='virtualmachine',
+            name='managed_save',
+            field=models.BooleanField(default=False),
+        ),
     ]
