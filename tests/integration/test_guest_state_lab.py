@@ -17,19 +17,11 @@ from guest_state.choices import RestoreStatusChoices as RS, SavedStateStatusChoi
 from hosts.adapters import libvirt as lv
 from lab import hosts as lab_hosts
 from lab.heartbeat import report
-from tests.waiting import wait_until
-from lab_support import SYSTEM, lab_share, onboarded, ready_share, run_knob, sh, unique, vm_row  # noqa: F401 - fixtures by name
+from lab_support import SYSTEM, lab_share, onboarded, ready_share, run_knob, sh, unique, vm_row, wait_counter  # noqa: F401 - fixtures by name
 
 pytestmark = [pytest.mark.lab, pytest.mark.django_db(transaction=True), pytest.mark.timeout(600)]
 SAVE_DIR = "/var/lib/libvirt/vmportal-save"
 
-
-def wait_counter(name: str, *, at_least: int, since: float = 0.0) -> int:
-    def reached():
-        last = report(name, since=since).last_counter
-        return [last] if last is not None and last >= at_least else None
-
-    return wait_until(reached, timeout=90, what=f"{name}'s heartbeat counter to reach {at_least}", interval=0.3)[0]
 
 
 def save(vm, note: str):

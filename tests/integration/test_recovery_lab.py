@@ -24,18 +24,10 @@ from lab import hosts as lab_hosts
 from lab.heartbeat import report
 from recovery import jobs, services, sweep
 from recovery.choices import RecoveryItemStatusChoices as IS, RecoveryStatusChoices as RS
-from tests.waiting import wait_until
-from lab_support import SYSTEM, onboarded, refresh, run_knob, unique, vm_row, where  # noqa: F401 - fixtures by name
+from lab_support import SYSTEM, onboarded, refresh, run_knob, unique, vm_row, wait_counter, where  # noqa: F401 - fixtures by name
 
 pytestmark = [pytest.mark.lab, pytest.mark.django_db(transaction=True), pytest.mark.timeout(600)]
 
-
-def wait_counter(name: str, *, at_least: int, since: float = 0.0) -> int:
-    def reached():
-        last = report(name, since=since).last_counter
-        return [last] if last is not None and last >= at_least else None
-
-    return wait_until(reached, timeout=120, what=f"{name}'s heartbeat counter to reach {at_least}", interval=0.3)[0]
 
 
 def refresh_fails(host) -> None:

@@ -109,7 +109,7 @@ def _recovery_item_on(host) -> int:
 
 
 # Views whose ``pk`` names a record of the host, not the host: how to make one for the matrix.
-RECORD_PK = {"guest_state:restore": _saved_state_on, "recovery:stale_remove": _recovery_item_on}
+RECORD_PK = {"guest_state:restore": _saved_state_on, "guest_state:delete": _saved_state_on, "recovery:stale_remove": _recovery_item_on}
 
 
 def _kwargs(name, pattern, host):
