@@ -42,6 +42,8 @@ def test_recover_guests_of_an_unreachable_host(page, portal, screenshots):
     errors = console_errors(page)
     login(page, portal)
     page.goto(f"/hosts/{dead_pk}/")
+    expect(page.locator("#host-recovery")).to_contain_text("does not answer")
+    page.screenshot(path=screenshots / "recovery-host-page.png", full_page=True)
     page.click("#recover-guests")
     expect(page.locator("#recovery-moves")).to_contain_text("db-1")
     expect(page.locator("#recovery-moves")).to_contain_text("kvm-spare")
