@@ -747,8 +747,12 @@ def domain_info(dom: libvirt.virDomain) -> DomainInfo:
     )
 
 
-def list_domains(conn: libvirt.virConnect) -> list[DomainInfo]:
-    """All guests on the host, running or not, sorted by name."""
+def list_domains(conn: libvirt.virConnect, *, definitions: bool = False) -> list[DomainInfo]:
+    """All guests on the host, running or not, sorted by name.
+
+    ``definitions`` also reads each persistent guest's definition (secrets included) and whether
+    it has a managed-save image: two more calls per guest, made by the inventory refresh only.
+    """
     try:
         domains = conn.listAllDomains(0)
     except libvirt.libvirtError as exc:
@@ -757,7 +761,7 @@ def list_domains(conn: libvirt.virConnect) -> list[DomainInfo]:
     for dom in domains:
         try:
             info = domain_info(dom)
-            if info.persistent:
+            if definitions and info.persistent:
                 # Kept by the inventory so a guest of a host that died can be defined elsewhere.
                 xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE)
                 info = dataclasses.replace(info, definition_xml=xml,
