@@ -24,6 +24,9 @@ RESTORE_ACTIVE = (RestoreStatusChoices.QUEUED, RestoreStatusChoices.RUNNING)
 class GuestStateJobKindChoices(models.TextChoices):
     SAVE = "guest.save", "Save guest state"
     RESTORE = "guest.restore", "Restore guest state"
+    MANAGED_SAVE = "guest.managed_save", "Managed save of a guest"
+    MANAGED_SAVE_REMOVE = "guest.managed_save_remove", "Discard a guest's managed save"
+    STATE_DELETE = "guest.state_delete", "Delete a saved state file"
 
 
 class GuestStateAuditActionChoices(models.TextChoices):
@@ -31,3 +34,6 @@ class GuestStateAuditActionChoices(models.TextChoices):
     SAVE_OUTCOME = "guest.save_outcome", "Save ended"
     RESTORE_REQUEST = "guest.restore_requested", "Restore requested"
     RESTORE_OUTCOME = "guest.restore_outcome", "Restore ended"
+    MANAGED_SAVE = "guest.managed_save", "Managed save"
+    MANAGED_SAVE_REMOVE = "guest.managed_save_remove", "Managed save discarded"
+    STATE_DELETE = "guest.state_delete", "Saved state file deleted"

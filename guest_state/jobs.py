@@ -11,3 +11,11 @@ def save_job(job_id: int, state_id: int) -> None:
 
 def restore_job(job_id: int, restore_id: int) -> None:
     run_job(job_id, lambda ctx: runner.run_restore(restore_id=restore_id, ctx=ctx))
+
+
+def managed_save_job(job_id: int, vm_id: int, remove: bool = False) -> None:
+    run_job(job_id, lambda ctx: runner.run_managed_save(vm_id=vm_id, remove=remove, ctx=ctx))
+
+
+def state_delete_job(job_id: int, state_id: int) -> None:
+    run_job(job_id, lambda ctx: runner.run_state_delete(state_id=state_id, ctx=ctx))

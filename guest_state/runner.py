@@ -8,7 +8,8 @@ from core.errors import PortalError
 from core.jobs import JobContext
 from hosts import access
 from hosts.adapters import libvirt as lv
-from hosts.models import HostFacts, VirtualDisk
+from hosts import services as host_services
+from hosts.models import HostFacts, VirtualDisk, VirtualMachine
 
 from . import services
 from .choices import RestoreStatusChoices as RS
@@ -90,3 +91,35 @@ def run_restore(*, restore_id: int, ctx: JobContext) -> None:
         services.restore_finish(restore=restore, ok=False, error=str(exc))
         raise
     services.restore_finish(restore=restore, ok=True)
+
+
+def run_managed_save(*, vm_id: int, remove: bool, ctx: JobContext) -> dict:
+    """libvirt's managed save (or discarding it); the guest's row follows at once."""
+    vm = VirtualMachine.objects.select_related("host").get(pk=vm_id)
+    uuid = str(vm.uuid)
+    try:
+        with access.open_session(vm.host) as session:
+            ctx.log(("Discarding the managed save of " if remove else "Managed save of ") + f"{vm.name} on {vm.host.name}")
+            (lv.managed_save_remove if remove else lv.managed_save)(session.libvirt, uuid)
+            has_image = lv.saved_state(session.libvirt, uuid).managed_save
+            info = lv.get_domain(session.libvirt, uuid)
+    except PortalError as exc:
+        services.managed_save_finish(vm=vm, job=ctx.job, remove=remove, ok=False, error=str(exc))
+        raise
+    host_services.vm_state_save(vm=vm, info=info)
+    VirtualMachine.objects.filter(pk=vm.pk).update(managed_save=has_image)
+    services.managed_save_finish(vm=vm, job=ctx.job, remove=remove, ok=True)
+    return {"vm": vm.name, "state": info.state, "managed_save": has_image}
+
+
+def run_state_delete(*, state_id: int, ctx: JobContext) -> None:
+    """Remove a saved state's file on its host (only that file: the path the record holds)."""
+    state = SavedState.objects.select_related("host").get(pk=state_id)
+    try:
+        with access.open_session(state.host) as session:
+            ctx.log(f"Deleting {state.path} on {state.host.name}")
+            session.ssh.run(["rm", "-f", "--", state.path])
+    except PortalError as exc:
+        services.state_deleted(state=state, job=ctx.job, ok=False, error=str(exc))
+        raise
+    services.state_deleted(state=state, job=ctx.job, ok=True)

@@ -28,6 +28,8 @@ from .locations import LocationProblem, state_file_name, validate_directory
 from .models import SavedState, StateRestore
 
 SAVE_JOB = "guest_state.jobs.save_job"
+MANAGED_SAVE_JOB = "guest_state.jobs.managed_save_job"
+STATE_DELETE_JOB = "guest_state.jobs.state_delete_job"
 RESTORE_JOB = "guest_state.jobs.restore_job"
 # Writing a guest's memory (and hashing it) takes seconds per GiB; a generous bound.
 JOB_TIMEOUT_S = 1800
@@ -168,3 +170,96 @@ def restore_finish(*, restore: StateRestore, ok: bool, error: str = "", problems
                  message=(f"{restore.state.vm_name} restored on {restore.host.name}." if ok
                           else f"Restore of {restore.state.vm_name} refused or failed: {error}"), job=restore.job)
     return True
+
+
+# --- Managed save: libvirt keeps the state, the next start resumes it -------------------------
+
+
+def managed_save_request(*, vm: VirtualMachine, remove: bool = False, confirmed: bool = False, actor: Actor,
+                         enqueue: bool = True):
+    """Ask libvirt to stop a running guest keeping its state (its next start resumes exactly there),
+    or, with ``remove`` (confirmed), to discard that state so the next start boots afresh.
+
+    The job holds the guest's lease until it ends."""
+    vm = VirtualMachine.objects.select_related("host").get(pk=vm.pk)
+    host = vm.host
+    action = A.MANAGED_SAVE_REMOVE if remove else A.MANAGED_SAVE
+    parameters = {"vm_uuid": str(vm.uuid), "host": host.name, "remove": remove}
+
+    def refused(message: str, hint: str = "") -> NoReturn:
+        refuse(actor=actor, action=action, target=vm, parameters=parameters, message=message, hint=hint)
+
+    if not host.is_connectable:
+        refused(f"The host {host.name} cannot be contacted: {host.get_status_display()}.",
+                "Fix the host's connection first (see its page).")
+    if remove:
+        if not vm.managed_save:
+            refused(f"{vm.name} has no managed save.", "Refresh the host if this is out of date.")
+        if not confirmed:
+            refused(f"Confirm that {vm.name}'s managed save may be thrown away: its next start boots afresh.",
+                    "Tick the confirmation.")
+    elif vm.state not in (VMStateChoices.RUNNING, VMStateChoices.PAUSED, VMStateChoices.BLOCKED) or not vm.persistent:
+        refused(f"{vm.name} is {vm.get_state_display().lower()}; only a running or paused persistent guest can be "
+                "managed-saved.", "Start it first, or refresh the host if the state shown is out of date.")
+    kind = K.MANAGED_SAVE_REMOVE if remove else K.MANAGED_SAVE
+    try:
+        with transaction.atomic():
+            job = job_enqueue(kind=kind, func=MANAGED_SAVE_JOB, args=(vm.pk, remove), target=vm,
+                              timeout_s=JOB_TIMEOUT_S, actor=actor, enqueue=enqueue)
+            leases.lease_claim(guest_uuid=vm.uuid, guest_name=vm.name, kind=GuestLeaseKindChoices.SAVE, owner=job,
+                               actor=actor, label=f"{kind.label.lower()} job #{job.pk}")
+            audit_record(actor=actor, action=action, result=AuditResultChoices.OK, target=vm, parameters=parameters,
+                         message=(f"Discarding the managed save of {vm.name} on {host.name} requested." if remove
+                                  else f"Managed save of {vm.name} on {host.name} requested."), job=job)
+    except leases.GuestBusy as busy:
+        leases.lease_refused(busy, actor=actor, action=action, target=vm, parameters=parameters)
+    return job
+
+
+@transaction.atomic
+def managed_save_finish(*, vm: VirtualMachine, job, remove: bool, ok: bool, error: str = "") -> None:
+    leases.lease_release(owner=job)
+    what = "discarding the managed save of" if remove else "managed save of"
+    audit_record(actor=Actor.system(), action=A.MANAGED_SAVE_REMOVE if remove else A.MANAGED_SAVE,
+                 result=AuditResultChoices.OK if ok else AuditResultChoices.FAILED, target=vm, job=job,
+                 parameters={"vm_uuid": str(vm.uuid), "error": error},
+                 message=f"{what.capitalize()} {vm.name}: " + ("done." if ok else f"failed: {error}"))
+
+
+# --- Deleting a state file ------------------------------------------------------------------------
+
+
+def state_delete_request(*, state: SavedState, confirmed: bool, actor: Actor, enqueue: bool = True):
+    """Ask to delete a saved state's file on its host (through the host session) and mark it deleted."""
+    parameters = {"state": state.pk, "path": state.path, "host": state.host.name}
+
+    def refused(message: str, hint: str = "") -> NoReturn:
+        refuse(actor=actor, action=A.STATE_DELETE, target=state, parameters=parameters, message=message, hint=hint)
+
+    if state.status not in (SS.SAVED, SS.FAILED):
+        refused(f"Saved state #{state.pk} is {state.get_status_display().lower()}: nothing to delete.")
+    if not confirmed:
+        refused(f"Confirm the deletion of {state.path}: the state cannot be restored afterwards.",
+                "Tick the confirmation.")
+    if not state.host.is_connectable:
+        refused(f"The host {state.host.name} cannot be contacted: {state.host.get_status_display()}.",
+                "Fix the host's connection first (see its page).")
+    if state.restores.filter(status__in=(RS.QUEUED, RS.RUNNING)).exists():
+        refused(f"Saved state #{state.pk} is being restored.", "Wait until the restore ends.")
+    with transaction.atomic():
+        job = job_enqueue(kind=K.STATE_DELETE, func=STATE_DELETE_JOB, args=(state.pk,), target=state,
+                          timeout_s=120, actor=actor, enqueue=enqueue)
+        audit_record(actor=actor, action=A.STATE_DELETE, result=AuditResultChoices.OK, target=state,
+                     parameters=parameters, job=job,
+                     message=f"Deletion of {state.path} on {state.host.name} requested.")
+    return job
+
+
+@transaction.atomic
+def state_deleted(*, state: SavedState, job, ok: bool, error: str = "") -> None:
+    if ok:
+        SavedState.objects.filter(pk=state.pk).update(status=SS.DELETED)
+    audit_record(actor=Actor.system(), action=A.STATE_DELETE,
+                 result=AuditResultChoices.OK if ok else AuditResultChoices.FAILED, target=state, job=job,
+                 parameters={"path": state.path, "error": error},
+                 message=(f"{state.path} deleted on {state.host.name}." if ok else f"Deleting {state.path} failed: {error}"))

@@ -9,4 +9,8 @@ urlpatterns = [
     path("<id:pk>/", views.SavedStateDetailView.as_view(), name="detail"),
     path("guests/<id:vm_pk>/save/", views.SavedStateSaveView.as_view(), name="save"),
     path("<id:pk>/restore/", views.SavedStateRestoreView.as_view(), name="restore"),
+    path("<id:pk>/delete/", views.SavedStateDeleteView.as_view(), name="delete"),
+    path("guests/<id:vm_pk>/managed-save/", views.ManagedSaveView.as_view(), name="managed_save"),
+    path("guests/<id:vm_pk>/managed-save/remove/", views.ManagedSaveView.as_view(remove=True),
+         name="managed_save_remove"),
 ]

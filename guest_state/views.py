@@ -95,3 +95,43 @@ class SavedStateSaveView(OperatorRequiredMixin, HostAccessMixin, View):
             return redirect("hosts:vm_detail", vm.host_id, vm.uuid)
         messages.success(request, f"Save of {vm.name} queued.")
         return redirect(state)
+
+
+class ManagedSaveView(OperatorRequiredMixin, HostAccessMixin, View):
+    """Managed save of the guest (POST), or with ``remove`` its discarding, confirmed."""
+
+    host_role = RoleChoices.OPERATOR  # on the guest's host (the URL's vm_pk)
+    remove = False
+
+    def post(self, request, vm_pk):
+        vm = get_object_or_404(VirtualMachine, pk=vm_pk)
+        try:
+            services.managed_save_request(vm=vm, remove=self.remove, confirmed=request.POST.get("confirm") == "on",
+                                          actor=Actor.from_request(request))
+        except ServiceRefused as refused:
+            messages.error(request, f"{refused.message} {refused.hint}".strip())
+        else:
+            messages.success(request, (f"Discarding the managed save of {vm.name} queued." if self.remove
+                                       else f"Managed save of {vm.name} queued: its next start resumes it."))
+        return redirect("hosts:vm_detail", vm.host_id, vm.uuid)
+
+
+class SavedStateDeleteView(OperatorRequiredMixin, HostAccessMixin, View):
+    """Operator on the host that holds the file."""
+
+    host_role = RoleChoices.OPERATOR
+
+    def url_host(self, kwargs) -> Host | None:
+        state = SavedState.objects.select_related("host").filter(pk=kwargs["pk"]).first()
+        return state.host if state is not None else None
+
+    def post(self, request, pk):
+        state = get_object_or_404(SavedState.objects.select_related("host"), pk=pk)
+        try:
+            services.state_delete_request(state=state, confirmed=request.POST.get("confirm") == "on",
+                                          actor=Actor.from_request(request))
+        except ServiceRefused as refused:
+            messages.error(request, f"{refused.message} {refused.hint}".strip())
+        else:
+            messages.success(request, f"Deletion of {state.path} queued.")
+        return redirect(state)

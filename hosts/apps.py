@@ -11,12 +11,13 @@ class HostsConfig(AppConfig):
         from core.roles import register_scoped_role_rank
 
         from . import receivers  # noqa: F401  (a lost power action is settled at once)
-        from .models import Host, HostChange, PortalKey
+        from .models import Host, HostChange, PortalKey, VirtualMachine
 
         # What `manage.py secrets_rotate` re-encrypts.
         register_encrypted_field(Host, "secret_encrypted")
         register_encrypted_field(PortalKey, "private_key_encrypted")
         register_encrypted_field(HostChange, "secret_encrypted")
+        register_encrypted_field(VirtualMachine, "definition_encrypted")
 
         from .services import load_retention_sweep
 

@@ -102,3 +102,4 @@ class GuestLeaseKindChoices(models.TextChoices):
     EVACUATION_STEP = "evacuation-step", "Evacuation step"
     SAVE = "save", "Save"
     RESTORE = "restore", "Restore"
+    RECOVERY = "recovery", "Recovery from a dead host"

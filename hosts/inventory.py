@@ -78,7 +78,7 @@ def refresh_host(*, host_id: int, ctx: JobContext) -> dict:
             ctx.log(f"Connecting to libvirt at {uri}")
             facts = libvirt_adapter.get_host_facts(session.libvirt)
             ctx.progress(50)
-            domains = libvirt_adapter.list_domains(session.libvirt)
+            domains = libvirt_adapter.list_domains(session.libvirt, definitions=True)
             stats = _read_load(session.libvirt, ctx)
             ctx.log(f"{facts.hostname}: {facts.hypervisor} {facts.hypervisor_version}, {len(domains)} guest(s)")
             ctx.progress(70)

@@ -209,8 +209,21 @@ class VirtualMachine(models.Model):
     pin_to = models.CharField(max_length=63, blank=True)
     anti_affinity = models.JSONField(default=list, blank=True)
     host_devices = models.PositiveSmallIntegerField(default=0)
+    # The last persistent definition a refresh read (secrets included, so Fernet-encrypted), for
+    # defining the guest elsewhere when this host dies; empty when none was read or it was larger
+    # than MAX_DEFINITION_CHARS.
+    definition_encrypted = models.TextField(blank=True)
+    definition_at = models.DateTimeField(null=True, blank=True)
+    managed_save = models.BooleanField(default=False)  # its next start resumes a managed save
+    # Set when this copy was replaced by one on another host (the guests of a dead host brought
+    # back elsewhere): the row stays until the host says the copy is gone.
+    superseded_at = models.DateTimeField(null=True, blank=True)
+    superseded_note = models.CharField(max_length=255, blank=True)
     first_seen = models.DateTimeField(default=timezone.now)
     updated = models.DateTimeField(default=timezone.now)
+
+    # A domain XML is a few KiB; this bounds what a hostile or odd host can make us store per guest.
+    MAX_DEFINITION_CHARS = 256 * 1024
 
     class Meta:
         ordering = ["name", "host__name"]

@@ -6,6 +6,7 @@ Views, management commands, jobs and the watcher all change hosts and guests thr
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import NoReturn
 
@@ -47,6 +48,8 @@ from .models import (
     VirtualNic,
 )
 from .vm_actions import vm_action_allowed
+
+logger = logging.getLogger(__name__)
 
 # Explicit job timeouts, each longer than the work it bounds.
 FETCH_HOST_KEY_TIMEOUT_S = 60
@@ -311,8 +314,19 @@ def _storage_of(disk, storage: dict[str, StorageLocation]) -> tuple[str, str, st
     return kind, location.fstype, location.mountpoint
 
 
+def _definition_fields(info: DomainInfo) -> dict:
+    if not info.definition_xml:
+        return {}  # not read (a transient guest, or a partial read): keep the last one known
+    if len(info.definition_xml) > VirtualMachine.MAX_DEFINITION_CHARS:
+        logger.warning("definition of %s is %d characters, over the %d kept; not stored",
+                       info.name, len(info.definition_xml), VirtualMachine.MAX_DEFINITION_CHARS)
+        return {"definition_encrypted": "", "definition_at": None}
+    return {"definition_encrypted": encrypt_secret(info.definition_xml), "definition_at": timezone.now()}
+
+
 def _vm_fields(info: DomainInfo) -> dict:
     return {
+        **_definition_fields(info),
         "name": info.name,
         "state": info.state if info.state in VMStateChoices.values else VMStateChoices.NOSTATE,
         "state_reason": info.reason,
@@ -331,6 +345,7 @@ def _vm_fields(info: DomainInfo) -> dict:
         "pin_to": info.placement.pin_to,
         "anti_affinity": list(info.placement.anti_affinity),
         "host_devices": min(info.host_devices, 32767),
+        "managed_save": info.managed_save,
         "updated": timezone.now(),
     }
 
@@ -520,9 +535,10 @@ def vm_action_request(*, vm: VirtualMachine, action: VMActionChoices, actor: Act
 def vm_state_save(*, vm: VirtualMachine, info: DomainInfo) -> VirtualMachine:
     """Update one guest's state right after an action (the next refresh updates the rest)."""
     vm = VirtualMachine.objects.select_for_update().get(pk=vm.pk)
-    for field_name in ("state", "state_reason", "libvirt_id", "updated"):
+    fields = ["state", "state_reason", "libvirt_id", "updated"] + (["managed_save"] if info.definition_xml else [])
+    for field_name in fields:
         setattr(vm, field_name, _vm_fields(info)[field_name])
-    vm.save(update_fields=["state", "state_reason", "libvirt_id", "updated"])
+    vm.save(update_fields=fields)
     broadcast.inventory_changed(host_id=vm.host_id)
     return vm
 
@@ -686,3 +702,12 @@ def load_retention_sweep(*, now=None) -> int:
         done += _roll(HostLoad, _HOST_LOAD_FIELDS, ("host_id",), step)
         done += _roll(GuestLoad, _GUEST_LOAD_FIELDS, ("host_id", "vm_uuid"), step)
     return done
+
+
+def vm_superseded_mark(*, host: Host, vm_uuid, note: str) -> int:
+    """Mark ``host``'s copy of a guest as replaced by one elsewhere (kept until the host says it is gone).
+
+    The caller audits the operation that replaced it; returns the rows marked.
+    """
+    return VirtualMachine.objects.filter(host=host, uuid=vm_uuid).update(
+        superseded_at=timezone.now(), superseded_note=note[:255])

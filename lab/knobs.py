@@ -20,18 +20,20 @@ tested against what libvirt and the hosts really do, not against mocks.
     python -m lab knob libvirtd-stop      HOST           stop HOST's libvirtd (--undo starts it again)
     python -m lab knob libvirtd-kill      HOST           kill -9 HOST's libvirtd, as a crash (--undo starts it again)
     python -m lab knob libvirtd-restart   HOST
+    python -m lab knob host-down          HOST           HOST dies: sshd and libvirtd stop, its guests' QEMUs are killed (-9)
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import time
 from pathlib import Path
 
-from lab import config, guests, hosts
-from lab.system import LabError, in_host, pid_alive, read_pid, run, terminate
+from lab import config, guests, hosts, recorder
+from lab.system import LabError, in_host, netns_pids, pid_alive, read_pid, run, terminate
 
 CPU_MODEL = "EPYC-Milan"
 MIGRATION_PORTS = "49152:49215"
@@ -39,7 +41,7 @@ MIGRATION_PORTS = "49152:49215"
 KNOBS = (
     "cpu-model-unknown", "cpu-guest", "same-hostname", "same-uuid", "hide-host", "no-shared",
     "local-disk-guest", "shared-disk-guest", "linux-guest", "duplicate-name", "throttle", "dirty-guest", "block-ports",
-    "libvirtd-stop", "libvirtd-kill", "libvirtd-restart",
+    "libvirtd-stop", "libvirtd-kill", "libvirtd-restart", "host-down",
 )
 
 
@@ -125,6 +127,81 @@ def knob_libvirtd_restart(h, args):
     stop_libvirtd(h)
     start_libvirtd(h)
     return {"host": h["name"], "libvirtd_pid": libvirtd_pid(h)}
+
+
+# ---------------------------------------------------------------- a host that dies
+def _qemu_pids(h: dict) -> list[int]:
+    found = []
+    for pid in netns_pids(h["netns"]):
+        try:
+            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+        except OSError:
+            continue
+        if comm.startswith("qemu-system"):
+            found.append(pid)
+    return found
+
+
+def _sshd_pid(h: dict) -> int | None:
+    pid = read_pid(config.paths().host_dir(h["name"]) / "run" / "sshd.pid")
+    return pid if pid and pid_alive(pid) else None
+
+
+def _running_guests(uri: str) -> list[str]:
+    out = run(["virsh", "-q", "-c", uri, "list", "--name"], check=False, timeout=15)
+    return [line.strip() for line in out.stdout.splitlines() if line.strip()]
+
+
+def _runs_elsewhere(h: dict, name: str) -> bool:
+    for other in hosts.load_state()["hosts"]:
+        if other["name"] != h["name"] and name in _running_guests(other["libvirt_uri"]):
+            return True
+    return False
+
+
+def knob_host_down(h, args):
+    """HOST stops answering and its guests die with it, like a power cut seen from outside.
+
+    libvirtd and sshd stop first (TERM: libvirtd leaves the guests running), then every QEMU in
+    the host's namespace is killed with SIGKILL, so nothing of the guests survives and libvirt
+    cannot record a clean shutdown. The namespace, its address and virtlogd stay, so ``--undo``
+    is a reboot without autostart: sshd and libvirtd start again (the killed guests are shut off
+    there) and the lab's own guests that were running and run nowhere else are started again;
+    a guest that runs on another host now is left shut off here.
+    """
+    marker = config.paths().host_dir(h["name"]) / "down.json"
+    if args.undo:
+        if not _sshd_pid(h):
+            hdir = config.paths().host_dir(h["name"])
+            in_host(h["anchor_pid"], ["/usr/sbin/sshd", "-f", str(hdir / "sshd_config"), "-E", str(hdir / "sshd.log")])
+        start_libvirtd(h)
+        was_running = json.loads(marker.read_text()) if marker.exists() else []
+        restarted, left = [], []
+        for name in was_running:
+            if _runs_elsewhere(h, name):
+                left.append(name)
+                continue
+            recorder.ensure_socket(name)
+            if run(["virsh", "-q", "-c", h["libvirt_uri"], "start", name], check=False).returncode == 0:
+                restarted.append(name)
+        marker.unlink(missing_ok=True)
+        return {"host": h["name"], "up": True, "restarted": restarted, "left_shut_off": left}
+    running = _running_guests(h["libvirt_uri"]) if libvirtd_pid(h) else []
+    if running or not marker.exists():
+        marker.write_text(json.dumps(running))
+    stop_libvirtd(h)
+    sshd = _sshd_pid(h)
+    if sshd:
+        terminate([sshd], grace=5)
+    killed = _qemu_pids(h)
+    for pid in killed:
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while any(pid_alive(p) for p in killed) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if any(pid_alive(p) for p in killed):
+        raise LabError(f"QEMU processes of {h['name']} survived SIGKILL: {[p for p in killed if pid_alive(p)]}")
+    return {"host": h["name"], "up": False, "guests_killed": running, "qemu_pids_killed": killed}
 
 
 # ---------------------------------------------------------------- identity

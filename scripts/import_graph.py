@@ -16,11 +16,11 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-PACKAGES = ("core", "hosts", "storage", "migrations_app", "maintenance", "calendar_app", "fleet", "guest_state", "vmportal", "lab")
+PACKAGES = ("core", "hosts", "storage", "migrations_app", "maintenance", "calendar_app", "fleet", "guest_state", "recovery", "vmportal", "lab")
 # An app may import only apps of a lower layer; vmportal (settings, urls, asgi) wires them all.
 # Of the two apps built on hosts, migrations_app may use storage (a cold migration's target
 # can be a share), never the other way round.
-LAYER = {"core": 0, "hosts": 1, "storage": 2, "migrations_app": 2, "maintenance": 3, "calendar_app": 4, "fleet": 4, "guest_state": 3}
+LAYER = {"core": 0, "hosts": 1, "storage": 2, "migrations_app": 2, "maintenance": 3, "calendar_app": 4, "fleet": 4, "guest_state": 3, "recovery": 4}
 SIBLINGS_MAY_IMPORT = {("migrations_app", "storage")}  # migration forms offer storage's shares
 
 

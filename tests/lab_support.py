@@ -79,6 +79,18 @@ def heartbeat_guest(host: dict, prefix: str = "hb"):
         lab_hosts.remove_guest(spec.name)
 
 
+def wait_counter(name: str, *, at_least: int, since: float = 0.0, timeout: float = 120) -> int:
+    """The guest's last heartbeat counter once it reached ``at_least`` (beats after ``since``)."""
+    from lab.heartbeat import report
+    from tests.waiting import wait_until
+
+    def reached():
+        last = report(name, since=since).last_counter
+        return [last] if last is not None and last >= at_least else None
+
+    return wait_until(reached, timeout=timeout, what=f"{name}'s heartbeat counter to reach {at_least}", interval=0.3)[0]
+
+
 def where(lab_list: list[dict], domain_uuid: str) -> dict[str, str]:
     """Ask libvirt on every lab host: {host: state} of the guest."""
     found = {}

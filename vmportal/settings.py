@@ -103,6 +103,7 @@ INSTALLED_APPS = [
     "calendar_app",
     "fleet",
     "guest_state",
+    "recovery",
 ]
 
 MIDDLEWARE = [

@@ -12,5 +12,6 @@ urlpatterns = [
     path("maintenance/", include("maintenance.urls")),
     path("fleet/", include("fleet.urls")),
     path("saved-states/", include("guest_state.urls")),
+    path("recovery/", include("recovery.urls")),
     path("admin/", admin.site.urls),
 ]

@@ -16,7 +16,7 @@ def vm_saved_states(context, vm):
     return {
         "vm": vm, "states": states[:CARD_LIMIT], "can_operate": context.get("can_operate"),
         "lease": context.get("lease"), "shares": Share.objects.select_related("server"),
-        "managed_saved": vm.state == "shutoff" and vm.state_reason == "saved",
+        "managed_saved": vm.managed_save,
         "can_save": bool(context.get("can_operate")) and not context.get("lease") and vm.state in ("running", "paused"),
         "csrf_token": context.get("csrf_token"),
     }

@@ -20,6 +20,7 @@ DomainNotFound, HostUnreachable, HostAuthError or HostKeyMismatch.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -160,6 +161,9 @@ class DomainInfo:
     max_memory_kib: int = 0
     placement: PlacementTags = PlacementTags()
     host_devices: int = 0  # <hostdev> passthrough devices: the guest cannot migrate live
+    # The persistent definition (secrets included) as list_domains read it; "" when not read.
+    definition_xml: str = ""
+    managed_save: bool = False  # libvirt keeps a managed-save image: the next start resumes it
 
 
 @dataclass(frozen=True)
@@ -743,8 +747,12 @@ def domain_info(dom: libvirt.virDomain) -> DomainInfo:
     )
 
 
-def list_domains(conn: libvirt.virConnect) -> list[DomainInfo]:
-    """All guests on the host, running or not, sorted by name."""
+def list_domains(conn: libvirt.virConnect, *, definitions: bool = False) -> list[DomainInfo]:
+    """All guests on the host, running or not, sorted by name.
+
+    ``definitions`` also reads each persistent guest's definition (secrets included) and whether
+    it has a managed-save image: two more calls per guest, made by the inventory refresh only.
+    """
     try:
         domains = conn.listAllDomains(0)
     except libvirt.libvirtError as exc:
@@ -752,7 +760,13 @@ def list_domains(conn: libvirt.virConnect) -> list[DomainInfo]:
     result = []
     for dom in domains:
         try:
-            result.append(domain_info(dom))
+            info = domain_info(dom)
+            if definitions and info.persistent:
+                # Kept by the inventory so a guest of a host that died can be defined elsewhere.
+                xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE)
+                info = dataclasses.replace(info, definition_xml=xml,
+                                           managed_save=bool(dom.hasManagedSaveImage(0)))
+            result.append(info)
         except libvirt.libvirtError as exc:
             if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                 continue  # undefined while we were listing

@@ -17,19 +17,11 @@ from guest_state.choices import RestoreStatusChoices as RS, SavedStateStatusChoi
 from hosts.adapters import libvirt as lv
 from lab import hosts as lab_hosts
 from lab.heartbeat import report
-from tests.waiting import wait_until
-from lab_support import SYSTEM, lab_share, onboarded, ready_share, run_knob, sh, unique, vm_row  # noqa: F401 - fixtures by name
+from lab_support import SYSTEM, lab_share, onboarded, ready_share, run_knob, sh, unique, vm_row, wait_counter  # noqa: F401 - fixtures by name
 
 pytestmark = [pytest.mark.lab, pytest.mark.django_db(transaction=True), pytest.mark.timeout(600)]
 SAVE_DIR = "/var/lib/libvirt/vmportal-save"
 
-
-def wait_counter(name: str, *, at_least: int, since: float = 0.0) -> int:
-    def reached():
-        last = report(name, since=since).last_counter
-        return [last] if last is not None and last >= at_least else None
-
-    return wait_until(reached, timeout=90, what=f"{name}'s heartbeat counter to reach {at_least}", interval=0.3)[0]
 
 
 def save(vm, note: str):
@@ -107,5 +99,31 @@ def test_restore_on_another_host_from_an_nfs_share(lab, lab_share):
         assert report(name, since=since).first_counter in (at_save + 1, at_save + 2)
         with lv.open_connection(dst_lab["libvirt_uri"]) as conn:
             assert lv.get_domain(conn, made["uuid"]).state == "running"
+    finally:
+        lab_hosts.remove_guest(name, delete_disks=True)
+
+
+def test_managed_save_then_start_resumes_where_it_stopped(lab, onboarded):
+    lab_host = lab["hosts"][0]
+    host = onboarded[lab_host["name"]]
+    name = unique("msave")
+    try:
+        made = run_knob("linux-guest", lab_host["name"], guest=name, disk="shared")
+        wait_counter(name, at_least=25)
+        vm = vm_row(host, made["uuid"])
+        job = services.managed_save_request(vm=vm, actor=SYSTEM, enqueue=False)
+        jobs.managed_save_job(job.pk, vm.pk, False)
+        job.refresh_from_db()
+        assert job.status == "succeeded", job.error
+        at_save = report(name).last_counter
+        vm.refresh_from_db()
+        assert vm.managed_save and vm.state == "shutoff"
+        assert vm_row(host, made["uuid"]).managed_save  # the refresh reads it from libvirt too
+        since = time.time()
+        with lv.open_connection(lab_host["libvirt_uri"]) as conn:
+            lv.start_domain(conn, made["uuid"])  # an ordinary start resumes the managed save
+        wait_counter(name, at_least=at_save + 3, since=since)
+        assert report(name, since=since).first_counter in (at_save + 1, at_save + 2)
+        assert not vm_row(host, made["uuid"]).managed_save
     finally:
         lab_hosts.remove_guest(name, delete_disks=True)

@@ -33,7 +33,7 @@ NOT_HOST_SCOPED = {
     "calendar_app:zone", "calendar_app:feed_tokens",  # the user's own settings
 }
 # How many mutating views the matrix covers: a view added or lost changes it (no vacuous pass).
-HOST_SCOPED_VIEW_COUNT = 30
+HOST_SCOPED_VIEW_COUNT = 35
 
 
 def _walk(resolver, prefix=""):
@@ -140,9 +140,19 @@ def _window_on(host) -> int:
     return window.pk
 
 
+def _recovery_item_on(host) -> int:
+    from recovery.models import HostRecovery, RecoveryItem
+
+    vm = host.vms.first()
+    recovery = HostRecovery.objects.create(host=host, fencing_statement="off")
+    return RecoveryItem.objects.create(recovery=recovery, vm_uuid=vm.uuid, vm_name=vm.name, destination=host,
+                                       definition_encrypted="x").pk
+
+
 # Views whose ``pk`` names a record of the host, not the host: how to make one for the matrix.
 RECORD_PK = {
-    "guest_state:restore": _saved_state_on,
+    "guest_state:restore": _saved_state_on, "guest_state:delete": _saved_state_on,
+    "recovery:stale_remove": _recovery_item_on,
     "migrations_app:plan_destination": _plan_on, "migrations_app:plan_grid": _plan_on,
     "migrations_app:plan_repair_permissions": _plan_on,
     "migrations_app:migration_action": _migration_on,

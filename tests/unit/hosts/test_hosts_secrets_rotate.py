@@ -45,7 +45,8 @@ def test_secrets_rotate_re_encrypts_every_stored_secret_with_the_first_key(setti
     event = AuditEvent.objects.get(action="secrets.rotate")
     assert {(f["field"], f["rotated"]) for f in event.parameters["fields"]} == {
         ("hosts.Host.secret_encrypted", 1), ("hosts.PortalKey.private_key_encrypted", 1),
-        ("hosts.HostChange.secret_encrypted", 0)}
+        ("hosts.HostChange.secret_encrypted", 0), ("hosts.VirtualMachine.definition_encrypted", 0),
+        ("recovery.RecoveryItem.definition_encrypted", 0)}
 
 
 def test_secrets_rotate_leaves_a_secret_no_key_opens_and_says_which(settings):
