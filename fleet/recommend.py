@@ -158,7 +158,9 @@ def _refusal(g: GuestLoadNow, dest: str, caps: Mapping[str, HostCapacity], rules
     found = plan.placements[0]
     if found.outcome == placement.OUTCOME_MOVE:
         return None
-    return found.blocker.reason if found.blocker else found.note or "the placement rules refuse it"
+    if not found.blocker:
+        return found.note or "the placement rules refuse it"
+    return found.blocker.reason.removeprefix(f"The chosen host cannot take {g.needs.name}: ")
 
 
 def dismissal_holds(dismissed_before: Mapping[str, float], now_before: Mapping[str, float], *,

@@ -1,7 +1,8 @@
 """`manage.py fleet_recommend`: balance and consolidate recommendations, with their reasons; `--apply ID` applies one.
 
 Same pure rules and services as the fleet page. Each recommendation has an ``id`` and its
-``moves`` (``vm``, ``from``, ``to``). Applying starts one run of ordinary migrations on the
+``moves`` (``vm``, ``from``, ``to``). ``--dismiss ID --reason TEXT [--hours N]`` hides one (audited)
+until it expires or its facts change. Applying starts one run of ordinary migrations on the
 rolling queue (the portal's workers run them); ``--wait`` follows it to its end.
 """
 
@@ -41,22 +42,38 @@ class Command(HostMaintenanceCommand):
                             help="assigned: guests' configured memory (no history needed); used: measured load.")
         parser.add_argument("--hold", type=str, default=None, help="Seconds the spread must have lasted (used basis).")
         parser.add_argument("--json", action="store_true")
+        parser.add_argument("--metric", choices=facts.METRICS, default=None,
+                            help="memory or cpu (default: the portal's setting, on the fleet settings page).")
         parser.add_argument("--apply", metavar="ID", help="Apply the recommendation with this id.")
+        parser.add_argument("--dismiss", metavar="ID", help="Dismiss the recommendation with this id (with --reason).")
+        parser.add_argument("--reason", default="", help="With --dismiss: why, in a few words.")
+        parser.add_argument("--hours", type=int, default=24, help="With --dismiss: how long it stays hidden (1-720).")
         parser.add_argument("--wait", action="store_true", help="With --apply: follow the run to its end.")
 
     def handle(self, *args, **options):
         self.as_json = options["json"]
+        metric = options["metric"]
+        if options["dismiss"]:
+            try:
+                d = services.recommendation_dismiss(rec_id=options["dismiss"][:64], reason=options["reason"],
+                                                    hours=options["hours"], actor=Actor.cli(), basis=options["basis"],
+                                                    metric=metric)
+            except ServiceRefused as refused:
+                raise CommandError(f"{refused.message} {refused.hint}".strip()) from None
+            self.stdout.write(f"Dismissed {d.rec_id} until {d.expires:%Y-%m-%d %H:%M} UTC, or until its facts change.")
+            return
         if options["apply"]:
             if options["wait"]:
                 self._need_workers()
             try:
-                ev = services.recommendation_apply(rec_id=options["apply"][:64], actor=Actor.cli(), basis=options["basis"])
+                ev = services.recommendation_apply(rec_id=options["apply"][:64], actor=Actor.cli(), basis=options["basis"],
+                                                   metric=metric)
             except ServiceRefused as refused:
                 raise CommandError(f"{refused.message} {refused.hint}".strip()) from None
             self._follow(ev, options["wait"])
             return
         hold = _hold(options["hold"]) if options["hold"] is not None else None
-        outcomes = services.recommendations(kind=options["kind"], basis=options["basis"], hold_s=hold)
+        outcomes = services.recommendations(kind=options["kind"], basis=options["basis"], hold_s=hold, metric=metric)
         if self.as_json:
             self.stdout.write(json.dumps({
                 "notes": [o.note for o in outcomes],

@@ -31,6 +31,7 @@ NOT_HOST_SCOPED = {
     "core:logout", "core:login",
     "hosts:portal_key", "hosts:host_add", "hosts:host_groups",  # no one host; Admin only
     "calendar_app:zone", "calendar_app:feed_tokens",  # the user's own settings
+    "fleet:settings",  # the portal's balancing settings; Admin only
 }
 # Not scoped to host groups yet: they act on a record (plan, migration, evacuation, share,
 # window) whose hosts are not in the URL. They still need the global or a granted role.
@@ -39,7 +40,7 @@ NOT_SCOPED_YET = {
     "migrations_app:migration_action", "maintenance:evacuation_action",
     "storage:share_create", "storage:setup_apply", "storage:share_plan", "storage:share_verify",
     "calendar_app:window_create", "calendar_app:window_move", "calendar_app:window_cancel",
-    "fleet:apply",  # a recommendation moves guests between several hosts
+    "fleet:apply", "fleet:dismiss",  # a recommendation moves guests between several hosts
 }
 
 
