@@ -139,7 +139,9 @@ def fleet_now(
         capacity = planning.host_capacity(h, free_kib=max(budget.memory_kib - mem_load, 0), reachable=reachable,
                                           groups=frozenset(groups.get(h.pk, ())))
         result.append(recommend.HostLoadNow(
-            capacity=replace(capacity, free_vcpus=budget.vcpus - vcpus[h.pk]), load=load, limit=limit,
+            # No vCPU limit for a host whose CPUs are not known yet (no facts): memory still holds.
+            capacity=replace(capacity, free_vcpus=budget.vcpus - vcpus[h.pk] if budget.vcpus else None),
+            load=load, limit=limit,
         ))
     return result, guests
 
