@@ -30,8 +30,10 @@
     box._chart = new uPlot(opts, [data.t, data.total_s, data.downtime_ms, data.guest_ms], box);
     var u = box._chart;
     u.over.classList.add("clickable");
-    u.over.addEventListener("click", function () {
+    u.over.addEventListener("click", function (e) {
+      // The hovered point, else the one nearest the click (a click with no mouse move before it).
       var i = u.cursor.idx;
+      if (i === null || i === undefined) i = u.posToIdx(e.clientX - u.over.getBoundingClientRect().left);
       if (i !== null && i !== undefined && data.id[i] !== undefined) {
         window.location.href = data.url.replace("{id}", String(data.id[i]));
       }

@@ -74,8 +74,11 @@ def test_fleet_page_explains_charts_and_applies(busy, lab, portal, page, screens
         const y = u.data[1][i] != null ? u.valToPos(u.data[1][i], "s") : u.valToPos(u.data[2][i], "ms");
         return {x: r.left + u.valToPos(u.data[0][i], "x"), y: r.top + y};
     }""")
+    page.mouse.move(spot["x"] - 20, spot["y"])
+    page.mouse.move(spot["x"], spot["y"], steps=4)
+    page.wait_for_function("""() => document.querySelector('.migration-history [data-chart="points"]')
+        ._chart.cursor.idx !== null""")
     with page.expect_navigation():
-        page.mouse.move(spot["x"], spot["y"])
         page.mouse.click(spot["x"], spot["y"])
     assert re.search(r"/migrations/\d+/$", page.url), page.url
     assert not [e for e in errors if "Content Security Policy" in e], errors

@@ -161,3 +161,5 @@ def test_sparklines_json_one_request_bounded_and_narrowed(evac, viewer_client):
         assert viewer_client.get(url, {"ids": bad}).status_code == 400
     page = viewer_client.get(reverse("hosts:inventory")).content.decode()
     assert f'class="sparkline" data-host="{evac["a"].pk}"' in page and "load_sparkline.js" in page
+    fleet_page = viewer_client.get(reverse("fleet:fleet")).content.decode()
+    assert fleet_page.count("uPlot.iife.min.js") == 1 and "load_sparkline.js" in fleet_page
