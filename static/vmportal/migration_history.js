@@ -13,11 +13,15 @@
 
   function width(box) { return Math.max(box.clientWidth, 280); }
 
+  function fromZero(u, lo, hi) { return [0, Math.max(hi || 0, 1) * 1.1]; }
+
   function pointsChart(box, data) {
     var dots = function () { return null; };  // points only: each migration stands alone
     var opts = {
       width: width(box), height: 240,
-      scales: { x: { time: true, range: function () { return [data.from, data.to]; } }, s: {}, ms: {} },
+      // A little room after "now", so the newest migration's point is drawn whole and can be hovered.
+      scales: { x: { time: true, range: function () { return [data.from, data.to + (data.to - data.from) * 0.02]; } },
+                s: { range: fromZero }, ms: { range: fromZero } },
       axes: [{}, { scale: "s", label: "total s" }, { scale: "ms", side: 1, label: "downtime ms", grid: { show: false } }],
       cursor: { points: { size: 10 } },
       series: [
@@ -41,12 +45,14 @@
     u.over.setAttribute("title", "Click a point to open its migration");
   }
 
-  function barsChart(box, xs, ys, label, time, xLabels) {
+  // span: [from, to] of a time axis (the range asked for), or null for an axis of buckets.
+  function barsChart(box, xs, ys, label, span, xLabels) {
+    var time = span !== null;
     var bars = uPlot.paths && uPlot.paths.bars ? uPlot.paths.bars({ size: [0.7, 60] }) : undefined;
     var opts = {
       width: width(box), height: 180, legend: { show: true },
       // Half a step of room on each side, so the first and last bars are drawn whole.
-      scales: { x: { time: time, distr: time ? 1 : 2, range: function (u, lo, hi) { return time ? [lo - 43200, hi + 43200] : [lo - 0.5, hi + 0.5]; } }, y: { range: function (u, lo, hi) { return [0, Math.max(hi, 1) * 1.1]; } } },
+      scales: { x: { time: time, distr: time ? 1 : 2, range: function (u, lo, hi) { return time ? [span[0] - 43200, span[1] + 43200] : [lo - 0.5, hi + 0.5]; } }, y: { range: function (u, lo, hi) { return [0, Math.max(hi, 1) * 1.1]; } } },
       axes: [time ? {} : { values: function (u, vals) { return vals.map(function (v) { return xLabels[v] || ""; }); } }, {}],
       series: [
         time ? { value: function (u, v) { return v == null ? "—" : fmtTime(v).slice(0, 10); } }
@@ -92,10 +98,11 @@
         fillTable(section, data);
         if (!data.t.length || typeof uPlot === "undefined") return;
         pointsChart(section.querySelector('[data-chart="points"]'), data);
-        barsChart(section.querySelector('[data-chart="per-day"]'), data.per_day.t, data.per_day.count, "Migrations", true);
+        barsChart(section.querySelector('[data-chart="per-day"]'), data.per_day.t, data.per_day.count, "Migrations",
+                  [data.from, data.to]);
         var h = data.histogram;
         barsChart(section.querySelector('[data-chart="histogram"]'), h.labels.map(function (_, i) { return i; }),
-                  h.count, "Migrations", false, h.labels);
+                  h.count, "Migrations", null, h.labels);
       })
       .catch(function (why) {
         var empty = section.querySelector(".history-empty");
