@@ -17,13 +17,17 @@ Rules where the issue is silent, decided here:
   fits) is a candidate; candidates are listed by fewest moves, then name. Each is computed
   alone: after applying one, the next recommendation is computed again.
 - Paused during maintenance windows: the caller says so and nothing is recommended.
+- Each move says why its destination, in numbers: the destination's use before and after, its
+  memory left, the spread it leaves, and what the other hosts would have left or why they cannot.
+- A dismissed recommendation stays hidden while it has the same id (the same moves) and no host's
+  use has moved more than ``DISMISS_TOLERANCE_PTS`` since (``dismissal_holds``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -33,6 +37,12 @@ from migrations_app.placement import GuestNeeds, HostCapacity
 KIND_BALANCE = "balance"
 KIND_CONSOLIDATE = "consolidate"
 NO_BALANCE_TAG = "no-balance"
+DISMISS_TOLERANCE_PTS = 5.0
+GIB_KIB = 1024 * 1024
+
+
+def memory_text(kib: float) -> str:
+    return f"{kib / GIB_KIB:.1f} GiB"
 
 
 @dataclass(frozen=True)
@@ -141,10 +151,38 @@ def _movable(g: GuestLoadNow, now: datetime, rules: Rules) -> str | None:
     return None
 
 
-def _fits(g: GuestLoadNow, dest: str, caps: Mapping[str, HostCapacity], rules: Rules) -> bool:
+def _refusal(g: GuestLoadNow, dest: str, caps: Mapping[str, HostCapacity], rules: Rules) -> str | None:
+    """Why ``dest`` cannot take ``g`` under the placement rules, or None when it can."""
     plan = placement.place([g.needs], caps.values(), source=g.host, overrides={g.needs.uuid: dest},
                            headroom=rules.headroom)
-    return plan.placements[0].outcome == placement.OUTCOME_MOVE
+    found = plan.placements[0]
+    if found.outcome == placement.OUTCOME_MOVE:
+        return None
+    if not found.blocker:
+        return found.note or "the placement rules refuse it"
+    return found.blocker.reason.removeprefix(f"The chosen host cannot take {g.needs.name}: ")
+
+
+def dismissal_holds(dismissed_before: Mapping[str, float], now_before: Mapping[str, float], *,
+                    tolerance: float = DISMISS_TOLERANCE_PTS) -> bool:
+    """Whether a dismissal still hides its recommendation: the same hosts, none whose use moved over ``tolerance``."""
+    if set(dismissed_before) != set(now_before):
+        return False
+    return all(abs(float(now_before[h]) - float(dismissed_before[h])) <= tolerance for h in now_before)
+
+
+def _destination_why(g: GuestLoadNow, source: str, dest: str, *, uses: Mapping[str, float],
+                     trial_uses: Mapping[str, float], spread: float, after: float, free_after_kib: int,
+                     others: Sequence[tuple[str, float | None, str | None]], fmt: Callable[[float], str]) -> str:
+    """One move's reason in numbers: source and destination before → after, memory left, spread, the others."""
+    text = (f"{g.needs.name} ({fmt(g.load)}) is on {source}, the busiest host ({uses[source]:g} % → "
+            f"{trial_uses[source]:g} %). {dest} goes from {uses[dest]:g} % to {trial_uses[dest]:g} % with "
+            f"{memory_text(free_after_kib)} of its budget left, and the spread from {spread:g} to {after:g} points")
+    alternatives = []
+    for host, left, refused in others[:3]:
+        alternatives.append(f"{host} cannot take it ({refused.rstrip('.')})" if refused
+                            else f"{host} would leave {left:g}")
+    return text + ("; " + "; ".join(alternatives) if alternatives else "") + "."
 
 
 def _active(hosts: Iterable[HostLoadNow]) -> dict[str, HostLoadNow]:
@@ -154,12 +192,13 @@ def _active(hosts: Iterable[HostLoadNow]) -> dict[str, HostLoadNow]:
 def balance(
     hosts: Iterable[HostLoadNow], guests: Iterable[GuestLoadNow], *, now: datetime, rules: Rules = Rules(),
     basis_label: str = "memory", held_s: float | None = None, paused: str = "",
-    seconds_per_move: float | None = None,
+    seconds_per_move: float | None = None, fmt: Callable[[float], str] = memory_text,
 ) -> Outcome:
     """The moves that bring the spread of use under ``rules.threshold_pts``, each gaining at least the margin.
 
     ``held_s``: how long the measured spread has been over the threshold (None: the basis needs
     no history). ``paused``: a reason recommendations are paused (a maintenance window).
+    ``fmt`` writes a guest's load on the basis in words (GiB, vCPUs, cores).
     """
     if paused:
         return Outcome((), f"Paused: {paused}")
@@ -188,27 +227,36 @@ def balance(
         for g in sorted(where.values(), key=lambda g: (-g.load, g.needs.name)):
             if g.host != busiest or _movable(g, now, rules) or g.needs.uuid in {m.uuid for m in moves}:
                 continue
+            tried = []  # (after spread or None, dest, refusal, uses after)
             for dest in sorted(active):
-                if dest == busiest or not _fits(g, dest, caps, rules):
+                if dest == busiest:
+                    continue
+                refused = _refusal(g, dest, caps, rules)
+                if refused:
+                    tried.append((None, dest, refused, None))
                     continue
                 trial = dict(loads)
                 trial[busiest] -= g.load
                 trial[dest] += g.load
-                after = _spread(_uses(trial, limits))
-                if best is None or after < best[0]:
-                    best = (after, g, dest)
+                trial_uses = _uses(trial, limits)
+                tried.append((_spread(trial_uses), dest, None, trial_uses))
+            fitting = sorted((t for t in tried if t[0] is not None), key=lambda t: (t[0], t[1]))
+            if fitting and (best is None or fitting[0][0] < best[0]):
+                best = (fitting[0][0], g, fitting[0][1], fitting[0][3], tried)
         if best is None:
             stop = f"No guest of {busiest} can move to a host with room under the rules."
             break
-        after, g, dest = best
+        after, g, dest, trial_uses, tried = best
         if spread - after < rules.margin_pts:
             stop = (f"The best next move ({g.needs.name} to {dest}) would lower the spread by "
                     f"{spread - after:.1f} points, under the margin of {rules.margin_pts:g}.")
             break
+        others = sorted(((d, a, r) for a, d, r, _ in tried if d != dest), key=lambda o: (o[2] is not None, o[1] or 0, o[0]))
+        free_after = caps[dest].free_memory_kib - placement._taken(g.needs)
         moves.append(Move(
             g.needs.uuid, g.needs.name, busiest, dest, g.needs.memory_kib,
-            f"{g.needs.name} is on {busiest}, the busiest host ({uses[busiest]:g} %); moving it to {dest} "
-            f"({uses[dest]:g} %) brings the spread from {spread:g} to {after:g} points.",
+            _destination_why(g, busiest, dest, uses=uses, trial_uses=trial_uses, spread=spread, after=after,
+                             free_after_kib=free_after, others=others, fmt=fmt),
         ))
         loads[busiest] -= g.load
         loads[dest] += g.load
@@ -220,8 +268,9 @@ def balance(
         return Outcome((), stop or "No move helps.")
     after_uses = _uses(loads, limits)
     hi, lo = max(before, key=lambda h: (before[h], h)), min(before, key=lambda h: (before[h], h))
-    summary = (f"{hi} at {before[hi]:g} % {basis_label}, {lo} at {before[lo]:g} %: {len(moves)} move(s) bring the "
-               f"spread from {spread0:g} to {spread:g} points.")
+    held = f" for {held_s / 60:.0f} min" if held_s is not None else ""
+    summary = (f"{hi} at {before[hi]:g} % {basis_label}{held}, {lo} at {before[lo]:g} %: {len(moves)} move(s) bring "
+               f"the spread from {spread0:g} to {spread:g} points.")
     reasons = tuple(m.why for m in moves) + ((stop,) if stop else ())
     return Outcome((Recommendation(
         id=_rid(KIND_BALANCE, moves), kind=KIND_BALANCE, moves=tuple(moves), summary=summary, reasons=reasons,
@@ -235,7 +284,7 @@ def _expected(moves: int, seconds_per_move: float | None) -> int | None:
 
 def consolidate(
     hosts: Iterable[HostLoadNow], guests: Iterable[GuestLoadNow], *, rules: Rules = Rules(), paused: str = "",
-    seconds_per_move: float | None = None,
+    seconds_per_move: float | None = None, fmt: Callable[[float], str] = memory_text,
 ) -> Outcome:
     """Hosts whose running guests all fit elsewhere, fewest moves first; each then can be powered off."""
     if paused:
@@ -249,15 +298,24 @@ def consolidate(
         plan = placement.place([g.needs for g in mine], caps, source=name, strategy="pack", headroom=rules.headroom)
         if plan.blocked or len(active) < 2:
             continue
-        moves = tuple(Move(p.uuid, p.name, name, p.destination, next(g.needs.memory_kib for g in mine if g.needs.uuid == p.uuid),
-                           f"{p.name} fits on {p.destination} with headroom (pack: the fullest host that fits).")
-                      for p in plan.moves)
         loads = {h: a.load for h, a in active.items()}
         before = _uses(loads, limits)
-        share = {g.needs.uuid: g.load for g in mine}
-        for m in moves:
-            loads[m.source] -= share[m.uuid]
-            loads[m.destination] += share[m.uuid]
+        free = {h: a.capacity.free_memory_kib for h, a in active.items()}
+        by_uuid = {g.needs.uuid: g for g in mine}
+        moves = []
+        for p in plan.moves:
+            g = by_uuid[p.uuid]
+            was = _pct(loads[p.destination], limits[p.destination])
+            loads[name] -= g.load
+            loads[p.destination] += g.load
+            free[p.destination] -= placement._taken(g.needs)
+            moves.append(Move(
+                p.uuid, p.name, name, p.destination, g.needs.memory_kib,
+                f"{p.name} ({fmt(g.load)}) fits on {p.destination}: {was:g} % → "
+                f"{_pct(loads[p.destination], limits[p.destination]):g} % with {memory_text(free[p.destination])} of "
+                f"its budget left (pack: the fullest host that fits).",
+            ))
+        moves = tuple(moves)
         after = _uses(loads, limits)
         summary = (f"{name} can be emptied with {len(moves)} move(s); then {name} can be powered off." if moves
                    else f"{name} runs no guest; it can be powered off.")

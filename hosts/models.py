@@ -417,3 +417,21 @@ class HostGroupGrant(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} is {self.role} of {self.group}"
+
+
+class HostBudget(models.Model):
+    """What an admin set of a host's guest capacity; a missing row or an empty field means the portal's default.
+
+    ``hosts.capacity`` turns it and the host's facts into the budget placement and the
+    recommendations judge (memory for guests, vCPUs the host may run).
+    """
+
+    host = models.OneToOneField(Host, on_delete=models.CASCADE, related_name="budget")
+    # Memory for guests, MiB; None: the host's memory minus VMPORTAL_FLEET_HOST_RESERVE_MIB.
+    guest_memory_mib = models.PositiveIntegerField(null=True, blank=True)
+    # vCPUs per host CPU; None: VMPORTAL_FLEET_VCPU_RATIO.
+    vcpu_ratio = models.FloatField(null=True, blank=True)
+    updated = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"budget of {self.host_id}"

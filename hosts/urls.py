@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import group_views, lifecycle_views, views
+from . import capacity_views, group_views, lifecycle_views, views
 
 app_name = "hosts"
 
@@ -13,6 +13,8 @@ urlpatterns = [
     path("<id:pk>/", views.HostDetailView.as_view(), name="host_detail"),
     path("<id:pk>/partials/body/", views.HostDetailPartialView.as_view(), name="host_detail_body"),
     path("<id:pk>/load.json", views.HostLoadJsonView.as_view(), name="host_load"),
+    path("<id:pk>/capacity/", capacity_views.HostCapacityView.as_view(), name="host_capacity"),
+    path("load/sparklines.json", capacity_views.SparklinesJsonView.as_view(), name="sparklines"),
     path("<id:pk>/trust/", views.HostTrustView.as_view(), name="host_trust"),
     path("<id:pk>/fetch-key/", views.HostKeyFetchView.as_view(), name="host_fetch_key"),
     path("<id:pk>/refresh/", views.HostRefreshView.as_view(), name="host_refresh"),

@@ -73,6 +73,7 @@ class HostCapacity:
     sees_shared_storage: bool = True
     max_incoming: int | None = None  # guests this plan may send here; None = no limit
     anti_affinity: frozenset[str] = frozenset()  # groups of the guests already running here
+    free_vcpus: int | None = None  # vCPUs its budget still allows (CPUs × overcommit ratio − running); None = no limit
 
 
 @dataclass(frozen=True)
@@ -142,6 +143,7 @@ class _HostLoad:
     free_kib: int
     incoming: int = 0
     groups: set[str] = field(default_factory=set)
+    free_vcpus: int | None = None
 
 
 def _host_refusal(
@@ -171,6 +173,10 @@ def _host_refusal(
             return "memory", (
                 f"{host.name} has {_gib(load.free_kib)} free; the guest needs {_gib(need)} "
                 f"(missing {_gib(need - load.free_kib)})."
+            )
+        if load.free_vcpus is not None and load.free_vcpus < guest.vcpus:
+            return "vcpus", (
+                f"{host.name}'s vCPU budget has {max(load.free_vcpus, 0)} vCPU(s) left; the guest has {guest.vcpus}."
             )
     return None
 
@@ -279,7 +285,7 @@ def place(
     excluded = frozenset(excluded)
     by_name = {h.name: h for h in hosts}
     loads = {
-        h.name: _HostLoad(h, h.free_memory_kib, groups=set(h.anti_affinity))
+        h.name: _HostLoad(h, h.free_memory_kib, groups=set(h.anti_affinity), free_vcpus=h.free_vcpus)
         for h in sorted(by_name.values(), key=lambda h: h.name)
         if h.name != source and not h.in_maintenance and h.reachable
     }
@@ -334,6 +340,8 @@ def _place_one(
                              blocker=_no_destination(guest, refusals, headroom=headroom, vetoes=vetoes))
         target = _choose(fitting, strategy)
     target.free_kib -= _taken(guest)
+    if target.free_vcpus is not None and guest.state != "shutoff":
+        target.free_vcpus -= guest.vcpus
     target.incoming += 1
     target.groups |= guest.anti_affinity
     return Placement(

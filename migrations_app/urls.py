@@ -1,12 +1,13 @@
 from django.urls import path
 
-from . import views
+from . import history_views, views
 
 app_name = "migrations_app"
 
 urlpatterns = [
     path("", views.MigrationListView.as_view(), name="migration_list"),
     path("partials/rows/", views.MigrationListPartialView.as_view(), name="migration_rows"),
+    path("history.json", history_views.MigrationHistoryJsonView.as_view(), name="migration_history"),
     path("new/<id:vm_pk>/", views.MigrationWizardView.as_view(), name="wizard"),
     path("plans/<id:pk>/", views.PlanView.as_view(), name="plan"),
     path("plans/<id:pk>/partials/candidates/", views.PlanCandidatesPartialView.as_view(), name="plan_candidates"),

@@ -280,6 +280,8 @@ VMPORTAL_FLEET_MEMORY_BUDGET_MIB = int(os.environ.get("VMPORTAL_FLEET_MEMORY_BUD
 VMPORTAL_FLEET_THRESHOLD_POINTS = float(os.environ.get("VMPORTAL_FLEET_THRESHOLD_POINTS", "20"))
 VMPORTAL_FLEET_MARGIN_POINTS = float(os.environ.get("VMPORTAL_FLEET_MARGIN_POINTS", "5"))
 VMPORTAL_FLEET_COOLDOWN_HOURS = float(os.environ.get("VMPORTAL_FLEET_COOLDOWN_HOURS", "24"))
+# vCPUs a host may run per host CPU, unless its own budget says otherwise.
+VMPORTAL_FLEET_VCPU_RATIO = float(os.environ.get("VMPORTAL_FLEET_VCPU_RATIO", "4"))
 
 # Maintenance calendar (calendar_app): the tick in `watch_hosts` runs the windows' steps.
 VMPORTAL_CALENDAR_TICK_SECONDS = float(os.environ.get("VMPORTAL_CALENDAR_TICK_SECONDS", "5"))

@@ -1,7 +1,8 @@
 """In a real browser against the lab: the fleet page. Two heartbeat guests of ours on labh1 make
 it the busiest host; the page explains the balance recommendation in numbers, each host's load
-chart draws from measured lab data with a table behind it, an operator applies it and lands on
-the run's page, and a viewer sees the reasons but no Apply. Where guests run is asked of libvirt.
+chart and sparkline draw from measured lab data with a table behind it, an operator applies it and
+lands on the run's page; the migrations list charts those migrations and a click on a point opens
+one. Where guests run is asked of libvirt.
 """
 
 from __future__ import annotations
@@ -46,12 +47,14 @@ def test_fleet_page_explains_charts_and_applies(busy, lab, portal, page, screens
     expect(page.locator(".load-chart .uplot").first).to_be_visible()
     page.locator(".load-history details summary").first.click()
     expect(page.locator(".load-table tbody tr").first).to_be_visible()
+    expect(page.locator("#fleet-hosts .sparkline .uplot").first).to_be_visible()
+    expect(page.locator("#fleet-hosts .sparkline-text").first).to_contain_text("mem ")
     page.screenshot(path=str(screenshots / "fleet.png"), full_page=True)
     moves = rec.locator("tbody").first.locator("tr")
     names = [moves.nth(i).locator("td").first.inner_text() for i in range(moves.count())]
     rec.locator("input[name=confirm]").check()
     with page.expect_navigation():
-        rec.locator("button[type=submit]").click()
+        rec.locator("form[action$='/apply/'] button[type=submit]").click()
     assert re.search(r"/maintenance/\d+/$", page.url), page.url
     expect(page.locator("body")).to_contain_text("Succeeded", timeout=240000)
     page.screenshot(path=str(screenshots / "fleet-applied.png"), full_page=True)
@@ -59,4 +62,23 @@ def test_fleet_page_explains_charts_and_applies(busy, lab, portal, page, screens
     for name in names:
         if name in ours:
             assert busy["host"] not in where(lab["hosts"], ours[name])
+    # The migrations list charts them; a click on a point opens that migration.
+    page.goto("/migrations/")
+    points = page.locator('.migration-history [data-chart="points"] .uplot')
+    expect(points).to_be_visible()
+    expect(page.locator('.migration-history [data-chart="histogram"] .uplot')).to_be_visible()
+    page.screenshot(path=str(screenshots / "migration-history.png"), full_page=True)
+    spot = page.evaluate("""() => {
+        const box = document.querySelector('.migration-history [data-chart="points"]');
+        const u = box._chart, i = u.data[0].length - 1, r = u.over.getBoundingClientRect();
+        const y = u.data[1][i] != null ? u.valToPos(u.data[1][i], "s") : u.valToPos(u.data[2][i], "ms");
+        return {x: r.left + u.valToPos(u.data[0][i], "x"), y: r.top + y};
+    }""")
+    page.mouse.move(spot["x"] - 20, spot["y"])
+    page.mouse.move(spot["x"], spot["y"], steps=4)
+    page.wait_for_function("""() => document.querySelector('.migration-history [data-chart="points"]')
+        ._chart.cursor.idx !== null""")
+    with page.expect_navigation():
+        page.mouse.click(spot["x"], spot["y"])
+    assert re.search(r"/migrations/\d+/$", page.url), page.url
     assert not [e for e in errors if "Content Security Policy" in e], errors

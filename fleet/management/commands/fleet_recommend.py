@@ -1,7 +1,8 @@
 """`manage.py fleet_recommend`: balance and consolidate recommendations, with their reasons; `--apply ID` applies one.
 
 Same pure rules and services as the fleet page. Each recommendation has an ``id`` and its
-``moves`` (``vm``, ``from``, ``to``). Applying starts one run of ordinary migrations on the
+``moves`` (``vm``, ``from``, ``to``). ``--dismiss ID --reason TEXT [--hours N]`` hides one (audited)
+until it expires or its facts change. Applying starts one run of ordinary migrations on the
 rolling queue (the portal's workers run them); ``--wait`` follows it to its end.
 """
 
@@ -15,8 +16,8 @@ from core.choices import RoleChoices
 from core.errors import ServiceRefused
 from fleet import facts, recommend, services
 from hosts.command_access import add_as_argument, command_actor
-from hosts.permissions import hosts_to_plan_on
 from hosts.management.commands.vm_list import printable
+from hosts.permissions import hosts_to_plan_on
 from maintenance.management.commands.host_maintenance import Command as HostMaintenanceCommand
 
 MAX_HOLD_S = 7 * 24 * 3600
@@ -43,29 +44,49 @@ class Command(HostMaintenanceCommand):
                             help="assigned: guests' configured memory (no history needed); used: measured load.")
         parser.add_argument("--hold", type=str, default=None, help="Seconds the spread must have lasted (used basis).")
         parser.add_argument("--json", action="store_true")
+        parser.add_argument("--metric", choices=facts.METRICS, default=None,
+                            help="memory or cpu (default: the portal's setting, on the fleet settings page).")
         parser.add_argument("--apply", metavar="ID", help="Apply the recommendation with this id.")
+        parser.add_argument("--dismiss", metavar="ID", help="Dismiss the recommendation with this id (with --reason).")
+        parser.add_argument("--reason", default="", help="With --dismiss: why, in a few words.")
+        parser.add_argument("--hours", type=int, default=24, help="With --dismiss: how long it stays hidden (1-720).")
         parser.add_argument("--wait", action="store_true", help="With --apply: follow the run to its end.")
         add_as_argument(parser)
+
+    @staticmethod
+    def _check_hosts(rec_id: str, options) -> None:
+        """With --as: a recommendation of the whole fleet touching hosts outside the user's groups is refused."""
+        rec = services.recommendation_find(rec_id=rec_id, basis=options["basis"], metric=options["metric"])
+        if rec is not None:
+            command_actor(options, services.recommendation_hosts(rec), RoleChoices.OPERATOR)
 
     def handle(self, *args, **options):
         self.as_json = options["json"]
         actor = command_actor(options)
+        metric = options["metric"]
+        if options["dismiss"]:
+            rec_id = options["dismiss"][:64]
+            self._check_hosts(rec_id, options)
+            try:
+                d = services.recommendation_dismiss(rec_id=rec_id, reason=options["reason"], hours=options["hours"],
+                                                    actor=actor, basis=options["basis"], metric=metric)
+            except ServiceRefused as refused:
+                raise CommandError(f"{refused.message} {refused.hint}".strip()) from None
+            self.stdout.write(f"Dismissed {d.rec_id} until {d.expires:%Y-%m-%d %H:%M} UTC, or until its facts change.")
+            return
         if options["apply"]:
             rec_id = options["apply"][:64]
-            # With --as: a recommendation of the whole fleet touching hosts outside the user's groups is refused.
-            rec = services.recommendation_find(rec_id=rec_id, basis=options["basis"])
-            if rec is not None:
-                command_actor(options, services.recommendation_hosts(rec), RoleChoices.OPERATOR)
+            self._check_hosts(rec_id, options)
             if options["wait"]:
                 self._need_workers()
             try:
-                ev = services.recommendation_apply(rec_id=rec_id, actor=actor, basis=options["basis"])
+                ev = services.recommendation_apply(rec_id=rec_id, actor=actor, basis=options["basis"], metric=metric)
             except ServiceRefused as refused:
                 raise CommandError(f"{refused.message} {refused.hint}".strip()) from None
             self._follow(ev, options["wait"])
             return
         hold = _hold(options["hold"]) if options["hold"] is not None else None
-        outcomes = services.recommendations(kind=options["kind"], basis=options["basis"], hold_s=hold,
+        outcomes = services.recommendations(kind=options["kind"], basis=options["basis"], hold_s=hold, metric=metric,
                                             hosts=hosts_to_plan_on(actor.user) if actor.user else None)
         if self.as_json:
             self.stdout.write(json.dumps({

@@ -1,5 +1,6 @@
 """Balance and consolidate rules, as tables: threshold, hold time, margin, cool-down, pins, capacity."""
 
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -121,3 +122,51 @@ def test_held_over(points, expected):
     now = NOW
     series = [(NOW - timedelta(minutes=20) + timedelta(minutes=m), v) for m, v in points]
     assert r.held_over_s(series, 20, now) == expected
+
+
+def test_each_move_says_why_its_destination_in_numbers():
+    # a 75 %, b 25 %, c 50 %: b gives the lowest spread; c would leave 50 points
+    hosts, guests = fleet({"a": [4, 4, 4], "b": [4], "c": [4, 4]})
+    (move,) = r.balance(hosts, guests, now=NOW, rules=RULES).recommendations[0].moves
+    assert (move.vm, move.destination) == ("a-g0", "b")
+    assert move.why == ("a-g0 (4.0 GiB) is on a, the busiest host (75 % → 50 %). b goes from 25 % to 50 % with "
+                        "8.0 GiB of its budget left, and the spread from 50 to 0 points; c would leave 50.")
+
+
+def test_a_destination_that_cannot_take_the_guest_says_why():
+    hosts, guests = fleet({"a": [4, 4, 4], "b": [4], "c": []})
+    hosts[2] = replace(hosts[2], capacity=replace(hosts[2].capacity, free_memory_kib=GIB))  # c: room for none
+    why = r.balance(hosts, guests, now=NOW, rules=RULES).recommendations[0].moves[0].why
+    assert "c cannot take it (" in why and why.endswith("c cannot take it (c has 1.0 GiB free; the guest needs 4.0 GiB (missing 3.0 GiB)).")
+
+
+def test_consolidate_moves_say_where_in_numbers():
+    hosts, guests = fleet({"a": [4], "b": [8]})
+    rec = next(x for x in r.consolidate(hosts, guests, rules=RULES).recommendations if x.power_off == "a")
+    assert rec.moves[0].why.startswith("a-g0 (4.0 GiB) fits on b: 50 % → 75 % with 4.0 GiB of its budget left")
+
+
+@pytest.mark.parametrize("dismissed, now, holds", [
+    ({"a": 75, "b": 25}, {"a": 75, "b": 25}, True),
+    ({"a": 75, "b": 25}, {"a": 79, "b": 22}, True),  # within 5 points
+    ({"a": 75, "b": 25}, {"a": 81, "b": 25}, False),  # a moved 6 points: the facts changed
+    ({"a": 75, "b": 25}, {"a": 75, "b": 25, "c": 0}, False),  # a host more
+    ({"a": 75, "b": 25}, {"a": 75}, False),
+])
+def test_dismissal_holds_until_the_facts_change(dismissed, now, holds):
+    assert r.dismissal_holds(dismissed, now) is holds
+
+
+def test_cpu_basis_balances_vcpus_and_placement_keeps_the_vcpu_budget():
+    # vCPU basis: a runs 12 of 16 vCPUs, b 2; one 4-vCPU guest would fit, but b's budget leaves 3
+    hosts = [r.HostLoadNow(HostCapacity(name=n, free_memory_kib=64 * GIB, cpus=4, arches=frozenset({"x86_64"}),
+                                        free_vcpus=16 - used), load=used, limit=16)
+             for n, used in (("a", 12), ("b", 13))]
+    guests = [r.GuestLoadNow(GuestNeeds(uuid=f"g{i}", name=f"g{i}", memory_kib=GIB, vcpus=4, arch="x86_64",
+                                        domain_type="kvm", state="running"), host="a", load=4) for i in range(3)]
+    hosts[1] = replace(hosts[1], load=2)
+    out = r.balance(hosts, guests, now=NOW, rules=RULES, basis_label="vCPU", fmt=lambda n: f"{n:g} vCPU")
+    assert out.recommendations == () and "No guest of a can move" in out.note
+    hosts[1] = replace(hosts[1], capacity=replace(hosts[1].capacity, free_vcpus=14))
+    rec = r.balance(hosts, guests, now=NOW, rules=RULES, basis_label="vCPU", fmt=lambda n: f"{n:g} vCPU").recommendations[0]
+    assert rec.summary.startswith("a at 75 % vCPU, b at 12.5 %") and "(4 vCPU)" in rec.moves[0].why

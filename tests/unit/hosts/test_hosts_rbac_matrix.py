@@ -31,9 +31,10 @@ NOT_HOST_SCOPED = {
     "core:logout", "core:login",
     "hosts:portal_key", "hosts:host_add", "hosts:host_groups",  # no one host; Admin only
     "calendar_app:zone", "calendar_app:feed_tokens",  # the user's own settings
+    "fleet:settings",  # the portal's balancing settings; Admin only
 }
 # How many mutating views the matrix covers: a view added or lost changes it (no vacuous pass).
-HOST_SCOPED_VIEW_COUNT = 35
+HOST_SCOPED_VIEW_COUNT = 37
 
 
 def _walk(resolver, prefix=""):
@@ -165,15 +166,16 @@ FORM_HOSTS = {
     "storage:share_create": lambda host: {"server": host.pk, "clients": [host.pk]},
     "calendar_app:window_create": lambda host: {"hosts": [host.pk]},
     "fleet:apply": lambda host: {"rec_id": f"rec-{host.name}"},
+    "fleet:dismiss": lambda host: {"rec_id": f"rec-{host.name}", "reason": "being rebuilt", "hours": 1},
 }
 
 
 @pytest.fixture
 def fleet_recommends_moves_on(monkeypatch):
-    """fleet:apply: the recommendation ``rec-<host>`` moves that host's guest onto the host itself."""
+    """fleet:apply and fleet:dismiss: the recommendation ``rec-<host>`` moves that host's guest onto the host itself."""
     from fleet import recommend, services
 
-    def find(*, rec_id, basis="assigned", hosts=None):
+    def find(*, rec_id, basis="assigned", metric=None, hosts=None):
         name = rec_id.removeprefix("rec-")
         vm = VirtualMachine.objects.filter(host__name=name).first()
         if vm is None:

@@ -1,0 +1,171 @@
+"""The cost of keeping load history: what one inventory refresh of N hosts (default 500 × 40 guests) spends recording load.
+
+    .venv/bin/python bench/load_record.py [--hosts 500] [--guests 40] [--sample 100]
+    DATABASE_URL=postgres://… .venv/bin/python bench/load_record.py     # on PostgreSQL
+
+No lab and no worker: hosts are rows with loopback addresses (127.0.x.y) and the libvirt
+connection is a fake at the adapter's boundary, answering ``getAllDomainStats`` / ``getCPUStats`` /
+``getMemoryStats`` / ``getInfo`` with synthetic figures, so the real adapter (``host_stats``) and the
+real service (``host_load_record``: one transaction per host) run as a refresh runs them.
+Three refreshes are timed for ``--sample`` hosts each (all hosts exist, so indexes hold N hosts' rows):
+- *first*: no earlier counters (inserts the host's point, its guests' points and the counters);
+- *same bucket*: a second refresh inside the same 5 minutes (each point merged into the one kept);
+- *next bucket*: five minutes later (new points, CPU deltas from the counters).
+Prints the median per host of the adapter and of the write, the projection to N hosts run one after
+another, and that against the scale issue's budget: a full refresh of every host within 2 s (#16).
+Without DATABASE_URL the database is a temporary SQLite file with the portal's own settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+BASE = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(BASE))
+REFRESH_BUDGET_S = 2.0  # issue 16: a full refresh of every host ≤ 2 s
+GIB = 1024 * 1024
+
+
+class FakeDomain:
+    def __init__(self, uuid_text: str, name: str):
+        self._uuid, self._name = uuid_text, name
+
+    def UUIDString(self) -> str:  # noqa: N802
+        return self._uuid
+
+    def name(self) -> str:
+        return self._name
+
+
+class FakeConnection:
+    """Just what ``hosts.adapters.stats.host_stats`` asks of a libvirt connection, with figures that move."""
+
+    def __init__(self, guests: int, seed: int):
+        self.domains = [FakeDomain(str(uuid.UUID(int=seed * 1000 + i)), f"g{seed}-{i}") for i in range(guests)]
+        self.tick = 0
+
+    def getInfo(self):  # noqa: N802
+        return ["x86_64", 128 * 1024, 32, 2400, 1, 2, 8, 2]
+
+    def getCPUStats(self, cpu, flags=0):  # noqa: N802
+        t = self.tick * 300 * 32 * 10**9
+        return {"kernel": t // 10, "user": t // 4, "idle": t - t // 10 - t // 4, "iowait": 0}
+
+    def getMemoryStats(self, cell, flags=0):  # noqa: N802
+        return {"total": 128 * GIB, "free": (40 + self.tick % 7) * GIB, "buffers": GIB, "cached": 8 * GIB}
+
+    def getAllDomainStats(self, stats=0, flags=0):  # noqa: N802
+        out = []
+        for i, dom in enumerate(self.domains):
+            vcpu = {f"vcpu.{v}.time": (self.tick * 300 + i) * 10**9 * (v + 1) // 4 for v in range(2)}
+            out.append((dom, {"state.state": 1, "balloon.current": 2 * GIB, "balloon.maximum": 2 * GIB,
+                              "balloon.rss": 2 * GIB + 50_000, "vcpu.current": 2, "vcpu.maximum": 2, **vcpu,
+                              "block.count": 1, "block.0.name": "vda", "block.0.capacity": 20 * GIB * 1024,
+                              "block.0.allocation": 5 * GIB * 1024, "block.0.physical": 5 * GIB * 1024}))
+        return out
+
+
+def setup(tmp: Path) -> None:
+    os.environ.setdefault("DATABASE_URL", f"sqlite:///{tmp / 'load.sqlite3'}")
+    os.environ["DJANGO_SETTINGS_MODULE"] = "vmportal.test_settings"
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0, interactive=False)
+
+
+def make_hosts(n: int):
+    from hosts.models import Host
+
+    rows = [Host(name=f"bench-{i:04d}", address=f"127.{1 + i // 250}.{i % 250}.1", auth_method="portal_key",
+                 status="reachable") for i in range(n)]
+    Host.objects.bulk_create(rows, batch_size=500)
+    return list(Host.objects.filter(name__startswith="bench-").order_by("name"))
+
+
+def history(hosts, conns, start, *, buckets: int) -> None:
+    """Every host and guest gets ``buckets`` 5-minute points before ``start`` (bulk, untimed), so the tables
+    and their indexes hold N hosts' rows when the refreshes are timed."""
+    from hosts.models import GuestLoad, HostLoad
+
+    for k in range(buckets):
+        at = start - timedelta(minutes=5 * (buckets - k))
+        HostLoad.objects.bulk_create([HostLoad(host=h, step_s=300, at=at, memory_used_kib=80 * GIB,
+                                               memory_free_kib=48 * GIB, cpu_pct=30.0) for h in hosts], batch_size=500)
+        GuestLoad.objects.bulk_create([GuestLoad(host=h, vm_uuid=d.UUIDString(), step_s=300, at=at, memory_kib=2 * GIB,
+                                                 vcpu_pct=20.0) for h in hosts for d in conns[h.pk].domains],
+                                      batch_size=2000)
+
+
+def one_refresh(hosts, conns, now) -> tuple[list[float], list[float]]:
+    """(adapter seconds, write seconds) per host for one refresh of ``hosts`` at ``now``."""
+    from hosts import services
+    from hosts.adapters.stats import host_stats
+
+    read, write = [], []
+    for host in hosts:
+        conn = conns[host.pk]
+        conn.tick += 1
+        t0 = time.perf_counter()
+        stats = host_stats(conn)
+        t1 = time.perf_counter()
+        services.host_load_record(host=host, stats=stats, now=now)
+        t2 = time.perf_counter()
+        read.append(t1 - t0)
+        write.append(t2 - t1)
+    return read, write
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hosts", type=int, default=500)
+    parser.add_argument("--guests", type=int, default=40)
+    parser.add_argument("--sample", type=int, default=100, help="Hosts timed in each refresh (all exist).")
+    parser.add_argument("--history", type=int, default=12, help="5-minute points every host and guest has first.")
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="vmportal-load-bench-"))
+    try:
+        setup(tmp)
+        from django.db import connection
+        from django.utils import timezone
+
+        from hosts import load
+        from hosts.models import GuestLoad, HostLoad
+
+        hosts = make_hosts(args.hosts)
+        conns = {h.pk: FakeConnection(args.guests, h.pk) for h in hosts}
+        sample = hosts[:: max(len(hosts) // args.sample, 1)][: args.sample]
+        start = load.bucket_start(timezone.now(), load.FINE_S) - timedelta(hours=1)
+        history(hosts, conns, start, buckets=args.history)
+        print(f"{connection.vendor}: {len(hosts)} hosts × {args.guests} guests; "
+              f"{HostLoad.objects.count()} host and {GuestLoad.objects.count()} guest points kept before timing; "
+              f"{len(sample)} hosts timed per refresh")
+        cases = [("first", start + timedelta(minutes=60)), ("same bucket", start + timedelta(minutes=62)),
+                 ("next bucket", start + timedelta(minutes=65))]
+        print(f"{'refresh':<12} {'adapter ms/host':>16} {'write ms/host':>14} {'× ' + str(args.hosts) + ' hosts s':>14} "
+              f"{'share of 2 s':>13}")
+        for label, at in cases:
+            read, write = one_refresh(sample, conns, at)
+            r_ms, w_ms = statistics.median(read) * 1000, statistics.median(write) * 1000
+            total_s = (r_ms + w_ms) * args.hosts / 1000
+            print(f"{label:<12} {r_ms:>16.2f} {w_ms:>14.2f} {total_s:>14.2f} {total_s / REFRESH_BUDGET_S:>12.0%}")
+        print(f"Budget: a full refresh of every host ≤ {REFRESH_BUDGET_S:g} s (issue 16); the projection is one host "
+              "after another on one core, before the refresh's own parallelism.")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
