@@ -1,6 +1,7 @@
 """Inventory pages. Views only read, validate and call services; no host I/O here."""
 
 from django.contrib import messages
+from django.db.models import Q
 from django.http import Http404, JsonResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.urls import reverse
@@ -45,9 +46,23 @@ def _duplicate_flags(hosts):
 
 
 def _recent_jobs(target_type: str, target_id) -> list[Job]:
+    # created_by in the same query: the job table shows each job's user.
     return list(
-        Job.objects.filter(target_type=target_type, target_id=str(target_id)).defer("log", "result")[:RECENT_JOBS]
+        Job.objects.filter(target_type=target_type, target_id=str(target_id)).select_related("created_by")
+        .defer("log", "result")[:RECENT_JOBS]
     )
+
+
+def _identity_peers(host: Host, facts) -> list[Host]:
+    """The host and the hosts in service whose facts share its hostname or host UUID (one query,
+    whatever the fleet's size), for find_duplicate_identities."""
+    same = Q(pk=host.pk)
+    if facts is not None and facts.hostname.strip():
+        same |= Q(facts__hostname__iexact=facts.hostname.strip())
+    if facts is not None and facts.host_uuid.strip():
+        same |= Q(facts__host_uuid__iexact=facts.host_uuid.strip())
+    peers = list(Host.objects.select_related("facts").filter(same))
+    return peers if any(p.pk == host.pk for p in peers) else [host, *peers]
 
 
 def inventory_hosts(request):
@@ -78,16 +93,16 @@ class InventoryTablesPartialView(InventoryView):
 
 
 class HostDetailView(ViewerRequiredMixin, HostAccessMixin, DetailView):
-    model = Host
+    queryset = Host.all_objects.select_related("facts")
     template_name = "hosts/host_detail.html"
     context_object_name = "host"
 
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)
         host = self.object
-        others = list(Host.objects.select_related("facts"))
-        context["facts"] = _facts_of(host)
-        context["duplicates"] = _duplicate_flags(others).get(host.pk)
+        facts = _facts_of(host)
+        context["facts"] = facts
+        context["duplicates"] = _duplicate_flags(_identity_peers(host, facts)).get(host.pk)
         context["vms"] = host.vms.all()
         context["jobs"] = _recent_jobs("host", host.pk)
         context["portal_key"] = PortalKey.objects.order_by("pk").first()

@@ -223,10 +223,25 @@ REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6390/0")
 
 # channels_redis waits on BZPOPMIN for 5 s; redis-py 8 reads with a default 5 s socket timeout,
 # which kills idle websocket consumers ("Timeout reading from ..."). Read longer than that.
+# Fan-out, set deliberately (channels_redis defaults: capacity 100, group_expiry one day):
+# - capacity: messages one socket may have waiting before further sends to it are dropped
+#   ("over capacity in group inventory"). A page busy for a second under 50 events/s needs more
+#   than 100; 1,000 bounds what a stuck socket holds in Redis.
+# - expiry: a message waiting longer than this is dropped; a page that fell that far behind asks
+#   for the current state on reconnect anyway.
+# - group_expiry: a socket that vanished without leaving its groups (a killed daphne) stops being
+#   sent to after this; an open socket joins its groups again every 10 minutes
+#   (core.consumers.GROUP_RENEW_S).
+VMPORTAL_CHANNEL_CAPACITY = int(os.environ.get("VMPORTAL_CHANNEL_CAPACITY", "1000"))
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 30}]},
+        "CONFIG": {
+            "hosts": [{"address": REDIS_URL, "socket_timeout": 30}],
+            "capacity": VMPORTAL_CHANNEL_CAPACITY,
+            "expiry": 60,
+            "group_expiry": 3600,
+        },
     },
 }
 
