@@ -5,7 +5,8 @@ from .models import Host
 
 
 class InventoryConsumer(RoleGatedConsumer):
-    """Tells inventory, host and guest pages that something changed; they re-fetch a partial."""
+    """Tells inventory, host and guest pages which host changed; each re-fetches the rows it
+    shows only when they concern that host (static/vmportal/live.js)."""
 
     group = INVENTORY_GROUP
 
@@ -13,4 +14,5 @@ class InventoryConsumer(RoleGatedConsumer):
         return {"type": "inventory.state", "hosts": Host.objects.count()}
 
     def inventory_changed(self, event):
-        self.send_json({"type": "inventory.changed", "host_id": event.get("host_id")})
+        self.send_json({"type": "inventory.changed", "host_id": event.get("host_id"),
+                        "hosts_changed": bool(event.get("hosts_changed"))})
