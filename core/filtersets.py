@@ -1,4 +1,4 @@
-"""The audit page's filters (django-filter): every one lives in the query string.
+"""The audit page's and the jobs page's filters (django-filter): every one lives in the query string.
 
 Each filter is written so an index in AuditEvent.Meta serves it, newest first: exact matches
 on one column, the action family on its own column, time as a range.
@@ -15,8 +15,8 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from .actors import CLI_PREFIX
-from .choices import AuditResultChoices
-from .models import AuditEvent
+from .choices import AuditResultChoices, JobStatusChoices
+from .models import AuditEvent, Job
 
 PERIODS = {"1h": timedelta(hours=1), "24h": timedelta(days=1), "7d": timedelta(days=7)}
 PERIOD_CHOICES = [("1h", "Last hour"), ("24h", "Last day"), ("7d", "Last 7 days")]
@@ -130,4 +130,26 @@ def filtered_events(params) -> tuple[AuditEventFilterSet, QuerySet]:
     filterset = AuditEventFilterSet(params, queryset=AuditEvent.objects.all())
     if not filterset.is_valid():
         return filterset, AuditEvent.objects.none()
+    return filterset, filterset.qs
+
+
+class JobFilterSet(django_filters.FilterSet):
+    status = django_filters.ChoiceFilter(choices=JobStatusChoices.choices, label="Status", empty_label="Any")
+    kind = django_filters.CharFilter(field_name="kind", max_length=64, label="Kind")
+    target_type = django_filters.CharFilter(field_name="target_type", max_length=32, label="Target type")
+    target = django_filters.CharFilter(method="filter_target", max_length=255, label="Target name or id")
+
+    class Meta:
+        model = Job
+        fields: list[str] = []
+
+    def filter_target(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
+        return queryset.filter(Q(target_id=value) | Q(target_label=value))
+
+
+def filtered_jobs(params) -> tuple[JobFilterSet, QuerySet]:
+    """The jobs filter set for these query parameters and what it selects (nothing when invalid)."""
+    filterset = JobFilterSet(params, queryset=Job.objects.all())
+    if not filterset.is_valid():
+        return filterset, Job.objects.none()
     return filterset, filterset.qs
