@@ -20,7 +20,7 @@ YES_NO = [("yes", "Yes"), ("no", "No")]
 # Guests per page the table offers; anything else is the default.
 PAGE_SIZES = (25, 50, 100, 200)
 GUESTS_PER_PAGE = 50
-HOSTS_PER_PAGE = 50
+HOSTS_PER_PAGE = 25
 
 
 class IdFilter(django_filters.NumberFilter):

@@ -28,6 +28,9 @@ PAGE_PARAMS = ("page", "hpage")
 # The longest value of any parameter echoed back into links (a filter longer than this is invalid anyway).
 MAX_PARAM_LENGTH = 200
 STATE_LABELS = dict(VMStateChoices.choices)
+# The order a host's guest counts read in: what runs first, what is stopped last.
+STATE_ORDER = {state: i for i, state in enumerate(
+    ["running", "blocked", "paused", "pmsuspended", "shutdown", "shutoff", "crashed", "nostate"])}
 SORT_KEYS = ("name", "state", "host", "vcpus", "memory")
 _SENTINEL_ID = 987654321987
 _SENTINEL_UUID = "00000000-0000-4000-8000-00000000f00d"
@@ -55,7 +58,7 @@ def host_summaries(host_ids: list[int]) -> dict[int, HostSummary]:
     summaries: dict[int, HostSummary] = defaultdict(HostSummary)
     rows = (VirtualMachine.objects.filter(host_id__in=host_ids).order_by().values("host_id", "state")
             .annotate(n=Count("pk"), vcpus=Sum("vcpus"), memory=Sum("memory_kib")))
-    for row in sorted(rows, key=lambda r: (r["host_id"], r["state"] not in VM_ACTIVE_STATES, r["state"])):
+    for row in sorted(rows, key=lambda r: (r["host_id"], STATE_ORDER.get(r["state"], len(STATE_ORDER)))):
         summary = summaries[row["host_id"]]
         summary.guests += row["n"]
         summary.by_state.append((row["state"], STATE_LABELS.get(row["state"], row["state"]), row["n"]))
