@@ -32,6 +32,8 @@ Environment variables (all optional in development, see each one below):
                             head (and on every export), default 10
   VMPORTAL_AUDIT_CHECKPOINT_FILE  also append each checkpoint to this file (one JSON line), outside
                             the database; unset by default
+  VMPORTAL_CHANNEL_CAPACITY  live events one websocket may have waiting in the channel layer
+                            before more to it are dropped, default 1000
   VMPORTAL_INVENTORY_REFRESH_SECONDS  period of the full inventory refresh (queued by
                             `manage.py watch_hosts`), default 300
   VMPORTAL_MAX_OUTGOING / VMPORTAL_MAX_INCOMING  migrations running at once out of / into one
