@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from django.db.models import QuerySet
 
-from .keyset import PAGE_SIZE, cursor_of, keyset_page, newer_q, older_q, parse_cursor
+from .keyset import PAGE_SIZE, KeysetPage, cursor_of, keyset_page, newer_q, older_q, parse_cursor
 
 __all__ = ["PAGE_SIZE", "AuditPage", "audit_page", "cursor_of", "newer_q", "older_q", "parse_cursor"]
 
 
-@dataclass
-class AuditPage:
-    events: list
-    older: str | None  # cursor for the next older page, if there is one
-    newer: str | None  # cursor for the next newer page, if there is one
-
+class AuditPage(KeysetPage):
     @property
-    def is_first(self) -> bool:
-        return self.newer is None
+    def events(self) -> list:
+        return self.rows
 
 
 def audit_page(queryset: QuerySet, *, older: str | None = None, newer: str | None = None,

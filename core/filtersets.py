@@ -125,12 +125,18 @@ class AuditEventFilterSet(django_filters.FilterSet):
         return queryset.filter(message__icontains=value)
 
 
-def filtered_events(params) -> tuple[AuditEventFilterSet, QuerySet]:
-    """The filter set for these query parameters and what it selects (nothing when invalid)."""
-    filterset = AuditEventFilterSet(params, queryset=AuditEvent.objects.all())
+def filtered(filterset_class, params) -> tuple[django_filters.FilterSet, QuerySet]:
+    """The filter set of this class for these query parameters and what it selects from all
+    of its model's rows (nothing when a parameter is invalid)."""
+    model = filterset_class._meta.model
+    filterset = filterset_class(params, queryset=model.objects.all())
     if not filterset.is_valid():
-        return filterset, AuditEvent.objects.none()
+        return filterset, model.objects.none()
     return filterset, filterset.qs
+
+
+def filtered_events(params) -> tuple[AuditEventFilterSet, QuerySet]:
+    return filtered(AuditEventFilterSet, params)
 
 
 class JobFilterSet(django_filters.FilterSet):
@@ -148,8 +154,4 @@ class JobFilterSet(django_filters.FilterSet):
 
 
 def filtered_jobs(params) -> tuple[JobFilterSet, QuerySet]:
-    """The jobs filter set for these query parameters and what it selects (nothing when invalid)."""
-    filterset = JobFilterSet(params, queryset=Job.objects.all())
-    if not filterset.is_valid():
-        return filterset, Job.objects.none()
-    return filterset, filterset.qs
+    return filtered(JobFilterSet, params)

@@ -6,6 +6,7 @@ import django_filters
 from django import forms
 from django.db.models import Q, QuerySet
 
+from core.filtersets import filtered
 from core.ids import MAX_ID
 from hosts.filtersets import IdFilter
 
@@ -28,8 +29,4 @@ class MigrationFilterSet(django_filters.FilterSet):
 
 
 def filtered_migrations(params) -> tuple[MigrationFilterSet, QuerySet]:
-    """The filter set for these query parameters and what it selects (nothing when invalid)."""
-    filterset = MigrationFilterSet(params, queryset=Migration.objects.all())
-    if not filterset.is_valid():
-        return filterset, Migration.objects.none()
-    return filterset, filterset.qs
+    return filtered(MigrationFilterSet, params)
