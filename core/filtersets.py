@@ -149,8 +149,8 @@ class JobFilterSet(django_filters.FilterSet):
         model = Job
         fields: list[str] = []
 
-    def filter_target(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
-        return queryset.filter(Q(target_id=value) | Q(target_label=value))
+    # Jobs name their target as audit events do.
+    filter_target = AuditEventFilterSet.filter_target
 
 
 def filtered_jobs(params) -> tuple[JobFilterSet, QuerySet]:
