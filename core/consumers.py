@@ -26,7 +26,7 @@ from .socket_access import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED, access_close_
 
 CLOSE_NOT_FOUND = 4404
 # How often an open socket joins its groups again: well inside the channel layer's group_expiry.
-GROUP_RENEW_S = 600.0
+GROUP_RENEW_S = 3600.0
 
 logger = logging.getLogger(__name__)
 

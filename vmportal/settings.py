@@ -232,8 +232,9 @@ REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6390/0")
 # - expiry: a message waiting longer than this is dropped; a page that fell that far behind asks
 #   for the current state on reconnect anyway.
 # - group_expiry: a socket that vanished without leaving its groups (a killed daphne) stops being
-#   sent to after this; an open socket joins its groups again every 10 minutes
-#   (core.consumers.GROUP_RENEW_S).
+#   sent to after this (a day, channels_redis's own default, kept on purpose: an evacuation page
+#   follows migration groups for hours); the groups every consumer joins on connect are joined
+#   again every hour (core.consumers.GROUP_RENEW_S), so a page left open for days still hears.
 VMPORTAL_CHANNEL_CAPACITY = int(os.environ.get("VMPORTAL_CHANNEL_CAPACITY", "1000"))
 CHANNEL_LAYERS = {
     "default": {
@@ -242,7 +243,7 @@ CHANNEL_LAYERS = {
             "hosts": [{"address": REDIS_URL, "socket_timeout": 30}],
             "capacity": VMPORTAL_CHANNEL_CAPACITY,
             "expiry": 60,
-            "group_expiry": 3600,
+            "group_expiry": 86400,
         },
     },
 }
