@@ -137,8 +137,13 @@ def job_log(job: Job, entry: dict[str, Any]) -> None:
     _send_on_commit(job_group(job.pk), {"type": "job.log", "entry": entry})
 
 
-def inventory_changed(*, host_id: int | None = None) -> None:
-    _send_on_commit(INVENTORY_GROUP, {"type": "inventory.changed", "host_id": host_id})
+def inventory_changed(*, host_id: int | None = None, hosts_changed: bool = False) -> None:
+    """Something of host ``host_id`` changed (its status, facts or guests): pages showing that
+    host refresh the rows they show, the others ignore it. ``hosts_changed``: the set of hosts
+    itself changed (added, decommissioned, back in service, removed), so every list of hosts
+    refreshes. No host at all: every inventory page refreshes."""
+    _send_on_commit(INVENTORY_GROUP, {"type": "inventory.changed", "host_id": host_id,
+                                      "hosts_changed": hosts_changed})
 
 
 def audit_recorded(event: AuditEvent) -> None:

@@ -10,6 +10,7 @@ user's access changes, and closes when any is gone.
 
 import asyncio
 import logging
+import time
 
 from asgiref.sync import async_to_sync
 from autobahn.exception import Disconnected
@@ -25,6 +26,8 @@ from .roles import targets_visible, user_has_role
 from .socket_access import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED, access_close_code
 
 CLOSE_NOT_FOUND = 4404
+# How often an open socket joins its groups again: well inside the channel layer's group_expiry.
+GROUP_RENEW_S = 3600.0
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +92,18 @@ class RoleGatedConsumer(JsonWebsocketConsumer):
 
     def access_recheck(self, event):
         self._close_if_access_gone()
+        if not getattr(self, "closing", False):
+            self._renew_membership()
+
+    def _renew_membership(self) -> None:
+        # The channel layer forgets a member after its group_expiry (so a socket whose server
+        # died stops being sent to); an open socket joins again well before that.
+        now = time.monotonic()
+        if now - getattr(self, "joined_at", now) < GROUP_RENEW_S:
+            return
+        self.joined_at = now
+        for group in (self.joined_group, user_group(self.scope["user"].pk)):
+            async_to_sync(self.channel_layer.group_add)(group, self.channel_name)
 
     def access_changed(self, event):
         session = self.scope.get("session")
@@ -122,6 +137,7 @@ class RoleGatedConsumer(JsonWebsocketConsumer):
             self.close(code=CLOSE_FORBIDDEN)
             return
         self.joined_group = group
+        self.joined_at = time.monotonic()
         async_to_sync(self.channel_layer.group_add)(group, self.channel_name)
         async_to_sync(self.channel_layer.group_add)(user_group(user.pk), self.channel_name)
         self.accept()

@@ -1,4 +1,4 @@
-"""The audit page's filters (django-filter): every one lives in the query string.
+"""The audit page's and the jobs page's filters (django-filter): every one lives in the query string.
 
 Each filter is written so an index in AuditEvent.Meta serves it, newest first: exact matches
 on one column, the action family on its own column, time as a range.
@@ -15,8 +15,8 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from .actors import CLI_PREFIX
-from .choices import AuditResultChoices
-from .models import AuditEvent
+from .choices import AuditResultChoices, JobStatusChoices
+from .models import AuditEvent, Job
 
 PERIODS = {"1h": timedelta(hours=1), "24h": timedelta(days=1), "7d": timedelta(days=7)}
 PERIOD_CHOICES = [("1h", "Last hour"), ("24h", "Last day"), ("7d", "Last 7 days")]
@@ -125,9 +125,33 @@ class AuditEventFilterSet(django_filters.FilterSet):
         return queryset.filter(message__icontains=value)
 
 
-def filtered_events(params) -> tuple[AuditEventFilterSet, QuerySet]:
-    """The filter set for these query parameters and what it selects (nothing when invalid)."""
-    filterset = AuditEventFilterSet(params, queryset=AuditEvent.objects.all())
+def filtered(filterset_class, params) -> tuple[django_filters.FilterSet, QuerySet]:
+    """The filter set of this class for these query parameters and what it selects from all
+    of its model's rows (nothing when a parameter is invalid)."""
+    model = filterset_class._meta.model
+    filterset = filterset_class(params, queryset=model.objects.all())
     if not filterset.is_valid():
-        return filterset, AuditEvent.objects.none()
+        return filterset, model.objects.none()
     return filterset, filterset.qs
+
+
+def filtered_events(params) -> tuple[AuditEventFilterSet, QuerySet]:
+    return filtered(AuditEventFilterSet, params)
+
+
+class JobFilterSet(django_filters.FilterSet):
+    status = django_filters.ChoiceFilter(choices=JobStatusChoices.choices, label="Status", empty_label="Any")
+    kind = django_filters.CharFilter(field_name="kind", max_length=64, label="Kind")
+    target_type = django_filters.CharFilter(field_name="target_type", max_length=32, label="Target type")
+    target = django_filters.CharFilter(method="filter_target", max_length=255, label="Target name or id")
+
+    class Meta:
+        model = Job
+        fields: list[str] = []
+
+    # Jobs name their target as audit events do.
+    filter_target = AuditEventFilterSet.filter_target
+
+
+def filtered_jobs(params) -> tuple[JobFilterSet, QuerySet]:
+    return filtered(JobFilterSet, params)

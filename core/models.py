@@ -36,7 +36,13 @@ class Job(models.Model):
 
     class Meta:
         ordering = ["-created", "-pk"]
-        indexes = [models.Index(fields=["kind", "target_type", "target_id", "status"])]
+        indexes = [
+            models.Index(fields=["kind", "target_type", "target_id", "status"]),
+            # An object's page lists its jobs newest first (host, guest, migration pages).
+            models.Index(fields=["target_type", "target_id", "-created"], name="core_job_target_created"),
+            # The jobs page filtered by status, newest first.
+            models.Index(fields=["status", "-created", "-id"], name="core_job_status_created"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.kind} #{self.pk}"

@@ -6,14 +6,15 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import urlencode
 from django.views import View
-from django.views.generic import DetailView, ListView, TemplateView
+from django.views.generic import DetailView, TemplateView
 
 from . import audit_pages
 from .actors import Actor
 from .audit_chain import head
 from .health import portal_health
 from .audit_export import FORMATS, aexport_lines, audit_export_start, export_lines
-from .filtersets import filtered_events
+from .filtersets import filtered_events, filtered_jobs
+from .keyset import keyset_page
 from .audit_jobs import AUDIT_VERIFY_KIND, audit_verify_request
 from .models import AuditCheckpoint, AuditEvent, Job
 from .roles import AdminRequiredMixin, ViewerRequiredMixin, targets_visible
@@ -32,13 +33,18 @@ class LogoutView(auth_views.LogoutView):
     pass
 
 
-class JobListView(ViewerRequiredMixin, ListView):
-    template_name = "core/job_list.html"
-    context_object_name = "jobs"
+class JobListView(ViewerRequiredMixin, TemplateView):
+    """Filtered, keyset-paged jobs, newest first."""
 
-    def get_queryset(self):
-        jobs = targets_visible(self.request.user, Job.objects.select_related("created_by").defer("log", "result"))
-        return jobs[:JOB_PAGE_SIZE]
+    template_name = "core/job_list.html"
+
+    def get_context_data(self, **kwargs):
+        filterset, queryset = filtered_jobs(self.request.GET)
+        queryset = targets_visible(self.request.user, queryset.select_related("created_by").defer("log", "result"))
+        page = keyset_page(queryset, field="created", older=self.request.GET.get("older"),
+                           newer=self.request.GET.get("newer"), size=JOB_PAGE_SIZE)
+        return super().get_context_data(filter=filterset, page=page, jobs=page.rows,
+                                        filter_query=urlencode(_filter_params(self.request)), **kwargs)
 
 
 class JobDetailView(ViewerRequiredMixin, DetailView):

@@ -304,7 +304,7 @@ def host_decommission(*, host: Host, actor: Actor) -> Host:
             host.save(update_fields=["lifecycle", "decommissioned_at", "decommissioned_by_label"])
             audit_record(actor=actor, action="host.decommission", result=AuditResultChoices.OK, target=host,
                          message=f"Decommissioned {host.name}: it takes no guests and is no longer watched.")
-            broadcast.inventory_changed(host_id=host.pk)
+            broadcast.inventory_changed(host_id=host.pk, hosts_changed=True)
             return host
     _refuse_with(refusal, actor=actor, action="host.decommission", host=host)
 
@@ -319,7 +319,7 @@ def host_recommission(*, host: Host, actor: Actor) -> Host:
     host.save(update_fields=["lifecycle", "decommissioned_at", "decommissioned_by_label"])
     audit_record(actor=actor, action="host.recommission", result=AuditResultChoices.OK, target=host,
                  message=f"{host.name} is in service again.")
-    broadcast.inventory_changed(host_id=host.pk)
+    broadcast.inventory_changed(host_id=host.pk, hosts_changed=True)
     return host
 
 
@@ -348,7 +348,7 @@ def host_remove(*, host: Host, actor: Actor) -> Host:
             audit_record(actor=actor, action="host.remove", result=AuditResultChoices.OK, target=host,
                          parameters={"host_key_fingerprint": fingerprint},
                          message=f"Removed {host.name}; its records now point at its tombstone.")
-            broadcast.inventory_changed(host_id=host.pk)
+            broadcast.inventory_changed(host_id=host.pk, hosts_changed=True)
             return host
     _refuse_with(refusal, actor=actor, action="host.remove", host=host)
 def portal_key_public() -> str:

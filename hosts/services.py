@@ -161,7 +161,7 @@ def host_create(
             else f"Added host {name}; waiting for its host key to be confirmed."
         ),
     )
-    broadcast.inventory_changed(host_id=host.pk)
+    broadcast.inventory_changed(host_id=host.pk, hosts_changed=True)
     if trusted_host_key is not None:
         return host, _enqueue_refresh(host, actor=actor)
     return host, _enqueue_fetch_host_key(host, actor=actor)

@@ -1,6 +1,7 @@
 """Inventory pages. Views only read, validate and call services; no host I/O here."""
 
 from django.contrib import messages
+from django.db.models import Q
 from django.http import Http404, JsonResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.urls import reverse
@@ -14,9 +15,9 @@ from core.choices import RoleChoices
 from core.roles import AdminRequiredMixin, OperatorRequiredMixin, ViewerRequiredMixin
 
 from . import load, services
-from .choices import HostJobKindChoices, VMActionChoices
-from .duplicates import HostIdentity, find_duplicate_identities
+from .choices import HostJobKindChoices, HostLifecycleChoices, VMActionChoices
 from .forms import HostAddForm, HostTrustForm
+from .inventory_page import duplicate_flags, inventory_context
 from .leases import lease_holder
 from .models import Host, PortalKey, VirtualMachine
 from .permissions import HostAccessMixin, hosts_for
@@ -29,25 +30,23 @@ def _facts_of(host: Host):
     return getattr(host, "facts", None)
 
 
-def _duplicate_flags(hosts):
-    identities = []
-    for host in hosts:
-        facts = _facts_of(host)
-        identities.append(
-            HostIdentity(
-                host_id=host.pk,
-                name=host.name,
-                hostname=facts.hostname if facts else "",
-                host_uuid=facts.host_uuid if facts else "",
-            )
-        )
-    return find_duplicate_identities(identities)
-
-
 def _recent_jobs(target_type: str, target_id) -> list[Job]:
+    # created_by in the same query: the job table shows each job's user.
     return list(
-        Job.objects.filter(target_type=target_type, target_id=str(target_id)).defer("log", "result")[:RECENT_JOBS]
+        Job.objects.filter(target_type=target_type, target_id=str(target_id)).select_related("created_by")
+        .defer("log", "result")[:RECENT_JOBS]
     )
+
+
+def _identity_peers(host: Host, facts):
+    """The host and the hosts in service whose facts share its hostname or host UUID: one
+    query, whatever the fleet's size."""
+    same = Q(pk__in=[])
+    if facts is not None and facts.hostname.strip():
+        same |= Q(facts__hostname__iexact=facts.hostname.strip())
+    if facts is not None and facts.host_uuid.strip():
+        same |= Q(facts__host_uuid__iexact=facts.host_uuid.strip())
+    return Host.all_objects.filter(Q(pk=host.pk) | (Q(lifecycle=HostLifecycleChoices.ACTIVE) & same))
 
 
 def inventory_hosts(request):
@@ -58,17 +57,15 @@ def inventory_hosts(request):
 
 
 class InventoryView(ViewerRequiredMixin, TemplateView):
+    """A page of hosts with their guests' summary and a page of guests, filtered and sorted by
+    the query string (hosts/inventory_page.py)."""
+
     template_name = "hosts/inventory.html"
 
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)
-        hosts = list(hosts_for(self.request.user, RoleChoices.VIEWER, inventory_hosts(self.request)).select_related("facts"))
-        flags = _duplicate_flags(hosts)
-        context["host_rows"] = [
-            {"host": host, "facts": _facts_of(host), "duplicates": flags.get(host.pk)} for host in hosts
-        ]
-        context["duplicate_count"] = len(flags)
-        context["vms"] = VirtualMachine.objects.select_related("host").filter(host__in=[h.pk for h in hosts])
+        hosts = hosts_for(self.request.user, RoleChoices.VIEWER, inventory_hosts(self.request))
+        context.update(inventory_context(self.request.GET, hosts))
         context["show_all"] = self.request.GET.get("show") == "all"
         return context
 
@@ -78,16 +75,16 @@ class InventoryTablesPartialView(InventoryView):
 
 
 class HostDetailView(ViewerRequiredMixin, HostAccessMixin, DetailView):
-    model = Host
+    queryset = Host.all_objects.select_related("facts")
     template_name = "hosts/host_detail.html"
     context_object_name = "host"
 
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)
         host = self.object
-        others = list(Host.objects.select_related("facts"))
-        context["facts"] = _facts_of(host)
-        context["duplicates"] = _duplicate_flags(others).get(host.pk)
+        facts = _facts_of(host)
+        context["facts"] = facts
+        context["duplicates"] = duplicate_flags(_identity_peers(host, facts)).get(host.pk)
         context["vms"] = host.vms.all()
         context["jobs"] = _recent_jobs("host", host.pk)
         context["portal_key"] = PortalKey.objects.order_by("pk").first()

@@ -9,9 +9,11 @@ from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect
 from django.urls import reverse
 from django.views import View
-from django.views.generic import DetailView, FormView, ListView, TemplateView
+from django.utils.http import urlencode
+from django.views.generic import DetailView, FormView, TemplateView
 
 from core.actors import Actor
+from core.keyset import keyset_page
 from core.models import AuditEvent, Job
 from core.choices import RoleChoices
 from core.roles import OperatorRequiredMixin, ViewerRequiredMixin
@@ -29,6 +31,7 @@ from .choices import (
     PreflightRunStatusChoices,
     VerdictStatusChoices,
 )
+from .filtersets import filtered_migrations
 from .forms import ColdMigrationForm, MigrationOptionsForm
 from .image_repairs import run_repairs
 from .models import ColdMigration, Migration, MigrationPlan, PreflightRun
@@ -253,22 +256,22 @@ def _cold_list(user):
     )[:COLD_PAGE_SIZE]
 
 
-class MigrationListView(ViewerRequiredMixin, ListView):
-    """Live migrations, and below them the cold ones: the history of every move."""
+class MigrationListView(ViewerRequiredMixin, TemplateView):
+    """Live migrations (filtered, keyset pages newest first), and below them the latest cold
+    ones: the history of every move."""
 
     template_name = "migrations_app/migration_list.html"
-    context_object_name = "migrations"
-
-    def get_queryset(self):
-        migrations = records_for(self.request.user, RoleChoices.VIEWER, Migration.objects.all())
-        return migrations.select_related("source", "destination", "requested_by").defer(
-            "verdicts", "summary"
-        )[:MIGRATION_PAGE_SIZE]
 
     def get_context_data(self, **kwargs):
-        context = super().get_context_data(**kwargs)
-        context["cold_migrations"] = _cold_list(self.request.user)
-        return context
+        filterset, queryset = filtered_migrations(self.request.GET)
+        queryset = records_for(self.request.user, RoleChoices.VIEWER, queryset)
+        page = keyset_page(queryset.select_related("source", "destination", "requested_by").defer("verdicts", "summary"),
+                           field="created", older=self.request.GET.get("older"), newer=self.request.GET.get("newer"),
+                           size=MIGRATION_PAGE_SIZE)
+        params = {k: v for k, v in self.request.GET.items() if k not in ("older", "newer") and v}
+        return super().get_context_data(filter=filterset, page=page, migrations=page.rows,
+                                        filter_query=urlencode(params), cold_migrations=_cold_list(self.request.user),
+                                        **kwargs)
 
 
 class MigrationListPartialView(MigrationListView):

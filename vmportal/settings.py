@@ -32,6 +32,8 @@ Environment variables (all optional in development, see each one below):
                             head (and on every export), default 10
   VMPORTAL_AUDIT_CHECKPOINT_FILE  also append each checkpoint to this file (one JSON line), outside
                             the database; unset by default
+  VMPORTAL_CHANNEL_CAPACITY  live events one websocket may have waiting in the channel layer
+                            before more to it are dropped, default 1000
   VMPORTAL_INVENTORY_REFRESH_SECONDS  period of the full inventory refresh (queued by
                             `manage.py watch_hosts`), default 300
   VMPORTAL_MAX_OUTGOING / VMPORTAL_MAX_INCOMING  migrations running at once out of / into one
@@ -224,10 +226,26 @@ REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6390/0")
 
 # channels_redis waits on BZPOPMIN for 5 s; redis-py 8 reads with a default 5 s socket timeout,
 # which kills idle websocket consumers ("Timeout reading from ..."). Read longer than that.
+# Fan-out, set deliberately (channels_redis defaults: capacity 100, group_expiry one day):
+# - capacity: messages one socket may have waiting before further sends to it are dropped
+#   ("over capacity in group inventory"). A page busy for a second under 50 events/s needs more
+#   than 100; 1,000 bounds what a stuck socket holds in Redis.
+# - expiry: a message waiting longer than this is dropped; a page that fell that far behind asks
+#   for the current state on reconnect anyway.
+# - group_expiry: a socket that vanished without leaving its groups (a killed daphne) stops being
+#   sent to after this (a day, channels_redis's own default, kept on purpose: an evacuation page
+#   follows migration groups for hours); the groups every consumer joins on connect are joined
+#   again every hour (core.consumers.GROUP_RENEW_S), so a page left open for days still hears.
+VMPORTAL_CHANNEL_CAPACITY = int(os.environ.get("VMPORTAL_CHANNEL_CAPACITY", "1000"))
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 30}]},
+        "CONFIG": {
+            "hosts": [{"address": REDIS_URL, "socket_timeout": 30}],
+            "capacity": VMPORTAL_CHANNEL_CAPACITY,
+            "expiry": 60,
+            "group_expiry": 86400,
+        },
     },
 }
 

@@ -1,8 +1,9 @@
 /* Live updates over websockets, without any framework.
  *
- * [data-live-socket][data-live-partial]: on any event from the socket, re-fetch the partial
- *   URL and swap it in (server-rendered, already escaped). [data-live-host-id] limits this to
- *   events about that host.
+ * [data-live-socket][data-live-partial]: on an event from the socket that concerns what the
+ *   region shows, re-fetch the partial URL (the rows on screen, server-rendered, already
+ *   escaped) and swap it in, at most once per 250 ms. [data-live-host-id] limits this to events
+ *   about that host; a list says which hosts its rows show with [data-live-shown-hosts].
  * [data-job-socket]: a job page (or widget) that shows status, progress and log lines as they
  *   arrive; [data-reload-on-finish] reloads the page once the job ends.
  * Sockets reconnect with backoff; on (re)connect the server sends the current state.
@@ -43,10 +44,30 @@
     open();
   }
 
-  function bindPartialRegion(region) {
-    var timer = null;
+  // Does this inventory event concern what the region shows? A host or guest page names its
+  // host (data-live-host-id); a list names the hosts of the rows it shows, inside the partial
+  // so each refresh renews it ([data-live-shown-hosts]); any other region takes every event.
+  function concerns(region, message) {
+    if (message.type !== "inventory.changed") return true;  // a state on (re)connect, or another socket's event
     var hostId = region.dataset.liveHostId;
+    if (hostId) return !message.host_id || String(message.host_id) === hostId;
+    var marker = region.querySelector("[data-live-shown-hosts]");
+    if (!marker) return true;
+    if (!message.host_id || message.hosts_changed) return true;
+    return ("," + marker.dataset.liveShownHosts + ",").indexOf("," + message.host_id + ",") !== -1;
+  }
+
+  function bindPartialRegion(region) {
+    // At most one fetch per QUIET_MS and never two at once, however fast events come: a burst
+    // of events is one refresh of the rows on screen, and the last event is never dropped.
+    var QUIET_MS = 250;
+    var timer = null;
+    var inFlight = false;
+    var again = false;
     function refresh() {
+      timer = null;
+      if (inFlight) { again = true; return; }
+      inFlight = true;
       window.fetch(region.dataset.livePartial, { credentials: "same-origin" })
         .then(function (response) {
           // Gone, or logged out (redirected to the login page): let the full page show why.
@@ -54,12 +75,19 @@
           return response.ok ? response.text() : null;
         })
         .then(function (html) { if (html !== null && html !== undefined) region.innerHTML = html; })
-        .catch(function () { /* offline: the next event or reconnect catches up */ });
+        .catch(function () { /* offline: the next event or reconnect catches up */ })
+        .then(function () {
+          inFlight = false;
+          if (again) { again = false; schedule(); }
+        });
+    }
+    function schedule() {
+      if (timer === null) timer = window.setTimeout(refresh, QUIET_MS);
     }
     connect(region.dataset.liveSocket, function (message) {
-      if (hostId && message.host_id && String(message.host_id) !== hostId) return;
-      window.clearTimeout(timer);
-      timer = window.setTimeout(refresh, 250);
+      // The state a socket starts with (and after a reconnect): events may have been missed
+      // between the render and the connect, so the region asks for what it shows now.
+      if (concerns(region, message)) schedule();
     });
   }
 

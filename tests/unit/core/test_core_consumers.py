@@ -201,3 +201,31 @@ def test_an_event_for_a_page_that_just_closed_is_dropped_not_raised():
     consumer.base_send = closed
     consumer.job_status({"job": {"id": 1}})  # no exception
     assert sent and sent[0]["type"] == "websocket.send"
+
+
+def test_inventory_event_names_the_host_and_whether_the_set_of_hosts_changed(viewer):
+    from tests.fakes.fleet import make_host
+
+    one, two = make_host("kvm-seven"), make_host("kvm-eight")  # hosts the viewer may see
+
+    async def scenario():
+        comm = communicator("/ws/inventory/", viewer)
+        await comm.connect()
+        await comm.receive_json_from()
+        await send()
+        first = await comm.receive_json_from(timeout=2)
+        second = await comm.receive_json_from(timeout=2)
+        await comm.disconnect()
+        return first, second
+
+    from asgiref.sync import sync_to_async
+
+    @sync_to_async
+    def send():
+        with transaction.atomic():
+            broadcast.inventory_changed(host_id=one.pk)
+            broadcast.inventory_changed(host_id=two.pk, hosts_changed=True)
+
+    first, second = async_to_sync(scenario)()
+    assert first == {"type": "inventory.changed", "host_id": one.pk, "hosts_changed": False}
+    assert second == {"type": "inventory.changed", "host_id": two.pk, "hosts_changed": True}

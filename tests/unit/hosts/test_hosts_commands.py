@@ -125,3 +125,22 @@ def test_lab_onboard_adds_then_updates(fleet, key_file, tmp_path, capsys, django
         call_command("lab_onboard", "--status-file", str(status_file))
     assert Host.objects.get(name="labh1").host_key == a.host_key.openssh
     assert "labh1: updated" in capsys.readouterr().out
+
+
+def test_vm_list_json_streams_valid_json_in_chunks(trusted_host, capsys, monkeypatch):
+    import uuid as uuid_mod
+
+    from hosts.management.commands import vm_list
+    from hosts.models import VirtualMachine
+
+    call_command("vm_list", "--json")
+    assert len(json.loads(capsys.readouterr().out)) == 2
+    monkeypatch.setattr(vm_list, "CHUNK", 3)  # several chunks for a few rows
+    VirtualMachine.objects.bulk_create(VirtualMachine(host=trusted_host, uuid=uuid_mod.uuid4(), name=f"g{i}",
+                                                      state="running") for i in range(7))
+    call_command("vm_list", "--json")
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == 9 and rows[0]["host"] == "kvm-a" and isinstance(rows[0]["uuid"], str)
+    VirtualMachine.objects.all().delete()
+    call_command("vm_list", "--json")
+    assert json.loads(capsys.readouterr().out) == []

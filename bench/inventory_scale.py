@@ -1,0 +1,188 @@
+"""The inventory at fleet scale, before and after paged lists: page time and size, vm_list --json.
+
+    .venv/bin/python bench/inventory_scale.py [--before REF] [--sizes 20,100,4000,20000] [--runs 3]
+
+Two source trees are measured side by side in one run: this one ("after") and ``--before``
+(a git revision, extracted with git archive; by default the last revision whose inventory
+rendered every guest in one table). For each tree, in a process of its own with a fresh
+SQLite database of that tree's schema, synthetic hosts (loopback addresses, never contacted,
+no worker running: bench/synthetic_inventory.py) with 40 guests each are added up to each
+size, and measured (median of --runs, through Django's test client, DEBUG off):
+- the inventory page /hosts/ and its live partial (what every open page fetched per event);
+- a filtered search (state + text) and the host page (time and queries);
+- ``manage.py vm_list --json`` to /dev/null: time, and the peak of what it allocates (tracemalloc).
+Goals (issue 16), at 500 hosts × 40 guests: first page ≤ 150 ms and ≤ 300 KB, filtered search
+≤ 150 ms, host page ≤ 50 ms with constant queries, vm_list --json ≤ 1 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+
+BASE = Path(__file__).resolve().parent.parent
+BEFORE = "0f80c56"  # the inventory before paged lists: every guest in one table
+GUESTS_PER_HOST = 40
+
+
+def median_ms(func, runs: int) -> float:
+    walls = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        func()
+        walls.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(walls)
+
+
+def vm_list_figures(runs: int) -> tuple[float, float]:
+    """Milliseconds of ``manage.py vm_list --json`` (in this process, output to /dev/null), and
+    the peak of the memory it allocated (MiB, tracemalloc, in a run of its own)."""
+    from django.core.management import call_command
+
+    def run():
+        with open(os.devnull, "w") as sink:
+            call_command("vm_list", "--json", stdout=sink)
+
+    took = median_ms(run, runs)
+    tracemalloc.start()
+    run()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return took, peak / 2**20
+
+
+def measure(tree: Path, db: Path, sizes: list[int], runs: int) -> None:
+    """In this process: the tree's portal on a fresh database, one JSON line of figures per size."""
+    os.environ["DATABASE_URL"] = f"sqlite:///{db}"
+    os.environ["DJANGO_SETTINGS_MODULE"] = "vmportal.test_settings"
+    os.environ.pop("DJANGO_DEBUG", None)
+    sys.path.insert(0, str(tree))
+    sys.path.append(str(BASE / "bench"))
+    import django
+
+    django.setup()
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group
+    from django.core.management import call_command
+    from django.core.signals import request_started
+    from django.db import connection, reset_queries
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext, setup_test_environment
+
+    from hosts.models import Host, VirtualMachine
+    from synthetic_inventory import make_fleet
+
+    setup_test_environment()
+    call_command("migrate", verbosity=0, interactive=False)
+    user = get_user_model().objects.create_user(username="bench", password="bench-password-1")
+    user.groups.add(Group.objects.get_or_create(name="Viewer")[0])
+    client = Client()
+    client.force_login(user)
+
+    def get(url, params=None):
+        response = client.get(url, params or {})
+        assert response.status_code == 200, (url, response.status_code)
+        return response
+
+    # Without this each request empties the query log that CaptureQueriesContext reads.
+    request_started.disconnect(reset_queries)
+    hosts = guests = 0
+    for size in sizes:
+        # Up to size guests: hosts of GUESTS_PER_HOST each, and one smaller for the rest.
+        full, rest = divmod(size - guests, GUESTS_PER_HOST)
+        hosts += make_fleet(full, GUESTS_PER_HOST, start=hosts)[0]
+        if rest:
+            hosts += make_fleet(1, rest, start=hosts)[0]
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE")
+        guests = VirtualMachine.objects.count()
+        hosts = Host.objects.count()
+        host = Host.objects.order_by("pk")[hosts // 2]
+        page = get("/hosts/")
+        partial = get("/hosts/partials/inventory/")
+        with CaptureQueriesContext(connection) as ctx:
+            get(f"/hosts/{host.pk}/")
+        host_queries = len(ctx.captured_queries)
+        took, peak = vm_list_figures(runs)
+        print(json.dumps({
+            "guests": guests, "hosts": hosts,
+            "page_ms": median_ms(lambda: get("/hosts/"), runs), "page_kb": len(page.content) / 1024,
+            "partial_ms": median_ms(lambda: get("/hosts/partials/inventory/"), runs),
+            "partial_kb": len(partial.content) / 1024,
+            "search_ms": median_ms(lambda: get("/hosts/", {"state": "running", "q": "vm-01"}), runs),
+            "host_ms": median_ms(lambda: get(f"/hosts/{host.pk}/"), runs), "host_queries": host_queries,
+            "vm_list_ms": took, "vm_list_mib": peak,
+        }), flush=True)
+
+
+def run_tree(name: str, tree: Path, work: Path, sizes: list[int], runs: int) -> list[dict]:
+    db = work / f"{name}.sqlite3"
+    proc = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--measure", str(tree), "--db", str(db),
+         "--sizes", ",".join(map(str, sizes)), "--runs", str(runs)],
+        cwd=tree, capture_output=True, text=True, check=False,
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"{name}: measuring failed\n{proc.stderr[-4000:]}")
+    return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--before", default=BEFORE, help="git revision to compare with (default %(default)s)")
+    parser.add_argument("--sizes", default="20,100,4000,20000")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--measure", help=argparse.SUPPRESS)
+    parser.add_argument("--db", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    sizes = sorted(int(s) for s in args.sizes.split(","))
+    if args.measure:
+        measure(Path(args.measure), Path(args.db), sizes, args.runs)
+        return 0
+
+    work = Path(tempfile.mkdtemp(prefix="vmportal-inventory-bench-"))
+    try:
+        before = work / "before"
+        before.mkdir()
+        archive = subprocess.run(["git", "-C", str(BASE), "archive", args.before], capture_output=True, check=True)
+        subprocess.run(["tar", "-x", "-C", str(before)], input=archive.stdout, check=True)
+        t0 = time.perf_counter()
+        sum(range(10**7))
+        print(f"before = {args.before}, after = this tree; calibration sum(range(10**7)) = "
+              f"{time.perf_counter() - t0:.2f} s, load average {os.getloadavg()[0]:.1f}; median of {args.runs}")
+        results = {"before": run_tree("before", before, work, sizes, args.runs),
+                   "after": run_tree("after", BASE, work, sizes, args.runs)}
+        columns = [("page_ms", "page ms", ".1f"), ("page_kb", "page KB", ".0f"), ("partial_ms", "live partial ms", ".1f"),
+                   ("partial_kb", "partial KB", ".0f"), ("search_ms", "search ms", ".1f"), ("host_ms", "host page ms", ".1f"),
+                   ("host_queries", "host queries", "d"), ("vm_list_ms", "vm_list ms", ".0f"),
+                   ("vm_list_mib", "vm_list peak MiB", ".1f")]
+        print(f"{'tree':7s} {'guests':>7s} {'hosts':>5s} " + " ".join(f"{label:>15s}" for _, label, _ in columns))
+        for name, rows in results.items():
+            for row in rows:
+                print(f"{name:7s} {row['guests']:7d} {row['hosts']:5d} "
+                      + " ".join(f"{format(row[key], fmt):>15s}" for key, _, fmt in columns))
+        for name, rows in results.items():
+            small, large = rows[0], rows[-1]
+            print(f"{name}: {large['guests']} ÷ {small['guests']} guests: page time × {large['page_ms'] / small['page_ms']:.1f}, "
+                  f"page size × {large['page_kb'] / small['page_kb']:.1f}, "
+                  f"live partial time × {large['partial_ms'] / small['partial_ms']:.1f}")
+        b, a = results["before"][-1], results["after"][-1]
+        print(f"at {a['guests']} guests, after vs before: page {b['page_ms'] / a['page_ms']:.0f}× faster and "
+              f"{b['page_kb'] / a['page_kb']:.0f}× smaller; vm_list --json {b['vm_list_ms'] / a['vm_list_ms']:.1f}× faster, "
+              f"allocation peak {b['vm_list_mib']:.1f} → {a['vm_list_mib']:.1f} MiB")
+        return 0
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
