@@ -538,8 +538,6 @@ def gather_evacuation(
     destinations = list(destinations)
     if any(d.name == source.name for d in destinations):
         raise ValueError(f"{source.name} cannot be a destination of its own evacuation")
-    from .services.facts import preflight_facts_remember
-
     with ExitStack() as stack:
         src = stack.enter_context(access.open_session(source))
         dsts = [stack.enter_context(access.open_session(d)) for d in destinations]
@@ -550,12 +548,105 @@ def gather_evacuation(
             options=options,
         )
     # Kept for the runners of the migrations that follow (an evacuation confirmed within a minute).
+    _remember(fleet, source, destinations, copying=bool(options.copy_storage and options.live))
+    return fleet
+
+
+def _remember(fleet: FleetFacts, source: Host, destinations: Sequence[Host], *, copying: bool,
+              fresh_until=None) -> None:
+    from .services.facts import preflight_facts_remember
+
     for d in destinations:
         preflight_facts_remember(
-            source=source, destination=d, copy_storage=bool(options.copy_storage and options.live),
+            source=source, destination=d, copy_storage=copying, fresh_until=fresh_until,
             found=[(fleet.pair(g.uuid, d.name), fleet.guest_for(g.uuid, d.name)) for g in fleet.guests],
         )
-    return fleet
+
+
+# --- A run of moves: many sources ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Move:
+    """One guest to move in a run: from its host now to its destination; ``copying``: live copy-storage."""
+
+    guest_uuid: str
+    source: Host
+    destination: Host
+    copying: bool = False
+
+
+@dataclass(frozen=True)
+class MoveGroup:
+    """The moves one gather serves: one source against its destinations, for these guests."""
+
+    source: Host
+    destinations: tuple[Host, ...]
+    guest_uuids: tuple[str, ...]
+    copying: bool
+
+
+def moves_by_source(moves: Sequence[Move]) -> list[MoveGroup]:
+    """One gather per (source, copy-storage or not), destinations and guests in the order first named (pure).
+
+    A source that is also a destination of the same group is left out of that group's
+    destinations (a host is never its own destination).
+    """
+    groups: dict[tuple[int, bool], tuple[Host, dict[int, Host], dict[str, None]]] = {}
+    for m in moves:
+        source, dests, guests = groups.setdefault((m.source.pk, m.copying), (m.source, {}, {}))
+        if m.destination.pk != source.pk:
+            dests.setdefault(m.destination.pk, m.destination)
+            guests.setdefault(_key(m.guest_uuid), None)
+    return [MoveGroup(source=src, destinations=tuple(dests.values()), guest_uuids=tuple(guests), copying=copying)
+            for (_pk, copying), (src, dests, guests) in groups.items() if dests]
+
+
+def gather_moves(*, moves: Sequence[Move], fresh_until) -> dict[str, str]:
+    """Gather once for a whole run of moves and keep the facts for its items until ``fresh_until``.
+
+    One gather per source (``moves_by_source``: per host once, per host pair once), the
+    sources side by side, each on sessions of its own. Returns {source name: why its gather
+    failed} for sources whose facts could not be gathered (their items then check in full).
+    A guest gone from its source meanwhile does not spoil the others: that source is
+    gathered again for all its guests.
+    """
+    from hosts import access  # needs Django; gather_fleet() itself does not
+
+    groups = moves_by_source(moves)
+    if not groups:
+        return {}
+    problems: dict[str, str] = {}
+    found: list[tuple[MoveGroup, FleetFacts]] = []
+    with ExitStack() as stack:
+        work = []
+        for group in groups:
+            src = _endpoint(group.source, stack.enter_context(access.open_session(group.source)))
+            dsts = [_endpoint(d, stack.enter_context(access.open_session(d))) for d in group.destinations]
+            for endpoint in (src, *dsts):
+                endpoint.session.ssh_target  # noqa: B018 - read from the database here, not in the pool
+            work.append((group, src, dsts))
+
+        def one(group: MoveGroup, src: Endpoint, dsts: list[Endpoint]) -> FleetFacts:
+            options = MigrationOptions(copy_storage=group.copying)
+            try:
+                return gather_fleet(source=src, destinations=dsts, guest_uuids=list(group.guest_uuids),
+                                    options=options)
+            except DomainNotFound:  # one guest left meanwhile: the others still move
+                return gather_fleet(source=src, destinations=dsts, guest_uuids=None, options=options)
+
+        with ThreadPoolExecutor(max_workers=min(len(work), 4), thread_name_prefix="run-facts") as pool:
+            futures = [(group, pool.submit(one, group, src, dsts)) for group, src, dsts in work]
+            for group, future in futures:
+                try:
+                    found.append((group, future.result()))
+                except (AdapterError, ValueError) as exc:
+                    problems[group.source.name] = getattr(exc, "message", None) or str(exc)
+    wanted = {_key(m.guest_uuid) for m in moves}
+    for group, fleet in found:
+        kept = replace(fleet, guests=tuple(g for g in fleet.guests if _key(g.uuid) in wanted))
+        _remember(kept, group.source, group.destinations, copying=group.copying, fresh_until=fresh_until)
+    return problems
 
 
 def _endpoint(host: Host, session) -> Endpoint:

@@ -352,6 +352,10 @@ def _run(migration: Migration, ctx: JobContext, on_progress: ProgressCallback | 
     elif status != S.SUCCEEDED and call.error is not None:
         error = call.error.message
         hint = p2p_error_hint(call.error, options, dest_uri)
+    if status != S.SUCCEEDED and call.error is not None and not libvirt_aborted:
+        # What the last full check proved of this pair did not hold: the next migration between
+        # these hosts (a retry, the run's next item) checks them in full again.
+        facts_service.preflight_facts_forget(source=source, destination=destination)
     # Settled as soon as both hosts said where the guest runs: the evacuation queue and the page
     # hear it now; the guest's own pause and the inventory refresh follow (_follow_up).
     record_end(migration, ctx, status, outcome=outcome.reason, repair=outcome.repair or "", error=error, hint=hint,
@@ -385,12 +389,13 @@ def _check(migration: Migration, options: MigrationOptions, sessions, ctx: JobCo
     kept = facts_service.preflight_facts_latest(guest_uuid=guest_uuid, source=source, destination=destination,
                                                 copy_storage=copying)
     freshness = recheck.facts_freshness(
-        gathered=kept[0] if kept else None, now=timezone.now(),
-        both_answered=bool(kept and kept[1].source.reachable and kept[1].destination.reachable),
+        gathered=kept.gathered if kept else None, now=timezone.now(),
+        both_answered=bool(kept and kept.pair.source.reachable and kept.pair.destination.reachable),
+        fresh_until=kept.fresh_until if kept else None,
     )
     found = None
     if freshness.fresh:
-        found = _recheck(migration, kept[1], kept[2], sessions, ctx)
+        found = _recheck(migration, kept.pair, kept.guest, sessions, ctx)
     if found is not None:
         pair, guest = found
         check = {"mode": "re-check", "why": freshness.reason}

@@ -336,11 +336,11 @@ def test_evacuation_opens_each_host_once_and_closes_everything(fleet):
     # Kept for the runners that follow: every guest towards every destination, as gathered.
     from migrations_app.services.facts import preflight_facts_latest
 
-    _when, pair, guest = preflight_facts_latest(guest_uuid=f.guests[0].uuid, source=rows["kvm-a"],
+    _when, _until, pair, guest = preflight_facts_latest(guest_uuid=f.guests[0].uuid, source=rows["kvm-a"],
                                                 destination=rows["kvm-b"], copy_storage=False)
     assert (pair, guest) == (facts.pair(f.guests[0].uuid, "kvm-b"), facts.guest_for(f.guests[0].uuid, "kvm-b"))
     assert not preflight_facts_latest(guest_uuid=f.guests[0].uuid, source=rows["kvm-a"], destination=rows["kvm-d"],
-                                      copy_storage=False)[1].destination.reachable
+                                      copy_storage=False).pair.destination.reachable
     with pytest.raises(ValueError, match="cannot be a destination of its own evacuation"):
         GF.gather_evacuation(source=rows["kvm-a"], destinations=[rows["kvm-a"]], options=LIVE)
 
