@@ -180,6 +180,7 @@ class FleetHost(Shell):
     fail_on: dict[str, tuple[int, str]] = dataclasses.field(default_factory=dict)  # argv prefix (joined) -> (status, stderr)
     scripted: dict = dataclasses.field(default_factory=dict)  # argv prefix (joined) -> answer, see script()
     commands: list[list[str]] = dataclasses.field(default_factory=list)  # every argv run over SSH
+    execs: int = 0  # SSH execs (a batch of commands is one)
     # what the preflight probes meet
     resolves: dict | None = None  # name -> addresses; None: every fleet host resolves by hostname
     python3: bool = True  # the listener runs with python3, else socat
@@ -247,6 +248,7 @@ class FakeSSH:
         if not self.fleet_host.reachable:
             raise HostUnreachable(f"Lost the SSH connection to {self.target.address}: connection reset",
                                   address=self.target.address)
+        self.fleet_host.execs += 1
         result = self.fleet_host.answer(list(argv), stdin)
         if on_stderr is not None and result.stderr:
             on_stderr(result.stderr.encode())
