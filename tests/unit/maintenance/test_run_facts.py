@@ -42,6 +42,17 @@ def test_every_item_rechecks_from_the_runs_one_gather_out_and_home(evac, world, 
         assert list(world.where(str(item.vm_uuid))) == ["kvm-a"]
 
 
+def test_the_evacuation_page_says_how_the_hosts_were_checked(evac, world, viewer_client, check_hosts_for_run,
+                                                             django_capture_on_commit_callbacks):
+    plan = planning.evacuation_plan(host=evac["a"], check_hosts=False)
+    ev = services.evacuation_enter(host=evac["a"], actor=SYSTEM, plan=plan)  # nothing committed: not run yet
+    html = viewer_client.get(ev.get_absolute_url()).content.decode()
+    assert 'data-status="queued"' in html and "Checking the hosts once for every move" in html
+    check_hosts_for_run(ev)
+    html = viewer_client.get(ev.get_absolute_url()).content.decode()
+    assert 'data-status="succeeded"' in html and "Checked once for 3 move(s)" in html
+
+
 def test_facts_the_plan_gathered_moments_ago_are_kept_for_the_run(evac, world, django_capture_on_commit_callbacks):
     plan = planning.evacuation_plan(host=evac["a"], check_hosts=True)
     with django_capture_on_commit_callbacks(execute=True):
