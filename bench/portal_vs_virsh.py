@@ -12,6 +12,15 @@ preflight before it, timed as a whole command (Python's start, the runner's own 
 migration and what follows it); the record's request → Succeeded is printed beside it. Bare virsh is ``virsh -c SRC migrate --live --p2p
 --persistent --undefinesource GUEST DST`` of the same guest, timed as a whole command.
 
+With ``--dirty`` it measures the non-converging case instead: the lab's ``dirty-guest`` with both
+hosts' egress throttled (``--rate``, default 400mbit), one leg each, alternating direction: bare
+``virsh migrate --live --p2p --persistent --undefinesource`` with ``--timeout`` seconds then
+aborted (``virsh domjobabort``), the same with ``--auto-converge``, the same with ``--postcopy
+--postcopy-after-precopy``, then the portal with default options (adaptive convergence, post-copy
+not allowed) and with ``allow_postcopy``; prints each total and libvirt's downtime, and the
+portal's default against the best virsh option without post-copy (auto-converge) and the portal's
+post-copy against virsh post-copy (goal ≤ 1.2, downtime ≤ 300 ms).
+
 One round = the portal there and back, then virsh there and back (the order swaps every
 round, so neither always runs on a machine the other just loaded). Between legs the portal's
 follow-up (heartbeat figures, inventory refresh) is let finish and, after virsh, the inventory is
@@ -132,6 +141,90 @@ class PortalVsVirsh(Bench):
         print(f"  virsh  {source} -> {destination}: {wall:.2f} s")
         return wall
 
+    def virsh_dirty_leg(self, name: str, source: str, destination: str, extra: list[str]) -> tuple[float, int | None, str]:
+        """(wall s, downtime ms, how it ended) of one bare virsh leg; aborted after --timeout seconds."""
+        src, dst = self.lab_host(source), self.lab_host(destination)
+        t0 = time.monotonic()
+        proc = subprocess.Popen(["virsh", "-q", "-c", src["libvirt_uri"], "migrate", "--live", "--p2p", "--persistent",
+                                 "--undefinesource", *extra, name, dst["libvirt_uri"]],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            _out, err = proc.communicate(timeout=self.args.timeout)
+            ended = "finished" if proc.returncode == 0 else f"failed: {err.strip()[-200:]}"
+        except subprocess.TimeoutExpired:
+            subprocess.run(["virsh", "-q", "-c", src["libvirt_uri"], "domjobabort", name], capture_output=True)
+            proc.communicate(timeout=120)
+            ended = f"not finished after {self.args.timeout} s (aborted)"
+        wall = time.monotonic() - t0
+        downtime = None
+        if ended == "finished":
+            info = subprocess.run(["virsh", "-q", "-c", dst["libvirt_uri"], "domjobinfo", "--completed", name],
+                                  capture_output=True, text=True).stdout
+            for line in info.splitlines():
+                if line.strip().lower().startswith("total downtime"):
+                    downtime = int(line.split(":", 1)[1].split()[0])
+        return wall, downtime, ended
+
+    def dirty(self) -> None:
+        from lab import knobs
+
+        def knob_args(knob: str, host: str, *, undo: bool, guest: str | None = None, rate: str = "4mbit"):
+            return argparse.Namespace(knob=knob, host=host, as_host=None, name=guest, rate=rate, disk="local", undo=undo)
+        from hosts.models import VirtualMachine
+        from migrations_app.choices import MigrationStatusChoices as MS
+        from migrations_app.models import Migration
+        from migrations_app.options import MigrationOptions
+        from core.actors import Actor
+        from migrations_app.services import live
+
+        a, b = self.lab["hosts"][0]["name"], self.lab["hosts"][1]["name"]
+        name = f"vmp-bench-dirty-{os.getpid()}"
+        made = knobs.run_knob(knob_args("dirty-guest", a, undo=False, guest=name))
+        self.guests.append((name, made["uuid"]))  # removed by close()
+        try:
+            for h in (a, b):
+                knobs.run_knob(knob_args("throttle", h, undo=False, rate=self.args.rate))
+            self.refresh(a)
+            here, there = a, b
+            rows = []
+            for label, extra in (("virsh plain", []), ("virsh --auto-converge", ["--auto-converge"]),
+                                 ("virsh post-copy", ["--postcopy", "--postcopy-after-precopy"])):
+                wall, downtime, ended = self.virsh_dirty_leg(name, here, there, extra)
+                print(f"  {label} {here} -> {there}: {wall:.1f} s, downtime {downtime} ms, {ended}")
+                rows.append((label, wall, downtime, ended == "finished"))
+                if ended == "finished":
+                    here, there = there, here
+            for h in (a, b):
+                self.refresh(h)
+            for label, options in (("portal default", MigrationOptions()),
+                                   ("portal post-copy allowed", MigrationOptions(allow_postcopy=True))):
+                vm = VirtualMachine.objects.get(uuid=made["uuid"])
+                t0 = time.monotonic()
+                m = live.migration_request(vm=vm, destination=self.hosts[there], options=options, actor=Actor.system())
+                wait_for(lambda: Migration.objects.get(pk=m.pk).is_terminal, timeout=600, what=f"migration #{m.pk}")
+                wall = time.monotonic() - t0
+                m.refresh_from_db()
+                print(f"  {label} {here} -> {there}: {wall:.1f} s to {m.status} (libvirt {(m.total_time_ms or 0) / 1000:.1f} s), "
+                      f"downtime {m.downtime_ms} ms, heartbeat gap {m.heartbeat_gap_s} s, steps {m.summary.get('adaptive_steps')}")
+                rows.append((label, wall, m.downtime_ms, m.status == MS.SUCCEEDED))
+                self.wait_jobs_idle()
+                if m.status == MS.SUCCEEDED:
+                    here, there = there, here
+        finally:
+            for h in (a, b):
+                knobs.run_knob(knob_args("throttle", h, undo=True))
+        got = {label: (wall, downtime, ok) for label, wall, downtime, ok in rows}
+        print()
+        print(f"dirty guest, both hosts throttled to {self.args.rate}:")
+        for label, (wall, downtime, ok) in got.items():
+            print(f"  {label:26s} {wall:6.1f} s  downtime {downtime} ms  {'finished' if ok else 'NOT finished'}")
+        for portal_label, virsh_label in (("portal default", "virsh --auto-converge"),
+                                          ("portal post-copy allowed", "virsh post-copy")):
+            p, v = got[portal_label], got[virsh_label]
+            if p[2] and v[2]:
+                print(f"  {portal_label} / {virsh_label}: {p[0] / v[0]:.2f} (goal <= {GOAL_RATIO}), "
+                      f"downtime {p[1]} ms (goal <= 300)")
+
     def portal_round(self, guest_uuid: str, home: str, away: str) -> float:
         leg = self.cli_leg if self.args.via == "cli" else self.portal_leg
         return leg(guest_uuid, away) + leg(guest_uuid, home)
@@ -177,13 +270,18 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2, help="RQ workers")
     parser.add_argument("--via", choices=("services", "cli"), default="services",
                         help="a portal leg through the wizard's services (default) or as `vm_migrate --wait`")
+    parser.add_argument("--dirty", action="store_true", help="the non-converging case instead (see above)")
+    parser.add_argument("--rate", default="400mbit", help="egress throttle for --dirty (tc rate)")
+    parser.add_argument("--timeout", type=int, default=90, help="seconds a bare virsh leg gets in --dirty")
     args = parser.parse_args()
     if not 1 <= args.rounds <= 50 or not 1 <= args.workers <= 8:
         parser.error("--rounds 1..50, --workers 1..8")
     if os.geteuid() != 0:
         parser.error("the lab needs root")
+    if not 10 <= args.timeout <= 600:
+        parser.error("--timeout 10..600")
     bench = PortalVsVirsh(args)
-    bench.measure(bench.run)
+    bench.measure(bench.dirty if args.dirty else bench.run)
     return 0
 
 

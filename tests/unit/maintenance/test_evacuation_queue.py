@@ -12,6 +12,7 @@ from maintenance import planning, services
 from maintenance.choices import EvacuationStatusChoices as ES, ItemActionChoices as IA, ItemStatusChoices as IS
 from maintenance.models import Evacuation
 from migrations_app.choices import MigrationStatusChoices as MS
+from migrations_app.models import PreflightFacts
 
 SYSTEM = Actor.system()
 
@@ -106,6 +107,8 @@ def test_a_failed_item_is_retried_once_elsewhere(evac, world, monkeypatch, djang
     assert item.attempts == 2 and item.status == IS.SUCCEEDED, item.reason
     assert item.tried == [target] and item.destination.name != target
     assert list(world.where(str(evac["web-1"].uuid))) == [item.destination.name]
+    # The failed migration forgot what the run's check had proved of that pair: the next one checks it in full.
+    assert not PreflightFacts.objects.filter(source=evac["a"], destination__name=target).exists()
 
 
 def test_pause_stops_new_items_and_resume_continues(evac, world, django_capture_on_commit_callbacks, check_hosts_for_run):

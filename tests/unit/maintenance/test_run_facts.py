@@ -1,6 +1,6 @@
 """A run's one check of the hosts: every item's migration re-checks only what can change, on the
-way out and on the way home; facts its plan gathered are kept, not gathered again; a failed
-migration forgets its pair's facts."""
+way out and on the way home; facts its plan gathered are kept, not gathered again (a failed
+migration forgetting its pair's facts: test_evacuation_queue's retry)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from core.choices import JobStatusChoices
 from hosts.models import Host
 from maintenance import planning, services
 from maintenance.choices import EvacuationStatusChoices as ES, ItemActionChoices as IA, ItemStatusChoices as IS
-from migrations_app.models import PreflightFacts
 
 SYSTEM = Actor.system()
 
@@ -60,24 +59,3 @@ def test_facts_the_plan_gathered_moments_ago_are_kept_for_the_run(evac, world, d
     ev.refresh_from_db()
     assert ev.facts_job.result["kept"] == 3 and ev.facts_job.result["gathered"] == 0
     assert {i.migration.summary["check"]["mode"] for i in _moves(ev)} == {"re-check"}
-
-
-def test_a_failed_migration_forgets_its_pairs_facts(evac, world, monkeypatch, django_capture_on_commit_callbacks):
-    from tests.fakes.fleet import migration_error
-
-    only_web1 = [str(evac["web-2"].uuid), str(evac["cold-1"].uuid)]
-    plan = planning.evacuation_plan(host=evac["a"], check_hosts=False, excluded=only_web1)
-    target = next(r.destination for r in plan.rows if r.name == "web-1")
-    real, calls = world.jobs.migrate, []
-
-    def fail_once(source, domain_uuid, **kw):
-        calls.append(source.name)
-        world.jobs.fail_with = migration_error("connection reset by peer") if len(calls) == 1 else None
-        return real(source, domain_uuid, **kw)
-
-    monkeypatch.setattr(world.jobs, "migrate", fail_once)
-    with django_capture_on_commit_callbacks(execute=True):
-        ev = services.evacuation_enter(host=evac["a"], actor=SYSTEM, plan=plan, excluded=only_web1)
-    item = ev.items.get(vm_name="web-1")
-    assert item.status == IS.SUCCEEDED and item.destination.name != target
-    assert not PreflightFacts.objects.filter(source=evac["a"], destination__name=target).exists()
