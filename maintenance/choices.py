@@ -58,6 +58,10 @@ class StrategyChoices(models.TextChoices):
     PACK = "pack", "Pack (fill the fullest host that fits)"
 
 
+class EvacuationJobKindChoices(models.TextChoices):
+    FACTS = "evacuation.facts", "Check the hosts once for the run"
+
+
 class EvacuationAuditActionChoices(models.TextChoices):
     ENTER = "evacuation.enter", "Enter maintenance"
     EXIT = "evacuation.exit", "Exit maintenance"

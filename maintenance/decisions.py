@@ -2,6 +2,8 @@
 
 - ``settle_item``: what a running item becomes once its migration or power job says how it ended;
 - ``may_start``: whether a waiting item of a return run may start (moves out before moves in);
+- ``waits_for_facts``: whether a waiting item waits for the run's one check of the hosts;
+- ``facts_needed``: which moves of a run that check still has to gather;
 - ``evacuation_end``: the status and one-line outcome of an evacuation whose items are all settled;
 - ``estimate_s`` / ``makespan_s``: the plan's time estimate.
 """
@@ -97,6 +99,24 @@ class SettledItem:
     blocked: bool  # the plan could not move it (a blocker), as opposed to excluded or staying by choice
     running: bool  # the guest was running or paused when planned
     reason: str = ""
+
+
+MOVES = (IA.LIVE, IA.OFFLINE)
+
+
+def waits_for_facts(*, action: str, facts_job_status: str | None) -> bool:
+    """A move waits while the run's one check of the hosts is queued or running (power actions never do).
+
+    Once it has ended — with facts, without (a host did not answer), or lost with its worker —
+    every move starts; the runner then checks in full whatever the run could not gather.
+    """
+    return action in MOVES and facts_job_status in ("queued", "running")
+
+
+def facts_needed(moves: Iterable[tuple[str, str, str]], kept: Iterable[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
+    """The (guest UUID, source, destination) moves without facts kept for the run, in the order given."""
+    have = {(u.lower(), s, d) for u, s, d in kept}
+    return [(u, s, d) for u, s, d in moves if (u.lower(), s, d) not in have]
 
 
 def evacuation_end(*, kind: str, host: str, items: Sequence[SettledItem], cancelled: bool) -> tuple[str, str]:

@@ -51,6 +51,8 @@ class Evacuation(models.Model):
     ended = models.DateTimeField(null=True, blank=True)
     estimated_s = models.PositiveIntegerField(null=True, blank=True)
     outcome = models.TextField(blank=True)  # one line: what ran where, what still runs on the host and why
+    # The one check of the hosts for the whole run (maintenance.facts): moves wait while it runs.
+    facts_job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
 
     class Meta:
         ordering = ["-created", "-pk"]

@@ -39,6 +39,23 @@ def item_payload(item: EvacuationItem) -> dict[str, Any]:
     }
 
 
+def hosts_check_payload(ev: Evacuation) -> dict[str, Any] | None:
+    """The run's one check of the hosts (run_facts.py): its job, how it stands, in words."""
+    job = ev.facts_job
+    if job is None:
+        return None
+    result = job.result if isinstance(job.result, dict) else {}
+    if not job.is_terminal:
+        said = "Checking the hosts once for every move…"
+    elif job.status == "succeeded":
+        failed = result.get("failed_sources") or []
+        said = (f"Checked once for {result.get('moves', 0)} move(s)"
+                + (f"; not from {', '.join(failed)} (those moves check in full)" if failed else ""))
+    else:
+        said = "The check failed: each move checks both hosts in full."
+    return {"job": job.pk, "status": job.status, "text": said}
+
+
 def evacuation_payload(ev: Evacuation) -> dict[str, Any]:
     items = list(ev.items.select_related("origin", "destination", "migration"))
     work = [i for i in items if i.action != IA.STAY]
@@ -60,5 +77,6 @@ def evacuation_payload(ev: Evacuation) -> dict[str, Any]:
         "pct": round(100 * len(done) / len(work)) if work else 100,
         "eta_s": makespan_s(remaining, ev.concurrency) if remaining and not ev.is_terminal else None,
         "wall_s": round((end - ev.created).total_seconds(), 1),
+        "hosts_check": hosts_check_payload(ev),
         "items": [item_payload(i) for i in items],
     }

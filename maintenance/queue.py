@@ -206,7 +206,8 @@ def evacuation_advance(evacuation_id: int) -> bool:
         ev = Evacuation.objects.select_for_update().filter(pk=evacuation_id).first()
         if ev is None or ev.is_terminal:
             return False
-        ev = Evacuation.objects.select_related("host").get(pk=ev.pk)
+        ev = Evacuation.objects.select_related("host", "facts_job").get(pk=ev.pk)
+        facts_status = ev.facts_job.status if ev.facts_job is not None else None
         cancelling = ev.status == ES.CANCELLING
         changed = False
         for item in ev.items.filter(status=IS.RUNNING).select_related("migration", "job", "destination", "origin"):
@@ -223,6 +224,8 @@ def evacuation_advance(evacuation_id: int) -> bool:
                     break
                 if ev.kind == K.RETURN and not decisions.may_start(_queued(item), queued.values()):
                     continue
+                if decisions.waits_for_facts(action=item.action, facts_job_status=facts_status):
+                    continue  # the run's one check of the hosts is still running: it starts when that ends
                 changed = True
                 if _start(ev, item):
                     running += 1
@@ -248,8 +251,13 @@ def evacuation_for_migration(migration_id: int) -> int | None:
 
 
 def evacuation_for_job(job_id: int) -> int | None:
-    return (EvacuationItem.objects.filter(job_id=job_id, evacuation__status__in=(
+    """The active evacuation one of whose items ran this power job, or whose check of the hosts it was."""
+    found = (EvacuationItem.objects.filter(job_id=job_id, evacuation__status__in=(
         ES.RUNNING, ES.PAUSED, ES.CANCELLING)).values_list("evacuation_id", flat=True).first())
+    if found is None:
+        found = (Evacuation.objects.filter(facts_job_id=job_id, status__in=(ES.RUNNING, ES.PAUSED, ES.CANCELLING))
+                 .values_list("pk", flat=True).first())
+    return found
 
 
 def evacuations_advance_all() -> int:

@@ -1,10 +1,11 @@
-"""The rolling queue hears at once when an item's migration or power job ends."""
+"""The rolling queue hears at once when an item's migration or power job, or the run's check of the hosts, ends."""
 
 from django.dispatch import receiver
 
 from core.signals import job_ended
 from migrations_app.services.events import migration_settled
 
+from .choices import EvacuationJobKindChoices
 from .queue import evacuation_advance, evacuation_for_job, evacuation_for_migration
 
 
@@ -17,7 +18,7 @@ def _on_migration_settled(sender, *, migration_id: int, **kwargs) -> None:
 
 @receiver(job_ended, dispatch_uid="maintenance.job_ended")
 def _on_job_ended(sender, *, job_id: int, kind: str, **kwargs) -> None:
-    if not kind.startswith("vm."):
+    if not kind.startswith("vm.") and kind != EvacuationJobKindChoices.FACTS:
         return
     evacuation_id = evacuation_for_job(job_id)
     if evacuation_id is not None:

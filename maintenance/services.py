@@ -16,6 +16,7 @@ from django.db import IntegrityError, transaction
 from core.actors import Actor
 from core.audit import audit_record
 from core.choices import AuditResultChoices, RoleChoices
+from core.jobs import job_enqueue
 from hosts import services as host_services
 from hosts.models import Host, VirtualMachine
 from hosts.permissions import actor_refused_on, hosts_for_actor
@@ -26,6 +27,7 @@ from . import events, planning
 from .choices import (
     EVACUATION_ACTIVE_STATES,
     EvacuationAuditActionChoices as A,
+    EvacuationJobKindChoices,
     EvacuationKindChoices as K,
     EvacuationStatusChoices as ES,
     ItemActionChoices as IA,
@@ -45,7 +47,16 @@ def last_evacuation(host: Host) -> Evacuation | None:
     return Evacuation.objects.filter(host=host, kind=K.ENTER).order_by("-created", "-pk").first()
 
 
-def _advance_on_commit(ev: Evacuation) -> None:
+RUN_FACTS_JOB = "maintenance.jobs.run_facts_job"
+RUN_FACTS_TIMEOUT_S = 300  # a gather of every host a run touches takes seconds; a host that hangs, its timeouts
+
+
+def _advance_on_commit(ev: Evacuation, *, actor: Actor | None = None) -> None:
+    """The queue runs once this commits; with ``actor``, the run's moves first wait for one check of the hosts."""
+    if actor is not None and ev.items.filter(status=IS.PENDING, action__in=(IA.LIVE, IA.OFFLINE)).exists():
+        ev.facts_job = job_enqueue(kind=EvacuationJobKindChoices.FACTS, func=RUN_FACTS_JOB, args=(ev.pk,), target=ev,
+                                   timeout_s=RUN_FACTS_TIMEOUT_S, actor=actor)
+        ev.save(update_fields=["facts_job"])
     transaction.on_commit(lambda: evacuation_advance(ev.pk))
 
 
@@ -136,7 +147,7 @@ def evacuation_enter(
                         f"{concurrency} at a time.",
             )
             events.evacuation_changed(ev)
-            _advance_on_commit(ev)
+            _advance_on_commit(ev, actor=actor)
     except IntegrityError:
         refused(f"{host.name} is already being emptied.", "Follow the evacuation on the host's page.")
     return ev
@@ -299,7 +310,7 @@ def maintenance_exit(
                         estimated_s=None,
                     )
                 events.evacuation_changed(ev)
-                _advance_on_commit(ev)
+                _advance_on_commit(ev, actor=actor)
             moving = sum(1 for r in plan.rows if r.action in (IA.LIVE, IA.OFFLINE))
             audit_record(
                 actor=actor, action=A.EXIT, result=AuditResultChoices.OK, target=ev or host, parameters=parameters,
@@ -358,7 +369,7 @@ def moves_start(
             audit_record(actor=actor, action=A.RUN, result=AuditResultChoices.OK, target=ev,
                          parameters=dict(parameters), message=message)
             events.evacuation_changed(ev)
-            _advance_on_commit(ev)
+            _advance_on_commit(ev, actor=actor)
     except IntegrityError:
         refused(f"{host.name} already has a run of the queue.", "Wait for it to end.")
     return ev

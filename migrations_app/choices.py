@@ -119,6 +119,7 @@ class MigrationAuditActionChoices(models.TextChoices):
     REQUEST = "migration.request", "Migration requested"
     START = "migration.start", "Migration started"
     TIMEOUT = "migration.timeout", "Completion timeout reached"
+    ADAPTIVE = "migration.adaptive", "Adaptive convergence step"
     OUTCOME = "migration.outcome", "Migration ended"
     ABORT = "migration.abort", "Abort"
     FORCE_COMPLETE = "migration.force_complete", "Force complete"

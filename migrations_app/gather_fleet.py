@@ -58,20 +58,20 @@ from typing import TYPE_CHECKING
 from hosts.adapters import libvirt as lv
 from hosts.adapters import migration as mg
 from hosts.adapters import probes
-from hosts.adapters.batch import run_steps
+from hosts.adapters.batch import run_step, run_steps
 from hosts.adapters.errors import AdapterError, DomainNotFound
 from hosts.adapters.facts import resolve_names_step
 from hosts.adapters.probes import (
     DiskProbe,
     DiskQuery,
     can_open,
-    content_digests,
+    connects_step,
+    content_digests_step,
     listener_step,
-    probe_disk,
-    probe_disks,
+    probe_disks_step,
     qemu_identity_step,
     remove_markers,
-    try_connect,
+    remove_markers_step,
     write_markers_step,
 )
 
@@ -259,18 +259,22 @@ class _Rounds:
                         writable=p.writable, room=self._room_flag(p)))
         return asked
 
-    def _probe_disks(self, dst: HostProbe, queries: dict[tuple, DiskQuery], identity) -> Callable[[], dict]:
-        """Ask ``dst`` about each disk path; returns how to collect {disk key: DiskProbe or None}."""
+    def _destination_round(self, dst: HostProbe, queries: dict[tuple, DiskQuery], identity,
+                           digest_paths: list[str]) -> tuple[dict, dict]:
+        """Round 3 on a destination in one exec: every disk path probed, every read-only file digested.
+
+        Returns ({disk key: DiskProbe or None}, {path: digest or None}). The digests are taken
+        here, whether or not the markers prove the same file, so no fourth exec is needed.
+        """
         keys = list(queries)
-        if not keys:
-            return dict
-        if len(keys) == 1:
-            q = queries[keys[0]]
-            future = self.submit("disk on destination", probe_disk, dst.ssh, path=q.path, marker=q.marker,
-                                 writable=q.writable, room=q.room, identity=identity)
-            return lambda: {keys[0]: future.result()}
-        batch = self.submit("disks on destination", probe_disks, dst.ssh, list(queries.values()), identity=identity)
-        return lambda: dict(zip(keys, batch.result() or [None] * len(keys), strict=True))
+        steps = ([probe_disks_step(list(queries.values()), identity=identity)] if keys else []) + (
+            [content_digests_step(digest_paths)] if digest_paths else [])
+        if not steps:
+            return {}, {}
+        values = iter(run_steps(dst.ssh, steps))
+        found = _answer("disks on destination", next(values)) if keys else None
+        digests = _answer("disk content on destination", next(values)) if digest_paths else None
+        return dict(zip(keys, found or [None] * len(keys), strict=True)), digests or {}
 
     def run(self, guests: list[_Guest]) -> FleetFacts:
         src, dsts, submit, done = self.src, self.dsts, self.submit, self.done
@@ -304,10 +308,13 @@ class _Rounds:
             for d in dsts if d.ssh is not None
         }
         markers: dict[str, str | None] = {}
+        placed: list[str] = []
         try:
-            # --- round 3, each probe as soon as what it needs has come: the source connects to
-            # each listener; each destination checks each disk path (markers and its qemu.conf
-            # read); each distinct guest CPU is compared on each destination
+            # --- round 3, one exec per host, each as soon as what it needs has come: every
+            # destination probes each disk path and digests each read-only file (once its round 2
+            # and the markers are in); the source connects to every listener side by side (once
+            # every destination said where it listens); each distinct guest CPU is compared on
+            # each destination (libvirt)
             cpu_keys: dict[str, tuple] = {}
             f_compare: dict[tuple, Future] = {}
             for g in known:
@@ -322,43 +329,51 @@ class _Rounds:
                             domain_type=g.info.domain_type, machine=g.info.machine)
             by_name = {d.name: d for d in dsts}
             round_of = {f: name for name, f in f_dst_round.items()}
-            f_connect: dict[str, Future] = {}
-            f_disks: dict[str, Callable[[], dict]] = {}
+            readonly_paths = list(dict.fromkeys(p.path for g in known for p in g.plans
+                                                if p.path and p.is_file and p.info.readonly))
+            f_connects: Future | None = None
+            f_round3: dict[str, Future] = {}
             answers: dict[str, _DestinationAnswers] = {}
             markers_in = False
             pending = set(round_of) | ({f_src_round} if f_src_round is not None else set())
             while True:
                 for f in [f for f in round_of if f.done() and round_of[f] not in answers]:
                     answers[round_of[f]] = f.result() or _DestinationAnswers()
-                for name, answer in answers.items():
-                    d = by_name[name]
-                    if d in with_ssh and name not in f_connect:
-                        # No listener: at least learn whether the address answers, on the SSH port.
-                        f_connect[name] = submit("connect from source", try_connect, src.ssh,
-                                                 d.endpoint.migration_host,
-                                                 answer.port if answer.port is not None else d.endpoint.ssh_port)
                 if not markers_in and (f_src_round is None or f_src_round.done()):
                     src_answers = done(f_src_round) or ({}, {})
                     markers = {dr: src_answers[1].get(dr) for dr in directories}
+                    placed = [m for m in markers.values() if m]
                     markers_in = True
                 if markers_in:
                     for name, answer in answers.items():
-                        if name not in f_disks:
-                            f_disks[name] = self._probe_disks(by_name[name], self._queries(known, name, markers),
-                                                              answer.identity)
+                        if name not in f_round3:
+                            f_round3[name] = submit("destination round", self._destination_round, by_name[name],
+                                                    self._queries(known, name, markers), answer.identity,
+                                                    readonly_paths)
+                if f_connects is None and len(answers) == len(round_of) and with_ssh:
+                    # No listener: at least learn whether the address answers, on the SSH port.
+                    targets = [(d.name, d.endpoint.migration_host,
+                                answers[d.name].port if answers[d.name].port is not None else d.endpoint.ssh_port)
+                               for d in with_ssh]
+                    f_connects = submit("connect from source", _connects, src.ssh, targets)
                 if not pending:
                     break
                 _finished, pending = wait(pending, return_when=FIRST_COMPLETED)
             identity = {name: a.identity for name, a in answers.items()}
             port = {d.name: answers[d.name].port if d.name in answers else None for d in with_ssh}
-            disk_probes: dict[tuple, DiskProbe | None] = {k: v for collect in f_disks.values() for k, v in collect().items()}
-            connect = {name: f.result() for name, f in f_connect.items()}
-        finally:
-            placed = [m for m in markers.values() if m]
-            f_cleanup = submit("marker cleanup", remove_markers, src.ssh, placed) if placed else None
+            round3 = {name: done(f) or ({}, {}) for name, f in f_round3.items()}
+            disk_probes: dict[tuple, DiskProbe | None] = {k: v for probes_of, _ in round3.values()
+                                                          for k, v in probes_of.items()}
+            dst_digests = {name: digests for name, (_, digests) in round3.items()}
+            connect = done(f_connects) or {}
+        except BaseException:
+            if placed:
+                run_probe("marker cleanup", remove_markers, src.ssh, placed)
+            raise
 
-        # --- round 4: read-only disks that are not shared may still be identical copies;
-        # a port that timed out: does the address answer at all (SSH port)?
+        # --- round 4, one exec on the source: the markers removed; read-only disks that are not
+        # shared digested, to compare with the destinations' copies; a port that timed out: does
+        # the address answer at all (SSH port)?
         def probe_of(g: _Guest, p: DiskPlan, d: HostProbe) -> DiskProbe | None:
             return disk_probes.get(self._disk_key(p, d.name)) if p.path else None
 
@@ -367,10 +382,7 @@ class _Rounds:
                 p, markers.get(p.directory) if p.directory else None, probe_of(g, p, d), self.token)
             for g in known for p in g.plans for d in dsts
         }
-        # Digests: each path once on the source and once per destination that needs it, all of
-        # one host's paths in one command.
         src_paths: list[str] = []
-        dst_paths: dict[str, list[str]] = {}
         compared: list[tuple[tuple, str, str]] = []  # (same_file key, path, destination)
         for g in known:
             for p in g.plans:
@@ -379,23 +391,13 @@ class _Rounds:
                             and (probe_of(g, p, d) or probes.NO_PROBE).exists):
                         if p.path not in src_paths:
                             src_paths.append(p.path)
-                        if p.path not in dst_paths.setdefault(d.name, []):
-                            dst_paths[d.name].append(p.path)
                         compared.append(((g.key, p.info.target, d.name), p.path, d.name))
-        f_src_digest = submit("disk content on source", content_digests, src.ssh, src_paths) if src_paths else None
-        f_dst_digest = {name: submit("disk content on destination", content_digests, by_name[name].ssh, paths)
-                        for name, paths in dst_paths.items()}
-        f_fallback = {
-            d.name: submit("connect to migration address", try_connect, src.ssh, d.endpoint.migration_host,
-                           d.endpoint.ssh_port)
-            for d in with_ssh if port[d.name] is not None and connect[d.name] == "timeout"
-        }
-        src_digests = done(f_src_digest) or {}
-        dst_digests = {name: done(f) or {} for name, f in f_dst_digest.items()}
+        fallbacks = [(d.name, d.endpoint.migration_host, d.endpoint.ssh_port)
+                     for d in with_ssh if port[d.name] is not None and connect.get(d.name) == "timeout"]
+        src_digests, fallback = (run_probe("source round 4", _source_round4, src.ssh, placed, src_paths, fallbacks)
+                                 if src.ssh is not None and (placed or src_paths or fallbacks) else None) or ({}, {})
         for key, path, name in compared:
-            same_file[key] = same_content(src_digests.get(path), dst_digests[name].get(path))
-        fallback = {name: f.result() for name, f in f_fallback.items()}
-        done(f_cleanup)
+            same_file[key] = same_content(src_digests.get(path), dst_digests.get(name, {}).get(path))
 
         # --- assemble
         res_src = (done(f_src_round) or ({}, {}))[0] or {}
@@ -522,6 +524,25 @@ def _destination_round(ssh, source_hostname: str | None, *, listener: bool, ipv6
     return _DestinationAnswers(resolved=resolved[source_hostname] if resolved else None, identity=identity, port=port)
 
 
+def _connects(ssh, targets: list[tuple[str, str, int]]) -> dict[str, str | None]:
+    """From the source, one connection attempt to each (destination, address, port), side by side, in one exec."""
+    found = run_step(ssh, connects_step([(address, port) for _name, address, port in targets]))
+    return {name: answer for (name, _a, _p), answer in zip(targets, found, strict=True)}
+
+
+def _source_round4(ssh, markers: list[str], paths: list[str], fallbacks: list[tuple[str, str, int]]):
+    """Round 4 on the source in one exec: (digests {path: …}, fallback connects {destination: …})."""
+    steps = ([remove_markers_step(markers)] if markers else []) + (
+        [content_digests_step(paths)] if paths else []) + (
+        [connects_step([(address, port) for _n, address, port in fallbacks])] if fallbacks else [])
+    values = iter(run_steps(ssh, steps))
+    if markers:
+        _answer("marker cleanup", next(values))
+    digests = (_answer("disk content on source", next(values)) or {}) if paths else {}
+    answers = (_answer("connect to migration address", next(values)) or [None] * len(fallbacks)) if fallbacks else []
+    return digests, {name: answer for (name, _a, _p), answer in zip(fallbacks, answers, strict=True)}
+
+
 def gather_evacuation(
     *, source: Host, destinations: Sequence[Host], guest_uuids: Sequence[str] | None = None,
     options: MigrationOptions,
@@ -538,8 +559,6 @@ def gather_evacuation(
     destinations = list(destinations)
     if any(d.name == source.name for d in destinations):
         raise ValueError(f"{source.name} cannot be a destination of its own evacuation")
-    from .services.facts import preflight_facts_remember
-
     with ExitStack() as stack:
         src = stack.enter_context(access.open_session(source))
         dsts = [stack.enter_context(access.open_session(d)) for d in destinations]
@@ -550,12 +569,105 @@ def gather_evacuation(
             options=options,
         )
     # Kept for the runners of the migrations that follow (an evacuation confirmed within a minute).
+    _remember(fleet, source, destinations, copying=bool(options.copy_storage and options.live))
+    return fleet
+
+
+def _remember(fleet: FleetFacts, source: Host, destinations: Sequence[Host], *, copying: bool,
+              fresh_until=None) -> None:
+    from .services.facts import preflight_facts_remember
+
     for d in destinations:
         preflight_facts_remember(
-            source=source, destination=d, copy_storage=bool(options.copy_storage and options.live),
+            source=source, destination=d, copy_storage=copying, fresh_until=fresh_until,
             found=[(fleet.pair(g.uuid, d.name), fleet.guest_for(g.uuid, d.name)) for g in fleet.guests],
         )
-    return fleet
+
+
+# --- A run of moves: many sources ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Move:
+    """One guest to move in a run: from its host now to its destination; ``copying``: live copy-storage."""
+
+    guest_uuid: str
+    source: Host
+    destination: Host
+    copying: bool = False
+
+
+@dataclass(frozen=True)
+class MoveGroup:
+    """The moves one gather serves: one source against its destinations, for these guests."""
+
+    source: Host
+    destinations: tuple[Host, ...]
+    guest_uuids: tuple[str, ...]
+    copying: bool
+
+
+def moves_by_source(moves: Sequence[Move]) -> list[MoveGroup]:
+    """One gather per (source, copy-storage or not), destinations and guests in the order first named (pure).
+
+    A source that is also a destination of the same group is left out of that group's
+    destinations (a host is never its own destination).
+    """
+    groups: dict[tuple[int, bool], tuple[Host, dict[int, Host], dict[str, None]]] = {}
+    for m in moves:
+        source, dests, guests = groups.setdefault((m.source.pk, m.copying), (m.source, {}, {}))
+        if m.destination.pk != source.pk:
+            dests.setdefault(m.destination.pk, m.destination)
+            guests.setdefault(_key(m.guest_uuid), None)
+    return [MoveGroup(source=src, destinations=tuple(dests.values()), guest_uuids=tuple(guests), copying=copying)
+            for (_pk, copying), (src, dests, guests) in groups.items() if dests]
+
+
+def gather_moves(*, moves: Sequence[Move], fresh_until) -> dict[str, str]:
+    """Gather once for a whole run of moves and keep the facts for its items until ``fresh_until``.
+
+    One gather per source (``moves_by_source``: per host once, per host pair once), the
+    sources side by side, each on sessions of its own. Returns {source name: why its gather
+    failed} for sources whose facts could not be gathered (their items then check in full).
+    A guest gone from its source meanwhile does not spoil the others: that source is
+    gathered again for all its guests.
+    """
+    from hosts import access  # needs Django; gather_fleet() itself does not
+
+    groups = moves_by_source(moves)
+    if not groups:
+        return {}
+    problems: dict[str, str] = {}
+    found: list[tuple[MoveGroup, FleetFacts]] = []
+    with ExitStack() as stack:
+        work = []
+        for group in groups:
+            src = _endpoint(group.source, stack.enter_context(access.open_session(group.source)))
+            dsts = [_endpoint(d, stack.enter_context(access.open_session(d))) for d in group.destinations]
+            for endpoint in (src, *dsts):
+                endpoint.session.ssh_target  # noqa: B018 - read from the database here, not in the pool
+            work.append((group, src, dsts))
+
+        def one(group: MoveGroup, src: Endpoint, dsts: list[Endpoint]) -> FleetFacts:
+            options = MigrationOptions(copy_storage=group.copying)
+            try:
+                return gather_fleet(source=src, destinations=dsts, guest_uuids=list(group.guest_uuids),
+                                    options=options)
+            except DomainNotFound:  # one guest left meanwhile: the others still move
+                return gather_fleet(source=src, destinations=dsts, guest_uuids=None, options=options)
+
+        with ThreadPoolExecutor(max_workers=min(len(work), 4), thread_name_prefix="run-facts") as pool:
+            futures = [(group, pool.submit(one, group, src, dsts)) for group, src, dsts in work]
+            for group, future in futures:
+                try:
+                    found.append((group, future.result()))
+                except (AdapterError, ValueError) as exc:
+                    problems[group.source.name] = getattr(exc, "message", None) or str(exc)
+    wanted = {_key(m.guest_uuid) for m in moves}
+    for group, fleet in found:
+        kept = replace(fleet, guests=tuple(g for g in fleet.guests if _key(g.uuid) in wanted))
+        _remember(kept, group.source, group.destinations, copying=group.copying, fresh_until=fresh_until)
+    return problems
 
 
 def _endpoint(host: Host, session) -> Endpoint:

@@ -177,8 +177,9 @@ class Migration(models.Model):
 class PreflightFacts(models.Model):
     """The facts of the last full gather for one guest between two hosts, and when they were gathered.
 
-    Written by every full gather (the wizard's preflight, an evacuation plan, a runner's own);
-    read by the runner, which re-checks only what can change when they are fresh (recheck.py).
+    Written by every full gather (the wizard's preflight, an evacuation plan, a run's gather, a
+    runner's own); read by the runner, which re-checks only what can change when they are fresh
+    (recheck.py). A failed migration forgets its pair's facts, so the next one gathers in full.
     """
 
     vm_uuid = models.UUIDField()
@@ -187,6 +188,8 @@ class PreflightFacts(models.Model):
     # Whether disk sizes and the destination's room were measured (live copy-storage).
     copy_storage = models.BooleanField(default=False)
     gathered = models.DateTimeField()
+    # Set when gathered once for a whole run of moves (an evacuation, its return): fresh until then.
+    fresh_until = models.DateTimeField(null=True, blank=True)
     facts = models.JSONField()  # facts.facts_to_dict(pair, guest)
 
     class Meta:

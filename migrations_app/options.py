@@ -70,6 +70,11 @@ class MigrationOptions:
     undefine_source: bool = True
     completion_timeout_s: int | None = None
     timeout_action: str = TimeoutAction.ABORT.value  # a TimeoutAction value
+    # Adaptive convergence (policy.adaptive_step), on by default: auto-converge armed from the start
+    # (QEMU throttles only a guest that dirties memory faster than it is sent), the allowed downtime
+    # raised to the budget when the forecast says it will not converge, then post-copy if allowed.
+    adaptive: bool = True
+    downtime_budget_ms: int = 300
 
 
 BOOL_KEYS = frozenset(
@@ -82,6 +87,7 @@ INT_BOUNDS: dict[str, tuple[int, int]] = {
     "bandwidth_mibps": (1, 100_000),
     "max_downtime_ms": (1, 60_000),
     "completion_timeout_s": (1, 7 * 24 * 3600),
+    "downtime_budget_ms": (1, 60_000),
 }
 
 OPTION_KEYS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(MigrationOptions))
@@ -242,7 +248,8 @@ def libvirt_flags(options: MigrationOptions) -> int:
         flags |= MigrateFlag.UNDEFINE_SOURCE
     if options.copy_storage:
         flags |= MigrateFlag.NON_SHARED_DISK
-    if options.auto_converge:
+    if options.auto_converge or (options.live and options.adaptive):
+        # Adaptive: armed from the start (QEMU fixes it then), throttling only a guest that outruns the link.
         flags |= MigrateFlag.AUTO_CONVERGE
     if options.allow_postcopy:
         # Only enables it: the switch happens when we call migrateStartPostCopy (force-complete).

@@ -216,7 +216,10 @@ def convergence_warning(samples: Sequence[JobInfo], options: MigrationOptions) -
     else:
         cause = f"The memory left to send has not shrunk over the last {STALLED_ITERATIONS} passes"
     ideas: list[str] = []
-    if not options.auto_converge:
+    if options.adaptive:
+        ideas.append("let adaptive convergence act (auto-converge is slowing the guest's CPUs"
+                     + (", then post-copy" if options.allow_postcopy else "") + ")")
+    elif not options.auto_converge:
         ideas.append("enable auto-converge (slows the guest's CPUs until memory catches up)")
     if options.allow_postcopy:
         ideas.append("force-complete now to switch to post-copy (the guest runs on the destination at once)")
@@ -227,6 +230,74 @@ def convergence_warning(samples: Sequence[JobInfo], options: MigrationOptions) -
     if options.bandwidth_mibps is not None:
         ideas.append(f"raise or remove the bandwidth limit (now {options.bandwidth_mibps} MiB/s)")
     return f"{cause}, so the migration may never finish. You can " + "; or ".join(ideas) + "."
+
+
+# Adaptive convergence: judged once the guest's memory went round this many passes.
+ADAPTIVE_AFTER_PASSES = 2
+DEFAULT_DOWNTIME_BUDGET_MS = 300
+
+
+class AdaptiveAction(enum.StrEnum):
+    RAISE_DOWNTIME = "raise_downtime"  # to the guest's budget
+    POSTCOPY = "postcopy"  # the guest runs on the destination at once; its pages follow
+
+
+@dataclass(frozen=True)
+class AdaptiveStep:
+    action: AdaptiveAction
+    downtime_ms: int | None  # for RAISE_DOWNTIME
+    reason: str  # in words, for the job log, the audit and the page
+
+
+def forecast_converges(samples: Sequence[JobInfo], *, downtime_ms: int) -> bool:
+    """Will the memory left fit in the allowed pause within two more passes, at the shrink rate seen so far?
+
+    The memory left at the start of each pass shrinks by a ratio r from one pass to the next;
+    two passes on, ``left × r²`` must be sendable within ``downtime_ms`` at the rate seen now.
+    Too little to tell (one pass, no rate): True.
+    """
+    left = remaining_per_iteration(samples)
+    rate = samples[-1].transfer_bps if samples else None
+    if len(left) < 2 or not rate or left[-2] <= 0:
+        return True
+    ratio = min(1.0, left[-1] / left[-2])
+    return left[-1] * ratio * ratio <= rate * downtime_ms / 1000
+
+
+def will_not_converge(samples: Sequence[JobInfo], *, downtime_ms: int = DEFAULT_DOWNTIME_BUDGET_MS) -> bool:
+    """The verdict once memory went round ADAPTIVE_AFTER_PASSES passes: not converging (is_converging),
+    or shrinking too slowly to finish within two more passes (forecast_converges)."""
+    passes = max((s.memory_iteration or 0 for s in samples), default=0)
+    if passes < ADAPTIVE_AFTER_PASSES:
+        return False
+    return not is_converging(samples) or not forecast_converges(samples, downtime_ms=downtime_ms)
+
+
+def adaptive_step(
+    samples: Sequence[JobInfo], options: MigrationOptions, *, downtime_ms: int | None, postcopy_started: bool,
+) -> AdaptiveStep | None:
+    """What the adaptive policy does now, if anything (pure; the runner acts and records it).
+
+    Auto-converge is armed when the migration starts (libvirt_flags) and throttles in QEMU by
+    itself. When the forecast says the guest will not converge: first the allowed downtime is
+    raised to the guest's budget (if below it), then, where post-copy is allowed, the migration
+    switches to post-copy. Nothing is done twice, nothing for an offline migration or with
+    ``adaptive`` off.
+    """
+    budget = options.downtime_budget_ms or DEFAULT_DOWNTIME_BUDGET_MS
+    if not options.live or not options.adaptive or postcopy_started or not will_not_converge(
+            samples, downtime_ms=max(budget, downtime_ms or 0)):
+        return None
+    last = samples[-1]
+    why = (f"not converging after {last.memory_iteration} passes (dirtied {_rate(last.dirty_bps)}, "
+           f"sent {_rate(last.transfer_bps)})")
+    if downtime_ms is None or downtime_ms < budget:
+        return AdaptiveStep(AdaptiveAction.RAISE_DOWNTIME, budget,
+                            f"Adaptive convergence: {why}; allowed downtime raised to the guest's budget of {budget} ms")
+    if options.allow_postcopy:
+        return AdaptiveStep(AdaptiveAction.POSTCOPY, None,
+                            f"Adaptive convergence: {why} with {downtime_ms} ms allowed; switching to post-copy")
+    return None
 
 
 def _rate(bps: int | None) -> str:

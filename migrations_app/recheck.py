@@ -34,23 +34,29 @@ class Freshness:
 
 
 def facts_freshness(
-    *, gathered: datetime | None, now: datetime, both_answered: bool = True, max_age_s: float = FRESH_FOR_S
+    *, gathered: datetime | None, now: datetime, both_answered: bool = True, max_age_s: float = FRESH_FOR_S,
+    fresh_until: datetime | None = None,
 ) -> Freshness:
     """Are facts gathered at ``gathered`` fresh enough to skip the full gather at ``now``?
 
     ``both_answered`` is False when a host did not answer that gather: what it could not
-    prove must be gathered again.
+    prove must be gathered again. ``fresh_until`` is set on facts gathered once for a whole
+    run of moves (an evacuation or its return): they serve that run's items until then,
+    even when older than ``max_age_s``.
     """
     if gathered is None:
         return Freshness(False, "no full check of this guest and pair on record")
     age = (now - gathered).total_seconds()
     if age < -CLOCK_SKEW_S:
         return Freshness(False, f"the last full check is dated {-age:.0f} s in the future")
-    if age > max_age_s:
-        return Freshness(False, f"the last full check is {age:.0f} s old (more than {max_age_s:.0f} s)")
     if not both_answered:
         return Freshness(False, "a host did not answer the last full check")
-    return Freshness(True, f"the last full check is {max(age, 0):.0f} s old")
+    if age <= max_age_s:
+        return Freshness(True, f"the last full check is {max(age, 0):.0f} s old")
+    if fresh_until is not None and now <= fresh_until:
+        return Freshness(True, f"the full check of this run is {age:.0f} s old (kept for the run until "
+                               f"{fresh_until:%H:%M:%S})")
+    return Freshness(False, f"the last full check is {age:.0f} s old (more than {max_age_s:.0f} s)")
 
 
 def refreshed(
@@ -75,3 +81,17 @@ def refreshed(
         destination_has_domain_uuid=guest.uuid.strip().lower() in destination.domain_uuids,
     )
     return pair_now, guest_now
+
+
+# Facts gathered once for a run of moves serve its items for the run's expected length, with room
+# for the unexpected; past that, an item gathers in full again.
+RUN_FRESH_MIN_S = 600
+RUN_FRESH_MAX_S = 3600
+RUN_FRESH_DEFAULT_S = 1800
+
+
+def run_fresh_for_s(estimated_s: float | None) -> int:
+    """How long facts gathered at the start of a run stay fresh for its items: twice its estimate + 5 min, bounded."""
+    if estimated_s is None or estimated_s <= 0:
+        return RUN_FRESH_DEFAULT_S
+    return int(min(RUN_FRESH_MAX_S, max(RUN_FRESH_MIN_S, 2 * estimated_s + 300)))

@@ -123,6 +123,8 @@ class Sampler:
         self.timeout_handled = False
         self.downtime_set = False
         self.read_error_logged = False
+        self.adaptive_downtime: int | None = options.max_downtime_ms
+        self.adaptive_steps: list[str] = []  # what the adaptive policy did, in order
         self.limit_s = policy.migration_time_limit_s(
             options, max_seconds=settings.VMPORTAL_MIGRATION_MAX_SECONDS
         )
@@ -148,6 +150,11 @@ class Sampler:
         if not self.timeout_handled and policy.should_trigger_timeout_action(elapsed, self.options):
             self.timeout_handled = True
             self._timeout(elapsed)
+        if stats and not self.abort_sent and self.forcing_downtime is None:
+            step = policy.adaptive_step(self.infos, self.options, downtime_ms=self.adaptive_downtime,
+                                        postcopy_started=self.postcopy_started)
+            if step is not None:
+                self._adapt(step, elapsed)
         if self.forcing_downtime is not None and time.monotonic() >= self.next_force_step:
             self._raise_downtime()
         if elapsed > self.limit_s and not self.abort_sent:
@@ -196,6 +203,22 @@ class Sampler:
             return False
         _log(self.ctx, done)
         return True
+
+    def _adapt(self, step: policy.AdaptiveStep, elapsed: float) -> None:
+        """Act on one step of the adaptive policy; audited and logged whether or not libvirt took it."""
+        if step.action == policy.AdaptiveAction.RAISE_DOWNTIME:
+            self.adaptive_downtime = step.downtime_ms  # asked once, whatever libvirt answers
+            done = self._act(step.reason, migration_adapter.set_max_downtime, step.downtime_ms)
+        else:
+            self.postcopy_started = True
+            done = self._act(step.reason, migration_adapter.start_postcopy)
+        self.adaptive_steps.append(f"{elapsed:.1f} s: {step.action}{'' if done else ' (refused by libvirt)'}")
+        audit_record_now(
+            actor=Actor.system(), action=A.ADAPTIVE,
+            result=AuditResultChoices.OK if done else AuditResultChoices.FAILED, target=self.migration,
+            parameters={"action": str(step.action), "downtime_ms": step.downtime_ms, "elapsed_s": round(elapsed, 1)},
+            message=step.reason + ("." if done else "; libvirt refused it."), job=self.migration.job,
+        )
 
     def abort(self, why: str) -> None:
         self.abort_sent = True
@@ -334,6 +357,8 @@ def _run(migration: Migration, ctx: JobContext, on_progress: ProgressCallback | 
         summary["expected_downtime_ms"] = summary.get("downtime_ms")
         summary["downtime_ms"] = None
     summary["samples"] = sampler.samples
+    if sampler.adaptive_steps:
+        summary["adaptive_steps"] = sampler.adaptive_steps
     summary["wall_time_s"] = round(wall_s, 3)
     summary["libvirt_result"] = call.error.message if call.error else "completed"
     summary["check"] = check
@@ -352,6 +377,10 @@ def _run(migration: Migration, ctx: JobContext, on_progress: ProgressCallback | 
     elif status != S.SUCCEEDED and call.error is not None:
         error = call.error.message
         hint = p2p_error_hint(call.error, options, dest_uri)
+    if status != S.SUCCEEDED and call.error is not None and not libvirt_aborted:
+        # What the last full check proved of this pair did not hold: the next migration between
+        # these hosts (a retry, the run's next item) checks them in full again.
+        facts_service.preflight_facts_forget(source=source, destination=destination)
     # Settled as soon as both hosts said where the guest runs: the evacuation queue and the page
     # hear it now; the guest's own pause and the inventory refresh follow (_follow_up).
     record_end(migration, ctx, status, outcome=outcome.reason, repair=outcome.repair or "", error=error, hint=hint,
@@ -385,12 +414,13 @@ def _check(migration: Migration, options: MigrationOptions, sessions, ctx: JobCo
     kept = facts_service.preflight_facts_latest(guest_uuid=guest_uuid, source=source, destination=destination,
                                                 copy_storage=copying)
     freshness = recheck.facts_freshness(
-        gathered=kept[0] if kept else None, now=timezone.now(),
-        both_answered=bool(kept and kept[1].source.reachable and kept[1].destination.reachable),
+        gathered=kept.gathered if kept else None, now=timezone.now(),
+        both_answered=bool(kept and kept.pair.source.reachable and kept.pair.destination.reachable),
+        fresh_until=kept.fresh_until if kept else None,
     )
     found = None
     if freshness.fresh:
-        found = _recheck(migration, kept[1], kept[2], sessions, ctx)
+        found = _recheck(migration, kept.pair, kept.guest, sessions, ctx)
     if found is not None:
         pair, guest = found
         check = {"mode": "re-check", "why": freshness.reason}

@@ -99,6 +99,30 @@ exit 3
 
 CONNECT_SH = 'exec 3<>/dev/tcp/"$1"/"$2"'
 
+# Several connection attempts in one command, side by side (each as CONNECT_SH under timeout):
+# $1 the timeout, then (address, port) pairs. One line per attempt, in the order asked:
+# "INDEX STATUS" then its stderr on one line (newlines made spaces, at most 300 bytes).
+CONNECTS_SH = r"""
+t=$1
+shift
+d=$(mktemp -d) || exit 1
+trap 'rm -rf -- "$d"' EXIT
+n=0
+while [ "$#" -ge 2 ]; do
+  ( timeout "$t" bash -c 'exec 3<>/dev/tcp/"$1"/"$2"' connect "$1" "$2" 2> "$d/$n.err"; echo "$?" > "$d/$n.rc" ) &
+  n=$((n + 1))
+  shift 2
+done
+wait
+i=0
+while [ "$i" -lt "$n" ]; do
+  printf '%s %s ' "$i" "$(cat "$d/$i.rc" 2>/dev/null || echo 255)"
+  tr '\n' ' ' < "$d/$i.err" | head -c 300
+  printf '\n'
+  i=$((i + 1))
+done
+"""
+
 # $1 directory; stdin: the token. Prints the marker's path.
 MARKER_SH = (
     'f=$(mktemp -p "$1" "$2XXXXXXXXXX") || exit 1; '
@@ -493,6 +517,25 @@ def try_connect(session: SSHSession, address: str, port: int) -> str | None:
     return classify_connect(result.exit_status, result.stderr)
 
 
+def parse_connects(output: str, count: int) -> list[str | None]:
+    """classify_connect of each attempt from CONNECTS_SH's lines; None for one it did not report."""
+    found: list[str | None] = [None] * count
+    for line in output.splitlines():
+        fields = line.split(" ", 2)
+        if len(fields) >= 2 and fields[0].isdigit() and fields[1].isdigit() and int(fields[0]) < count:
+            found[int(fields[0])] = classify_connect(int(fields[1]), fields[2] if len(fields) > 2 else "")
+    return found
+
+
+def connects_step(targets: list[tuple[str, int]]) -> Step:
+    """Connection attempts from one host to each (address, port), side by side in one command: a Step
+    whose value is one ``classify_connect`` answer per target, in order."""
+    args = [a for address, port in targets for a in (address, str(port))]
+    return Step(["sh", "-c", CONNECTS_SH, "connects", str(CONNECT_TIMEOUT_S), *args],
+                lambda result: parse_connects(result.stdout, len(targets)),
+                timeout=CONNECT_TIMEOUT_S + PROBE_TIMEOUT_S)
+
+
 def write_marker(session: SSHSession, directory: str, token: str) -> str | None:
     """Create a marker file holding ``token`` in ``directory``; its path, or None if it could not."""
     result = session.run(
@@ -531,10 +574,15 @@ def write_markers(session: SSHSession, directories: list[str], token: str) -> di
     return run_step(session, write_markers_step(directories, token))
 
 
+def remove_markers_step(paths: list[str]) -> Step:
+    """``remove_markers`` as a Step (its value is None)."""
+    return Step(["rm", "-f", "--", *paths], lambda result: None, timeout=PROBE_TIMEOUT_S)
+
+
 def remove_markers(session: SSHSession, paths: list[str]) -> None:
     """Remove the marker files ``write_marker`` made (a marker already gone is fine)."""
     if paths:
-        session.run(["rm", "-f", "--", *paths], check=False, timeout=PROBE_TIMEOUT_S)
+        run_step(session, remove_markers_step(paths))
 
 
 def probe_disk(
@@ -562,22 +610,29 @@ def content_digest(session: SSHSession, path: str) -> tuple[int, str] | None:
     return int(fields[0]), fields[1]
 
 
-def content_digests(session: SSHSession, paths: list[str]) -> dict[str, tuple[int, str] | None]:
-    """``content_digest`` of many files in one command: {path: (size, SHA-256 or "-"), or None}."""
-    if len(paths) == 1:
-        return {paths[0]: content_digest(session, paths[0])}
-    result = session.run(
-        ["sh", "-c", DIGESTS_SH, "digests", str(CONTENT_COMPARE_MAX_BYTES), *paths], check=False,
-        timeout=30.0 * len(paths),
-    )
+def parse_digests(output: str, paths: list[str]) -> dict[str, tuple[int, str] | None]:
+    """DIGESTS_SH's lines → {path: (size, SHA-256 or "-"), or None}."""
     found: dict[str, tuple[int, str] | None] = dict.fromkeys(paths)
-    for line in result.stdout.splitlines():
+    for line in output.splitlines():
         fields = line.split()
         if len(fields) == 3 and fields[0].isdigit() and fields[1].isdigit() and int(fields[0]) < len(paths):
             sha = fields[2]
             if sha == "-" or re.fullmatch(r"[0-9a-f]{64}", sha):
                 found[paths[int(fields[0])]] = (int(fields[1]), sha)
     return found
+
+
+def content_digests_step(paths: list[str]) -> Step:
+    """``content_digests`` as a Step, to run alone or batched."""
+    return Step(["sh", "-c", DIGESTS_SH, "digests", str(CONTENT_COMPARE_MAX_BYTES), *paths],
+                lambda result: parse_digests(result.stdout, paths), timeout=30.0 * len(paths))
+
+
+def content_digests(session: SSHSession, paths: list[str]) -> dict[str, tuple[int, str] | None]:
+    """``content_digest`` of many files in one command: {path: (size, SHA-256 or "-"), or None}."""
+    if len(paths) == 1:
+        return {paths[0]: content_digest(session, paths[0])}
+    return run_step(session, content_digests_step(paths))
 
 
 @dataclass(frozen=True)
@@ -590,14 +645,21 @@ class DiskQuery:
     room: bool
 
 
-def probe_disks(session: SSHSession, queries: list[DiskQuery], *, identity: QemuIdentity | None) -> list[DiskProbe | None]:
-    """``probe_disk`` for many paths in one command; in the order asked, None for a path it did not reach."""
+def probe_disks_step(queries: list[DiskQuery], *, identity: QemuIdentity | None) -> Step:
+    """``probe_disks`` as a Step, to run alone or batched (CommandFailed when the script failed)."""
     runas = identity.runas_argv() if identity else ["false"]
     nonce = secrets.token_hex(8)
     items = [a for q in queries for a in (q.marker or "", q.path, "1" if q.writable else "0", "1" if q.room else "0")]
-    result = session.run(
-        ["bash", "-c", DISK_PROBES_BASH, "disk-probes", nonce, str(len(runas)), *runas, *items],
-        check=True,
-        timeout=PROBE_TIMEOUT_S + 0.5 * len(queries),
-    )
-    return parse_disk_probes(result.stdout, nonce, len(queries))
+    argv = ["bash", "-c", DISK_PROBES_BASH, "disk-probes", nonce, str(len(runas)), *runas, *items]
+
+    def parse(result: CommandResult) -> list[DiskProbe | None]:
+        if result.exit_status != 0:
+            raise CommandFailed(argv, result.exit_status, result.stdout, result.stderr)
+        return parse_disk_probes(result.stdout, nonce, len(queries))
+
+    return Step(argv, parse, timeout=PROBE_TIMEOUT_S + 0.5 * len(queries))
+
+
+def probe_disks(session: SSHSession, queries: list[DiskQuery], *, identity: QemuIdentity | None) -> list[DiskProbe | None]:
+    """``probe_disk`` for many paths in one command; in the order asked, None for a path it did not reach."""
+    return run_step(session, probe_disks_step(queries, identity=identity))

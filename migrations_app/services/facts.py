@@ -2,7 +2,10 @@
 
 Every full gather from the inventory records what it found (``preflight_facts_remember``);
 the runner reads the latest (``preflight_facts_latest``) and, when recheck.facts_freshness
-calls it fresh, re-checks only what can change instead of gathering again. A cache of the
+calls it fresh, re-checks only what can change instead of gathering again. A run of moves
+(an evacuation, its return) gathers once for all its items and keeps the facts for the run
+(``fresh_until``; ``preflight_facts_extend`` for facts its plan gathered just before). A
+migration that failed forgets its pair's facts (``preflight_facts_forget``). A cache of the
 hosts' answers, not a decision: nothing here is audited.
 """
 
@@ -11,8 +14,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from hosts.models import Host
@@ -22,13 +27,21 @@ from ..models import PreflightFacts
 
 logger = logging.getLogger(__name__)
 
-# Facts older than this are of no use to anyone: removed whenever new ones are written.
+# Facts older than this are of no use to anyone (unless kept for a run): removed whenever new ones are written.
 KEEP_FOR = timedelta(hours=1)
+
+
+class KeptFacts(NamedTuple):
+    gathered: datetime
+    fresh_until: datetime | None  # kept for a run until then
+    pair: PairFacts
+    guest: GuestSide
 
 
 def preflight_facts_remember(
     *, source: Host, destination: Host, copy_storage: bool,
     found: Iterable[tuple[PairFacts, GuestSide]], gathered: datetime | None = None,
+    fresh_until: datetime | None = None,
 ) -> int:
     """Keep the facts of each guest gathered between ``source`` and ``destination``; returns how many."""
     gathered = gathered or timezone.now()
@@ -41,19 +54,44 @@ def preflight_facts_remember(
                 with transaction.atomic():
                     PreflightFacts.objects.update_or_create(
                         vm_uuid=guest.uuid, source=source, destination=destination, copy_storage=copy_storage,
-                        defaults={"gathered": gathered, "facts": facts_to_dict(pair, guest)},
+                        defaults={"gathered": gathered, "facts": facts_to_dict(pair, guest),
+                                  "fresh_until": fresh_until},
                     )
             except IntegrityError:  # a simultaneous gather wrote the same row first: theirs is as fresh
                 continue
             kept += 1
-        PreflightFacts.objects.filter(gathered__lt=gathered - KEEP_FOR).delete()
+        PreflightFacts.objects.filter(gathered__lt=gathered - KEEP_FOR).filter(
+            Q(fresh_until__isnull=True) | Q(fresh_until__lt=gathered)).delete()
     return kept
+
+
+def preflight_facts_extend(
+    *, moves: Iterable[tuple[str, Host, Host, bool]], gathered_since: datetime, fresh_until: datetime,
+) -> set[tuple[str, int, int]]:
+    """Keep for a run, until ``fresh_until``, the facts of these (guest UUID, source, destination, copying)
+    moves gathered at or after ``gathered_since``; returns the moves so kept, as (uuid lowercased, source id,
+    destination id).
+    """
+    extended: set[tuple[str, int, int]] = set()
+    for guest_uuid, source, destination, copying in moves:
+        if PreflightFacts.objects.filter(
+            vm_uuid=guest_uuid, source=source, destination=destination, copy_storage=copying,
+            gathered__gte=gathered_since,
+        ).update(fresh_until=fresh_until):
+            extended.add((str(guest_uuid).lower(), source.pk, destination.pk))
+    return extended
+
+
+def preflight_facts_forget(*, source: Host, destination: Host) -> int:
+    """Forget every guest's facts between these two hosts (a migration between them failed): the next gathers in full."""
+    deleted, _ = PreflightFacts.objects.filter(source=source, destination=destination).delete()
+    return deleted
 
 
 def preflight_facts_latest(
     *, guest_uuid: str, source: Host, destination: Host, copy_storage: bool
-) -> tuple[datetime, PairFacts, GuestSide] | None:
-    """(when gathered, pair, guest) of the last full gather of that guest and pair, or None."""
+) -> KeptFacts | None:
+    """The facts of the last full gather of that guest and pair (when, kept until, pair, guest), or None."""
     row = PreflightFacts.objects.filter(
         vm_uuid=guest_uuid, source=source, destination=destination, copy_storage=copy_storage
     ).first()
@@ -64,4 +102,4 @@ def preflight_facts_latest(
     except (KeyError, TypeError, ValueError):  # written by another version of the portal: gather again
         logger.warning("stored preflight facts %s cannot be read; ignoring them", row.pk)
         return None
-    return row.gathered, pair, guest
+    return KeptFacts(row.gathered, row.fresh_until, pair, guest)

@@ -180,6 +180,7 @@ class FleetHost(Shell):
     fail_on: dict[str, tuple[int, str]] = dataclasses.field(default_factory=dict)  # argv prefix (joined) -> (status, stderr)
     scripted: dict = dataclasses.field(default_factory=dict)  # argv prefix (joined) -> answer, see script()
     commands: list[list[str]] = dataclasses.field(default_factory=list)  # every argv run over SSH
+    execs: int = 0  # SSH execs (a batch of commands is one)
     # what the preflight probes meet
     resolves: dict | None = None  # name -> addresses; None: every fleet host resolves by hostname
     python3: bool = True  # the listener runs with python3, else socat
@@ -247,6 +248,7 @@ class FakeSSH:
         if not self.fleet_host.reachable:
             raise HostUnreachable(f"Lost the SSH connection to {self.target.address}: connection reset",
                                   address=self.target.address)
+        self.fleet_host.execs += 1
         result = self.fleet_host.answer(list(argv), stdin)
         if on_stderr is not None and result.stderr:
             on_stderr(result.stderr.encode())
@@ -379,7 +381,10 @@ class MigrationJobs:
                     "type": libvirt.VIR_DOMAIN_JOB_UNBOUNDED, "time_elapsed": step * 20, "data_total": total,
                     "data_remaining": remaining, "data_processed": total - remaining + step * MIB,
                     "memory_total": total, "memory_remaining": remaining, "memory_processed": total - remaining,
-                    "memory_iteration": step // 3 + 1, "memory_bps": 30 * MIB,
+                    # A dirty guest goes round pass after pass; a quiet one sends its memory in one
+                    # pass and finishes with a short second.
+                    "memory_iteration": step // 3 + 1 if self.dirty else 1 + (step >= self.steps - 1),
+                    "memory_bps": 30 * MIB,
                     "memory_dirty_rate": 20000 if self.dirty else 100, "memory_page_size": 4096,
                 }
                 self.step = step

@@ -417,6 +417,12 @@ class Shell:
         if script == probes.QEMU_IDENTITY_SH:  # $1 pattern, $2 nonce: the lines, "NONCE STATUS", os-release
             grep = self._cmd_grep(argv, ["-E", params[0], "/etc/libvirt/qemu.conf"], stdin)
             return ok(argv, f"{grep.stdout}\n{params[1]} {grep.exit_status}\n{self.os_release}")
+        if script == probes.CONNECTS_SH:  # $1 timeout, then (address, port) pairs: "INDEX STATUS STDERR" each
+            lines = []
+            for i in range(1, len(params) - 1, 2):
+                tried = self._connect(argv, params[i], int(params[i + 1]))
+                lines.append(f"{(i - 1) // 2} {tried.exit_status} {tried.stderr.replace(chr(10), ' ')}")
+            return ok(argv, "".join(line + "\n" for line in lines))
         if script == probes.DIGESTS_SH:  # $1 size limit, then paths: "INDEX SIZE SHA" or "INDEX -" each
             lines = []
             for i, path in enumerate(params[1:]):

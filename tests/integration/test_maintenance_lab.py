@@ -176,6 +176,8 @@ def test_dry_run_enter_and_exit_move_every_guest_away_and_back(portal):
         assert found[uuid] == {item.destination.name: "running" if state == "running" else "shutoff"}, found[uuid]
         m = item.migration
         assert m.status == MS.SUCCEEDED and m.destination_id == item.destination_id
+        # The run checked the hosts once; each item re-checked only what can change.
+        assert m.summary["check"]["mode"] == "re-check", (m.vm_name, m.summary["check"])
         if state == "running":
             print(f"  {item.vm_name} -> {item.destination.name}: total {m.total_time_ms} ms, downtime "
                   f"{m.downtime_ms} ms, heartbeat gap {m.heartbeat_gap_s} s ({m.heartbeat_beats} beats)")
@@ -201,6 +203,10 @@ def test_dry_run_enter_and_exit_move_every_guest_away_and_back(portal):
         assert found[uuid] == {home_lab["name"]: "running" if state == "running" else "shutoff"}, (uuid, found[uuid])
     for item in back.items.filter(action=IA.LIVE).select_related("migration"):
         assert item.migration.heartbeat_continuous is True and item.migration.heartbeat_gap_s < 1.0, item.vm_name
+    # The way home gathered once too (the return plan asks no host), from each host towards labh1.
+    assert back.facts_job is not None and back.facts_job.result["failed_sources"] == [], back.facts_job.log
+    for item in back.items.filter(action__in=(IA.LIVE, IA.OFFLINE)).select_related("migration"):
+        assert item.migration.summary["check"]["mode"] == "re-check", (item.vm_name, item.migration.summary["check"])
 
 
 def test_a_worker_killed_mid_evacuation_is_settled_and_the_queue_goes_on(portal, monkeypatch):

@@ -288,7 +288,8 @@ def test_abort_a_dirty_guest_on_a_throttled_link(pair_hosts):
     name = unique("dirty")
     with knob("dirty-guest", src, guest=name) as made, knob("throttle", src, rate="200mbit"):
         domain_uuid = made["uuid"]
-        flags, params = libvirt_flags(LIVE), libvirt_params(LIVE)
+        plain = MigrationOptions(adaptive=False)  # plain pre-copy: it must not converge here
+        flags, params = libvirt_flags(plain), libvirt_params(plain)
         outcome: list[BaseException | None] = []
 
         def run():

@@ -164,8 +164,9 @@ def test_abort_of_a_migration_that_does_not_converge(portal):
     name = unique("dirty")
     with knob("dirty-guest", src_lab, guest=name) as made, knob("throttle", src_lab, rate="200mbit"):
         vm = vm_row(src, made["uuid"])
+        # Plain pre-copy (adaptive convergence off): it must not converge here.
         migration = live.migration_request(
-            vm=vm, destination=dst, options=MigrationOptions(), actor=SYSTEM, run_by_worker=False
+            vm=vm, destination=dst, options=MigrationOptions(adaptive=False), actor=SYSTEM, run_by_worker=False
         )
         job = slots.migration_claim_for_caller(migration=migration)
         seen = []
@@ -202,6 +203,37 @@ def test_abort_of_a_migration_that_does_not_converge(portal):
         actions = list(AuditEvent.objects.filter(target_type="migration", target_id=str(migration.pk))
                        .order_by("pk").values_list("action", flat=True))
         assert actions == ["migration.request", "migration.start", "migration.abort", "migration.outcome"]
+
+
+def test_a_dirty_guest_on_a_throttled_link_finishes_with_default_options(portal):
+    """Adaptive convergence: auto-converge armed from the start finishes it there; post-copy, where allowed, back."""
+    src_lab, dst_lab = portal["pair"]
+    src, dst = portal["rows"][src_lab["name"]], portal["rows"][dst_lab["name"]]
+    name = unique("dirty")
+    with knob("dirty-guest", src_lab, guest=name) as made:
+        domain_uuid = made["uuid"]
+        legs = []
+        for options, source, destination in ((MigrationOptions(), src_lab, dst), (
+                MigrationOptions(allow_postcopy=True), dst_lab, src)):
+            with knob("throttle", source, rate="400mbit"):
+                vm = vm_row(src, domain_uuid) if not legs else VirtualMachine.objects.get(uuid=domain_uuid)
+                started = time.time()
+                migration = live.migration_request(vm=vm, destination=destination, options=options, actor=SYSTEM)
+                migration.refresh_from_db()
+                print(f"\n{source['name']} -> {destination.name} ({'post-copy allowed' if options.allow_postcopy else 'default'}):",
+                      figures(migration), f"in {time.time() - started:.1f} s; steps {migration.summary.get('adaptive_steps')}")
+                assert migration.status == S.SUCCEEDED, (migration.error, migration.outcome)
+                assert where(portal["lab"], domain_uuid) == {destination.name: "running"}
+                assert libvirt_flags(options) & 8192  # VIR_MIGRATE_AUTO_CONVERGE, armed from the start
+                legs.append(migration)
+        there, back = legs
+        steps = [list(AuditEvent.objects.filter(action="migration.adaptive", target_id=str(m.pk)).order_by("pk")
+                      .values_list("parameters", flat=True)) for m in legs]
+        # There: the guest is slowed by auto-converge (QEMU's); the policy may have raised the downtime to the budget.
+        assert all(p["action"] == "raise_downtime" for p in steps[0])
+        assert there.downtime_ms is not None and there.downtime_ms < 1000
+        # Back, with post-copy allowed: once it did not converge, the policy switched to post-copy.
+        assert [p["action"] for p in steps[1]] == ["raise_downtime", "postcopy"], steps[1]
 
 
 def test_worker_death_is_reconciled_from_where_the_guest_runs(portal):

@@ -15,6 +15,18 @@ from tests.fakes.fleet import make_host, make_vm
 GIB = 1024 * 1024  # KiB
 
 
+def _check_hosts_for_run(ev) -> None:
+    from maintenance.jobs import run_facts_job
+
+    ev.refresh_from_db()
+    if ev.facts_job_id is not None:
+        run_facts_job(ev.facts_job_id, ev.pk)
+
+
+@pytest.fixture
+def check_hosts_for_run():
+    """Runs a run's one check of the hosts: its job is queued on commit, which tests that commit nothing skip."""
+    return _check_hosts_for_run
 
 def _facts(host, *, free_gib: float):
     HostFacts.objects.update_or_create(host=host, defaults=dict(

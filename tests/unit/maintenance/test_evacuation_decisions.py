@@ -95,3 +95,23 @@ def test_estimate_and_measured_link():
     assert decisions.measured_link([]) is None
     bw, overhead, n = decisions.measured_link([(100, 1000, 3000), (300, 1000, 2000), (0, 0, 0), (200, 1000, 4000)])
     assert (bw, overhead, n) == (200.0, 2.0, 3)
+
+
+@pytest.mark.parametrize("action, facts_job_status, waits", [
+    (LIVE, "queued", True), (LIVE, "running", True), (IA.OFFLINE, "running", True),
+    (LIVE, "succeeded", False), (LIVE, "failed", False), (LIVE, None, False),  # ended however, or none: go
+    (IA.SHUTDOWN, "running", False), (START, "queued", False),  # power actions never wait for it
+])
+def test_waits_for_facts(action, facts_job_status, waits):
+    assert decisions.waits_for_facts(action=action, facts_job_status=facts_job_status) is waits
+
+
+@pytest.mark.parametrize("moves, kept, needed", [
+    ([], [], []),
+    ([("A", "1", "2"), ("b", "1", "3")], [], [("A", "1", "2"), ("b", "1", "3")]),
+    ([("A", "1", "2"), ("b", "1", "3")], [("a", "1", "2")], [("b", "1", "3")]),  # any spelling of the UUID
+    ([("a", "1", "2")], [("a", "1", "3")], [("a", "1", "2")]),  # kept for another destination: still needed
+    ([("a", "2", "1"), ("b", "3", "1")], [("a", "2", "1"), ("b", "3", "1")], []),
+])
+def test_facts_needed(moves, kept, needed):
+    assert decisions.facts_needed(moves, kept) == needed

@@ -9,6 +9,7 @@ from core.actors import Actor
 from core.choices import JobStatusChoices
 from core.models import Job
 from maintenance import planning, services
+from maintenance.jobs import run_facts_job
 from maintenance.queue import evacuation_advance
 from maintenance.choices import ItemStatusChoices as IS
 from migrations_app.choices import MigrationStatusChoices as MS
@@ -24,6 +25,7 @@ def test_a_lost_item_migration_is_settled_and_the_item_goes_on(evac, world, priv
     plan = planning.evacuation_plan(host=evac["a"], check_hosts=False, concurrency=1)
     with django_capture_on_commit_callbacks(execute=False):  # the first item's job is queued, not run
         ev = services.evacuation_enter(host=evac["a"], actor=Actor.system(), plan=plan, concurrency=1)
+        run_facts_job(ev.facts_job_id, ev.pk)  # the run's one check of the hosts, before any move
         evacuation_advance(ev.pk)
         slots.migrations_dispatch()  # its migration takes a slot and gets its job
     item = ev.items.exclude(migration=None).get()

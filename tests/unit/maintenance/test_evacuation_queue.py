@@ -12,6 +12,7 @@ from maintenance import planning, services
 from maintenance.choices import EvacuationStatusChoices as ES, ItemActionChoices as IA, ItemStatusChoices as IS
 from maintenance.models import Evacuation
 from migrations_app.choices import MigrationStatusChoices as MS
+from migrations_app.models import PreflightFacts
 
 SYSTEM = Actor.system()
 
@@ -106,10 +107,13 @@ def test_a_failed_item_is_retried_once_elsewhere(evac, world, monkeypatch, djang
     assert item.attempts == 2 and item.status == IS.SUCCEEDED, item.reason
     assert item.tried == [target] and item.destination.name != target
     assert list(world.where(str(evac["web-1"].uuid))) == [item.destination.name]
+    # The failed migration forgot what the run's check had proved of that pair: the next one checks it in full.
+    assert not PreflightFacts.objects.filter(source=evac["a"], destination__name=target).exists()
 
 
-def test_pause_stops_new_items_and_resume_continues(evac, world, django_capture_on_commit_callbacks):
+def test_pause_stops_new_items_and_resume_continues(evac, world, django_capture_on_commit_callbacks, check_hosts_for_run):
     ev = services.evacuation_enter(host=evac["a"], actor=SYSTEM, plan=_plan(evac))  # nothing ran yet
+    check_hosts_for_run(ev)
     services.evacuation_pause(evacuation=ev, actor=SYSTEM)
     with django_capture_on_commit_callbacks(execute=True):
         pass
@@ -155,13 +159,14 @@ def test_a_guest_shut_down_for_maintenance_is_started_again_at_exit(evac, world,
     assert world.where(local) == {"kvm-a": "running"}
 
 
-def test_a_manual_migration_of_a_guest_the_evacuation_is_moving_is_refused(evac, world, django_capture_on_commit_callbacks):
+def test_a_manual_migration_of_a_guest_the_evacuation_is_moving_is_refused(evac, world, django_capture_on_commit_callbacks, check_hosts_for_run):
     from hosts.leases import GuestBusy
     from migrations_app.options import MigrationOptions
     from migrations_app.services.live import migration_request
     from maintenance.queue import evacuation_advance
 
     ev = services.evacuation_enter(host=evac["a"], actor=SYSTEM, plan=_plan(evac))
+    check_hosts_for_run(ev)
     evacuation_advance(ev.pk)  # starts the first items; their jobs wait for the commit that never comes here
     running = ev.items.filter(status=IS.RUNNING).first()
     assert running is not None
@@ -188,7 +193,7 @@ def test_pins_host_devices_and_anti_affinity_from_the_inventory_shape_the_plan(e
     assert "Remove the pin" not in blocker.remedy
 
 
-def test_an_item_whose_guest_is_busy_waits_and_then_finds_it_moved(evac, world, django_capture_on_commit_callbacks):
+def test_an_item_whose_guest_is_busy_waits_and_then_finds_it_moved(evac, world, django_capture_on_commit_callbacks, check_hosts_for_run):
     from migrations_app.options import MigrationOptions
     from migrations_app.services.live import migration_request
     from maintenance.queue import evacuation_advance
@@ -196,6 +201,7 @@ def test_an_item_whose_guest_is_busy_waits_and_then_finds_it_moved(evac, world, 
     only = [str(evac[n].uuid) for n in ("web-2", "cold-1", "local-1")]
     manual = migration_request(vm=evac["web-1"], destination=evac["c"], options=MigrationOptions(), actor=SYSTEM)
     ev = services.evacuation_enter(host=evac["a"], actor=SYSTEM, plan=_plan(evac, excluded=only), excluded=only)
+    check_hosts_for_run(ev)
     evacuation_advance(ev.pk)
     item = ev.items.get(vm_name="web-1")
     assert item.status == IS.PENDING and item.attempts == 0

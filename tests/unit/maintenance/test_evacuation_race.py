@@ -26,7 +26,7 @@ def test_two_evacuations_of_one_host_at_once_exactly_one_proceeds(tmp_path, monk
     plan = planning.evacuation_plan(host=src, check_hosts=False)
     # Both got past the "already being emptied?" check before either inserted: the database decides.
     monkeypatch.setattr(services, "active_evacuation", lambda host: None)
-    monkeypatch.setattr(services, "_advance_on_commit", lambda ev: None)  # no host to move anything on
+    monkeypatch.setattr(services, "_advance_on_commit", lambda ev, **kw: None)  # no host to move anything on
     threads = connections_for_race(tmp_path)
 
     def enter():

@@ -234,7 +234,7 @@ def _enter(evac, capture, execute=True):
     return services.evacuation_enter(host=evac["a"], actor=SYSTEM, plan=plan)
 
 
-def test_evacuation_page_running_then_done(evac, viewer_client, operator_client, django_capture_on_commit_callbacks):
+def test_evacuation_page_running_then_done(evac, viewer_client, operator_client, django_capture_on_commit_callbacks, check_hosts_for_run):
     ev = _enter(evac, django_capture_on_commit_callbacks, execute=False)  # nothing ran yet
     html = operator_client.get(ev.get_absolute_url()).content.decode()
     assert 'data-evacuation-socket="/ws/evacuations/%d/"' % ev.pk in html
@@ -245,6 +245,7 @@ def test_evacuation_page_running_then_done(evac, viewer_client, operator_client,
     from maintenance.queue import evacuation_advance
 
     with django_capture_on_commit_callbacks(execute=True):
+        check_hosts_for_run(ev)
         evacuation_advance(ev.pk)
     ev.refresh_from_db()
     assert ev.status == ES.INCOMPLETE
@@ -352,13 +353,14 @@ def test_host_page_offers_enter_maintenance_to_operators_only(evac, operator_cli
     assert "Enter maintenance" not in _host_page(viewer_client, evac["a"])
 
 
-def test_banner_while_emptying_then_not_empty_names_what_still_runs(evac, operator_client, django_capture_on_commit_callbacks):
+def test_banner_while_emptying_then_not_empty_names_what_still_runs(evac, operator_client, django_capture_on_commit_callbacks, check_hosts_for_run):
     ev = _enter(evac, django_capture_on_commit_callbacks, execute=False)
     banner = _banner(_host_page(operator_client, evac["a"]))
     assert "being emptied" in banner and f'href="{ev.get_absolute_url()}"' in banner
     from maintenance.queue import evacuation_advance
 
     with django_capture_on_commit_callbacks(execute=True):
+        check_hosts_for_run(ev)
         evacuation_advance(ev.pk)
     html = _host_page(operator_client, Host.objects.get(pk=evac["a"].pk))
     banner = _banner(html)

@@ -139,6 +139,12 @@ def is_connect(argv):
     return P.CONNECT_SH in argv
 
 
+def connect_attempts(host) -> int:
+    """Connection attempts a host made: one per CONNECT_SH, one per target of a CONNECTS_SH."""
+    return sum(1 if is_connect(a) else (len(a) - 5) // 2 if a[:3] == ["sh", "-c", P.CONNECTS_SH] else 0
+               for a in host.commands)
+
+
 def is_qemu_conf(argv):
     return argv[:3] == ["sh", "-c", P.QEMU_IDENTITY_SH]
 
@@ -265,7 +271,7 @@ def test_host_and_pair_probes_do_not_grow_with_the_guests(fleet, compares, n):
     # per pair: one resolution each way (the source's in one command for both), one listener, one
     # connection attempt
     assert count(src, lambda a: a[:3] == ["sh", "-c", host_facts.RESOLVE_SH]) == 1 and count(src, is_getent) == 0
-    assert count(src, is_connect) == 2
+    assert connect_attempts(src) == 2
     for dst in (b, c):
         assert count(dst, is_getent) == 1 and count(dst, is_listener) == 1 and count(dst, is_qemu_conf) == 1
         # per (disk path, destination): n images and the one ISO, all in one command
@@ -275,14 +281,18 @@ def test_host_and_pair_probes_do_not_grow_with_the_guests(fleet, compares, n):
     assert probes_run(src, P.MARKERS_SH) == 1 and probes_run(src, P.MARKER_SH) == 0
     assert count(src, lambda a: a[0] == "rm") == 1
     # the ISO is the same file on kvm-b by content: once per path on the source, once per destination
-    assert probes_run(src, P.DIGEST_SH) == 1 and probes_run(b, P.DIGEST_SH) == 1
+    assert probes_run(src, P.DIGESTS_SH) == 1 and probes_run(b, P.DIGESTS_SH) == 1
     # one CPU definition shared by every guest: one comparison per destination
     assert Counter(compares) == {"kvm-b": 1, "kvm-c": 1}
-    host_and_pair = sum(count(h, lambda a: is_getent(a) or is_listener(a) or is_connect(a) or is_qemu_conf(a))
+    host_and_pair = sum(count(h, lambda a: is_getent(a) or is_listener(a) or is_qemu_conf(a)) + connect_attempts(h)
                         for h in (src, b, c))
     # per pair: the destination's resolution, a listener, a connection; per destination: qemu.conf; the
     # source's resolutions of both destinations: one command (counted above)
     assert host_and_pair == 2 * 3 + 2
+    # SSH execs, whatever the number of guests: the source one per round after the first (resolve and
+    # markers; the connection attempts; markers removed and digests), each destination two (resolve,
+    # qemu.conf and listener; disk probes and digests)
+    assert (src.execs, b.execs, c.execs) == (3, 2, 2)
 
 
 def test_a_failed_disk_command_leaves_that_destination_unverified_only(fleet):
@@ -336,11 +346,11 @@ def test_evacuation_opens_each_host_once_and_closes_everything(fleet):
     # Kept for the runners that follow: every guest towards every destination, as gathered.
     from migrations_app.services.facts import preflight_facts_latest
 
-    _when, pair, guest = preflight_facts_latest(guest_uuid=f.guests[0].uuid, source=rows["kvm-a"],
+    _when, _until, pair, guest = preflight_facts_latest(guest_uuid=f.guests[0].uuid, source=rows["kvm-a"],
                                                 destination=rows["kvm-b"], copy_storage=False)
     assert (pair, guest) == (facts.pair(f.guests[0].uuid, "kvm-b"), facts.guest_for(f.guests[0].uuid, "kvm-b"))
     assert not preflight_facts_latest(guest_uuid=f.guests[0].uuid, source=rows["kvm-a"], destination=rows["kvm-d"],
-                                      copy_storage=False)[1].destination.reachable
+                                      copy_storage=False).pair.destination.reachable
     with pytest.raises(ValueError, match="cannot be a destination of its own evacuation"):
         GF.gather_evacuation(source=rows["kvm-a"], destinations=[rows["kvm-a"]], options=LIVE)
 

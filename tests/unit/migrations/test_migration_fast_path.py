@@ -48,6 +48,39 @@ def test_facts_freshness(gathered, both_answered, fresh, said):
     assert said in decision.reason
 
 
+@pytest.mark.parametrize(
+    ("age_s", "until_in_s", "fresh", "said"),
+    [
+        (30, None, True, "30 s old"),  # young facts need no run
+        (30, -100, True, "30 s old"),
+        (300, 600, True, "full check of this run is 300 s old"),  # kept for the run
+        (300, 0, True, "kept for the run until"),  # the last second of it
+        (300, -1, False, "300 s old (more than 60 s)"),  # the run's window is over
+        (300, None, False, "more than 60 s"),
+    ],
+)
+def test_facts_kept_for_a_run(age_s, until_in_s, fresh, said):
+    until = None if until_in_s is None else NOW + timedelta(seconds=until_in_s)
+    decision = recheck.facts_freshness(gathered=NOW - timedelta(seconds=age_s), now=NOW, fresh_until=until)
+    assert decision.fresh is fresh
+    assert said in decision.reason
+
+
+def test_a_run_does_not_make_facts_fresh_that_a_host_did_not_answer_or_that_are_from_the_future():
+    until = NOW + timedelta(hours=1)
+    assert not recheck.facts_freshness(gathered=NOW - timedelta(seconds=300), now=NOW, fresh_until=until,
+                                       both_answered=False).fresh
+    assert not recheck.facts_freshness(gathered=NOW + timedelta(seconds=60), now=NOW, fresh_until=until).fresh
+
+
+@pytest.mark.parametrize(
+    ("estimated_s", "fresh_for_s"),
+    [(None, 1800), (0, 1800), (10, 600), (150, 600), (600, 1500), (1800, 3600), (100000, 3600)],
+)
+def test_run_fresh_for_s(estimated_s, fresh_for_s):
+    assert recheck.run_fresh_for_s(estimated_s) == fresh_for_s
+
+
 def test_freshness_limit_is_a_parameter():
     assert not recheck.facts_freshness(gathered=NOW - timedelta(seconds=11), now=NOW, max_age_s=10).fresh
     assert recheck.facts_freshness(gathered=NOW - timedelta(seconds=9), now=NOW, max_age_s=10).fresh

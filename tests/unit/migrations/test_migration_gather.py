@@ -28,12 +28,12 @@ from tests.fakes.fleet import make_domain
 GUEST_UUID = "1b4e28ba-2fa1-11d2-883f-0016d3cca427"
 LIVE = MigrationOptions()
 COPY = MigrationOptions(copy_storage=True)
-KNOWN_SCRIPTS = {P.LISTENER_PY, P.LISTENER_SOCAT_SH, P.CONNECT_SH, P.MARKER_SH, P.DISK_PROBE_SH, P.DIGEST_SH,
-                 P.QEMU_IDENTITY_SH, P.MARKERS_SH, BATCH_SH}
+KNOWN_SCRIPTS = {P.LISTENER_PY, P.LISTENER_SOCAT_SH, P.CONNECT_SH, P.CONNECTS_SH, P.MARKER_SH, P.DISK_PROBE_SH,
+                 P.DISK_PROBES_BASH, P.DIGEST_SH, P.DIGESTS_SH, P.QEMU_IDENTITY_SH, P.MARKERS_SH, BATCH_SH}
 QEMU_CONF = "/etc/libvirt/qemu.conf"
 # What a probe's command line starts with, to make it fail.
 PROBE_PREFIX = {
-    "disk-probe": shlex.join(["sh", "-c", P.DISK_PROBE_SH]),
+    "disk-probe": shlex.join(["bash", "-c", P.DISK_PROBES_BASH]),
     "marker": shlex.join(["sh", "-c", P.MARKER_SH]),
     "getent": "getent ahosts",
 }
@@ -323,6 +323,12 @@ def test_copy_storage_sizes_and_room(fleet):
     assert verdicts(pair, guest, COPY)["storage"].status == "warn"
 
 
+def disk_probe_runas(host) -> list[str]:
+    """The prefix the destination's disk probe ran QEMU's tests with."""
+    probe = next(a for a in host.commands if a[:3] == ["bash", "-c", P.DISK_PROBES_BASH])
+    return probe[6:6 + int(probe[5])]
+
+
 def test_qemu_user_cannot_open_the_disk(fleet):
     p = Pair(fleet)
     p.dst.files[QEMU_CONF] = 'user = "qemu"\ngroup = "qemu"\ndynamic_ownership = 0\n'
@@ -333,8 +339,7 @@ def test_qemu_user_cannot_open_the_disk(fleet):
     assert vda.destination_can_open is False and vda.perm_detail == "root:root 644, as qemu"
     v = verdicts(pair, guest)["storage"]
     assert v.status == "fail" and "found root:root 644, as qemu" in v.reason
-    probe = next(a for a in p.dst.commands if a[:3] == ["sh", "-c", P.DISK_PROBE_SH])
-    assert probe[-4:] == ["runuser", "-u", "qemu", "--"]
+    assert disk_probe_runas(p.dst) == ["runuser", "-u", "qemu", "--"]
 
 
 def test_dynamic_ownership_lets_libvirt_fix_the_owner(fleet):
@@ -345,8 +350,7 @@ def test_dynamic_ownership_lets_libvirt_fix_the_owner(fleet):
     _, guest = p.gather()
     (vda,) = guest.disks
     assert vda.destination_can_open is True and "dynamic_ownership" in vda.perm_detail
-    probe = next(a for a in p.dst.commands if a[:3] == ["sh", "-c", P.DISK_PROBE_SH])
-    assert probe[-4:] == ["runuser", "-u", "libvirt-qemu", "--"]  # Debian's default user
+    assert disk_probe_runas(p.dst) == ["runuser", "-u", "libvirt-qemu", "--"]  # Debian's default user
 
 
 def test_parse_version():

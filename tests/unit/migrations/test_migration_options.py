@@ -165,17 +165,21 @@ F = MigrateFlag
 @pytest.mark.parametrize(
     "changes,expected",
     [
-        ({}, F.LIVE | F.PEER2PEER | F.PERSIST_DEST | F.UNDEFINE_SOURCE),
+        # Adaptive convergence (the default) arms auto-converge for a live migration.
+        ({}, F.LIVE | F.PEER2PEER | F.PERSIST_DEST | F.UNDEFINE_SOURCE | F.AUTO_CONVERGE),
+        ({"adaptive": False}, F.LIVE | F.PEER2PEER | F.PERSIST_DEST | F.UNDEFINE_SOURCE),
         ({"live": False}, F.OFFLINE | F.PEER2PEER | F.PERSIST_DEST | F.UNDEFINE_SOURCE),
-        ({"peer_to_peer": False, "persist_destination": False, "undefine_source": False}, F.LIVE),
-        ({"tunnelled": True}, F.LIVE | F.PEER2PEER | F.TUNNELLED | F.PERSIST_DEST | F.UNDEFINE_SOURCE),
-        ({"copy_storage": True, "undefine_source": False}, F.LIVE | F.PEER2PEER | F.PERSIST_DEST | F.NON_SHARED_DISK),
+        ({"peer_to_peer": False, "persist_destination": False, "undefine_source": False, "adaptive": False}, F.LIVE),
+        ({"tunnelled": True, "adaptive": False},
+         F.LIVE | F.PEER2PEER | F.TUNNELLED | F.PERSIST_DEST | F.UNDEFINE_SOURCE),
+        ({"copy_storage": True, "undefine_source": False},
+         F.LIVE | F.PEER2PEER | F.PERSIST_DEST | F.NON_SHARED_DISK | F.AUTO_CONVERGE),
         (
             {"auto_converge": True, "allow_postcopy": True, "compressed": True, "persist_destination": False,
              "undefine_source": False},
             F.LIVE | F.PEER2PEER | F.AUTO_CONVERGE | F.POSTCOPY | F.COMPRESSED,
         ),
-        ({"bandwidth_mibps": 100, "max_downtime_ms": 300, "completion_timeout_s": 60},
+        ({"bandwidth_mibps": 100, "max_downtime_ms": 300, "completion_timeout_s": 60, "adaptive": False},
          F.LIVE | F.PEER2PEER | F.PERSIST_DEST | F.UNDEFINE_SOURCE),
     ],
 )
@@ -186,7 +190,7 @@ def test_libvirt_flags(changes, expected):
 
 
 def test_default_flags_number():
-    assert libvirt_flags(MigrationOptions()) == 1 + 2 + 8 + 16
+    assert libvirt_flags(MigrationOptions()) == 1 + 2 + 8 + 16 + 8192
 
 
 @pytest.mark.parametrize(

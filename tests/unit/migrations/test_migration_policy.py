@@ -6,6 +6,7 @@ import dataclasses
 
 import pytest
 
+from migrations_app import policy
 from migrations_app.options import MigrationOptions
 from migrations_app.policy import (
     JobInfo,
@@ -176,7 +177,7 @@ STUCK = [poll(dirty_pages=OUTRUN)] * 3
     [
         ([poll()] * 5, opts(), None, None),
         (STUCK, opts(live=False), None, None),
-        (STUCK, opts(), ["faster (200 MiB/s) than it is sent (100 MiB/s)", "enable auto-converge",
+        (STUCK, opts(adaptive=False), ["faster (200 MiB/s) than it is sent (100 MiB/s)", "enable auto-converge",
                          "allow post-copy next time", "maximum downtime (now 500 ms)"], ["bandwidth limit"]),
         (STUCK, opts(auto_converge=True, allow_postcopy=True, max_downtime_ms=800, bandwidth_mibps=100),
          ["force-complete now to switch to post-copy", "(now 800 ms)", "bandwidth limit (now 100 MiB/s)"],
@@ -313,3 +314,81 @@ def test_summarize_failed_job_keeps_error():
     assert summary["result"] == "failed"
     assert "canceled by client" in summary["error"]
     assert summary["total_time_s"] is None and summary["average_bps"] is None
+
+
+# --- adaptive convergence ---------------------------------------------------------------------
+
+OUTRUN_PASS2 = [poll(1, 900, dirty_pages=OUTRUN), poll(2, 800, dirty_pages=OUTRUN), poll(2, 850, dirty_pages=OUTRUN)]
+STALLED_4 = [poll(1, 900), poll(2, 600), poll(3, 600), poll(4, 650), poll(5, 700)]  # left at each pass stops shrinking
+CONVERGING = [poll(1, 900), poll(2, 300), poll(3, 60)]
+
+
+@pytest.mark.parametrize("samples, expected", [
+    ([], False),
+    (STUCK, False),  # outrunning, but no pass numbers yet: not judged before two passes
+    ([poll(1, 900, dirty_pages=OUTRUN)] * 3, False),  # one pass only
+    (OUTRUN_PASS2, True),
+    (STALLED_4, True),
+    (CONVERGING, False),
+])
+def test_will_not_converge(samples, expected):
+    assert policy.will_not_converge(samples) is expected
+
+
+# Left at the start of each pass (MiB) at 100 MiB/s sent: 300 ms of pause carries 30 MiB.
+@pytest.mark.parametrize("left_mib, downtime_ms, converges", [
+    ([], 300, True), ([900], 300, True),  # too little to tell
+    ([900, 300], 300, False),  # 300 × (1/3)² = 33 MiB: just over the 30 MiB a pause carries
+    ([900, 270], 300, True),  # 270 × 0.09 = 24 MiB: fits
+    ([900, 600], 300, False),  # 600 × 0.44 = 267 MiB: not within two passes
+    ([900, 600], 3000, True),  # a long pause carries it
+    ([90, 86], 300, False),  # the lab's dirty guest: nearly its whole working set dirty again each pass
+    ([90, 100], 300, False),  # growing
+    ([64, 1], 300, True),  # a quiet guest: almost nothing left after the first pass
+])
+def test_forecast_converges(left_mib, downtime_ms, converges):
+    samples = [poll(i + 1, left * MIB) for i, left in enumerate(left_mib)]
+    assert policy.forecast_converges(samples, downtime_ms=downtime_ms) is converges
+
+
+def test_a_slow_shrink_is_judged_after_two_passes_even_when_not_stalled():
+    slow = [poll(1, 900 * MIB), poll(2, 600 * MIB)]
+    assert policy.is_converging(slow)  # neither outrun nor stalled…
+    assert policy.will_not_converge(slow)  # …but not within two more passes at this rate
+
+
+@pytest.mark.parametrize("samples, changes, downtime_ms, postcopy_started, action, downtime", [
+    (CONVERGING, {}, None, False, None, None),  # converging: nothing to do
+    (OUTRUN_PASS2, {}, None, False, "raise_downtime", 300),  # first: the downtime up to the budget
+    (OUTRUN_PASS2, {}, 120, False, "raise_downtime", 300),
+    (OUTRUN_PASS2, {"downtime_budget_ms": 250}, None, False, "raise_downtime", 250),
+    (OUTRUN_PASS2, {}, 300, False, None, None),  # at the budget, no post-copy: auto-converge throttles
+    (OUTRUN_PASS2, {"allow_postcopy": True}, 300, False, "postcopy", None),  # then post-copy where allowed
+    (OUTRUN_PASS2, {"allow_postcopy": True, "max_downtime_ms": 800}, 800, False, "postcopy", None),
+    (OUTRUN_PASS2, {"allow_postcopy": True}, 300, True, None, None),  # switched already
+    (STALLED_4, {}, None, False, "raise_downtime", 300),
+    (OUTRUN_PASS2, {"adaptive": False}, None, False, None, None),  # turned off
+    (OUTRUN_PASS2, {"live": False}, None, False, None, None),
+])
+def test_adaptive_step(samples, changes, downtime_ms, postcopy_started, action, downtime):
+    step = policy.adaptive_step(samples, opts(**changes), downtime_ms=downtime_ms, postcopy_started=postcopy_started)
+    if action is None:
+        assert step is None
+        return
+    assert step.action == action and step.downtime_ms == downtime
+    assert "not converging after 2 passes" in step.reason or "passes" in step.reason
+
+
+def test_adaptive_steps_in_sequence_end_in_post_copy_at_most_once():
+    """The runner's loop over a guest that never converges: downtime to the budget, then post-copy, then nothing."""
+    options, downtime, started, taken = opts(allow_postcopy=True), None, False, []
+    for _ in range(5):
+        step = policy.adaptive_step(OUTRUN_PASS2, options, downtime_ms=downtime, postcopy_started=started)
+        if step is None:
+            continue
+        taken.append(step.action)
+        if step.action == "raise_downtime":
+            downtime = step.downtime_ms
+        else:
+            started = True
+    assert taken == ["raise_downtime", "postcopy"]

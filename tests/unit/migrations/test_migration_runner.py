@@ -57,7 +57,8 @@ def test_live_migration_succeeds_records_figures_and_the_inventory_follows(two_h
     # Flags as chosen (live, p2p, persist, undefine source), sent to the destination's URI.
     call = next(c for c in world.jobs.calls if c[0] == "migrate")
     assert call[2] == "qemu+tcp://kvm-b/system"
-    assert call[3] == int(MigrateFlag.LIVE | MigrateFlag.PEER2PEER | MigrateFlag.PERSIST_DEST | MigrateFlag.UNDEFINE_SOURCE)
+    assert call[3] == int(MigrateFlag.LIVE | MigrateFlag.PEER2PEER | MigrateFlag.PERSIST_DEST | MigrateFlag.UNDEFINE_SOURCE
+                          | MigrateFlag.AUTO_CONVERGE)  # adaptive convergence arms it
     assert call[5] is False  # peer-to-peer: no destination connection of ours
     # The guest's row moved with it (same row), both hosts refreshed, slots freed, job succeeded.
     moved = VirtualMachine.objects.get(uuid=vm.uuid)
@@ -171,6 +172,21 @@ def test_force_complete_switches_to_postcopy_when_allowed(two_hosts, world, migr
     assert ("start_postcopy",) in world.jobs.calls
     assert migration.status == S.SUCCEEDED
     assert "migration.force_complete" in audit_actions(migration)
+
+
+def test_adaptive_convergence_finishes_a_guest_that_never_converges_without_the_admin(two_hosts, world, migrate):
+    src, dst, vm = two_hosts
+    world.jobs.dirty = True  # never converges on its own: only post-copy ends it here
+    migration = migrate(MigrationOptions(allow_postcopy=True))  # no timeout, nobody presses anything
+    assert migration.status == S.SUCCEEDED, (migration.error, migration.outcome)
+    assert world.where(str(vm.uuid)) == {"kvm-b": "running"}
+    assert [step.split(": ")[1] for step in migration.summary["adaptive_steps"]] == ["raise_downtime", "postcopy"]
+    assert ("start_postcopy",) in world.jobs.calls
+    adaptive = AuditEvent.objects.filter(action="migration.adaptive", target_id=str(migration.pk)).order_by("pk")
+    assert [e.parameters["action"] for e in adaptive] == ["raise_downtime", "postcopy"]
+    assert "budget of 300 ms" in adaptive[0].message and "switching to post-copy" in adaptive[1].message
+    log = " ".join(line["msg"] for line in migration.job.log)
+    assert "Adaptive convergence: not converging after" in log
 
 
 def test_force_complete_raises_the_downtime_step_by_step_without_postcopy(two_hosts, world, migrate, monkeypatch):

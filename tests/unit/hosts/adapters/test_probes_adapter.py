@@ -292,3 +292,30 @@ def test_qemu_identity_that_grep_could_not_read_is_an_error(monkeypatch):
 
     with pytest.raises(P.CommandFailed):
         P.qemu_identity(Session())
+
+
+@pytest.mark.skipif(not shutil.which("bash"), reason="needs bash")
+def test_script_connects_tries_every_target_side_by_side():
+    import socket
+
+    with socket.socket() as listening, socket.socket() as closed:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen(4)
+        closed.bind(("127.0.0.1", 0))  # bound, not listening: refused
+        step = P.connects_step([("127.0.0.1", listening.getsockname()[1]), ("127.0.0.1", closed.getsockname()[1]),
+                                ("it's $(x)", 22)])
+        out = sh(step.argv)
+    assert out.returncode == 0, out.stderr
+    found = step.parse(type("R", (), {"stdout": out.stdout, "exit_status": 0, "stderr": ""})())
+    assert found[:2] == ["open", "refused"]
+    assert found[2] in ("unreachable", None)  # a hostile name is one argument, never run
+
+
+@pytest.mark.parametrize("output, count, found", [
+    ("0 0 \n1 1 bash: connect: Connection refused \n", 2, ["open", "refused"]),
+    ("1 124 \n", 2, [None, "timeout"]),  # an attempt it did not report: could not verify
+    ("0 0\n9 0 \nx 0 \n0 x \n", 1, ["open"]),  # lines out of range or malformed are ignored
+    ("", 1, [None]),
+])
+def test_parse_connects(output, count, found):
+    assert P.parse_connects(output, count) == found
