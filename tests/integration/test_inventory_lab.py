@@ -25,7 +25,7 @@ from hosts.choices import HostAuthMethodChoices, HostStatusChoices, VMStateChoic
 from hosts.management.commands.lab_onboard import onboard_lab_host
 from hosts.models import Host, VirtualMachine
 from hosts.services import HostConnection
-from hosts.views import _duplicate_flags
+from hosts.inventory_page import duplicate_flags
 from hosts.watcher import HostEventWatch
 
 pytestmark = [pytest.mark.lab, pytest.mark.django_db(transaction=True), pytest.mark.timeout(300)]
@@ -89,7 +89,7 @@ def test_onboarding_gathers_facts_and_guests(lab_now, onboarded):
         assert 0 < facts.memory_free_kib <= facts.memory_total_kib
         assert set(entry["guests"]) <= set(host.vms.values_list("name", flat=True))
     # Distinct lab hosts: nothing flagged as a duplicate identity.
-    assert _duplicate_flags(list(Host.objects.select_related("facts"))) == {}
+    assert duplicate_flags(Host.objects.all()) == {}
 
     guest = VirtualMachine.objects.filter(name__startswith="hb-").select_related("host").first()
     assert guest.domain_type == "qemu" and guest.memory_kib == 64 * 1024 and guest.persistent
@@ -203,5 +203,5 @@ def test_default_qemu_ssh_uri_and_duplicate_identity(lab, onboarded):
     assert twin.effective_libvirt_uri.startswith("qemu+ssh://root@")
     assert twin.status == HostStatusChoices.REACHABLE, twin.last_error
     assert twin.facts.host_uuid == entry["host_uuid"]
-    flags = _duplicate_flags(list(Host.objects.select_related("facts")))
+    flags = duplicate_flags(Host.objects.all())
     assert flags[twin.pk].same_uuid_as == [entry["name"]] and flags[twin.pk].same_hostname_as == [entry["name"]]
