@@ -3,7 +3,8 @@ counter is in memory and (every 10 beats) on its disk.
 
 Saved to a directory on labh1, the guest is gone and the file has the recorded checksum;
 restored on labh1 the counter goes on from its value at save time, not from the disk's older
-one — the memory came back. A second save is refused a restore once the disk changed.
+one — the memory came back. A second save is refused a restore once the disk changed, and
+deleting it removes its file on the host.
 """
 
 from __future__ import annotations
@@ -69,6 +70,14 @@ def test_save_restore_same_host_continues_the_counter_and_refuses_a_changed_disk
         assert refused.status == RS.FAILED and "changed since the save" in refused.error, refused.error
         with lv.open_connection(lab_host["libvirt_uri"]) as conn:
             assert lv.get_domain(conn, made["uuid"]).state == "shutoff"
+
+        # Deleting the refused state removes its file on the host through the host session.
+        job = services.state_delete_request(state=second, confirmed=True, actor=SYSTEM, enqueue=False)
+        jobs.state_delete_job(job.pk, second.pk)
+        second.refresh_from_db()
+        assert second.status == SS.DELETED
+        assert sh(lab_host, ["test", "-e", second.path]).returncode == 1, "the state file is still on the host"
+        assert sh(lab_host, ["test", "-e", state.path]).returncode == 0  # the other state is untouched
     finally:
         lab_hosts.remove_guest(name, delete_disks=True)
         sh(lab_host, ["rm", "-rf", SAVE_DIR])
