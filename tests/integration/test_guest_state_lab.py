@@ -134,5 +134,18 @@ def test_managed_save_then_start_resumes_where_it_stopped(lab, onboarded):
         wait_counter(name, at_least=at_save + 3, since=since)
         assert report(name, since=since).first_counter in (at_save + 1, at_save + 2)
         assert not vm_row(host, made["uuid"]).managed_save
+
+        # Save again, then discard it (confirmed): libvirt no longer holds a managed save image.
+        job = services.managed_save_request(vm=vm_row(host, made["uuid"]), actor=SYSTEM, enqueue=False)
+        jobs.managed_save_job(job.pk, vm.pk, False)
+        assert vm_row(host, made["uuid"]).managed_save
+        job = services.managed_save_request(vm=vm_row(host, made["uuid"]), remove=True, confirmed=True,
+                                            actor=SYSTEM, enqueue=False)
+        jobs.managed_save_job(job.pk, vm.pk, True)
+        job.refresh_from_db()
+        assert job.status == "succeeded", job.error
+        with lv.open_connection(lab_host["libvirt_uri"]) as conn:
+            assert conn.lookupByUUIDString(made["uuid"]).hasManagedSaveImage(0) == 0
+        assert not vm_row(host, made["uuid"]).managed_save
     finally:
         lab_hosts.remove_guest(name, delete_disks=True)
