@@ -38,28 +38,34 @@ def test_down_leaves_nothing_and_up_is_ready_quickly(lab_session, lab):
         pytest.skip("the lab was already running when the tests started (someone may be using it); "
                     "teardown is tested when the test session brings the lab up itself")
     before = hosts.load_state()
-    anchors = [h["anchor_pid"] for h in before["hosts"]]
-    hosts.down(log=lambda *_: None)
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and lab_processes():
-        time.sleep(0.1)
-    assert lab_processes() == []
-    assert not any(pid_alive(p) for p in anchors)
-    assert [ns for ns in netns_list() if ns.startswith("labh")] == []
-    assert not link_exists(config.BRIDGE)
-    assert not any(link_exists(f"vl-labh{i}") for i in range(1, 10))
-    assert not is_mounted(config.paths().shared)
-    mounts = Path("/proc/self/mountinfo").read_text()
-    assert str(config.paths().root) not in mounts
-    # libvirt runs with cgroup_controllers = [] in the lab: no machine cgroups to leak.
-    cg = subprocess.run(["sh", "-c", "find /sys/fs/cgroup -name '*qemu*' -o -name '*labh*' | head"],
-                        capture_output=True, text=True).stdout.strip()
-    assert cg == ""
-    assert hosts.leftovers() == []
-    # With the lab down its addresses stay on this machine: no route leads anywhere else.
-    assert hosts.subnet_guarded()
-    route = subprocess.run(["ip", "route", "get", before["hosts"][0]["address"]], capture_output=True, text=True)
-    assert route.returncode != 0 and "No route to host" in route.stderr, route.stdout
+    try:
+        anchors = [h["anchor_pid"] for h in before["hosts"]]
+        hosts.down(log=lambda *_: None)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and lab_processes():
+            time.sleep(0.1)
+        assert lab_processes() == []
+        assert not any(pid_alive(p) for p in anchors)
+        assert [ns for ns in netns_list() if ns.startswith("labh")] == []
+        assert not link_exists(config.BRIDGE)
+        assert not any(link_exists(f"vl-labh{i}") for i in range(1, 10))
+        assert not is_mounted(config.paths().shared)
+        mounts = Path("/proc/self/mountinfo").read_text()
+        assert str(config.paths().root) not in mounts
+        # libvirt runs with cgroup_controllers = [] in the lab: no machine cgroups to leak.
+        cg = subprocess.run(["sh", "-c", "find /sys/fs/cgroup -name '*qemu*' -o -name '*labh*' | head"],
+                            capture_output=True, text=True).stdout.strip()
+        assert cg == ""
+        assert hosts.leftovers() == []
+        # With the lab down its addresses stay on this machine: no route leads anywhere else.
+        assert hosts.subnet_guarded()
+        route = subprocess.run(["ip", "route", "get", before["hosts"][0]["address"]], capture_output=True, text=True)
+        assert route.returncode != 0 and "No route to host" in route.stderr, route.stdout
+    except BaseException:
+        # A failed check above must not leave the rest of the run without a lab.
+        hosts.down(log=lambda *_: None)
+        hosts.up(len(before["hosts"]), log=lambda *_: None)
+        raise
 
     # Down again on nothing is fine.
     hosts.down(log=lambda *_: None)
