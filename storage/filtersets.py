@@ -1,15 +1,16 @@
 """The shares list's filters and sort (django-filter): every one lives in the query string.
 
 ``q`` finds a share by its server's or a client's name, its export or its mount path; ``host``
-keeps the shares a host serves or mounts; ``status`` one state; ``sort`` one column, either way,
-then server and export path so pages stay stable. A parameter that does not validate selects
+keeps the shares a host serves or mounts; ``status`` one state; ``sort`` one column, either way
+(status: problems first), then server and export path so pages stay stable. A parameter that does not validate selects
 nothing and says why (hosts.filtersets.form_errors), never a 500.
 """
 
 from __future__ import annotations
 
 import django_filters
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django import forms
+from django.db.models import Case, Exists, IntegerField, OuterRef, Q, QuerySet, Value, When
 
 from core.ids import MAX_ID
 from hosts.filtersets import IdFilter
@@ -19,14 +20,27 @@ from .models import Share
 
 SHARES_PER_PAGE = 50
 SORT_KEYS = ("server", "export", "status", "verified")
+# Share statuses in the order the list sorts them: what needs the admin first.
+STATUS_ORDER = (ShareStatusChoices.FAILED, ShareStatusChoices.DEGRADED, ShareStatusChoices.CONFIGURING,
+                ShareStatusChoices.NEW, ShareStatusChoices.READY)
+
+
+class ShareOrderingFilter(django_filters.OrderingFilter):
+    def filter(self, qs, value):
+        if any(key.lstrip("-") == "status" for key in (value or [])):
+            qs = qs.annotate(status_rank=Case(*(When(status=status, then=Value(rank))
+                                                for rank, status in enumerate(STATUS_ORDER)),
+                                              default=Value(len(STATUS_ORDER)), output_field=IntegerField()))
+        return super().filter(qs, value)
 
 
 class ShareFilterSet(django_filters.FilterSet):
     q = django_filters.CharFilter(method="filter_text", max_length=100, label="Host or path")
     status = django_filters.ChoiceFilter(choices=ShareStatusChoices.choices, label="Status", empty_label="Any")
-    host = IdFilter(method="filter_host", min_value=1, max_value=MAX_ID, label="Host")
-    sort = django_filters.OrderingFilter(
-        fields=(("server__name", "server"), ("export_path", "export"), ("status", "status"),
+    # Set by links (a host's page), not typed: an id means nothing to a person.
+    host = IdFilter(method="filter_host", min_value=1, max_value=MAX_ID, label="Host", widget=forms.HiddenInput)
+    sort = ShareOrderingFilter(
+        fields=(("server__name", "server"), ("export_path", "export"), ("status_rank", "status"),
                 ("last_verified", "verified")),
         label="Sort by",
     )

@@ -57,7 +57,10 @@ class ShareListView(ViewerRequiredMixin, TemplateView):
                  "clients": [(client.name, host_url(client.pk)) for client in share.clients.all()]}
                 for share in page.object_list]
         filter_params = {key: value for key, value in params.items() if key != "page"}
+        host_id = filterset.form.cleaned_data.get("host") if not errors else None
         context.update(
+            host_shown=Host.all_objects.filter(pk=host_id).only("pk", "name").first() if host_id else None,
+            all_hosts_query=urlencode({key: value for key, value in filter_params.items() if key != "host"}),
             filter=filterset, filter_errors=errors, rows=rows, page=page,
             filter_query=urlencode(filter_params), sort=params.get("sort", ""),
             sort_queries=sort_queries(params, keys=SORT_KEYS), sort_marks=sort_marks(params.get("sort", ""), SORT_KEYS),

@@ -34,6 +34,20 @@ def three(db):
     return a, b, c
 
 
+def test_status_sort_puts_problems_first(viewer_client):
+    server = host("nfs-a")
+    for status in ("ready", "new", "configuring", "degraded", "failed"):
+        share(server, f"/srv/{status}", status=status)
+    response = viewer_client.get(reverse("storage:share_list"), {"sort": "status"})
+    assert exports(response) == [f"nfs-a:/srv/{s}" for s in ("failed", "degraded", "configuring", "new", "ready")]
+
+
+def test_the_host_page_links_to_its_shares(admin_client, three):
+    a, _b, _c = three
+    html = admin_client.get(reverse("hosts:host_detail", args=[a.pk])).content.decode()
+    assert f'href="{reverse("storage:share_list")}?host={a.pk}"' in html
+
+
 def test_shares_come_one_page_at_a_time(viewer_client):
     server = host("nfs-a")
     for i in range(120):
@@ -58,7 +72,10 @@ def test_filters_select_shares(viewer_client, three, params, expected):
 
 def test_host_filter_keeps_what_a_host_serves_or_mounts(viewer_client, three):
     a, _b, c = three
-    assert exports(viewer_client.get(reverse("storage:share_list"), {"host": c.pk})) == ["nfs-b:/srv/backup"]
+    response = viewer_client.get(reverse("storage:share_list"), {"host": c.pk, "sort": "export"})
+    assert exports(response) == ["nfs-b:/srv/backup"]
+    assert response.context["host_shown"] == c and response.context["all_hosts_query"] == "sort=export"
+    assert "kvm-c</a> serves or mounts" in response.content.decode()
     assert exports(viewer_client.get(reverse("storage:share_list"), {"host": a.pk})) == [
         "nfs-a:/srv/archive", "nfs-a:/srv/images", "nfs-b:/srv/backup"]
 
@@ -69,6 +86,7 @@ def test_host_filter_keeps_what_a_host_serves_or_mounts(viewer_client, three):
     ("export", ["nfs-a:/srv/archive", "nfs-b:/srv/backup", "nfs-a:/srv/images"]),
     ("-export", ["nfs-a:/srv/images", "nfs-b:/srv/backup", "nfs-a:/srv/archive"]),
     ("status", ["nfs-b:/srv/backup", "nfs-a:/srv/archive", "nfs-a:/srv/images"]),  # failed, new, ready
+    ("-status", ["nfs-a:/srv/images", "nfs-a:/srv/archive", "nfs-b:/srv/backup"]),
 ])
 def test_sorting_both_ways(viewer_client, three, sort, expected):
     response = viewer_client.get(reverse("storage:share_list"), {"sort": sort})
