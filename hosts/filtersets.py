@@ -1,8 +1,9 @@
 """The inventory's filters (django-filter): every one lives in the query string.
 
 Two sets over the same parameters: ``HostFilterSet`` picks the hosts (host, tag, status,
-maintenance), sorted by ``hsort``, and ``GuestFilterSet`` the guests of those hosts (text, state,
-local disks), sorted by ``sort``. A filter that does not validate selects nothing and says why (never a 500).
+maintenance), sorted by ``hsort``, and ``GuestFilterSet`` the guests of those hosts (text,
+state, local disks), sorted by ``sort``. A filter that does not validate selects nothing and
+says why (never a 500).
 """
 
 from __future__ import annotations

@@ -59,7 +59,10 @@ def scoped_role_rank(user) -> int:
 
 
 def user_rank_on(user, host: Host) -> int:
-    return role_rank_on(global_rank=global_role_rank(user), grants=_grants(user),
+    global_rank = global_role_rank(user)
+    if global_rank >= len(ROLE_ORDER) - 1:  # the highest role everywhere: no grant adds to it
+        return global_rank
+    return role_rank_on(global_rank=global_rank, grants=_grants(user),
                         host_groups=host.host_groups.values_list("pk", flat=True))
 
 

@@ -37,7 +37,8 @@ GRID_COLUMNS = (
 
 class ShareListView(ViewerRequiredMixin, TemplateView):
     """A page of shares, filtered and sorted by the query string (storage/filtersets.py), in
-    three queries whatever their number: the count, the page with its servers, their clients."""
+    three queries whatever their number: the count, the page with its servers, their clients
+    (and the host's name when the list is of one host's shares)."""
 
     template_name = "storage/share_list.html"
 
