@@ -1,13 +1,15 @@
 """The inventory at fleet scale, before and after paged lists: page time and size, vm_list --json.
 
     .venv/bin/python bench/inventory_scale.py [--before REF] [--sizes 20,100,4000,20000] [--runs 3]
+    .venv/bin/python bench/inventory_scale.py --before 501df3c --sizes 20,20000 --runs 20 --rounds 3
 
-Two source trees are measured side by side in one run: this one ("after") and ``--before``
+Two source trees are measured side by side in one run (alternately, --rounds times): this one ("after") and ``--before``
 (a git revision, extracted with git archive; by default the last revision whose inventory
 rendered every guest in one table). For each tree, in a process of its own with a fresh
 SQLite database of that tree's schema, synthetic hosts (loopback addresses, never contacted,
 no worker running: bench/synthetic_inventory.py) with 40 guests each are added up to each
-size, and measured (median of --runs, through Django's test client, DEBUG off):
+size, and measured (median of --runs, and for the inventory's first page, the search and the host
+page also the 95th percentile and the median CPU time; through Django's test client, DEBUG off):
 - the inventory page /hosts/ and its live partial (what every open page fetched per event);
 - a filtered search (state + text) and the host page (time and queries);
 - ``manage.py vm_list --json`` to /dev/null: time, and the peak of what it allocates (tracemalloc).
@@ -34,13 +36,27 @@ BEFORE = "0f80c56"  # the inventory before paged lists: every guest in one table
 GUESTS_PER_HOST = 40
 
 
-def median_ms(func, runs: int) -> float:
-    walls = []
+def walls_ms(func, runs: int) -> tuple[list[float], list[float]]:
+    """Wall and CPU milliseconds of each run (CPU time moves less when other work shares the cores)."""
+    walls, cpus = [], []
     for _ in range(runs):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         func()
         walls.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(walls)
+        cpus.append((time.process_time() - c0) * 1000)
+    return walls, cpus
+
+
+def median_ms(func, runs: int) -> float:
+    return statistics.median(walls_ms(func, runs)[0])
+
+
+def median_p95_ms(func, runs: int) -> tuple[float, float, float]:
+    """Median and 95th percentile of the wall time (the nearest rank; the slowest run when there
+    are fewer than 20), and the median CPU time."""
+    walls, cpus = walls_ms(func, runs)
+    walls.sort()
+    return statistics.median(walls), walls[min(len(walls) - 1, -(-95 * len(walls) // 100) - 1)], statistics.median(cpus)
 
 
 def vm_list_figures(runs: int) -> tuple[float, float]:
@@ -113,13 +129,17 @@ def measure(tree: Path, db: Path, sizes: list[int], runs: int) -> None:
             get(f"/hosts/{host.pk}/")
         host_queries = len(ctx.captured_queries)
         took, peak = vm_list_figures(runs)
+        page_ms, page_p95, page_cpu = median_p95_ms(lambda: get("/hosts/"), runs)
+        search_ms, search_p95, search_cpu = median_p95_ms(
+            lambda: get("/hosts/", {"state": "running", "q": "vm-01"}), runs)
+        host_ms, host_p95, host_cpu = median_p95_ms(lambda: get(f"/hosts/{host.pk}/"), runs)
         print(json.dumps({
             "guests": guests, "hosts": hosts,
-            "page_ms": median_ms(lambda: get("/hosts/"), runs), "page_kb": len(page.content) / 1024,
+            "page_ms": page_ms, "page_p95_ms": page_p95, "page_cpu_ms": page_cpu, "page_kb": len(page.content) / 1024,
             "partial_ms": median_ms(lambda: get("/hosts/partials/inventory/"), runs),
             "partial_kb": len(partial.content) / 1024,
-            "search_ms": median_ms(lambda: get("/hosts/", {"state": "running", "q": "vm-01"}), runs),
-            "host_ms": median_ms(lambda: get(f"/hosts/{host.pk}/"), runs), "host_queries": host_queries,
+            "search_ms": search_ms, "search_p95_ms": search_p95, "search_cpu_ms": search_cpu,
+            "host_ms": host_ms, "host_p95_ms": host_p95, "host_cpu_ms": host_cpu, "host_queries": host_queries,
             "vm_list_ms": took, "vm_list_mib": peak,
         }), flush=True)
 
@@ -141,6 +161,7 @@ def main() -> int:
     parser.add_argument("--before", default=BEFORE, help="git revision to compare with (default %(default)s)")
     parser.add_argument("--sizes", default="20,100,4000,20000")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=1, help="alternate the two trees this many times")
     parser.add_argument("--measure", help=argparse.SUPPRESS)
     parser.add_argument("--db", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -159,25 +180,40 @@ def main() -> int:
         sum(range(10**7))
         print(f"before = {args.before}, after = this tree; calibration sum(range(10**7)) = "
               f"{time.perf_counter() - t0:.2f} s, load average {os.getloadavg()[0]:.1f}; median of {args.runs}")
-        results = {"before": run_tree("before", before, work, sizes, args.runs),
-                   "after": run_tree("after", BASE, work, sizes, args.runs)}
-        columns = [("page_ms", "page ms", ".1f"), ("page_kb", "page KB", ".0f"), ("partial_ms", "live partial ms", ".1f"),
-                   ("partial_kb", "partial KB", ".0f"), ("search_ms", "search ms", ".1f"), ("host_ms", "host page ms", ".1f"),
+        # before, after, before, after…: a machine that gets busier or quieter meanwhile weighs
+        # on both trees alike; each figure is the median over the rounds.
+        rounds: dict[str, list[list[dict]]] = {"before": [], "after": []}
+        for n in range(args.rounds):
+            for name, tree in (("before", before), ("after", BASE)):
+                rounds[name].append(run_tree(f"{name}-{n}", tree, work, sizes, args.runs))
+            print(f"round {n + 1} of {args.rounds} done, load average {os.getloadavg()[0]:.1f}", flush=True)
+        def middle(values: list):
+            return statistics.median_low(values) if all(isinstance(v, int) for v in values) else statistics.median(values)
+
+        results = {name: [{key: middle([r[i][key] for r in done]) for key in done[0][i]}
+                          for i in range(len(done[0]))] for name, done in rounds.items()}
+        columns = [("page_ms", "page ms", ".1f"), ("page_p95_ms", "page p95 ms", ".1f"),
+                   ("page_cpu_ms", "page CPU ms", ".1f"), ("page_kb", "page KB", ".0f"),
+                   ("partial_ms", "live partial ms", ".1f"), ("partial_kb", "partial KB", ".0f"),
+                   ("search_ms", "search ms", ".1f"), ("search_p95_ms", "search p95 ms", ".1f"),
+                   ("search_cpu_ms", "search CPU ms", ".1f"),
+                   ("host_ms", "host page ms", ".1f"), ("host_p95_ms", "host p95 ms", ".1f"),
+                   ("host_cpu_ms", "host CPU ms", ".1f"),
                    ("host_queries", "host queries", "d"), ("vm_list_ms", "vm_list ms", ".0f"),
                    ("vm_list_mib", "vm_list peak MiB", ".1f")]
         print(f"{'tree':7s} {'guests':>7s} {'hosts':>5s} " + " ".join(f"{label:>15s}" for _, label, _ in columns))
         for name, rows in results.items():
             for row in rows:
                 print(f"{name:7s} {row['guests']:7d} {row['hosts']:5d} "
-                      + " ".join(f"{format(row[key], fmt):>15s}" for key, _, fmt in columns))
+                      + " ".join(f"{format(row[key], fmt) if key in row else '—':>15s}" for key, _, fmt in columns))
         for name, rows in results.items():
             small, large = rows[0], rows[-1]
             print(f"{name}: {large['guests']} ÷ {small['guests']} guests: page time × {large['page_ms'] / small['page_ms']:.1f}, "
                   f"page size × {large['page_kb'] / small['page_kb']:.1f}, "
                   f"live partial time × {large['partial_ms'] / small['partial_ms']:.1f}")
         b, a = results["before"][-1], results["after"][-1]
-        print(f"at {a['guests']} guests, after vs before: page {b['page_ms'] / a['page_ms']:.0f}× faster and "
-              f"{b['page_kb'] / a['page_kb']:.0f}× smaller; vm_list --json {b['vm_list_ms'] / a['vm_list_ms']:.1f}× faster, "
+        print(f"at {a['guests']} guests, after vs before: page {b['page_ms'] / a['page_ms']:.1f}× faster and "
+              f"{b['page_kb'] / a['page_kb']:.1f}× smaller; vm_list --json {b['vm_list_ms'] / a['vm_list_ms']:.1f}× faster, "
               f"allocation peak {b['vm_list_mib']:.1f} → {a['vm_list_mib']:.1f} MiB")
         return 0
     finally:

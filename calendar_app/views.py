@@ -89,7 +89,7 @@ class EventsView(ViewerRequiredMixin, View):
 
     def get(self, request):
         after, before = _range(request)
-        windows = _windows(request.user).filter(start__lt=before).prefetch_related("hosts")
+        windows = payloads.with_occurrences(_windows(request.user).filter(start__lt=before), after, before)
         host = request.GET.get("host", "")
         if host.isdigit():
             windows = windows.filter(hosts__pk=int(host))

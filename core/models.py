@@ -42,6 +42,10 @@ class Job(models.Model):
             models.Index(fields=["target_type", "target_id", "-created"], name="core_job_target_created"),
             # The jobs page filtered by status, newest first.
             models.Index(fields=["status", "-created", "-id"], name="core_job_status_created"),
+            # ... by kind, and by a target's id or name without its type (JobFilterSet.target).
+            models.Index(fields=["kind", "-created", "-id"], name="core_job_kind_created"),
+            models.Index(fields=["target_id", "-created"], name="core_job_tid_created"),
+            models.Index(fields=["target_label", "-created"], name="core_job_tlabel_created"),
         ]
 
     def __str__(self) -> str:
@@ -123,6 +127,11 @@ class AuditEvent(models.Model):
             models.Index(fields=["actor_label", "time"], name="core_audit_actor_time"),
             models.Index(fields=["target_type", "target_id", "time"], name="core_audit_target_time"),
             models.Index(fields=["target_type", "target_label", "time"], name="core_audit_tlabel_time"),
+            # "Target name or id" without a target type: id or name alone (an OR of the two).
+            # SQLite skip-scans the two type-first indexes above for it; PostgreSQL does not,
+            # and read the time index backwards (174 ms at 200,000 events for no match; 0.1 ms).
+            models.Index(fields=["target_id", "time"], name="core_audit_tid_only_time"),
+            models.Index(fields=["target_label", "time"], name="core_audit_tlabel_only_time"),
             models.Index(fields=["result", "time"], name="core_audit_result_time"),
             models.Index(fields=["source_ip", "time"], name="core_audit_ip_time"),
             models.Index(fields=["request_id"], name="core_audit_request"),

@@ -1,6 +1,6 @@
 """What the inventory page shows, read in the same few queries whatever the fleet's size.
 
-One page of hosts with a summary of each one's guests (counts by state, vCPUs and memory of
+One page of hosts (sorted by name, status, memory in use or guests) with a summary of each one's guests (counts by state, vCPUs and memory of
 the guests that run, from one aggregate query), and one page of guests below it. The filters
 come from the query string (hosts/filtersets.py). Guest rows are plain dicts with their links
 already made, so the row loop renders no ``{% url %}`` or ``{% include %}`` per row.
@@ -31,9 +31,11 @@ STATE_LABELS = dict(VMStateChoices.choices)
 # The order a host's guest counts read in: what runs first, what is stopped last.
 STATE_ORDER = {state: i for i, state in enumerate(
     ["running", "blocked", "paused", "pmsuspended", "shutdown", "shutoff", "crashed", "nostate"])}
-SORT_KEYS = ("name", "state", "host", "vcpus", "memory")
-_SENTINEL_ID = 987654321987
-_SENTINEL_UUID = "00000000-0000-4000-8000-00000000f00d"
+SORT_KEYS = ("name", "state", "host", "vcpus", "memory")  # the guest table's ``sort``
+HOST_SORT_KEYS = ("name", "status", "memory", "guests")  # the host table's ``hsort``
+# Stand-ins url_maker replaces: an id and a UUID no row has.
+SENTINEL_ID = 987654321987
+SENTINEL_UUID = "00000000-0000-4000-8000-00000000f00d"
 
 
 def url_maker(name: str, *sentinels) -> Callable[..., str]:
@@ -82,8 +84,8 @@ GUEST_FIELDS = ("pk", "uuid", "name", "state", "state_reason", "persistent", "vc
 
 def guest_rows(values) -> list[dict]:
     """Rows of the guest table, each with its links and state label made here."""
-    vm_url = url_maker("hosts:vm_detail", _SENTINEL_ID, _SENTINEL_UUID)
-    host_url = url_maker("hosts:host_detail", _SENTINEL_ID)
+    vm_url = url_maker("hosts:vm_detail", SENTINEL_ID, SENTINEL_UUID)
+    host_url = url_maker("hosts:host_detail", SENTINEL_ID)
     return [{**row, "state_label": STATE_LABELS.get(row["state"], row["state"]),
              "url": vm_url(row["host_id"], row["uuid"]), "host_url": host_url(row["host_id"])}
             for row in values]
@@ -98,10 +100,17 @@ def _query(params: dict[str, str], **changes) -> str:
     return urlencode({key: value for key, value in merged.items() if value})
 
 
-def sort_queries(params: dict[str, str]) -> dict[str, str]:
-    """Per column, the query string that sorts by it (descending when it is the sort already)."""
-    current = params.get("sort", "")
-    return {key: _query(params, sort=f"-{key}" if current == key else key, page="") for key in SORT_KEYS}
+def sort_queries(params: dict[str, str], param: str = "sort", keys: tuple[str, ...] = SORT_KEYS,
+                 page: str = "page") -> dict[str, str]:
+    """Per column, the query string that sorts by it (descending when it is the sort already),
+    back on the table's first page."""
+    current = params.get(param, "")
+    return {key: _query(params, **{param: f"-{key}" if current == key else key, page: ""}) for key in keys}
+
+
+def sort_marks(current: str, keys: tuple[str, ...]) -> dict[str, str]:
+    """Per column, the arrow its heading shows: ▲ sorted ascending by it, ▼ descending, else nothing."""
+    return {key: "▲" if current == key else "▼" if current == f"-{key}" else "" for key in keys}
 
 
 def inventory_context(query, hosts: QuerySet) -> dict:
@@ -132,7 +141,10 @@ def inventory_context(query, hosts: QuerySet) -> dict:
         "host_rows": host_rows, "host_page": host_page, "duplicate_count": len(flags),
         "guest_rows": rows, "guest_page": guest_page, "page_sizes": PAGE_SIZES,
         "sort": params.get("sort", ""), "sort_queries": sort_queries(params),
+        "sort_marks": sort_marks(params.get("sort", ""), SORT_KEYS),
+        "hsort": params.get("hsort", ""), "host_sort_queries": sort_queries(params, "hsort", HOST_SORT_KEYS, "hpage"),
+        "host_sort_marks": sort_marks(params.get("hsort", ""), HOST_SORT_KEYS),
         "query": _query(params), "filter_query": _query(params, page="", hpage=""),
-        "filtered": any(key not in PAGE_PARAMS + ("per", "sort", "show") for key in params),
+        "filtered": any(key not in PAGE_PARAMS + ("per", "sort", "hsort", "show") for key in params),
         "live_hosts": ",".join(map(str, live_hosts)),
     }

@@ -59,7 +59,10 @@ def scoped_role_rank(user) -> int:
 
 
 def user_rank_on(user, host: Host) -> int:
-    return role_rank_on(global_rank=global_role_rank(user), grants=_grants(user),
+    global_rank = global_role_rank(user)
+    if global_rank >= len(ROLE_ORDER) - 1:  # the highest role everywhere: no grant adds to it
+        return global_rank
+    return role_rank_on(global_rank=global_rank, grants=_grants(user),
                         host_groups=host.host_groups.values_list("pk", flat=True))
 
 
@@ -184,18 +187,22 @@ class HostAccessMixin:
         if request.user.is_authenticated:
             hosts = self.access_hosts(kwargs)
             role = self.host_post_role if request.method == "POST" and self.host_post_role else self.host_role
-            for host in hosts:
-                self.require_host(host, role)
+            # Each host's rank read once: the check here and the page's can_operate / can_admin.
+            ranks = [user_rank_on(request.user, host) for host in hosts]
+            for host, rank in zip(hosts, ranks):
+                if rank < rank_of(role):
+                    raise PermissionDenied(f"You need the {RoleChoices(role).label} role on {host.name}.")
             self.access_hosts_checked = hosts
+            self.access_ranks = ranks
             if hosts:
                 self.access_host = hosts[0]
         return super().dispatch(request, *args, **kwargs)
 
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)
-        hosts = getattr(self, "access_hosts_checked", None)
-        if hosts:
-            rank = min(user_rank_on(self.request.user, host) for host in hosts)
+        ranks = getattr(self, "access_ranks", None)
+        if ranks:
+            rank = min(ranks)
             context["can_operate"] = rank >= rank_of(RoleChoices.OPERATOR)
             context["can_admin"] = rank >= rank_of(RoleChoices.ADMIN)
         return context

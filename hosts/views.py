@@ -75,9 +75,18 @@ class InventoryTablesPartialView(InventoryView):
 
 
 class HostDetailView(ViewerRequiredMixin, HostAccessMixin, DetailView):
-    queryset = Host.all_objects.select_related("facts")
     template_name = "hosts/host_detail.html"
     context_object_name = "host"
+
+    def url_host(self, kwargs):
+        return Host.all_objects.select_related("facts").filter(pk=kwargs["pk"]).first()
+
+    def get_object(self, queryset=None):
+        # The host HostAccessMixin read (with its facts) and checked: not read a second time.
+        host = getattr(self, "access_host", None)
+        if host is None:
+            raise Http404("No such host.")
+        return host
 
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)

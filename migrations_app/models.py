@@ -146,6 +146,9 @@ class Migration(models.Model):
 
     class Meta:
         ordering = ["-created", "-pk"]
+        # The migrations list filtered by status, newest first (its host filter uses the two
+        # foreign keys' own indexes, its keyset pages the one on created).
+        indexes = [models.Index(fields=["status", "-created", "-id"], name="migrations_status_created")]
 
     def __str__(self) -> str:
         return f"migration #{self.pk} of {self.vm_name}"

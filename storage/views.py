@@ -1,19 +1,27 @@
 """Shared-storage pages. Views only read, validate and call services; no host I/O here."""
 
+from urllib.parse import urlencode
+
 from django.contrib import messages
 from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
+from django.db.models import Prefetch
 from django.shortcuts import get_object_or_404, redirect
 from django.views import View
-from django.views.generic import DetailView, FormView, ListView
+from django.views.generic import DetailView, FormView, TemplateView
 
 from core.actors import Actor
 from core.models import Job
 from core.choices import RoleChoices
 from core.roles import AdminRequiredMixin, ViewerRequiredMixin
+from hosts.filtersets import form_errors
+from hosts.inventory_page import MAX_PARAM_LENGTH, SENTINEL_ID, sort_marks, sort_queries, url_maker
+from hosts.models import Host
 from hosts.permissions import HostAccessMixin, hosts_for, records_for
 
 from . import services
 from .choices import SETUP_ACTIVE_STATES, SetupStatusChoices, StepStateChoices, StorageJobKindChoices
+from .filtersets import SHARES_PER_PAGE, SORT_KEYS, ShareFilterSet
 from .forms import ShareForm
 from .models import Share, ShareSetup
 from .steps import plan_from_json, rendered_step
@@ -27,13 +35,39 @@ GRID_COLUMNS = (
 )
 
 
-class ShareListView(ViewerRequiredMixin, ListView):
-    template_name = "storage/share_list.html"
-    context_object_name = "shares"
+class ShareListView(ViewerRequiredMixin, TemplateView):
+    """A page of shares, filtered and sorted by the query string (storage/filtersets.py), in
+    three queries whatever their number: the count, the page with its servers, their clients
+    (and the host's name when the list is of one host's shares)."""
 
-    def get_queryset(self):
-        shares = records_for(self.request.user, RoleChoices.VIEWER, Share.objects.all())
-        return shares.select_related("server").prefetch_related("clients")
+    template_name = "storage/share_list.html"
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        params = {key: value[:MAX_PARAM_LENGTH] for key, value in self.request.GET.items() if value}
+        visible = records_for(self.request.user, RoleChoices.VIEWER, Share.objects.all())
+        filterset = ShareFilterSet(self.request.GET, queryset=visible)
+        errors = form_errors(filterset)
+        shares = Share.objects.none() if errors else filterset.qs
+        clients = Prefetch("clients", queryset=Host.all_objects.order_by("name"))
+        page = Paginator(shares.select_related("server").prefetch_related(clients), SHARES_PER_PAGE) \
+            .get_page(params.get("page"))
+        share_url = url_maker("storage:share_detail", SENTINEL_ID)
+        host_url = url_maker("hosts:host_detail", SENTINEL_ID)
+        rows = [{"share": share, "url": share_url(share.pk), "server_url": host_url(share.server_id),
+                 "clients": [(client.name, host_url(client.pk)) for client in share.clients.all()]}
+                for share in page.object_list]
+        filter_params = {key: value for key, value in params.items() if key != "page"}
+        host_id = filterset.form.cleaned_data.get("host") if not errors else None
+        context.update(
+            host_shown=Host.all_objects.filter(pk=host_id).only("pk", "name").first() if host_id else None,
+            all_hosts_query=urlencode({key: value for key, value in filter_params.items() if key != "host"}),
+            filter=filterset, filter_errors=errors, rows=rows, page=page,
+            filter_query=urlencode(filter_params), sort=params.get("sort", ""),
+            sort_queries=sort_queries(params, keys=SORT_KEYS), sort_marks=sort_marks(params.get("sort", ""), SORT_KEYS),
+            filtered=any(key not in ("page", "sort") for key in params),
+        )
+        return context
 
 
 class ShareCreateView(AdminRequiredMixin, HostAccessMixin, FormView):
@@ -131,7 +165,7 @@ class ShareDetailView(ViewerRequiredMixin, HostAccessMixin, DetailView):
         latest = share.setups.order_by("-created", "-pk").first()
         context["setup"] = setup
         context["is_latest"] = setup is not None and latest is not None and setup.pk == latest.pk
-        context["history"] = share.setups.select_related("apply_job", "plan_job")[:20]
+        context["history"] = share.setups.select_related("apply_job", "plan_job", "created_by")[:20]
         context["grid_columns"] = GRID_COLUMNS
         context["clients"] = share.clients.order_by("name")
         if setup is not None and setup.plan:

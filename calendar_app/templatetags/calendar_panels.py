@@ -16,7 +16,7 @@ from hosts.models import Host
 
 from ..choices import OCCURRENCE_TERMINAL_STATES
 from ..models import MaintenanceWindow, WindowOccurrence
-from ..payloads import occurrences_between, when_label
+from ..payloads import occurrences_between, when_label, with_occurrences
 
 register = template.Library()
 
@@ -25,10 +25,10 @@ SOON = timedelta(hours=24)
 
 @register.inclusion_tag("calendar_app/partials/host_windows.html", takes_context=True)
 def host_windows(context, host: Host, days: int = 60):
-    now = timezone.now()
+    now, until = timezone.now(), timezone.now() + timedelta(days=days)
     found = []
-    for w in MaintenanceWindow.objects.filter(hosts=host, cancelled=False).prefetch_related("hosts"):
-        found += occurrences_between(w, now, now + timedelta(days=days), limit=5)
+    for w in with_occurrences(MaintenanceWindow.objects.filter(hosts=host, cancelled=False), now, until):
+        found += occurrences_between(w, now, until, limit=5)
     found.sort(key=lambda o: o["start"])
     return {"host": host, "occurrences": found[:5], "can_operate": context.get("can_operate", False)}
 
@@ -38,7 +38,8 @@ def windows_soon() -> dict[int, dict]:
     """The next occurrence (within 24 h, or running now) of every host that has one."""
     now = timezone.now()
     soon: dict[int, dict] = {}
-    for w in MaintenanceWindow.objects.filter(cancelled=False, start__lt=now + SOON).prefetch_related("hosts"):
+    windows = MaintenanceWindow.objects.filter(cancelled=False, start__lt=now + SOON)
+    for w in with_occurrences(windows, now, now + SOON):
         occs = [o for o in occurrences_between(w, now, now + SOON, limit=2)
                 if o["status"] not in OCCURRENCE_TERMINAL_STATES]
         if not occs:

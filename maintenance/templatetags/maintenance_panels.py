@@ -37,6 +37,14 @@ class HostMaintenance:
 
 @register.simple_tag
 def host_maintenance(host: Host) -> HostMaintenance:
+    # Read once per host object: the host page shows the buttons in its head and the banner in its body.
+    cached = getattr(host, "_vmportal_maintenance", None)
+    if cached is None:
+        cached = host._vmportal_maintenance = _host_maintenance(host)
+    return cached
+
+
+def _host_maintenance(host: Host) -> HostMaintenance:
     evacuations = Evacuation.objects.filter(host=host).order_by("-created", "-pk")
     active = evacuations.filter(status__in=EVACUATION_ACTIVE_STATES).first()
     last = evacuations.exclude(status__in=EVACUATION_ACTIVE_STATES).first()

@@ -129,3 +129,62 @@ def test_hosts_come_one_page_at_a_time(viewer_client):
     assert len(first.context["host_rows"]) == 25 and b"Next hosts" in first.content
     second = viewer_client.get(reverse("hosts:inventory"), {"hpage": 2})
     assert [r["host"].name for r in second.context["host_rows"]][0] == "kvm-25"
+
+
+def host_names(response):
+    return [row["host"].name for row in response.context["host_rows"]]
+
+
+@pytest.mark.parametrize("hsort, expected", [
+    ("name", ["kvm-a", "kvm-b", "kvm-c", "kvm-d"]),
+    ("-name", ["kvm-d", "kvm-c", "kvm-b", "kvm-a"]),
+    ("guests", ["kvm-d", "kvm-c", "kvm-a", "kvm-b"]),  # 0, 1, 3, 3 guests: a tie reads by name
+    ("-guests", ["kvm-a", "kvm-b", "kvm-c", "kvm-d"]),
+    ("memory", ["kvm-d", "kvm-b", "kvm-c", "kvm-a"]),  # no facts (0), 8, 16, 48 GiB in use
+    ("-memory", ["kvm-a", "kvm-c", "kvm-b", "kvm-d"]),
+    ("status", ["kvm-c", "kvm-b", "kvm-a", "kvm-d"]),  # key mismatch, unreachable, unknown, reachable
+    ("-status", ["kvm-d", "kvm-a", "kvm-b", "kvm-c"]),
+])
+def test_hosts_sort_by_a_column_both_ways(viewer_client, hsort, expected):
+    gib = 1024 * 1024
+    for name, guests, used_gib, status in (("kvm-a", 3, 48, "unknown"), ("kvm-b", 3, 8, "unreachable"),
+                                           ("kvm-c", 1, 16, "key_mismatch")):
+        host = host_with_guests(name, guests)
+        Host.objects.filter(pk=host.pk).update(status=status)
+        HostFacts.objects.filter(host=host).update(memory_total_kib=64 * gib, memory_free_kib=(64 - used_gib) * gib)
+    Host.objects.create(name="kvm-d", address="127.0.2.4", auth_method="portal_key", status="reachable")
+    response = viewer_client.get(reverse("hosts:inventory"), {"hsort": hsort})
+    assert host_names(response) == expected and not response.context["filter_errors"]
+    # The guest table keeps its own order; the live partial sorts the same way.
+    assert names(response)[0] == "kvm-a-g000"
+    assert host_names(viewer_client.get(reverse("hosts:inventory_tables"), {"hsort": hsort})) == expected
+
+
+def test_host_sort_is_stable_across_pages(viewer_client):
+    for i in range(30):
+        host_with_guests(f"kvm-{i:02d}", i % 3)
+    pages = [host_names(viewer_client.get(reverse("hosts:inventory"), {"hsort": "-guests", "hpage": n}))
+             for n in (1, 2)]
+    seen = pages[0] + pages[1]
+    assert len(seen) == 30 and len(set(seen)) == 30
+    expected = sorted((f"kvm-{i:02d}" for i in range(30)), key=lambda name: (-(int(name[4:]) % 3), name))
+    assert seen == expected
+
+
+def test_host_sort_headings_toggle_and_keep_the_filter(viewer_client):
+    host_with_guests("kvm-a", 1, tags=["gpu"])
+    response = viewer_client.get(reverse("hosts:inventory"), {"tag": "gpu", "hsort": "guests", "hpage": "1"})
+    queries = response.context["host_sort_queries"]
+    assert "hsort=-guests" in queries["guests"] and "tag=gpu" in queries["guests"]
+    assert "hpage" not in queries["guests"] and "hsort=memory" in queries["memory"]
+    assert response.context["host_sort_marks"]["guests"] == "▲"
+    html = response.content.decode()
+    assert 'name="hsort" value="guests"' in html  # the filter form keeps the sort
+
+
+@pytest.mark.parametrize("hsort", ["password", "facts__secret", "-", "name,guests" * 100, "\x00"])
+def test_unknown_host_sort_keys_are_refused_with_a_message(viewer_client, hsort):
+    host_with_guests("kvm-a", 1)
+    response = viewer_client.get(reverse("hosts:inventory"), {"hsort": hsort})
+    assert response.status_code == 200
+    assert response.context["host_rows"] == [] and any("Sort hosts by" in e for e in response.context["filter_errors"])
