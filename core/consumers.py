@@ -12,10 +12,10 @@ import asyncio
 import logging
 import time
 
-from asgiref.sync import async_to_sync
 from autobahn.exception import Disconnected
+from channels.db import database_sync_to_async
 from channels.exceptions import ChannelFull
-from channels.generic.websocket import JsonWebsocketConsumer, WebsocketConsumer
+from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
 from django.conf import settings
 from redis.exceptions import RedisError
 
@@ -32,14 +32,19 @@ GROUP_RENEW_S = 3600.0
 logger = logging.getLogger(__name__)
 
 
-class UnknownPathConsumer(WebsocketConsumer):
+class UnknownPathConsumer(AsyncWebsocketConsumer):
     """Any websocket path no app routes: refused at the handshake, not a routing error."""
 
-    def connect(self):
-        self.close(code=CLOSE_NOT_FOUND)
+    async def connect(self):
+        await self.close(code=CLOSE_NOT_FOUND)
 
 
-class RoleGatedConsumer(JsonWebsocketConsumer):
+class RoleGatedConsumer(AsyncJsonWebsocketConsumer):
+    """Async: an event is passed on in the server's event loop, without a thread per message;
+    what reads the database (``get_group``, ``object_allowed``, ``access_kept``,
+    ``current_state``, the access check) stays plain sync code, run through
+    ``database_sync_to_async``."""
+
     required_role = RoleChoices.VIEWER
     group = ""
 
@@ -61,9 +66,8 @@ class RoleGatedConsumer(JsonWebsocketConsumer):
                     # Redis away for a moment: the next tick tries again (the socket's events stop too).
                     logger.debug("websocket re-check not queued: %s", exc)
 
-    def _close_if_access_gone(self) -> None:
-        if getattr(self, "closing", False):
-            return
+    def _access_close_code(self) -> int | None:
+        """None while the socket may stay open (sync: reads the session, roles and grants)."""
         user = self.scope.get("user")
         session = self.scope.get("session")
         code = access_close_code(
@@ -76,11 +80,17 @@ class RoleGatedConsumer(JsonWebsocketConsumer):
             delattr(target, cached)
         if code is None and not self.object_allowed(user):
             code = CLOSE_FORBIDDEN
-        if code is not None:
-            self.closing = True
-            self.close(code=code)
+        if code is None:
+            self.access_kept(user)
+        return code
+
+    async def _close_if_access_gone(self) -> None:
+        if getattr(self, "closing", False):
             return
-        self.access_kept(user)
+        code = await database_sync_to_async(self._access_close_code)()
+        if code is not None and not getattr(self, "closing", False):
+            self.closing = True
+            await self.close(code=code)
 
     def object_allowed(self, user) -> bool:
         """Whether the user may see what this socket follows (after ``get_group``); pages of one
@@ -90,12 +100,12 @@ class RoleGatedConsumer(JsonWebsocketConsumer):
     def access_kept(self, user) -> None:
         """The user still may listen; a consumer that filters its events by host reloads them."""
 
-    def access_recheck(self, event):
-        self._close_if_access_gone()
+    async def access_recheck(self, event):
+        await self._close_if_access_gone()
         if not getattr(self, "closing", False):
-            self._renew_membership()
+            await self._renew_membership()
 
-    def _renew_membership(self) -> None:
+    async def _renew_membership(self) -> None:
         # The channel layer forgets a member after its group_expiry (so a socket whose server
         # died stops being sent to); an open socket joins again well before that.
         now = time.monotonic()
@@ -103,16 +113,17 @@ class RoleGatedConsumer(JsonWebsocketConsumer):
             return
         self.joined_at = now
         for group in (self.joined_group, user_group(self.scope["user"].pk)):
-            async_to_sync(self.channel_layer.group_add)(group, self.channel_name)
+            await self.channel_layer.group_add(group, self.channel_name)
 
-    def access_changed(self, event):
+    async def access_changed(self, event):
         session = self.scope.get("session")
         ended = event.get("ended_session")
         if ended and session is not None and session.session_key == ended:
-            self.closing = True
-            self.close(code=CLOSE_UNAUTHENTICATED)
+            if not getattr(self, "closing", False):
+                self.closing = True
+                await self.close(code=CLOSE_UNAUTHENTICATED)
             return
-        self._close_if_access_gone()
+        await self._close_if_access_gone()
 
     def get_group(self) -> str | None:
         """Group to join, or None if the target does not exist."""
@@ -121,43 +132,47 @@ class RoleGatedConsumer(JsonWebsocketConsumer):
     def current_state(self) -> dict:
         raise NotImplementedError
 
-    def connect(self):
+    def _admission(self) -> tuple[int | None, str | None]:
+        """(close code, None) to refuse the socket, or (None, the group to join) (sync)."""
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
-            self.close(code=CLOSE_UNAUTHENTICATED)
-            return
+            return CLOSE_UNAUTHENTICATED, None
         if not user_has_role(user, self.required_role):
-            self.close(code=CLOSE_FORBIDDEN)
-            return
+            return CLOSE_FORBIDDEN, None
         group = self.get_group()
         if group is None:
-            self.close(code=CLOSE_NOT_FOUND)
-            return
+            return CLOSE_NOT_FOUND, None
         if not self.object_allowed(user):
-            self.close(code=CLOSE_FORBIDDEN)
+            return CLOSE_FORBIDDEN, None
+        return None, group
+
+    async def connect(self):
+        code, group = await database_sync_to_async(self._admission)()
+        if code is not None:
+            await self.close(code=code)
             return
         self.joined_group = group
         self.joined_at = time.monotonic()
-        async_to_sync(self.channel_layer.group_add)(group, self.channel_name)
-        async_to_sync(self.channel_layer.group_add)(user_group(user.pk), self.channel_name)
-        self.accept()
-        self.send_json(self.current_state())
+        await self.channel_layer.group_add(group, self.channel_name)
+        await self.channel_layer.group_add(user_group(self.scope["user"].pk), self.channel_name)
+        await self.accept()
+        await self.send_json(await database_sync_to_async(self.current_state)())
 
-    def disconnect(self, code):
+    async def disconnect(self, code):
         group = getattr(self, "joined_group", None)
         if group:
-            async_to_sync(self.channel_layer.group_discard)(group, self.channel_name)
-            async_to_sync(self.channel_layer.group_discard)(user_group(self.scope["user"].pk), self.channel_name)
+            await self.channel_layer.group_discard(group, self.channel_name)
+            await self.channel_layer.group_discard(user_group(self.scope["user"].pk), self.channel_name)
 
-    def receive_json(self, content, **kwargs):
+    async def receive_json(self, content, **kwargs):
         # Pages only listen; anything they send is ignored.
         return
 
-    def send_json(self, content, close=False):
+    async def send_json(self, content, close=False):
         # A live event can reach a page that closed an instant earlier (its disconnect is still
         # queued behind this event): there is nobody left to tell, which is not an error.
         try:
-            super().send_json(content, close=close)
+            await super().send_json(content, close=close)
         except Disconnected:
             pass
 
@@ -176,11 +191,11 @@ class JobConsumer(RoleGatedConsumer):
         job = Job.objects.get(pk=self.job_id)
         return {"type": "job.state", "job": job_state_payload(job), "log": job.log}
 
-    def job_status(self, event):
-        self.send_json({"type": "job.status", "job": event["job"]})
+    async def job_status(self, event):
+        await self.send_json({"type": "job.status", "job": event["job"]})
 
-    def job_log(self, event):
-        self.send_json({"type": "job.log", "entry": event["entry"]})
+    async def job_log(self, event):
+        await self.send_json({"type": "job.log", "entry": event["entry"]})
 
 
 class AuditConsumer(RoleGatedConsumer):
@@ -190,8 +205,8 @@ class AuditConsumer(RoleGatedConsumer):
         latest = AuditEvent.objects.order_by("-pk").values_list("pk", flat=True).first()
         return {"type": "audit.state", "latest_id": latest}
 
-    def audit_recorded(self, event):
-        self.send_json({"type": "audit.recorded", "event_id": event["event_id"]})
+    async def audit_recorded(self, event):
+        await self.send_json({"type": "audit.recorded", "event_id": event["event_id"]})
 
 
 class WarningConsumer(RoleGatedConsumer):
@@ -202,5 +217,5 @@ class WarningConsumer(RoleGatedConsumer):
     def current_state(self):
         return {"type": "warnings.state"}
 
-    def warning_announced(self, event):
-        self.send_json({"type": "warning.announced", "warning": event["warning"]})
+    async def warning_announced(self, event):
+        await self.send_json({"type": "warning.announced", "warning": event["warning"]})
