@@ -104,9 +104,9 @@ def process_figures(pid: int) -> dict:
     return {"cpu_s": round(cpu, 2), "rss_mib": round(rss_kib / 1024, 1)}
 
 
-def prepare_django(env: dict, *, hosts: int, guests_per_host: int, fresh: bool) -> tuple[str, str, list]:
+def prepare_django(env: dict, *, hosts: int, guests_per_host: int, fresh: bool, sessions: int) -> tuple[list, list]:
     """Set Django up in this process; on a fresh database migrate it and add the synthetic fleet.
-    Returns the session cookie's name and value of a Viewer, and [(guest id, host id), …]."""
+    Returns ``sessions`` session cookies of a Viewer ("name=key"), and [(guest id, host id), …]."""
     os.environ.update(env)
     sys.path.insert(0, str(BASE))
     sys.path.append(str(BASE / "bench"))
@@ -130,15 +130,18 @@ def prepare_django(env: dict, *, hosts: int, guests_per_host: int, fresh: bool) 
     user.set_password("bench-live-password-1")
     user.save()
     user.groups.add(Group.objects.get_or_create(name="Viewer")[0])
-    session = import_string(f"{settings.SESSION_ENGINE}.SessionStore")()
-    session[SESSION_KEY] = str(user.pk)
-    session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
-    session[HASH_SESSION_KEY] = user.get_session_auth_hash()
-    session.create()
+    cookies = []
+    for _ in range(sessions):  # one browser each: every socket checks its own session again
+        session = import_string(f"{settings.SESSION_ENGINE}.SessionStore")()
+        session[SESSION_KEY] = str(user.pk)
+        session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+        session[HASH_SESSION_KEY] = user.get_session_auth_hash()
+        session.create()
+        cookies.append(f"{settings.SESSION_COOKIE_NAME}={session.session_key}")
     guests = list(VirtualMachine.objects.order_by("pk").values_list("pk", "host_id"))
     if not guests:
         raise SystemExit("no guests to name in the changes")
-    return settings.SESSION_COOKIE_NAME, session.session_key, guests
+    return cookies, guests
 
 
 def make_client_class():
@@ -175,24 +178,32 @@ def make_client_class():
     return Client
 
 
-async def open_clients(urls: list[str], count: int, cookie: str, *, parallel: int = 20) -> list:
+async def open_clients(urls: list[str], count: int, cookies: list[str], *, parallel: int = 10) -> list:
     """``count`` clients on /ws/inventory/, round-robin over ``urls``, each past its first state."""
     from autobahn.asyncio.websocket import WebSocketClientFactory
 
     Client = make_client_class()
     loop = asyncio.get_running_loop()
     gate = asyncio.Semaphore(parallel)
+    opened: list[float] = []
+    started = time.monotonic()
 
     async def one(n: int):
         base = urlsplit(urls[n % len(urls)])
         origin = f"http://{base.hostname}:{base.port}"
         factory = WebSocketClientFactory(f"ws://{base.hostname}:{base.port}/ws/inventory/", origin=origin,
-                                         headers={"Cookie": cookie})
+                                         headers={"Cookie": cookies[n % len(cookies)]})
         factory.protocol = Client
+        # Hundreds of handshakes at once on a busy machine take longer than autobahn's default.
+        factory.setProtocolOptions(openHandshakeTimeout=120, closeHandshakeTimeout=10)
         factory.ready = loop.create_future()
         async with gate:
             await loop.create_connection(factory, base.hostname, base.port)
-            return await asyncio.wait_for(factory.ready, 60)
+            client = await asyncio.wait_for(factory.ready, 120)
+            opened.append(time.monotonic())
+            if len(opened) % 100 == 0:
+                print(f"{len(opened)} clients connected ({opened[-1] - started:.1f} s)", file=sys.stderr, flush=True)
+            return client
 
     return await asyncio.gather(*(one(n) for n in range(count)))
 
@@ -224,14 +235,21 @@ def percentile(values: list[float], pct: float) -> float:
 
 def log_counts(paths: list[Path]) -> dict:
     text = "".join(path.read_text(errors="replace") for path in paths if path.exists())
+    at = text.find("Exception inside application")
+    if at != -1:  # the first one, to see what it was
+        print(text[at:at + 4000], file=sys.stderr)
     return {"over_capacity": text.count("over capacity"), "exceptions": text.count("Exception inside application")}
 
 
-async def client_worker(urls: list[str], count: int, cookie: str, drain: float) -> None:
+async def client_worker(urls: list[str], count: int, cookies: list[str], drain: float, connect_timeout: float) -> None:
     """The clients, in a process of their own (autobahn on asyncio; Django's process has it on
     Twisted): "ready" once all are connected, then on a line "report <file of send times>" the
     figures as one JSON line."""
-    clients = await open_clients(urls, count, cookie)
+    try:
+        clients = await asyncio.wait_for(open_clients(urls, count, cookies), connect_timeout)
+    except (TimeoutError, RuntimeError, OSError) as exc:
+        print(f"failed: {type(exc).__name__} {exc}", flush=True)
+        return
     print("ready", flush=True)
     loop = asyncio.get_running_loop()
     line = await loop.run_in_executor(None, sys.stdin.readline)
@@ -262,12 +280,14 @@ async def client_worker(urls: list[str], count: int, cookie: str, drain: float) 
     }), flush=True)
 
 
-def run_clients(args, urls, cookie, guests, pids, figures, workdir: Path) -> dict:
+def run_clients(args, urls, cookies, guests, pids, figures, workdir: Path) -> dict:
     figures["before_clients"] = {str(pid): process_figures(pid) for pid in pids}
+    cookie_file = workdir / "cookies.json"
+    cookie_file.write_text(json.dumps(cookies))
     t0 = time.monotonic()
     worker = subprocess.Popen(
         [sys.executable, str(Path(__file__).resolve()), "--client-worker", "--clients", str(args.clients),
-         "--drain", str(args.drain), "--cookie", cookie, *sum((["--url", url] for url in urls), [])],
+         "--drain", str(args.drain), "--connect-timeout", str(args.connect_timeout), "--cookies", str(cookie_file), *sum((["--url", url] for url in urls), [])],
         cwd=BASE, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         ready = worker.stdout.readline()
@@ -300,26 +320,33 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=50.0, help="changes a second")
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--drain", type=float, default=10.0, help="longest wait for the last changes")
+    parser.add_argument("--connect-timeout", type=float, default=240.0, help="longest wait for all clients to connect")
     parser.add_argument("--hosts", type=int, default=25)
     parser.add_argument("--guests-per-host", type=int, default=40)
     parser.add_argument("--no-coalesce", action="store_true", help="one message per change (as before)")
     parser.add_argument("--url", action="append", default=[], help="a running portal (repeatable)")
     parser.add_argument("--client-worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--cookie", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--cookies", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--sessions", type=int, default=0,
+                        help="browser sessions the clients share (default: one per client)")
+    parser.add_argument("--recheck", type=float, default=None,
+                        help="VMPORTAL_WS_RECHECK_SECONDS for the daphne processes (default: the setting's)")
     args = parser.parse_args()
     if args.client_worker:
-        asyncio.run(client_worker(args.url, args.clients, args.cookie, args.drain))
+        asyncio.run(client_worker(args.url, args.clients, json.loads(Path(args.cookies).read_text()), args.drain,
+                                  args.connect_timeout))
         return 0
     if not (1 <= args.clients <= 5000 and 1 <= args.asgi <= 8 and 0 < args.rate <= 1000 and 0 < args.seconds <= 600):
         parser.error("--clients 1..5000, --asgi 1..8, --rate 0..1000, --seconds 0..600")
 
+    sessions = max(1, min(args.sessions or args.clients, args.clients))
     workdir = Path(tempfile.mkdtemp(prefix="live-fanout-"))
     procs: list[subprocess.Popen] = []
     logs: list[Path] = []
     try:
         if args.url:
             urls = args.url
-            cookie_name, key, guests = prepare_django({}, hosts=0, guests_per_host=0, fresh=False)
+            cookies, guests = prepare_django({}, hosts=0, guests_per_host=0, fresh=False, sessions=sessions)
             pids: list[int] = []
         else:
             from cryptography.fernet import Fernet
@@ -341,13 +368,17 @@ def main() -> int:
             }
             child_env = {**{k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "VMPORTAL_"))}, **env}
             child_env.pop("DJANGO_DEBUG", None)
-            cookie_name, key, guests = prepare_django(env, hosts=args.hosts, guests_per_host=args.guests_per_host,
-                                                      fresh=True)
+            if args.recheck is not None:
+                child_env["VMPORTAL_WS_RECHECK_SECONDS"] = str(args.recheck)
+            cookies, guests = prepare_django(env, hosts=args.hosts, guests_per_host=args.guests_per_host,
+                                             fresh=True, sessions=sessions)
             for port in ports:
                 log = workdir / f"daphne-{port}.log"
                 logs.append(log)
                 procs.append(subprocess.Popen(
-                    [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "vmportal.asgi:application"],
+                    [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
+                     # A thousand handshakes in a row on a busy machine outlast daphne's default 5 s.
+                     "--websocket_connect_timeout", "60", "vmportal.asgi:application"],
                     cwd=BASE, env=child_env, stdout=log.open("w"), stderr=subprocess.STDOUT))
             urls = [f"http://127.0.0.1:{port}" for port in ports]
             for url in urls:
@@ -370,7 +401,8 @@ def main() -> int:
 
             broadcast.COALESCED_GROUPS.clear()
         figures: dict = {}
-        result = run_clients(args, urls, f"{cookie_name}={key}", guests, pids, figures, workdir)
+        result = run_clients(args, urls, cookies, guests, pids, figures, workdir)
+        result["sessions"], result["recheck_s"] = sessions, args.recheck
         if pids:
             # Idle again, the clients gone: does daphne's memory come back?
             time.sleep(2.0)

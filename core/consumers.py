@@ -11,8 +11,10 @@ user's access changes, and closes when any is gone.
 import asyncio
 import logging
 import time
+import weakref
 
 from autobahn.exception import Disconnected
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.exceptions import ChannelFull
 from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
@@ -29,7 +31,23 @@ CLOSE_NOT_FOUND = 4404
 # How often an open socket joins its groups again: well inside the channel layer's group_expiry.
 GROUP_RENEW_S = 3600.0
 
+# Channel-layer calls the sockets of one process make at once (joining and leaving groups, the
+# re-check's send): well below the Redis pool's 100 connections, which redis-py does not wait
+# for once all are in use ("Too many connections"). A thousand sockets closing together (a
+# proxy restart, a client's network) then leave their groups in turn instead of failing to.
+LAYER_CALLS_AT_ONCE = 32
+_layer_gates: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
 logger = logging.getLogger(__name__)
+
+
+def _layer_gate() -> asyncio.Semaphore:
+    """This event loop's gate (one per loop: a semaphore belongs to the loop it first waits in)."""
+    loop = asyncio.get_running_loop()
+    gate = _layer_gates.get(loop)
+    if gate is None:
+        gate = _layer_gates[loop] = asyncio.Semaphore(LAYER_CALLS_AT_ONCE)
+    return gate
 
 
 class UnknownPathConsumer(AsyncWebsocketConsumer):
@@ -55,13 +73,25 @@ class RoleGatedConsumer(AsyncJsonWebsocketConsumer):
         finally:
             ticker.cancel()
 
+    async def dispatch(self, message):
+        """As Channels' own, without its ``aclose_old_connections()`` before every handler: that is
+        a hop to the one thread sync code shares, for every event on every socket, so 200 sockets
+        hearing one event queued 200 hops behind each other (seconds under 50 events/s). Every
+        database read here goes through ``database_sync_to_async``, which closes stale
+        connections itself."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
     async def _recheck_ticker(self):
         # Through the consumer's own channel, so the check runs in order with its other events.
         while True:
             await asyncio.sleep(settings.VMPORTAL_WS_RECHECK_SECONDS)
             if getattr(self, "joined_group", None) and self.channel_layer is not None:
                 try:
-                    await self.channel_layer.send(self.channel_name, {"type": "access.recheck"})
+                    async with _layer_gate():
+                        await self.channel_layer.send(self.channel_name, {"type": "access.recheck"})
                 except (RedisError, OSError, ChannelFull) as exc:
                     # Redis away for a moment: the next tick tries again (the socket's events stop too).
                     logger.debug("websocket re-check not queued: %s", exc)
@@ -112,8 +142,17 @@ class RoleGatedConsumer(AsyncJsonWebsocketConsumer):
         if now - getattr(self, "joined_at", now) < GROUP_RENEW_S:
             return
         self.joined_at = now
-        for group in (self.joined_group, user_group(self.scope["user"].pk)):
-            await self.channel_layer.group_add(group, self.channel_name)
+        await self.join_groups(self.joined_group, user_group(self.scope["user"].pk))
+
+    async def join_groups(self, *groups: str) -> None:
+        async with _layer_gate():
+            for group in groups:
+                await self.channel_layer.group_add(group, self.channel_name)
+
+    async def leave_groups(self, *groups: str) -> None:
+        async with _layer_gate():
+            for group in groups:
+                await self.channel_layer.group_discard(group, self.channel_name)
 
     async def access_changed(self, event):
         session = self.scope.get("session")
@@ -144,6 +183,7 @@ class RoleGatedConsumer(AsyncJsonWebsocketConsumer):
             return CLOSE_NOT_FOUND, None
         if not self.object_allowed(user):
             return CLOSE_FORBIDDEN, None
+        self.access_kept(user)
         return None, group
 
     async def connect(self):
@@ -153,16 +193,14 @@ class RoleGatedConsumer(AsyncJsonWebsocketConsumer):
             return
         self.joined_group = group
         self.joined_at = time.monotonic()
-        await self.channel_layer.group_add(group, self.channel_name)
-        await self.channel_layer.group_add(user_group(self.scope["user"].pk), self.channel_name)
+        await self.join_groups(group, user_group(self.scope["user"].pk))
         await self.accept()
         await self.send_json(await database_sync_to_async(self.current_state)())
 
     async def disconnect(self, code):
         group = getattr(self, "joined_group", None)
         if group:
-            await self.channel_layer.group_discard(group, self.channel_name)
-            await self.channel_layer.group_discard(user_group(self.scope["user"].pk), self.channel_name)
+            await self.leave_groups(group, user_group(self.scope["user"].pk))
 
     async def receive_json(self, content, **kwargs):
         # Pages only listen; anything they send is ignored.

@@ -21,10 +21,6 @@ class InventoryConsumer(RoleGatedConsumer):
 
     group = INVENTORY_GROUP
 
-    def object_allowed(self, user) -> bool:
-        self.access_kept(user)
-        return True
-
     def access_kept(self, user) -> None:
         self.visible = set(hosts_for(user, RoleChoices.VIEWER).values_list("pk", flat=True))
 

@@ -38,12 +38,11 @@ class EvacuationConsumer(RoleGatedConsumer):
         for migration_id in migration_ids:
             if migration_id and migration_id not in self.followed:
                 self.followed.add(migration_id)
-                await self.channel_layer.group_add(migration_group(migration_id), self.channel_name)
+                await self.join_groups(migration_group(migration_id))
 
     async def disconnect(self, code):
         await super().disconnect(code)
-        for migration_id in getattr(self, "followed", ()):
-            await self.channel_layer.group_discard(migration_group(migration_id), self.channel_name)
+        await self.leave_groups(*(migration_group(migration_id) for migration_id in getattr(self, "followed", ())))
 
     def current_state(self):
         ev = Evacuation.objects.select_related("host").get(pk=self.evacuation_id)

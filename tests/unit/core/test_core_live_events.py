@@ -156,3 +156,33 @@ def test_a_work_horse_sends_what_it_holds_after_its_job(monkeypatch):
     monkeypatch.setattr(worker.Worker, "perform_job", lambda self, job, queue: "done")
     assert worker.PortalWorker.perform_job(object.__new__(worker.PortalWorker), None, None) == "done"
     assert flushed == [True]
+
+
+def test_sockets_closing_together_use_the_channel_layer_a_bounded_number_at_a_time():
+    """redis-py raises once its pool's connections are all in use: a thousand sockets leaving
+    their groups at once must queue for the layer, not fail to leave."""
+    import asyncio
+
+    from core import consumers
+
+    class CountingLayer:
+        now = peak = calls = 0
+
+        async def group_discard(self, group, channel):
+            CountingLayer.now += 1
+            CountingLayer.peak = max(CountingLayer.peak, CountingLayer.now)
+            await asyncio.sleep(0.001)
+            CountingLayer.now -= 1
+            CountingLayer.calls += 1
+
+    async def close_all():
+        sockets = []
+        for n in range(200):
+            socket = consumers.RoleGatedConsumer()
+            socket.channel_layer, socket.channel_name = CountingLayer(), f"specific.x!{n}"
+            sockets.append(socket)
+        await asyncio.gather(*(s.leave_groups("inventory", f"user.{n}") for n, s in enumerate(sockets)))
+
+    async_to_sync(close_all)()
+    assert CountingLayer.calls == 400
+    assert 1 < CountingLayer.peak <= consumers.LAYER_CALLS_AT_ONCE
