@@ -155,12 +155,23 @@ class _Coalescer:
     def __init__(self, merges: Mapping[str, Callable[[Any, Any], dict]], *, window_s: float) -> None:
         self._merges = merges
         self._window_s = window_s
+        self._forget()
+
+    def _forget(self) -> None:
+        self._pid = os.getpid()
         self._lock = threading.Lock()
         self._pending: dict[tuple[asyncio.AbstractEventLoop, str], dict[str, Any]] = {}
         self._last_sent: dict[tuple[asyncio.AbstractEventLoop, str], float] = {}
         self._in_flight: set[asyncio.Future] = set()
 
+    def _in_this_process(self) -> None:
+        # A forked work horse inherits what its parent held, for a loop no thread runs here (and
+        # perhaps a lock held by a thread that is not here): it starts empty.
+        if self._pid != os.getpid():
+            self._forget()
+
     def add(self, group: str, event: dict[str, Any]) -> None:
+        self._in_this_process()
         loop = _main_event_loop() or _process_loop.loop()
         key = (loop, group)
         with self._lock:
@@ -196,6 +207,7 @@ class _Coalescer:
 
     def flush(self, *, timeout: float) -> None:
         """Send what this process holds now, and wait (up to ``timeout``) for it to be sent."""
+        self._in_this_process()
         with self._lock:
             held = list(self._pending)
         deadline = time.monotonic() + timeout

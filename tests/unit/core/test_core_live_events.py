@@ -186,3 +186,18 @@ def test_sockets_closing_together_use_the_channel_layer_a_bounded_number_at_a_ti
     async_to_sync(close_all)()
     assert CountingLayer.calls == 400
     assert 1 < CountingLayer.peak <= consumers.LAYER_CALLS_AT_ONCE
+
+
+@in_plain_thread
+def test_a_forked_work_horse_does_not_inherit_what_its_parent_held(monkeypatch):
+    layer, channel = _listen(broadcast.INVENTORY_GROUP)
+    coalescer = broadcast._coalescer
+    dead_loop = type("DeadLoop", (), {"is_closed": lambda self: False, "is_running": lambda self: True})()
+    coalescer._pending[(dead_loop, broadcast.INVENTORY_GROUP)] = ev(9)  # the parent's, for its loop
+    monkeypatch.setattr(coalescer, "_pid", -1)  # as a work horse sees it after fork()
+    coalescer._last_sent.clear()
+    broadcast._send(broadcast.INVENTORY_GROUP, ev(7, guests={5: "running"}))
+    broadcast.flush_pending(timeout=1.0)  # would wait on the parent's loop, and time out, had it kept it
+    messages = _drain(layer, channel, until_guests=1)
+    assert [m["host_ids"] for _, m in messages] == [[7]]
+    assert all(key[0] is not dead_loop for key in coalescer._pending)
