@@ -162,6 +162,7 @@ class _Coalescer:
         self._lock = threading.Lock()
         self._pending: dict[tuple[asyncio.AbstractEventLoop, str], dict[str, Any]] = {}
         self._last_sent: dict[tuple[asyncio.AbstractEventLoop, str], float] = {}
+        self._timers: dict[tuple[asyncio.AbstractEventLoop, str], object] = {}  # the send each key waits for
         self._in_flight: set[asyncio.Future] = set()
 
     def _in_this_process(self) -> None:
@@ -180,19 +181,24 @@ class _Coalescer:
             if scheduled:
                 return  # the send already scheduled takes this one along
             delay = max(0.0, self._last_sent.get(key, 0.0) + self._window_s - time.monotonic())
-        loop.call_soon_threadsafe(self._schedule, key, delay)
+            token = self._timers[key] = object()
+        loop.call_soon_threadsafe(self._schedule, key, delay, token)
 
-    def _schedule(self, key, delay: float) -> None:
+    def _schedule(self, key, delay: float, token: object) -> None:
         loop = key[0]
-        loop.call_later(delay, lambda: self._track(loop.create_task(self._flush(key))))
+        loop.call_later(delay, lambda: self._track(loop.create_task(self._flush(key, token))))
 
     def _track(self, task: asyncio.Future) -> None:
         self._in_flight.add(task)
         task.add_done_callback(self._in_flight.discard)
 
-    async def _flush(self, key) -> None:
+    async def _flush(self, key, token: object | None = None) -> None:
+        """Send what ``key`` holds: its timer's send (``token``), or at once (``flush``)."""
         loop, group = key
         with self._lock:
+            if token is not None and self._timers.get(key) is not token:
+                return  # sent by flush() already; a later event has a timer of its own
+            self._timers.pop(key, None)
             event = self._pending.pop(key, None)
             self._last_sent[key] = time.monotonic()
         if event is None:
@@ -216,6 +222,7 @@ class _Coalescer:
             if loop.is_closed() or not loop.is_running():
                 with self._lock:
                     self._pending.pop(key, None)
+                    self._timers.pop(key, None)
                 continue
             if loop is _main_event_loop():
                 continue  # its own loop runs the send once this thread hands back; nothing to wait on here

@@ -86,13 +86,19 @@ class RoleGatedConsumer(AsyncJsonWebsocketConsumer):
 
     async def _recheck_ticker(self):
         # Through the consumer's own channel, so the check runs in order with its other events.
+        # One check waiting at a time: a server too busy to check every socket in time checks
+        # less often, instead of queueing more checks than it can ever run.
         while True:
             await asyncio.sleep(settings.VMPORTAL_WS_RECHECK_SECONDS)
+            if getattr(self, "recheck_queued", False):
+                continue
             if getattr(self, "joined_group", None) and self.channel_layer is not None:
                 try:
+                    self.recheck_queued = True
                     async with _layer_gate():
                         await self.channel_layer.send(self.channel_name, {"type": "access.recheck"})
                 except (RedisError, OSError, ChannelFull) as exc:
+                    self.recheck_queued = False
                     # Redis away for a moment: the next tick tries again (the socket's events stop too).
                     logger.debug("websocket re-check not queued: %s", exc)
 
@@ -131,6 +137,7 @@ class RoleGatedConsumer(AsyncJsonWebsocketConsumer):
         """The user still may listen; a consumer that filters its events by host reloads them."""
 
     async def access_recheck(self, event):
+        self.recheck_queued = False
         await self._close_if_access_gone()
         if not getattr(self, "closing", False):
             await self._renew_membership()
