@@ -201,8 +201,13 @@ class RoleGatedConsumer(AsyncJsonWebsocketConsumer):
         self.joined_group = group
         self.joined_at = time.monotonic()
         await self.join_groups(group, user_group(self.scope["user"].pk))
+        await self.groups_joined()
         await self.accept()
         await self.send_json(await database_sync_to_async(self.current_state)())
+
+    async def groups_joined(self) -> None:
+        """Joined its groups, the state not yet sent: a consumer that follows more groups joins
+        them here, so nothing sent to them after the state is missed."""
 
     async def disconnect(self, code):
         group = getattr(self, "joined_group", None)

@@ -25,10 +25,8 @@ class EvacuationConsumer(RoleGatedConsumer):
         # Its host and every host its items move between: their migrations' samples come along.
         return records_for(user, RoleChoices.VIEWER, Evacuation.objects.filter(pk=self.evacuation_id)).exists()
 
-    async def connect(self):
-        await super().connect()
-        if getattr(self, "joined_group", None):
-            await self._follow(await database_sync_to_async(self._item_migrations)())
+    async def groups_joined(self):
+        await self._follow(await database_sync_to_async(self._item_migrations)())
 
     def _item_migrations(self) -> list[int]:
         ids = EvacuationItem.objects.filter(evacuation_id=self.evacuation_id, migration__isnull=False)
