@@ -3,6 +3,7 @@ coalescer in core.broadcast (at most one send per group per window, nothing drop
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -12,6 +13,7 @@ from channels.layers import get_channel_layer
 from core import broadcast
 from core.live_events import COALESCE_S, inventory_event, merge_all, merge_inventory, unseen_hosts, visible_part
 from tests.unit.core.test_core_broadcast_loop import in_plain_thread
+from tests.waiting import wait_until
 
 
 def ev(host_id=None, *, hosts_changed=False, status=None, guests=None):
@@ -87,62 +89,58 @@ def test_a_socket_reads_its_hosts_again_only_for_a_host_it_does_not_know_in_a_ch
     assert unseen_hosts(event, visible) is expected
 
 
-def _listen(group):
-    layer = get_channel_layer()
-    channel = async_to_sync(layer.new_channel)()
-    async_to_sync(layer.group_add)(group, channel)
-    return layer, channel
+class RecordingLayer:
+    """Stands in for the channel layer: notes when each group_send came, and what it sent."""
+
+    def __init__(self):
+        self.sent: list[tuple[float, str, dict]] = []
+        self.lock = threading.Lock()
+
+    async def group_send(self, group, message):
+        with self.lock:
+            self.sent.append((time.monotonic(), group, message))
+
+    def guests(self) -> set[str]:
+        with self.lock:
+            return {g for _, _, m in self.sent for g in m["guests"]}
 
 
-def _drain(layer, channel, *, until_guests: int, timeout: float = 3.0):
-    """Messages on the channel until they name ``until_guests`` guests between them."""
-    async def receive_all():
-        import asyncio
-
-        messages, guests = [], set()
-        deadline = time.monotonic() + timeout
-        while len(guests) < until_guests and time.monotonic() < deadline:
-            try:
-                message = await asyncio.wait_for(layer.receive(channel), max(0.01, deadline - time.monotonic()))
-            except TimeoutError:
-                break
-            messages.append((time.monotonic(), message))
-            guests |= set(message["guests"])
-        return messages
-
-    return async_to_sync(receive_all)()
+@pytest.fixture
+def recording(monkeypatch):
+    layer = RecordingLayer()
+    monkeypatch.setattr(broadcast, "get_channel_layer", lambda: layer)
+    monkeypatch.setattr(broadcast._coalescer, "_last_sent", {})  # no window still open from an earlier test
+    return layer
 
 
 @in_plain_thread
-def test_a_burst_to_the_inventory_group_is_sent_as_few_messages_a_window_apart_with_every_change():
-    layer, channel = _listen(broadcast.INVENTORY_GROUP)
-    broadcast._coalescer._last_sent.clear()  # no window still open from an earlier test
+def test_a_burst_to_the_inventory_group_is_sent_as_few_messages_a_window_apart_with_every_change(recording):
     for n in range(50):
         broadcast._send(broadcast.INVENTORY_GROUP, ev(7, guests={n: "running"}))
     broadcast.flush_pending()  # the rest of the burst, as a work horse sends it before it exits
-    messages = _drain(layer, channel, until_guests=50)
-    assert sorted(int(g) for _, m in messages for g in m["guests"]) == list(range(50))
-    assert sum(m["changes"] for _, m in messages) == 50
-    assert 1 <= len(messages) <= 3, [m["changes"] for _, m in messages]
+    messages = [m for _, _, m in recording.sent]
+    assert sorted(int(g) for m in messages for g in m["guests"]) == list(range(50))
+    assert sum(m["changes"] for m in messages) == 50
+    assert 1 <= len(messages) <= 3, [m["changes"] for m in messages]
 
 
 @in_plain_thread
-def test_events_a_window_apart_are_not_held_and_events_within_one_wait_for_its_end():
-    layer, channel = _listen(broadcast.INVENTORY_GROUP)
-    broadcast._coalescer._last_sent.clear()
+def test_events_a_window_apart_are_not_held_and_events_within_one_wait_for_its_end(recording):
     broadcast._send(broadcast.INVENTORY_GROUP, ev(7, guests={1: "running"}))
-    first = _drain(layer, channel, until_guests=1)
+    wait_until(lambda: recording.guests() == {"1"}, timeout=5, what="the first event")
     broadcast._send(broadcast.INVENTORY_GROUP, ev(7, guests={2: "running"}))
     broadcast._send(broadcast.INVENTORY_GROUP, ev(7, guests={3: "running"}))
-    second = _drain(layer, channel, until_guests=2)
-    assert len(first) == 1 and set(first[0][1]["guests"]) == {"1"}
-    assert len(second) == 1 and set(second[0][1]["guests"]) == {"2", "3"}
-    assert second[0][0] - first[0][0] >= COALESCE_S * 0.9  # the next send waited for the window
+    wait_until(lambda: recording.guests() == {"1", "2", "3"}, timeout=5, what="the next two")
+    (first, _, one), (second, _, two) = recording.sent
+    assert set(one["guests"]) == {"1"} and set(two["guests"]) == {"2", "3"}
+    assert second - first >= COALESCE_S * 0.99  # the next send waited for the window
 
 
 @in_plain_thread
 def test_groups_other_than_the_inventory_are_sent_at_once_one_message_each():
-    layer, channel = _listen("job.4242")
+    layer = get_channel_layer()
+    channel = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)("job.4242", channel)
     for n in range(3):
         broadcast._send("job.4242", {"type": "job.log", "entry": {"n": n}})
     assert [async_to_sync(layer.receive)(channel)["entry"]["n"] for _ in range(3)] == [0, 1, 2]
@@ -189,17 +187,15 @@ def test_sockets_closing_together_use_the_channel_layer_a_bounded_number_at_a_ti
 
 
 @in_plain_thread
-def test_a_forked_work_horse_does_not_inherit_what_its_parent_held(monkeypatch):
-    layer, channel = _listen(broadcast.INVENTORY_GROUP)
+def test_a_forked_work_horse_does_not_inherit_what_its_parent_held(recording, monkeypatch):
     coalescer = broadcast._coalescer
     dead_loop = type("DeadLoop", (), {"is_closed": lambda self: False, "is_running": lambda self: True})()
     coalescer._pending[(dead_loop, broadcast.INVENTORY_GROUP)] = ev(9)  # the parent's, for its loop
     monkeypatch.setattr(coalescer, "_pid", -1)  # as a work horse sees it after fork()
-    coalescer._last_sent.clear()
     broadcast._send(broadcast.INVENTORY_GROUP, ev(7, guests={5: "running"}))
     broadcast.flush_pending(timeout=1.0)  # would wait on the parent's loop, and time out, had it kept it
-    messages = _drain(layer, channel, until_guests=1)
-    assert [m["host_ids"] for _, m in messages] == [[7]]
+    wait_until(lambda: recording.guests() == {"5"}, timeout=5, what="the horse's own event")
+    assert [m["host_ids"] for _, _, m in recording.sent] == [[7]]
     assert all(key[0] is not dead_loop for key in coalescer._pending)
 
 
