@@ -32,16 +32,21 @@ Channels holds autobahn on Twisted), one session per client unless ``--sessions`
 Goals (issue 16): 200 clients, 50 changes/s for 30 s: 0 lost, p95 ≤ 500 ms; 1,000 clients
 across two ASGI processes: 0 lost, p95 ≤ 1 s; daphne's RSS back within 20 % of its start.
 
-Figures (2 shared cores, load average 3-7 from other work; --seconds 15, so 750 changes):
+Figures (2 cores shared with other work; load average in brackets; --rate 50; msgs = median
+messages per client; CPU = daphne's CPU seconds from connected to the end of the run, each):
 
-    run                                     lost    p50      p95      max     msgs/client  daphne CPU in the run  RSS idle → connected → after → clients gone
-    --clients 200                           0       197 ms   332 ms   588 ms  61           6.7 s                  106 → 116 → 117 → 117 MiB
-    --clients 200 --no-coalesce             78,599  10.2 s   17.3 s   17.9 s  357          14.0 s                 106 → 116 → 117 → 117 MiB
-    --asgi 2 --clients 1000 --recheck 60    0       1.25 s   2.48 s   2.89 s  60           8.8 s + 8.7 s          106 → 129 → 131 → 131 MiB (each)
-    --asgi 2 --clients 1000                 did not connect: ~900 connected in 15 s, then one handshake outlasted
-                                            daphne's 60 s (each socket's 5 s re-check, 8 queries on daphne's one
-                                            sync thread, is ahead of every admission)
+    run                                               lost     p50     p95     max     msgs  CPU        RSS idle → connected → clients gone
+    --clients 200 --seconds 30 [2.4]                  0        194 ms  359 ms  941 ms  121   13.7 s     106 → 116 → 117 MiB
+    --clients 200 --seconds 15 [4.7]                  0        197 ms  332 ms  588 ms  61    6.7 s      106 → 116 → 117 MiB
+    --clients 200 --seconds 15 --no-coalesce [4.6]    78,599   10.2 s  17.3 s  17.9 s  357   14.0 s     106 → 116 → 117 MiB
+    --asgi 2 --clients 1000 --seconds 15 [2.0]        30,855   4.3 s   8.4 s   12.6 s  58    15.9 s     106 → 129 → 133 MiB
+    --asgi 2 --clients 1000 --seconds 15 --recheck 30 [2.3]  0  428 ms  1.05 s  1.47 s  61    8.5 s      106 → 129 → 132 MiB
+    --asgi 2 --clients 1000 --seconds 15 --recheck 60 [6.1]  0  1.25 s  2.48 s  2.89 s  60    8.8 s      106 → 129 → 131 MiB
 
+With 500 sockets a process, the default 5 s re-check (8 queries per socket on daphne's one
+sync thread) takes a core: the sockets fall behind and 4 % of the changes had not arrived 10 s
+after the last was sent. Under heavier load (average 6-8) the same run did not even connect
+all 1,000 (admissions wait behind the checks past daphne's handshake timeout).
 Without coalescing (one message per change, as before) daphne falls behind and the changes not
 delivered within the 10 s drain count as lost.
 """
