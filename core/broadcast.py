@@ -3,15 +3,24 @@
 Every function here schedules its group_send with transaction.on_commit, so a page never
 hears about a change that was rolled back. Group names are short and dotted:
 "inventory", "audit", "job.<id>", "migration.<id>".
+
+Events to the inventory group (which every open inventory, host and guest page hears) are
+coalesced: this process holds what it has to send and sends it merged (core.live_events) at
+most every COALESCE_S per group — the first event of a quiet spell at once, the rest of a burst
+together a moment later. Each process (daphne, the worker, each RQ work horse, a command)
+coalesces its own events and sends what it holds before it ends (``flush_pending``: after
+each job in a work horse, and at exit).
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import os
 import threading
 import time
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import SyncToAsync, async_to_sync
@@ -19,6 +28,8 @@ from channels.exceptions import ChannelFull
 from channels.layers import get_channel_layer
 from django.db import transaction
 from redis.exceptions import RedisError
+
+from .live_events import COALESCE_S, inventory_event, merge_inventory
 
 if TYPE_CHECKING:
     from .models import AuditEvent, Job
@@ -63,12 +74,15 @@ class _ProcessLoop:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pid: int | None = None
 
-    def run(self, coroutine, *, timeout: float):
+    def loop(self) -> asyncio.AbstractEventLoop:
         with self._lock:
             if self._loop is None or self._pid != os.getpid():
                 self._loop, self._pid = asyncio.new_event_loop(), os.getpid()
                 threading.Thread(target=self._loop.run_forever, name="broadcast-loop", daemon=True).start()
-            loop = self._loop
+            return self._loop
+
+    def run(self, coroutine, *, timeout: float):
+        loop = self.loop()
         future = asyncio.run_coroutine_threadsafe(coroutine, loop)
         try:
             return future.result(timeout)
@@ -80,16 +94,42 @@ class _ProcessLoop:
 _process_loop = _ProcessLoop()
 
 
-def _under_an_event_loop() -> bool:
-    """Is this thread run for a live event loop (a sync view under the ASGI server, ``sync_to_async``)?"""
+def _main_event_loop() -> asyncio.AbstractEventLoop | None:
+    """The live event loop this thread is run for (a sync view under the ASGI server,
+    ``sync_to_async``), else None."""
     local = SyncToAsync.threadlocal
     loop = getattr(local, "main_event_loop", None)
-    return (getattr(local, "main_event_loop_pid", None) == os.getpid() and loop is not None
-            and loop.is_running() and not loop.is_closed())
+    if (getattr(local, "main_event_loop_pid", None) == os.getpid() and loop is not None
+            and loop.is_running() and not loop.is_closed()):
+        return loop
+    return None
+
+
+def _under_an_event_loop() -> bool:
+    """Is this thread run for a live event loop (a sync view under the ASGI server, ``sync_to_async``)?"""
+    return _main_event_loop() is not None
+
+
+def _send_failed(group: str, event: Mapping[str, Any], exc: BaseException) -> None:
+    global _last_send_warning
+    # A missed live update is not worth failing the change for: pages catch up on reconnect.
+    now = time.monotonic()
+    if now - _last_send_warning >= SEND_WARNING_INTERVAL_S:
+        _last_send_warning = now
+        logger.warning("live event %s to %s not sent: %s (further failures for %.0f s at debug level)",
+                       event.get("type"), group, exc, SEND_WARNING_INTERVAL_S)
+    else:
+        logger.debug("live event %s to %s not sent: %s", event.get("type"), group, exc)
 
 
 def _send(group: str, event: dict[str, Any]) -> None:
-    global _last_send_warning
+    if group in COALESCED_GROUPS:
+        _coalescer.add(group, event)
+        return
+    _send_now(group, event)
+
+
+def _send_now(group: str, event: dict[str, Any]) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
@@ -99,15 +139,121 @@ def _send(group: str, event: dict[str, Any]) -> None:
             async_to_sync(layer.group_send)(group, event)
         else:
             _process_loop.run(layer.group_send(group, event), timeout=SEND_TIMEOUT_S)
-    except (RedisError, OSError, ChannelFull) as exc:
-        # A missed live update is not worth failing the change for: pages catch up on reconnect.
-        now = time.monotonic()
-        if now - _last_send_warning >= SEND_WARNING_INTERVAL_S:
-            _last_send_warning = now
-            logger.warning("live event %s to %s not sent: %s (further failures for %.0f s at debug level)",
-                           event.get("type"), group, exc, SEND_WARNING_INTERVAL_S)
-        else:
-            logger.debug("live event %s to %s not sent: %s", event.get("type"), group, exc)
+    except (RedisError, OSError, ChannelFull, TimeoutError) as exc:
+        _send_failed(group, event, exc)
+
+
+class _Coalescer:
+    """Events this process holds for coalesced groups, merged, and the sends that empty it.
+
+    Held per (event loop, group): what a sync view under daphne sends goes out on daphne's loop
+    (an in-memory layer's consumers wait on it), what a plain thread sends on the process loop.
+    A group that sent nothing for COALESCE_S sends at once; otherwise its next send waits for
+    the rest of the window and takes everything that came meanwhile.
+    """
+
+    def __init__(self, merges: Mapping[str, Callable[[Any, Any], dict]], *, window_s: float) -> None:
+        self._merges = merges
+        self._window_s = window_s
+        self._forget()
+
+    def _forget(self) -> None:
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self._pending: dict[tuple[asyncio.AbstractEventLoop, str], dict[str, Any]] = {}
+        self._last_sent: dict[tuple[asyncio.AbstractEventLoop, str], float] = {}
+        self._timers: dict[tuple[asyncio.AbstractEventLoop, str], object] = {}  # the send each key waits for
+        self._in_flight: set[asyncio.Future] = set()
+
+    def _in_this_process(self) -> None:
+        # A forked work horse inherits what its parent held, for a loop no thread runs here (and
+        # perhaps a lock held by a thread that is not here): it starts empty.
+        if self._pid != os.getpid():
+            self._forget()
+
+    def add(self, group: str, event: dict[str, Any]) -> None:
+        self._in_this_process()
+        loop = _main_event_loop() or _process_loop.loop()
+        key = (loop, group)
+        with self._lock:
+            scheduled = key in self._pending
+            self._pending[key] = self._merges[group](self._pending.get(key), event)
+            if scheduled:
+                return  # the send already scheduled takes this one along
+            delay = max(0.0, self._last_sent.get(key, 0.0) + self._window_s - time.monotonic())
+            token = self._timers[key] = object()
+        loop.call_soon_threadsafe(self._schedule, key, delay, token)
+
+    def _schedule(self, key, delay: float, token: object) -> None:
+        loop = key[0]
+        loop.call_later(delay, lambda: self._track(loop.create_task(self._flush(key, token))))
+
+    def _track(self, task: asyncio.Future) -> None:
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+
+    async def _flush(self, key, token: object | None = None) -> None:
+        """Send what ``key`` holds: its timer's send (``token``), or at once (``flush``)."""
+        loop, group = key
+        with self._lock:
+            if token is not None and self._timers.get(key) is not token:
+                return  # sent by flush() already; a later event has a timer of its own
+            self._timers.pop(key, None)
+            event = self._pending.pop(key, None)
+            self._last_sent[key] = time.monotonic()
+        if event is None:
+            return
+        layer = get_channel_layer()
+        if layer is None:
+            return
+        try:
+            await asyncio.wait_for(layer.group_send(group, event), SEND_TIMEOUT_S)
+        except (RedisError, OSError, ChannelFull, TimeoutError) as exc:
+            _send_failed(group, event, exc)
+
+    def flush(self, *, timeout: float) -> None:
+        """Send what this process holds now, and wait (up to ``timeout``) for it to be sent."""
+        self._in_this_process()
+        with self._lock:
+            held = list(self._pending)
+        deadline = time.monotonic() + timeout
+        for key in held:
+            loop = key[0]
+            if loop.is_closed() or not loop.is_running():
+                with self._lock:
+                    self._pending.pop(key, None)
+                    self._timers.pop(key, None)
+                continue
+            if loop is _main_event_loop():
+                continue  # its own loop runs the send once this thread hands back; nothing to wait on here
+            self._wait(self._flush(key), loop, deadline, what=key[1])
+        # Sends already under way (taken from the pending set a moment ago) finish too.
+        main = _main_event_loop()
+        for task in list(self._in_flight):
+            loop = task.get_loop()
+            if loop is not main and loop.is_running():
+                self._wait(asyncio.wait([task]), loop, deadline, what="the inventory")
+
+    @staticmethod
+    def _wait(coroutine, loop, deadline: float, *, what: str) -> None:
+        future = asyncio.run_coroutine_threadsafe(coroutine, loop)
+        try:
+            future.result(max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            future.cancel()
+            logger.warning("live events to %s not sent in time", what)
+
+
+COALESCED_GROUPS: dict[str, Callable[[Any, Any], dict]] = {INVENTORY_GROUP: merge_inventory}
+_coalescer = _Coalescer(COALESCED_GROUPS, window_s=COALESCE_S)
+
+
+def flush_pending(timeout: float = SEND_TIMEOUT_S) -> None:
+    """Send the coalesced events this process still holds (a work horse after its job, a command at exit)."""
+    _coalescer.flush(timeout=timeout)
+
+
+atexit.register(flush_pending)
 
 
 def _send_on_commit(group: str, event: dict[str, Any]) -> None:
@@ -137,13 +283,37 @@ def job_log(job: Job, entry: dict[str, Any]) -> None:
     _send_on_commit(job_group(job.pk), {"type": "job.log", "entry": entry})
 
 
-def inventory_changed(*, host_id: int | None = None, hosts_changed: bool = False) -> None:
+def inventory_changed(
+    *,
+    host_id: int | None = None,
+    hosts_changed: bool = False,
+    host_status: tuple[str, str] | None = None,
+    guests: Mapping[int, tuple[str, str]] | None = None,
+) -> None:
     """Something of host ``host_id`` changed (its status, facts or guests): pages showing that
     host refresh the rows they show, the others ignore it. ``hosts_changed``: the set of hosts
     itself changed (added, decommissioned, back in service, removed), so every list of hosts
-    refreshes. No host at all: every inventory page refreshes."""
-    _send_on_commit(INVENTORY_GROUP, {"type": "inventory.changed", "host_id": host_id,
-                                      "hosts_changed": hosts_changed})
+    refreshes. No host at all: every inventory page refreshes.
+
+    ``host_status`` (status, label) is the host's new status (``host.status``), ``guests`` maps
+    guest ids of that host to their new (state, label) (``vm.state``): pages patch those rows
+    at once. Coalesced with the group's other events (see the module's docstring)."""
+    _send_on_commit(INVENTORY_GROUP, inventory_event(
+        host_id=host_id, hosts_changed=hosts_changed,
+        host=None if host_status is None else {"status": host_status[0], "label": host_status[1]},
+        guests={vm_id: {"host_id": host_id, "state": state, "label": label}
+                for vm_id, (state, label) in (guests or {}).items()},
+    ))
+
+
+def host_status(host) -> None:
+    """host.status: ``host``'s status (and whatever else of it) changed."""
+    inventory_changed(host_id=host.pk, host_status=(host.status, host.get_status_display()))
+
+
+def vm_state(vm) -> None:
+    """vm.state: guest ``vm`` changed state."""
+    inventory_changed(host_id=vm.host_id, guests={vm.pk: (vm.state, vm.get_state_display())})
 
 
 def audit_recorded(event: AuditEvent) -> None:

@@ -11,11 +11,13 @@ user's access changes, and closes when any is gone.
 import asyncio
 import logging
 import time
+import weakref
 
-from asgiref.sync import async_to_sync
 from autobahn.exception import Disconnected
+from channels.consumer import get_handler_name
+from channels.db import database_sync_to_async
 from channels.exceptions import ChannelFull
-from channels.generic.websocket import JsonWebsocketConsumer, WebsocketConsumer
+from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
 from django.conf import settings
 from redis.exceptions import RedisError
 
@@ -29,17 +31,38 @@ CLOSE_NOT_FOUND = 4404
 # How often an open socket joins its groups again: well inside the channel layer's group_expiry.
 GROUP_RENEW_S = 3600.0
 
+# Channel-layer calls the sockets of one process make at once (joining and leaving groups, the
+# re-check's send): well below the Redis pool's 100 connections, which redis-py does not wait
+# for once all are in use ("Too many connections"). A thousand sockets closing together (a
+# proxy restart, a client's network) then leave their groups in turn instead of failing to.
+LAYER_CALLS_AT_ONCE = 32
+_layer_gates: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
 logger = logging.getLogger(__name__)
 
 
-class UnknownPathConsumer(WebsocketConsumer):
+def _layer_gate() -> asyncio.Semaphore:
+    """This event loop's gate (one per loop: a semaphore belongs to the loop it first waits in)."""
+    loop = asyncio.get_running_loop()
+    gate = _layer_gates.get(loop)
+    if gate is None:
+        gate = _layer_gates[loop] = asyncio.Semaphore(LAYER_CALLS_AT_ONCE)
+    return gate
+
+
+class UnknownPathConsumer(AsyncWebsocketConsumer):
     """Any websocket path no app routes: refused at the handshake, not a routing error."""
 
-    def connect(self):
-        self.close(code=CLOSE_NOT_FOUND)
+    async def connect(self):
+        await self.close(code=CLOSE_NOT_FOUND)
 
 
-class RoleGatedConsumer(JsonWebsocketConsumer):
+class RoleGatedConsumer(AsyncJsonWebsocketConsumer):
+    """Async: an event is passed on in the server's event loop, without a thread per message;
+    what reads the database (``get_group``, ``object_allowed``, ``access_kept``,
+    ``current_state``, the access check) stays plain sync code, run through
+    ``database_sync_to_async``."""
+
     required_role = RoleChoices.VIEWER
     group = ""
 
@@ -50,20 +73,37 @@ class RoleGatedConsumer(JsonWebsocketConsumer):
         finally:
             ticker.cancel()
 
+    async def dispatch(self, message):
+        """As Channels' own, without its ``aclose_old_connections()`` before every handler: that is
+        a hop to the one thread sync code shares, for every event on every socket, so 200 sockets
+        hearing one event queued 200 hops behind each other (seconds under 50 events/s). Every
+        database read here goes through ``database_sync_to_async``, which closes stale
+        connections itself."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
     async def _recheck_ticker(self):
         # Through the consumer's own channel, so the check runs in order with its other events.
+        # One check waiting at a time: a server too busy to check every socket in time checks
+        # less often, instead of queueing more checks than it can ever run.
         while True:
             await asyncio.sleep(settings.VMPORTAL_WS_RECHECK_SECONDS)
+            if getattr(self, "recheck_queued", False):
+                continue
             if getattr(self, "joined_group", None) and self.channel_layer is not None:
                 try:
-                    await self.channel_layer.send(self.channel_name, {"type": "access.recheck"})
+                    self.recheck_queued = True
+                    async with _layer_gate():
+                        await self.channel_layer.send(self.channel_name, {"type": "access.recheck"})
                 except (RedisError, OSError, ChannelFull) as exc:
+                    self.recheck_queued = False
                     # Redis away for a moment: the next tick tries again (the socket's events stop too).
                     logger.debug("websocket re-check not queued: %s", exc)
 
-    def _close_if_access_gone(self) -> None:
-        if getattr(self, "closing", False):
-            return
+    def _access_close_code(self) -> int | None:
+        """None while the socket may stay open (sync: reads the session, roles and grants)."""
         user = self.scope.get("user")
         session = self.scope.get("session")
         code = access_close_code(
@@ -76,11 +116,17 @@ class RoleGatedConsumer(JsonWebsocketConsumer):
             delattr(target, cached)
         if code is None and not self.object_allowed(user):
             code = CLOSE_FORBIDDEN
-        if code is not None:
-            self.closing = True
-            self.close(code=code)
+        if code is None:
+            self.access_kept(user)
+        return code
+
+    async def _close_if_access_gone(self) -> None:
+        if getattr(self, "closing", False):
             return
-        self.access_kept(user)
+        code = await database_sync_to_async(self._access_close_code)()
+        if code is not None and not getattr(self, "closing", False):
+            self.closing = True
+            await self.close(code=code)
 
     def object_allowed(self, user) -> bool:
         """Whether the user may see what this socket follows (after ``get_group``); pages of one
@@ -90,29 +136,40 @@ class RoleGatedConsumer(JsonWebsocketConsumer):
     def access_kept(self, user) -> None:
         """The user still may listen; a consumer that filters its events by host reloads them."""
 
-    def access_recheck(self, event):
-        self._close_if_access_gone()
+    async def access_recheck(self, event):
+        self.recheck_queued = False
+        await self._close_if_access_gone()
         if not getattr(self, "closing", False):
-            self._renew_membership()
+            await self._renew_membership()
 
-    def _renew_membership(self) -> None:
+    async def _renew_membership(self) -> None:
         # The channel layer forgets a member after its group_expiry (so a socket whose server
         # died stops being sent to); an open socket joins again well before that.
         now = time.monotonic()
         if now - getattr(self, "joined_at", now) < GROUP_RENEW_S:
             return
         self.joined_at = now
-        for group in (self.joined_group, user_group(self.scope["user"].pk)):
-            async_to_sync(self.channel_layer.group_add)(group, self.channel_name)
+        await self.join_groups(self.joined_group, user_group(self.scope["user"].pk))
 
-    def access_changed(self, event):
+    async def join_groups(self, *groups: str) -> None:
+        async with _layer_gate():
+            for group in groups:
+                await self.channel_layer.group_add(group, self.channel_name)
+
+    async def leave_groups(self, *groups: str) -> None:
+        async with _layer_gate():
+            for group in groups:
+                await self.channel_layer.group_discard(group, self.channel_name)
+
+    async def access_changed(self, event):
         session = self.scope.get("session")
         ended = event.get("ended_session")
         if ended and session is not None and session.session_key == ended:
-            self.closing = True
-            self.close(code=CLOSE_UNAUTHENTICATED)
+            if not getattr(self, "closing", False):
+                self.closing = True
+                await self.close(code=CLOSE_UNAUTHENTICATED)
             return
-        self._close_if_access_gone()
+        await self._close_if_access_gone()
 
     def get_group(self) -> str | None:
         """Group to join, or None if the target does not exist."""
@@ -121,43 +178,51 @@ class RoleGatedConsumer(JsonWebsocketConsumer):
     def current_state(self) -> dict:
         raise NotImplementedError
 
-    def connect(self):
+    def _admission(self) -> tuple[int | None, str | None]:
+        """(close code, None) to refuse the socket, or (None, the group to join) (sync)."""
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
-            self.close(code=CLOSE_UNAUTHENTICATED)
-            return
+            return CLOSE_UNAUTHENTICATED, None
         if not user_has_role(user, self.required_role):
-            self.close(code=CLOSE_FORBIDDEN)
-            return
+            return CLOSE_FORBIDDEN, None
         group = self.get_group()
         if group is None:
-            self.close(code=CLOSE_NOT_FOUND)
-            return
+            return CLOSE_NOT_FOUND, None
         if not self.object_allowed(user):
-            self.close(code=CLOSE_FORBIDDEN)
+            return CLOSE_FORBIDDEN, None
+        self.access_kept(user)
+        return None, group
+
+    async def connect(self):
+        code, group = await database_sync_to_async(self._admission)()
+        if code is not None:
+            await self.close(code=code)
             return
         self.joined_group = group
         self.joined_at = time.monotonic()
-        async_to_sync(self.channel_layer.group_add)(group, self.channel_name)
-        async_to_sync(self.channel_layer.group_add)(user_group(user.pk), self.channel_name)
-        self.accept()
-        self.send_json(self.current_state())
+        await self.join_groups(group, user_group(self.scope["user"].pk))
+        await self.groups_joined()
+        await self.accept()
+        await self.send_json(await database_sync_to_async(self.current_state)())
 
-    def disconnect(self, code):
+    async def groups_joined(self) -> None:
+        """Joined its groups, the state not yet sent: a consumer that follows more groups joins
+        them here, so nothing sent to them after the state is missed."""
+
+    async def disconnect(self, code):
         group = getattr(self, "joined_group", None)
         if group:
-            async_to_sync(self.channel_layer.group_discard)(group, self.channel_name)
-            async_to_sync(self.channel_layer.group_discard)(user_group(self.scope["user"].pk), self.channel_name)
+            await self.leave_groups(group, user_group(self.scope["user"].pk))
 
-    def receive_json(self, content, **kwargs):
+    async def receive_json(self, content, **kwargs):
         # Pages only listen; anything they send is ignored.
         return
 
-    def send_json(self, content, close=False):
+    async def send_json(self, content, close=False):
         # A live event can reach a page that closed an instant earlier (its disconnect is still
         # queued behind this event): there is nobody left to tell, which is not an error.
         try:
-            super().send_json(content, close=close)
+            await super().send_json(content, close=close)
         except Disconnected:
             pass
 
@@ -176,11 +241,11 @@ class JobConsumer(RoleGatedConsumer):
         job = Job.objects.get(pk=self.job_id)
         return {"type": "job.state", "job": job_state_payload(job), "log": job.log}
 
-    def job_status(self, event):
-        self.send_json({"type": "job.status", "job": event["job"]})
+    async def job_status(self, event):
+        await self.send_json({"type": "job.status", "job": event["job"]})
 
-    def job_log(self, event):
-        self.send_json({"type": "job.log", "entry": event["entry"]})
+    async def job_log(self, event):
+        await self.send_json({"type": "job.log", "entry": event["entry"]})
 
 
 class AuditConsumer(RoleGatedConsumer):
@@ -190,8 +255,8 @@ class AuditConsumer(RoleGatedConsumer):
         latest = AuditEvent.objects.order_by("-pk").values_list("pk", flat=True).first()
         return {"type": "audit.state", "latest_id": latest}
 
-    def audit_recorded(self, event):
-        self.send_json({"type": "audit.recorded", "event_id": event["event_id"]})
+    async def audit_recorded(self, event):
+        await self.send_json({"type": "audit.recorded", "event_id": event["event_id"]})
 
 
 class WarningConsumer(RoleGatedConsumer):
@@ -202,5 +267,5 @@ class WarningConsumer(RoleGatedConsumer):
     def current_state(self):
         return {"type": "warnings.state"}
 
-    def warning_announced(self, event):
-        self.send_json({"type": "warning.announced", "warning": event["warning"]})
+    async def warning_announced(self, event):
+        await self.send_json({"type": "warning.announced", "warning": event["warning"]})

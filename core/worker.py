@@ -1,5 +1,6 @@
 """The RQ worker class (settings.RQ["WORKER_CLASS"]): runs the apps' worker-start hooks first,
-and settles a job at once when its work horse dies."""
+sends a work horse's coalesced live events before it exits, and settles a job at once when its
+work horse dies."""
 
 import logging
 import os
@@ -8,6 +9,7 @@ from django.db import connections
 from django.utils.module_loading import autodiscover_modules
 from rq import Worker
 
+from .broadcast import flush_pending
 from .jobs import job_lost, portal_job_id
 from .registry import run_worker_start_hooks
 
@@ -44,6 +46,14 @@ class PortalWorker(Worker):
             # Work horses are forked from this process: they must not share its connections.
             connections.close_all()
         return super().work(*args, **kwargs)
+
+    def perform_job(self, job, queue):
+        """Run in the work horse; it ends with os._exit (no atexit), so the live events it still
+        holds for coalescing (core.broadcast) are sent here, after the job."""
+        try:
+            return super().perform_job(job, queue)
+        finally:
+            flush_pending()
 
     def handle_work_horse_killed(self, job, retpid, ret_val, rusage):
         """RQ saw the horse die mid-job (RQ runs no failure callback then): end the Job row now

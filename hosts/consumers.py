@@ -1,22 +1,25 @@
+from channels.db import database_sync_to_async
+
 from core.broadcast import INVENTORY_GROUP
 from core.choices import RoleChoices
 from core.consumers import RoleGatedConsumer
+from core.live_events import unseen_hosts, visible_part
 
 from .permissions import hosts_for
 
 
 class InventoryConsumer(RoleGatedConsumer):
-    """Tells inventory, host and guest pages which host changed; each re-fetches the rows it
-    shows only when they concern that host (static/vmportal/live.js).
+    """Tells inventory, host and guest pages what changed: which hosts, a host's new status
+    (host.status), a guest's new state (vm.state), coalesced by core.broadcast. Each page patches
+    the rows it shows and re-fetches them only when the event concerns them
+    (static/vmportal/live.js).
 
-    Every socket hears the one "inventory" group; an event about a host the user may not see
-    is not passed on (the hosts they may see are read on connect and at each access check)."""
+    Every socket hears the one "inventory" group; what concerns hosts the user may not see is
+    not passed on (the hosts they may see are read on connect and at each access check). An
+    event passes through here in the event loop, without a database read, unless it brings a
+    host the socket does not know yet."""
 
     group = INVENTORY_GROUP
-
-    def object_allowed(self, user) -> bool:
-        self.access_kept(user)
-        return True
 
     def access_kept(self, user) -> None:
         self.visible = set(hosts_for(user, RoleChoices.VIEWER).values_list("pk", flat=True))
@@ -24,11 +27,10 @@ class InventoryConsumer(RoleGatedConsumer):
     def current_state(self):
         return {"type": "inventory.state", "hosts": len(self.visible)}
 
-    def inventory_changed(self, event):
-        host_id = event.get("host_id")
-        if host_id is not None and host_id not in self.visible and event.get("hosts_changed"):
-            self.access_kept(self.scope["user"])  # a host just added: the user may see it
-        if host_id is not None and host_id not in self.visible:
-            return  # a host outside the user's host groups: not theirs to hear about
-        self.send_json({"type": "inventory.changed", "host_id": host_id,
-                        "hosts_changed": bool(event.get("hosts_changed"))})
+    async def inventory_changed(self, event):
+        if unseen_hosts(event, self.visible):
+            # A host just added: the user may see it.
+            await database_sync_to_async(self.access_kept)(self.scope["user"])
+        part = visible_part(event, self.visible)
+        if part is not None:  # else: only hosts outside the user's host groups, not theirs to hear about
+            await self.send_json(part)

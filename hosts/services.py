@@ -422,16 +422,22 @@ def host_inventory_save(
             **os_fields,
         },
     )
-    known = set(host.vms.values_list("uuid", flat=True))
+    states_before = dict(host.vms.values_list("uuid", "state"))
+    known = set(states_before)
     seen = set()
+    changed_states = {}
     for info in domains:
         vm = _save_vm(host, info, storage)
         seen.add(vm.uuid)
+        if states_before.get(vm.uuid) != vm.state:
+            changed_states[vm.pk] = (vm.state, vm.get_state_display())
     gone = known - seen
     if gone:
         host.vms.filter(uuid__in=gone).delete()
     _mark_reachable(host, now=now, actor=actor)
-    broadcast.inventory_changed(host_id=host.pk)
+    # vm.state for the guests whose state the refresh found changed, host.status for the host.
+    broadcast.inventory_changed(host_id=host.pk, host_status=(host.status, host.get_status_display()),
+                                guests=changed_states)
     return {"vms": len(seen), "added": len(seen - known), "removed": len(gone)}
 
 
@@ -477,7 +483,7 @@ def host_contact_failed(
             message=error,
             job=job,
         )
-    broadcast.inventory_changed(host_id=host.pk)
+    broadcast.host_status(host)
     return host
 
 
@@ -539,7 +545,7 @@ def vm_state_save(*, vm: VirtualMachine, info: DomainInfo) -> VirtualMachine:
     for field_name in fields:
         setattr(vm, field_name, _vm_fields(info)[field_name])
     vm.save(update_fields=fields)
-    broadcast.inventory_changed(host_id=vm.host_id)
+    broadcast.vm_state(vm)
     return vm
 
 

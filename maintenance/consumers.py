@@ -2,7 +2,7 @@
 samples of its items' migrations (the page moves each row's bar), including migrations that start
 after the page connected."""
 
-from asgiref.sync import async_to_sync
+from channels.db import database_sync_to_async
 
 from core.broadcast import evacuation_group, migration_group
 from core.choices import RoleChoices
@@ -25,35 +25,35 @@ class EvacuationConsumer(RoleGatedConsumer):
         # Its host and every host its items move between: their migrations' samples come along.
         return records_for(user, RoleChoices.VIEWER, Evacuation.objects.filter(pk=self.evacuation_id)).exists()
 
-    def connect(self):
-        super().connect()
-        if getattr(self, "joined_group", None):
-            ids = EvacuationItem.objects.filter(evacuation_id=self.evacuation_id, migration__isnull=False)
-            self._follow(ids.values_list("migration_id", flat=True))
+    async def groups_joined(self):
+        await self._follow(await database_sync_to_async(self._item_migrations)())
 
-    def _follow(self, migration_ids) -> None:
+    def _item_migrations(self) -> list[int]:
+        ids = EvacuationItem.objects.filter(evacuation_id=self.evacuation_id, migration__isnull=False)
+        return list(ids.values_list("migration_id", flat=True))
+
+    async def _follow(self, migration_ids) -> None:
         for migration_id in migration_ids:
             if migration_id and migration_id not in self.followed:
                 self.followed.add(migration_id)
-                async_to_sync(self.channel_layer.group_add)(migration_group(migration_id), self.channel_name)
+                await self.join_groups(migration_group(migration_id))
 
-    def disconnect(self, code):
-        super().disconnect(code)
-        for migration_id in getattr(self, "followed", ()):
-            async_to_sync(self.channel_layer.group_discard)(migration_group(migration_id), self.channel_name)
+    async def disconnect(self, code):
+        await super().disconnect(code)
+        await self.leave_groups(*(migration_group(migration_id) for migration_id in getattr(self, "followed", ())))
 
     def current_state(self):
         ev = Evacuation.objects.select_related("host").get(pk=self.evacuation_id)
         return {"type": "evacuation.state", "evacuation": evacuation_payload(ev)}
 
-    def evacuation_status(self, event):
+    async def evacuation_status(self, event):
         state = event["evacuation"]
         # An item that started since gets a migration: follow its progress from now on.
-        self._follow(item.get("migration") for item in state.get("items", ()))
-        self.send_json({"type": "evacuation.status", "evacuation": state})
+        await self._follow(item.get("migration") for item in state.get("items", ()))
+        await self.send_json({"type": "evacuation.status", "evacuation": state})
 
-    def migration_progress(self, event):
-        self.send_json({"type": "migration.progress", "migration": event.get("migration_id"), "sample": event["sample"]})
+    async def migration_progress(self, event):
+        await self.send_json({"type": "migration.progress", "migration": event.get("migration_id"), "sample": event["sample"]})
 
-    def migration_status(self, event):
-        self.send_json({"type": "migration.status", "migration": event["migration"]})
+    async def migration_status(self, event):
+        await self.send_json({"type": "migration.status", "migration": event["migration"]})

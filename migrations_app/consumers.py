@@ -24,8 +24,8 @@ class MigrationConsumer(RoleGatedConsumer):
         samples = chart_samples(migration.samples.values_list("elapsed_ms", "stats"))
         return {"type": "migration.state", "migration": state_payload(migration), "samples": samples}
 
-    def migration_status(self, event):
-        self.send_json({"type": "migration.status", "migration": event["migration"]})
+    async def migration_status(self, event):
+        await self.send_json({"type": "migration.status", "migration": event["migration"]})
 
-    def migration_progress(self, event):
-        self.send_json({"type": "migration.progress", "sample": event["sample"]})
+    async def migration_progress(self, event):
+        await self.send_json({"type": "migration.progress", "sample": event["sample"]})

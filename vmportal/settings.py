@@ -34,6 +34,8 @@ Environment variables (all optional in development, see each one below):
                             the database; unset by default
   VMPORTAL_CHANNEL_CAPACITY  live events one websocket may have waiting in the channel layer
                             before more to it are dropped, default 1000
+  VMPORTAL_WS_RECHECK_SECONDS  an open websocket checks its session and role again this often
+                            (at once on logout or a role change), default 5
   VMPORTAL_INVENTORY_REFRESH_SECONDS  period of the full inventory refresh (queued by
                             `manage.py watch_hosts`), default 300
   VMPORTAL_MAX_OUTGOING / VMPORTAL_MAX_INCOMING  migrations running at once out of / into one
@@ -250,8 +252,10 @@ CHANNEL_LAYERS = {
 }
 
 # An open websocket checks its session and role again this often (and at once on logout or a role
-# change), closing when either is gone (core.socket_access).
-VMPORTAL_WS_RECHECK_SECONDS = 5.0
+# change), closing when either is gone (core.socket_access). Each check is a few queries on the
+# server's one thread for sync code: at 500 open sockets per daphne process, 5 s is 100 checks a
+# second (bench/live_fanout.py --recheck shows what it costs).
+VMPORTAL_WS_RECHECK_SECONDS = min(max(float(os.environ.get("VMPORTAL_WS_RECHECK_SECONDS", "5")), 0.05), 3600.0)
 
 RQ_QUEUES = {
     "default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 600},

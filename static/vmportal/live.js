@@ -1,12 +1,21 @@
 /* Live updates over websockets, without any framework.
  *
  * [data-live-socket][data-live-partial]: on an event from the socket that concerns what the
- *   region shows, re-fetch the partial URL (the rows on screen, server-rendered, already
- *   escaped) and swap it in, at most once per 250 ms. [data-live-host-id] limits this to events
- *   about that host; a list says which hosts its rows show with [data-live-shown-hosts].
+ *   region shows, patch what the event says at once (a guest's state badge
+ *   [data-live-vm-state=<id>], a host's status badge [data-live-host-status=<id>]), then
+ *   re-fetch the partial URL (the rows on screen, server-rendered, already escaped) and swap it
+ *   in, at most once per 250 ms (the summaries and actions follow from the new states).
+ *   [data-live-host-id] limits this to events about that host; a list says which hosts its rows
+ *   show with [data-live-shown-hosts]. A hidden page (a background tab) does not fetch: it
+ *   fetches once when it is shown again.
  * [data-job-socket]: a job page (or widget) that shows status, progress and log lines as they
  *   arrive; [data-reload-on-finish] reloads the page once the job ends.
- * Sockets reconnect with backoff; on (re)connect the server sends the current state.
+ * Sockets reconnect with backoff; on (re)connect the server sends the current state, and a
+ *   region that receives it re-fetches what it shows (it may have missed events meanwhile).
+ *
+ * Inventory events (coalesced on the server, core/live_events.py): {"type": "inventory.changed",
+ *   "host_ids": [...], "hosts_changed": bool, "everything": bool,
+ *   "hosts": {"<id>": {"status", "label"}}, "guests": {"<id>": {"host_id", "state", "label"}}}.
  */
 (function () {
   "use strict";
@@ -49,12 +58,37 @@
   // so each refresh renews it ([data-live-shown-hosts]); any other region takes every event.
   function concerns(region, message) {
     if (message.type !== "inventory.changed") return true;  // a state on (re)connect, or another socket's event
+    if (message.everything) return true;
+    var named = (message.host_ids || []).map(String);
     var hostId = region.dataset.liveHostId;
-    if (hostId) return !message.host_id || String(message.host_id) === hostId;
+    if (hostId) return named.indexOf(hostId) !== -1;
     var marker = region.querySelector("[data-live-shown-hosts]");
     if (!marker) return true;
-    if (!message.host_id || message.hosts_changed) return true;
-    return ("," + marker.dataset.liveShownHosts + ",").indexOf("," + message.host_id + ",") !== -1;
+    if (message.hosts_changed) return true;
+    var shown = "," + marker.dataset.liveShownHosts + ",";
+    return named.some(function (id) { return shown.indexOf("," + id + ",") !== -1; });
+  }
+
+  // A state or status is a short lower-case word: anything else is not made into a class name.
+  var WORD = /^[a-z_]{1,32}$/;
+
+  function patchBadges(region, selector, prefix, changes) {
+    Object.keys(changes || {}).forEach(function (id) {
+      var change = changes[id];
+      var value = change && (change.state || change.status);
+      if (!/^[0-9]{1,20}$/.test(id) || !value || !WORD.test(value)) return;
+      region.querySelectorAll("[" + selector + '="' + id + '"]').forEach(function (badge) {
+        badge.className = "badge " + prefix + value;
+        badge.textContent = change.label || value;  // text, never markup
+      });
+    });
+  }
+
+  // The rows on screen take what the event says at once, before their re-fetch.
+  function patch(region, message) {
+    if (message.type !== "inventory.changed") return;
+    patchBadges(region, "data-live-vm-state", "state-", message.guests);
+    patchBadges(region, "data-live-host-status", "status-", message.hosts);
   }
 
   function bindPartialRegion(region) {
@@ -64,8 +98,10 @@
     var timer = null;
     var inFlight = false;
     var again = false;
+    var stale = false;  // an event came while the page was hidden: fetch when it is shown
     function refresh() {
       timer = null;
+      if (document.hidden) { stale = true; return; }
       if (inFlight) { again = true; return; }
       inFlight = true;
       window.fetch(region.dataset.livePartial, { credentials: "same-origin" })
@@ -84,10 +120,15 @@
     function schedule() {
       if (timer === null) timer = window.setTimeout(refresh, QUIET_MS);
     }
+    document.addEventListener("visibilitychange", function () {
+      if (!document.hidden && stale) { stale = false; schedule(); }
+    });
     connect(region.dataset.liveSocket, function (message) {
       // The state a socket starts with (and after a reconnect): events may have been missed
       // between the render and the connect, so the region asks for what it shows now.
-      if (concerns(region, message)) schedule();
+      if (!concerns(region, message)) return;
+      patch(region, message);
+      schedule();
     });
   }
 

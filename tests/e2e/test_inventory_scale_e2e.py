@@ -52,14 +52,22 @@ def test_an_event_refreshes_only_pages_that_show_its_host(page, portal, screensh
                what="the first refresh")
 
     inventory_event(portal, ids["syn-0050"])  # not on this page
-    wait_until(pumping(page, lambda: any(f'"host_id": {ids["syn-0050"]}' in f for f in frames)), timeout=15,
+    wait_until(pumping(page, lambda: any(f'"host_ids": [{ids["syn-0050"]}]' in f for f in frames)), timeout=15,
                what="the event about a host not shown")
     # Starting the next command takes far longer than the page's 250 ms window, so a refresh
     # for the first event would come before the second event is even sent.
     inventory_event(portal, ids["syn-0003"])  # on this page
     wait_until(pumping(page, lambda: len(fetches) == 2), timeout=15, what="the refresh for a host shown")
-    wait_until(pumping(page, lambda: any(f'"host_id": {ids["syn-0003"]}' in f for f in frames)), timeout=5, what="the event")
+    wait_until(pumping(page, lambda: any(f'"host_ids": [{ids["syn-0003"]}]' in f for f in frames)), timeout=5, what="the event")
     assert len(fetches) == 2, fetches
     expect(page.locator("#hosts-table tbody tr")).to_have_count(25)
+
+    # vm.state: the guest's badge on screen takes its new state, and the rows are fetched once more.
+    vm_id = json.loads(portal.manage(
+        "shell", "-c", "from hosts.models import VirtualMachine as V; from core import broadcast; "
+        "vm = V.objects.filter(host__name='syn-0003').order_by('pk').first(); vm.state = 'paused'; vm.save(); "
+        "broadcast.vm_state(vm); print(vm.pk)").stdout.strip().splitlines()[-1])
+    expect(page.locator(f'#vms-table [data-live-vm-state="{vm_id}"]')).to_have_text("Paused")
+    wait_until(pumping(page, lambda: len(fetches) == 3), timeout=15, what="the refresh after vm.state")
     page.screenshot(path=str(screenshots / "inventory_scale.png"))
     assert not errors, errors

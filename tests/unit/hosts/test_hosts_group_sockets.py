@@ -98,7 +98,8 @@ def test_inventory_events_of_hosts_outside_the_users_groups_are_not_delivered(te
 
     state, heard, nothing_more = async_to_sync(scenario)()
     assert state["hosts"] == 1
-    assert heard == {"type": "inventory.changed", "host_id": teams["kvm-a"].pk, "hosts_changed": False}
+    assert heard == {"type": "inventory.changed", "host_ids": [teams["kvm-a"].pk], "hosts_changed": False,
+                     "everything": False, "hosts": {}, "guests": {}}
     assert nothing_more
 
 
