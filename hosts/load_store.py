@@ -95,9 +95,11 @@ def commit_lazily() -> None:
 
     For measurements only: a crash of the database server may lose the last fraction of a second
     of points, never leaves them half-written, and other transactions keep their own durability.
-    (SQLite's equivalent, synchronous=NORMAL in WAL mode, is set for the whole database in settings.)
+    Only in a transaction of its own (the outermost ``atomic``): SET LOCAL would also make a caller's
+    enclosing transaction lazy. (SQLite's equivalent, synchronous=NORMAL in WAL mode, is set for the
+    whole database in settings.)
     """
-    if connection.vendor == "postgresql":
+    if connection.vendor == "postgresql" and len(connection.atomic_blocks) == 1:
         with connection.cursor() as cursor:
             cursor.execute("SET LOCAL synchronous_commit TO OFF")
 

@@ -167,10 +167,8 @@ def test_load_services_record_is_a_fixed_number_of_statements(trusted_host, gues
         model.objects.all().delete()
     services.host_load_record(host=trusted_host, stats=_stats(guests, busy=10**9, vcpu_ns=0), now=T0)
     # transaction (a savepoint in a test) begun and ended, counters read, host upsert, guests upsert
-    # (none when no guest runs), counters upsert; on PostgreSQL the lazy commit's SET LOCAL
-    from django.db import connection
-
-    with django_assert_num_queries(5 + (1 if guests else 0) + (connection.vendor == "postgresql")):
+    # (none when no guest runs), counters upsert (no lazy commit: inside the test's transaction)
+    with django_assert_num_queries(5 + (1 if guests else 0)):
         services.host_load_record(host=trusted_host, stats=_stats(guests, busy=2 * 10**9, vcpu_ns=30 * 10**9),
                                   now=T0 + timedelta(minutes=1))
     assert GuestLoad.objects.filter(host=trusted_host).count() == guests
@@ -237,3 +235,27 @@ def test_load_services_sweep_rolls_like_downsample(trusted_host):
 def test_roll_up_refuses_an_unknown_bucket():
     with pytest.raises(ValueError, match="Cannot roll"):
         load_store.roll_up(HostLoad, ("host_id",), _HOST_FIELDS, step_s=300, before=T0, into_step_s=900)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_load_services_commit_lazily_only_in_a_transaction_of_its_own():
+    """PostgreSQL: SET LOCAL synchronous_commit in the outermost transaction only; SQLite: nothing to do."""
+    from django.db import connection, transaction
+    from django.test.utils import CaptureQueriesContext
+
+    postgres = connection.vendor == "postgresql"
+    with transaction.atomic():
+        with CaptureQueriesContext(connection) as own:
+            load_store.commit_lazily()
+        with transaction.atomic(), CaptureQueriesContext(connection) as nested:
+            load_store.commit_lazily()
+        if postgres:
+            with connection.cursor() as cursor:
+                cursor.execute("SHOW synchronous_commit")
+                assert cursor.fetchone()[0] == "off"
+    assert [q["sql"] for q in own.captured_queries] == (["SET LOCAL synchronous_commit TO OFF"] if postgres else [])
+    assert nested.captured_queries == []
+    if postgres:  # LOCAL: gone with the transaction
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW synchronous_commit")
+            assert cursor.fetchone()[0] == "on"
