@@ -1,6 +1,6 @@
 """The cost of keeping load history: what one inventory refresh of N hosts (default 500 × 40 guests) spends recording load.
 
-    .venv/bin/python bench/load_record.py [--hosts 500] [--guests 40] [--sample 100] [--compare]
+    .venv/bin/python bench/load_record.py [--hosts 500] [--guests 40] [--sample 100] [--compare] [--sweep]
     DATABASE_URL=postgres://… .venv/bin/python bench/load_record.py     # on PostgreSQL
 
 No lab and no worker: hosts are rows with loopback addresses (127.0.x.y) and the libvirt
@@ -209,6 +209,8 @@ def main() -> int:
     parser.add_argument("--guests", type=int, default=40)
     parser.add_argument("--sample", type=int, default=100, help="Hosts timed in each refresh (all exist).")
     parser.add_argument("--history", type=int, default=12, help="5-minute points every host and guest has first.")
+    parser.add_argument("--sweep", action="store_true",
+                        help="Then time the hourly retention sweep rolling every point kept into hourly ones.")
     parser.add_argument("--compare", action="store_true",
                         help="Also time the per-row path the upserts replaced (and SQLite's synchronous=FULL).")
     args = parser.parse_args()
@@ -272,6 +274,14 @@ def main() -> int:
                   f"{totals[variants[0][0]] / totals['current']:.1f}×")
         print(f"Budget: a full refresh of every host ≤ {REFRESH_BUDGET_S:g} s (issue 16); the projection is one host "
               "after another on one core, before the refresh's own parallelism.")
+        if args.sweep:
+            fine = HostLoad.objects.filter(step_s=load.FINE_S).count() + GuestLoad.objects.filter(step_s=load.FINE_S).count()
+            t0 = time.perf_counter()
+            done = services.load_retention_sweep(now=start + timedelta(days=8))  # every point is past its week
+            took = time.perf_counter() - t0
+            coarse = HostLoad.objects.filter(step_s=3600).count() + GuestLoad.objects.filter(step_s=3600).count()
+            print(f"Retention sweep (hourly, not per refresh): {fine} 5-minute points rolled into {coarse} hourly ones "
+                  f"({done} rows) in {took:.2f} s")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0

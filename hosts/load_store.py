@@ -105,13 +105,15 @@ def commit_lazily() -> None:
 
 
 def roll_up(model, series_fields: Sequence[str], value_fields: Sequence[str], *, step_s: int, before,
-            into_step_s: int | None) -> int:
+            into_step_s: int | None, host_ids: Sequence[int] | None = None) -> int:
     """Points of ``step_s`` older than ``before``: aggregated into ``into_step_s`` buckets (None: dropped), then deleted.
 
-    One aggregate query over the old points, batched upserts of its results, one DELETE; returns
-    the old points removed.
+    One aggregate query over the old points (of ``host_ids`` only, when given), batched upserts of
+    its results, one DELETE; returns the old points removed.
     """
     old = model.objects.filter(step_s=step_s, at__lt=before)
+    if host_ids is not None:
+        old = old.filter(host_id__in=list(host_ids))
     if into_step_s is not None:
         kind = TRUNC_KINDS.get(into_step_s)
         if kind is None:

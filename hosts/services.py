@@ -656,21 +656,30 @@ def _point_values(values, fields) -> list:
     return out
 
 
-@transaction.atomic
+# Hosts whose points one transaction of the sweep rolls: the write lock is held for a part of the
+# sweep at a time (SQLite has one), so refreshes keep recording in between.
+SWEEP_HOSTS_PER_TRANSACTION = 50
+
+
 def load_retention_sweep(*, now=None) -> int:
     """Roll 5-minute points older than a week into hourly ones and drop hourly ones past 90 days.
 
-    Periodic (hourly, ``apps.py``), never part of a refresh; each step is one aggregate query,
-    batched upserts and one DELETE per table (``load_store.roll_up``). Returns how many rows were
-    rolled up or deleted.
+    Periodic (hourly, ``apps.py``), never part of a refresh. Each transaction takes
+    ``SWEEP_HOSTS_PER_TRANSACTION`` hosts' points through every step (``load_store.roll_up``: one
+    aggregate query, batched upserts and one DELETE per table); a sweep stopped half-way leaves
+    the other hosts for the next one. Returns how many rows were rolled up or deleted.
     """
     now = now or timezone.now()
+    host_ids = list(Host.all_objects.order_by("pk").values_list("pk", flat=True))  # points go with their host
     done = 0
-    for step in load.retention_steps(now):
-        done += load_store.roll_up(HostLoad, ("host_id",), _HOST_LOAD_FIELDS, step_s=step.step_s,
-                                   before=step.roll_before, into_step_s=step.into_step_s)
-        done += load_store.roll_up(GuestLoad, ("host_id", "vm_uuid"), _GUEST_LOAD_FIELDS, step_s=step.step_s,
-                                   before=step.roll_before, into_step_s=step.into_step_s)
+    for i in range(0, len(host_ids), SWEEP_HOSTS_PER_TRANSACTION):
+        chunk = host_ids[i:i + SWEEP_HOSTS_PER_TRANSACTION]
+        with transaction.atomic():
+            for step in load.retention_steps(now):
+                for model, series, fields in ((HostLoad, ("host_id",), _HOST_LOAD_FIELDS),
+                                              (GuestLoad, ("host_id", "vm_uuid"), _GUEST_LOAD_FIELDS)):
+                    done += load_store.roll_up(model, series, fields, step_s=step.step_s, before=step.roll_before,
+                                               into_step_s=step.into_step_s, host_ids=chunk)
     return done
 
 
