@@ -102,8 +102,8 @@ def budget_remedy(hosts: Iterable[str]) -> str:
     names = list(dict.fromkeys(hosts))
     first = names[0] if names else "HOST"
     which = ", ".join(names) if names else "the host"
-    return (f"Raise the guest budget of {which}: `python manage.py host_capacity {first} --memory-mib N "
-            "--vcpu-ratio R` or the Capacity card on the host's page (Admin).")
+    return (f"Raise the guest budget of {which}: python manage.py host_capacity {first} --memory-mib N "
+            "--vcpu-ratio R, or Edit capacity in the host page's Guest capacity card (Admin).")
 
 
 @dataclass(frozen=True)

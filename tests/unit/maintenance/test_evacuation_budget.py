@@ -32,7 +32,7 @@ def test_the_plan_sends_no_guest_past_a_hosts_memory_budget(evac):
     assert rows[stuck].action == IA.STAY and blocker.check == "budget"
     assert "kvm-b's memory budget for guests (1.5 GiB) has 0.5 GiB left" in blocker.reason
     assert "kvm-c's memory budget for guests (0.5 GiB)" in blocker.reason
-    assert "python manage.py host_capacity kvm-b" in blocker.remedy and "Capacity" in blocker.remedy
+    assert "python manage.py host_capacity kvm-b" in blocker.remedy and "Edit capacity" in blocker.remedy
     assert rows["cold-1"].action == IA.OFFLINE  # shut off: takes none of a budget
 
 

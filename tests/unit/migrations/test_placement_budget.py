@@ -87,7 +87,7 @@ def test_a_budget_blocker_names_the_budget_and_how_to_raise_it():
     plan = place([guest("web-3", 2)], [host(SOURCE), host("labh2", budget_gib=4, committed_gib=3)], source=SOURCE)
     blocker = plan.by_uuid("uuid-web-3").blocker
     assert "labh2's memory budget for guests (4.0 GiB) has 1.0 GiB left" in blocker.reason
-    assert "python manage.py host_capacity labh2 --memory-mib" in blocker.remedy and "Capacity" in blocker.remedy
+    assert "python manage.py host_capacity labh2 --memory-mib" in blocker.remedy and "Edit capacity" in blocker.remedy
     assert blocker.budget_hosts == ("labh2",)
     vcpu = place([guest("big", 1, vcpus=4)], [host(SOURCE), host("labh2", vcpus=8, vcpus_used=6)],
                  source=SOURCE).by_uuid("uuid-big").blocker
