@@ -16,7 +16,7 @@ from datetime import datetime
 
 from migrations_app import placement
 
-_ROOM_CHECKS = ("no-room",)
+_ROOM_CHECKS = ("no-room", "budget")  # no host has the memory, or every host's guest budget is spent
 
 
 @dataclass(frozen=True)
@@ -55,12 +55,16 @@ def capacity_check(
     """Place the running guests of every host in ``down`` over the others, sharing their room."""
     down = tuple(sorted(set(down)))
     free = {h.name: h.free_memory_kib for h in hosts}
+    # What each host's budget has taken so far (its own running guests, then those placed here from each source).
+    committed = {h.name: h.committed_memory_kib for h in hosts}
+    vcpus = {h.name: h.free_vcpus for h in hosts}
     placed, shortages = 0, []
     for source in down:
         running = [g for g in guests.get(source, ()) if g.state != "shutoff"]
         if not running:
             continue
-        capacities = [replace(h, in_maintenance=h.in_maintenance or h.name in down, free_memory_kib=free[h.name])
+        capacities = [replace(h, in_maintenance=h.in_maintenance or h.name in down, free_memory_kib=free[h.name],
+                              committed_memory_kib=committed[h.name], free_vcpus=vcpus[h.name])
                       for h in hosts]
         plan = placement.place(running, capacities, source=source)
         by_uuid = {g.uuid: g for g in running}
@@ -69,6 +73,9 @@ def capacity_check(
             if p.outcome == placement.OUTCOME_MOVE:
                 placed += 1
                 free[p.destination] -= g.memory_kib
+                committed[p.destination] += g.memory_kib
+                if vcpus[p.destination] is not None:
+                    vcpus[p.destination] -= g.vcpus
             elif p.blocker is not None and (p.blocker.check in _ROOM_CHECKS or (
                     p.blocker.check == "no-destination" and "No other host" in p.blocker.reason)):
                 shortages.append(Shortage(source, g.name, g.memory_kib, p.blocker.reason))

@@ -171,8 +171,9 @@ def capacity_conflicts(spec: WindowSpec, *, now: datetime | None = None,
         sets.update(s for s in conflicts.hosts_down_together(busy, others) if len(s) > 1)
     if not sets:
         return []
-    hosts = list(Host.objects.select_related("facts").order_by("name"))
-    capacities = [planning.host_capacity(h) for h in hosts]
+    hosts = list(Host.objects.select_related("facts", "budget").order_by("name"))
+    committed = planning.committed_by_host([h.pk for h in hosts])
+    capacities = [planning.host_capacity(h, committed=committed.get(h.pk, planning.Committed())) for h in hosts]
     by_id = {h.pk: h.name for h in hosts}
     guests: dict[str, list] = {}
     down_all = set().union(*sets)

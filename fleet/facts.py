@@ -138,8 +138,9 @@ def fleet_now(
             limit, load = float(budget.memory_kib), float(mem_load)
         reachable = h.is_connectable and (not used or (point is not None and (metric != MetricChoices.CPU
                                                                                 or point.cpu_pct is not None)))
+        # The budget is applied here on the basis asked for (assigned or used), not by host_capacity's own.
         capacity = planning.host_capacity(h, free_kib=max(budget.memory_kib - mem_load, 0), reachable=reachable,
-                                          groups=frozenset(groups.get(h.pk, ())))
+                                          groups=frozenset(groups.get(h.pk, ())), budget=False)
         result.append(recommend.HostLoadNow(
             # No vCPU limit for a host whose CPUs are not known yet (no facts): memory still holds.
             capacity=replace(capacity, free_vcpus=budget.vcpus - vcpus[h.pk] if budget.vcpus else None),

@@ -320,6 +320,8 @@ class HostLoad(models.Model):
     class Meta:
         ordering = ["host", "step_s", "at"]
         constraints = [models.UniqueConstraint(fields=["host", "step_s", "at"], name="hosts_hostload_one_per_bucket")]
+        # The fleet's latest points and the retention sweep read one step's points by time, every host at once.
+        indexes = [models.Index(fields=["step_s", "at"], name="hosts_hostload_step_at_idx")]
 
 
 class GuestLoad(models.Model):
@@ -335,10 +337,13 @@ class GuestLoad(models.Model):
 
     class Meta:
         ordering = ["vm_uuid", "step_s", "at"]
+        # Host and bucket first: one refresh's points (one host, one bucket) sit side by side in the
+        # key, so its upsert touches a page or two of it rather than one page per guest; the key
+        # also serves what the host index did. The time index serves reads of one step by time.
         constraints = [
-            models.UniqueConstraint(fields=["vm_uuid", "host", "step_s", "at"], name="hosts_guestload_one_per_bucket"),
+            models.UniqueConstraint(fields=["host", "step_s", "at", "vm_uuid"], name="hosts_guestload_bucket_key"),
         ]
-        indexes = [models.Index(fields=["host", "step_s", "at"], name="hosts_guestload_host_idx")]
+        indexes = [models.Index(fields=["step_s", "at"], name="hosts_guestload_step_at_idx")]
 
 
 class LoadCounters(models.Model):

@@ -26,7 +26,7 @@ from hosts.adapters.libvirt import DomainInfo, HostFacts as AdapterHostFacts
 from hosts.adapters.ssh import HostKeyInfo, generate_keypair
 from hosts.adapters.stats import HostStats
 
-from . import leases, load
+from . import leases, load, load_store
 from .choices import (
     DiskStorageChoices,
     GuestLeaseKindChoices,
@@ -620,98 +620,72 @@ _HOST_LOAD_FIELDS = ("memory_used_kib", "memory_free_kib", "cpu_pct")
 _GUEST_LOAD_FIELDS = ("memory_kib", "vcpu_pct")
 
 
-def _as_point(row, fields) -> load.Point:
-    return load.Point(at=row.at, samples=row.samples, values={f: getattr(row, f) for f in fields})
-
-
-def _apply_point(row, point: load.Point, fields) -> None:
-    row.samples = point.samples
-    for f in fields:
-        value = point.values.get(f)
-        setattr(row, f, round(value) if value is not None and f.endswith("_kib") else value)
-
-
 @transaction.atomic
 def host_load_record(*, host: Host, stats: HostStats, now=None) -> load.Sample:
     """Keep what one refresh measured: the host's and its running guests' 5-minute points, and the counters.
 
     A bucket that has a point already keeps the average of both; CPU uses are deltas to the
-    counters of the host's previous refresh.
+    counters of the host's previous refresh. Four statements whatever the number of guests: the
+    counters read (locked on PostgreSQL), one upsert of the host's point, one of its guests'
+    points (``load_store.upsert_points``: the database merges a point into the one kept), one of
+    the counters.
     """
     now = now or timezone.now()
+    load_store.commit_lazily()
     kept = LoadCounters.objects.select_for_update().filter(host=host).first()
     before = load.Counters(kept.at, kept.cpu_busy_ns, kept.cpu_total_ns, kept.vcpu_ns) if kept else None
     if before and before.at >= now:
         before = None  # a clock step back: no delta rather than a wrong one
     measured = load.sample(stats, before, now=now)
     at = load.bucket_start(now, load.FINE_S)
-    point = load.Point(at=at, samples=1, values=measured.host)
-    row = HostLoad.objects.filter(host=host, step_s=load.FINE_S, at=at).first()
-    if row:
-        _apply_point(row, load.merge(_as_point(row, _HOST_LOAD_FIELDS), point), _HOST_LOAD_FIELDS)
-        row.save()
-    else:
-        row = HostLoad(host=host, step_s=load.FINE_S, at=at, memory_used_kib=0, memory_free_kib=0)
-        _apply_point(row, point, _HOST_LOAD_FIELDS)
-        row.save()
-    existing = {str(r.vm_uuid): r for r in GuestLoad.objects.filter(host=host, step_s=load.FINE_S, at=at)}
-    new, changed = [], []
-    for uuid, values in measured.guests.items():
-        point = load.Point(at=at, samples=1, values=values)
-        if uuid in existing:
-            row = existing[uuid]
-            _apply_point(row, load.merge(_as_point(row, _GUEST_LOAD_FIELDS), point), _GUEST_LOAD_FIELDS)
-            changed.append(row)
-        else:
-            row = GuestLoad(host=host, vm_uuid=uuid, step_s=load.FINE_S, at=at, memory_kib=0)
-            _apply_point(row, point, _GUEST_LOAD_FIELDS)
-            new.append(row)
-    if changed:
-        # Replaced rather than bulk_update()d: Django builds one CASE per field and row, which cost
-        # most of a same-bucket refresh (bench/load_record.py); the rows are plain values.
-        GuestLoad.objects.filter(pk__in=[row.pk for row in changed]).delete()
-        for row in changed:
-            row.pk = None
-    GuestLoad.objects.bulk_create(new + changed)
+    load_store.upsert_points(HostLoad, ("host_id", "step_s", "at"), _HOST_LOAD_FIELDS,
+                             [(host.pk, load.FINE_S, at, 1, *_point_values(measured.host, _HOST_LOAD_FIELDS))])
+    load_store.upsert_points(
+        GuestLoad, ("host_id", "vm_uuid", "step_s", "at"), _GUEST_LOAD_FIELDS,
+        [(host.pk, uuid, load.FINE_S, at, 1, *_point_values(values, _GUEST_LOAD_FIELDS))
+         for uuid, values in measured.guests.items()],
+    )
     c = measured.counters
-    LoadCounters.objects.update_or_create(
-        host=host, defaults={"at": c.at, "cpu_busy_ns": c.cpu_busy_ns, "cpu_total_ns": c.cpu_total_ns,
-                             "vcpu_ns": dict(c.vcpu_ns)},
+    LoadCounters.objects.bulk_create(
+        [LoadCounters(host=host, at=c.at, cpu_busy_ns=c.cpu_busy_ns, cpu_total_ns=c.cpu_total_ns,
+                      vcpu_ns=dict(c.vcpu_ns))],
+        update_conflicts=True, unique_fields=["host"], update_fields=["at", "cpu_busy_ns", "cpu_total_ns", "vcpu_ns"],
     )
     return measured
 
 
-def _roll(model, fields, key_fields, step: load.RetentionStep) -> int:
-    old = model.objects.filter(step_s=step.step_s, at__lt=step.roll_before)
-    if step.into_step_s is not None:
-        series: dict[tuple, list] = {}
-        for row in old.iterator():
-            series.setdefault(tuple(getattr(row, k) for k in key_fields), []).append(_as_point(row, fields))
-        for key, points in series.items():
-            for point in load.downsample(points, step.into_step_s):
-                ident = dict(zip(key_fields, key, strict=True))
-                row = model.objects.filter(step_s=step.into_step_s, at=point.at, **ident).first()
-                if row:
-                    point = load.merge(_as_point(row, fields), point)
-                else:
-                    row = model(step_s=step.into_step_s, at=point.at, **ident, **{f: 0 for f in fields})
-                _apply_point(row, point, fields)
-                row.save()
-    deleted, _ = old.delete()
-    return deleted
+def _point_values(values, fields) -> list:
+    out = []
+    for f in fields:
+        value = values.get(f)
+        out.append(round(value) if value is not None and f.endswith("_kib") else value)
+    return out
 
 
-@transaction.atomic
+# Hosts whose points one transaction of the sweep rolls: the write lock is held for a part of the
+# sweep at a time (SQLite has one), so refreshes keep recording in between.
+SWEEP_HOSTS_PER_TRANSACTION = 50
+
+
 def load_retention_sweep(*, now=None) -> int:
     """Roll 5-minute points older than a week into hourly ones and drop hourly ones past 90 days.
 
-    Returns how many rows were rolled up or deleted.
+    Periodic (hourly, ``apps.py``), never part of a refresh. Each transaction takes
+    ``SWEEP_HOSTS_PER_TRANSACTION`` hosts' points through every step (``load_store.roll_up``: one
+    aggregate query, batched upserts and one DELETE per table); a sweep stopped half-way leaves
+    the other hosts for the next one. Returns how many rows were rolled up or deleted.
     """
     now = now or timezone.now()
+    host_ids = list(Host.all_objects.order_by("pk").values_list("pk", flat=True))  # points go with their host
     done = 0
-    for step in load.retention_steps(now):
-        done += _roll(HostLoad, _HOST_LOAD_FIELDS, ("host_id",), step)
-        done += _roll(GuestLoad, _GUEST_LOAD_FIELDS, ("host_id", "vm_uuid"), step)
+    for i in range(0, len(host_ids), SWEEP_HOSTS_PER_TRANSACTION):
+        chunk = host_ids[i:i + SWEEP_HOSTS_PER_TRANSACTION]
+        with transaction.atomic():
+            for step in load.retention_steps(now):
+                for model, series, fields in ((HostLoad, ("host_id",), _HOST_LOAD_FIELDS),
+                                              (GuestLoad, ("host_id", "vm_uuid"), _GUEST_LOAD_FIELDS)):
+                    done += load_store.roll_up(model, series, fields, step_s=step.step_s, before=step.roll_before,
+                                               into_step_s=step.into_step_s, host_ids=chunk)
     return done
 
 

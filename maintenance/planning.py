@@ -17,7 +17,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from django.conf import settings
+from django.db.models import Sum
 
+from hosts.capacity import host_budget
 from hosts.choices import VM_ACTIVE_STATES, DiskStorageChoices, VMStateChoices
 from hosts.models import Host, VirtualMachine
 from migrations_app import placement, preflight
@@ -126,10 +128,58 @@ def _guest_arches(host_arch: str) -> frozenset[str]:
     return frozenset({g for g, hosts in preflight.KVM_HOST_ARCHES.items() if host_arch in hosts} | {host_arch})
 
 
+@dataclass(frozen=True)
+class Committed:
+    """What the guests running on a host take of its budget now."""
+
+    memory_kib: int = 0
+    vcpus: int = 0
+
+
+def committed_by_host(host_ids: Iterable[int] | None = None) -> dict[int, Committed]:
+    """Memory and vCPUs of the guests running (or paused) on each host, in one query; a host with none is absent.
+
+    A guest's copy marked replaced elsewhere (``superseded_at``) is not counted: it runs there no more.
+    """
+    rows = VirtualMachine.objects.filter(state__in=VM_ACTIVE_STATES, superseded_at__isnull=True)
+    if host_ids is not None:
+        rows = rows.filter(host_id__in=list(host_ids))
+    return {r["host_id"]: Committed(int(r["memory"] or 0), int(r["vcpus"] or 0))
+            for r in rows.values("host_id").annotate(memory=Sum("memory_kib"), vcpus=Sum("vcpus")).order_by()}
+
+
+def budget_limits(host: Host, committed: Committed) -> dict:
+    """The budget fields of ``host``'s capacity: its guest budget (``hosts.capacity``) and what is left of it.
+
+    A host whose memory is not known yet (no facts, or a total of 0) and that has no budget set has
+    no memory bound here (its free memory bounds it); one whose CPUs are not known, no vCPU bound.
+    """
+    budget = host_budget(host)
+    facts = getattr(host, "facts", None)
+    known = facts is not None and facts.memory_total_kib > 0
+    memory = budget.memory_kib if known or not budget.memory_default else None
+    vcpus = budget.vcpus if budget.vcpus > 0 else None
+    return {
+        "budget_memory_kib": memory, "committed_memory_kib": committed.memory_kib,
+        "budget_vcpus": vcpus, "free_vcpus": None if vcpus is None else vcpus - committed.vcpus,
+    }
+
+
 def host_capacity(
     host: Host, *, free_kib: int | None = None, reachable: bool | None = None, groups: frozenset[str] = frozenset(),
+    committed: Committed | None = None, budget: bool = True,
 ) -> placement.HostCapacity:
+    """What ``host`` offers a plan: its free memory, facts and, unless ``budget`` is False, its guest budget.
+
+    ``committed``: what its running guests take (from ``committed_by_host`` for a list of hosts;
+    read here when not given). Load hosts with ``select_related("facts", "budget")``.
+    """
     facts = getattr(host, "facts", None)
+    limits = {}
+    if budget:
+        if committed is None:
+            committed = committed_by_host([host.pk]).get(host.pk, Committed())
+        limits = budget_limits(host, committed)
     return placement.HostCapacity(
         name=host.name,
         free_memory_kib=free_kib if free_kib is not None else (facts.memory_free_kib if facts else 0),
@@ -139,6 +189,7 @@ def host_capacity(
         in_maintenance=host.in_maintenance,
         reachable=host.is_connectable if reachable is None else reachable,
         anti_affinity=groups,
+        **limits,
     )
 
 
@@ -152,7 +203,7 @@ def options_for(state: str, *, copy_storage: bool, has_local: bool) -> Migration
 def _candidates(host: Host, hosts=None) -> list[Host]:
     """The hosts in service other than ``host`` (or of ``hosts``: those the requester may act on)."""
     hosts = Host.objects.all() if hosts is None else hosts
-    return list(hosts.exclude(pk=host.pk).select_related("facts").order_by("name"))
+    return list(hosts.exclude(pk=host.pk).select_related("facts", "budget").order_by("name"))
 
 
 def _groups_by_host() -> dict[int, frozenset[str]]:
@@ -267,10 +318,12 @@ def evacuation_plan(
                 if veto is not None:
                     vetoes[(uuid, dest.name)] = veto
     groups = _groups_by_host()
+    committed = committed_by_host([h.pk for h in others])
     capacities = [
-        host_capacity(h, free_kib=free.get(h.name), reachable=reachable.get(h.name), groups=groups.get(h.pk, frozenset()))
+        host_capacity(h, free_kib=free.get(h.name), reachable=reachable.get(h.name), groups=groups.get(h.pk, frozenset()),
+                      committed=committed.get(h.pk, Committed()))
         for h in others
-    ] + [host_capacity(host)]
+    ] + [host_capacity(host, budget=False)]
     plan = placement.place(
         needs.values(), capacities, source=host.name, strategy=strategy, cpu_ok=cpu_ok, overrides=overrides,
         excluded=excluded, copy_storage=copy_storage, vetoes=vetoes,
@@ -324,11 +377,16 @@ def replacement_for(*, vm: VirtualMachine, evacuated: Host, tried: Iterable[str]
     tried = frozenset(tried)
     groups = _groups_by_host()
     capacities = []
-    for h in _candidates(evacuated):
+    candidates = _candidates(evacuated)
+    committed = committed_by_host([h.pk for h in candidates])
+    for h in candidates:
         facts = getattr(h, "facts", None)
         free = (facts.memory_free_kib if facts else 0) - pending.get(h.name, 0)
+        # What this evacuation is still sending there counts against the budget as if it ran there.
+        here = committed.get(h.pk, Committed())
         capacities.append(host_capacity(h, free_kib=max(free, 0), reachable=h.is_connectable and h.name not in tried,
-                                        groups=groups.get(h.pk, frozenset())))
-    capacities.append(host_capacity(evacuated))
+                                        groups=groups.get(h.pk, frozenset()),
+                                        committed=Committed(here.memory_kib + pending.get(h.name, 0), here.vcpus)))
+    capacities.append(host_capacity(evacuated, budget=False))
     need = guest_needs(VirtualMachine.objects.prefetch_related("disks").get(pk=vm.pk))
     return placement.place([need], capacities, source=evacuated.name).by_uuid(str(vm.uuid))

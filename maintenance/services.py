@@ -249,12 +249,18 @@ def return_plan(*, host: Host, bring_back: bool = True, sources=None) -> ReturnP
                                        note=f"On {vm.host.name}, outside your host groups; left there."))
         else:
             info[uuid] = (vm, item)
-            taken = vm.memory_kib if vm.state in ("running", "paused", "blocked") else 0
-            moves.append(placement.ReturnMove(uuid=uuid, name=vm.name, memory_kib=taken,
-                                              from_host=vm.host.name, to_host=host.name))
-    free = {h.name: (h.facts.memory_free_kib if hasattr(h, "facts") else 0)
-            for h in Host.objects.select_related("facts")}
-    order = placement.return_order(moves, free)
+            live = vm.state in ("running", "paused", "blocked")
+            moves.append(placement.ReturnMove(uuid=uuid, name=vm.name, memory_kib=vm.memory_kib if live else 0,
+                                              from_host=vm.host.name, to_host=host.name, vcpus=vm.vcpus if live else 0))
+    hosts = list(Host.objects.select_related("facts", "budget"))
+    free = {h.name: (h.facts.memory_free_kib if hasattr(h, "facts") else 0) for h in hosts}
+    # Each host's guest budget bounds the way home too (hosts.capacity; unset = the portal's defaults).
+    committed = planning.committed_by_host([h.pk for h in hosts])
+    limits = {h.name: planning.budget_limits(h, committed.get(h.pk, planning.Committed())) for h in hosts}
+    budget_left = {n: lim["budget_memory_kib"] - lim["committed_memory_kib"] for n, lim in limits.items()
+                   if lim["budget_memory_kib"] is not None}
+    vcpus_left = {n: lim["free_vcpus"] for n, lim in limits.items() if lim["free_vcpus"] is not None}
+    order = placement.return_order(moves, free, budget_left_kib=budget_left, vcpus_left=vcpus_left)
     rows: list[ReturnRow] = []
     for m in order.steps:
         vm, _item = info[m.uuid]

@@ -21,6 +21,11 @@ Rules where the issue is silent, decided here:
 - ``pin_to`` restricts the guest to one host; an admin's override replaces it (the admin chose).
   ``pinned`` (must not leave its host) blocks a running guest even against an override.
 - Paused guests move live like running ones and stay paused on arrival (a warning says so).
+- Budget: a host's own limits for the portal's placement (``hosts.models.HostBudget``: memory
+  for guests, vCPUs = CPUs × overcommit ratio) bound a running guest as well as its free memory:
+  the guests running there plus those this plan sends must stay within both. No headroom on the
+  budget (it counts configured memory, not what the host has free). A blocker from a budget says
+  which, and how to raise it (``budget_remedy``).
 """
 
 from __future__ import annotations
@@ -74,6 +79,9 @@ class HostCapacity:
     max_incoming: int | None = None  # guests this plan may send here; None = no limit
     anti_affinity: frozenset[str] = frozenset()  # groups of the guests already running here
     free_vcpus: int | None = None  # vCPUs its budget still allows (CPUs × overcommit ratio − running); None = no limit
+    budget_memory_kib: int | None = None  # its memory budget for guests; None = no budget
+    committed_memory_kib: int = 0  # memory of the guests running there now (counted against the budget)
+    budget_vcpus: int | None = None  # its vCPU budget in all (for the words); free_vcpus is what is left
 
 
 @dataclass(frozen=True)
@@ -83,6 +91,19 @@ class Blocker:
     check: str
     reason: str
     remedy: str
+    budget_hosts: tuple[str, ...] = ()  # hosts whose budget refused it: raising one would help
+
+
+BUDGET_CHECKS = ("memory-budget", "vcpus")
+
+
+def budget_remedy(hosts: Iterable[str]) -> str:
+    """How to raise the budget of ``hosts`` (CLI and page), in words."""
+    names = list(dict.fromkeys(hosts))
+    first = names[0] if names else "HOST"
+    which = ", ".join(names) if names else "the host"
+    return (f"Raise the guest budget of {which}: python manage.py host_capacity {first} --memory-mib N "
+            "--vcpu-ratio R, or Edit capacity in the host page's Guest capacity card (Admin).")
 
 
 @dataclass(frozen=True)
@@ -144,6 +165,7 @@ class _HostLoad:
     incoming: int = 0
     groups: set[str] = field(default_factory=set)
     free_vcpus: int | None = None
+    budget_left_kib: int | None = None  # memory the host's budget still allows (None: no budget)
 
 
 def _host_refusal(
@@ -174,9 +196,16 @@ def _host_refusal(
                 f"{host.name} has {_gib(load.free_kib)} free; the guest needs {_gib(need)} "
                 f"(missing {_gib(need - load.free_kib)})."
             )
+        if load.budget_left_kib is not None and load.budget_left_kib < guest.memory_kib:
+            return "memory-budget", (
+                f"{host.name}'s memory budget for guests ({_gib(host.budget_memory_kib or 0)}) has "
+                f"{_gib(max(load.budget_left_kib, 0))} left; the guest has {_gib(guest.memory_kib)}."
+            )
         if load.free_vcpus is not None and load.free_vcpus < guest.vcpus:
+            total = f" ({host.budget_vcpus})" if host.budget_vcpus is not None else ""
             return "vcpus", (
-                f"{host.name}'s vCPU budget has {max(load.free_vcpus, 0)} vCPU(s) left; the guest has {guest.vcpus}."
+                f"{host.name}'s vCPU budget{total} has {max(load.free_vcpus, 0)} vCPU(s) left; "
+                f"the guest has {guest.vcpus}."
             )
     return None
 
@@ -241,6 +270,14 @@ def _no_destination(
             f"Free {_gib(missing)} on {best.host.name} (stop or move guests there), exclude another guest, "
             "or choose 'shut down and start again after maintenance'.",
         )
+    budget_hosts = tuple(load.host.name for load, (check, _) in refusals if check in BUDGET_CHECKS)
+    if budget_hosts and all(check in ("memory", *BUDGET_CHECKS) for _, (check, _) in refusals):
+        return Blocker(
+            "budget", " ".join(reason for _, (_, reason) in refusals),
+            f"{budget_remedy(budget_hosts)} Or free room there, exclude another guest, or choose "
+            "'shut down and start again after maintenance'.",
+            budget_hosts=budget_hosts,
+        )
     # Every host refused by its preflight: the preflight's own fixes say what to do.
     found = [vetoes.get((guest.uuid, load.host.name)) for load, _ in refusals]
     if all(found):
@@ -285,7 +322,9 @@ def place(
     excluded = frozenset(excluded)
     by_name = {h.name: h for h in hosts}
     loads = {
-        h.name: _HostLoad(h, h.free_memory_kib, groups=set(h.anti_affinity), free_vcpus=h.free_vcpus)
+        h.name: _HostLoad(h, h.free_memory_kib, groups=set(h.anti_affinity), free_vcpus=h.free_vcpus,
+                          budget_left_kib=(None if h.budget_memory_kib is None
+                                           else h.budget_memory_kib - h.committed_memory_kib))
         for h in sorted(by_name.values(), key=lambda h: h.name)
         if h.name != source and not h.in_maintenance and h.reachable
     }
@@ -340,6 +379,8 @@ def _place_one(
                              blocker=_no_destination(guest, refusals, headroom=headroom, vetoes=vetoes))
         target = _choose(fitting, strategy)
     target.free_kib -= _taken(guest)
+    if target.budget_left_kib is not None:
+        target.budget_left_kib -= _taken(guest)
     if target.free_vcpus is not None and guest.state != "shutoff":
         target.free_vcpus -= guest.vcpus
     target.incoming += 1
@@ -369,6 +410,9 @@ def _wanted_host_blocker(
     refusal = _host_refusal(guest, loads[wanted], cpu_ok=cpu_ok, headroom=headroom, vetoes=vetoes)
     if refusal:
         veto = vetoes.get((guest.uuid, wanted))
+        if refusal[0] in BUDGET_CHECKS:
+            return Blocker(check, f"{chosen.capitalize()} cannot take {guest.name}: {refusal[1]}",
+                           f"{budget_remedy([wanted])} Or: {remedy[0].lower()}{remedy[1:]}", budget_hosts=(wanted,))
         return Blocker(check, f"{chosen.capitalize()} cannot take {guest.name}: {refusal[1]}",
                        veto[2] if veto and veto[2] else remedy)
     return None
@@ -391,6 +435,7 @@ class ReturnMove:
     memory_kib: int
     from_host: str
     to_host: str
+    vcpus: int = 0  # counted against the destination's vCPU budget (0: shut off)
 
 
 @dataclass(frozen=True)
@@ -417,16 +462,24 @@ _SEARCH_LIMIT = 20_000
 
 def return_order(
     moves: Iterable[ReturnMove], free_memory_kib: Mapping[str, int], *, headroom: float = MEMORY_HEADROOM,
+    budget_left_kib: Mapping[str, int] | None = None, vcpus_left: Mapping[str, int] | None = None,
 ) -> ReturnPlan:
     """Order ``moves`` so every destination has the guest's memory plus headroom free when it arrives.
 
+    ``budget_left_kib`` / ``vcpus_left``: what each host's budget still allows (memory for guests,
+    vCPUs; a host missing from the map has no budget); a move must keep its destination within
+    both, as well as within its free memory.
     A move frees its memory on the host it leaves, so moving out before moving in can make room.
     Moves tried first at each step: those leaving a host another pending move goes to, then the
     largest, then by name. When no order makes every move, the longest order found is returned
     and the rest are stuck with the memory they lack. Deterministic.
     """
     pending = tuple(sorted(moves, key=lambda m: (-m.memory_kib, m.name, m.uuid)))
-    free0 = dict(free_memory_kib)
+    # One ledger: (free memory, budget memory left, vCPUs left) per host; None = no budget.
+    budget_left_kib, vcpus_left = budget_left_kib or {}, vcpus_left or {}
+    hosts = set(free_memory_kib) | set(budget_left_kib) | set(vcpus_left) | {m.to_host for m in pending} | {
+        m.from_host for m in pending}
+    free0 = {h: (free_memory_kib.get(h, 0), budget_left_kib.get(h), vcpus_left.get(h)) for h in hosts}
     best: list[ReturnMove] = []
     seen: set[frozenset[str]] = set()
 
@@ -443,32 +496,61 @@ def return_order(
         left = [m for m in pending if m.uuid not in key]
         wanted = {m.to_host for m in left}
         for m in sorted(left, key=lambda m: m.from_host not in wanted):  # stable: keeps size order
-            need = math.ceil(m.memory_kib * (1 + headroom))
-            if free.get(m.to_host, 0) < need:
+            if _return_refusal(m, free[m.to_host], headroom) is not None:
                 continue
-            after = dict(free)
-            after[m.to_host] = after.get(m.to_host, 0) - m.memory_kib
-            after[m.from_host] = after.get(m.from_host, 0) + m.memory_kib
-            if search(done + [m], after):
+            if search(done + [m], _after(free, m)):
                 return True
         return False
 
     search([], free0)
     free = dict(free0)
     for m in best:
-        free[m.to_host] = free.get(m.to_host, 0) - m.memory_kib
-        free[m.from_host] = free.get(m.from_host, 0) + m.memory_kib
+        free = _after(free, m)
     done = {m.uuid for m in best}
     stuck = []
     for m in pending:
         if m.uuid in done:
             continue
+        refusal = _return_refusal(m, free[m.to_host], headroom) or "memory"
         need = math.ceil(m.memory_kib * (1 + headroom))
-        have = free.get(m.to_host, 0)
-        stuck.append(StuckMove(
-            m,
-            f"{m.to_host} would have {_gib(have)} free after every move that can be made; {m.name} needs "
-            f"{_gib(need)} (missing {_gib(max(need - have, 0))}).",
-            f"Free memory on {m.to_host}, or leave {m.name} on {m.from_host} (exit without returning it).",
-        ))
+        have, budget, vcpus = free[m.to_host]
+        after = f"{m.to_host} would have"
+        if refusal == "memory-budget":
+            reason = (f"{after} {_gib(max(budget, 0))} left of its memory budget for guests after every move that "
+                      f"can be made; {m.name} has {_gib(m.memory_kib)}.")
+        elif refusal == "vcpus":
+            reason = (f"{after} {max(vcpus, 0)} vCPU(s) left of its vCPU budget after every move that can be made; "
+                      f"{m.name} has {m.vcpus}.")
+        else:
+            reason = (f"{after} {_gib(have)} free after every move that can be made; {m.name} needs "
+                      f"{_gib(need)} (missing {_gib(max(need - have, 0))}).")
+        remedy = f"Free memory on {m.to_host}, or leave {m.name} on {m.from_host} (exit without returning it)."
+        if refusal in BUDGET_CHECKS:
+            remedy = f"{budget_remedy([m.to_host])} Or leave {m.name} on {m.from_host} (exit without returning it)."
+        stuck.append(StuckMove(m, reason, remedy))
     return ReturnPlan(steps=tuple(best), stuck=tuple(stuck))
+
+
+def _return_refusal(m: ReturnMove, room: tuple[int, int | None, int | None], headroom: float) -> str | None:
+    """Why ``m``'s destination cannot take it with ``room`` (free, budget left, vCPUs left), or None."""
+    free, budget, vcpus = room
+    if free < math.ceil(m.memory_kib * (1 + headroom)):
+        return "memory"
+    if budget is not None and budget < m.memory_kib:
+        return "memory-budget"
+    if vcpus is not None and vcpus < m.vcpus:
+        return "vcpus"
+    return None
+
+
+def _after(ledger: Mapping[str, tuple[int, int | None, int | None]], m: ReturnMove) -> dict:
+    """The ledger once ``m`` is made: its destination takes its memory and vCPUs, its origin gets them back."""
+    def shift(room, sign):
+        free, budget, vcpus = room
+        return (free + sign * m.memory_kib, None if budget is None else budget + sign * m.memory_kib,
+                None if vcpus is None else vcpus + sign * m.vcpus)
+
+    after = dict(ledger)
+    after[m.to_host] = shift(after[m.to_host], -1)
+    after[m.from_host] = shift(after[m.from_host], +1)
+    return after

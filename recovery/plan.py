@@ -12,7 +12,8 @@ Rules, in the order they are judged:
   a local disk (even read-only) died with the host, and an unknown one cannot be trusted.
 - Passed-through host devices tie a guest to its host.
 - Then the placement engine (``migrations_app.placement.place``) picks the destination with the
-  same rules as an evacuation (memory, arch, domain type, anti-affinity, pins); the admin's
+  same rules as an evacuation (memory, each host's guest budget, arch, domain type, anti-affinity,
+  pins); the admin's
   ``destination`` is an override for every guest.
 """
 
@@ -115,7 +116,11 @@ def recovery_plan(
         if p.outcome == placement.OUTCOME_MOVE:
             moves.append(Move(p.uuid, p.name, p.destination, tuple(w for w in p.warnings if "CPU" not in w)))
         else:
-            # The reason only: the blockers' remedies speak of maintenance choices that do not apply here.
-            left.append(Left(p.uuid, p.name, p.blocker.reason if p.blocker else p.note))
+            # The reason only: the blockers' remedies speak of maintenance choices that do not apply here,
+            # except how to raise a budget that refused it.
+            reason = p.blocker.reason if p.blocker else p.note
+            if p.blocker and p.blocker.budget_hosts:
+                reason = f"{reason} {placement.budget_remedy(p.blocker.budget_hosts)}"
+            left.append(Left(p.uuid, p.name, reason))
     return RecoveryPlan(source=source, moves=tuple(sorted(moves, key=lambda m: (m.name, m.uuid))),
                         left=tuple(sorted(left, key=lambda x: (x.name, x.uuid))))

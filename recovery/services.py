@@ -17,7 +17,7 @@ from hosts import leases
 from hosts import services as host_services
 from hosts.choices import VM_ACTIVE_STATES, DiskStorageChoices, GuestLeaseKindChoices, HostStatusChoices
 from hosts.models import Host, VirtualMachine
-from maintenance.planning import guest_needs, host_capacity
+from maintenance.planning import Committed, committed_by_host, guest_needs, host_capacity
 from migrations_app.services.refusals import refuse
 
 from . import plan as plans
@@ -60,8 +60,10 @@ def _guest_facts(vm: VirtualMachine) -> plans.GuestFacts:
 def plan_for(host: Host, *, destination: Host | None = None) -> plans.RecoveryPlan:
     """The plan the page shows and the request executes: the inventory's last view of ``host``."""
     guests = [_guest_facts(vm) for vm in VirtualMachine.objects.filter(host=host).prefetch_related("disks")]
-    others = Host.objects.exclude(pk=host.pk).select_related("facts")
-    return plans.recovery_plan(guests, [host_capacity(h) for h in others], source=host.name,
+    others = list(Host.objects.exclude(pk=host.pk).select_related("facts", "budget"))
+    committed = committed_by_host([h.pk for h in others])
+    capacities = [host_capacity(h, committed=committed.get(h.pk, Committed())) for h in others]
+    return plans.recovery_plan(guests, capacities, source=host.name,
                                destination=destination.name if destination else None)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -56,3 +57,15 @@ def test_hosts_down_together_follow_the_overlaps():
     sets = conflicts.hosts_down_together(new, others)
     assert frozenset({"h1", "h2", "h4"}) in sets
     assert all("h3" not in s for s in sets)
+
+
+@pytest.mark.parametrize("budget_gib, short", [
+    (None, []),  # no budget: 20 GiB free holds both hosts' guests
+    (10, ["c"]),  # the budget the first host's guests take is gone for the second's
+    (4, ["b", "c"]),
+])
+def test_capacity_check_carries_each_hosts_budget_across_the_hosts_down(budget_gib, short):
+    budgeted = replace(host("h3", 20), budget_memory_kib=None if budget_gib is None else budget_gib * GIB)
+    verdict = conflicts.capacity_check(down={"h1", "h2"}, guests=GUESTS, hosts=[host("h1", 0), host("h2", 0), budgeted])
+    assert sorted(s.guest for s in verdict.shortages) == short
+    assert all("memory budget" in s.reason for s in verdict.shortages)

@@ -66,3 +66,15 @@ def test_same_facts_same_plan_and_fingerprint():
     two = recovery_plan([guest("b"), guest("a")], list(reversed(HOSTS)), source="dead")
     assert one == two and one.fingerprint == two.fingerprint
     assert recovery_plan([guest("a")], HOSTS, source="dead", destination="h1").fingerprint != one.fingerprint
+
+
+def test_a_host_over_its_budget_takes_nobody_and_the_reason_says_how_to_raise_it():
+    spent = host("h1", budget_memory_kib=2 * GIB, committed_memory_kib=2 * GIB)
+    plan = recovery_plan([guest("a")], [host("dead", reachable=False), spent], source="dead")
+    assert not plan.moves
+    assert "h1's memory budget for guests (2.0 GiB) has 0.0 GiB left" in plan.left[0].reason
+    assert "python manage.py host_capacity h1" in plan.left[0].reason
+    # within the budget it goes there; a second host with room takes what the first's budget cannot
+    roomy = recovery_plan([guest("a", memory=GIB), guest("b", memory=GIB)],
+                          [host("h1", budget_memory_kib=GIB), host("h2", budget_memory_kib=GIB)], source="dead")
+    assert sorted(m.destination for m in roomy.moves) == ["h1", "h2"] and not roomy.left

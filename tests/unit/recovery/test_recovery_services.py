@@ -153,3 +153,17 @@ def test_a_check_the_portal_could_not_make_is_no_proof(dead):
     recovery = jobs.run_inline(services.recovery_request(host=dead["a"], fencing_confirmed=True, actor=SYSTEM,
                                                          enqueue=False))
     assert recovery.status == RS.REFUSED and "could not check kvm-a over SSH" in recovery.error
+
+
+def test_the_plan_keeps_the_destination_within_its_budget(dead):
+    from hosts.models import HostBudget
+
+    VirtualMachine.objects.filter(host=dead["a"], name="db-1").update(memory_kib=1024 * 1024)
+    HostBudget.objects.create(host=dead["b"], guest_memory_mib=64)  # less than db-1 has
+    plan = services.plan_for(dead["a"])
+    assert not plan.moves
+    left = {x.name: x.reason for x in plan.left}
+    assert "kvm-b's memory budget for guests (0.1 GiB)" in left["db-1"], left
+    assert "python manage.py host_capacity kvm-b" in left["db-1"]
+    HostBudget.objects.filter(host=dead["b"]).update(guest_memory_mib=None)  # back to the default: room again
+    assert [(m.name, m.destination) for m in services.plan_for(dead["a"]).moves] == [("db-1", "kvm-b")]
