@@ -21,6 +21,15 @@ from tests.fakes.fleet import Fleet, make_domain
 PASSWORD = "correct horse battery"
 
 
+@pytest.fixture(autouse=True)
+def no_live_events_held_over():
+    """What one test's sends left held by the live-event coalescer never reaches the next test."""
+    yield
+    from core import broadcast
+
+    broadcast._coalescer._forget()
+
+
 def _user(username: str, role: str | None, *, superuser: bool = False):
     User = get_user_model()
     if superuser:

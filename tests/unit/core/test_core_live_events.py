@@ -108,9 +108,12 @@ class RecordingLayer:
 @pytest.fixture
 def recording(monkeypatch):
     layer = RecordingLayer()
+    # Nothing an earlier test left held (a pending event, an open window, a timer still to fire)
+    # reaches this layer: forgetting drops them, and a stale timer finds its token gone.
+    broadcast._coalescer._forget()
     monkeypatch.setattr(broadcast, "get_channel_layer", lambda: layer)
-    monkeypatch.setattr(broadcast._coalescer, "_last_sent", {})  # no window still open from an earlier test
-    return layer
+    yield layer
+    broadcast._coalescer._forget()
 
 
 @in_plain_thread
