@@ -282,3 +282,17 @@ def test_cli_as_a_viewer_is_refused(guest):
     with pytest.raises(CommandError, match="does not hold the Operator role"):
         call_command("vm_snapshot", "web-1", "--name", "clean", "--as", "vera")
     call_command("vm_snapshot", "web-1", "--list", "--no-check", "--as", "vera", stdout=StringIO())
+
+
+def test_a_lost_snapshot_job_ends_the_record_and_frees_the_guest(guest, django_capture_on_commit_callbacks):
+    from core.jobs import job_lost
+
+    _host, vm, _fake = guest
+    snap = services.snapshot_request(vm=vm, name="clean", actor=SYSTEM, enqueue=False)
+    assert GuestLease.objects.exists()
+    with django_capture_on_commit_callbacks(execute=True):
+        job_lost(job_id=snap.job_id, reason="its work horse was killed")
+    snap.refresh_from_db()
+    assert snap.status == S.FAILED and "worker lost the job" in snap.error
+    assert not GuestLease.objects.exists()
+    assert Job.objects.filter(kind="guest.snapshot_check").exists()
