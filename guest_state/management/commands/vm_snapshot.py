@@ -107,5 +107,5 @@ class Command(BaseCommand):
         now = timezone.now()
         for s in snaps:
             age = int((now - (s.taken or s.created)).total_seconds())
-            self.stdout.write(f"{s.name:<24} {s.get_status_display():<18} {'memory' if s.with_memory else 'disks':<7} "
+            self.stdout.write(f"{printable(s.name):<24} {s.get_status_display():<18} {'memory' if s.with_memory else 'disks':<7} "
                               f"{age // 3600}h{age % 3600 // 60:02d}m ago  {printable(s.note)}")
