@@ -23,7 +23,7 @@ from core.errors import ServiceRefused
 from guest_state import jobs, snapshot_services as services
 from hosts.adapters import libvirt as lv
 from hosts.adapters.errors import LibvirtFailure
-from lab import guests, recorder
+from lab import config, guests, recorder
 from lab import hosts as lab_hosts
 from lab.heartbeat import read_beats, report
 from lab_support import SYSTEM, onboarded, run_knob, unique, vm_row, wait_counter  # noqa: F401 - fixtures by name
@@ -67,6 +67,13 @@ def paused_at(beats: list[tuple[float, int]]) -> int:
     return max(gaps)[1]
 
 
+def boots_since(name: str, since: float) -> int:
+    """How many times the guest printed its boot line (read from its heartbeat log) since ``since``."""
+    path = config.paths().heartbeats / f"{name}.log"
+    lines = path.read_text().splitlines() if path.exists() else []
+    return sum(1 for line in lines if " BOOT " in f" {line} " and float(line.split(" ", 1)[0]) >= since)
+
+
 def test_snapshot_with_memory_revert_brings_the_counter_back_then_delete(lab, onboarded):
     lab_host = lab["hosts"][0]
     host = onboarded[lab_host["name"]]
@@ -84,14 +91,13 @@ def test_snapshot_with_memory_revert_brings_the_counter_back_then_delete(lab, on
         snap = snapshot_cli(uuid, "--name", "clean", "--note", "before the next user")
         assert (snap["status"], snap["with_memory"], snap["kind"], snap["job_status"]) == (
             "present", True, "internal", "succeeded"), snap
-        ended = time.time()
         assert libvirt_snapshots(uri, uuid) == ["clean"]
-        during = read_beats(name, since=started - 0.5)
-        at_snapshot = paused_at(during)
-        last_during = during[-1][1]
-        assert before <= at_snapshot <= last_during
+        ran_on = wait_counter(name, at_least=before + 25, since=started)
+        # savevm paused the guest (the longest gap between its beats): the snapshot holds the
+        # counter of the beat just before that gap.
+        at_snapshot = paused_at(read_beats(name, since=started - 0.5))
+        assert before <= at_snapshot <= ran_on - 15, (before, at_snapshot, ran_on)
 
-        ran_on = wait_counter(name, at_least=last_during + 20, since=ended)
         since = time.time()
         reverted = snapshot_cli(uuid, "--revert", "clean")
         returned = time.time()
@@ -102,12 +108,15 @@ def test_snapshot_with_memory_revert_brings_the_counter_back_then_delete(lab, on
         assert first in (at_snapshot + 1, at_snapshot + 2), (first, at_snapshot, ran_on)
         assert ran_on - first >= 15
         assert beat_at - returned < 5, "the counter took as long as a boot to come back"
+        assert boots_since(name, since) == 0, "the guest booted: its memory did not come back"
         with lv.open_connection(uri) as conn:
             assert lv.get_domain(conn, uuid).state == "running"
 
         # A second snapshot, deleted with virsh behind the portal's back: --list shows libvirt's truth.
         second = services.snapshot_request(vm=vm_row(host, uuid), name="second", actor=SYSTEM, enqueue=False)
         jobs.snapshot_create_job(second.job_id, second.pk)
+        second.refresh_from_db()
+        assert second.status == "present", second.error
         subprocess.run(["virsh", "-q", "-c", uri, "snapshot-delete", name, "second"], check=True, capture_output=True)
         listed = {s["name"]: s["status"] for s in snapshot_cli(uuid, "--list")}
         assert listed == {"clean": "present", "second": "missing"}, listed
