@@ -6,3 +6,6 @@ class GuestStateConfig(AppConfig):
 
     name = "guest_state"
     verbose_name = "Saved guest states"
+
+    def ready(self):
+        from . import receivers  # noqa: F401  (a lost snapshot job is settled at once)

@@ -17,6 +17,17 @@ class RestoreStatusChoices(models.TextChoices):
     FAILED = "failed", "Failed"
 
 
+class SnapshotStatusChoices(models.TextChoices):
+    TAKING = "taking", "Taking"
+    PRESENT = "present", "In libvirt"
+    MISSING = "missing", "Gone from libvirt"
+    FAILED = "failed", "Failed"
+    DELETED = "deleted", "Deleted"
+
+
+# A record naming a snapshot libvirt has (or had, until a check found it gone).
+SNAPSHOT_LIVE = (SnapshotStatusChoices.TAKING, SnapshotStatusChoices.PRESENT, SnapshotStatusChoices.MISSING)
+
 SAVED_STATE_ACTIVE = (SavedStateStatusChoices.SAVING,)
 RESTORE_ACTIVE = (RestoreStatusChoices.QUEUED, RestoreStatusChoices.RUNNING)
 
@@ -27,6 +38,10 @@ class GuestStateJobKindChoices(models.TextChoices):
     MANAGED_SAVE = "guest.managed_save", "Managed save of a guest"
     MANAGED_SAVE_REMOVE = "guest.managed_save_remove", "Discard a guest's managed save"
     STATE_DELETE = "guest.state_delete", "Delete a saved state file"
+    SNAPSHOT_CREATE = "guest.snapshot_create", "Take a snapshot"
+    SNAPSHOT_REVERT = "guest.snapshot_revert", "Revert to a snapshot"
+    SNAPSHOT_DELETE = "guest.snapshot_delete", "Delete a snapshot"
+    SNAPSHOT_CHECK = "guest.snapshot_check", "Check snapshots with libvirt"
 
 
 class GuestStateAuditActionChoices(models.TextChoices):
@@ -37,3 +52,8 @@ class GuestStateAuditActionChoices(models.TextChoices):
     MANAGED_SAVE = "guest.managed_save", "Managed save"
     MANAGED_SAVE_REMOVE = "guest.managed_save_remove", "Managed save discarded"
     STATE_DELETE = "guest.state_delete", "Saved state file deleted"
+    SNAPSHOT_REQUEST = "guest.snapshot_requested", "Snapshot requested"
+    SNAPSHOT_OUTCOME = "guest.snapshot_outcome", "Snapshot taken or failed"
+    SNAPSHOT_REVERT = "guest.snapshot_revert", "Revert to a snapshot"
+    SNAPSHOT_DELETE = "guest.snapshot_delete", "Snapshot deleted"
+    SNAPSHOT_CHECKED = "guest.snapshot_checked", "Snapshots checked with libvirt"

@@ -2,7 +2,7 @@
 
 from core.jobs import run_job
 
-from . import runner
+from . import runner, snapshot_runner
 
 
 def save_job(job_id: int, state_id: int) -> None:
@@ -19,3 +19,19 @@ def managed_save_job(job_id: int, vm_id: int, remove: bool = False) -> None:
 
 def state_delete_job(job_id: int, state_id: int) -> None:
     run_job(job_id, lambda ctx: runner.run_state_delete(state_id=state_id, ctx=ctx))
+
+
+def snapshot_create_job(job_id: int, snapshot_id: int) -> None:
+    run_job(job_id, lambda ctx: snapshot_runner.run_snapshot_create(snapshot_id=snapshot_id, ctx=ctx))
+
+
+def snapshot_revert_job(job_id: int, snapshot_id: int) -> None:
+    run_job(job_id, lambda ctx: snapshot_runner.run_snapshot_revert(snapshot_id=snapshot_id, ctx=ctx))
+
+
+def snapshot_delete_job(job_id: int, snapshot_id: int) -> None:
+    run_job(job_id, lambda ctx: snapshot_runner.run_snapshot_delete(snapshot_id=snapshot_id, ctx=ctx))
+
+
+def snapshot_check_job(job_id: int, vm_id: int) -> None:
+    run_job(job_id, lambda ctx: snapshot_runner.run_snapshot_check(vm_id=vm_id, ctx=ctx))

@@ -13,4 +13,8 @@ urlpatterns = [
     path("guests/<id:vm_pk>/managed-save/", views.ManagedSaveView.as_view(), name="managed_save"),
     path("guests/<id:vm_pk>/managed-save/remove/", views.ManagedSaveView.as_view(remove=True),
          name="managed_save_remove"),
+    path("guests/<id:vm_pk>/snapshots/", views.SnapshotCreateView.as_view(), name="snapshot_create"),
+    path("guests/<id:vm_pk>/snapshots/check/", views.SnapshotCheckView.as_view(), name="snapshot_check"),
+    path("snapshots/<id:pk>/revert/", views.SnapshotActionView.as_view(revert=True), name="snapshot_revert"),
+    path("snapshots/<id:pk>/delete/", views.SnapshotActionView.as_view(revert=False), name="snapshot_delete"),
 ]

@@ -3,6 +3,7 @@
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.shortcuts import get_object_or_404, redirect
+from django.urls import reverse
 from django.views import View
 from django.views.generic import DetailView, ListView
 
@@ -15,8 +16,8 @@ from hosts.models import Host, VirtualMachine
 from hosts.permissions import HostAccessMixin, hosts_for, records_for
 from storage.models import Share
 
-from . import services
-from .models import SavedState
+from . import services, snapshot_services
+from .models import GuestSnapshot, SavedState
 
 LIST_LIMIT = 500
 
@@ -135,3 +136,63 @@ class SavedStateDeleteView(OperatorRequiredMixin, HostAccessMixin, View):
         else:
             messages.success(request, f"Deletion of {state.path} queued.")
         return redirect(state)
+
+
+# --- Snapshots (the guest page's card posts here; each goes back to the guest's page) ---------
+
+
+def _guest_page(vm_or_snapshot):
+    if isinstance(vm_or_snapshot, GuestSnapshot):
+        return redirect(vm_or_snapshot.get_absolute_url())
+    return redirect(reverse("hosts:vm_detail", args=[vm_or_snapshot.host_id, vm_or_snapshot.uuid]) + "#snapshots")
+
+
+class SnapshotCreateView(OperatorRequiredMixin, HostAccessMixin, View):
+    host_role = RoleChoices.OPERATOR  # on the guest's host (the URL's vm_pk)
+
+    def post(self, request, vm_pk):
+        vm = get_object_or_404(VirtualMachine, pk=vm_pk)
+        try:
+            snapshot = snapshot_services.snapshot_request(
+                vm=vm, name=request.POST.get("name", "")[:200], note=request.POST.get("note", "")[:600],
+                actor=Actor.from_request(request))
+        except ServiceRefused as refused:
+            messages.error(request, f"{refused.message} {refused.hint}".strip())
+        else:
+            messages.success(request, f"Snapshot {snapshot.name} of {vm.name} queued"
+                             + (" (with its memory)." if snapshot.with_memory else " (its disks)."))
+        return _guest_page(vm)
+
+
+class SnapshotCheckView(OperatorRequiredMixin, HostAccessMixin, View):
+    """Compare the guest's snapshot records with libvirt's list (a job; the page shows its result)."""
+
+    host_role = RoleChoices.OPERATOR
+
+    def post(self, request, vm_pk):
+        vm = get_object_or_404(VirtualMachine, pk=vm_pk)
+        snapshot_services.snapshot_check_request(vm=vm, actor=Actor.from_request(request))
+        messages.success(request, f"Checking the snapshots of {vm.name} with libvirt.")
+        return _guest_page(vm)
+
+
+class SnapshotActionView(OperatorRequiredMixin, HostAccessMixin, View):
+    """Revert to a snapshot, or delete it (``revert`` False); both confirmed. Operator on its host."""
+
+    host_role = RoleChoices.OPERATOR
+    access_model = GuestSnapshot
+    revert = True
+
+    def post(self, request, pk):
+        snapshot = get_object_or_404(GuestSnapshot, pk=pk)
+        request_it = (snapshot_services.snapshot_revert_request if self.revert
+                      else snapshot_services.snapshot_delete_request)
+        try:
+            request_it(snapshot=snapshot, confirmed=request.POST.get("confirm") == "on",
+                       actor=Actor.from_request(request))
+        except ServiceRefused as refused:
+            messages.error(request, f"{refused.message} {refused.hint}".strip())
+        else:
+            messages.success(request, (f"Revert of {snapshot.vm_name} to {snapshot.name} queued." if self.revert
+                                       else f"Deletion of snapshot {snapshot.name} queued."))
+        return _guest_page(snapshot)

@@ -167,6 +167,12 @@ class DomainNotFound(LibvirtFailure):
     default_hint = "The guest may have been undefined or migrated away; refresh the inventory."
 
 
+class SnapshotNotFound(LibvirtFailure):
+    """The guest has no snapshot of that name (any more) on that host."""
+
+    default_hint = "It may have been deleted outside the portal (virsh snapshot-delete); check the guest's snapshots."
+
+
 class MigrationAborted(LibvirtFailure):
     """The migration job was cancelled (``abortJob``, ``virsh domjobabort``); the guest stays on the source."""
 

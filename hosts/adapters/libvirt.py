@@ -43,6 +43,7 @@ from .errors import (
     HostKeyMismatch,
     HostUnreachable,
     LibvirtFailure,
+    SnapshotNotFound,
 )
 from .ssh import HostKeyInfo, SSHTarget, check_host_key, fetch_host_key
 
@@ -471,6 +472,8 @@ def translate_error(exc: libvirt.libvirtError, *, action: str = "") -> AdapterEr
     text = f"{action}: {message}" if action else message
     if code == libvirt.VIR_ERR_NO_DOMAIN:
         return DomainNotFound(text, code=code)
+    if code == libvirt.VIR_ERR_NO_DOMAIN_SNAPSHOT:
+        return SnapshotNotFound(text, code=code)
     if _is_connection_lost(exc):
         return HostUnreachable(f"Lost the libvirt connection ({text})", code=code)
     return LibvirtFailure(text, code=code)
@@ -888,6 +891,152 @@ def managed_save(conn: libvirt.virConnect, uuid: str) -> None:
 def managed_save_remove(conn: libvirt.virConnect, uuid: str) -> None:
     """Throw away the guest's managed-save image: the next start boots it afresh."""
     _act(conn, uuid, "removing the managed save of", lambda dom: dom.managedSaveRemove(0))
+
+
+# --------------------------------------------------------------------------
+# Snapshots (libvirt's own: internal ones live inside the guest's qcow2 images)
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    """One snapshot as libvirt describes it (``virsh snapshot-dumpxml``)."""
+
+    name: str
+    description: str
+    state: str  # the guest's state when taken: running, paused, shutoff, disk-snapshot
+    created: int  # seconds since the epoch (libvirt's creationTime)
+    memory: str  # where its memory is: internal, external, no
+    disks: tuple[tuple[str, str], ...]  # (target, internal|external|no)
+    current: bool = False
+    parent: str = ""
+
+    @property
+    def with_memory(self) -> bool:
+        return self.memory in ("internal", "external")
+
+    @property
+    def kind(self) -> str:
+        """internal, external or mixed: what libvirt can revert to depends on it."""
+        kinds = {k for _t, k in self.disks if k in ("internal", "external")}
+        if self.memory in ("internal", "external"):
+            kinds.add(self.memory)
+        if len(kinds) > 1:
+            return "mixed"
+        return kinds.pop() if kinds else "internal"
+
+
+@dataclass(frozen=True)
+class SnapshotFacts:
+    """What decides whether libvirt can snapshot a guest, read from libvirt itself."""
+
+    domain: DomainInfo
+    managed_save: bool
+    pflash: bool  # boots UEFI firmware from a pflash device
+    libvirt_version: str
+
+
+def parse_snapshot_xml(xml: str, *, current: bool = False) -> SnapshotInfo:
+    """A SnapshotInfo from ``virDomainSnapshotGetXMLDesc`` text (missing parts: empty, zero)."""
+    root = ET.fromstring(xml)
+    memory = root.find("memory")
+    try:
+        created = int(_text(root.find("creationTime"), "0"))
+    except ValueError:
+        created = 0
+    disks = tuple((d.get("name", ""), d.get("snapshot", "")) for d in root.findall("disks/disk"))
+    return SnapshotInfo(
+        name=_text(root.find("name")), description=_text(root.find("description")),
+        state=_text(root.find("state")), created=created,
+        memory=memory.get("snapshot", "no") if memory is not None else "no",
+        disks=disks, current=current, parent=_text(root.find("parent/name")),
+    )
+
+
+def snapshot_xml(*, name: str, description: str, memory: bool, disks: list[DiskInfo]) -> str:
+    """The <domainsnapshot> asking for an internal snapshot: with memory (a running guest's
+    full checkpoint, QEMU's savevm) or of the disks only (a shut-off guest, qemu-img).
+
+    Read-only, CD-ROM, floppy and empty disks are left out (``snapshot='no'``): nothing in
+    them changes, and libvirt refuses a raw read-only image in an internal snapshot."""
+    root = ET.Element("domainsnapshot")
+    ET.SubElement(root, "name").text = name
+    if description:
+        ET.SubElement(root, "description").text = description
+    ET.SubElement(root, "memory", snapshot="internal" if memory else "no")
+    listed = ET.SubElement(root, "disks")
+    for disk in disks:
+        skip = disk.readonly or disk.device in ("cdrom", "floppy") or not disk.source
+        ET.SubElement(listed, "disk", name=disk.target, snapshot="no" if skip else "internal")
+    return ET.tostring(root, encoding="unicode")
+
+
+def snapshot_facts(conn: libvirt.virConnect, uuid: str) -> SnapshotFacts:
+    """The guest's disks, state, managed save and firmware, and this libvirt's version."""
+    dom = _lookup(conn, uuid)
+    try:
+        xml = dom.XMLDesc(0)
+        state, reason = dom.state()
+        info = parse_domain_xml(xml, state=state, reason=reason, persistent=bool(dom.isPersistent()))
+        loader = ET.fromstring(xml).find("os/loader")
+        return SnapshotFacts(
+            domain=info, managed_save=bool(dom.hasManagedSaveImage(0)),
+            pflash=loader is not None and loader.get("type") == "pflash",
+            libvirt_version=format_version(conn.getLibVersion()),
+        )
+    except libvirt.libvirtError as exc:
+        raise translate_error(exc, action=f"reading guest {uuid}") from exc
+
+
+def create_snapshot(conn: libvirt.virConnect, uuid: str, *, name: str, description: str = "",
+                    memory: bool) -> SnapshotInfo:
+    """Take an internal snapshot (virDomainSnapshotCreateXML, atomic): with ``memory`` of a
+    running or paused guest, else of a shut-off guest's disks. Returns it as libvirt keeps it."""
+    dom = _lookup(conn, uuid)
+    try:
+        disks = parse_domain_xml(dom.XMLDesc(0)).disks
+        xml = snapshot_xml(name=name, description=description, memory=memory, disks=disks)
+        snap = dom.snapshotCreateXML(xml, libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC)
+        return parse_snapshot_xml(snap.getXMLDesc(0), current=bool(snap.isCurrent(0)))
+    except libvirt.libvirtError as exc:
+        raise translate_error(exc, action=f"taking snapshot {name} of guest {uuid}") from exc
+
+
+def list_snapshots(conn: libvirt.virConnect, uuid: str) -> list[SnapshotInfo]:
+    """Every snapshot libvirt keeps for the guest, oldest first."""
+    dom = _lookup(conn, uuid)
+    try:
+        found = [parse_snapshot_xml(s.getXMLDesc(0), current=bool(s.isCurrent(0))) for s in dom.listAllSnapshots(0)]
+    except libvirt.libvirtError as exc:
+        raise translate_error(exc, action=f"listing the snapshots of guest {uuid}") from exc
+    return sorted(found, key=lambda s: (s.created, s.name))
+
+
+def _snapshot(dom: libvirt.virDomain, uuid: str, name: str):
+    try:
+        return dom.snapshotLookupByName(name, 0)
+    except libvirt.libvirtError as exc:
+        raise translate_error(exc, action=f"looking up snapshot {name} of guest {uuid}") from exc
+
+
+def revert_snapshot(conn: libvirt.virConnect, uuid: str, name: str) -> None:
+    """Bring the guest back to the snapshot (virDomainRevertToSnapshot): its disks, and with a
+    memory snapshot its memory and running or paused state. The current state is lost."""
+    dom = _lookup(conn, uuid)
+    snap = _snapshot(dom, uuid, name)
+    try:
+        dom.revertToSnapshot(snap, 0)
+    except libvirt.libvirtError as exc:
+        raise translate_error(exc, action=f"reverting guest {uuid} to snapshot {name}") from exc
+
+
+def delete_snapshot(conn: libvirt.virConnect, uuid: str, name: str) -> None:
+    """Delete one snapshot (virDomainSnapshotDelete); its children stay, re-parented."""
+    dom = _lookup(conn, uuid)
+    snap = _snapshot(dom, uuid, name)
+    try:
+        snap.delete(0)
+    except libvirt.libvirtError as exc:
+        raise translate_error(exc, action=f"deleting snapshot {name} of guest {uuid}") from exc
 
 
 def define_domain(conn: libvirt.virConnect, xml: str) -> DomainInfo:

@@ -149,7 +149,9 @@ class FleetHost(Shell):
     libvirt_failures: dict = dataclasses.field(default_factory=dict)  # verb -> libvirtError to raise
     managed_save: set = dataclasses.field(default_factory=set)
     state_files: dict = dataclasses.field(default_factory=dict)  # path -> (DomainInfo, flags) of a save
-    snapshots: dict = dataclasses.field(default_factory=dict)
+    snapshots: dict = dataclasses.field(default_factory=dict)  # uuid -> {name: virt.FakeSnapshot}
+    snapshot_clock: int = 0  # seconds after 1700000000 of the last snapshot taken
+    reverted: list = dataclasses.field(default_factory=list)  # (uuid, snapshot name) per revert
     cpu_times: dict = dataclasses.field(default_factory=lambda: {"kernel": 0, "user": 0, "idle": 0, "iowait": 0})  # ns
     vcpu_times: dict = dataclasses.field(default_factory=dict)  # uuid -> cumulative vCPU ns
     block_sizes: dict = dataclasses.field(default_factory=dict)  # (uuid, target) -> (capacity, allocation, physical)

@@ -155,7 +155,57 @@ class FakeDomain:
 
     def snapshotNum(self, flags: int = 0) -> int:  # noqa: N802
         self.info  # noqa: B018
-        return self.host.snapshots.get(self.uuid, 0)
+        return len(self.host.snapshots.get(self.uuid, {}))
+
+    # -- snapshots: host.snapshots[uuid][name] = FakeSnapshot, like libvirt's metadata
+    def snapshotCreateXML(self, xml: str, flags: int = 0) -> FakeSnapshot:  # noqa: N802
+        info = self.info
+        self._act("snapshot-create")
+        root = ET.fromstring(xml)
+        name = root.findtext("name") or str(len(self.host.snapshots.get(self.uuid, {})) + 1)
+        mine = self.host.snapshots.setdefault(self.uuid, {})
+        if name in mine:
+            raise error(f"operation failed: domain snapshot {name} already exists", libvirt.VIR_ERR_OPERATION_FAILED)
+        memory = root.find("memory").get("snapshot", "no") if root.find("memory") is not None else "no"
+        if memory != "no" and not self.isActive():
+            raise error("Requested operation is not valid: domain is not running", libvirt.VIR_ERR_OPERATION_INVALID)
+        asked = {d.get("name"): d.get("snapshot", "internal") for d in root.findall("disks/disk")}
+        for disk in info.disks:
+            if asked.get(disk.target, "internal") == "internal" and disk.format != "qcow2":
+                raise error(f"unsupported configuration: internal snapshot for disk {disk.target} unsupported "
+                            f"for storage type {disk.format}", libvirt.VIR_ERR_CONFIG_UNSUPPORTED)
+        for other in mine.values():
+            other.current = False
+        self.host.snapshot_clock += 1
+        snap = FakeSnapshot(self, name=name, description=root.findtext("description") or "",
+                            state=info.state, memory=memory, disks=asked, info=info,
+                            created=self.host.snapshot_clock)
+        mine[name] = snap
+        return snap
+
+    def listAllSnapshots(self, flags: int = 0) -> list[FakeSnapshot]:  # noqa: N802
+        self.info  # noqa: B018
+        return list(self.host.snapshots.get(self.uuid, {}).values())
+
+    def snapshotLookupByName(self, name: str, flags: int = 0) -> FakeSnapshot:  # noqa: N802
+        self.info  # noqa: B018
+        snap = self.host.snapshots.get(self.uuid, {}).get(name)
+        if snap is None:
+            raise error(f"Domain snapshot not found: no domain snapshot with matching name '{name}'",
+                        libvirt.VIR_ERR_NO_DOMAIN_SNAPSHOT)
+        return snap
+
+    def revertToSnapshot(self, snap: FakeSnapshot, flags: int = 0) -> int:  # noqa: N802
+        self.info  # noqa: B018
+        self._act("snapshot-revert")
+        self.host.reverted.append((self.uuid, snap.name))
+        if snap.memory != "no":
+            self._set(snap.state, "from snapshot", id=self.info.id or self.host.next_domain_id())
+        else:
+            self._set("shutoff", "from snapshot", id=None)
+        for other in self.host.snapshots.get(self.uuid, {}).values():
+            other.current = other is snap
+        return 0
 
     def blockInfo(self, target: str, flags: int = 0) -> list[int]:  # noqa: N802
         self.info  # noqa: B018
@@ -284,6 +334,44 @@ class FakeDomain:
 
     def migrateStartPostCopy(self, flags: int = 0) -> int:  # noqa: N802
         self.host.fleet.jobs.start_postcopy(self.host, self.uuid)
+        return 0
+
+
+class FakeSnapshot:
+    """One snapshot of a fake guest (a ``virDomainSnapshot``)."""
+
+    def __init__(self, dom: FakeDomain, *, name: str, description: str, state: str, memory: str, disks: dict,
+                 info: lv.DomainInfo, created: int):
+        self.dom, self.name, self.description, self.state = dom, name, description, state
+        self.memory, self.disks, self.info, self.created = memory, disks, info, created
+        self.current = True
+
+    def getName(self) -> str:  # noqa: N802
+        return self.name
+
+    def isCurrent(self, flags: int = 0) -> int:  # noqa: N802
+        return int(self.current)
+
+    def getXMLDesc(self, flags: int = 0) -> str:  # noqa: N802
+        root = ET.Element("domainsnapshot")
+        ET.SubElement(root, "name").text = self.name
+        if self.description:
+            ET.SubElement(root, "description").text = self.description
+        ET.SubElement(root, "state").text = self.state if self.memory != "no" else "shutoff"
+        ET.SubElement(root, "creationTime").text = str(1_700_000_000 + self.created)
+        ET.SubElement(root, "memory", snapshot=self.memory)
+        disks = ET.SubElement(root, "disks")
+        for disk in self.info.disks:
+            ET.SubElement(disks, "disk", name=disk.target, snapshot=self.disks.get(disk.target, "internal"))
+        return ET.tostring(root, encoding="unicode")
+
+    def delete(self, flags: int = 0) -> int:
+        self.dom._act("snapshot-delete")
+        mine = self.dom.host.snapshots.get(self.dom.uuid, {})
+        if mine.get(self.name) is not self:
+            raise error(f"Domain snapshot not found: no domain snapshot with matching name '{self.name}'",
+                        libvirt.VIR_ERR_NO_DOMAIN_SNAPSHOT)
+        del mine[self.name]
         return 0
 
 

@@ -34,7 +34,7 @@ NOT_HOST_SCOPED = {
     "fleet:settings",  # the portal's balancing settings; Admin only
 }
 # How many mutating views the matrix covers: a view added or lost changes it (no vacuous pass).
-HOST_SCOPED_VIEW_COUNT = 37
+HOST_SCOPED_VIEW_COUNT = 41
 
 
 def _walk(resolver, prefix=""):
@@ -95,6 +95,15 @@ def _saved_state_on(host) -> int:
     return SavedState.objects.create(vm=vm, vm_uuid=vm.uuid, vm_name=vm.name, host=host, path="/srv/s.state").pk
 
 
+def _snapshot_on(host) -> int:
+    from guest_state.models import GuestSnapshot
+
+    vm = host.vms.first()
+    return GuestSnapshot.objects.create(vm=vm, vm_uuid=vm.uuid, vm_name=vm.name, host=host,
+                                        name=f"s{GuestSnapshot.objects.count()}",
+                                        status="present").pk
+
+
 def _plan_on(host) -> int:
     from migrations_app.models import MigrationPlan, PreflightRun
 
@@ -153,6 +162,7 @@ def _recovery_item_on(host) -> int:
 # Views whose ``pk`` names a record of the host, not the host: how to make one for the matrix.
 RECORD_PK = {
     "guest_state:restore": _saved_state_on, "guest_state:delete": _saved_state_on,
+    "guest_state:snapshot_revert": _snapshot_on, "guest_state:snapshot_delete": _snapshot_on,
     "recovery:stale_remove": _recovery_item_on,
     "migrations_app:plan_destination": _plan_on, "migrations_app:plan_grid": _plan_on,
     "migrations_app:plan_repair_permissions": _plan_on,
