@@ -458,3 +458,31 @@ def test_the_heartbeat_is_not_read_once_the_guest_migrated_again(transactional_d
     assert first.follow_up == F.FAILED and first.heartbeat_gap_s is None
     assert f"migrated again (#{back.pk})" in first.follow_up_note
     assert heartbeat_probe == []
+
+
+# --- jobs a caller runs itself never reach RQ: the sweeps must not take them for lost ------------
+
+
+def test_a_migration_vm_migrate_runs_itself_is_not_taken_for_an_orphan(two_hosts, world, settings, monkeypatch):
+    """Its Job row was never put on a queue: RQ not knowing it says nothing about its worker."""
+    from rq.exceptions import NoSuchJobError
+    from rq.job import Job as RQJob
+
+    from migrations_app import reconciler
+    from migrations_app.services import slots
+
+    src, dst, vm = two_hosts
+    migration = live.migration_request(vm=vm, destination=dst, options=MigrationOptions(), actor=Actor.system(),
+                                       run_by_worker=False)
+    job = slots.migration_claim_for_caller(migration=migration)
+    assert job.rq_job_id == ""  # never enqueued
+    Job.objects.filter(pk=job.pk).update(status="running")
+    Migration.objects.filter(pk=migration.pk).update(status=S.CHECKING, heartbeat=datetime.now(dt_timezone.utc))
+    settings.VMPORTAL_JOBS_INLINE = False
+
+    def not_in_redis(*args, **kwargs):
+        raise NoSuchJobError("no such job")
+
+    monkeypatch.setattr(RQJob, "fetch", not_in_redis)
+    assert reconciler.migrations_reconcile()["reconciling"] == 0
+    assert Migration.objects.get(pk=migration.pk).status == S.CHECKING
