@@ -240,7 +240,8 @@ class ConfirmPath:
         self.start()
         try:
             print(f"confirm → libvirt over the fake fleet: {self.args.runs} runs, {self.args.workers} workers "
-                  f"(database {self.workdir / 'portal.sqlite3'})")
+                  f"(database {self.workdir / 'portal.sqlite3'}); load average {os.getloadavg()[0]:.1f} "
+                  f"on {os.cpu_count()} CPUs")
             print("  run  " + " ".join(f"{s:>10}" for s in STAGES) + "  check")
             hosts = (self.dst, self.src)
             for i in range(self.args.runs):
@@ -265,6 +266,8 @@ class ConfirmPath:
                 continue
             print(f"  {stage:<11} first {self.rows[0][stage]:>8.1f}   p50 {statistics.median(values):>7.1f}   "
                   f"p95 {pct(values, 0.95):>7.1f}   max {max(values):>7.1f}")
+        print(f"  (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs at the end: other work on the "
+              "machine shows in every stage)")
         totals = [r["total"] for r in self.rows]
         p95 = pct(totals, 0.95)
         print(f"\nconfirm → libvirt call, all {len(totals)} runs: p50 {statistics.median(totals):.0f} ms, "

@@ -336,11 +336,10 @@ def _run(migration: Migration, ctx: JobContext, on_progress: ProgressCallback | 
             migration.refresh_from_db()
             return {"status": migration.status}
         mode = "peer-to-peer" if options.peer_to_peer else "managed"
-        _log(ctx, f"Migrating {migration.vm_name} {'live' if options.live else 'offline'} ({mode}) to "
-                  f"{destination.name} — flags {flags:#x}, parameters {params or '{}'}")
-
+        asked = (f"Migrating {migration.vm_name} {'live' if options.live else 'offline'} ({mode}) to "
+                 f"{destination.name} — flags {flags:#x}, parameters {params or '{}'}")
         call, sampler, wall_s = _migrate_while_sampling(migration, options, ctx, on_progress, flags, params,
-                                                        dest_uri, sessions)
+                                                        dest_uri, sessions, asked=asked)
 
         libvirt_aborted = isinstance(call.error, MigrationAborted)
         if call.error is not None:
@@ -492,9 +491,13 @@ def _recheck(migration: Migration, pair, guest, sessions, ctx: JobContext):
 
 def _migrate_while_sampling(
     migration: Migration, options: MigrationOptions, ctx: JobContext, on_progress: ProgressCallback | None,
-    flags: int, params: dict, dest_uri: str, sessions,
+    flags: int, params: dict, dest_uri: str, sessions, *, asked: str,
 ) -> tuple[_MigrateCall, Sampler, float]:
-    """libvirt's migrate call in a thread; sampling and steering in this one until it returns."""
+    """libvirt's migrate call in a thread; sampling and steering in this one until it returns.
+
+    ``asked`` (what libvirt is asked) goes to the job log once the call is made, not before:
+    a log line is a write and an event, and libvirt need not wait for either.
+    """
     call = _MigrateCall()
     interval = settings.VMPORTAL_MIGRATION_SAMPLE_SECONDS
     guest_uuid = str(migration.vm_uuid)
@@ -520,6 +523,7 @@ def _migrate_while_sampling(
     thread = threading.Thread(target=migrate, name=f"migrate-{migration.pk}", daemon=True)
     thread.start()
     records.migration_libvirt_called(migration=migration, at=called)
+    _log(ctx, asked)
     # The sampler reads job statistics from this thread while migrate() blocks in the other one, on a
     # connection of its own opened once the call is made (libvirt's own connection would do, if need be).
     try:
