@@ -142,6 +142,9 @@ class Bench:
         from django.core.management import call_command
 
         call_command("migrate", interactive=False, verbosity=0)
+        from core.worker import load_url_conf
+
+        load_url_conf()  # this process plays the web server, which loads it when it starts (vmportal/asgi.py)
         for i in range(self.args.workers):
             log = open(self.workdir / f"worker-{i + 1}.log", "w")
             self.procs.append(subprocess.Popen(

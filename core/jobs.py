@@ -106,7 +106,9 @@ def job_enqueue(
     ``func`` is the job function or its dotted path; a path is checked here, so a typo fails
     the request, not the worker. RQ gets the path (the worker imports it); inline runs call it.
     enqueue=False only creates the row: the caller runs func(job.pk, *args) itself (management
-    commands that wait for the result, with no worker).
+    commands that wait for the result, with no worker). Such a row has no RQ job id: it never
+    reaches a queue, so RQ not knowing it (``rq_job_state``) says nothing about who runs it —
+    with an id, the sweeps took a running ``vm_migrate --wait`` for a job its worker lost.
     """
     job_function(func)  # a wrong path fails here, in the request, not later in a worker
     job = Job.objects.create(
@@ -118,9 +120,9 @@ def job_enqueue(
         queue_name=queue,
         created_by=actor.user,
     )
-    job.rq_job_id = _rq_job_id(job)
-    job.save(update_fields=["rq_job_id"])
     if enqueue:
+        job.rq_job_id = _rq_job_id(job)
+        job.save(update_fields=["rq_job_id"])
         transaction.on_commit(lambda: _submit(job.pk, func, tuple(args)))
     return job
 

@@ -82,6 +82,7 @@ class MigrationJobKindChoices(models.TextChoices):
     PREFLIGHT = "migration.preflight", "Migration preflight"
     RUN = "migration.run", "Migrate guest"
     RECONCILE = "migration.reconcile", "Reconcile migration"
+    FOLLOW_UP = "migration.follow_up", "Figures after a migration"
     COLD_RUN = "migration.cold", "Cold-migrate guest"
     REPAIR_PERMISSIONS = "image.permissions", "Repair image permissions"
 

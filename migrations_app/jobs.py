@@ -15,6 +15,11 @@ def migration_job(job_id: int, migration_id: int) -> None:
     run_job(job_id, lambda ctx: runner.run_migration(migration_id=migration_id, ctx=ctx))
 
 
+def migration_follow_up_job(job_id: int, migration_id: int) -> None:
+    """The figures after a settled migration (its own job: the migration's ended at its outcome)."""
+    run_job(job_id, lambda ctx: runner.run_follow_up(migration_id=migration_id, ctx=ctx))
+
+
 def reconcile_job(job_id: int, migration_id: int, reason: str = "") -> None:
     run_job(job_id, lambda ctx: reconciler.reconcile_migration(migration_id=migration_id, reason=reason, ctx=ctx))
 

@@ -407,6 +407,7 @@ def summarize(samples: Sequence[JobInfo], final_stats: Mapping[str, object] | Jo
 
 PREFLIGHT_TIMEOUT_S = 180  # gathering over SSH and libvirt from two hosts
 RECONCILE_TIMEOUT_S = 300  # asking two hosts, waiting up to a minute for libvirt's job to end, refreshing
+FOLLOW_UP_TIMEOUT_S = 300  # after a settled migration: two inventory refreshes and the guest's heartbeat
 REPAIR_TIMEOUT_S = 180  # a few chown/chmod and open checks over SSH
 # Around the migration itself: checking before, settling, heartbeat and refreshes after.
 MIGRATION_JOB_MARGIN_S = 600

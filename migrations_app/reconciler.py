@@ -30,6 +30,7 @@ from .choices import (
     FollowUpStatusChoices as F,
     MIGRATION_RUNNING_STATES,
     MigrationAuditActionChoices as A,
+    MigrationJobKindChoices,
     MigrationStatusChoices as S,
 )
 from .models import ColdMigration, Migration
@@ -85,9 +86,10 @@ def migrations_job_lost(*, job_id: int, reason: str) -> int:
     """The worker lost job ``job_id`` (core.signals.job_lost): queue reconciling of the live or
     cold migration it ran, at once rather than at the next sweep. Returns how many were queued.
 
-    A migration it had settled already, whose figures were still to come, says at once that
-    they will not (the sweep would say so too, later)."""
-    for migration in Migration.objects.filter(job_id=job_id, follow_up=F.RUNNING):
+    When the lost job was the one to record a settled migration's figures (its follow-up job,
+    or the migration's own job where no follow-up job was made), the record says at once that
+    they will not come (the sweep would say so too, later)."""
+    for migration in _follow_ups_of(job_id):
         records.migration_follow_up_lost(migration=migration, why=reason)
     return _reconcile_orphans(
         Migration.objects.filter(job_id=job_id, status__in=MIGRATION_ACTIVE_STATES),
@@ -119,11 +121,37 @@ def _reconcile_orphans(migrations, colds, *, now: datetime, ask_rq: bool, lost: 
     return queued
 
 
+def _follow_ups_of(job_id: int) -> list[Migration]:
+    """The settled migrations still waiting for figures that job ``job_id`` was to record."""
+    job = Job.objects.filter(pk=job_id).first()
+    if job is None:
+        return []
+    if job.kind == MigrationJobKindChoices.FOLLOW_UP:
+        if not job.target_id.isdigit():
+            return []
+        return list(Migration.objects.filter(pk=int(job.target_id), follow_up=F.RUNNING))
+    return [m for m in Migration.objects.filter(job_id=job_id, follow_up=F.RUNNING)
+            if records.follow_up_job(m) is None]
+
+
+def follow_up_job_ended(*, job_id: int) -> int:
+    """A follow-up job ended (core.signals.job_ended) with the figures still not recorded — its
+    work failed before it could say so, or it never reached the queue: say why on the record."""
+    job = Job.objects.filter(pk=job_id).first()
+    lost = 0
+    for migration in _follow_ups_of(job_id):
+        detail = f": {job.error}" if job is not None and job.error else ""
+        lost += records.migration_follow_up_lost(migration=migration,
+                                                 why=f"its job #{job_id} ended ({job.status if job else 'gone'}){detail}")
+    return lost
+
+
 def _follow_ups_lost(now: datetime) -> int:
-    """Settled migrations whose figures were still to come when their job ended or vanished: say so."""
+    """Settled migrations whose figures were still to come when the job to record them ended or
+    vanished: say so. That job is the follow-up job, or the migration's own where none was made."""
     lost = 0
     for migration in Migration.objects.filter(follow_up=F.RUNNING).select_related("job"):
-        job = migration.job
+        job = records.follow_up_job(migration) or migration.job
         if job is not None and job.status not in JOB_TERMINAL_STATES and rq_job_state(job, now=now) not in RQ_DEAD_STATES:
             continue
         why = f"its job #{job.pk} ended ({job.status})" if job is not None and job.status in JOB_TERMINAL_STATES \

@@ -8,8 +8,9 @@ meanwhile the job's thread reads the job statistics about four times a second ov
 separate connection to the source, stores and broadcasts them, and acts on abort,
 force-complete and the completion timeout. Whatever libvirt returns or raises, both hosts
 are then asked where the guest is, and reconcile.settle decides what is recorded — at
-once, so the page and the evacuation queue hear of it. What follows is recorded after
-(``_follow_up``): both hosts' inventories refreshed, the guest's own pause measured.
+once, so the page, the guest's lease and the evacuation queue hear of it, and the job ends.
+What follows is a job of its own (``run_follow_up``, created with the end): both hosts'
+inventories refreshed, the guest's own pause measured, filled in on the record and the page.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from hosts.adapters.errors import AdapterError, DomainNotFound, MigrationAborted
 from hosts.adapters.libvirt import is_ssh_uri
 
 from . import policy, recheck, states
-from .choices import MigrationAuditActionChoices as A, MigrationStatusChoices as S
+from .choices import FollowUpStatusChoices as F, MigrationAuditActionChoices as A, MigrationStatusChoices as S
 from .gather import gather_pair
 from .heartbeat import GuestHeartbeat, probe_guest
 from .models import Migration
@@ -263,18 +264,23 @@ class Sampler:
 # The job
 
 
-def run_migration(*, migration_id: int, ctx: JobContext, on_progress: ProgressCallback | None = None) -> dict:
+def run_migration(
+    *, migration_id: int, ctx: JobContext, on_progress: ProgressCallback | None = None, queue_follow_up: bool = True,
+) -> dict:
     """Run migration ``migration_id`` from queued to its settled outcome.
 
-    Raises MigrationNotCompleted (after recording the outcome) when the guest did not end up
-    on the destination, so the Job row shows the failure too.
+    Returns once the outcome is recorded; the figures after it are the follow-up job's
+    (``run_follow_up``), queued for a worker, or, with ``queue_follow_up=False``, created for
+    the caller to run (``result["follow_up_job"]``). Raises MigrationNotCompleted (after
+    recording the outcome) when the guest did not end up on the destination, so the Job row
+    shows the failure too.
     """
     migration = Migration.objects.select_related("source", "destination").get(pk=migration_id)
     if not records.migration_begin(migration=migration, job=ctx.job):
         _log(ctx, f"Migration #{migration.pk} is {migration.get_status_display().lower()}; nothing to run")
         return {"status": migration.status}
     try:
-        return _run(migration, ctx, on_progress)
+        return _run(migration, ctx, on_progress, queue_follow_up)
     except MigrationNotCompleted:
         raise
     except BaseException as exc:  # timeout, bug, interrupted: never leave the record active
@@ -305,7 +311,7 @@ def _open_both(source, destination) -> tuple[ExitStack, tuple]:
     return stack, sessions
 
 
-def _run(migration: Migration, ctx: JobContext, on_progress: ProgressCallback | None) -> dict:
+def _run(migration: Migration, ctx: JobContext, on_progress: ProgressCallback | None, queue_follow_up: bool) -> dict:
     options = from_dict(migration.options)
     source, destination = migration.source, migration.destination
 
@@ -330,12 +336,10 @@ def _run(migration: Migration, ctx: JobContext, on_progress: ProgressCallback | 
             migration.refresh_from_db()
             return {"status": migration.status}
         mode = "peer-to-peer" if options.peer_to_peer else "managed"
-        _log(ctx, f"Migrating {migration.vm_name} {'live' if options.live else 'offline'} ({mode}) to "
-                  f"{destination.name} — flags {flags:#x}, parameters {params or '{}'}")
-
-        since_unix = time.time()
+        asked = (f"Migrating {migration.vm_name} {'live' if options.live else 'offline'} ({mode}) to "
+                 f"{destination.name} — flags {flags:#x}, parameters {params or '{}'}")
         call, sampler, wall_s = _migrate_while_sampling(migration, options, ctx, on_progress, flags, params,
-                                                        dest_uri, sessions)
+                                                        dest_uri, sessions, asked=asked)
 
         libvirt_aborted = isinstance(call.error, MigrationAborted)
         if call.error is not None:
@@ -381,11 +385,14 @@ def _run(migration: Migration, ctx: JobContext, on_progress: ProgressCallback | 
         # What the last full check proved of this pair did not hold: the next migration between
         # these hosts (a retry, the run's next item) checks them in full again.
         facts_service.preflight_facts_forget(source=source, destination=destination)
-    # Settled as soon as both hosts said where the guest runs: the evacuation queue and the page
-    # hear it now; the guest's own pause and the inventory refresh follow (_follow_up).
+    # Settled as soon as both hosts said where the guest runs: the evacuation queue, the lease and
+    # the page hear it now; the guest's own pause and the inventory refresh follow in a job of
+    # their own (run_follow_up), so this job, and whoever waits for it, ends here.
     record_end(migration, ctx, status, outcome=outcome.reason, repair=outcome.repair or "", error=error, hint=hint,
-               summary=summary, follow_up=True)
-    heartbeat = _follow_up(migration, options, since_unix, ctx, status)
+               summary=summary, follow_up=True, follow_up_queued=queue_follow_up)
+    follow_up = records.follow_up_job(migration) if migration.follow_up == F.RUNNING else None
+    if follow_up is not None:
+        _log(ctx, f"Figures after the migration (inventories, the guest's own pause): job #{follow_up.pk}")
     if status != S.SUCCEEDED:
         raise MigrationNotCompleted(
             f"{migration.vm_name}: {status.label.lower()}. {outcome.reason}",
@@ -396,7 +403,7 @@ def _run(migration: Migration, ctx: JobContext, on_progress: ProgressCallback | 
         "total_time_s": summary.get("total_time_s"),
         "downtime_ms": summary.get("downtime_ms"),
         "data_transferred_bytes": summary.get("data_transferred_bytes"),
-        "heartbeat_gap_s": heartbeat.max_gap_s if heartbeat else None,
+        "follow_up_job": follow_up.pk if follow_up is not None else None,
     }
 
 
@@ -484,9 +491,13 @@ def _recheck(migration: Migration, pair, guest, sessions, ctx: JobContext):
 
 def _migrate_while_sampling(
     migration: Migration, options: MigrationOptions, ctx: JobContext, on_progress: ProgressCallback | None,
-    flags: int, params: dict, dest_uri: str, sessions,
+    flags: int, params: dict, dest_uri: str, sessions, *, asked: str,
 ) -> tuple[_MigrateCall, Sampler, float]:
-    """libvirt's migrate call in a thread; sampling and steering in this one until it returns."""
+    """libvirt's migrate call in a thread; sampling and steering in this one until it returns.
+
+    ``asked`` (what libvirt is asked) goes to the job log once the call is made, not before:
+    a log line is a write and an event, and libvirt need not wait for either.
+    """
     call = _MigrateCall()
     interval = settings.VMPORTAL_MIGRATION_SAMPLE_SECONDS
     guest_uuid = str(migration.vm_uuid)
@@ -512,6 +523,7 @@ def _migrate_while_sampling(
     thread = threading.Thread(target=migrate, name=f"migrate-{migration.pk}", daemon=True)
     thread.start()
     records.migration_libvirt_called(migration=migration, at=called)
+    _log(ctx, asked)
     # The sampler reads job statistics from this thread while migrate() blocks in the other one, on a
     # connection of its own opened once the call is made (libvirt's own connection would do, if need be).
     try:
@@ -537,6 +549,24 @@ def _migrate_while_sampling(
     return call, sampler, wall_s
 
 
+def run_follow_up(*, migration_id: int, ctx: JobContext) -> dict:
+    """The follow-up job of a settled migration: both inventories refreshed, the guest's pause read.
+
+    Never changes the outcome; what failed is said on the record (``follow_up_note``), the
+    figures it could not measure stay "not measured".
+    """
+    migration = Migration.objects.select_related("source", "destination").get(pk=migration_id)
+    if migration.follow_up != F.RUNNING:
+        _log(ctx, f"Migration #{migration.pk}: nothing to follow up ({migration.get_follow_up_display().lower()})")
+        return {"follow_up": migration.follow_up}
+    options = from_dict(migration.options)
+    since = migration.migration_started or migration.started or migration.created
+    heartbeat = _follow_up(migration, options, since.timestamp(), ctx, S(migration.status))
+    migration.refresh_from_db()
+    return {"follow_up": migration.follow_up, "heartbeat_gap_s": heartbeat.max_gap_s if heartbeat else None,
+            "note": migration.follow_up_note}
+
+
 def _follow_up(
     migration: Migration, options: MigrationOptions, since_unix: float, ctx: JobContext, status: S
 ) -> GuestHeartbeat | None:
@@ -545,7 +575,6 @@ def _follow_up(
     Whatever fails here is said on the record (records.migration_follow_up_done); the
     outcome already recorded stands.
     """
-    ended = time.monotonic()
     problems: list[str] = []
     try:
         problems += follow_guest(migration, status, ctx)
@@ -554,7 +583,12 @@ def _follow_up(
         problems.append(f"The inventories could not be refreshed: {type(exc).__name__}: {exc}.")
     heartbeat = None
     try:
-        heartbeat = _guest_heartbeat(migration, options, since_unix, ctx, settle_from=ended)
+        again = _migrated_again(migration)
+        if again is not None:
+            problems.append(f"The guest's heartbeat was not read: {migration.vm_name} was migrated again "
+                            f"(#{again.pk}) before it was, so the pause it shows would not be this migration's.")
+        else:
+            heartbeat = _guest_heartbeat(migration, options, since_unix, ctx)
     except Exception as exc:
         logger.exception("migration %s: guest heartbeat after the end", migration.pk)
         problems.append(f"The guest's heartbeat could not be read: {type(exc).__name__}: {exc}.")
@@ -562,13 +596,21 @@ def _follow_up(
     return heartbeat
 
 
+def _migrated_again(migration: Migration) -> Migration | None:
+    """A later migration of the same guest that has asked libvirt already (its pause would be read too)."""
+    return Migration.objects.filter(vm_uuid=migration.vm_uuid, pk__gt=migration.pk,
+                                    migration_started__isnull=False).order_by("pk").first()
+
+
 def _guest_heartbeat(
-    migration: Migration, options: MigrationOptions, since_unix: float, ctx: JobContext, *, settle_from: float
+    migration: Migration, options: MigrationOptions, since_unix: float, ctx: JobContext
 ) -> GuestHeartbeat | None:
     if not options.live or not settings.VMPORTAL_GUEST_HEARTBEAT_PROBE:
         return None
-    # Let the heartbeat resume on the destination before reading it (the refreshes took part of that time).
-    time.sleep(max(0.0, HEARTBEAT_SETTLE_S - (time.monotonic() - settle_from)))
+    # Let the heartbeat resume on the destination before reading it (the refreshes, and the wait
+    # for this job, took part of that time).
+    since_end = (timezone.now() - migration.ended).total_seconds() if migration.ended else 0.0
+    time.sleep(max(0.0, min(HEARTBEAT_SETTLE_S, HEARTBEAT_SETTLE_S - since_end)))
     heartbeat = probe_guest(migration.vm_name, since_unix)
     if heartbeat is not None:
         _log(ctx, f"Guest heartbeat: longest gap {heartbeat.max_gap_s:.3f} s over {heartbeat.beats} beats, "

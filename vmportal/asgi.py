@@ -13,11 +13,16 @@ from django.conf import settings  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
 from core.consumers import UnknownPathConsumer  # noqa: E402
+from core.worker import load_url_conf  # noqa: E402
 from core.routing import websocket_urlpatterns as core_websockets  # noqa: E402
 from hosts.routing import websocket_urlpatterns as hosts_websockets  # noqa: E402
 from maintenance.routing import websocket_urlpatterns as maintenance_websockets  # noqa: E402
 from migrations_app.routing import websocket_urlpatterns as migrations_websockets  # noqa: E402
 from vmportal.origins import SiteOriginValidator  # noqa: E402
+
+# The first request would otherwise load the URL conf (every app's views) on its way; a confirm
+# that is the first request after a start would pay that before its migration starts.
+load_url_conf()
 
 websocket_urlpatterns = (
     core_websockets + hosts_websockets + migrations_websockets + maintenance_websockets

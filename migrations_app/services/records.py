@@ -17,20 +17,24 @@ from core import broadcast
 from core.actors import Actor
 from core.audit import audit_record
 from core.choices import AuditResultChoices
+from core.jobs import job_enqueue
 from core.models import Job
 from hosts import leases
 
-from .. import states
+from .. import policy, states
 from ..choices import (
     MIGRATION_RUNNING_STATES,
     FollowUpStatusChoices as F,
     MigrationAuditActionChoices as A,
+    MigrationJobKindChoices,
     MigrationStatusChoices as S,
 )
 from ..models import Migration, MigrationSample
 from ..verdicts import verdict_dicts
 from .events import migration_changed, migration_ended
 from .slots import migrations_dispatch, slots_release
+
+FOLLOW_UP_JOB = "migrations_app.jobs.migration_follow_up_job"
 
 
 def _transition(migration: Migration, new: S, **fields) -> bool:
@@ -133,12 +137,18 @@ def migration_finish(
     job: Job | None = None,
     result: AuditResultChoices | None = None,
     follow_up: bool = False,
+    follow_up_queued: bool = True,
 ) -> bool:
     """End the migration with what the hosts showed: record, release its slots, audit, tell pages.
 
-    ``follow_up``: the guest's own pause and the inventory refresh come after, recorded by
-    ``migration_follow_up_done`` (the record says so meanwhile). False (and nothing written)
-    when it already ended differently, e.g. a reconciler won.
+    ``follow_up``: the guest's own pause and the inventory refresh come after, in a job of their
+    own (``FOLLOW_UP_JOB``, created in this transaction, so the record never says "measuring"
+    without a job to do it) that records them through ``migration_follow_up_done``; the record
+    says so meanwhile. It is put on the migrations queue after the commit, behind whatever the
+    end set going (the evacuation's next item, a migration waiting for the freed slot).
+    ``follow_up_queued=False`` creates its row only: the caller runs it (vm_migrate
+    --wait-figures). False (and nothing written) when the migration already ended
+    differently, e.g. a reconciler won.
     """
     summary = summary or {}
     fields: dict[str, Any] = {
@@ -190,7 +200,20 @@ def migration_finish(
     migration_ended(migration)
     # A slot just freed: give it to whoever waits.
     transaction.on_commit(migrations_dispatch)
+    if follow_up:
+        job_enqueue(
+            kind=MigrationJobKindChoices.FOLLOW_UP, func=FOLLOW_UP_JOB, args=(migration.pk,), target=migration,
+            timeout_s=policy.FOLLOW_UP_TIMEOUT_S, actor=Actor.system(), queue="migrations",
+            enqueue=follow_up_queued,
+        )
     return True
+
+
+def follow_up_job(migration: Migration) -> Job | None:
+    """The job that records the figures after ``migration`` (the newest), or None (none was made:
+    a migration settled before follow-ups had jobs of their own, or by a reconciler)."""
+    return Job.objects.filter(kind=MigrationJobKindChoices.FOLLOW_UP, target_type=Migration._meta.model_name,
+                              target_id=str(migration.pk)).order_by("-pk").first()
 
 
 def _heartbeat_fields(heartbeat) -> dict[str, Any]:

@@ -31,7 +31,8 @@ from migrations_app import runner  # noqa: E402
 HOLDS = Path(os.environ["FAULT_MATRIX_HOLDS"])
 # Where each point sits in runner._run: after both hosts were gathered (status "checking"); after
 # libvirt returned (status "completing"), before the hosts are asked; before the end is written;
-# after it was written, before the follow-up (inventories refreshed, the guest's pause measured).
+# "post-checks": in the follow-up job the end queued (the record says Succeeded, the migration's
+# own job has ended), before the inventories are refreshed and the guest's pause is measured.
 POINTS = {"preflight": "run_preflight", "completing": "locate_guest", "finishing": "record_end",
           "post-checks": "_follow_up"}
 

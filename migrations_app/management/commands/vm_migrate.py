@@ -2,7 +2,10 @@
 
 Same service, same checks, same record and audit trail as the web wizard. Without --wait
 the migration is queued for a worker; with --wait it runs here (no worker needed), prints
-its progress and its outcome with the figures, and exits non-zero unless it succeeded.
+its progress and its outcome with libvirt's figures, and exits non-zero unless it succeeded.
+It returns once the record is settled (both hosts said where the guest runs); the figures
+after it (both inventories refreshed, the guest's own pause) are a follow-up job a worker
+runs. --wait-figures runs that job here too and prints them (no worker needed either).
 """
 
 from __future__ import annotations
@@ -20,12 +23,12 @@ from hosts.command_access import add_as_argument, command_actor
 from core.jobs import run_job
 from hosts.management.commands.vm_list import printable
 from hosts.models import Host, VirtualMachine
-from migrations_app import runner
-from migrations_app.choices import MigrationStatusChoices as S
+from migrations_app import jobs as migration_jobs, runner
+from migrations_app.choices import FollowUpStatusChoices as F, MigrationStatusChoices as S
 from migrations_app.models import Migration
 from migrations_app.options import OPTION_KEYS, MigrationOptions, parse_option_pairs, validate
 from migrations_app.progress import human_bytes, progress_line
-from migrations_app.services import live, slots
+from migrations_app.services import live, records, slots
 from migrations_app.services.refusals import ServiceRefused
 from migrations_app.verdicts import VerdictStatus
 
@@ -83,6 +86,8 @@ def outcome_dict(migration: Migration) -> dict:
         ),
         "samples": migration.samples.count(),
         "verdicts": migration.verdicts,
+        "follow_up": migration.follow_up,
+        "follow_up_note": migration.follow_up_note,
     }
 
 
@@ -97,7 +102,12 @@ class Command(BaseCommand):
             "--option", action="append", default=[], metavar="KEY=VALUE",
             help=f"Repeatable. Keys: {', '.join(OPTION_KEYS)}.",
         )
-        parser.add_argument("--wait", action="store_true", help="Run the migration here and wait for its outcome.")
+        parser.add_argument("--wait", action="store_true",
+                            help="Run the migration here and wait for its outcome (the figures after it follow "
+                                 "in a worker's job).")
+        parser.add_argument("--wait-figures", action="store_true",
+                            help="With --wait (implied): also refresh both inventories and measure the guest's "
+                                 "own pause here, and print them.")
         parser.add_argument("--json", action="store_true", help="Print the outcome as JSON.")
         add_as_argument(parser)
 
@@ -114,7 +124,8 @@ class Command(BaseCommand):
         problems = validate(chosen)
         if problems:
             raise CommandError("\n".join(problems))
-        wait = options["wait"]
+        self.wait_figures = options["wait_figures"]
+        wait = options["wait"] or self.wait_figures
         try:
             migration = live.migration_request(
                 vm=vm, destination=destination, options=chosen, actor=actor, run_by_worker=not wait
@@ -159,8 +170,18 @@ class Command(BaseCommand):
                     last[0] = now
                     self.stdout.write("  " + progress_line(payload))
 
-            run_job(job.pk, lambda ctx: runner.run_migration(migration_id=migration.pk, ctx=ctx, on_progress=progress))
+            run_job(job.pk, lambda ctx: runner.run_migration(migration_id=migration.pk, ctx=ctx, on_progress=progress,
+                                                             queue_follow_up=not self.wait_figures))
         migration.refresh_from_db()
+        if self.wait_figures and migration.follow_up == F.RUNNING:
+            follow_up = records.follow_up_job(migration)
+            if follow_up is not None:
+                if not self.as_json:
+                    self.stdout.write(f"{migration.get_status_display()}; refreshing both inventories and measuring "
+                                      "the guest's own pause…")
+                    sys.stdout.flush()
+                migration_jobs.migration_follow_up_job(follow_up.pk, migration.pk)
+                migration.refresh_from_db()
         self._report(migration)
         if migration.status != S.SUCCEEDED:
             raise CommandError(f"migration #{migration.pk} {migration.get_status_display().lower()}")
@@ -196,4 +217,10 @@ class Command(BaseCommand):
         for label, value in rows:
             if value is not None:
                 out(f"  {label:<14} {value}")
+        if migration.follow_up == F.RUNNING:
+            job = records.follow_up_job(migration)
+            out(f"  figures        follow (job #{job.pk if job else '?'}: both inventories, the guest's own pause); "
+                f"see {outcome_dict(migration)['url']} or use --wait-figures")
+        elif migration.follow_up == F.FAILED:
+            out(f"  after it       {printable(migration.follow_up_note)}")
         sys.stdout.flush()

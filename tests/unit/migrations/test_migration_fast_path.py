@@ -270,25 +270,219 @@ def test_the_page_waits_for_the_figures_then_shows_what_failed(two_hosts, world,
     assert "The inventory of kvm-b could not be refreshed." in page and "Done." in page
 
 
-def test_figures_whose_job_died_are_said_lost_by_the_reconciler(two_hosts, world, migrate):
+# --- the figures are a job of their own: the migration's job ends at its outcome ----------------
+
+
+class QueueRecorder:
+    """RQ's queues as the portal enqueues on them (core.jobs._submit), nothing run: (queue, kind, job id)."""
+
+    def __init__(self):
+        self.calls: list[tuple[str, str, int, str, tuple]] = []
+
+    def get_queue(self, name):
+        recorder = self
+
+        class Queue:
+            def enqueue_call(self, *, func, args, **kwargs):
+                job = Job.objects.get(pk=args[0])
+                recorder.calls.append((name, job.kind, job.pk, func, tuple(args)))
+
+        return Queue()
+
+    def kinds(self) -> list[str]:
+        return [kind for _queue, kind, *_rest in self.calls]
+
+    def run(self, kind: str) -> None:
+        """Run the oldest enqueued job of ``kind`` as a worker would, and forget it."""
+        from core.jobs import job_function
+
+        call = next(c for c in self.calls if c[1] == kind)
+        self.calls.remove(call)
+        job_function(call[3])(*call[4])
+
+
+@pytest.fixture
+def queues(settings, monkeypatch):
+    """Jobs go to (recorded) RQ queues instead of running in-process: run them by hand, in turn."""
+    import core.jobs
+
+    recorder = QueueRecorder()
+    settings.VMPORTAL_JOBS_INLINE = False
+    monkeypatch.setattr(core.jobs.django_rq, "get_queue", recorder.get_queue)
+    return recorder
+
+
+def test_the_migration_job_ends_at_succeeded_and_the_figures_follow_in_a_job_of_their_own(
+        transactional_db, two_hosts, world, queues, heartbeat_probe):
+    """Fails if Succeeded (or the migration's job, or the guest's lease) waits for the figures."""
+    from hosts.models import GuestLease
+
+    src, dst, vm = two_hosts
+    migration = live.migration_request(vm=vm, destination=dst, options=MigrationOptions(), actor=Actor.system())
+    assert queues.kinds() == ["migration.run"]
+    queues.run("migration.run")
+    migration.refresh_from_db()
+    # Settled, its job over, the guest free — and not one figure measured nor host refreshed yet.
+    assert migration.status == S.SUCCEEDED and migration.follow_up == F.RUNNING
+    assert migration.job.status == "succeeded" and migration.heartbeat_gap_s is None
+    assert not GuestLease.objects.filter(guest_uuid=vm.uuid).exists()
+    assert heartbeat_probe == [] and not Job.objects.filter(kind=HostJobKindChoices.REFRESH).exists()
+    follow_up = Job.objects.get(kind="migration.follow_up")
+    assert (follow_up.status, follow_up.target_id, follow_up.queue_name) == ("queued", str(migration.pk), "migrations")
+    assert queues.calls == [("migrations", "migration.follow_up", follow_up.pk,
+                             "migrations_app.jobs.migration_follow_up_job", (follow_up.pk, migration.pk))]
+    # The figures' job, later, by a worker: the same record filled in, its status untouched.
+    queues.run("migration.follow_up")
+    migration.refresh_from_db()
+    assert migration.status == S.SUCCEEDED and migration.follow_up == F.DONE and not migration.follow_up_note
+    assert migration.heartbeat_gap_s == pytest.approx(0.3)
+    assert heartbeat_probe[0]["status"] == "succeeded" and heartbeat_probe[0]["refreshes"] == 2
+    assert Job.objects.get(pk=follow_up.pk).status == "succeeded"
+
+
+def test_the_next_migration_is_queued_before_the_figures_of_the_one_that_freed_its_slot(
+        transactional_db, two_hosts, world, queues, settings):
+    """One outgoing slot: the second guest waits for it; the first's end hands it over, and only
+    then are the first's figures put on the same queue (a free worker takes the migration first)."""
+    from tests.fakes.fleet import make_vm
+
+    settings.VMPORTAL_MAX_OUTGOING = 1
+    src, dst, vm = two_hosts
+    other = make_vm(src, "web-2")
+    world["kvm-a"].domains[str(other.uuid)] = world.guest_of(other)
+    first = live.migration_request(vm=vm, destination=dst, options=MigrationOptions(), actor=Actor.system())
+    second = live.migration_request(vm=other, destination=dst, options=MigrationOptions(), actor=Actor.system())
+    assert queues.kinds() == ["migration.run"]
+    queues.run("migration.run")
+    assert [(kind, queue) for queue, kind, *_ in queues.calls] == [
+        ("migration.run", "migrations"), ("migration.follow_up", "migrations")]
+    assert queues.calls[0][4] == (Migration.objects.get(pk=second.pk).job_id, second.pk)
+    assert Migration.objects.get(pk=first.pk).status == S.SUCCEEDED
+
+
+def test_a_follow_up_that_never_reached_the_queue_says_so(transactional_db, two_hosts, world, queues, monkeypatch):
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    src, dst, vm = two_hosts
+    live.migration_request(vm=vm, destination=dst, options=MigrationOptions(), actor=Actor.system())
+
+    def redis_gone(name):
+        class Queue:
+            def enqueue_call(self, **kwargs):
+                raise RedisConnectionError("Connection refused")
+        return Queue()
+
+    call = queues.calls.pop()
+    import core.jobs
+
+    monkeypatch.setattr(core.jobs.django_rq, "get_queue", redis_gone)
+    from core.jobs import job_function
+
+    job_function(call[3])(*call[4])
+    migration = Migration.objects.get()
+    assert migration.status == S.SUCCEEDED and migration.follow_up == F.FAILED
+    assert "Could not put the job on the queue" in migration.follow_up_note and migration.heartbeat_gap_s is None
+
+
+def test_the_migration_job_ending_does_not_lose_figures_its_follow_up_job_will_record(
+        transactional_db, two_hosts, world, queues):
     from migrations_app import reconciler
 
-    migration = migrate()
-    Migration.objects.filter(pk=migration.pk).update(follow_up=F.RUNNING)
-    Job.objects.filter(pk=migration.job_id).update(status="failed")
-    assert reconciler.migrations_reconcile()["follow_ups_lost"] == 1
+    src, dst, vm = two_hosts
+    live.migration_request(vm=vm, destination=dst, options=MigrationOptions(), actor=Actor.system())
+    queues.run("migration.run")
+    migration = Migration.objects.get()
+    assert reconciler.migrations_reconcile()["follow_ups_lost"] == 0  # the follow-up job is queued (< 60 s)
+    assert reconciler.migrations_job_lost(job_id=migration.job_id, reason="its work horse died") == 0
     migration.refresh_from_db()
+    assert migration.follow_up == F.RUNNING
+
+
+def test_figures_whose_job_died_are_said_lost_by_the_reconciler(transactional_db, two_hosts, world, queues):
+    from migrations_app import reconciler
+
+    src, dst, vm = two_hosts
+    live.migration_request(vm=vm, destination=dst, options=MigrationOptions(), actor=Actor.system())
+    queues.run("migration.run")
+    follow_up = Job.objects.get(kind="migration.follow_up")
+    Job.objects.filter(pk=follow_up.pk).update(status="failed")  # ended without a word (no signal either)
+    assert reconciler.migrations_reconcile()["follow_ups_lost"] == 1
+    migration = Migration.objects.get()
     assert migration.status == S.SUCCEEDED and migration.follow_up == F.FAILED
-    assert f"job #{migration.job_id} ended (failed)" in migration.follow_up_note
+    assert f"job #{follow_up.pk} ended (failed)" in migration.follow_up_note
     assert reconciler.migrations_reconcile()["follow_ups_lost"] == 0  # said once
 
 
-def test_figures_whose_work_horse_died_are_said_lost_at_once(two_hosts, world, migrate):
+def test_figures_whose_work_horse_died_are_said_lost_at_once(transactional_db, two_hosts, world, queues):
+    from core.jobs import job_lost
+
+    src, dst, vm = two_hosts
+    live.migration_request(vm=vm, destination=dst, options=MigrationOptions(), actor=Actor.system())
+    queues.run("migration.run")
+    follow_up = Job.objects.get(kind="migration.follow_up")
+    Job.objects.filter(pk=follow_up.pk).update(status="running")
+    job_lost(follow_up.pk, reason="its work horse (pid 7) died, killed by signal 9")  # as PortalWorker says it
+    migration = Migration.objects.get()
+    assert migration.status == S.SUCCEEDED and migration.follow_up == F.FAILED
+    assert "its work horse (pid 7) died, killed by signal 9" in migration.follow_up_note
+    assert migration.heartbeat_gap_s is None
+
+
+def test_a_migration_settled_without_a_follow_up_job_is_still_watched_through_its_own_job(two_hosts, world, migrate):
+    """Records from before follow-ups had jobs of their own: the migration's job stands for it."""
     from migrations_app import reconciler
 
     migration = migrate()
+    Job.objects.filter(kind="migration.follow_up").delete()
     Migration.objects.filter(pk=migration.pk).update(follow_up=F.RUNNING)
-    reconciler.migrations_job_lost(job_id=migration.job_id, reason="its work horse (pid 7) died, killed by signal 9")
+    reconciler.migrations_job_lost(job_id=migration.job_id, reason="its work horse (pid 8) died")
     migration.refresh_from_db()
-    assert migration.status == S.SUCCEEDED and migration.follow_up == F.FAILED
-    assert "its work horse (pid 7) died, killed by signal 9" in migration.follow_up_note
+    assert migration.follow_up == F.FAILED and "pid 8" in migration.follow_up_note
+
+
+def test_the_heartbeat_is_not_read_once_the_guest_migrated_again(transactional_db, two_hosts, world, queues,
+                                                                  heartbeat_probe):
+    """A late follow-up would read the next migration's pause as this one's: it says so instead."""
+    src, dst, vm = two_hosts
+    live.migration_request(vm=vm, destination=dst, options=MigrationOptions(), actor=Actor.system())
+    queues.run("migration.run")
+    first = Migration.objects.get()
+    from hosts.models import VirtualMachine
+
+    back = live.migration_request(vm=VirtualMachine.objects.get(uuid=vm.uuid), destination=src,
+                                  options=MigrationOptions(), actor=Actor.system(), reverses=first)
+    queues.run("migration.run")
+    assert Migration.objects.get(pk=back.pk).status == S.SUCCEEDED
+    queues.run("migration.follow_up")  # the first's, after the way back
+    first.refresh_from_db()
+    assert first.follow_up == F.FAILED and first.heartbeat_gap_s is None
+    assert f"migrated again (#{back.pk})" in first.follow_up_note
+    assert heartbeat_probe == []
+
+
+# --- jobs a caller runs itself never reach RQ: the sweeps must not take them for lost ------------
+
+
+def test_a_migration_vm_migrate_runs_itself_is_not_taken_for_an_orphan(two_hosts, world, settings, monkeypatch):
+    """Its Job row was never put on a queue: RQ not knowing it says nothing about its worker."""
+    from rq.exceptions import NoSuchJobError
+    from rq.job import Job as RQJob
+
+    from migrations_app import reconciler
+    from migrations_app.services import slots
+
+    src, dst, vm = two_hosts
+    migration = live.migration_request(vm=vm, destination=dst, options=MigrationOptions(), actor=Actor.system(),
+                                       run_by_worker=False)
+    job = slots.migration_claim_for_caller(migration=migration)
+    assert job.rq_job_id == ""  # never enqueued
+    Job.objects.filter(pk=job.pk).update(status="running")
+    Migration.objects.filter(pk=migration.pk).update(status=S.CHECKING, heartbeat=datetime.now(dt_timezone.utc))
+    settings.VMPORTAL_JOBS_INLINE = False
+
+    def not_in_redis(*args, **kwargs):
+        raise NoSuchJobError("no such job")
+
+    monkeypatch.setattr(RQJob, "fetch", not_in_redis)
+    assert reconciler.migrations_reconcile()["reconciling"] == 0
+    assert Migration.objects.get(pk=migration.pk).status == S.CHECKING

@@ -100,3 +100,59 @@ def test_control_characters_in_names_stay_out_of_the_terminal(two_hosts, world):
     with pytest.raises(CommandError) as error:
         run("evil\x1b[2Jname", "--to", "kvm-b")
     assert "\x1b" not in str(error.value)
+
+
+@pytest.fixture
+def recorded_queues(settings, monkeypatch):
+    """A worker's queues, recorded, nothing run: what --wait leaves to the workers stays there."""
+    import core.jobs
+
+    enqueued = []
+
+    class Queue:
+        def __init__(self, name):
+            self.name = name
+
+        def enqueue_call(self, *, func, args, **kwargs):
+            enqueued.append((self.name, func, tuple(args)))
+
+    settings.VMPORTAL_JOBS_INLINE = False
+    monkeypatch.setattr(core.jobs.django_rq, "get_queue", Queue)
+    return enqueued
+
+
+@pytest.fixture
+def probe(settings, monkeypatch):
+    import migrations_app.heartbeat as heartbeat_module
+
+    heartbeat_module._load.cache_clear()
+    monkeypatch.setattr(heartbeat_module, "import_string",
+                        lambda path: lambda name, since: {"max_gap_s": 0.25, "continuous": True, "beats": 30})
+    settings.VMPORTAL_GUEST_HEARTBEAT_PROBE = "tests.fake:probe"
+    yield
+    heartbeat_module._load.cache_clear()
+
+
+def test_wait_returns_at_succeeded_and_leaves_the_figures_to_a_worker(two_hosts, world, recorded_queues, probe,
+                                                                     django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        out, _ = run("web-1", "--to", "kvm-b", "--wait")
+    migration = Migration.objects.get()
+    assert migration.status == S.SUCCEEDED and migration.follow_up == "running"
+    assert migration.heartbeat_gap_s is None and "heartbeat gap" not in out
+    follow_up = migration.job.__class__.objects.get(kind="migration.follow_up")
+    assert f"figures        follow (job #{follow_up.pk}" in out and "--wait-figures" in out
+    assert recorded_queues == [("migrations", "migrations_app.jobs.migration_follow_up_job",
+                                (follow_up.pk, migration.pk))]
+
+
+def test_wait_figures_measures_them_here_too(two_hosts, world, recorded_queues, probe,
+                                            django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        out, _ = run("web-1", "--to", "kvm-b", "--wait-figures", "--json")
+    data = json.loads(out)
+    assert data["status"] == "succeeded" and data["follow_up"] == "done" and data["follow_up_note"] == ""
+    assert data["heartbeat"] == {"max_gap_s": 0.25, "continuous": True, "beats": 30}
+    assert recorded_queues == []  # nothing left for a worker: the refreshes and the pause ran here
+    out, _ = run("web-1", "--to", "kvm-a", "--wait-figures")
+    assert "heartbeat gap  0.250 s (30 beats, continuous)" in out and "figures" not in out
