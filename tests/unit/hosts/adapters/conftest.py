@@ -29,6 +29,7 @@ class ServerLog:
     auth_attempts: list[tuple[str, str]] = field(default_factory=list)  # (user, method)
     commands: list[str] = field(default_factory=list)
     connections: int = 0
+    server_errors: list[str] = field(default_factory=list)  # negotiations the server gave up
 
 
 class _Handler(paramiko.ServerInterface):
@@ -88,14 +89,25 @@ class InProcessSSHServer:
             except OSError:
                 return
             self.log.connections += 1
-            transport = paramiko.Transport(sock)
-            for key in self.host_keys:
-                transport.add_server_key(key)
-            self._transports.append(transport)
-            try:
-                transport.start_server(server=_Handler(self))
-            except (paramiko.SSHException, EOFError, OSError):
-                transport.close()
+            # Each connection negotiates in its own thread, so a slow or stray
+            # client never holds up the next one waiting in the backlog.
+            threading.Thread(target=self._serve_connection, args=(sock,), daemon=True).start()
+
+    def _serve_connection(self, sock: socket.socket):
+        transport = paramiko.Transport(sock)
+        # Generous server-side limits: on a loaded machine the client's own
+        # timeouts are the ones a test means to exercise.
+        transport.banner_timeout = 60
+        transport.handshake_timeout = 60
+        transport.auth_timeout = 60
+        for key in self.host_keys:
+            transport.add_server_key(key)
+        self._transports.append(transport)
+        try:
+            transport.start_server(server=_Handler(self))
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            self.log.server_errors.append(repr(exc))
+            transport.close()
 
     def serve_exec(self, channel: paramiko.Channel, command: str):
         try:
