@@ -7,6 +7,7 @@ Views, management commands, jobs and the watcher all change hosts and guests thr
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass
 from typing import NoReturn
 
@@ -545,6 +546,30 @@ def vm_state_save(*, vm: VirtualMachine, info: DomainInfo) -> VirtualMachine:
     for field_name in fields:
         setattr(vm, field_name, _vm_fields(info)[field_name])
     vm.save(update_fields=fields)
+    broadcast.vm_state(vm)
+    return vm
+
+
+@transaction.atomic
+def vm_state_observed(*, host: Host, domain_uuid: str, state: str, reason: str) -> VirtualMachine | None:
+    """A lifecycle event from ``host`` said guest ``domain_uuid`` is now ``state``: show it at once.
+
+    Only a guest the inventory already has on that host changes, and only its state (the
+    debounced refresh that follows the event re-reads the rest). Returns the guest when its
+    state changed, else None.
+    """
+    if state not in VMStateChoices.values:
+        return None
+    try:
+        guest_uuid = uuid.UUID(str(domain_uuid))
+    except ValueError:
+        return None
+    vm = VirtualMachine.objects.select_for_update().filter(host=host, uuid=guest_uuid).first()
+    reason = str(reason)[: VirtualMachine._meta.get_field("state_reason").max_length]
+    if vm is None or (vm.state, vm.state_reason) == (state, reason):
+        return None
+    vm.state, vm.state_reason, vm.updated = state, reason, timezone.now()
+    vm.save(update_fields=["state", "state_reason", "updated"])
     broadcast.vm_state(vm)
     return vm
 

@@ -2,7 +2,8 @@
 
 One event connection per trusted host, through the adapter's EventWatcher. Its callbacks run
 in libvirt's event thread, so they only put items on a queue; this loop (the main thread)
-does all database work: it debounces bursts of events into one refresh per host, reconnects
+does all database work: it shows the state a lifecycle event tells of at once (hosts.live_state),
+debounces bursts of events into one refresh per host, reconnects
 lost hosts with exponential backoff, picks up hosts added or re-trusted meanwhile, and every
 VMPORTAL_INVENTORY_REFRESH_SECONDS queues a full refresh of every host (events can be missed).
 It also runs the periodic work other apps registered in core.registry (the migrations app:
@@ -29,6 +30,7 @@ from hosts.adapters.libvirt import EventWatcher
 
 from . import access, services
 from .jobs import inventory_refresh_all
+from .live_state import state_after_event
 from .models import Host
 
 logger = logging.getLogger(__name__)
@@ -150,6 +152,7 @@ class HostEventWatch:
             return
         if kind == "event":
             logger.info("%s: %s %s %s", peer.name, payload.domain_name, payload.event, payload.detail)
+            self.apply_state(peer, payload)
             self.pending.setdefault(peer.host_id, now)
         elif kind == "disconnect":
             logger.warning("lost the event connection to %s (%s); reconnecting", peer.name, payload)
@@ -157,6 +160,16 @@ class HostEventWatch:
             peer.connected = False
             peer.failures += 1
             peer.next_attempt = now + reconnect_delay(peer.failures)
+
+    def apply_state(self, peer: _Peer, event) -> None:
+        """Show the state the event tells of at once; the refresh after the debounce does the rest."""
+        observed = state_after_event(event.event, event.detail)
+        if observed is None:
+            return
+        host = Host.objects.filter(pk=peer.host_id).first()
+        if host is not None:
+            services.vm_state_observed(host=host, domain_uuid=event.domain_uuid, state=observed.state,
+                                       reason=observed.reason)
 
     def flush_due(self, now: float) -> list[int]:
         """Queue one refresh per host whose first pending event is older than the debounce."""

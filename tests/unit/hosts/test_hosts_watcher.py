@@ -2,12 +2,13 @@
 
 import pytest
 
+from core import broadcast
 from core.choices import JobStatusChoices
 from core.models import Job
 from hosts.adapters.errors import HostKeyMismatch, HostUnreachable
 from hosts.adapters.libvirt import DomainEvent
 from hosts.choices import HostStatusChoices
-from hosts.models import Host
+from hosts.models import Host, VirtualMachine
 from hosts.watcher import HostEventWatch
 
 pytestmark = pytest.mark.django_db
@@ -170,3 +171,32 @@ def test_the_loop_runs_the_periodic_work_registered_in_core(settings, trusted_ho
     clock.now += 1
     loop.step(0)
     assert calls == ["sweep", "sweep"]
+
+
+def test_an_event_shows_its_state_at_once_and_the_refresh_still_follows_the_debounce(settings, trusted_host, monkeypatch):
+    sent = []
+    monkeypatch.setattr(broadcast, "vm_state", lambda vm: sent.append((vm.pk, vm.state)))
+    settings.VMPORTAL_JOBS_INLINE = False
+    fake, clock = FakeEventWatcher(), Clock()
+    loop = HostEventWatch(watcher=fake, clock=clock, debounce_s=1.0)
+    loop.step(0)
+    clock.now += 1.5
+    loop.step(0)  # the catch-up refresh
+    Job.objects.update(status=JobStatusChoices.SUCCEEDED)
+    vm = VirtualMachine.objects.get(host=trusted_host, name="web-1")
+    on_event, _ = fake.watching[trusted_host.effective_libvirt_uri]
+    on_event(trusted_host.effective_libvirt_uri,
+             DomainEvent(domain_uuid=str(vm.uuid), domain_name="web-1", event="suspended", detail="paused"))
+    loop.step(0)
+    vm.refresh_from_db()
+    assert vm.state == "paused" and sent == [(vm.pk, "paused")]
+    assert Job.objects.filter(kind="host.refresh", status=JobStatusChoices.QUEUED).count() == 0
+    clock.now += 1.5
+    loop.step(0)
+    assert Job.objects.filter(kind="host.refresh", status=JobStatusChoices.QUEUED).count() == 1
+    # A migration's step is left to the refresh.
+    on_event(trusted_host.effective_libvirt_uri,
+             DomainEvent(domain_uuid=str(vm.uuid), domain_name="web-1", event="stopped", detail="migrated"))
+    loop.step(0)
+    vm.refresh_from_db()
+    assert vm.state == "paused" and len(sent) == 1
