@@ -2,7 +2,10 @@ import json
 
 from django.core.management.base import BaseCommand
 
+from core.choices import RoleChoices
+from hosts.command_access import add_as_argument, command_actor
 from hosts.models import VirtualMachine
+from hosts.permissions import hosts_for_actor
 
 FIELDS = ("host__name", "name", "uuid", "state", "state_reason", "vcpus", "memory_kib", "domain_type",
           "persistent", "autostart")
@@ -17,10 +20,12 @@ def printable(text: str) -> str:
     return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
-def guest_rows():
-    """Every guest as a dict, host by host, read CHUNK rows at a time."""
-    values = (VirtualMachine.objects.order_by("host__name", "name", "pk").values_list(*FIELDS)
-              .iterator(chunk_size=CHUNK))
+def guest_rows(actor=None):
+    """Every guest (with ``actor``: on the hosts it may see) as a dict, host by host, read CHUNK rows at a time."""
+    guests = VirtualMachine.objects.all()
+    if actor is not None and actor.user is not None:
+        guests = guests.filter(host__in=hosts_for_actor(actor, RoleChoices.VIEWER))
+    values = guests.order_by("host__name", "name", "pk").values_list(*FIELDS).iterator(chunk_size=CHUNK)
     for row in values:
         item = dict(zip(KEYS, row))
         item["uuid"] = str(item["uuid"])
@@ -28,17 +33,19 @@ def guest_rows():
 
 
 class Command(BaseCommand):
-    help = "List the guests in the inventory."
+    help = "List the guests in the inventory (with --as USER: those on the hosts that user may see)."
 
     def add_arguments(self, parser):
         parser.add_argument("--json", action="store_true", help="Print JSON (an array, one guest a line).")
+        add_as_argument(parser)
 
     def handle(self, *args, **options):
+        actor = command_actor(options)
         if options["json"]:
-            self._write_json()
+            self._write_json(actor)
             return
         rows = [(r["host"], printable(r["name"]), r["state"], str(r["vcpus"]), f"{r['memory_kib'] // 1024} MiB",
-                 r["uuid"]) for r in guest_rows()]
+                 r["uuid"]) for r in guest_rows(actor)]
         if not rows:
             self.stdout.write("No guests in the inventory.")
             return
@@ -48,13 +55,13 @@ class Command(BaseCommand):
         for row in table:
             self.stdout.write("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
 
-    def _write_json(self) -> None:
+    def _write_json(self, actor) -> None:
         # Streamed: one guest a line, written a chunk at a time, never the whole list in memory.
         out = self.stdout
         out.write("[", ending="")
         lines: list[str] = []
         first = True
-        for row in guest_rows():
+        for row in guest_rows(actor):
             lines.append(("\n" if first else ",\n") + json.dumps(row))
             first = False
             if len(lines) >= CHUNK:

@@ -202,6 +202,20 @@ def test_a_command_with_as_runs_as_the_user_inside_their_groups(teams):
     assert AuditEvent.objects.filter(action__startswith="window.").latest("pk").actor_label == "ann"
 
 
+def test_vm_list_with_as_lists_only_the_guests_of_the_users_hosts(teams, capsys):
+    import json
+
+    call_command("vm_list", "--json", "--as", "ann")
+    assert sorted(row["name"] for row in json.loads(capsys.readouterr().out)) == ["guest-kvm-a", "guest-kvm-a2"]
+    call_command("vm_list", "--as", "ann")
+    table = capsys.readouterr().out
+    assert "guest-kvm-a2" in table and "guest-kvm-b" not in table
+    call_command("vm_list", "--json")  # the OS user sees every guest
+    assert len(json.loads(capsys.readouterr().out)) == 3
+    with pytest.raises(CommandError, match="No active user named 'nobody'"):
+        call_command("vm_list", "--as", "nobody")
+
+
 def test_hosts_for_is_the_one_answer(teams):
     assert set(hosts_for(teams["ann"], RoleChoices.OPERATOR).values_list("name", flat=True)) == {"kvm-a", "kvm-a2"}
     assert not hosts_for(teams["ann"], RoleChoices.ADMIN).exists()
