@@ -1,0 +1,256 @@
+"""How long a full inventory refresh of every lab host takes, against bare libvirt in the same run.
+
+    sudo .venv/bin/python bench/lab_refresh.py [--guests-per-host 12] [--runs 5] [--workers 3]
+
+The portal runs as in production: a private redis-server, W real RQ workers and a temporary
+SQLite database, all under a temporary directory and stopped by PID at the end. The lab hosts
+are onboarded and given heartbeat guests of the bench's own until each runs
+--guests-per-host guests (removed at the end). Then, alternating, --runs times each:
+- portal: the periodic full refresh (hosts.jobs.inventory_refresh_all, as watch_hosts calls it)
+  until every host's refresh job has ended, the workers running hosts side by side;
+- bare: what a refresh has to learn, asked of libvirt directly over the same qemu+ssh URIs,
+  one thread per host: a new connection, every domain with its XML, and the bulk stats call.
+Prints the medians, the worst run and the ratio portal / bare. Goal: the portal's full refresh
+<= 2 s. Brings the lab up if it is down (and takes it down again); a running lab is reused and
+left up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+BASE = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(BASE))
+
+from lab import guests as lab_guests  # noqa: E402
+from lab import hosts as lab_hosts  # noqa: E402
+
+POLL_S = 0.02
+GOAL_S = 2.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(predicate, *, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = predicate()
+        if found:
+            return found
+        time.sleep(POLL_S)
+    raise SystemExit(f"timed out after {timeout:g} s waiting for {what}")
+
+
+def redis_answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+def environment(workdir: Path, redis_port: int) -> dict:
+    from cryptography.fernet import Fernet
+
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "VMPORTAL_"))},
+        "DJANGO_SETTINGS_MODULE": "vmportal.settings",
+        "DJANGO_SECRET_KEY": "bench-refresh-secret-key",
+        "VMPORTAL_SECRETS_KEY": Fernet.generate_key().decode(),
+        "VMPORTAL_AUDIT_KEY": "bench-refresh-audit-key",
+        "DATABASE_URL": f"sqlite:///{workdir / 'portal.sqlite3'}",
+        "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+        "PYTHONPATH": str(BASE),
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.procs: list[subprocess.Popen] = []
+        self.guests: list[str] = []
+        self.workdir = Path(tempfile.mkdtemp(prefix="vmportal-bench-refresh-"))
+        self.lab_owned = False
+
+    def start(self) -> None:
+        if not lab_hosts.is_up():
+            print("bringing the lab up …")
+            lab_hosts.up(3, log=lambda *_: None)
+            self.lab_owned = True
+        self.lab = lab_hosts.status()
+        port = free_port()
+        env = environment(self.workdir, port)
+        os.environ.update(env)
+        self.procs.append(subprocess.Popen(
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.workdir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        ))
+        wait_for(lambda: redis_answers(port), timeout=15, what="redis-server")
+        import django
+
+        django.setup()
+        from django.core.management import call_command
+
+        call_command("migrate", interactive=False, verbosity=0)
+        for i in range(self.args.workers):
+            log = open(self.workdir / f"worker-{i + 1}.log", "w")
+            self.procs.append(subprocess.Popen(
+                [sys.executable, "manage.py", "rqworker", "default", "migrations"], cwd=BASE, env=env,
+                stdout=log, stderr=subprocess.STDOUT,
+            ))
+        import libvirt
+
+        libvirt.registerErrorHandler(lambda *_: None, None)
+
+    def running_on(self, entry: dict) -> int:
+        from hosts.adapters import libvirt as lv
+
+        with lv.open_connection(entry["libvirt_uri"]) as conn:
+            return len(conn.listAllDomains(1))
+
+    def populate(self) -> None:
+        since = time.time() - 1
+        for entry in self.lab["hosts"]:
+            for _ in range(max(0, self.args.guests_per_host - self.running_on(entry))):
+                spec = lab_guests.GuestSpec(name=f"vmp-bench-refresh-{uuid.uuid4().hex[:6]}").with_uuid()
+                self.guests.append(spec.name)
+                lab_hosts.start_guest(entry, spec)
+        if self.guests:
+            lab_hosts.wait_heartbeats(self.guests, since=since, timeout=120)
+        from core.actors import Actor
+        from hosts.management.commands.lab_onboard import onboard_lab_host
+
+        for entry in self.lab["hosts"]:
+            onboard_lab_host(entry, actor=Actor.system())
+        self.wait_jobs_idle()
+
+    def wait_jobs_idle(self, timeout: float = 300) -> None:
+        from core.choices import JOB_ACTIVE_STATES
+        from core.models import Job
+
+        wait_for(lambda: not Job.objects.filter(status__in=JOB_ACTIVE_STATES).exists(), timeout=timeout,
+                 what="the workers to finish their jobs")
+
+    def portal_refresh(self) -> float:
+        from core.choices import JOB_ACTIVE_STATES, JobStatusChoices
+        from core.models import Job
+        from hosts.jobs import inventory_refresh_all
+
+        first = Job.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
+        t0 = time.perf_counter()
+        queued = inventory_refresh_all()
+        ours = Job.objects.filter(pk__gt=first, kind="host.refresh")
+        wait_for(lambda: ours.count() >= queued and not ours.filter(status__in=JOB_ACTIVE_STATES).exists(),
+                 timeout=120, what="every host's refresh")
+        wall = time.perf_counter() - t0
+        failed = list(ours.exclude(status=JobStatusChoices.SUCCEEDED).values_list("error", flat=True))
+        if failed:
+            raise SystemExit(f"a refresh failed: {failed}")
+        return wall
+
+    def bare_refresh(self) -> float:
+        import libvirt
+
+        errors: list[str] = []
+
+        def one(entry: dict) -> None:
+            try:
+                conn = libvirt.open(entry["libvirt_uri"])
+                try:
+                    conn.getInfo()
+                    for dom in conn.listAllDomains(0):
+                        dom.XMLDesc(0)
+                        dom.info()
+                    conn.getAllDomainStats(0, 0)
+                finally:
+                    conn.close()
+            except libvirt.libvirtError as exc:
+                errors.append(str(exc))
+
+        threads = [threading.Thread(target=one, args=(entry,)) for entry in self.lab["hosts"]]
+        t0 = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        wall = time.perf_counter() - t0
+        if errors:
+            raise SystemExit(f"bare libvirt failed: {errors}")
+        return wall
+
+    def run(self) -> None:
+        self.start()
+        self.populate()
+        from hosts.models import VirtualMachine
+
+        guests = VirtualMachine.objects.count()
+        portal, bare = [], []
+        for i in range(self.args.runs):
+            portal.append(self.portal_refresh())
+            bare.append(self.bare_refresh())
+            print(f"run {i + 1}: portal {portal[-1]:.2f} s, bare libvirt {bare[-1]:.2f} s", flush=True)
+        load = os.getloadavg()
+        p, b = statistics.median(portal), statistics.median(bare)
+        print(f"\n{len(self.lab['hosts'])} hosts, {guests} guests in the inventory, {self.args.workers} workers, "
+              f"load {load[0]:.1f} {load[1]:.1f}")
+        print(f"full refresh, portal: median {p:.2f} s, worst {max(portal):.2f} s (goal <= {GOAL_S:g} s)")
+        print(f"same facts from bare libvirt: median {b:.2f} s, worst {max(bare):.2f} s")
+        print(f"ratio portal / bare: {p / b:.2f}")
+
+    def close(self) -> None:
+        for name in self.guests:
+            try:
+                lab_hosts.remove_guest(name)
+            except Exception as exc:  # noqa: BLE001 - clean up the rest regardless
+                print(f"could not remove {name}: {exc}")
+        for proc in reversed(self.procs):
+            stop(proc)
+        if self.lab_owned:
+            lab_hosts.down(log=lambda *_: None)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--guests-per-host", type=int, default=12)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--workers", type=int, default=3)
+    args = parser.parse_args()
+    if not 0 <= args.guests_per_host <= 40 or not 1 <= args.runs <= 50 or not 1 <= args.workers <= 8:
+        parser.error("--guests-per-host 0-40, --runs 1-50, --workers 1-8")
+    bench = Bench(args)
+    try:
+        bench.run()
+    finally:
+        bench.close()
+
+
+if __name__ == "__main__":
+    main()
