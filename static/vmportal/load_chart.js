@@ -1,5 +1,7 @@
 // Host load charts (uPlot, vendored): every .load-history section fetches its host's JSON and
 // draws memory used % and CPU %; the range buttons reload it; the table under it shows the numbers.
+// The host's migrations in the range (the migration history JSON, filtered by host) are marked
+// on the time axis as dashed lines and listed under the chart, each a link to its page.
 (function () {
   "use strict";
 
@@ -22,12 +24,75 @@
     }
   }
 
+  function getJson(url) {
+    return fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (r) { return r.ok ? r.json() : Promise.reject(r.status); });
+  }
+
+  // The migrations of the host between from and to: [{t, id, label, href}], oldest first.
+  function marksIn(history, from, to) {
+    var out = [];
+    if (!history || !history.t) return out;
+    for (var i = 0; i < history.t.length; i++) {
+      if (history.t[i] < from || history.t[i] > to) continue;
+      out.push({ t: history.t[i], id: history.id[i], label: history.label[i],
+                 href: history.url.replace("{id}", String(history.id[i])) });
+    }
+    return out;
+  }
+
+  function listMarks(section, marks) {
+    var box = section.querySelector(".load-marks");
+    var list = section.querySelector(".load-marks-list");
+    if (!box || !list) return;
+    while (list.firstChild) list.removeChild(list.firstChild);
+    box.hidden = marks.length === 0;
+    marks.forEach(function (m, i) {
+      if (i) list.appendChild(document.createTextNode(", "));
+      var a = document.createElement("a");
+      a.href = m.href;
+      a.textContent = m.label;
+      a.title = fmtTime(m.t) + " UTC";
+      list.appendChild(a);
+    });
+  }
+
+  // A uPlot plugin: one dashed vertical line per migration, drawn under the series.
+  function marksPlugin(marks) {
+    return {
+      hooks: {
+        drawAxes: [function (u) {
+          var ctx = u.ctx;
+          ctx.save();
+          ctx.strokeStyle = "#8e44ad";
+          ctx.lineWidth = Math.max(1, window.devicePixelRatio || 1);
+          ctx.setLineDash([4 * (window.devicePixelRatio || 1), 3 * (window.devicePixelRatio || 1)]);
+          marks.forEach(function (m) {
+            var x = Math.round(u.valToPos(m.t, "x", true));
+            ctx.beginPath();
+            ctx.moveTo(x, u.bbox.top);
+            ctx.lineTo(x, u.bbox.top + u.bbox.height);
+            ctx.stroke();
+          });
+          ctx.restore();
+        }],
+      },
+    };
+  }
+
   function draw(section, range) {
     var box = section.querySelector(".load-chart");
     var url = box.getAttribute("data-url") + "?range=" + encodeURIComponent(range);
-    fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
-      .then(function (r) { return r.ok ? r.json() : Promise.reject(r.status); })
-      .then(function (data) {
+    var marksUrl = box.getAttribute("data-marks-url");
+    // The history is asked for whole days: a week for the week, one day for the rest.
+    var history = marksUrl
+      ? getJson(marksUrl + "&days=" + (range === "week" ? 7 : 1)).catch(function () { return null; })
+      : Promise.resolve(null);
+    Promise.all([getJson(url), history])
+      .then(function (both) {
+        var data = both[0];
+        var marks = marksIn(both[1], data.from, data.to);
+        listMarks(section, marks);
         if (box._chart) { box._chart.destroy(); box._chart = null; }
         var empty = section.querySelector(".load-empty");
         if (empty) empty.hidden = data.t.length > 0;
@@ -46,6 +111,7 @@
             { label: "CPU", scale: "pct", stroke: "#c0392b", width: 2, spanGaps: false,
               value: function (u, v) { return v == null ? "—" : v.toFixed(1) + " %"; } },
           ],
+          plugins: [marksPlugin(marks)],
         };
         box._chart = new uPlot(opts, [data.t, data.memory_pct, data.cpu_pct], box);
       })

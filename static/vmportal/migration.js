@@ -2,7 +2,7 @@
  *
  * [data-poll-partial]: the wizard's candidate list and preflight grid. While the region
  *   contains [data-pending], re-fetch the partial every 1.5 s and swap it in.
- * [data-migration-socket]: the migration page. Draws the transfer chart on a <canvas> from
+ * [data-migration-socket]: the migration page. Draws the transfer chart (uPlot, vendored) from
  *   the samples embedded in the page (json_script), appends live samples from the socket,
  *   updates the progress figures, and re-fetches the page's [data-migration-part] regions
  *   when the status, the phase or the follow-up (figures recorded after a success) changes.
@@ -49,139 +49,135 @@
   }
 
   // ------------------------------------------------------------------ chart
-  function niceMax(value) {
-    if (!(value > 0)) return 1;
-    var exp = Math.pow(10, Math.floor(Math.log10(value)));
-    var steps = [1, 2, 2.5, 5, 10];
-    for (var i = 0; i < steps.length; i++) {
-      if (value <= steps[i] * exp) return steps[i] * exp;
-    }
-    return 10 * exp;
+  // The transfer chart (uPlot, vendored): sent and dirtied MiB/s on the left axis, MiB left to
+  // send filled on the right one, a dashed line where a new pass over memory began. Each sample
+  // is also a row of the table behind the chart.
+  function mibOrNull(v) { return v === null || v === undefined ? null : v / MIB; }
+  function leftOf(s) {
+    return mibOrNull(s.data_remaining !== null && s.data_remaining !== undefined ? s.data_remaining : s.mem_remaining);
   }
 
-  function tick(value) {
-    if (value >= 10) return value.toFixed(0);
-    return String(parseFloat(value.toFixed(value >= 1 ? 1 : 2)));
+  function chartData(samples) {
+    return [
+      samples.map(function (s) { return s.t || 0; }),
+      samples.map(function (s) { return mibOrNull(s.bps); }),
+      samples.map(function (s) { return mibOrNull(s.dirty_bps); }),
+      samples.map(leftOf),
+    ];
   }
 
-  function drawChart(canvas, samples) {
-    var dpr = window.devicePixelRatio || 1;
-    var width = canvas.clientWidth || 600;
-    var height = 260;
-    canvas.width = Math.round(width * dpr);
-    canvas.height = Math.round(height * dpr);
-    var ctx = canvas.getContext("2d");
-    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-    ctx.clearRect(0, 0, width, height);
-    var pad = { left: 62, right: 70, top: 14, bottom: 30 };
-    var plotW = width - pad.left - pad.right;
-    var plotH = height - pad.top - pad.bottom;
-    if (plotW < 50 || !samples.length) return;
-
-    var tMax = 5, rateMax = 0, leftMax = 0;
-    samples.forEach(function (s) {
-      tMax = Math.max(tMax, s.t || 0);
-      rateMax = Math.max(rateMax, s.bps || 0, s.dirty_bps || 0);
-      leftMax = Math.max(leftMax, s.data_remaining !== null && s.data_remaining !== undefined ? s.data_remaining : (s.mem_remaining || 0));
-    });
-    rateMax = niceMax(rateMax / MIB);
-    leftMax = niceMax(leftMax / MIB);
-    tMax = niceMax(tMax);
-    function x(t) { return pad.left + (t / tMax) * plotW; }
-    function yRate(v) { return pad.top + plotH - (v / rateMax) * plotH; }
-    function yLeft(v) { return pad.top + plotH - (v / leftMax) * plotH; }
-
-    // Grid and axes
-    ctx.font = "11px system-ui, sans-serif";
-    ctx.lineWidth = 1;
-    for (var i = 0; i <= 4; i++) {
-      var gy = pad.top + (plotH * i) / 4;
-      ctx.strokeStyle = COLORS.grid;
-      ctx.beginPath(); ctx.moveTo(pad.left, gy); ctx.lineTo(pad.left + plotW, gy); ctx.stroke();
-      ctx.fillStyle = COLORS.text;
-      ctx.textAlign = "right"; ctx.textBaseline = "middle";
-      ctx.fillText(tick(rateMax * (4 - i) / 4), pad.left - 6, gy);
-      ctx.textAlign = "left";
-      ctx.fillText(tick(leftMax * (4 - i) / 4), pad.left + plotW + 6, gy);
-    }
-    ctx.textAlign = "center"; ctx.textBaseline = "top";
-    for (var k = 0; k <= 5; k++) {
-      var tx = (tMax * k) / 5;
-      ctx.fillText(tick(tx) + " s", x(tx), pad.top + plotH + 8);
-    }
-    ctx.save();
-    ctx.translate(14, pad.top + plotH / 2); ctx.rotate(-Math.PI / 2);
-    ctx.textAlign = "center"; ctx.textBaseline = "middle";
-    ctx.fillText("MiB/s", 0, 0);
-    ctx.restore();
-    ctx.save();
-    ctx.translate(width - 12, pad.top + plotH / 2); ctx.rotate(Math.PI / 2);
-    ctx.textAlign = "center"; ctx.textBaseline = "middle";
-    ctx.fillText("MiB left", 0, 0);
-    ctx.restore();
-
-    // New passes over memory
-    var lastPass = null;
-    ctx.setLineDash([3, 3]);
-    ctx.strokeStyle = COLORS.pass;
-    ctx.fillStyle = COLORS.text;
-    ctx.textAlign = "left"; ctx.textBaseline = "top";
+  // Where each new pass over memory began: [{t, iteration}].
+  function passesOf(samples) {
+    var out = [], last = null;
     samples.forEach(function (s) {
       if (s.iteration === null || s.iteration === undefined) return;
-      if (lastPass !== null && s.iteration !== lastPass) {
-        ctx.beginPath(); ctx.moveTo(x(s.t), pad.top); ctx.lineTo(x(s.t), pad.top + plotH); ctx.stroke();
-        ctx.fillText("pass " + s.iteration, x(s.t) + 3, pad.top + 2);
-      }
-      lastPass = s.iteration;
+      if (last !== null && s.iteration !== last) out.push({ t: s.t, iteration: s.iteration });
+      last = s.iteration;
     });
-    ctx.setLineDash([]);
-
-    // Data left: filled area on the right axis
-    function leftOf(s) {
-      var v = s.data_remaining !== null && s.data_remaining !== undefined ? s.data_remaining : s.mem_remaining;
-      return v === null || v === undefined ? null : v / MIB;
-    }
-    ctx.beginPath();
-    var started = false, firstX = null, lastX = null;
-    samples.forEach(function (s) {
-      var v = leftOf(s);
-      if (v === null) return;
-      if (!started) { ctx.moveTo(x(s.t), yLeft(0)); firstX = x(s.t); started = true; }
-      ctx.lineTo(x(s.t), yLeft(v));
-      lastX = x(s.t);
-    });
-    if (started) {
-      ctx.lineTo(lastX, yLeft(0)); ctx.lineTo(firstX, yLeft(0)); ctx.closePath();
-      ctx.fillStyle = COLORS.remaining; ctx.fill();
-    }
-    line(samples, function (s) { return leftOf(s); }, yLeft, COLORS.remainingLine, 1);
-    line(samples, function (s) { return s.dirty_bps === null || s.dirty_bps === undefined ? null : s.dirty_bps / MIB; }, yRate, COLORS.dirty, 2);
-    line(samples, function (s) { return s.bps === null || s.bps === undefined ? null : s.bps / MIB; }, yRate, COLORS.rate, 2);
-
-    function line(points, value, y, color, widthPx) {
-      ctx.beginPath();
-      var moved = false;
-      points.forEach(function (s) {
-        var v = value(s);
-        if (v === null) { moved = false; return; }
-        if (!moved) { ctx.moveTo(x(s.t), y(v)); moved = true; } else { ctx.lineTo(x(s.t), y(v)); }
-      });
-      ctx.strokeStyle = color; ctx.lineWidth = widthPx; ctx.stroke();
-      // A short migration has only a few samples: mark each one so they stay visible.
-      if (points.length <= 12) {
-        ctx.fillStyle = color;
-        points.forEach(function (s) {
-          var v = value(s);
-          if (v === null) return;
-          ctx.beginPath(); ctx.arc(x(s.t), y(v), widthPx + 1.5, 0, 2 * Math.PI); ctx.fill();
-        });
-      }
-    }
+    return out;
   }
+
+  function passesPlugin(getPasses) {
+    return {
+      hooks: {
+        draw: [function (u) {
+          var ctx = u.ctx, dpr = window.devicePixelRatio || 1;
+          ctx.save();
+          ctx.strokeStyle = COLORS.pass;
+          ctx.fillStyle = COLORS.text;
+          ctx.lineWidth = dpr;
+          ctx.setLineDash([3 * dpr, 3 * dpr]);
+          ctx.font = Math.round(11 * dpr) + "px system-ui, sans-serif";
+          ctx.textBaseline = "top";
+          getPasses().forEach(function (p) {
+            var x = Math.round(u.valToPos(p.t, "x", true));
+            ctx.beginPath(); ctx.moveTo(x, u.bbox.top); ctx.lineTo(x, u.bbox.top + u.bbox.height); ctx.stroke();
+            ctx.fillText("pass " + p.iteration, x + 3 * dpr, u.bbox.top + 2 * dpr);
+          });
+          ctx.restore();
+        }],
+      },
+    };
+  }
+
+  function fixed(v, digits) { return v === null || v === undefined ? "—" : v.toFixed(digits); }
+
+  function fillTable(body, samples) {
+    if (!body) return;
+    while (body.firstChild) body.removeChild(body.firstChild);
+    samples.forEach(function (s) {
+      var tr = document.createElement("tr");
+      [fixed(s.t, 2), fixed(mibOrNull(s.bps), 1), fixed(mibOrNull(s.dirty_bps), 1), fixed(leftOf(s), 1),
+       s.iteration === null || s.iteration === undefined ? "—" : String(s.iteration)].forEach(function (text) {
+        var td = document.createElement("td");
+        td.textContent = text;
+        tr.appendChild(td);
+      });
+      body.appendChild(tr);
+    });
+  }
+
+  function TransferChart(box, table) {
+    this.box = box;
+    this.table = table;
+    this.samples = [];
+    this.plot = null;
+  }
+
+  TransferChart.prototype.options = function () {
+    var self = this;
+    var few = function () { return self.samples.length <= 12; };  // mark each point of a short migration
+    // Whole numbers unless the ticks are closer than one apart (then one decimal: "0.5 s").
+    function unit(suffix) {
+      return function (u, values) {
+        var step = values.length > 1 ? Math.abs(values[1] - values[0]) : 1;
+        var digits = step > 0 && step < 1 ? 1 : 0;
+        return values.map(function (v) { return v === null ? "" : v.toFixed(digits) + suffix; });
+      };
+    }
+    return {
+      width: Math.max(this.box.clientWidth, 320),
+      height: 260,
+      scales: { x: { time: false, range: function (u, min, max) { return [0, Math.max(max, 5)]; } },
+                rate: { range: function (u, min, max) { return [0, max > 0 ? max * 1.1 : 1]; } },
+                left: { range: function (u, min, max) { return [0, max > 0 ? max * 1.1 : 1]; } } },
+      axes: [
+        { values: unit(" s"), stroke: COLORS.text, grid: { stroke: COLORS.grid } },
+        { scale: "rate", label: "MiB/s", values: unit(""), stroke: COLORS.text, grid: { stroke: COLORS.grid } },
+        { scale: "left", label: "MiB left", side: 1, values: unit(""), stroke: COLORS.text, grid: { show: false } },
+      ],
+      series: [
+        { label: "Elapsed", value: function (u, v) { return v === null ? "—" : v.toFixed(1) + " s"; } },
+        { label: "Sent", scale: "rate", stroke: COLORS.rate, width: 2, points: { show: few },
+          value: function (u, v) { return v === null ? "—" : v.toFixed(1) + " MiB/s"; } },
+        { label: "Dirtied", scale: "rate", stroke: COLORS.dirty, width: 2, points: { show: few },
+          value: function (u, v) { return v === null ? "—" : v.toFixed(1) + " MiB/s"; } },
+        { label: "Left", scale: "left", stroke: COLORS.remainingLine, fill: COLORS.remaining, width: 1,
+          points: { show: few }, value: function (u, v) { return v === null ? "—" : v.toFixed(1) + " MiB"; } },
+      ],
+      plugins: [passesPlugin(function () { return passesOf(self.samples); })],
+    };
+  };
+
+  TransferChart.prototype.draw = function (samples) {
+    this.samples = samples;
+    fillTable(this.table, samples);
+    if (!samples.length || typeof uPlot === "undefined") return;
+    if (this.plot) {
+      this.plot.setData(chartData(samples));
+    } else {
+      this.plot = new uPlot(this.options(), chartData(samples), this.box);
+    }
+  };
+
+  TransferChart.prototype.resize = function () {
+    if (this.plot) this.plot.setSize({ width: Math.max(this.box.clientWidth, 320), height: 260 });
+  };
 
   // ------------------------------------------------------------------ migration page
   function bindMigration(root) {
-    var canvas = document.getElementById("migration-chart");
+    var box = document.getElementById("migration-chart");
+    var chart = box ? new TransferChart(box, document.querySelector("#migration-samples-table tbody")) : null;
     var empty = document.getElementById("chart-empty");
     var dataNode = document.getElementById(root.dataset.samples);
     var samples = [];
@@ -192,9 +188,9 @@
     var redrawTimer = null;
 
     function redraw() {
-      if (!canvas || canvas.closest("[hidden]")) return;
+      if (!chart || box.closest("[hidden]")) return;
       if (empty) empty.hidden = samples.length > 0;
-      drawChart(canvas, samples);
+      chart.draw(samples);
     }
     function scheduleRedraw() {
       if (redrawTimer) return;
@@ -252,7 +248,7 @@
     }
 
     redraw();
-    window.addEventListener("resize", scheduleRedraw);
+    window.addEventListener("resize", function () { if (chart) chart.resize(); });
     window.VMPortalLive.connect(root.dataset.migrationSocket, function (message) {
       if (message.type === "migration.state") {
         samples = message.samples || [];

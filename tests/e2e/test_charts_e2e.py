@@ -1,0 +1,74 @@
+"""In a real browser, without the lab: a host's load chart marks the host's migrations on its
+time axis and lists them as links, and a migration's transfer chart is drawn by uPlot from its
+samples, with the same numbers in the table behind it. The rows are made in the portal's
+database (hosts on loopback addresses that nothing contacts)."""
+
+import json
+import re
+
+import pytest
+from e2e_support import console_errors, login
+from playwright.sync_api import expect
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
+
+SEED = """
+import json, uuid
+from datetime import timedelta
+from django.utils import timezone
+from hosts.models import Host, HostLoad
+from migrations_app.models import Migration, MigrationSample
+now = timezone.now()
+a = Host.objects.create(name='chart-a', address='127.0.0.21', libvirt_uri='qemu+ssh://root@127.0.0.21/system')
+b = Host.objects.create(name='chart-b', address='127.0.0.22', libvirt_uri='qemu+ssh://root@127.0.0.22/system')
+bucket = now.replace(second=0, microsecond=0) - timedelta(minutes=now.minute % 5)
+for i in range(96):  # eight hours of five-minute points
+    HostLoad.objects.create(host=a, step_s=300, at=bucket - timedelta(minutes=5 * i),
+                            memory_used_kib=(4 + (i % 7)) * 1024 * 1024, memory_free_kib=8 * 1024 * 1024,
+                            cpu_pct=10 + (i * 7) % 60)
+ids = []
+for hours, name in ((6, 'web-<b>1</b>'), (2, 'db-2')):
+    m = Migration.objects.create(vm_uuid=uuid.uuid4(), vm_name=name, source=a, destination=b, options={},
+                                 status='succeeded', created=now - timedelta(hours=hours),
+                                 ended=now - timedelta(hours=hours) + timedelta(seconds=9),
+                                 total_time_ms=8500, downtime_ms=120)
+    ids.append(m.pk)
+m = Migration.objects.get(pk=ids[-1])
+remaining = 1024 * 1024 * 1024
+for k in range(40):  # 8 s of samples, a new pass every 2 s
+    remaining = max(0, remaining - 30 * 1024 * 1024)
+    MigrationSample.objects.create(migration=m, elapsed_ms=200 * k, stats={
+        'memory_total': 1024 * 1024 * 1024, 'memory_remaining': remaining, 'memory_processed': 0,
+        'memory_iteration': 1 + k // 10, 'memory_bps': 150 * 1024 * 1024, 'memory_dirty_rate': 2000 + 100 * k,
+        'memory_page_size': 4096, 'data_remaining': remaining, 'data_total': 1024 * 1024 * 1024})
+print(json.dumps({'host': a.pk, 'migrations': ids}))
+"""
+
+
+def test_load_chart_marks_migrations_and_the_transfer_chart_is_drawn_by_uplot(page, portal, screenshots):
+    errors = console_errors(page)
+    seeded = json.loads(portal.manage("shell", "-c", SEED).stdout.strip().splitlines()[-1])
+    login(page, portal)
+
+    page.goto(f"/hosts/{seeded['host']}/")
+    marks = page.locator(".load-history .load-marks")
+    expect(marks).to_be_visible()
+    links = marks.locator("a")
+    expect(links).to_have_count(2)
+    # The guest's name is text, never markup.
+    expect(links.first).to_contain_text("web-<b>1</b>: chart-a → chart-b (succeeded)")
+    expect(page.locator(".load-history .load-chart canvas").first).to_be_visible()
+    page.locator(".load-history").scroll_into_view_if_needed()
+    page.screenshot(path=screenshots / "host-load-with-migrations.png", full_page=True)
+
+    links.last.click()
+    expect(page).to_have_url(re.compile(rf"/migrations/{seeded['migrations'][-1]}/$"))
+    expect(page.locator("#migration-chart .uplot canvas").first).to_be_visible()
+    expect(page.locator("#chart-empty")).to_be_hidden()
+    page.locator("#migration-chart").scroll_into_view_if_needed()
+    page.screenshot(path=screenshots / "migration-transfer-chart.png", full_page=True)
+    page.click("#migration-chart ~ details summary")
+    rows = page.locator("#migration-samples-table tbody tr")
+    expect(rows).to_have_count(40)
+    expect(rows.last.locator("td").nth(4)).to_have_text("4")  # the pass of the last sample
+    assert not errors, errors
