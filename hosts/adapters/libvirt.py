@@ -750,25 +750,48 @@ def domain_info(dom: libvirt.virDomain) -> DomainInfo:
     )
 
 
+# listAllDomains filters (virConnectListAllDomainsFlags), asked of the host once per listing.
+_LIST_PERSISTENT = 4
+_LIST_MANAGEDSAVE = 256
+_LIST_AUTOSTART = 1024
+_STATS_STATE = 1  # VIR_DOMAIN_STATS_STATE
+
+
 def list_domains(conn: libvirt.virConnect, *, definitions: bool = False) -> list[DomainInfo]:
     """All guests on the host, running or not, sorted by name.
 
-    ``definitions`` also reads each persistent guest's definition (secrets included) and whether
-    it has a managed-save image: two more calls per guest, made by the inventory refresh only.
+    The host is asked a fixed number of times for what every guest shares (which are
+    persistent, autostarted or have a managed-save image, and every guest's state in one bulk
+    stats call), then once per guest for its definition. ``definitions`` also reads each
+    persistent guest's inactive definition (secrets included): one more call per guest, made
+    by the inventory refresh only.
     """
     try:
         domains = conn.listAllDomains(0)
+        persistent = {dom.UUIDString() for dom in conn.listAllDomains(_LIST_PERSISTENT)}
+        autostart = {dom.UUIDString() for dom in conn.listAllDomains(_LIST_AUTOSTART)}
+        managed = ({dom.UUIDString() for dom in conn.listAllDomains(_LIST_MANAGEDSAVE)} if definitions else set())
+        states = {dom.UUIDString(): values for dom, values in conn.getAllDomainStats(_STATS_STATE, 0)}
     except libvirt.libvirtError as exc:
         raise translate_error(exc, action="listing guests") from exc
     result = []
     for dom in domains:
+        uuid = dom.UUIDString()
         try:
-            info = domain_info(dom)
+            state = states.get(uuid)
+            if state is None:  # defined while we were listing: ask it alone
+                info = domain_info(dom)
+            else:
+                domain_id = dom.ID()  # kept by the domain object: no call to the host
+                info = parse_domain_xml(
+                    dom.XMLDesc(0), state=int(state.get("state.state", 0)), reason=int(state.get("state.reason", 0)),
+                    persistent=uuid in persistent, autostart=uuid in autostart,
+                    id=domain_id if domain_id >= 0 else None,
+                )
             if definitions and info.persistent:
                 # Kept by the inventory so a guest of a host that died can be defined elsewhere.
                 xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE)
-                info = dataclasses.replace(info, definition_xml=xml,
-                                           managed_save=bool(dom.hasManagedSaveImage(0)))
+                info = dataclasses.replace(info, definition_xml=xml, managed_save=uuid in managed)
             result.append(info)
         except libvirt.libvirtError as exc:
             if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:

@@ -419,8 +419,24 @@ class FakeConnect:
 
     # -- guests
     def listAllDomains(self, flags: int = 0) -> list[FakeDomain]:  # noqa: N802
+        """Every guest, or with libvirt's filter flags only those that match each group asked."""
         self.host.check_libvirt()
-        return [FakeDomain(self.host, uuid) for uuid in list(self.host.domains)]
+        found = [FakeDomain(self.host, uuid) for uuid in list(self.host.domains)]
+        groups = [  # (flag, flag of its opposite, the test), as virConnectListAllDomainsFlags pairs them
+            (1, 2, lambda d: bool(d.isActive())),
+            (4, 8, lambda d: bool(d.isPersistent())),
+            (256, 512, lambda d: d.uuid in self.host.managed_save),
+            (1024, 2048, lambda d: bool(d.autostart())),
+        ]
+        known = sum(flag | opposite for flag, opposite, _ in groups)
+        if flags & ~known:
+            raise NotImplementedError(f"the fake does not filter guests by flags {flags & ~known:#x}")
+        for flag, opposite, test in groups:
+            if flags & flag and not flags & opposite:
+                found = [d for d in found if test(d)]
+            elif flags & opposite and not flags & flag:
+                found = [d for d in found if not test(d)]
+        return found
 
     def getAllDomainStats(self, stats: int = 0, flags: int = 0) -> list[tuple[FakeDomain, dict]]:  # noqa: N802
         """The state and vCPU groups of every guest (the groups the adapters ask for)."""
