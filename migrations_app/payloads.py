@@ -29,10 +29,20 @@ def state_payload(migration: Migration) -> dict[str, Any]:
     }
 
 
-def sample_payload(elapsed_ms: int, stats: Mapping[str, object], *, warning: str | None = None) -> dict:
-    """One sample as the page and the CLI use it. Sizes in bytes, rates in bytes/s, times in s."""
+# What the adaptive policy did right before a sample, kept with the sample's stored numbers
+# (``ADAPTIVE_STEP_KEY``) so the chart can mark it after the fact too.
+ADAPTIVE_STEP_KEY = "adaptive_step"
+ADAPTIVE_STEP_LABELS = {1: "downtime raised", 2: "post-copy"}
+
+
+def sample_payload(elapsed_ms: int, stats: Mapping[str, object], *, warning: str | None = None,
+                   forecast: str | None = None) -> dict:
+    """One sample as the page and the CLI use it. Sizes in bytes, rates in bytes/s, times in s.
+
+    ``forecast``: when it will finish, in words (policy.forecast_text), for live samples."""
     info = JobInfo.from_stats(stats)
     eta = info.eta_s
+    step = stats.get(ADAPTIVE_STEP_KEY)
     return {
         "t": round(elapsed_ms / 1000, 2),
         "pct": memory_done_pct(info),
@@ -49,6 +59,8 @@ def sample_payload(elapsed_ms: int, stats: Mapping[str, object], *, warning: str
         "eta_s": round(eta, 1) if eta is not None else None,
         "throttle": stats.get("auto_converge_throttle"),
         "warning": warning,
+        "forecast": forecast,
+        "step": ADAPTIVE_STEP_LABELS.get(step) if isinstance(step, int) else None,
     }
 
 

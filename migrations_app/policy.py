@@ -37,6 +37,8 @@ DIRTY_OUTRUNS_SAMPLES = 3
 STALLED_ITERATIONS = 3
 # Nova's defaults (live_migration_downtime, _steps, _delay).
 DEFAULT_MAX_DOWNTIME_MS = 500
+# The pause QEMU allows when nobody set one (its downtime-limit default).
+QEMU_DEFAULT_DOWNTIME_MS = 300
 DOWNTIME_STEPS = 10
 DOWNTIME_DELAY_S = 75  # per GiB of guest memory, between steps
 
@@ -298,6 +300,101 @@ def adaptive_step(
         return AdaptiveStep(AdaptiveAction.POSTCOPY, None,
                             f"Adaptive convergence: {why} with {downtime_ms} ms allowed; switching to post-copy")
     return None
+
+
+# ---------------------------------------------------------------------------
+# Forecast: when will it finish, from the trend over passes
+
+
+class ForecastVerdict(enum.StrEnum):
+    FINISHING = "finishing"  # the memory left fits the allowed pause now or within a few passes
+    NOT_CONVERGING = "not_converging"  # at this trend it never fits
+    UNKNOWN = "unknown"  # too early to tell
+
+
+@dataclass(frozen=True)
+class Forecast:
+    verdict: ForecastVerdict
+    eta_s: float | None  # seconds to go, when finishing
+    passes_left: int | None  # more passes over memory after this one, when known
+
+
+MAX_FORECAST_PASSES = 30
+# A pass that leaves more than this share of the one before is not shrinking: no finish in sight.
+SHRINK_AT_MOST = 0.95
+
+
+def forecast(samples: Sequence[JobInfo], *, downtime_ms: int) -> Forecast:
+    """When the migration will finish, from the trend over passes (pure).
+
+    Each pass sends what was left at its start while the guest dirties memory again; the
+    memory left at the start of each pass shrinks by a ratio r from one pass to the next. The
+    migration finishes once what is left can be sent within the allowed pause
+    (``downtime_ms`` at the rate seen now). So: the rest of this pass, then ``left × r^k`` for
+    each pass k until that fits. With one pass only, the net rate (sent minus dirtied) decides.
+    """
+    if not samples:
+        return Forecast(ForecastVerdict.UNKNOWN, None, None)
+    last = samples[-1]
+    rate = last.transfer_bps
+    now_left = last.data_remaining if last.data_remaining is not None else last.memory_remaining
+    if not rate or now_left is None:
+        return Forecast(ForecastVerdict.UNKNOWN, None, None)
+    fits = rate * downtime_ms / 1000
+    if now_left <= fits:
+        return Forecast(ForecastVerdict.FINISHING, round(now_left / rate, 1), 0)
+    if not is_converging(samples):
+        return Forecast(ForecastVerdict.NOT_CONVERGING, None, None)
+    left = remaining_per_iteration(samples)
+    if len(left) < 2 or left[-2] <= 0:
+        if last.time_remaining_ms:  # libvirt's own estimate, when it gives one
+            return Forecast(ForecastVerdict.FINISHING, round(last.time_remaining_ms / 1000, 1), None)
+        net = rate - (last.dirty_bps or 0)
+        if net <= 0:
+            return Forecast(ForecastVerdict.UNKNOWN, None, None)
+        return Forecast(ForecastVerdict.FINISHING, round(now_left / net, 1), None)
+    ratio = left[-1] / left[-2]
+    if ratio > SHRINK_AT_MOST:
+        return Forecast(ForecastVerdict.NOT_CONVERGING, None, None)
+    seconds, size = now_left / rate, float(left[-1])
+    for passes in range(1, MAX_FORECAST_PASSES + 1):
+        size *= ratio
+        if size <= fits:
+            return Forecast(ForecastVerdict.FINISHING, round(seconds, 1), passes)
+        seconds += size / rate
+    return Forecast(ForecastVerdict.NOT_CONVERGING, None, None)
+
+
+def forecast_text(fc: Forecast, options: MigrationOptions, *, downtime_ms: int | None, postcopy_started: bool) -> str:
+    """The forecast in words for the progress page: when it finishes, or what is being done about it."""
+    if postcopy_started:
+        return "In post-copy: the guest runs on the destination while its last pages follow."
+    if fc.verdict == ForecastVerdict.FINISHING:
+        passes = ("" if fc.passes_left is None else " (this pass)" if fc.passes_left == 0
+                  else f" (about {fc.passes_left} more pass{'es' if fc.passes_left != 1 else ''})")
+        return f"Expected to finish in ~{_seconds(fc.eta_s)}{passes}."
+    if fc.verdict == ForecastVerdict.UNKNOWN:
+        return "Too early to tell when it finishes."
+    if not options.live:
+        return "Will not converge."
+    if options.adaptive:
+        budget = options.downtime_budget_ms or DEFAULT_DOWNTIME_BUDGET_MS
+        doing = ["auto-converge slows the guest's CPUs until memory catches up"]
+        if downtime_ms is None or downtime_ms < budget:
+            doing.append(f"after {ADAPTIVE_AFTER_PASSES} passes the allowed downtime goes up to {budget} ms")
+        if options.allow_postcopy:
+            doing.append("then it switches to post-copy")
+        return "Will not converge without help: " + "; ".join(doing) + "."
+    return "Will not converge without help: see the warning above for what you can do."
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "?"
+    if value < 60:
+        return f"{max(1, round(value))} s"
+    minutes = int(value // 60)
+    return f"{minutes} min {round(value - minutes * 60)} s"
 
 
 def _rate(bps: int | None) -> str:

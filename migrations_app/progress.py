@@ -89,4 +89,8 @@ def progress_line(payload: Mapping[str, object]) -> str:
     parts.append(f"dirty {human_rate(payload.get('dirty_bps'))}")
     if payload.get("eta_s") is not None:
         parts.append(f"ETA {payload['eta_s']:.0f} s")
+    if payload.get("step"):
+        parts.append(f"[adaptive: {payload['step']}]")
+    if payload.get("forecast"):
+        parts.append(f"— {payload['forecast']}")
     return "  ".join(parts)

@@ -42,7 +42,7 @@ from .gather import gather_pair
 from .heartbeat import GuestHeartbeat, probe_guest
 from .models import Migration
 from .options import MigrationOptions, TimeoutAction, from_dict, libvirt_flags, libvirt_params
-from .payloads import sample_payload
+from .payloads import ADAPTIVE_STEP_KEY, sample_payload
 from .preflight import disks_to_copy, overall, run_preflight
 from .progress import compact_stats
 from .reconcile import NEEDS_ATTENTION, Outcome
@@ -126,6 +126,7 @@ class Sampler:
         self.read_error_logged = False
         self.adaptive_downtime: int | None = options.max_downtime_ms
         self.adaptive_steps: list[str] = []  # what the adaptive policy did, in order
+        self.last_stats: dict = {}  # the job stats of the last sample recorded
         self.limit_s = policy.migration_time_limit_s(
             options, max_seconds=settings.VMPORTAL_MIGRATION_MAX_SECONDS
         )
@@ -183,7 +184,8 @@ class Sampler:
                       migration_adapter.set_max_downtime, self.options.max_downtime_ms)
         self.infos.append(info)
         warning = policy.convergence_warning(self.infos, self.options) or ""
-        payload = sample_payload(int(elapsed * 1000), stats, warning=warning or None)
+        self.last_stats = stats
+        payload = sample_payload(int(elapsed * 1000), stats, warning=warning or None, forecast=self._forecast())
         records.migration_sample_add(
             migration=self.migration, elapsed_ms=int(elapsed * 1000), stats=compact_stats(stats), payload=payload
         )
@@ -214,12 +216,31 @@ class Sampler:
             self.postcopy_started = True
             done = self._act(step.reason, migration_adapter.start_postcopy)
         self.adaptive_steps.append(f"{elapsed:.1f} s: {step.action}{'' if done else ' (refused by libvirt)'}")
+        if done and self.last_stats:
+            self._mark_step(1 if step.action == policy.AdaptiveAction.RAISE_DOWNTIME else 2, elapsed)
         audit_record_now(
             actor=Actor.system(), action=A.ADAPTIVE,
             result=AuditResultChoices.OK if done else AuditResultChoices.FAILED, target=self.migration,
             parameters={"action": str(step.action), "downtime_ms": step.downtime_ms, "elapsed_s": round(elapsed, 1)},
             message=step.reason + ("." if done else "; libvirt refused it."), job=self.migration.job,
         )
+
+    def _forecast(self) -> str:
+        """When it will finish, or what is being done about it, in words (policy.forecast)."""
+        allowed = (self.forcing_downtime or self.adaptive_downtime or self.options.max_downtime_ms
+                   or policy.QEMU_DEFAULT_DOWNTIME_MS)
+        return policy.forecast_text(policy.forecast(self.infos, downtime_ms=allowed), self.options,
+                                    downtime_ms=self.adaptive_downtime, postcopy_started=self.postcopy_started)
+
+    def _mark_step(self, code: int, elapsed: float) -> None:
+        """A sample where the adaptive policy acted (the last stats read, with the step's mark), for the chart."""
+        kept = {**compact_stats(self.last_stats), ADAPTIVE_STEP_KEY: code}
+        payload = sample_payload(int(elapsed * 1000), {**self.last_stats, **kept}, warning=self.warning or None,
+                                 forecast=self._forecast())
+        records.migration_sample_add(migration=self.migration, elapsed_ms=int(elapsed * 1000), stats=kept,
+                                     payload=payload)
+        if self.on_progress is not None:
+            self.on_progress(payload)
 
     def abort(self, why: str) -> None:
         self.abort_sent = True

@@ -17,6 +17,7 @@
     remaining: "rgba(102, 112, 133, 0.18)",
     remainingLine: "#98a2b3",
     pass: "#b9c3d6",
+    step: "#b42318",
     grid: "#e2e6ee",
     text: "#667085"
   };
@@ -50,8 +51,8 @@
 
   // ------------------------------------------------------------------ chart
   // The transfer chart (uPlot, vendored): sent and dirtied MiB/s on the left axis, MiB left to
-  // send filled on the right one, a dashed line where a new pass over memory began. Each sample
-  // is also a row of the table behind the chart.
+  // send filled on the right one, a dashed line where a new pass over memory began and a solid
+  // one where the adaptive policy acted. Each sample is also a row of the table behind the chart.
   function mibOrNull(v) { return v === null || v === undefined ? null : v / MIB; }
   function leftOf(s) {
     return mibOrNull(s.data_remaining !== null && s.data_remaining !== undefined ? s.data_remaining : s.mem_remaining);
@@ -77,7 +78,12 @@
     return out;
   }
 
-  function passesPlugin(getPasses) {
+  // Where the adaptive policy acted: [{t, step}].
+  function stepsOf(samples) {
+    return samples.filter(function (s) { return s.step; }).map(function (s) { return { t: s.t, step: s.step }; });
+  }
+
+  function markersPlugin(getPasses, getSteps) {
     return {
       hooks: {
         draw: [function (u) {
@@ -94,6 +100,17 @@
             ctx.beginPath(); ctx.moveTo(x, u.bbox.top); ctx.lineTo(x, u.bbox.top + u.bbox.height); ctx.stroke();
             ctx.fillText("pass " + p.iteration, x + 3 * dpr, u.bbox.top + 2 * dpr);
           });
+          // What the adaptive policy did, where it did it: a solid line and its name.
+          ctx.setLineDash([]);
+          ctx.strokeStyle = COLORS.step;
+          ctx.fillStyle = COLORS.step;
+          ctx.lineWidth = 2 * dpr;
+          ctx.textBaseline = "bottom";
+          getSteps().forEach(function (p) {
+            var x = Math.round(u.valToPos(p.t, "x", true));
+            ctx.beginPath(); ctx.moveTo(x, u.bbox.top); ctx.lineTo(x, u.bbox.top + u.bbox.height); ctx.stroke();
+            ctx.fillText(p.step, x + 3 * dpr, u.bbox.top + u.bbox.height - 2 * dpr);
+          });
           ctx.restore();
         }],
       },
@@ -108,7 +125,7 @@
     samples.forEach(function (s) {
       var tr = document.createElement("tr");
       [fixed(s.t, 2), fixed(mibOrNull(s.bps), 1), fixed(mibOrNull(s.dirty_bps), 1), fixed(leftOf(s), 1),
-       s.iteration === null || s.iteration === undefined ? "—" : String(s.iteration)].forEach(function (text) {
+       s.iteration === null || s.iteration === undefined ? "—" : String(s.iteration), s.step || ""].forEach(function (text) {
         var td = document.createElement("td");
         td.textContent = text;
         tr.appendChild(td);
@@ -155,7 +172,8 @@
         { label: "Left", scale: "left", stroke: COLORS.remainingLine, fill: COLORS.remaining, width: 1,
           points: { show: few }, value: function (u, v) { return v === null ? "—" : v.toFixed(1) + " MiB"; } },
       ],
-      plugins: [passesPlugin(function () { return passesOf(self.samples); })],
+      plugins: [markersPlugin(function () { return passesOf(self.samples); },
+                              function () { return stepsOf(self.samples); })],
     };
   };
 
@@ -217,6 +235,7 @@
       setField("dirty", rate(s.dirty_bps));
       setField("eta", secs(s.eta_s));
       setField("elapsed", secs(s.t));
+      if (s.forecast) setField("forecast", s.forecast);
       var warning = document.getElementById("convergence-warning");
       if (warning && s.warning) { warning.hidden = false; setField("warning", s.warning); }
     }

@@ -37,6 +37,17 @@ def test_sample_payload():
     assert progress.compact_stats(STATS) == {k: v for k, v in STATS.items() if k in progress.KEPT_STATS}
     line = progress.progress_line(payload)
     assert "pass 2" in line and "75.0%" in line and "left 25.0 MiB" in line and "at 30.0 MiB/s" in line
+    assert payload["forecast"] is None and payload["step"] is None
+
+
+@pytest.mark.parametrize(("step", "label"), [(1, "downtime raised"), (2, "post-copy"), (3, None), ("1", None)])
+def test_a_sample_names_the_adaptive_step_taken_there_and_says_the_forecast(step, label):
+    payload = payloads.sample_payload(2500, {**STATS, payloads.ADAPTIVE_STEP_KEY: step},
+                                      forecast="Expected to finish in ~3 s.")
+    assert payload["step"] == label and payload["forecast"] == "Expected to finish in ~3 s."
+    line = progress.progress_line(payload)
+    assert line.endswith("— Expected to finish in ~3 s.")
+    assert ("[adaptive: " in line) == (label is not None)
 
 
 def test_chart_samples_are_thinned_evenly_keeping_the_last():

@@ -392,3 +392,61 @@ def test_adaptive_steps_in_sequence_end_in_post_copy_at_most_once():
         else:
             started = True
     assert taken == ["raise_downtime", "postcopy"]
+
+
+# --- forecast from the trend over passes -----------------------------------------------
+
+from migrations_app.policy import Forecast, ForecastVerdict, forecast, forecast_text  # noqa: E402
+
+FV = ForecastVerdict
+
+
+@pytest.mark.parametrize(
+    "samples,downtime_ms,expected",
+    [
+        ([], 300, Forecast(FV.UNKNOWN, None, None)),
+        ([JobInfo(memory_remaining=500 * MIB)], 300, Forecast(FV.UNKNOWN, None, None)),  # no rate yet
+        # What is left fits the pause now (100 MiB/s × 300 ms = 30 MiB).
+        ([poll(3, 20 * MIB)], 300, Forecast(FV.FINISHING, 0.2, 0)),
+        # One pass only: the net rate decides (1000 MiB at 100 - 0 MiB/s).
+        ([poll(1, 1000 * MIB)], 300, Forecast(FV.FINISHING, 10.0, None)),
+        # One pass only, dirtied as fast as sent: no finish in sight, too early to say never.
+        ([poll(1, 1000 * MIB, dirty_pages=256 * 100)], 300, Forecast(FV.UNKNOWN, None, None)),
+        # The guest outruns the link: never.
+        ([poll(1, 1000 * MIB, dirty_pages=OUTRUN)] * 3, 300, Forecast(FV.NOT_CONVERGING, None, None)),
+        # Halving each pass: the rest of this pass (4 s), then 250, 125, 62.5, 31.25 MiB; 15.6 fits.
+        ([poll(1, 1000 * MIB), poll(2, 500 * MIB), poll(2, 400 * MIB)], 300, Forecast(FV.FINISHING, 8.7, 5)),
+        # The same trend with a longer allowed pause (60 MiB fits): one pass fewer.
+        ([poll(1, 1000 * MIB), poll(2, 500 * MIB), poll(2, 400 * MIB)], 600, Forecast(FV.FINISHING, 8.4, 4)),
+        # Barely shrinking (97 % each pass): never.
+        ([poll(1, 1000 * MIB), poll(2, 970 * MIB)], 300, Forecast(FV.NOT_CONVERGING, None, None)),
+        # Shrinking, but not within MAX_FORECAST_PASSES at a 10 ms pause (1 MiB fits).
+        ([poll(1, 1000 * MIB), poll(2, 900 * MIB)], 10, Forecast(FV.NOT_CONVERGING, None, None)),
+    ],
+)
+def test_forecast_from_the_trend_over_passes(samples, downtime_ms, expected):
+    assert forecast(samples, downtime_ms=downtime_ms) == expected
+
+
+@pytest.mark.parametrize(
+    "fc,options,downtime_ms,postcopy_started,expected",
+    [
+        (Forecast(FV.FINISHING, 8.7, 5), opts(), None, False, "Expected to finish in ~9 s (about 5 more passes)."),
+        (Forecast(FV.FINISHING, 0.2, 0), opts(), None, False, "Expected to finish in ~1 s (this pass)."),
+        (Forecast(FV.FINISHING, 75.0, 1), opts(), None, False, "Expected to finish in ~1 min 15 s (about 1 more pass)."),
+        (Forecast(FV.FINISHING, 10.0, None), opts(), None, False, "Expected to finish in ~10 s."),
+        (Forecast(FV.UNKNOWN, None, None), opts(), None, False, "Too early to tell when it finishes."),
+        (Forecast(FV.NOT_CONVERGING, None, None), opts(), None, False,
+         "Will not converge without help: auto-converge slows the guest's CPUs until memory catches up; "
+         "after 2 passes the allowed downtime goes up to 300 ms."),
+        (Forecast(FV.NOT_CONVERGING, None, None), opts(allow_postcopy=True), 300, False,
+         "Will not converge without help: auto-converge slows the guest's CPUs until memory catches up; "
+         "then it switches to post-copy."),
+        (Forecast(FV.NOT_CONVERGING, None, None), opts(adaptive=False), None, False,
+         "Will not converge without help: see the warning above for what you can do."),
+        (Forecast(FV.NOT_CONVERGING, None, None), opts(allow_postcopy=True), 300, True,
+         "In post-copy: the guest runs on the destination while its last pages follow."),
+    ],
+)
+def test_forecast_in_words(fc, options, downtime_ms, postcopy_started, expected):
+    assert forecast_text(fc, options, downtime_ms=downtime_ms, postcopy_started=postcopy_started) == expected

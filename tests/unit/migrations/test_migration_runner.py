@@ -187,6 +187,11 @@ def test_adaptive_convergence_finishes_a_guest_that_never_converges_without_the_
     assert "budget of 300 ms" in adaptive[0].message and "switching to post-copy" in adaptive[1].message
     log = " ".join(line["msg"] for line in migration.job.log)
     assert "Adaptive convergence: not converging after" in log
+    # The chart marks both steps where they were taken, from the stored samples too.
+    from migrations_app.payloads import chart_samples
+
+    charted = chart_samples(migration.samples.values_list("elapsed_ms", "stats"))
+    assert [s["step"] for s in charted if s["step"]] == ["downtime raised", "post-copy"]
 
 
 def test_force_complete_raises_the_downtime_step_by_step_without_postcopy(two_hosts, world, migrate, monkeypatch):
@@ -313,3 +318,18 @@ def test_offline_migration_of_a_running_guest_fails_its_preflight(two_hosts, wor
     migration = migrate(MigrationOptions(live=False))
     assert migration.status == S.FAILED and "guest-state" in migration.error
     assert not any(c[0] == "migrate" for c in world.jobs.calls)
+
+
+def test_live_samples_say_when_the_migration_will_finish_or_what_is_done_about_it(two_hosts, world, migrate,
+                                                                                   monkeypatch):
+    from core import broadcast
+
+    sent = []
+    monkeypatch.setattr(broadcast, "migration_progress", lambda migration_id, sample: sent.append(sample))
+    src, dst, vm = two_hosts
+    world.jobs.dirty = True
+    migration = migrate(MigrationOptions(allow_postcopy=True))
+    assert migration.status == S.SUCCEEDED
+    forecasts = [s["forecast"] for s in sent if s.get("forecast")]
+    assert any(f.startswith("Will not converge without help: auto-converge") for f in forecasts), forecasts
+    assert forecasts[-1].startswith("In post-copy"), forecasts
