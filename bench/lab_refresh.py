@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,62 +32,11 @@ from pathlib import Path
 BASE = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE))
 
+from bench.evacuation import environment, free_port, redis_answers, stop, wait_for  # noqa: E402
 from lab import guests as lab_guests  # noqa: E402
 from lab import hosts as lab_hosts  # noqa: E402
 
-POLL_S = 0.02
 GOAL_S = 2.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(predicate, *, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = predicate()
-        if found:
-            return found
-        time.sleep(POLL_S)
-    raise SystemExit(f"timed out after {timeout:g} s waiting for {what}")
-
-
-def redis_answers(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-
-
-def environment(workdir: Path, redis_port: int) -> dict:
-    from cryptography.fernet import Fernet
-
-    return {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "VMPORTAL_"))},
-        "DJANGO_SETTINGS_MODULE": "vmportal.settings",
-        "DJANGO_SECRET_KEY": "bench-refresh-secret-key",
-        "VMPORTAL_SECRETS_KEY": Fernet.generate_key().decode(),
-        "VMPORTAL_AUDIT_KEY": "bench-refresh-audit-key",
-        "DATABASE_URL": f"sqlite:///{workdir / 'portal.sqlite3'}",
-        "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
-        "PYTHONPATH": str(BASE),
-        "PYTHONUNBUFFERED": "1",
-    }
 
 
 class Bench:

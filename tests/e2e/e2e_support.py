@@ -1,5 +1,5 @@
-"""What the browser test modules share: signing in, the page's console errors, and the lab's
-hosts in a module's portal.
+"""What the browser test modules share: signing in, the page's console errors, the lab's hosts
+in a module's portal, and stopping the processes a module started.
 
 Imported by the test modules of this folder (pytest puts it on sys.path). What they share with
 the lab's integration tests (own guests, knobs, where a guest is, undoing an NFS share) is in
@@ -9,8 +9,20 @@ tests/lab_support.py.
 from __future__ import annotations
 
 import re
+import subprocess
 
 from playwright.sync_api import expect
+
+
+def stop(proc: subprocess.Popen, *, timeout: float = 10) -> None:
+    """Terminate a process the tests started, killing it if it does not end within ``timeout``."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
 
 
 def login(page, portal) -> None:

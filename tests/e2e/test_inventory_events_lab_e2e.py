@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from e2e_support import console_errors, login, onboard_lab
+from e2e_support import console_errors, login, onboard_lab, stop
 from lab_support import heartbeat_guest
 from playwright.sync_api import expect
 
@@ -53,12 +53,7 @@ def watcher(portal):
     try:
         yield log_path
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+        stop(proc, timeout=15)
 
 
 def change_after(page, since_ms: float, text: str) -> float:
