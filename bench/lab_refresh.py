@@ -2,8 +2,9 @@
 
     sudo .venv/bin/python bench/lab_refresh.py [--guests-per-host 12] [--runs 5] [--workers 3]
 
-The portal runs as in production: a private redis-server, W real RQ workers and a temporary
-SQLite database, all under a temporary directory and stopped by PID at the end. The lab hosts
+The portal runs as in production (bench/evacuation.py's set-up: a private redis-server, W real
+RQ workers and a temporary SQLite database, all under a temporary directory and stopped by PID
+at the end). The lab hosts
 are onboarded and given heartbeat guests of the bench's own until each runs
 --guests-per-host guests (removed at the end). Then, alternating, --runs times each:
 - portal: the periodic full refresh (hosts.jobs.inventory_refresh_all, as watch_hosts calls it)
@@ -19,11 +20,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -32,50 +30,16 @@ from pathlib import Path
 BASE = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE))
 
-from bench.evacuation import environment, free_port, redis_answers, stop, wait_for  # noqa: E402
+from bench import evacuation  # noqa: E402
+from bench.evacuation import wait_for  # noqa: E402
 from lab import guests as lab_guests  # noqa: E402
 from lab import hosts as lab_hosts  # noqa: E402
 
 GOAL_S = 2.0
 
 
-class Bench:
-    def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
-        self.procs: list[subprocess.Popen] = []
-        self.guests: list[str] = []
-        self.workdir = Path(tempfile.mkdtemp(prefix="vmportal-bench-refresh-"))
-        self.lab_owned = False
-
-    def start(self) -> None:
-        if not lab_hosts.is_up():
-            print("bringing the lab up …")
-            lab_hosts.up(3, log=lambda *_: None)
-            self.lab_owned = True
-        self.lab = lab_hosts.status()
-        port = free_port()
-        env = environment(self.workdir, port)
-        os.environ.update(env)
-        self.procs.append(subprocess.Popen(
-            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.workdir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        ))
-        wait_for(lambda: redis_answers(port), timeout=15, what="redis-server")
-        import django
-
-        django.setup()
-        from django.core.management import call_command
-
-        call_command("migrate", interactive=False, verbosity=0)
-        for i in range(self.args.workers):
-            log = open(self.workdir / f"worker-{i + 1}.log", "w")
-            self.procs.append(subprocess.Popen(
-                [sys.executable, "manage.py", "rqworker", "default", "migrations"], cwd=BASE, env=env,
-                stdout=log, stderr=subprocess.STDOUT,
-            ))
-        import libvirt
-
-        libvirt.registerErrorHandler(lambda *_: None, None)
+class Bench(evacuation.Bench):
+    """bench/evacuation.py's portal (start, wait_jobs_idle, close), with guests of this bench's own."""
 
     def running_on(self, entry: dict) -> int:
         from hosts.adapters import libvirt as lv
@@ -88,23 +52,16 @@ class Bench:
         for entry in self.lab["hosts"]:
             for _ in range(max(0, self.args.guests_per_host - self.running_on(entry))):
                 spec = lab_guests.GuestSpec(name=f"vmp-bench-refresh-{uuid.uuid4().hex[:6]}").with_uuid()
-                self.guests.append(spec.name)
+                self.guests.append((spec.name, spec.uuid))
                 lab_hosts.start_guest(entry, spec)
         if self.guests:
-            lab_hosts.wait_heartbeats(self.guests, since=since, timeout=120)
+            lab_hosts.wait_heartbeats([name for name, _ in self.guests], since=since, timeout=120)
         from core.actors import Actor
         from hosts.management.commands.lab_onboard import onboard_lab_host
 
         for entry in self.lab["hosts"]:
             onboard_lab_host(entry, actor=Actor.system())
         self.wait_jobs_idle()
-
-    def wait_jobs_idle(self, timeout: float = 300) -> None:
-        from core.choices import JOB_ACTIVE_STATES
-        from core.models import Job
-
-        wait_for(lambda: not Job.objects.filter(status__in=JOB_ACTIVE_STATES).exists(), timeout=timeout,
-                 what="the workers to finish their jobs")
 
     def portal_refresh(self) -> float:
         from core.choices import JOB_ACTIVE_STATES, JobStatusChoices
@@ -171,19 +128,6 @@ class Bench:
         print(f"full refresh, portal: median {p:.2f} s, worst {max(portal):.2f} s (goal <= {GOAL_S:g} s)")
         print(f"same facts from bare libvirt: median {b:.2f} s, worst {max(bare):.2f} s")
         print(f"ratio portal / bare: {p / b:.2f}")
-
-    def close(self) -> None:
-        for name in self.guests:
-            try:
-                lab_hosts.remove_guest(name)
-            except Exception as exc:  # noqa: BLE001 - clean up the rest regardless
-                print(f"could not remove {name}: {exc}")
-        for proc in reversed(self.procs):
-            stop(proc)
-        if self.lab_owned:
-            lab_hosts.down(log=lambda *_: None)
-        shutil.rmtree(self.workdir, ignore_errors=True)
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
