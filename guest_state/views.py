@@ -5,11 +5,12 @@ from django.core.exceptions import ValidationError
 from django.shortcuts import get_object_or_404, redirect
 from django.urls import reverse
 from django.views import View
-from django.views.generic import DetailView, ListView
+from django.views.generic import DetailView, TemplateView
 
 from core.actors import Actor
 from core.errors import ServiceRefused
 from core.ids import IdModelChoiceField
+from core.keyset import keyset_page
 from core.choices import RoleChoices
 from core.roles import OperatorRequiredMixin, ViewerRequiredMixin
 from hosts.models import Host, VirtualMachine
@@ -19,16 +20,20 @@ from storage.models import Share
 from . import services, snapshot_services
 from .models import GuestSnapshot, SavedState
 
-LIST_LIMIT = 500
+LIST_PAGE_SIZE = 50
 
 
-class SavedStateListView(ViewerRequiredMixin, ListView):
+class SavedStateListView(ViewerRequiredMixin, TemplateView):
+    """The saved states the user may see, newest first, keyset-paged."""
+
     template_name = "guest_state/state_list.html"
-    context_object_name = "states"
 
-    def get_queryset(self):
+    def get_context_data(self, **kwargs):
         states = records_for(self.request.user, RoleChoices.VIEWER, SavedState.objects.all())
-        return states.select_related("host", "share").prefetch_related("restores")[:LIST_LIMIT]
+        page = keyset_page(states.select_related("host", "share").prefetch_related("restores"), field="created",
+                           older=self.request.GET.get("older"), newer=self.request.GET.get("newer"),
+                           size=LIST_PAGE_SIZE)
+        return super().get_context_data(page=page, states=page.rows, **kwargs)
 
 
 class SavedStateDetailView(ViewerRequiredMixin, HostAccessMixin, DetailView):

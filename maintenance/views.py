@@ -14,11 +14,12 @@ from django.db.models import Count, Q
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views import View
-from django.views.generic import DetailView, ListView
+from django.views.generic import DetailView, TemplateView
 
 from core.actors import Actor
 from core.choices import RoleChoices
 from core.errors import PortalError, ServiceRefused
+from core.keyset import keyset_page
 from core.roles import OperatorRequiredMixin, ViewerRequiredMixin, user_has_role
 from hosts.models import Host
 from hosts.permissions import HostAccessMixin, hosts_to_plan_on, records_for
@@ -144,20 +145,24 @@ def _rows(plan: planning.EvacuationPlan, form: PlanChoicesForm) -> list[dict]:
     return rows
 
 
-class EvacuationListView(ViewerRequiredMixin, ListView):
-    template_name = "maintenance/evacuation_list.html"
-    context_object_name = "evacuations"
+class EvacuationListView(ViewerRequiredMixin, TemplateView):
+    """Evacuations, returns and balance runs the user may see, newest first, keyset-paged."""
 
-    def get_queryset(self):
-        return (
+    template_name = "maintenance/evacuation_list.html"
+
+    def get_context_data(self, **kwargs):
+        queryset = (
             records_for(self.request.user, RoleChoices.VIEWER, Evacuation.objects.all())
             .select_related("host", "requested_by")
             .annotate(
                 moves=Count("items", filter=~Q(items__action=IA.STAY)),
                 done=Count("items", filter=Q(items__status=IS.SUCCEEDED) & ~Q(items__action=IA.STAY)),
                 not_moved=Count("items", filter=Q(items__status__in=(IS.FAILED, IS.SKIPPED, IS.CANCELLED))),
-            )[:EVACUATION_PAGE_SIZE]
+            )
         )
+        page = keyset_page(queryset, field="created", older=self.request.GET.get("older"),
+                           newer=self.request.GET.get("newer"), size=EVACUATION_PAGE_SIZE)
+        return super().get_context_data(page=page, evacuations=page.rows, **kwargs)
 
 
 def _last_samples(state: dict) -> dict[int, float]:

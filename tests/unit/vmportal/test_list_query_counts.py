@@ -363,3 +363,39 @@ def test_recovery_plan(admin_client):
 
 def test_fleet_page(admin_client):
     assert_constant_queries(admin_client, reverse("fleet:fleet"), lambda n: hosts(n // 10, guests=10))
+
+
+# -- keyset pages of the lists that had a fixed cap ---------------------------------------------------
+
+
+def _walk_pages(client, url: str, marker: str) -> list[int]:
+    """Follow a list's Older links from its first page: how many rows (``marker`` in the HTML) each has."""
+    import re
+
+    counts, query = [], ""
+    for _ in range(10):
+        html = client.get(url + query).content.decode()
+        counts.append(html.count(marker))
+        found = re.search(r'href="\?(older=[^"]+)"', html)
+        if not found:
+            return counts
+        query = "?" + found.group(1).replace("&amp;", "&")
+    raise AssertionError("more pages than rows")
+
+
+def test_saved_states_and_evacuations_are_paged_newest_first(admin_client):
+    from guest_state.models import SavedState
+    from maintenance.models import Evacuation
+
+    fleet = hosts(3, guests=1)
+    vm = VirtualMachine.objects.filter(host=fleet[0]).first()
+    now = timezone.now()
+    SavedState.objects.bulk_create(
+        SavedState(vm=vm, vm_uuid=vm.uuid, vm_name=vm.name, host=vm.host, status="saved",
+                   path=f"/srv/vmstore/s-{i}.save", created=now - timedelta(minutes=i)) for i in range(57))
+    Evacuation.objects.bulk_create(Evacuation(host=fleet[i % 3], status="succeeded", created=now - timedelta(minutes=i))
+                                   for i in range(57))
+    assert _walk_pages(admin_client, reverse("guest_state:list"), "/srv/vmstore/s-") == [50, 7]
+    assert _walk_pages(admin_client, reverse("maintenance:evacuation_list"), 'class="badge evac-') == [50, 7]
+    first = admin_client.get(reverse("guest_state:list")).content.decode()
+    assert first.index("/srv/vmstore/s-0.save") < first.index("/srv/vmstore/s-1.save")  # newest first
