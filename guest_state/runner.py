@@ -30,6 +30,26 @@ def _sha256(ssh, path: str) -> str:
     return ssh.run(["sha256sum", "--", path], timeout=services.JOB_TIMEOUT_S).stdout.split()[0]
 
 
+def disks_at_save(ssh, vm_id: int | None) -> list[dict]:
+    """Size and mtime of each writable file disk of the guest, as a restore later compares them."""
+    disks = []
+    for disk in VirtualDisk.objects.filter(vm_id=vm_id, readonly=False, source_type="file"):
+        seen = _stat(ssh, disk.source)
+        if seen is not None:
+            disks.append({"path": disk.source, "size": seen[0], "mtime_ns": seen[1]})
+    return disks
+
+
+def save_to_file(session, state: SavedState) -> None:
+    """libvirt writes the guest's state to the record's file and stops it (the fault worker's hold points)."""
+    lv.save_domain(session.libvirt, str(state.vm_uuid), state.path, bypass_cache=state.bypass_cache)
+
+
+def restore_from_file(session, path: str, *, paused: bool, bypass_cache: bool) -> None:
+    """libvirt brings the guest back from ``path`` (the fault worker's hold points)."""
+    lv.restore_domain(session.libvirt, path, paused=paused, bypass_cache=bypass_cache)
+
+
 def run_save(*, state_id: int, ctx: JobContext) -> None:
     state = SavedState.objects.select_related("host").get(pk=state_id)
     try:
@@ -37,13 +57,9 @@ def run_save(*, state_id: int, ctx: JobContext) -> None:
             ctx.log(f"Saving {state.vm_name} to {state.path}")
             session.ssh.run(["mkdir", "-p", "--", posixpath.dirname(state.path)])
             ctx.progress(10)
-            lv.save_domain(session.libvirt, str(state.vm_uuid), state.path, bypass_cache=state.bypass_cache)
+            save_to_file(session, state)
             ctx.progress(60)
-            disks = []
-            for disk in VirtualDisk.objects.filter(vm_id=state.vm_id, readonly=False, source_type="file"):
-                seen = _stat(session.ssh, disk.source)
-                if seen is not None:
-                    disks.append({"path": disk.source, "size": seen[0], "mtime_ns": seen[1]})
+            disks = disks_at_save(session.ssh, state.vm_id)
             size = (_stat(session.ssh, state.path) or (0, 0))[0]
             sha256 = _sha256(session.ssh, state.path)
             ctx.progress(100)
@@ -53,14 +69,20 @@ def run_save(*, state_id: int, ctx: JobContext) -> None:
     services.save_finish(state=state, ok=True, size=size, sha256=sha256, disks=disks)
 
 
+def restore_path(restore: StateRestore) -> str:
+    """The state file's path as the restore's host sees it (another host sees a share elsewhere)."""
+    state = restore.state
+    if state.share is not None and restore.host_id != state.host_id:
+        seen_at = state.share.path_seen_by(restore.host) or ""
+        return posixpath.join(seen_at, posixpath.basename(state.path))
+    return state.path
+
+
 def run_restore(*, restore_id: int, ctx: JobContext) -> None:
     restore = StateRestore.objects.select_related("state", "host").get(pk=restore_id)
     state = restore.state
     StateRestore.objects.filter(pk=restore.pk, status=RS.QUEUED).update(status=RS.RUNNING)
-    path = state.path
-    if state.share is not None and restore.host_id != state.host_id:
-        seen_at = state.share.path_seen_by(restore.host) or ""
-        path = posixpath.join(seen_at, posixpath.basename(state.path))
+    path = restore_path(restore)
     facts = HostFacts.objects.filter(host=restore.host).first()
     try:
         with access.open_session(restore.host) as session:
@@ -85,7 +107,7 @@ def run_restore(*, restore_id: int, ctx: JobContext) -> None:
                                         problems=list(verdict.problems))
                 return
             ctx.progress(60)
-            lv.restore_domain(session.libvirt, path, paused=restore.paused, bypass_cache=state.bypass_cache)
+            restore_from_file(session, path, paused=restore.paused, bypass_cache=state.bypass_cache)
             ctx.progress(100)
     except PortalError as exc:
         services.restore_finish(restore=restore, ok=False, error=str(exc))
