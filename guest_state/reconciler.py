@@ -90,7 +90,7 @@ def guest_on(session, guest_uuid: str) -> GuestOnHost:
 
 def state_file(ssh, path: str) -> StateFile:
     """The file at ``path`` on the host: there at all, its libvirt header's magic, its size."""
-    seen = runner._stat(ssh, path)
+    seen = runner.file_stat(ssh, path)
     if seen is None:
         return StateFile(present=False)
     head = ssh.run(["head", "-c", str(MAGIC_LEN), "--", path], check=False)
@@ -144,7 +144,7 @@ def settle_save(*, state_id: int, reason: str = "", ctx: JobContext) -> dict:
                 time.sleep(ASK_AGAIN_S)  # libvirt still works on the guest: look again shortly
             if settlement.outcome == SAVED:
                 # As the runner records it: the disks as they are after the save, the file's checksum.
-                figures = {"size": file.size, "sha256": runner._sha256(session.ssh, state.path),
+                figures = {"size": file.size, "sha256": runner.file_sha256(session.ssh, state.path),
                            "disks": runner.disks_at_save(session.ssh, state.vm_id)}
             elif settlement.remove_partial:
                 removed = session.ssh.run(["rm", "-f", "--", state.path], check=False).ok

@@ -17,7 +17,7 @@ from .compat import DiskAtSave, DiskNow, RestoreFacts, restore_verdict
 from .models import SavedState, StateRestore
 
 
-def _stat(ssh, path: str) -> tuple[int, int] | None:
+def file_stat(ssh, path: str) -> tuple[int, int] | None:
     """(size, mtime in ns) of a file on the host, or None when it is not there."""
     result = ssh.run(["stat", "-L", "-c", "%s %Y", "--", path], check=False)
     if not result.ok:
@@ -26,7 +26,7 @@ def _stat(ssh, path: str) -> tuple[int, int] | None:
     return int(size), int(mtime) * 1_000_000_000
 
 
-def _sha256(ssh, path: str) -> str:
+def file_sha256(ssh, path: str) -> str:
     return ssh.run(["sha256sum", "--", path], timeout=services.JOB_TIMEOUT_S).stdout.split()[0]
 
 
@@ -34,7 +34,7 @@ def disks_at_save(ssh, vm_id: int | None) -> list[dict]:
     """Size and mtime of each writable file disk of the guest, as a restore later compares them."""
     disks = []
     for disk in VirtualDisk.objects.filter(vm_id=vm_id, readonly=False, source_type="file"):
-        seen = _stat(ssh, disk.source)
+        seen = file_stat(ssh, disk.source)
         if seen is not None:
             disks.append({"path": disk.source, "size": seen[0], "mtime_ns": seen[1]})
     return disks
@@ -60,8 +60,8 @@ def run_save(*, state_id: int, ctx: JobContext) -> None:
             save_to_file(session, state)
             ctx.progress(60)
             disks = disks_at_save(session.ssh, state.vm_id)
-            size = (_stat(session.ssh, state.path) or (0, 0))[0]
-            sha256 = _sha256(session.ssh, state.path)
+            size = (file_stat(session.ssh, state.path) or (0, 0))[0]
+            sha256 = file_sha256(session.ssh, state.path)
             ctx.progress(100)
     except PortalError as exc:
         services.save_finish(state=state, ok=False, error=str(exc))
@@ -87,12 +87,12 @@ def run_restore(*, restore_id: int, ctx: JobContext) -> None:
     try:
         with access.open_session(restore.host) as session:
             ctx.log(f"Checking {restore.host.name} for {path}")
-            file_now = _stat(session.ssh, path)
-            file_seen = file_now is not None and file_now[0] == state.size and _sha256(session.ssh, path) == state.sha256
+            file_now = file_stat(session.ssh, path)
+            file_seen = file_now is not None and file_now[0] == state.size and file_sha256(session.ssh, path) == state.sha256
             ctx.progress(40)
             disks_now = []
             for disk in state.disks:
-                seen = _stat(session.ssh, disk["path"])
+                seen = file_stat(session.ssh, disk["path"])
                 disks_now.append(DiskNow(path=disk["path"], present=seen is not None,
                                          size=seen[0] if seen else 0, mtime_ns=seen[1] if seen else 0))
             verdict = restore_verdict(RestoreFacts(
