@@ -35,6 +35,8 @@ RESTORE_ACTIVE = (RestoreStatusChoices.QUEUED, RestoreStatusChoices.RUNNING)
 class GuestStateJobKindChoices(models.TextChoices):
     SAVE = "guest.save", "Save guest state"
     RESTORE = "guest.restore", "Restore guest state"
+    SAVE_SETTLE = "guest.save_settle", "Settle a save whose job died"
+    RESTORE_SETTLE = "guest.restore_settle", "Settle a restore whose job died"
     MANAGED_SAVE = "guest.managed_save", "Managed save of a guest"
     MANAGED_SAVE_REMOVE = "guest.managed_save_remove", "Discard a guest's managed save"
     STATE_DELETE = "guest.state_delete", "Delete a saved state file"

@@ -2,7 +2,7 @@
 
 from core.jobs import run_job
 
-from . import runner, snapshot_runner
+from . import reconciler, runner, snapshot_runner
 
 
 def save_job(job_id: int, state_id: int) -> None:
@@ -11,6 +11,14 @@ def save_job(job_id: int, state_id: int) -> None:
 
 def restore_job(job_id: int, restore_id: int) -> None:
     run_job(job_id, lambda ctx: runner.run_restore(restore_id=restore_id, ctx=ctx))
+
+
+def save_settle_job(job_id: int, state_id: int, reason: str = "") -> None:
+    run_job(job_id, lambda ctx: reconciler.settle_save(state_id=state_id, reason=reason, ctx=ctx))
+
+
+def restore_settle_job(job_id: int, restore_id: int, reason: str = "") -> None:
+    run_job(job_id, lambda ctx: reconciler.settle_restore(restore_id=restore_id, reason=reason, ctx=ctx))
 
 
 def managed_save_job(job_id: int, vm_id: int, remove: bool = False) -> None:

@@ -45,6 +45,13 @@ class SavedState(models.Model):
 
     class Meta:
         ordering = ["-created", "-pk"]
+        indexes = [
+            # The list, newest first; the guest page's card, newest first; the sweep's active saves.
+            models.Index(fields=["-created", "-id"], name="saved_state_newest"),
+            models.Index(fields=["vm_uuid", "-created", "-id"], name="saved_state_guest_newest"),
+            models.Index(fields=["status"], condition=models.Q(status__in=SAVED_STATE_ACTIVE),
+                         name="saved_state_active"),
+        ]
 
     def __str__(self) -> str:
         return f"saved state #{self.pk} of {self.vm_name}"
@@ -77,6 +84,10 @@ class StateRestore(models.Model):
 
     class Meta:
         ordering = ["-created", "-pk"]
+        indexes = [
+            # The sweep's active restores (guest_state.reconciler).
+            models.Index(fields=["status"], condition=models.Q(status__in=RESTORE_ACTIVE), name="state_restore_active"),
+        ]
 
     def __str__(self) -> str:
         return f"restore #{self.pk} of {self.state}"

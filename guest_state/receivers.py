@@ -1,6 +1,9 @@
-"""A snapshot job the worker lost is settled at once (core.signals.job_lost): the record ends as
-failed or the revert/deletion is audited as failed, the guest's lease is released, and a check
-with libvirt is queued so the card shows what libvirt really has."""
+"""A job of this app the worker lost is settled at once (core.signals.job_lost).
+
+A snapshot's record ends as failed or the revert/deletion is audited as failed, the guest's
+lease is released, and a check with libvirt is queued so the card shows what libvirt really
+has. A save's or restore's record is handed to the reconciler, whose settle job asks the host
+what really happened (guest_state.reconciler)."""
 
 from django.dispatch import receiver
 
@@ -11,6 +14,7 @@ from core.signals import job_lost
 from . import snapshot_services as services
 from .choices import GuestStateJobKindChoices as K
 from .models import GuestSnapshot
+from .reconciler import states_job_lost
 
 _SNAPSHOT_KINDS = (K.SNAPSHOT_CREATE, K.SNAPSHOT_REVERT, K.SNAPSHOT_DELETE)
 
@@ -38,3 +42,5 @@ def snapshot_job_lost(*, job_id: int, reason: str) -> bool:
 def _on_job_lost(sender, *, job_id: int, kind: str, reason: str, **kwargs) -> None:
     if kind in _SNAPSHOT_KINDS:
         snapshot_job_lost(job_id=job_id, reason=reason)
+    elif kind in (K.SAVE, K.RESTORE):
+        states_job_lost(job_id=job_id, reason=reason)

@@ -17,7 +17,7 @@ from .compat import DiskAtSave, DiskNow, RestoreFacts, restore_verdict
 from .models import SavedState, StateRestore
 
 
-def _stat(ssh, path: str) -> tuple[int, int] | None:
+def file_stat(ssh, path: str) -> tuple[int, int] | None:
     """(size, mtime in ns) of a file on the host, or None when it is not there."""
     result = ssh.run(["stat", "-L", "-c", "%s %Y", "--", path], check=False)
     if not result.ok:
@@ -26,8 +26,28 @@ def _stat(ssh, path: str) -> tuple[int, int] | None:
     return int(size), int(mtime) * 1_000_000_000
 
 
-def _sha256(ssh, path: str) -> str:
+def file_sha256(ssh, path: str) -> str:
     return ssh.run(["sha256sum", "--", path], timeout=services.JOB_TIMEOUT_S).stdout.split()[0]
+
+
+def disks_at_save(ssh, vm_id: int | None) -> list[dict]:
+    """Size and mtime of each writable file disk of the guest, as a restore later compares them."""
+    disks = []
+    for disk in VirtualDisk.objects.filter(vm_id=vm_id, readonly=False, source_type="file"):
+        seen = file_stat(ssh, disk.source)
+        if seen is not None:
+            disks.append({"path": disk.source, "size": seen[0], "mtime_ns": seen[1]})
+    return disks
+
+
+def save_to_file(session, state: SavedState) -> None:
+    """libvirt writes the guest's state to the record's file and stops it (the fault worker's hold points)."""
+    lv.save_domain(session.libvirt, str(state.vm_uuid), state.path, bypass_cache=state.bypass_cache)
+
+
+def restore_from_file(session, path: str, *, paused: bool, bypass_cache: bool) -> None:
+    """libvirt brings the guest back from ``path`` (the fault worker's hold points)."""
+    lv.restore_domain(session.libvirt, path, paused=paused, bypass_cache=bypass_cache)
 
 
 def run_save(*, state_id: int, ctx: JobContext) -> None:
@@ -37,15 +57,11 @@ def run_save(*, state_id: int, ctx: JobContext) -> None:
             ctx.log(f"Saving {state.vm_name} to {state.path}")
             session.ssh.run(["mkdir", "-p", "--", posixpath.dirname(state.path)])
             ctx.progress(10)
-            lv.save_domain(session.libvirt, str(state.vm_uuid), state.path, bypass_cache=state.bypass_cache)
+            save_to_file(session, state)
             ctx.progress(60)
-            disks = []
-            for disk in VirtualDisk.objects.filter(vm_id=state.vm_id, readonly=False, source_type="file"):
-                seen = _stat(session.ssh, disk.source)
-                if seen is not None:
-                    disks.append({"path": disk.source, "size": seen[0], "mtime_ns": seen[1]})
-            size = (_stat(session.ssh, state.path) or (0, 0))[0]
-            sha256 = _sha256(session.ssh, state.path)
+            disks = disks_at_save(session.ssh, state.vm_id)
+            size = (file_stat(session.ssh, state.path) or (0, 0))[0]
+            sha256 = file_sha256(session.ssh, state.path)
             ctx.progress(100)
     except PortalError as exc:
         services.save_finish(state=state, ok=False, error=str(exc))
@@ -53,24 +69,30 @@ def run_save(*, state_id: int, ctx: JobContext) -> None:
     services.save_finish(state=state, ok=True, size=size, sha256=sha256, disks=disks)
 
 
+def restore_path(restore: StateRestore) -> str:
+    """The state file's path as the restore's host sees it (another host sees a share elsewhere)."""
+    state = restore.state
+    if state.share is not None and restore.host_id != state.host_id:
+        seen_at = state.share.path_seen_by(restore.host) or ""
+        return posixpath.join(seen_at, posixpath.basename(state.path))
+    return state.path
+
+
 def run_restore(*, restore_id: int, ctx: JobContext) -> None:
     restore = StateRestore.objects.select_related("state", "host").get(pk=restore_id)
     state = restore.state
     StateRestore.objects.filter(pk=restore.pk, status=RS.QUEUED).update(status=RS.RUNNING)
-    path = state.path
-    if state.share is not None and restore.host_id != state.host_id:
-        seen_at = state.share.path_seen_by(restore.host) or ""
-        path = posixpath.join(seen_at, posixpath.basename(state.path))
+    path = restore_path(restore)
     facts = HostFacts.objects.filter(host=restore.host).first()
     try:
         with access.open_session(restore.host) as session:
             ctx.log(f"Checking {restore.host.name} for {path}")
-            file_now = _stat(session.ssh, path)
-            file_seen = file_now is not None and file_now[0] == state.size and _sha256(session.ssh, path) == state.sha256
+            file_now = file_stat(session.ssh, path)
+            file_seen = file_now is not None and file_now[0] == state.size and file_sha256(session.ssh, path) == state.sha256
             ctx.progress(40)
             disks_now = []
             for disk in state.disks:
-                seen = _stat(session.ssh, disk["path"])
+                seen = file_stat(session.ssh, disk["path"])
                 disks_now.append(DiskNow(path=disk["path"], present=seen is not None,
                                          size=seen[0] if seen else 0, mtime_ns=seen[1] if seen else 0))
             verdict = restore_verdict(RestoreFacts(
@@ -85,7 +107,7 @@ def run_restore(*, restore_id: int, ctx: JobContext) -> None:
                                         problems=list(verdict.problems))
                 return
             ctx.progress(60)
-            lv.restore_domain(session.libvirt, path, paused=restore.paused, bypass_cache=state.bypass_cache)
+            restore_from_file(session, path, paused=restore.paused, bypass_cache=state.bypass_cache)
             ctx.progress(100)
     except PortalError as exc:
         services.restore_finish(restore=restore, ok=False, error=str(exc))

@@ -11,7 +11,7 @@ from django.utils import timezone
 from core.actors import Actor
 from core.audit import audit_record
 from core.choices import AuditResultChoices
-from core.jobs import job_enqueue
+from core.jobs import active_job, job_enqueue
 from hosts import leases
 from hosts.choices import GuestLeaseKindChoices, VMStateChoices
 from hosts.models import Host, VirtualMachine
@@ -19,6 +19,8 @@ from migrations_app.services.refusals import refuse
 from storage.models import Share
 
 from .choices import (
+    RESTORE_ACTIVE,
+    SAVED_STATE_ACTIVE,
     GuestStateAuditActionChoices as A,
     GuestStateJobKindChoices as K,
     RestoreStatusChoices as RS,
@@ -31,6 +33,8 @@ SAVE_JOB = "guest_state.jobs.save_job"
 MANAGED_SAVE_JOB = "guest_state.jobs.managed_save_job"
 STATE_DELETE_JOB = "guest_state.jobs.state_delete_job"
 RESTORE_JOB = "guest_state.jobs.restore_job"
+SAVE_SETTLE_JOB = "guest_state.jobs.save_settle_job"
+RESTORE_SETTLE_JOB = "guest_state.jobs.restore_settle_job"
 # Writing a guest's memory (and hashing it) takes seconds per GiB; a generous bound.
 JOB_TIMEOUT_S = 1800
 MAX_NOTE_CHARS = 500
@@ -94,8 +98,11 @@ def save_request(
 
 @transaction.atomic
 def save_finish(*, state: SavedState, ok: bool, error: str = "", size: int = 0, sha256: str = "",
-                disks: list | None = None, machine_type: str = "") -> bool:
-    """End a save with what the host showed, releasing the guest. False when it had ended already."""
+                disks: list | None = None, machine_type: str = "", settled: dict | None = None) -> bool:
+    """End a save with what the host showed, releasing the guest. False when it had ended already.
+
+    ``settled``: the facts a reconciler read on the host, for the audit row, when the save's job
+    died and this records what the host shows (guest_state.reconciler)."""
     fields = {"status": SS.SAVED if ok else SS.FAILED, "error": error, "size": size, "sha256": sha256,
               "disks": disks or [], "saved": timezone.now() if ok else None}
     if machine_type:
@@ -107,7 +114,8 @@ def save_finish(*, state: SavedState, ok: bool, error: str = "", size: int = 0, 
     leases.lease_release(owner=state)
     audit_record(actor=Actor.system(), action=A.SAVE_OUTCOME,
                  result=AuditResultChoices.OK if ok else AuditResultChoices.FAILED, target=state,
-                 parameters={"path": state.path, "size": size, "sha256": sha256, "error": error},
+                 parameters={"path": state.path, "size": size, "sha256": sha256, "error": error,
+                             **({"settled": settled} if settled else {})},
                  message=(f"{state.vm_name} saved to {state.path} ({size} bytes)." if ok
                           else f"Save of {state.vm_name} failed: {error}"), job=state.job)
     return True
@@ -155,8 +163,11 @@ def restore_request(*, state: SavedState, host: Host | None = None, paused: bool
 
 
 @transaction.atomic
-def restore_finish(*, restore: StateRestore, ok: bool, error: str = "", problems: list | None = None) -> bool:
-    """End a restore, releasing the guest. False when it had ended already."""
+def restore_finish(*, restore: StateRestore, ok: bool, error: str = "", problems: list | None = None,
+                   settled: dict | None = None) -> bool:
+    """End a restore, releasing the guest. False when it had ended already.
+
+    ``settled``: the facts a reconciler read on the host (as for ``save_finish``)."""
     fields = {"status": RS.SUCCEEDED if ok else RS.FAILED, "error": error, "problems": problems or [],
               "ended": timezone.now()}
     if not StateRestore.objects.filter(pk=restore.pk, status__in=(RS.QUEUED, RS.RUNNING)).update(**fields):
@@ -166,10 +177,35 @@ def restore_finish(*, restore: StateRestore, ok: bool, error: str = "", problems
     leases.lease_release(owner=restore)
     audit_record(actor=Actor.system(), action=A.RESTORE_OUTCOME,
                  result=AuditResultChoices.OK if ok else AuditResultChoices.FAILED, target=restore,
-                 parameters={"state": restore.state_id, "host": restore.host.name, "problems": problems or []},
+                 parameters={"state": restore.state_id, "host": restore.host.name, "problems": problems or [],
+                             **({"settled": settled} if settled else {})},
                  message=(f"{restore.state.vm_name} restored on {restore.host.name}." if ok
                           else f"Restore of {restore.state.vm_name} refused or failed: {error}"), job=restore.job)
     return True
+
+
+# --- Saves and restores whose job died (guest_state.reconciler) ------------------------------
+
+
+def settle_request(*, record: SavedState | StateRestore, reason: str) -> bool:
+    """Queue a job that asks the host what became of ``record`` (a save or a restore whose job
+    died) and records it. False when such a job is queued or running already."""
+    kind = K.SAVE_SETTLE if isinstance(record, SavedState) else K.RESTORE_SETTLE
+    if active_job(kind=kind, target=record) is not None:
+        return False
+    func = SAVE_SETTLE_JOB if kind == K.SAVE_SETTLE else RESTORE_SETTLE_JOB
+    job_enqueue(kind=kind, func=func, args=(record.pk, reason[:500]), target=record,
+                timeout_s=JOB_TIMEOUT_S, actor=Actor.system())
+    return True
+
+
+def settle_pending(*, record: SavedState | StateRestore, note: str) -> None:
+    """Say on a save or restore still unsettled why (its host did not answer, libvirt still works
+    on the guest); the guest stays held. No audit row: the sweep may say this every 10 s."""
+    model = type(record)
+    active = SAVED_STATE_ACTIVE if model is SavedState else RESTORE_ACTIVE
+    model.objects.filter(pk=record.pk, status__in=active).update(error=note[:2000])
+    record.error = note[:2000]
 
 
 # --- Managed save: libvirt keeps the state, the next start resumes it -------------------------

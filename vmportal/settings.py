@@ -293,6 +293,10 @@ VMPORTAL_MIGRATION_STALE_SECONDS = 90
 VMPORTAL_MIGRATION_RECONCILE_SECONDS = 10
 # How often `watch_hosts` settles NFS share set-ups whose worker died (storage.reconciler).
 VMPORTAL_STORAGE_RECONCILE_SECONDS = 10
+# How often `watch_hosts` settles saves and restores whose worker died (guest_state.reconciler), and
+# after how long one whose host still does not answer says it needs an admin (the guest stays held).
+VMPORTAL_GUEST_STATE_RECONCILE_SECONDS = 10
+VMPORTAL_GUEST_STATE_ATTENTION_SECONDS = int(os.environ.get("VMPORTAL_GUEST_STATE_ATTENTION_SECONDS", "300"))
 
 # Host maintenance (maintenance): the rolling evacuation queue advances the moment an item's
 # migration or power job ends; this sweep settles and continues what a dead worker left behind.

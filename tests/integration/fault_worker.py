@@ -1,5 +1,5 @@
 """The fault matrix's RQ worker: the portal's own (``manage.py rqworker`` with its worker class),
-plus hold points in the live runner where a fault is injected.
+plus hold points in the live runner, and in the save and restore runner, where a fault is injected.
 
 A stage such as "completing" lasts a few milliseconds: too short to hit by watching the record.
 At each hold point the work horse checks for a gate file ``hold-<point>`` in
@@ -26,6 +26,7 @@ django.setup()
 
 from django.core.management import call_command  # noqa: E402
 
+from guest_state import runner as state_runner  # noqa: E402
 from migrations_app import runner  # noqa: E402
 
 HOLDS = Path(os.environ["FAULT_MATRIX_HOLDS"])
@@ -46,6 +47,13 @@ def hold(point: str) -> None:
         time.sleep(0.02)
 
 
+# In guest_state.runner: before libvirt is asked to save the guest; after libvirt saved it (the
+# guest is stopped, the file whole) and before the disks, checksum and record are written; after
+# libvirt restored the guest and before the record is written.
+STATE_POINTS = {"save-start": ("save_to_file", "before"), "save-written": ("save_to_file", "after"),
+                "restore-written": ("restore_from_file", "after")}
+
+
 def held(point: str, function):
     def wrapper(*args, **kwargs):
         hold(point)
@@ -53,8 +61,18 @@ def held(point: str, function):
     return wrapper
 
 
+def held_after(point: str, function):
+    def wrapper(*args, **kwargs):
+        result = function(*args, **kwargs)
+        hold(point)
+        return result
+    return wrapper
+
+
 for _point, _name in POINTS.items():
     setattr(runner, _name, held(_point, getattr(runner, _name)))
+for _point, (_name, _when) in STATE_POINTS.items():
+    setattr(state_runner, _name, (held if _when == "before" else held_after)(_point, getattr(state_runner, _name)))
 
 if __name__ == "__main__":
     call_command("rqworker", *sys.argv[1:])

@@ -100,3 +100,29 @@ def test_guest_page_lookups(admin_client, host):
     for table in ("core_job", "core_auditevent", "migrations_app_migration", "migrations_app_coldmigration",
                   "hosts_virtualdisk"):
         assert_searched(plans_for(admin_client, url, {}, table), table)
+
+
+def test_saved_state_lists_are_read_in_order_through_an_index(admin_client, host):
+    """The saved-states list (newest first, no filter) walks its time index instead of sorting the
+    table; the guest page's card searches the guest's states through an index that also gives
+    them newest first; the sweep finds the active saves and restores through an index of those only."""
+    from guest_state.models import SavedState, StateRestore
+    from guest_state.reconciler import states_reconcile
+
+    vm = VirtualMachine.objects.create(host=host, uuid=uuid.uuid4(), name="web-1", state="running")
+    SavedState.objects.create(vm=vm, vm_uuid=vm.uuid, vm_name=vm.name, host=host, path="/srv/save/web-1",
+                              status="saved")
+    table = "guest_state_savedstate"
+    for plan in plans_for(admin_client, reverse("guest_state:list"), {}, table):
+        assert re.match(rf"SCAN {table} USING INDEX \w+", plan) and "TEMP B-TREE" not in plan, plan
+    card = plans_for(admin_client, reverse("hosts:vm_detail", args=[host.pk, vm.uuid]), {}, table)
+    assert_searched(card, table, in_order=True)
+
+    with CaptureQueriesContext(connection) as ctx:
+        states_reconcile()
+    with connection.cursor() as cursor:
+        for model in (SavedState, StateRestore):
+            sql = next(q["sql"] for q in ctx.captured_queries if f'FROM "{model._meta.db_table}"' in q["sql"])
+            cursor.execute("EXPLAIN QUERY PLAN " + sql)
+            plan = " / ".join(row[3] for row in cursor.fetchall())
+            assert re.search(rf"SEARCH {model._meta.db_table} USING (COVERING )?INDEX", plan), plan
