@@ -46,14 +46,14 @@ def sized(trusted_host, fleet, django_capture_on_commit_callbacks):
     """kvm-a's two guests with sizes libvirt gives in its bulk stats, refreshed once."""
     hv = fleet[trusted_host.address]
     by_name = {d.name: d for d in hv.domains.values()}
-    hv.block_sizes[(by_name["web-1"].uuid, "vda")] = (20 * GIB, 3 * GIB, 3 * GIB + 2**20)
+    hv.block_sizes[(by_name["web-1"].uuid, "vda")] = (20 * GIB, 3 * GIB, 3 * GIB + 200 * 2**20)
     hv.block_sizes[(by_name["db-1"].uuid, "vda")] = (10 * GIB, 2**20, 10 * GIB)
     refresh(trusted_host, django_capture_on_commit_callbacks)
     return hv, by_name
 
 
 def test_the_refresh_records_each_disks_sizes_from_the_bulk_stats(trusted_host, sized):
-    assert sizes("web-1") == (20 * GIB, 3 * GIB, 3 * GIB + 2**20)
+    assert sizes("web-1") == (20 * GIB, 3 * GIB, 3 * GIB + 200 * 2**20)
     assert sizes("db-1") == (10 * GIB, 2**20, 10 * GIB)  # shut off: sized all the same
 
 
@@ -97,7 +97,7 @@ def test_sizes_survive_a_refresh_whose_stats_failed(trusted_host, sized, monkeyp
 
     monkeypatch.setattr(inventory.stats_adapter, "host_stats", no_stats)
     refresh(trusted_host, django_capture_on_commit_callbacks)
-    assert sizes("web-1") == (20 * GIB, 3 * GIB, 3 * GIB + 2**20)
+    assert sizes("web-1") == (20 * GIB, 3 * GIB, 3 * GIB + 200 * 2**20)
     # A disk now pointing at another file is not that file's size any more: unknown until sized.
     web = by_name["web-1"]
     moved = dataclasses.replace(web.disks[0], source="/srv/other/web-1.img")
@@ -122,7 +122,7 @@ def test_sizes_of_a_file_other_than_the_defined_one_are_not_taken(trusted_host, 
     hv.block_sizes[(web.uuid, "vda")] = (99 * GIB, 99 * GIB, 99 * GIB)
     monkeypatch.setattr(inventory.stats_adapter, "host_stats", stats_of_another_file)
     refresh(trusted_host, django_capture_on_commit_callbacks)
-    assert sizes("web-1") == (20 * GIB, 3 * GIB, 3 * GIB + 2**20)  # the recorded sizes of the same source stay
+    assert sizes("web-1") == (20 * GIB, 3 * GIB, 3 * GIB + 200 * 2**20)  # the recorded sizes of the same source stay
 
 
 def test_a_disk_libvirt_cannot_size_is_unknown_not_zero(trusted_host, django_capture_on_commit_callbacks):
@@ -136,14 +136,17 @@ def test_the_guest_page_shows_allocation_of_capacity(trusted_host, sized, viewer
     VirtualDisk.objects.create(vm=vm, target="sda", device="cdrom", source_type="file", source="")
     page = viewer_client.get(reverse("hosts:vm_detail", args=[vm.host_id, vm.uuid])).content.decode()
     row = page[page.index('data-disk="vda"'):page.index('data-disk="vdb"')]
-    assert "<strong>3 GiB</strong> of 20 GiB" in row and "file 3 GiB" in row
+    assert "<strong>3 GiB</strong> of 20 GiB" in row and "file 3.2 GiB" in row
     assert 'max="21474836480" value="3221225472"' in row  # the meter: allocation of capacity, in bytes
     unsized = page[page.index('data-disk="vdb"'):]
     assert "size unknown" in unsized[:unsized.index("</tr>")]
     cdrom = page[page.index('data-disk="sda"'):]
     assert "size unknown" not in cdrom[:cdrom.index("</tr>")]
     assert "Size of vdb unknown (no refresh has recorded it)" in page and "assume 64 GiB for each" in page
-    assert "3 GiB used of 20 GiB on 2 disks" in page
+    assert "3 GiB used of 20 GiB on 1 of 2 disks (1 of unknown size)" in page
+    db = VirtualMachine.objects.get(name="db-1")  # a sparse raw file as large as the disk: no "file" line
+    page = viewer_client.get(reverse("hosts:vm_detail", args=[db.host_id, db.uuid])).content.decode()
+    assert "<strong>1 MiB</strong> of 10 GiB" in page and "file 10 GiB" not in page
 
 
 def test_the_inventory_shows_each_guests_disks_in_one_query(trusted_host, sized, viewer_client):
