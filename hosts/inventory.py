@@ -87,7 +87,8 @@ def refresh_host(*, host_id: int, ctx: JobContext) -> dict:
         _record_failure(host, exc, ctx)
         raise
     summary = services.host_inventory_save(
-        host=host, facts=facts, os_release=os_release, domains=domains, storage=storage, actor=Actor.system()
+        host=host, facts=facts, os_release=os_release, domains=domains, storage=storage, stats=stats,
+        actor=Actor.system(),
     )
     ctx.log(f"Saved {summary['vms']} guest(s): {summary['added']} new, {summary['removed']} gone")
     if stats is not None:

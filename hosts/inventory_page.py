@@ -17,11 +17,12 @@ from django.core.paginator import Paginator
 from django.db.models import Count, QuerySet, Sum
 from django.urls import reverse
 
+from . import disk_sizes
 from .choices import VM_ACTIVE_STATES, VMStateChoices
 from .duplicates import HostIdentity, find_duplicate_identities
 from .filtersets import (GUESTS_PER_PAGE, HOSTS_PER_PAGE, PAGE_SIZES, GuestFilterSet, HostFilterSet,
                          form_errors)
-from .models import VirtualMachine
+from .models import VirtualDisk, VirtualMachine
 
 # Page parameters: not filters, so links that change the filter or the sort drop them.
 PAGE_PARAMS = ("page", "hpage")
@@ -82,12 +83,27 @@ GUEST_FIELDS = ("pk", "uuid", "name", "state", "state_reason", "persistent", "vc
                 "domain_type", "arch", "host_id", "host__name")
 
 
-def guest_rows(values) -> list[dict]:
-    """Rows of the guest table, each with its links and state label made here."""
+_DISK_TOTAL_FIELDS = ("vm_id", "target", "device", "source", "capacity_bytes", "allocation_bytes")
+
+
+def disk_totals(vm_ids: list[int]) -> dict[int, disk_sizes.GuestTotals]:
+    """Each guest's data disks summed (``disk_sizes.guest_totals``), for a page of guests in one query."""
+    by_vm: dict[int, list] = defaultdict(list)
+    rows = (VirtualDisk.objects.filter(vm_id__in=vm_ids, device__in=disk_sizes.IMAGE_DEVICES).order_by()
+            .values_list(*_DISK_TOTAL_FIELDS))
+    for vm_id, *fields in rows:
+        by_vm[vm_id].append(disk_sizes.DiskRow(**dict(zip(_DISK_TOTAL_FIELDS[1:], fields, strict=True))))
+    return {vm_id: disk_sizes.guest_totals(disks) for vm_id, disks in by_vm.items()}
+
+
+def guest_rows(values, totals: dict[int, disk_sizes.GuestTotals] | None = None) -> list[dict]:
+    """Rows of the guest table, each with its links, state label and disk totals made here."""
     vm_url = url_maker("hosts:vm_detail", SENTINEL_ID, SENTINEL_UUID)
     host_url = url_maker("hosts:host_detail", SENTINEL_ID)
+    totals = totals or {}
     return [{**row, "state_label": STATE_LABELS.get(row["state"], row["state"]),
-             "url": vm_url(row["host_id"], row["uuid"]), "host_url": host_url(row["host_id"])}
+             "url": vm_url(row["host_id"], row["uuid"]), "host_url": host_url(row["host_id"]),
+             "disks": totals.get(row["pk"])}
             for row in values]
 
 
@@ -134,7 +150,8 @@ def inventory_context(query, hosts: QuerySet) -> dict:
                   "summary": summaries.get(host.pk) or HostSummary()} for host in shown_hosts]
 
     guest_page = Paginator(guests.values(*GUEST_FIELDS), _page_size(params.get("per"))).get_page(params.get("page"))
-    rows = guest_rows(guest_page.object_list)
+    page_rows = list(guest_page.object_list)
+    rows = guest_rows(page_rows, disk_totals([row["pk"] for row in page_rows]))
     live_hosts = sorted({host.pk for host in shown_hosts} | {row["host_id"] for row in rows})
     return {
         "host_filter": host_filter, "guest_filter": guest_filter, "filter_errors": errors,

@@ -247,6 +247,11 @@ class VirtualDisk(models.Model):
     storage = models.CharField(max_length=16, choices=DiskStorageChoices.choices, default=DiskStorageChoices.UNKNOWN)
     storage_fstype = models.CharField(max_length=32, blank=True)
     storage_mountpoint = models.TextField(blank=True)
+    # Bytes, from the block group of the last refresh's bulk stats (hosts.adapters.stats); None:
+    # never recorded (hosts.disk_sizes assumes ASSUMED_DISK_BYTES for a copy then, and says so).
+    capacity_bytes = models.PositiveBigIntegerField(null=True, blank=True)  # what the guest sees
+    allocation_bytes = models.PositiveBigIntegerField(null=True, blank=True)  # what holds data
+    physical_bytes = models.PositiveBigIntegerField(null=True, blank=True)  # the file or device
 
     class Meta:
         ordering = ["target"]

@@ -27,7 +27,7 @@ from hosts.adapters.libvirt import DomainInfo, HostFacts as AdapterHostFacts
 from hosts.adapters.ssh import HostKeyInfo, generate_keypair
 from hosts.adapters.stats import HostStats
 
-from . import leases, load, load_store
+from . import disk_sizes, leases, load, load_store
 from .choices import (
     DiskStorageChoices,
     GuestLeaseKindChoices,
@@ -351,34 +351,78 @@ def _vm_fields(info: DomainInfo) -> dict:
     }
 
 
-def _save_vm(host: Host, info: DomainInfo, storage: dict[str, StorageLocation]) -> VirtualMachine:
+def _save_vm(host: Host, info: DomainInfo) -> VirtualMachine:
     vm, _ = VirtualMachine.objects.update_or_create(host=host, uuid=info.uuid, defaults=_vm_fields(info))
-    vm.disks.all().delete()
     vm.nics.all().delete()
-    disks = []
-    for disk in info.disks:
-        kind, fstype, mountpoint = _storage_of(disk, storage)
-        disks.append(
-            VirtualDisk(
-                vm=vm,
-                target=disk.target,
-                device=disk.device,
-                source_type=disk.source_type,
-                source=disk.source,
-                protocol=disk.protocol,
-                format=disk.format,
-                readonly=disk.readonly,
-                shareable=disk.shareable,
-                storage=kind,
-                storage_fstype=fstype,
-                storage_mountpoint=mountpoint,
-            )
-        )
-    VirtualDisk.objects.bulk_create(disks)
     VirtualNic.objects.bulk_create(
         VirtualNic(vm=vm, mac=nic.mac, type=nic.type, source=nic.source, model=nic.model) for nic in info.nics
     )
     return vm
+
+
+_DISK_FIELDS = ("device", "source_type", "source", "protocol", "format", "readonly", "shareable", "storage",
+                "storage_fstype", "storage_mountpoint")
+
+
+def _disk_fields(disk, storage: dict[str, StorageLocation]) -> dict:
+    kind, fstype, mountpoint = _storage_of(disk, storage)
+    return {"device": disk.device, "source_type": disk.source_type, "source": disk.source, "protocol": disk.protocol,
+            "format": disk.format, "readonly": disk.readonly, "shareable": disk.shareable, "storage": kind,
+            "storage_fstype": fstype, "storage_mountpoint": mountpoint}
+
+
+def _measured_sizes(stats: HostStats | None) -> dict[tuple[str, str], tuple[str, disk_sizes.Sizes]]:
+    """(guest uuid, target) → (the path libvirt sized, its sizes), from one refresh's bulk stats."""
+    if stats is None:
+        return {}
+    return {
+        (d.uuid, disk.name): (disk.path, disk_sizes.Sizes(disk.capacity_bytes, disk.allocation_bytes,
+                                                          disk.physical_bytes))
+        for d in stats.domains for disk in d.disks
+    }
+
+
+def _save_disks(host: Host, vms: dict[str, VirtualMachine], domains: list[DomainInfo],
+                storage: dict[str, StorageLocation], stats: HostStats | None) -> dict:
+    """Every disk of the host's guests in a few statements: one read, then only the rows that changed.
+
+    Sizes come from the refresh's bulk stats (``stats``); a disk they do not size keeps what was
+    recorded while its source is the same (``disk_sizes.sizes_to_keep``). Returns counts.
+    """
+    measured = _measured_sizes(stats)
+    existing = list(VirtualDisk.objects.filter(vm__host=host).order_by("pk")
+                    .values("pk", "vm_id", "target", *_DISK_FIELDS, *disk_sizes.SIZE_FIELDS))
+    recorded = {(row["vm_id"], row["target"]): row for row in reversed(existing)}  # the first row of a key wins
+    wanted: dict[tuple[int, str], dict] = {}
+    for info in domains:
+        vm = vms[str(info.uuid)]
+        for disk in info.disks:
+            key = (vm.pk, disk.target)
+            fields = _disk_fields(disk, storage)
+            before = recorded.get(key)
+            found = measured.get((str(info.uuid), disk.target))
+            # Sizes of another file than the one now defined (changed between the two reads) are not its sizes.
+            other_file = (found is not None and found[0] and disk.source_type in ("file", "block")
+                          and found[0] != disk.source)
+            sizes = found[1] if found is not None and not other_file else None
+            kept = disk_sizes.sizes_to_keep(
+                measured=sizes,
+                recorded=disk_sizes.Sizes(*(before[f] for f in disk_sizes.SIZE_FIELDS)) if before else None,
+                same_source=before is not None and before["source"] == disk.source,
+            )
+            fields.update({f: getattr(kept, f) for f in disk_sizes.SIZE_FIELDS})
+            wanted[key] = fields
+    create, update, delete = disk_sizes.disk_changes(
+        ((row["pk"], (row["vm_id"], row["target"]), row) for row in existing), wanted)
+    if delete:
+        VirtualDisk.objects.filter(pk__in=delete).delete()
+    if create:
+        VirtualDisk.objects.bulk_create([VirtualDisk(vm_id=key[0], target=key[1], **wanted[key]) for key in create],
+                                        batch_size=500)
+    if update:
+        VirtualDisk.objects.bulk_update([VirtualDisk(pk=row_id, **fields) for row_id, fields in update],
+                                        [*_DISK_FIELDS, *disk_sizes.SIZE_FIELDS], batch_size=500)
+    return {"created": len(create), "updated": len(update), "deleted": len(delete)}
 
 
 @transaction.atomic
@@ -389,9 +433,11 @@ def host_inventory_save(
     os_release: OsRelease | None,
     domains: list[DomainInfo],
     storage: dict[str, StorageLocation],
+    stats: HostStats | None = None,
     actor: Actor,
 ) -> dict:
-    """Store what a refresh read: facts, guests (added, changed, gone), host reachable.
+    """Store what a refresh read: facts, guests (added, changed, gone), their disks with the sizes
+    the refresh's bulk stats gave (``stats``; None: sizes kept as recorded), host reachable.
 
     Returns counts {"vms": n, "added": a, "removed": r}.
     """
@@ -427,18 +473,23 @@ def host_inventory_save(
     known = set(states_before)
     seen = set()
     changed_states = {}
+    saved: dict[str, VirtualMachine] = {}
     for info in domains:
-        vm = _save_vm(host, info, storage)
+        vm = _save_vm(host, info)
+        saved[str(info.uuid)] = vm
         seen.add(vm.uuid)
         if states_before.get(vm.uuid) != vm.state:
             changed_states[vm.pk] = (vm.state, vm.get_state_display())
     gone = known - seen
     if gone:
         host.vms.filter(uuid__in=gone).delete()
+    disks = _save_disks(host, saved, domains, storage, stats)
     _mark_reachable(host, now=now, actor=actor)
     # vm.state for the guests whose state the refresh found changed, host.status for the host.
     broadcast.inventory_changed(host_id=host.pk, host_status=(host.status, host.get_status_display()),
                                 guests=changed_states)
+    logger.debug("%s: disk rows created %d, updated %d, deleted %d", host.name, disks["created"], disks["updated"],
+                 disks["deleted"])
     return {"vms": len(seen), "added": len(seen - known), "removed": len(gone)}
 
 

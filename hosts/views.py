@@ -14,7 +14,7 @@ from core.models import Job
 from core.choices import RoleChoices
 from core.roles import AdminRequiredMixin, OperatorRequiredMixin, ViewerRequiredMixin
 
-from . import load, services
+from . import disk_sizes, load, services
 from .choices import HostJobKindChoices, HostLifecycleChoices, VMActionChoices
 from .forms import HostAddForm, HostTrustForm
 from .inventory_page import duplicate_flags, inventory_context
@@ -260,7 +260,13 @@ class VMDetailView(ViewerRequiredMixin, HostAccessMixin, VMMixin, DetailView):
         context["actions"] = vm_actions_available(vm.state, persistent=vm.persistent) if vm.host.is_connectable else []
         # What holds the guest now: its badge, and the buttons held back until it ends.
         context["lease"] = lease_holder(vm.uuid)
-        context["disks"] = vm.disks.all()
+        disks = list(vm.disks.all())
+        context["disks"] = disks
+        context["disk_totals"] = disk_sizes.guest_totals(disks)
+        # Data disks no refresh sized: the page says what a copy of them assumes.
+        context["unsized_disks"] = [d.target for d in disks if d.device in disk_sizes.IMAGE_DEVICES
+                                    and d.capacity_bytes is None and d.allocation_bytes is None]
+        context["assumed_disk_bytes"] = disk_sizes.ASSUMED_DISK_BYTES
         context["nics"] = vm.nics.all()
         context["jobs"] = _recent_jobs("virtualmachine", vm.pk)
         return context

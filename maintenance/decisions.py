@@ -150,10 +150,11 @@ def evacuation_end(*, kind: str, host: str, items: Sequence[SettledItem], cancel
     return ES.SUCCEEDED, counts[0].upper() + counts[1:] + (f"; {host} is empty." if kind == "enter" else ".")
 
 
-def estimate_s(*, memory_kib: int, action: str, bandwidth_bps: float, overhead_s: float) -> int:
-    """Seconds one item takes: the fixed cost of a migration plus its memory over the link."""
+def estimate_s(*, memory_kib: int, action: str, bandwidth_bps: float, overhead_s: float, disk_bytes: int = 0) -> int:
+    """Seconds one item takes: the fixed cost of a migration plus its memory over the link, and
+    ``disk_bytes`` of local disks a storage-copying live migration sends over the same link first."""
     if action == IA.LIVE:
-        return math.ceil(overhead_s + memory_kib * 1024 / max(bandwidth_bps, 1.0))
+        return math.ceil(overhead_s + (memory_kib * 1024 + max(disk_bytes, 0)) / max(bandwidth_bps, 1.0))
     if action in (IA.OFFLINE, IA.START):
         return math.ceil(overhead_s)
     if action == IA.SHUTDOWN:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.db.models import Sum
 
+from hosts import disk_sizes
 from hosts.capacity import host_budget
 from hosts.choices import VM_ACTIVE_STATES, DiskStorageChoices, VMStateChoices
 from hosts.models import Host, VirtualMachine
@@ -56,6 +57,8 @@ class PlanRow:
     estimated_s: int = 0
     overridden: bool = False
     local_disks: tuple[str, ...] = ()
+    disk_copy_bytes: int = 0  # local disks' data a storage-copying live move sends (in estimated_s)
+    disk_copy_note: str = ""  # what that assumed of disks no refresh sized ("" when all are recorded)
 
     @property
     def moves(self) -> bool:
@@ -286,6 +289,8 @@ def evacuation_plan(
     others = _candidates(host, candidates)
     usable = [h for h in others if h.is_connectable and not h.in_maintenance]
     needs = {str(vm.uuid): guest_needs(vm) for vm in vms}
+    # What a storage-copying live move of each guest sends of its local disks (disks prefetched).
+    disk_copies = {str(vm.uuid): disk_sizes.storage_copy_estimate(vm.disks.all()) for vm in vms} if copy_storage else {}
     free = {h.name: None for h in others}
     reachable = {h.name: None for h in others}
     verdicts: dict[tuple[str, str], tuple[Verdict, ...]] = {}
@@ -345,14 +350,23 @@ def evacuation_plan(
         else:
             row = dict(outcome=p.outcome, action=IA.STAY, blocker=p.blocker, note=p.note, warnings=p.warnings)
         (moving if row["action"] != IA.STAY else staying).append((need, row))
+    assumed_disks = 0
     for position, (need, row) in enumerate(moving + staying, start=1):
+        copy = disk_copies.get(need.uuid) if row["action"] == IA.LIVE and need.local_disks else None
+        assumed_disks += len(copy.unknown) if copy else 0
         rows.append(PlanRow(
             position=position, uuid=need.uuid, name=need.name, state=need.state, memory_kib=need.memory_kib,
             vcpus=need.vcpus, local_disks=need.local_disks,
             estimated_s=decisions.estimate_s(memory_kib=need.memory_kib, action=row["action"],
-                                             bandwidth_bps=bw, overhead_s=overhead),
+                                             bandwidth_bps=bw, overhead_s=overhead,
+                                             disk_bytes=copy.bytes if copy else 0),
+            disk_copy_bytes=copy.bytes if copy else 0, disk_copy_note=copy.note if copy else "",
             **row,
         ))
+    if any(r.disk_copy_bytes for r in rows):
+        basis += " Local disks copied at the same rate, by their recorded allocation"
+        basis += (f"; {assumed_disks} of unknown size (no refresh recorded it) assumed "
+                  f"{disk_sizes.ASSUMED_DISK_BYTES // 2**30} GiB each." if assumed_disks else ".")
     durations = [r.estimated_s for r in rows if r.action != IA.STAY]
     # Migration slots cap what leaves one host at once, whatever the evacuation asks for.
     lanes = min(concurrency, settings.VMPORTAL_MAX_OUTGOING)

@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 
+from hosts import disk_sizes
+
 from .options import MigrationOptions, TimeoutAction
 
 
@@ -513,8 +515,8 @@ FORCE_COMPLETE_GRACE_S = 120
 
 COLD_JOB_MARGIN_S = 900  # checking, defining, starting, verifying checksums, rolling back
 COLD_COPY_MIN_BYTES_PER_S = 20 * 1024 * 1024  # the slowest copy rate the job timeout allows for
-# The inventory records no disk sizes: the timeout assumes this much, so it is generous.
-COLD_ASSUMED_DISK_BYTES = 64 * 2**30
+# A disk whose size no refresh recorded: the timeout assumes this much of it (hosts.disk_sizes), so it is generous.
+COLD_ASSUMED_DISK_BYTES = disk_sizes.ASSUMED_DISK_BYTES
 
 
 def migration_time_limit_s(options: MigrationOptions, *, max_seconds: int) -> int:
@@ -536,3 +538,14 @@ def migration_job_timeout_s(options: MigrationOptions, *, max_seconds: int) -> i
 def cold_job_timeout_s(disk_bytes: int) -> int:
     """The job's timeout: the copy at a slow rate, plus checksums on both sides, plus the rest."""
     return COLD_JOB_MARGIN_S + int(3 * disk_bytes / COLD_COPY_MIN_BYTES_PER_S)
+
+
+def cold_copy_plan(disks) -> tuple[disk_sizes.SizeEstimate, int]:
+    """(what the copy reads, from the inventory's recorded sizes; the job's timeout for it).
+
+    ``disks``: the guest's inventory disks. Each file counts with its recorded size (the file's
+    physical size: the copy and both checksums read all of it, holes included); a disk no refresh
+    sized counts as ``COLD_ASSUMED_DISK_BYTES`` and the estimate's ``note`` says so.
+    """
+    estimate = disk_sizes.cold_copy_estimate(disks, assumed_each=COLD_ASSUMED_DISK_BYTES)
+    return estimate, cold_job_timeout_s(estimate.bytes)

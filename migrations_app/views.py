@@ -23,7 +23,7 @@ from hosts.models import Host, VirtualMachine
 from hosts.permissions import HostAccessMixin, hosts_for, records_for
 from storage.models import Share
 
-from . import states
+from . import policy, states
 from .choices import (
     ColdMigrationStatusChoices as C,
     MigrationActionChoices,
@@ -410,9 +410,13 @@ class ColdMigrationWizardView(OperatorRequiredMixin, HostAccessMixin, FormView):
         context = super().get_context_data(**kwargs)
         vm = self.get_vm()
         to = self._preselected()
+        disks = list(vm.disks.all())
+        estimate, timeout_s = policy.cold_copy_plan(disks)
         context.update(
             vm=vm,
-            disks=vm.disks.all(),
+            disks=disks,
+            copy_estimate=estimate,
+            copy_timeout_s=timeout_s,
             shut_off=vm.state == VMStateChoices.SHUTOFF,
             back_to=to if to is not None and to.pk != vm.host_id else None,
             held=lease_holder(vm.uuid),

@@ -1,7 +1,9 @@
 """Load figures of one host in one go: libvirt's bulk domain stats plus the node's CPU and memory.
 
 ``host_stats(conn)`` makes one ``getAllDomainStats`` call for every guest (state, balloon,
-vCPU and block groups), one ``getCPUStats`` and one ``getMemoryStats`` for the node. Counters
+vCPU and block groups), one ``getCPUStats`` and one ``getMemoryStats`` for the node. The block
+group's sizes of each disk (capacity, allocation, physical) are what the inventory records of
+it, so disk sizes cost no call of their own. Counters
 stay cumulative here (CPU nanoseconds); ``cpu_use_percent`` / ``vcpu_use_percent`` turn two
 samples into a use between them. Never imports Django.
 """
@@ -16,6 +18,9 @@ import libvirt
 from .libvirt import state_name, translate_error
 
 _ALL_CELLS = -1  # VIR_NODE_CPU_STATS_ALL_CPUS / VIR_NODE_MEMORY_STATS_ALL_CELLS
+# What a host can make us keep per guest: disks beyond these are not read, sizes beyond 2^63 are nonsense.
+MAX_DISKS = 256
+MAX_SIZE_BYTES = 2**63 - 1
 
 STATS_GROUPS = (
     libvirt.VIR_DOMAIN_STATS_STATE
@@ -27,10 +32,14 @@ STATS_GROUPS = (
 
 @dataclass(frozen=True)
 class DiskStats:
+    """One disk's sizes as libvirt's block group gives them; None where libvirt gave none
+    (an empty cdrom tray, a network disk it cannot size, a file it could not read)."""
+
     name: str  # target (vda…)
-    capacity_bytes: int
-    allocation_bytes: int
-    physical_bytes: int
+    path: str  # the source libvirt sized ("" for network disks and empty trays)
+    capacity_bytes: int | None  # what the guest sees
+    allocation_bytes: int | None  # what holds data (a file's allocated blocks; QEMU's highest write when running)
+    physical_bytes: int | None  # the container: a file's size, a block device's size
 
 
 @dataclass(frozen=True)
@@ -66,16 +75,31 @@ class HostStats:
     monotonic_s: float  # when read, for deltas between two samples
 
 
+def _size(value) -> int | None:
+    """A byte count libvirt reported, or None when it reported none (or nonsense)."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        size = int(value)
+    except (TypeError, ValueError):
+        return None
+    return size if 0 <= size <= MAX_SIZE_BYTES else None
+
+
 def _domain(dom, values: dict) -> DomainStats:
     vcpus = int(values.get("vcpu.current", 0) or 0)
     vcpu_time = sum(int(values.get(f"vcpu.{i}.time", 0) or 0) for i in range(int(values.get("vcpu.maximum", vcpus) or 0)))
     disks = []
-    for i in range(int(values.get("block.count", 0) or 0)):
+    for i in range(min(int(values.get("block.count", 0) or 0), MAX_DISKS)):
+        name = str(values.get(f"block.{i}.name", ""))[:32]
+        if not name:
+            continue
         disks.append(DiskStats(
-            name=str(values.get(f"block.{i}.name", "")),
-            capacity_bytes=int(values.get(f"block.{i}.capacity", 0) or 0),
-            allocation_bytes=int(values.get(f"block.{i}.allocation", 0) or 0),
-            physical_bytes=int(values.get(f"block.{i}.physical", 0) or 0),
+            name=name,
+            path=str(values.get(f"block.{i}.path", ""))[:4096],
+            capacity_bytes=_size(values.get(f"block.{i}.capacity")),
+            allocation_bytes=_size(values.get(f"block.{i}.allocation")),
+            physical_bytes=_size(values.get(f"block.{i}.physical")),
         ))
     return DomainStats(
         uuid=dom.UUIDString(),

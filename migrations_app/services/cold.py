@@ -55,6 +55,9 @@ def cold_migration_request(
     nothing would move, or another operation holds the guest's lease (GuestBusy) — claimed in
     the transaction that creates the record, so of two simultaneous requests of any kinds
     exactly one gets through. The job re-checks everything on the hosts.
+
+    The job's timeout follows the disk sizes the inventory recorded (``policy.cold_copy_plan``;
+    ``disk_bytes_hint`` overrides them); the audit row keeps the bytes assumed and why.
     """
     vm = VirtualMachine.objects.select_related("host").get(pk=vm.pk)
     source = vm.host
@@ -87,6 +90,9 @@ def cold_migration_request(
         if share.path_seen_by(destination) is None:
             refused(f"{destination.name} does not mount the share {share}.",
                     "Add it as a client of the share (the NFS wizard), or choose another destination.")
+    estimate, timeout_s = policy.cold_copy_plan(vm.disks.all())
+    if disk_bytes_hint:
+        timeout_s = policy.cold_job_timeout_s(disk_bytes_hint)
     try:
         with transaction.atomic():
             cold = ColdMigration.objects.create(
@@ -96,7 +102,7 @@ def cold_migration_request(
             )
             cold.job = job_enqueue(
                 kind=MigrationJobKindChoices.COLD_RUN, func=COLD_MIGRATION_JOB, args=(cold.pk,), target=cold,
-                timeout_s=policy.cold_job_timeout_s(disk_bytes_hint or policy.COLD_ASSUMED_DISK_BYTES), actor=actor,
+                timeout_s=timeout_s, actor=actor,
                 enqueue=run_by_worker,
             )
             cold.save(update_fields=["job"])
@@ -106,7 +112,10 @@ def cold_migration_request(
             where = f"onto {share}" if same_host else f"from {source.name} to {destination.name}"
             audit_record(
                 actor=actor, action=A.COLD_REQUEST, result=AuditResultChoices.OK, target=cold,
-                parameters=parameters, message=f"Cold-migrate {vm.name} {where} requested.",
+                parameters={**parameters, "copy_bytes": disk_bytes_hint or estimate.bytes,
+                            "copy_bytes_basis": "given" if disk_bytes_hint else (estimate.note or "recorded sizes"),
+                            "timeout_s": timeout_s},
+                message=f"Cold-migrate {vm.name} {where} requested.",
             )
             cold_changed(cold)
     except leases.GuestBusy as busy:

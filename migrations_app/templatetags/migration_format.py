@@ -27,12 +27,15 @@ def ms_h(value) -> str:
 
 @register.filter
 def secs_h(value) -> str:
-    """3.2 → "3.2 s"; 125 → "2 min 5 s"."""
+    """3.2 → "3.2 s"; 125 → "2 min 5 s"; 7260 → "2 h 1 min"."""
     if not isinstance(value, (int, float)):
         return "—"
     if value < 60:
         return f"{value:.1f} s"
     minutes, seconds = divmod(int(round(value)), 60)
+    if minutes >= 60:
+        hours, minutes = divmod(minutes, 60)
+        return f"{hours} h {minutes} min"
     return f"{minutes} min {seconds} s"
 
 

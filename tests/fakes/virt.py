@@ -439,7 +439,7 @@ class FakeConnect:
         return found
 
     def getAllDomainStats(self, stats: int = 0, flags: int = 0) -> list[tuple[FakeDomain, dict]]:  # noqa: N802
-        """The state and vCPU groups of every guest (the groups the adapters ask for)."""
+        """The state, vCPU, balloon and block groups of every guest (the groups the adapters ask for)."""
         self.host.check_libvirt()
         found = []
         for dom in self.listAllDomains():
@@ -449,12 +449,17 @@ class FakeConnect:
                 values["vcpu.current"] = values["vcpu.maximum"] = info.vcpus
                 values["vcpu.0.time"] = self.host.vcpu_times.get(dom.UUIDString(), 0)
                 values["balloon.current"] = values["balloon.maximum"] = info.memory_kib
-            targets = [d.target for d in info.disks]
-            values["block.count"] = len(targets)
-            for i, target in enumerate(targets):
-                cap, alloc, phys = self.host.block_sizes.get((dom.UUIDString(), target), (0, 0, 0))
-                values.update({f"block.{i}.name": target, f"block.{i}.capacity": cap,
-                               f"block.{i}.allocation": alloc, f"block.{i}.physical": phys})
+            values["block.count"] = len(info.disks)
+            for i, disk in enumerate(info.disks):
+                values[f"block.{i}.name"] = disk.target
+                if disk.source:
+                    values[f"block.{i}.path"] = disk.source
+                # As libvirt: a disk it cannot size (here: none scripted) has no size fields at all.
+                size = self.host.block_sizes.get((dom.UUIDString(), disk.target))
+                if size is not None:
+                    cap, alloc, phys = size
+                    values.update({f"block.{i}.capacity": cap, f"block.{i}.allocation": alloc,
+                                   f"block.{i}.physical": phys})
             found.append((dom, values))
         return found
 

@@ -27,6 +27,7 @@ from hosts.models import Host, VirtualMachine
 from hosts.services import HostConnection
 from hosts.inventory_page import duplicate_flags
 from hosts.watcher import HostEventWatch
+from lab_support import refresh, sh
 
 pytestmark = [pytest.mark.lab, pytest.mark.django_db(transaction=True), pytest.mark.timeout(300)]
 
@@ -96,6 +97,57 @@ def test_onboarding_gathers_facts_and_guests(lab_now, onboarded):
     disk = guest.disks.get(device="disk")
     assert disk.readonly and disk.format == "raw" and disk.source
     assert disk.storage in ("local", "shared") and disk.storage_fstype  # placed by findmnt over SSH
+
+
+def _domblkinfo(entry: dict, uuid: str, target: str) -> dict[str, int]:
+    """``virsh domblkinfo`` on the host itself: {"Capacity": …, "Allocation": …, "Physical": …} in bytes."""
+    out = sh(entry, ["virsh", "-c", "qemu:///system", "domblkinfo", uuid, target], check=True).stdout
+    return {k.strip(): int(v) for k, v in (line.split(":", 1) for line in out.splitlines() if ":" in line)}
+
+
+def _image_info(entry: dict, path: str) -> dict:
+    # -U: the image is open in a running QEMU, which holds its lock.
+    return json.loads(sh(entry, ["qemu-img", "info", "-U", "--output=json", path], check=True).stdout)
+
+
+def _assert_sizes_as_the_host_reports(entry: dict, vm: VirtualMachine) -> int:
+    checked = 0
+    for disk in vm.disks.all():
+        if disk.device != "disk" or disk.source_type != "file" or not disk.source:
+            continue
+        image, blk = _image_info(entry, disk.source), _domblkinfo(entry, str(vm.uuid), disk.target)
+        size = int(sh(entry, ["stat", "-c", "%s", disk.source], check=True).stdout)
+        assert disk.capacity_bytes == image["virtual-size"] == blk["Capacity"], (vm.name, disk.target, image, blk)
+        assert disk.physical_bytes == blk["Physical"] == size, (vm.name, disk.target, blk, size)
+        assert disk.allocation_bytes is not None and 0 <= disk.allocation_bytes <= max(size, disk.capacity_bytes)
+        checked += 1
+    return checked
+
+
+def test_refresh_records_each_disks_size_as_the_host_reports_it(lab_now, onboarded):
+    """Capacity and file size from the one bulk stats call equal qemu-img's and virsh domblkinfo's,
+    for a running guest and, after it is forced off, a shut-off one."""
+    checked = 0
+    for entry in lab_now["hosts"]:
+        host = onboarded[entry["name"]]
+        refresh(host)
+        for vm in VirtualMachine.objects.filter(host=host).prefetch_related("disks"):
+            checked += _assert_sizes_as_the_host_reports(entry, vm)
+    assert checked, "no file-backed disk on any lab guest"
+    host_name, name = running_guest(lab_now, "labh1")
+    entry = next(h for h in lab_now["hosts"] if h["name"] == host_name)
+    vm = VirtualMachine.objects.get(host=onboarded[host_name], name=name)
+    with direct(vm.host) as conn:
+        libvirt_adapter.destroy_domain(conn, str(vm.uuid))
+    try:
+        refresh(vm.host)
+        vm = VirtualMachine.objects.prefetch_related("disks").get(pk=vm.pk)
+        assert vm.state == VMStateChoices.SHUTOFF
+        assert _assert_sizes_as_the_host_reports(entry, vm)
+    finally:
+        with direct(vm.host) as conn:
+            if libvirt_adapter.get_domain(conn, str(vm.uuid)).state != "running":
+                libvirt_adapter.start_domain(conn, str(vm.uuid))
 
 
 def test_commands_against_the_lab(onboarded):

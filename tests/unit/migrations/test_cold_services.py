@@ -181,13 +181,62 @@ def test_request_creates_the_record_a_job_and_the_audit_row(hosts_and_guest, job
     job = cold.job
     assert job.kind == MigrationJobKindChoices.COLD_RUN
     assert (job.target_type, job.target_id) == ("coldmigration", str(cold.pk))
-    assert job.timeout_s == policy.cold_job_timeout_s(64 * 2**30)  # the inventory has no sizes: generous
+    assert job.timeout_s == policy.cold_job_timeout_s(64 * 2**30)  # the inventory lists no disk: generous
     assert job_calls == [(job.pk, cold.pk)]  # enqueued once the request committed
     event = AuditEvent.objects.get(action="migration.cold.request")
     assert event.result == "ok" and event.target_type == "coldmigration" and event.target_id == str(cold.pk)
     assert event.message == "Cold-migrate web-1 from kvm-a to kvm-b requested."
     assert event.parameters == {"vm_uuid": str(vm.uuid), "source": "kvm-a", "destination": "kvm-b", "share": None,
-                                "start": True, "keep_source": True}
+                                "start": True, "keep_source": True, "copy_bytes": 64 * 2**30,
+                                "copy_bytes_basis": "no disk recorded in the inventory (never refreshed?), assuming "
+                                                    "one of 64 GiB",
+                                "timeout_s": job.timeout_s}
+
+
+def _disk(vm, target, **fields):
+    from hosts.models import VirtualDisk
+    base = dict(device="disk", source_type="file", source=f"/var/lib/libvirt/images/{vm.name}-{target}.qcow2",
+                format="qcow2", storage="local")
+    return VirtualDisk.objects.create(vm=vm, target=target, **{**base, **fields})
+
+
+def test_the_job_timeout_follows_the_recorded_disk_sizes(hosts_and_guest):
+    """Each copied file counts with its recorded file size (the copy and both checksums read all of it);
+    a cdrom and a network disk do not move and do not count."""
+    _src, dst, _third, vm = hosts_and_guest
+    _disk(vm, "vda", capacity_bytes=20 * 2**30, allocation_bytes=3 * 2**30, physical_bytes=3 * 2**30 + 2**20)
+    _disk(vm, "vdb", format="raw", capacity_bytes=10 * 2**30, allocation_bytes=2**30, physical_bytes=10 * 2**30)
+    _disk(vm, "sda", device="cdrom", source="/srv/iso/debian.iso", capacity_bytes=600 * 2**20)
+    _disk(vm, "vdc", source_type="network", protocol="rbd", source="pool/web-1-data", storage="network")
+    cold = request(vm, dst)
+    copied = 3 * 2**30 + 2**20 + 10 * 2**30
+    assert cold.job.timeout_s == policy.cold_job_timeout_s(copied) < policy.cold_job_timeout_s(64 * 2**30)
+    event = AuditEvent.objects.get(action="migration.cold.request")
+    assert (event.parameters["copy_bytes"], event.parameters["copy_bytes_basis"]) == (copied, "recorded sizes")
+
+
+def test_a_disk_no_refresh_sized_is_assumed_and_the_audit_says_so(hosts_and_guest):
+    _src, dst, _third, vm = hosts_and_guest
+    _disk(vm, "vda", capacity_bytes=8 * 2**30, allocation_bytes=2**30, physical_bytes=2**30)
+    _disk(vm, "vdb")  # never sized
+    cold = request(vm, dst)
+    assert cold.job.timeout_s == policy.cold_job_timeout_s(2**30 + policy.COLD_ASSUMED_DISK_BYTES)
+    basis = AuditEvent.objects.get(action="migration.cold.request").parameters["copy_bytes_basis"]
+    assert basis == "size of vdb unknown (no refresh recorded it), assuming 64 GiB"
+
+
+def test_the_wizard_shows_the_sizes_and_what_it_assumes(hosts_and_guest, operator_client):
+    from django.urls import reverse
+    _src, _dst, _third, vm = hosts_and_guest
+    _disk(vm, "vda", capacity_bytes=20 * 2**30, allocation_bytes=3 * 2**30, physical_bytes=3 * 2**30)
+    _disk(vm, "vdb")  # never sized
+    page = operator_client.get(reverse("migrations_app:cold_new", args=[vm.pk])).content.decode()
+    assert "— file 3 GiB, 3 GiB used of 20 GiB" in page and "— size unknown" in page
+    estimate = page[page.index('id="cold-estimate"'):]
+    estimate = estimate[:estimate.index("</p>")]
+    assert "The copy reads about <strong>67 GiB</strong> (2 files" in estimate
+    assert "size of vdb unknown (no refresh recorded it), assuming 64 GiB" in estimate
+    assert f"up to {policy.cold_job_timeout_s(67 * 2**30) // 3600} h" in estimate
 
 
 def test_a_request_run_by_its_caller_is_not_enqueued(hosts_and_guest, job_calls, django_capture_on_commit_callbacks):

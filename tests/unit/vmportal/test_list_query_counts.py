@@ -53,7 +53,9 @@ def vms_on(host: Host, n: int) -> list[VirtualMachine]:
         for i in range(n))
     VirtualDisk.objects.bulk_create(
         VirtualDisk(vm=vm, target="vda", device="disk", source_type="file", source=f"/srv/vmstore/{vm.name}.qcow2",
-                    format="qcow2", storage="local" if i % 5 == 0 else "shared")
+                    format="qcow2", storage="local" if i % 5 == 0 else "shared",
+                    # Half the disks sized by a refresh, half never: both kinds of cell in the guest table.
+                    capacity_bytes=20 * 2**30 if i % 2 else None, allocation_bytes=2**30 if i % 2 else None)
         for i, vm in enumerate(vms))
     return vms
 
