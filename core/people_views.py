@@ -4,6 +4,7 @@ the one-time link a person opens to set their password. Views validate and call 
 from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
 from django.db.models import Prefetch
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
@@ -32,15 +33,19 @@ def _link(request, token: str) -> str:
     return request.build_absolute_uri(reverse("core:invitation_accept", kwargs={"token": token}))
 
 
+PEOPLE_PER_PAGE = 50
+
+
 class PeopleListView(AdminRequiredMixin, TemplateView):
     template_name = "core/people_list.html"
 
     def get_context_data(self, **kwargs):
-        users = get_user_model().objects.order_by("username").prefetch_related(
+        users = get_user_model().objects.order_by("username", "pk").prefetch_related(
             "groups", Prefetch("invitations", queryset=UserInvitation.objects.filter(used_at__isnull=True)))
-        return {**super().get_context_data(**kwargs),
+        page = Paginator(users, PEOPLE_PER_PAGE).get_page(self.request.GET.get("page"))
+        return {**super().get_context_data(**kwargs), "page": page,
                 "rows": [{"user": u, "role": role_of(u) or ("Admin (superuser)" if u.is_superuser else ""),
-                          "pending": next(iter(u.invitations.all()), None)} for u in users]}
+                          "pending": next(iter(u.invitations.all()), None)} for u in page.object_list]}
 
 
 class UserCreateView(AdminRequiredMixin, FormView):

@@ -401,3 +401,15 @@ def test_saved_states_and_evacuations_are_paged_newest_first(admin_client):
     assert _walk_pages(admin_client, reverse("maintenance:evacuation_list"), 'class="badge evac-') == [50, 7]
     first = admin_client.get(reverse("guest_state:list")).content.decode()
     assert first.index("/srv/vmstore/s-0.save") < first.index("/srv/vmstore/s-1.save")  # newest first
+
+
+def test_people_are_paged_by_name(admin_client):
+    import re
+
+    get_user_model().objects.bulk_create(get_user_model()(username=f"person-{i:03d}") for i in range(60))
+    first = admin_client.get(reverse("core:people")).content.decode()
+    assert first.count('href="/people/') >= 50 and "person-048" in first and "person-059" not in first
+    assert re.search(r"People 1–50 of 6\d", first)
+    second = admin_client.get(reverse("core:people") + "?page=2").content.decode()
+    assert "person-059" in second and "person-000" not in second
+    assert admin_client.get(reverse("core:people") + "?page=999").status_code == 200  # the last page
