@@ -299,6 +299,8 @@ async def client_worker(urls: list[str], count: int, cookies: list[str], drain: 
                        "p95": round(percentile(latencies, 95) * 1000, 1),
                        "max": round(max(latencies) * 1000, 1) if latencies else None},
         "closed_during_run": closed_early,
+        # The clients' own process: a busy machine can make it, not daphne, the slow part.
+        "client_worker_cpu_s": round(time.process_time(), 1),
     }), flush=True)
 
 
@@ -320,7 +322,10 @@ def run_clients(args, urls, cookies, guests, pids, figures, workdir: Path) -> di
         sent: dict[int, float] = {}
         go = threading.Event()
         go.set()
+        load_before = os.getloadavg()[0]
+        publish_started = time.monotonic()
         publish(rate=args.rate, seconds=args.seconds, guests=guests, sent=sent, start=go)
+        publish_s = time.monotonic() - publish_started
         times = workdir / "sent.json"
         times.write_text(json.dumps(sent))
         worker.stdin.write(f"report {times}\n")
@@ -331,6 +336,8 @@ def run_clients(args, urls, cookies, guests, pids, figures, workdir: Path) -> di
     finally:
         stop(worker)
     result = json.loads(report)
+    result["publish_s"] = round(publish_s, 1)  # longer than --seconds: the sender fell behind its schedule
+    result["load_average"] = [round(load_before, 1), round(os.getloadavg()[0], 1)]  # as the changes start, end
     return {**result, "asgi": len(urls), "connect_s": round(connect_s, 1), "rate": args.rate,
             "seconds": args.seconds, "coalesced": not args.no_coalesce}
 
@@ -442,7 +449,9 @@ def main() -> int:
               f"delivered per client min {result['delivered_per_client']['min']} / median "
               f"{result['delivered_per_client']['median']}, lost {result['lost']}, "
               f"messages per client (median) {result['messages_per_client']['median']}, "
-              f"latency p50 {latency['p50']} ms / p95 {latency['p95']} ms / max {latency['max']} ms")
+              f"latency p50 {latency['p50']} ms / p95 {latency['p95']} ms / max {latency['max']} ms; "
+              f"connected in {result['connect_s']} s, sent in {result['publish_s']} s, "
+              f"client process CPU {result['client_worker_cpu_s']} s, load average {result['load_average']}")
         for stage, per_pid in figures.items():
             print(f"  daphne {stage:>13}: " + "; ".join(
                 f"pid {pid} cpu {f['cpu_s']} s rss {f['rss_mib']} MiB" for pid, f in per_pid.items()))

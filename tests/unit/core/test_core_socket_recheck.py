@@ -365,3 +365,61 @@ def test_the_round_reads_the_same_number_of_queries_for_12_sockets_as_for_300(vi
     # 12: every kind of socket for every user already (3 users, 4 kinds).
     few, many = assert_constant_query_count(run, grow, few=12, many=300)
     assert few == many <= 10
+
+
+# ---------------------------------------------------------------------------------------------
+# Memory goes back to the system once many of the sockets have gone.
+
+def test_memory_is_handed_back_once_after_a_run_of_closes(monkeypatch):
+    from core import socket_recheck
+
+    monkeypatch.setattr(socket_recheck, "SHRINK_DELAY_S", 0.05)
+    handed_back = []
+
+    async def scenario():
+        recheck = SocketRecheck(lambda sockets: {}, lambda: 60.0, shrunk=lambda: handed_back.append(len(recheck.sockets)))
+        sockets = [FakeSocket(n) for n in range(socket_recheck.SHRINK_FROM * 2)]
+        for socket in sockets:
+            recheck.add(socket)
+        for socket in sockets[:socket_recheck.SHRINK_FROM - 1]:  # not yet half of them
+            recheck.discard(socket)
+        await asyncio.sleep(0.1)
+        before_half = list(handed_back)
+        for socket in sockets[socket_recheck.SHRINK_FROM - 1:]:  # the rest, one after the other
+            recheck.discard(socket)
+        await _until(lambda: handed_back, "memory handed back")
+        await asyncio.sleep(0.1)
+        return before_half
+
+    assert async_to_sync(scenario)() == [] and handed_back == [0]  # once, after the last close
+
+
+def test_a_few_sockets_coming_and_going_hand_nothing_back(monkeypatch):
+    from core import socket_recheck
+
+    monkeypatch.setattr(socket_recheck, "SHRINK_DELAY_S", 0.01)
+    handed_back = []
+
+    async def scenario():
+        recheck = SocketRecheck(lambda sockets: {}, lambda: 60.0, shrunk=lambda: handed_back.append(1))
+        for _ in range(3):
+            sockets = [FakeSocket(n) for n in range(socket_recheck.SHRINK_FROM - 1)]
+            for socket in sockets:
+                recheck.add(socket)
+            for socket in sockets:
+                recheck.discard(socket)
+        await asyncio.sleep(0.1)
+
+    async_to_sync(scenario)()
+    assert handed_back == []
+
+
+def test_on_glibc_the_trim_is_found():
+    import platform
+
+    from core.socket_recheck import _malloc_trim, return_freed_memory
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("malloc_trim is glibc's")
+    assert _malloc_trim() is not None  # else the memory of closed sockets silently stays
+    return_freed_memory()
