@@ -25,8 +25,12 @@ database and Redis (DATABASE_URL, REDIS_URL, DJANGO_SETTINGS_MODULE and keys as 
 a Viewer "bench-live" and its session are added there, the changes name existing guests and
 no daphne figures are read (their processes are not ours).
 
-The clients run in a process of their own (autobahn on asyncio; this process has Django, whose
-Channels holds autobahn on Twisted), one session per client unless ``--sessions`` says fewer;
+The clients run in ``--client-processes`` processes of their own (default 4; autobahn on asyncio;
+this process has Django, whose Channels holds autobahn on Twisted: one process reading a
+thousand sockets on a busy machine fell behind them, every client stopped at the same change,
+and that counted as daphne's loss), one session per client unless ``--sessions`` says fewer;
+``--rounds N`` connects, sends and disconnects N times against the same daphne processes
+(memory a later round does not grow further is reused, not leaked);
 ``--recheck`` sets VMPORTAL_WS_RECHECK_SECONDS for the daphne processes.
 
 Goals (issue 16): 200 clients, 50 changes/s for 30 s: 0 lost, p95 ≤ 500 ms; 1,000 clients
@@ -200,8 +204,8 @@ def make_client_class():
     return Client
 
 
-async def open_clients(urls: list[str], count: int, cookies: list[str], *, parallel: int = 10) -> list:
-    """``count`` clients on /ws/inventory/, round-robin over ``urls``, each past its first state."""
+async def open_clients(urls: list[str], numbers: range, cookies: list[str], *, parallel: int = 10) -> list:
+    """Clients ``numbers`` on /ws/inventory/, round-robin over ``urls``, each past its first state."""
     from autobahn.asyncio.websocket import WebSocketClientFactory
 
     Client = make_client_class()
@@ -227,7 +231,7 @@ async def open_clients(urls: list[str], count: int, cookies: list[str], *, paral
                 print(f"{len(opened)} clients connected ({opened[-1] - started:.1f} s)", file=sys.stderr, flush=True)
             return client
 
-    return await asyncio.gather(*(one(n) for n in range(count)))
+    return await asyncio.gather(*(one(n) for n in numbers))
 
 
 def publish(*, rate: float, seconds: float, guests: list, sent: dict, start: threading.Event) -> None:
@@ -263,12 +267,12 @@ def log_counts(paths: list[Path]) -> dict:
     return {"over_capacity": text.count("over capacity"), "exceptions": text.count("Exception inside application")}
 
 
-async def client_worker(urls: list[str], count: int, cookies: list[str], drain: float, connect_timeout: float) -> None:
+async def client_worker(urls: list[str], numbers: range, cookies: list[str], drain: float, connect_timeout: float) -> None:
     """The clients, in a process of their own (autobahn on asyncio; Django's process has it on
     Twisted): "ready" once all are connected, then on a line "report <file of send times>" the
     figures as one JSON line."""
     try:
-        clients = await asyncio.wait_for(open_clients(urls, count, cookies), connect_timeout)
+        clients = await asyncio.wait_for(open_clients(urls, numbers, cookies), connect_timeout)
     except (TimeoutError, RuntimeError, OSError) as exc:
         print(f"failed: {type(exc).__name__} {exc}", flush=True)
         return
@@ -291,17 +295,30 @@ async def client_worker(urls: list[str], count: int, cookies: list[str], drain: 
         client.sendClose()
     await asyncio.sleep(1.0)  # the close handshakes
     print(json.dumps({
-        "clients": len(clients), "changes_sent": total,
-        "delivered_per_client": {"min": min(delivered), "median": statistics.median(delivered), "max": max(delivered)},
-        "lost": total * len(clients) - sum(delivered),
-        "messages_per_client": {"min": min(messages), "median": statistics.median(messages), "max": max(messages)},
-        "latency_ms": {"p50": round(percentile(latencies, 50) * 1000, 1),
-                       "p95": round(percentile(latencies, 95) * 1000, 1),
-                       "max": round(max(latencies) * 1000, 1) if latencies else None},
-        "closed_during_run": closed_early,
+        "changes_sent": total, "delivered": delivered, "messages": messages,
+        "latencies_ms": [round(value * 1000, 1) for value in latencies], "closed_during_run": closed_early,
         # The clients' own process: a busy machine can make it, not daphne, the slow part.
-        "client_worker_cpu_s": round(time.process_time(), 1),
+        "cpu_s": round(time.process_time(), 1),
     }), flush=True)
+
+
+def merge_reports(reports: list[dict]) -> dict:
+    """The figures of all client processes together."""
+    delivered = [n for report in reports for n in report["delivered"]]
+    messages = [n for report in reports for n in report["messages"]]
+    latencies = [ms for report in reports for ms in report["latencies_ms"]]
+    total = reports[0]["changes_sent"]
+    return {
+        "clients": len(delivered), "changes_sent": total,
+        "delivered_per_client": {"min": min(delivered), "median": statistics.median(delivered), "max": max(delivered)},
+        "lost": total * len(delivered) - sum(delivered),
+        "messages_per_client": {"min": min(messages), "median": statistics.median(messages), "max": max(messages)},
+        "latency_ms": {"p50": percentile(latencies, 50), "p95": percentile(latencies, 95),
+                       "max": max(latencies) if latencies else None},
+        "closed_during_run": sum(report["closed_during_run"] for report in reports),
+        "client_processes": len(reports),
+        "client_worker_cpu_s": [report["cpu_s"] for report in reports],
+    }
 
 
 def run_clients(args, urls, cookies, guests, pids, figures, workdir: Path) -> dict:
@@ -309,14 +326,20 @@ def run_clients(args, urls, cookies, guests, pids, figures, workdir: Path) -> di
     cookie_file = workdir / "cookies.json"
     cookie_file.write_text(json.dumps(cookies))
     t0 = time.monotonic()
-    worker = subprocess.Popen(
+    # Several client processes (each reads its sockets on one core at most): one process for a
+    # thousand clients, on a busy machine, fell behind its own sockets and counted daphne late.
+    count = max(1, min(args.client_processes, args.clients))
+    workers = [subprocess.Popen(
         [sys.executable, str(Path(__file__).resolve()), "--client-worker", "--clients", str(args.clients),
-         "--drain", str(args.drain), "--connect-timeout", str(args.connect_timeout), "--cookies", str(cookie_file), *sum((["--url", url] for url in urls), [])],
-        cwd=BASE, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+         "--worker-index", str(index), "--client-processes", str(count),
+         "--drain", str(args.drain), "--connect-timeout", str(args.connect_timeout), "--cookies", str(cookie_file),
+         *sum((["--url", url] for url in urls), [])],
+        cwd=BASE, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for index in range(count)]
     try:
-        ready = worker.stdout.readline()
-        if ready.strip() != "ready":
-            raise SystemExit(f"the clients did not connect: {ready!r}")
+        for worker in workers:
+            ready = worker.stdout.readline()
+            if ready.strip() != "ready":
+                raise SystemExit(f"the clients did not connect: {ready!r}")
         connect_s = time.monotonic() - t0
         figures["connected"] = {str(pid): process_figures(pid) for pid in pids}
         sent: dict[int, float] = {}
@@ -328,14 +351,17 @@ def run_clients(args, urls, cookies, guests, pids, figures, workdir: Path) -> di
         publish_s = time.monotonic() - publish_started
         times = workdir / "sent.json"
         times.write_text(json.dumps(sent))
-        worker.stdin.write(f"report {times}\n")
-        worker.stdin.flush()
-        report = worker.stdout.readline()
+        for worker in workers:
+            worker.stdin.write(f"report {times}\n")
+            worker.stdin.flush()
+        reports = [json.loads(worker.stdout.readline()) for worker in workers]
         figures["after_changes"] = {str(pid): process_figures(pid) for pid in pids}
-        worker.wait(timeout=60)
+        for worker in workers:
+            worker.wait(timeout=60)
     finally:
-        stop(worker)
-    result = json.loads(report)
+        for worker in workers:
+            stop(worker)
+    result = merge_reports(reports)
     result["publish_s"] = round(publish_s, 1)  # longer than --seconds: the sender fell behind its schedule
     result["load_average"] = [round(load_before, 1), round(os.getloadavg()[0], 1)]  # as the changes start, end
     return {**result, "asgi": len(urls), "connect_s": round(connect_s, 1), "rate": args.rate,
@@ -356,15 +382,22 @@ def main() -> int:
     parser.add_argument("--url", action="append", default=[], help="a running portal (repeatable)")
     parser.add_argument("--client-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--cookies", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--client-processes", type=int, default=4, help="processes the clients are split across")
     parser.add_argument("--sessions", type=int, default=0,
                         help="browser sessions the clients share (default: one per client)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="connect the clients, send, disconnect this many times against the same daphne processes")
     parser.add_argument("--recheck", type=float, default=None,
                         help="VMPORTAL_WS_RECHECK_SECONDS for the daphne processes (default: the setting's)")
     args = parser.parse_args()
     if args.client_worker:
-        asyncio.run(client_worker(args.url, args.clients, json.loads(Path(args.cookies).read_text()), args.drain,
+        numbers = range(args.worker_index, args.clients, max(1, args.client_processes))
+        asyncio.run(client_worker(args.url, numbers, json.loads(Path(args.cookies).read_text()), args.drain,
                                   args.connect_timeout))
         return 0
+    if not (1 <= args.rounds <= 10 and 1 <= args.client_processes <= 16):
+        parser.error("--rounds 1..10, --client-processes 1..16")
     if not (1 <= args.clients <= 5000 and 1 <= args.asgi <= 8 and 0 < args.rate <= 1000 and 0 < args.seconds <= 600):
         parser.error("--clients 1..5000, --asgi 1..8, --rate 0..1000, --seconds 0..600")
 
@@ -429,18 +462,28 @@ def main() -> int:
             from core import broadcast
 
             broadcast.COALESCED_GROUPS.clear()
-        figures: dict = {}
-        result = run_clients(args, urls, cookies, guests, pids, figures, workdir)
-        result["sessions"], result["recheck_s"] = sessions, args.recheck
-        if pids:
-            # Idle again, the clients gone: does daphne's memory come back?
-            time.sleep(2.0)
-            figures["clients_gone"] = {str(pid): process_figures(pid) for pid in pids}
-            result["daphne"] = figures
-            result["daphne_publish_cpu_s"] = {
-                pid: round(figures["after_changes"][pid]["cpu_s"] - figures["connected"][pid]["cpu_s"], 2)
-                for pid in figures["connected"]}
-            result["logs"] = log_counts(logs)
+        rounds = []
+        for _ in range(args.rounds):
+            figures: dict = {}
+            result = run_clients(args, urls, cookies, guests, pids, figures, workdir)
+            result["sessions"], result["recheck_s"] = sessions, args.recheck
+            if pids:
+                # Idle again, the clients gone: does daphne's memory come back? (At 2 s, and once
+                # the server has surely dropped the closed connections.)
+                time.sleep(2.0)
+                figures["clients_gone"] = {str(pid): process_figures(pid) for pid in pids}
+                time.sleep(8.0)
+                figures["settled"] = {str(pid): process_figures(pid) for pid in pids}
+                result["daphne"] = figures
+                result["daphne_publish_cpu_s"] = {
+                    pid: round(figures["after_changes"][pid]["cpu_s"] - figures["connected"][pid]["cpu_s"], 2)
+                    for pid in figures["connected"]}
+                result["logs"] = log_counts(logs)
+            rounds.append({"lost": result["lost"], "p95_ms": result["latency_ms"]["p95"],
+                           "rss_settled_mib": {pid: f["rss_mib"] for pid, f in figures.get("settled", {}).items()}})
+        # Each round's clients connect to the same daphne processes: memory that a second round
+        # does not grow further is reused, not leaked.
+        result["rounds"] = rounds
         print(json.dumps(result))
         latency = result["latency_ms"]
         print(f"\n{result['clients']} clients on {result['asgi']} ASGI process(es), "
@@ -455,6 +498,10 @@ def main() -> int:
         for stage, per_pid in figures.items():
             print(f"  daphne {stage:>13}: " + "; ".join(
                 f"pid {pid} cpu {f['cpu_s']} s rss {f['rss_mib']} MiB" for pid, f in per_pid.items()))
+        if len(rounds) > 1:
+            for n, one in enumerate(rounds, 1):
+                print(f"  round {n}: lost {one['lost']}, p95 {one['p95_ms']} ms, daphne rss settled "
+                      + "; ".join(f"{mib} MiB" for mib in one["rss_settled_mib"].values()))
         return 0
     finally:
         for proc in reversed(procs):
