@@ -26,9 +26,9 @@ a Viewer "bench-live" and its session are added there, the changes name existing
 no daphne figures are read (their processes are not ours).
 
 The clients run in ``--client-processes`` processes of their own (default 4; autobahn on asyncio;
-this process has Django, whose Channels holds autobahn on Twisted: one process reading a
-thousand sockets on a busy machine fell behind them, every client stopped at the same change,
-and that counted as daphne's loss), one session per client unless ``--sessions`` says fewer;
+this process has Django, whose Channels holds autobahn on Twisted; several, and each reports its
+CPU seconds, so that the clients are not the part that falls behind — measured: 1.4-2 s each
+for 1,000 clients), one session per client unless ``--sessions`` says fewer;
 ``--rounds N`` connects, sends and disconnects N times against the same daphne processes
 (memory a later round does not grow further is reused, not leaked);
 ``--recheck`` sets VMPORTAL_WS_RECHECK_SECONDS for the daphne processes.
@@ -53,6 +53,31 @@ after the last was sent. Under heavier load (average 6-8) the same run did not e
 all 1,000 (admissions wait behind the checks past daphne's handshake timeout).
 Without coalescing (one message per change, as before) daphne falls behind and the changes not
 delivered within the 10 s drain count as lost.
+
+The re-check batched (issue 16: one round per process for all its sockets, core.socket_recheck),
+side by side with the per-socket re-check it replaced, default 5 s re-check, each pair minutes
+apart (4 client processes; CPU = daphne's CPU seconds while the changes went out, each; RSS
+idle → connected → settled 10 s after the clients left, MiB):
+
+    run                                           lost    p50     p95     max     connect  CPU     RSS
+    --clients 200 --seconds 30  per-socket [3.0]  0       174 ms  293 ms  629 ms  2.2 s    13.3 s  111 → 122 → 124.8 (+12.5 %)
+    --clients 200 --seconds 30  batched    [5.3]  0       170 ms  284 ms  427 ms  2.5 s    5.1 s   111 → 122 → 121.3 (+9 %)
+    --asgi 2 --clients 1000 --seconds 15
+                                per-socket [2.0]  0       6.07 s  8.35 s  11.6 s  12.6 s   20.1 s  111 → 139 → 141 (+27 %)
+                                batched    [2.2]  0       256 ms  435 ms  600 ms  6.2 s    7.4 s   111 → 136 → 132 (+19 %)
+                                per-socket [7.4]  91,424  9.5 s   14.7 s  17.7 s  223 s    15.6 s  111 → 140 → 142 (+28 %)
+                                batched    [5.0]  0       —       7.9 s   —       19 s     ~10 s   111 → 137 → 132 (+19 %)
+                                  same daphne, a second round  76,828  8.4 s  11.4 s  12.1 s  —  10 s  → 132.4 (+19 %)
+
+At load 9-15 (other work on the 2 cores) the per-socket re-check did not connect the 1,000 in
+240 s, twice; the batched one connected them in 35-78 s but then lost most changes (daphne got
+3-4 s of CPU a process while they went out): the figures need a machine that is not saturated.
+The batched round costs 24 ms of CPU for 500 sockets (5 queries). What is left is the fan-out
+itself, about 0.25 ms of daphne's CPU per socket per message (each socket encodes and frames
+its copy). RSS: daphne keeps its peak unless freed memory is trimmed
+(socket_recheck.return_freed_memory, once half of the peak's sockets have gone): +24 % without
+(batched, before the trim), +19 % with, and a second round against the same processes stays
+there.
 """
 
 from __future__ import annotations
@@ -326,8 +351,8 @@ def run_clients(args, urls, cookies, guests, pids, figures, workdir: Path) -> di
     cookie_file = workdir / "cookies.json"
     cookie_file.write_text(json.dumps(cookies))
     t0 = time.monotonic()
-    # Several client processes (each reads its sockets on one core at most): one process for a
-    # thousand clients, on a busy machine, fell behind its own sockets and counted daphne late.
+    # Several client processes (each reads its sockets on one core at most), so the clients are
+    # not what falls behind.
     count = max(1, min(args.client_processes, args.clients))
     workers = [subprocess.Popen(
         [sys.executable, str(Path(__file__).resolve()), "--client-worker", "--clients", str(args.clients),
