@@ -25,8 +25,12 @@ database and Redis (DATABASE_URL, REDIS_URL, DJANGO_SETTINGS_MODULE and keys as 
 a Viewer "bench-live" and its session are added there, the changes name existing guests and
 no daphne figures are read (their processes are not ours).
 
-The clients run in a process of their own (autobahn on asyncio; this process has Django, whose
-Channels holds autobahn on Twisted), one session per client unless ``--sessions`` says fewer;
+The clients run in ``--client-processes`` processes of their own (default 4; autobahn on asyncio;
+this process has Django, whose Channels holds autobahn on Twisted; several, and each reports its
+CPU seconds, so that the clients are not the part that falls behind — measured: 1.4-2 s each
+for 1,000 clients), one session per client unless ``--sessions`` says fewer;
+``--rounds N`` connects, sends and disconnects N times against the same daphne processes
+(memory a later round does not grow further is reused, not leaked);
 ``--recheck`` sets VMPORTAL_WS_RECHECK_SECONDS for the daphne processes.
 
 Goals (issue 16): 200 clients, 50 changes/s for 30 s: 0 lost, p95 ≤ 500 ms; 1,000 clients
@@ -49,6 +53,31 @@ after the last was sent. Under heavier load (average 6-8) the same run did not e
 all 1,000 (admissions wait behind the checks past daphne's handshake timeout).
 Without coalescing (one message per change, as before) daphne falls behind and the changes not
 delivered within the 10 s drain count as lost.
+
+The re-check batched (issue 16: one round per process for all its sockets, core.socket_recheck),
+side by side with the per-socket re-check it replaced, default 5 s re-check, each pair minutes
+apart (4 client processes; CPU = daphne's CPU seconds while the changes went out, each; RSS
+idle → connected → settled 10 s after the clients left, MiB):
+
+    run                                           lost    p50     p95     max     connect  CPU     RSS
+    --clients 200 --seconds 30  per-socket [3.0]  0       174 ms  293 ms  629 ms  2.2 s    13.3 s  111 → 122 → 124.8 (+12.5 %)
+    --clients 200 --seconds 30  batched    [5.3]  0       170 ms  284 ms  427 ms  2.5 s    5.1 s   111 → 122 → 121.3 (+9 %)
+    --asgi 2 --clients 1000 --seconds 15
+                                per-socket [2.0]  0       6.07 s  8.35 s  11.6 s  12.6 s   20.1 s  111 → 139 → 141 (+27 %)
+                                batched    [2.2]  0       256 ms  435 ms  600 ms  6.2 s    7.4 s   111 → 136 → 132 (+19 %)
+                                per-socket [7.4]  91,424  9.5 s   14.7 s  17.7 s  223 s    15.6 s  111 → 140 → 142 (+28 %)
+                                batched    [5.0]  0       —       7.9 s   —       19 s     ~10 s   111 → 137 → 132 (+19 %)
+                                  same daphne, a second round  76,828  8.4 s  11.4 s  12.1 s  —  10 s  → 132.4 (+19 %)
+
+At load 9-15 (other work on the 2 cores) the per-socket re-check did not connect the 1,000 in
+240 s, twice; the batched one connected them in 35-78 s but then lost most changes (daphne got
+3-4 s of CPU a process while they went out): the figures need a machine that is not saturated.
+The batched round costs 24 ms of CPU for 500 sockets (5 queries). What is left is the fan-out
+itself, about 0.25 ms of daphne's CPU per socket per message (each socket encodes and frames
+its copy). RSS: daphne keeps its peak unless freed memory is trimmed
+(socket_recheck.return_freed_memory, once half of the peak's sockets have gone): +24 % without
+(batched, before the trim), +19 % with, and a second round against the same processes stays
+there.
 """
 
 from __future__ import annotations
@@ -200,8 +229,8 @@ def make_client_class():
     return Client
 
 
-async def open_clients(urls: list[str], count: int, cookies: list[str], *, parallel: int = 10) -> list:
-    """``count`` clients on /ws/inventory/, round-robin over ``urls``, each past its first state."""
+async def open_clients(urls: list[str], numbers: range, cookies: list[str], *, parallel: int = 10) -> list:
+    """Clients ``numbers`` on /ws/inventory/, round-robin over ``urls``, each past its first state."""
     from autobahn.asyncio.websocket import WebSocketClientFactory
 
     Client = make_client_class()
@@ -227,7 +256,7 @@ async def open_clients(urls: list[str], count: int, cookies: list[str], *, paral
                 print(f"{len(opened)} clients connected ({opened[-1] - started:.1f} s)", file=sys.stderr, flush=True)
             return client
 
-    return await asyncio.gather(*(one(n) for n in range(count)))
+    return await asyncio.gather(*(one(n) for n in numbers))
 
 
 def publish(*, rate: float, seconds: float, guests: list, sent: dict, start: threading.Event) -> None:
@@ -263,12 +292,12 @@ def log_counts(paths: list[Path]) -> dict:
     return {"over_capacity": text.count("over capacity"), "exceptions": text.count("Exception inside application")}
 
 
-async def client_worker(urls: list[str], count: int, cookies: list[str], drain: float, connect_timeout: float) -> None:
+async def client_worker(urls: list[str], numbers: range, cookies: list[str], drain: float, connect_timeout: float) -> None:
     """The clients, in a process of their own (autobahn on asyncio; Django's process has it on
     Twisted): "ready" once all are connected, then on a line "report <file of send times>" the
     figures as one JSON line."""
     try:
-        clients = await asyncio.wait_for(open_clients(urls, count, cookies), connect_timeout)
+        clients = await asyncio.wait_for(open_clients(urls, numbers, cookies), connect_timeout)
     except (TimeoutError, RuntimeError, OSError) as exc:
         print(f"failed: {type(exc).__name__} {exc}", flush=True)
         return
@@ -291,15 +320,30 @@ async def client_worker(urls: list[str], count: int, cookies: list[str], drain: 
         client.sendClose()
     await asyncio.sleep(1.0)  # the close handshakes
     print(json.dumps({
-        "clients": len(clients), "changes_sent": total,
-        "delivered_per_client": {"min": min(delivered), "median": statistics.median(delivered), "max": max(delivered)},
-        "lost": total * len(clients) - sum(delivered),
-        "messages_per_client": {"min": min(messages), "median": statistics.median(messages), "max": max(messages)},
-        "latency_ms": {"p50": round(percentile(latencies, 50) * 1000, 1),
-                       "p95": round(percentile(latencies, 95) * 1000, 1),
-                       "max": round(max(latencies) * 1000, 1) if latencies else None},
-        "closed_during_run": closed_early,
+        "changes_sent": total, "delivered": delivered, "messages": messages,
+        "latencies_ms": [round(value * 1000, 1) for value in latencies], "closed_during_run": closed_early,
+        # The clients' own process: a busy machine can make it, not daphne, the slow part.
+        "cpu_s": round(time.process_time(), 1),
     }), flush=True)
+
+
+def merge_reports(reports: list[dict]) -> dict:
+    """The figures of all client processes together."""
+    delivered = [n for report in reports for n in report["delivered"]]
+    messages = [n for report in reports for n in report["messages"]]
+    latencies = [ms for report in reports for ms in report["latencies_ms"]]
+    total = reports[0]["changes_sent"]
+    return {
+        "clients": len(delivered), "changes_sent": total,
+        "delivered_per_client": {"min": min(delivered), "median": statistics.median(delivered), "max": max(delivered)},
+        "lost": total * len(delivered) - sum(delivered),
+        "messages_per_client": {"min": min(messages), "median": statistics.median(messages), "max": max(messages)},
+        "latency_ms": {"p50": percentile(latencies, 50), "p95": percentile(latencies, 95),
+                       "max": max(latencies) if latencies else None},
+        "closed_during_run": sum(report["closed_during_run"] for report in reports),
+        "client_processes": len(reports),
+        "client_worker_cpu_s": [report["cpu_s"] for report in reports],
+    }
 
 
 def run_clients(args, urls, cookies, guests, pids, figures, workdir: Path) -> dict:
@@ -307,30 +351,44 @@ def run_clients(args, urls, cookies, guests, pids, figures, workdir: Path) -> di
     cookie_file = workdir / "cookies.json"
     cookie_file.write_text(json.dumps(cookies))
     t0 = time.monotonic()
-    worker = subprocess.Popen(
+    # Several client processes (each reads its sockets on one core at most), so the clients are
+    # not what falls behind.
+    count = max(1, min(args.client_processes, args.clients))
+    workers = [subprocess.Popen(
         [sys.executable, str(Path(__file__).resolve()), "--client-worker", "--clients", str(args.clients),
-         "--drain", str(args.drain), "--connect-timeout", str(args.connect_timeout), "--cookies", str(cookie_file), *sum((["--url", url] for url in urls), [])],
-        cwd=BASE, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+         "--worker-index", str(index), "--client-processes", str(count),
+         "--drain", str(args.drain), "--connect-timeout", str(args.connect_timeout), "--cookies", str(cookie_file),
+         *sum((["--url", url] for url in urls), [])],
+        cwd=BASE, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for index in range(count)]
     try:
-        ready = worker.stdout.readline()
-        if ready.strip() != "ready":
-            raise SystemExit(f"the clients did not connect: {ready!r}")
+        for worker in workers:
+            ready = worker.stdout.readline()
+            if ready.strip() != "ready":
+                raise SystemExit(f"the clients did not connect: {ready!r}")
         connect_s = time.monotonic() - t0
         figures["connected"] = {str(pid): process_figures(pid) for pid in pids}
         sent: dict[int, float] = {}
         go = threading.Event()
         go.set()
+        load_before = os.getloadavg()[0]
+        publish_started = time.monotonic()
         publish(rate=args.rate, seconds=args.seconds, guests=guests, sent=sent, start=go)
+        publish_s = time.monotonic() - publish_started
         times = workdir / "sent.json"
         times.write_text(json.dumps(sent))
-        worker.stdin.write(f"report {times}\n")
-        worker.stdin.flush()
-        report = worker.stdout.readline()
+        for worker in workers:
+            worker.stdin.write(f"report {times}\n")
+            worker.stdin.flush()
+        reports = [json.loads(worker.stdout.readline()) for worker in workers]
         figures["after_changes"] = {str(pid): process_figures(pid) for pid in pids}
-        worker.wait(timeout=60)
+        for worker in workers:
+            worker.wait(timeout=60)
     finally:
-        stop(worker)
-    result = json.loads(report)
+        for worker in workers:
+            stop(worker)
+    result = merge_reports(reports)
+    result["publish_s"] = round(publish_s, 1)  # longer than --seconds: the sender fell behind its schedule
+    result["load_average"] = [round(load_before, 1), round(os.getloadavg()[0], 1)]  # as the changes start, end
     return {**result, "asgi": len(urls), "connect_s": round(connect_s, 1), "rate": args.rate,
             "seconds": args.seconds, "coalesced": not args.no_coalesce}
 
@@ -349,15 +407,22 @@ def main() -> int:
     parser.add_argument("--url", action="append", default=[], help="a running portal (repeatable)")
     parser.add_argument("--client-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--cookies", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--client-processes", type=int, default=4, help="processes the clients are split across")
     parser.add_argument("--sessions", type=int, default=0,
                         help="browser sessions the clients share (default: one per client)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="connect the clients, send, disconnect this many times against the same daphne processes")
     parser.add_argument("--recheck", type=float, default=None,
                         help="VMPORTAL_WS_RECHECK_SECONDS for the daphne processes (default: the setting's)")
     args = parser.parse_args()
     if args.client_worker:
-        asyncio.run(client_worker(args.url, args.clients, json.loads(Path(args.cookies).read_text()), args.drain,
+        numbers = range(args.worker_index, args.clients, max(1, args.client_processes))
+        asyncio.run(client_worker(args.url, numbers, json.loads(Path(args.cookies).read_text()), args.drain,
                                   args.connect_timeout))
         return 0
+    if not (1 <= args.rounds <= 10 and 1 <= args.client_processes <= 16):
+        parser.error("--rounds 1..10, --client-processes 1..16")
     if not (1 <= args.clients <= 5000 and 1 <= args.asgi <= 8 and 0 < args.rate <= 1000 and 0 < args.seconds <= 600):
         parser.error("--clients 1..5000, --asgi 1..8, --rate 0..1000, --seconds 0..600")
 
@@ -422,18 +487,28 @@ def main() -> int:
             from core import broadcast
 
             broadcast.COALESCED_GROUPS.clear()
-        figures: dict = {}
-        result = run_clients(args, urls, cookies, guests, pids, figures, workdir)
-        result["sessions"], result["recheck_s"] = sessions, args.recheck
-        if pids:
-            # Idle again, the clients gone: does daphne's memory come back?
-            time.sleep(2.0)
-            figures["clients_gone"] = {str(pid): process_figures(pid) for pid in pids}
-            result["daphne"] = figures
-            result["daphne_publish_cpu_s"] = {
-                pid: round(figures["after_changes"][pid]["cpu_s"] - figures["connected"][pid]["cpu_s"], 2)
-                for pid in figures["connected"]}
-            result["logs"] = log_counts(logs)
+        rounds = []
+        for _ in range(args.rounds):
+            figures: dict = {}
+            result = run_clients(args, urls, cookies, guests, pids, figures, workdir)
+            result["sessions"], result["recheck_s"] = sessions, args.recheck
+            if pids:
+                # Idle again, the clients gone: does daphne's memory come back? (At 2 s, and once
+                # the server has surely dropped the closed connections.)
+                time.sleep(2.0)
+                figures["clients_gone"] = {str(pid): process_figures(pid) for pid in pids}
+                time.sleep(8.0)
+                figures["settled"] = {str(pid): process_figures(pid) for pid in pids}
+                result["daphne"] = figures
+                result["daphne_publish_cpu_s"] = {
+                    pid: round(figures["after_changes"][pid]["cpu_s"] - figures["connected"][pid]["cpu_s"], 2)
+                    for pid in figures["connected"]}
+                result["logs"] = log_counts(logs)
+            rounds.append({"lost": result["lost"], "p95_ms": result["latency_ms"]["p95"],
+                           "rss_settled_mib": {pid: f["rss_mib"] for pid, f in figures.get("settled", {}).items()}})
+        # Each round's clients connect to the same daphne processes: memory that a second round
+        # does not grow further is reused, not leaked.
+        result["rounds"] = rounds
         print(json.dumps(result))
         latency = result["latency_ms"]
         print(f"\n{result['clients']} clients on {result['asgi']} ASGI process(es), "
@@ -442,10 +517,16 @@ def main() -> int:
               f"delivered per client min {result['delivered_per_client']['min']} / median "
               f"{result['delivered_per_client']['median']}, lost {result['lost']}, "
               f"messages per client (median) {result['messages_per_client']['median']}, "
-              f"latency p50 {latency['p50']} ms / p95 {latency['p95']} ms / max {latency['max']} ms")
+              f"latency p50 {latency['p50']} ms / p95 {latency['p95']} ms / max {latency['max']} ms; "
+              f"connected in {result['connect_s']} s, sent in {result['publish_s']} s, "
+              f"client process CPU {result['client_worker_cpu_s']} s, load average {result['load_average']}")
         for stage, per_pid in figures.items():
             print(f"  daphne {stage:>13}: " + "; ".join(
                 f"pid {pid} cpu {f['cpu_s']} s rss {f['rss_mib']} MiB" for pid, f in per_pid.items()))
+        if len(rounds) > 1:
+            for n, one in enumerate(rounds, 1):
+                print(f"  round {n}: lost {one['lost']}, p95 {one['p95_ms']} ms, daphne rss settled "
+                      + "; ".join(f"{mib} MiB" for mib in one["rss_settled_mib"].values()))
         return 0
     finally:
         for proc in reversed(procs):

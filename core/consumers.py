@@ -4,8 +4,9 @@ Each consumer checks the user's role on connect (closing with 4401/4403 otherwis
 the user may see the object it follows (``object_allowed``: a job, a migration, an evacuation
 of hosts outside the user's host groups is refused with 4403), joins one group and sends the
 current state first, so a page that reconnects catches up. While open it checks its session,
-role and object again (core.socket_access) every VMPORTAL_WS_RECHECK_SECONDS and whenever its
-user's access changes, and closes when any is gone.
+role and object again every VMPORTAL_WS_RECHECK_SECONDS — all of the process's sockets in one
+round of a few queries (core.socket_recheck, ``recheck_sockets``) — and at once on its own
+whenever its user's access changes, and closes when any is gone.
 """
 
 import asyncio
@@ -25,7 +26,10 @@ from .broadcast import AUDIT_GROUP, WARNINGS_GROUP, job_group, job_state_payload
 from .choices import RoleChoices
 from .models import AuditEvent, Job
 from .roles import targets_visible, user_has_role
-from .socket_access import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED, access_close_code
+from .socket_access import (
+    CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED, SocketFacts, access_close_code, access_facts, close_codes, user_facts,
+)
+from .socket_recheck import SocketRecheck
 
 CLOSE_NOT_FOUND = 4404
 # How often an open socket joins its groups again: well inside the channel layer's group_expiry.
@@ -37,6 +41,7 @@ GROUP_RENEW_S = 3600.0
 # proxy restart, a client's network) then leave their groups in turn instead of failing to.
 LAYER_CALLS_AT_ONCE = 32
 _layer_gates: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_rechecks: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +53,50 @@ def _layer_gate() -> asyncio.Semaphore:
     if gate is None:
         gate = _layer_gates[loop] = asyncio.Semaphore(LAYER_CALLS_AT_ONCE)
     return gate
+
+
+def _socket_recheck() -> SocketRecheck:
+    """This event loop's (this ASGI process's) re-check of its open sockets."""
+    loop = asyncio.get_running_loop()
+    recheck = _rechecks.get(loop)
+    if recheck is None:
+        recheck = _rechecks[loop] = SocketRecheck(recheck_sockets, lambda: settings.VMPORTAL_WS_RECHECK_SECONDS)
+    return recheck
+
+
+def forget_cached_access(user) -> None:
+    """Drop the roles and grants a (scope's) user object keeps, so they are read afresh."""
+    target = getattr(user, "_wrapped", user)  # the scope's user is a lazy object
+    for cached in [name for name in getattr(target, "__dict__", {}) if name.startswith("_vmportal_")]:
+        delattr(target, cached)
+
+
+def recheck_sockets(sockets: list) -> dict:
+    """{socket: close code} of the open ``sockets`` whose session is gone, whose user is gone,
+    inactive or changed password, whose role is gone (CLOSE_UNAUTHENTICATED / CLOSE_FORBIDDEN,
+    core.socket_access.close_codes) or whose record the user may no longer see (CLOSE_FORBIDDEN,
+    ``refused_among``); ``access_kept`` runs for the others. Sync; a few queries however many
+    sockets (one more per user for sockets that follow a record)."""
+    facts = {}
+    for socket in sockets:
+        session = socket.scope.get("session")
+        facts[socket] = SocketFacts(user_id=socket.scope["user"].pk,
+                                    session_key=session.session_key if session is not None else None,
+                                    required_role=socket.required_role)
+    sessions, users = access_facts(facts)
+    codes = close_codes(facts, sessions=sessions, users={pk: user_facts(user) for pk, user in users.items()},
+                        backends=settings.AUTHENTICATION_BACKENDS)
+    for socket in sockets:
+        # What the socket's own user object keeps is read afresh when it next needs it.
+        forget_cached_access(socket.scope["user"])
+    kept_by_class: dict[type, list] = {}
+    for socket in sockets:
+        if codes[socket] is None:
+            kept_by_class.setdefault(type(socket), []).append(socket)
+    for cls, kept in kept_by_class.items():
+        for socket in cls.refused_among(kept, users):
+            codes[socket] = CLOSE_FORBIDDEN
+    return {socket: code for socket, code in codes.items() if code is not None}
 
 
 class UnknownPathConsumer(AsyncWebsocketConsumer):
@@ -67,11 +116,10 @@ class RoleGatedConsumer(AsyncJsonWebsocketConsumer):
     group = ""
 
     async def __call__(self, scope, receive, send):
-        ticker = asyncio.ensure_future(self._recheck_ticker())
         try:
             return await super().__call__(scope, receive, send)
         finally:
-            ticker.cancel()
+            _socket_recheck().discard(self)
 
     async def dispatch(self, message):
         """As Channels' own, without its ``aclose_old_connections()`` before every handler: that is
@@ -84,36 +132,17 @@ class RoleGatedConsumer(AsyncJsonWebsocketConsumer):
             raise ValueError(f"No handler for message type {message['type']}")
         await handler(message)
 
-    async def _recheck_ticker(self):
-        # Through the consumer's own channel, so the check runs in order with its other events.
-        # One check waiting at a time: a server too busy to check every socket in time checks
-        # less often, instead of queueing more checks than it can ever run.
-        while True:
-            await asyncio.sleep(settings.VMPORTAL_WS_RECHECK_SECONDS)
-            if getattr(self, "recheck_queued", False):
-                continue
-            if getattr(self, "joined_group", None) and self.channel_layer is not None:
-                try:
-                    self.recheck_queued = True
-                    async with _layer_gate():
-                        await self.channel_layer.send(self.channel_name, {"type": "access.recheck"})
-                except (RedisError, OSError, ChannelFull) as exc:
-                    self.recheck_queued = False
-                    # Redis away for a moment: the next tick tries again (the socket's events stop too).
-                    logger.debug("websocket re-check not queued: %s", exc)
-
     def _access_close_code(self) -> int | None:
-        """None while the socket may stay open (sync: reads the session, roles and grants)."""
+        """None while the socket may stay open (sync: reads the session, roles and grants). The
+        check of this one socket, when its user's access changed; the periodic one checks all of
+        the process's sockets together (``recheck_sockets``) and gives the same answers."""
         user = self.scope.get("user")
         session = self.scope.get("session")
         code = access_close_code(
             user_id=user.pk, session_key=session.session_key if session is not None else None,
             role=self.required_role,
         )
-        # Roles and grants are read afresh (the user object caches them).
-        target = getattr(user, "_wrapped", user)  # the scope's user is a lazy object
-        for cached in [name for name in getattr(target, "__dict__", {}) if name.startswith("_vmportal_")]:
-            delattr(target, cached)
+        forget_cached_access(user)  # roles and grants are read afresh
         if code is None and not self.object_allowed(user):
             code = CLOSE_FORBIDDEN
         if code is None:
@@ -124,23 +153,74 @@ class RoleGatedConsumer(AsyncJsonWebsocketConsumer):
         if getattr(self, "closing", False):
             return
         code = await database_sync_to_async(self._access_close_code)()
-        if code is not None and not getattr(self, "closing", False):
+        if code is not None:
+            await self.close_for_access(code)
+
+    async def close_for_access(self, code: int) -> None:
+        """Close with ``code``: the session, the role or the object is gone (or, CLOSE_CHECK_FAILED,
+        could not be checked)."""
+        if not getattr(self, "closing", False):
             self.closing = True
             await self.close(code=code)
 
+    async def access_rechecked(self) -> None:
+        """The periodic re-check kept this socket open."""
+        if not getattr(self, "closing", False):
+            await self._renew_membership()
+
+    # A consumer that follows one record (a job, a migration, an evacuation) names its model,
+    # gives the record's id (``record_id``, after ``get_group``) and ``visible_records``: the
+    # default ``object_allowed`` asks whether the user may still see it, and the periodic
+    # re-check asks it for all of one user's sockets of that kind in one query.
+    record_model = None
+
+    def record_id(self):
+        return None
+
+    @classmethod
+    def visible_records(cls, user, rows):
+        """``rows`` (of ``record_model``) narrowed to those the user may see."""
+        return rows
+
     def object_allowed(self, user) -> bool:
-        """Whether the user may see what this socket follows (after ``get_group``); pages of one
-        record override it with hosts.permissions' answer for the record's hosts."""
-        return True
+        """Whether the user may see what this socket follows (after ``get_group``): the record it
+        follows, if any, through ``visible_records``."""
+        if self.record_model is None:
+            return True
+        return self.visible_records(user, self.record_model.objects.filter(pk=self.record_id())).exists()
 
     def access_kept(self, user) -> None:
         """The user still may listen; a consumer that filters its events by host reloads them."""
 
-    async def access_recheck(self, event):
-        self.recheck_queued = False
-        await self._close_if_access_gone()
-        if not getattr(self, "closing", False):
-            await self._renew_membership()
+    @classmethod
+    def refused_among(cls, sockets: list, users: dict) -> set:
+        """Of ``sockets`` (all of this class, their session and role still good; ``users``: their
+        users by id, as ``recheck_sockets`` read them), those whose record the user may no longer
+        see; ``access_kept`` has run for the others. Sync: no query for sockets that follow no
+        record, one per user for those that do. A consumer whose ``access_kept`` reads
+        overrides this to read for all its sockets together."""
+        refused: set = set()
+        if cls.record_model is None:  # object_allowed is then True unless a consumer says otherwise
+            for socket in sockets:
+                user = users[socket.scope["user"].pk]
+                if socket.object_allowed(user):
+                    socket.access_kept(user)
+                else:
+                    refused.add(socket)
+            return refused
+        by_user: dict[int, list] = {}
+        for socket in sockets:
+            by_user.setdefault(socket.scope["user"].pk, []).append(socket)
+        for user_id, own in by_user.items():
+            user = users[user_id]
+            rows = cls.visible_records(user, cls.record_model.objects.filter(pk__in={s.record_id() for s in own}))
+            seen = {str(pk) for pk in rows.values_list("pk", flat=True)}
+            for socket in own:
+                if str(socket.record_id()) in seen:
+                    socket.access_kept(user)
+                else:
+                    refused.add(socket)
+        return refused
 
     async def _renew_membership(self) -> None:
         # The channel layer forgets a member after its group_expiry (so a socket whose server
@@ -204,6 +284,7 @@ class RoleGatedConsumer(AsyncJsonWebsocketConsumer):
         await self.groups_joined()
         await self.accept()
         await self.send_json(await database_sync_to_async(self.current_state)())
+        _socket_recheck().add(self)
 
     async def groups_joined(self) -> None:
         """Joined its groups, the state not yet sent: a consumer that follows more groups joins
@@ -228,14 +309,20 @@ class RoleGatedConsumer(AsyncJsonWebsocketConsumer):
 
 
 class JobConsumer(RoleGatedConsumer):
+    record_model = Job
+
     def get_group(self):
         self.job_id = self.scope["url_route"]["kwargs"]["job_id"]
         if not Job.objects.filter(pk=self.job_id).exists():
             return None
         return job_group(self.job_id)
 
-    def object_allowed(self, user) -> bool:
-        return targets_visible(user, Job.objects.filter(pk=self.job_id)).exists()
+    def record_id(self):
+        return self.job_id
+
+    @classmethod
+    def visible_records(cls, user, rows):
+        return targets_visible(user, rows)
 
     def current_state(self):
         job = Job.objects.get(pk=self.job_id)

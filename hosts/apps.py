@@ -24,10 +24,12 @@ class HostsConfig(AppConfig):
         # Load history: 5-minute points rolled into hourly ones after a week, dropped after 90 days.
         registry.register_periodic("hosts.load_retention", load_retention_sweep, every_s=3600)
         # Roles granted on host groups open the pages that list hosts (each host is checked itself).
-        from core.roles import register_target_scope
+        from core.roles import register_role_facts_loader, register_target_scope
 
-        from .permissions import targets_for, scoped_role_rank
+        from .permissions import load_grants, scoped_role_rank, targets_for
 
         register_scoped_role_rank(scoped_role_rank)
+        # Checking many open sockets together reads their users' grants in one query.
+        register_role_facts_loader(load_grants)
         # Jobs and audit events show to a user granted on host groups only when their target's hosts do.
         register_target_scope(targets_for)

@@ -5,7 +5,7 @@ from core.choices import RoleChoices
 from core.consumers import RoleGatedConsumer
 from core.live_events import unseen_hosts, visible_part
 
-from .permissions import hosts_for
+from .permissions import hosts_for, visible_host_ids
 
 
 class InventoryConsumer(RoleGatedConsumer):
@@ -22,7 +22,15 @@ class InventoryConsumer(RoleGatedConsumer):
     group = INVENTORY_GROUP
 
     def access_kept(self, user) -> None:
-        self.visible = set(hosts_for(user, RoleChoices.VIEWER).values_list("pk", flat=True))
+        self.visible = frozenset(hosts_for(user, RoleChoices.VIEWER).values_list("pk", flat=True))
+
+    @classmethod
+    def refused_among(cls, sockets, users):
+        # The periodic re-check: every socket's hosts in at most two queries (one set per answer).
+        visible = visible_host_ids([users[pk] for pk in {s.scope["user"].pk for s in sockets}], RoleChoices.VIEWER)
+        for socket in sockets:
+            socket.visible = visible[socket.scope["user"].pk]
+        return set()
 
     def current_state(self):
         return {"type": "inventory.state", "hosts": len(self.visible)}

@@ -29,7 +29,7 @@ from core.choices import ROLE_ORDER, RoleChoices
 from core.ids import parse_id
 from core.roles import global_role_rank, user_role_rank
 
-from .models import Host, HostGroupGrant, VirtualMachine
+from .models import Host, HostGroup, HostGroupGrant, VirtualMachine
 
 
 def rank_of(role: RoleChoices | str) -> int:
@@ -51,6 +51,47 @@ def _grants(user) -> dict[int, int]:
                   for group, role in HostGroupGrant.objects.filter(user=user).values_list("group_id", "role")}
         user._vmportal_host_grants = cached
     return cached
+
+
+def load_grants(users) -> None:
+    """The grants of many users (fresh rows) in one query, kept on each as ``_grants`` keeps them
+    (core.roles.load_role_facts calls this when it checks many open sockets together)."""
+    users = [user for user in users if user is not None and user.is_authenticated and user.is_active]
+    grants: dict[int, dict[int, int]] = {user.pk: {} for user in users}
+    if not grants:
+        return
+    rows = HostGroupGrant.objects.filter(user_id__in=list(grants)).values_list("user_id", "group_id", "role")
+    for user_id, group, role in rows:
+        grants[user_id][group] = rank_of(role)
+    for user in users:
+        user._vmportal_host_grants = grants[user.pk]
+
+
+def visible_host_ids(users, role: RoleChoices) -> dict[int, frozenset[int]]:
+    """``hosts_for(user, role)`` as ids, for many users in at most two queries: every host for
+    those with the role globally, the hosts of their granted groups for the others. Users with
+    the same answer share one set (an inventory socket keeps it to filter its events)."""
+    need = rank_of(role)
+    answers: dict[int, frozenset[int]] = {}
+    everywhere = [user for user in users if global_role_rank(user) >= need]
+    granted = {user.pk: frozenset(group for group, rank in _grants(user).items() if rank >= need)
+               for user in users if global_role_rank(user) < need}
+    if everywhere:
+        every_host = frozenset(Host.objects.values_list("pk", flat=True))
+        answers.update((user.pk, every_host) for user in everywhere)
+    groups = sorted(set().union(*granted.values())) if granted else []
+    members: dict[int, set[int]] = {}
+    if groups:
+        through = HostGroup.hosts.through
+        rows = through.objects.filter(hostgroup_id__in=groups, host__in=Host.objects.all())
+        for group, host in rows.values_list("hostgroup_id", "host_id"):
+            members.setdefault(group, set()).add(host)
+    shared: dict[frozenset[int], frozenset[int]] = {}
+    for user_id, user_groups in granted.items():
+        if user_groups not in shared:
+            shared[user_groups] = frozenset().union(*(members.get(group, ()) for group in user_groups))
+        answers[user_id] = shared[user_groups]
+    return answers
 
 
 def scoped_role_rank(user) -> int:

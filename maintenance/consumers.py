@@ -14,6 +14,8 @@ from .payloads import evacuation_payload
 
 
 class EvacuationConsumer(RoleGatedConsumer):
+    record_model = Evacuation
+
     def get_group(self):
         self.evacuation_id = self.scope["url_route"]["kwargs"]["evacuation_id"]
         self.followed: set[int] = set()
@@ -21,9 +23,13 @@ class EvacuationConsumer(RoleGatedConsumer):
             return None
         return evacuation_group(self.evacuation_id)
 
-    def object_allowed(self, user) -> bool:
+    def record_id(self):
+        return self.evacuation_id
+
+    @classmethod
+    def visible_records(cls, user, rows):
         # Its host and every host its items move between: their migrations' samples come along.
-        return records_for(user, RoleChoices.VIEWER, Evacuation.objects.filter(pk=self.evacuation_id)).exists()
+        return records_for(user, RoleChoices.VIEWER, rows)
 
     async def groups_joined(self):
         await self._follow(await database_sync_to_async(self._item_migrations)())

@@ -10,14 +10,20 @@ from .payloads import chart_samples, state_payload
 
 
 class MigrationConsumer(RoleGatedConsumer):
+    record_model = Migration
+
     def get_group(self):
         self.migration_id = self.scope["url_route"]["kwargs"]["migration_id"]
         if not Migration.objects.filter(pk=self.migration_id).exists():
             return None
         return migration_group(self.migration_id)
 
-    def object_allowed(self, user) -> bool:
-        return records_for(user, RoleChoices.VIEWER, Migration.objects.filter(pk=self.migration_id)).exists()
+    def record_id(self):
+        return self.migration_id
+
+    @classmethod
+    def visible_records(cls, user, rows):
+        return records_for(user, RoleChoices.VIEWER, rows)
 
     def current_state(self):
         migration = Migration.objects.get(pk=self.migration_id)

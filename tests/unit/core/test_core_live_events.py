@@ -200,29 +200,3 @@ def test_a_forked_work_horse_does_not_inherit_what_its_parent_held(recording, mo
     wait_until(lambda: recording.guests() == {"5"}, timeout=5, what="the horse's own event")
     assert [m["host_ids"] for _, _, m in recording.sent] == [[7]]
     assert all(key[0] is not dead_loop for key in coalescer._pending)
-
-
-def test_a_socket_queues_one_re_check_at_a_time(settings):
-    """A server too busy to run its sockets' checks must not pile more of them up."""
-    import asyncio
-
-    from core import consumers
-
-    settings.VMPORTAL_WS_RECHECK_SECONDS = 0.01
-
-    class Layer:
-        sent = 0
-
-        async def send(self, channel, message):
-            Layer.sent += 1
-
-    async def tick_a_while():
-        socket = consumers.RoleGatedConsumer()
-        socket.channel_layer, socket.channel_name, socket.joined_group = Layer(), "specific.x!1", "inventory"
-        ticker = asyncio.ensure_future(socket._recheck_ticker())
-        await asyncio.sleep(0.2)  # twenty ticks; the check queued by the first is never run
-        ticker.cancel()
-        return socket
-
-    socket = async_to_sync(tick_a_while)()
-    assert Layer.sent == 1 and socket.recheck_queued
