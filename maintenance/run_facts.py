@@ -16,6 +16,7 @@ gather has ended, while the other sources are still asked.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -30,6 +31,8 @@ from migrations_app.services.facts import preflight_facts_extend, preflight_fact
 from . import decisions, planning
 from .choices import ItemActionChoices as IA, ItemStatusChoices as IS
 from .models import Evacuation
+
+log = logging.getLogger(__name__)
 
 
 def run_moves(ev: Evacuation, *, running: bool = False) -> list[Move]:
@@ -97,9 +100,13 @@ def run_facts_gather(*, evacuation_id: int, ctx: JobContext, advance: Callable[[
         ctx.log(f"{len(kept)} move(s) keep the facts their plan gathered moments ago, until {until:%H:%M:%S}")
 
     def source_done(group) -> None:
-        if advance is not None:
-            ctx.log(f"Checked the moves from {group.source.name}; they may start")
+        if advance is None:
+            return
+        ctx.log(f"Checked the moves from {group.source.name}; they may start")
+        try:
             advance(ev.pk)
+        except Exception:  # the other sources' facts still count; this job's end advances the queue again
+            log.exception("evacuation %s could not advance after the check of %s", ev.pk, group.source.name)
 
     problems = gather_moves(moves=needed, fresh_until=until, on_kept=source_done) if needed else {}
     sources = len({m.source.pk for m in needed})
