@@ -1,7 +1,7 @@
 """How long evacuating N lab guests at concurrency c takes, against the ideal of the same run.
 
     sudo .venv/bin/python bench/evacuation.py [--guests 4] [--concurrency 2] [--singles 6] [--workers W]
-                                              [--check-hosts]
+                                              [--check-hosts] [--timeline] [--timeline-logs]
 
 The portal runs as in production: a private redis-server, W real RQ workers (`manage.py
 rqworker default migrations`, default 2 × c: a worker refreshes both hosts' inventories after
@@ -36,6 +36,7 @@ import sys
 import tempfile
 import time
 import uuid
+from datetime import datetime, timedelta
 from pathlib import Path
 
 BASE = Path(__file__).resolve().parent.parent
@@ -110,6 +111,40 @@ def phases(m) -> str:
     check = (m.summary or {}).get("check", {}).get("mode", "?")
     return (f"queue {span(m.created, m.started)} s, checks ({check}) {span(m.started, m.migration_started)} s, "
             f"libvirt {libvirt_s:.2f} s, after {after:.2f} s" if after is not None else "phases ?")
+
+
+def timeline(ev) -> None:
+    """When each step of a run happened, in seconds after the evacuation's record was created.
+
+    The run's check of the hosts (its job: queued, started, ended) and, per item, its migration:
+    requested, picked up by a worker, libvirt called, libvirt returned, settled; with
+    --timeline-logs each migration job's log lines too.
+    """
+    zero = ev.created
+
+    def at(t) -> str:
+        return f"{(t - zero).total_seconds():6.2f}" if t else "     ?"
+
+    if ev.facts_job is not None:
+        j = ev.facts_job
+        print(f"    t={at(j.created)} run's check of the hosts queued, started {at(j.started)}, ended {at(j.ended)} "
+              f"({j.status})")
+    for item in ev.items.select_related("migration", "migration__job").order_by("position"):
+        m = item.migration
+        if m is None:
+            continue
+        returned = None
+        wall = (m.summary or {}).get("wall_time_s")
+        if m.libvirt_called and wall is not None:
+            returned = m.libvirt_called + timedelta(seconds=wall)
+        print(f"    t={at(m.created)} {item.vm_name} #{m.pk} requested, worker {at(m.started)}, "
+              f"libvirt called {at(m.libvirt_called)}, returned {at(returned)}, settled {at(m.ended)}")
+        if m.job is not None and TIMELINE_LOGS:
+            for line in m.job.log:
+                print(f"        {at(datetime.fromisoformat(line['t']))} {line['msg'][:110]}")
+
+
+TIMELINE_LOGS = False
 
 
 class Bench:
@@ -319,6 +354,8 @@ class Bench:
             host=home, actor=Actor.system(), concurrency=c, excluded=excluded, plan=plan))
         self.wait_jobs_idle()  # the figures that follow each settled migration (heartbeat gap) are in
         at_once = self.describe(ev)
+        if self.args.timeline:
+            timeline(ev)
         self.check_on({h["name"] for h in self.lab["hosts"][1:]})
         print(f"evacuation: {ev.status} — {ev.outcome}")
         self.wait_jobs_idle()
@@ -327,6 +364,8 @@ class Bench:
                                                                             concurrency=c))
         self.wait_jobs_idle()
         back_at_once = self.describe(back)
+        if self.args.timeline:
+            timeline(back)
         self.check_on({home_name})
         print(f"return: {back.status} — {back.outcome}")
         self.wait_jobs_idle()
@@ -380,7 +419,13 @@ def main() -> int:
     parser.add_argument("--check-hosts", action="store_true",
                         help="plan with the hosts asked, as the plan page does (the items then start from its "
                              "facts), and check each single's destination first, as the wizard does")
+    parser.add_argument("--timeline", action="store_true",
+                        help="print when each step of the evacuation and the return happened")
+    parser.add_argument("--timeline-logs", action="store_true", help="with --timeline: each item's job log too")
     args = parser.parse_args()
+    global TIMELINE_LOGS
+    TIMELINE_LOGS = args.timeline_logs
+    args.timeline = args.timeline or args.timeline_logs
     if not 1 <= args.concurrency <= 8 or not 1 <= args.guests <= 20 or not 1 <= args.singles <= 50:
         parser.error("--concurrency 1..8, --guests 1..20, --singles 1..50")
     args.workers = args.workers or 2 * args.concurrency

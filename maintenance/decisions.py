@@ -104,13 +104,15 @@ class SettledItem:
 MOVES = (IA.LIVE, IA.OFFLINE)
 
 
-def waits_for_facts(*, action: str, facts_job_status: str | None) -> bool:
-    """A move waits while the run's one check of the hosts is queued or running (power actions never do).
+def waits_for_facts(*, action: str, facts_job_status: str | None, facts_kept: bool = False) -> bool:
+    """A move waits while the run's one check of the hosts is queued or running (power actions never do),
+    unless its own facts are kept for the run already (``facts_kept``: its plan gathered them moments
+    before the confirm, or the check has finished with its source while other sources are still asked).
 
-    Once it has ended — with facts, without (a host did not answer), or lost with its worker —
-    every move starts; the runner then checks in full whatever the run could not gather.
+    Once the check has ended — with facts, without (a host did not answer), or lost with its
+    worker — every move starts; the runner then checks in full whatever the run could not gather.
     """
-    return action in MOVES and facts_job_status in ("queued", "running")
+    return action in MOVES and facts_job_status in ("queued", "running") and not facts_kept
 
 
 def facts_needed(moves: Iterable[tuple[str, str, str]], kept: Iterable[tuple[str, str, str]]) -> list[tuple[str, str, str]]:

@@ -28,7 +28,7 @@ from migrations_app.choices import MIGRATION_ACTIVE_STATES
 from migrations_app.models import Migration
 from migrations_app.services.live import migration_abort, migration_request
 
-from . import decisions, events, planning
+from . import decisions, events, planning, run_facts
 from .choices import (
     EvacuationAuditActionChoices as A,
     EvacuationKindChoices as K,
@@ -219,12 +219,15 @@ def evacuation_advance(evacuation_id: int) -> bool:
             # What the return's ordering rule looks at, read once and kept current as items start or close.
             queued = ({i.pk: _queued(i) for i in ev.items.select_related("origin", "destination")}
                       if ev.kind == K.RETURN else {})
+            # While the run's check of the hosts is under way, the moves whose own facts it (or the plan) has kept.
+            kept = run_facts.kept_for_run(ev) if facts_status in ("queued", "running") else set()
             for item in ev.items.filter(status=IS.PENDING).select_related("origin", "destination").order_by("position"):
                 if running >= ev.concurrency:
                     break
                 if ev.kind == K.RETURN and not decisions.may_start(_queued(item), queued.values()):
                     continue
-                if decisions.waits_for_facts(action=item.action, facts_job_status=facts_status):
+                facts_kept = (str(item.vm_uuid).lower(), item.origin_id, item.destination_id) in kept
+                if decisions.waits_for_facts(action=item.action, facts_job_status=facts_status, facts_kept=facts_kept):
                     continue  # the run's one check of the hosts is still running: it starts when that ends
                 changed = True
                 if _start(ev, item):

@@ -23,7 +23,7 @@ from hosts.permissions import actor_refused_on, hosts_for_actor
 from migrations_app import placement
 from migrations_app.services.refusals import refuse
 
-from . import events, planning
+from . import events, planning, run_facts
 from .choices import (
     EVACUATION_ACTIVE_STATES,
     EvacuationAuditActionChoices as A,
@@ -52,8 +52,10 @@ RUN_FACTS_TIMEOUT_S = 300  # a gather of every host a run touches takes seconds;
 
 
 def _advance_on_commit(ev: Evacuation, *, actor: Actor | None = None) -> None:
-    """The queue runs once this commits; with ``actor``, the run's moves first wait for one check of the hosts."""
+    """The queue runs once this commits; with ``actor``, the run's moves first wait for one check of the hosts,
+    but for those whose plan gathered their facts moments ago: those are kept for the run here, and start."""
     if actor is not None and ev.items.filter(status=IS.PENDING, action__in=(IA.LIVE, IA.OFFLINE)).exists():
+        run_facts.run_facts_keep(ev)
         ev.facts_job = job_enqueue(kind=EvacuationJobKindChoices.FACTS, func=RUN_FACTS_JOB, args=(ev.pk,), target=ev,
                                    timeout_s=RUN_FACTS_TIMEOUT_S, actor=actor)
         ev.save(update_fields=["facts_job"])

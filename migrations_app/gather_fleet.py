@@ -50,7 +50,7 @@ import secrets
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
@@ -623,14 +623,18 @@ def moves_by_source(moves: Sequence[Move]) -> list[MoveGroup]:
             for (_pk, copying), (src, dests, guests) in groups.items() if dests]
 
 
-def gather_moves(*, moves: Sequence[Move], fresh_until) -> dict[str, str]:
+def gather_moves(
+    *, moves: Sequence[Move], fresh_until, on_kept: Callable[[MoveGroup], None] | None = None,
+) -> dict[str, str]:
     """Gather once for a whole run of moves and keep the facts for its items until ``fresh_until``.
 
     One gather per source (``moves_by_source``: per host once, per host pair once), the
-    sources side by side, each on sessions of its own. Returns {source name: why its gather
-    failed} for sources whose facts could not be gathered (their items then check in full).
-    A guest gone from its source meanwhile does not spoil the others: that source is
-    gathered again for all its guests.
+    sources side by side, each on sessions of its own. Each source's facts are kept as soon
+    as its gather ends, in the calling thread, which then calls ``on_kept(group)`` (so the
+    moves from that source may start while other sources are still asked). Returns {source
+    name: why its gather failed} for sources whose facts could not be gathered (their items
+    then check in full). A guest gone from its source meanwhile does not spoil the others:
+    that source is gathered again for all its guests.
     """
     from hosts import access  # needs Django; gather_fleet() itself does not
 
@@ -638,7 +642,7 @@ def gather_moves(*, moves: Sequence[Move], fresh_until) -> dict[str, str]:
     if not groups:
         return {}
     problems: dict[str, str] = {}
-    found: list[tuple[MoveGroup, FleetFacts]] = []
+    wanted = {_key(m.guest_uuid) for m in moves}
     with ExitStack() as stack:
         work = []
         for group in groups:
@@ -657,16 +661,18 @@ def gather_moves(*, moves: Sequence[Move], fresh_until) -> dict[str, str]:
                 return gather_fleet(source=src, destinations=dsts, guest_uuids=None, options=options)
 
         with ThreadPoolExecutor(max_workers=min(len(work), 4), thread_name_prefix="run-facts") as pool:
-            futures = [(group, pool.submit(one, group, src, dsts)) for group, src, dsts in work]
-            for group, future in futures:
+            futures = {pool.submit(one, group, src, dsts): group for group, src, dsts in work}
+            for future in as_completed(futures):
+                group = futures[future]
                 try:
-                    found.append((group, future.result()))
+                    fleet = future.result()
                 except (AdapterError, ValueError) as exc:
                     problems[group.source.name] = getattr(exc, "message", None) or str(exc)
-    wanted = {_key(m.guest_uuid) for m in moves}
-    for group, fleet in found:
-        kept = replace(fleet, guests=tuple(g for g in fleet.guests if _key(g.uuid) in wanted))
-        _remember(kept, group.source, group.destinations, copying=group.copying, fresh_until=fresh_until)
+                    continue
+                kept = replace(fleet, guests=tuple(g for g in fleet.guests if _key(g.uuid) in wanted))
+                _remember(kept, group.source, group.destinations, copying=group.copying, fresh_until=fresh_until)
+                if on_kept is not None:
+                    on_kept(group)
     return problems
 
 

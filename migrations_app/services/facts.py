@@ -82,6 +82,18 @@ def preflight_facts_extend(
     return extended
 
 
+def preflight_facts_kept_for_run(
+    *, guest_uuids: Iterable[str], gathered_since: datetime, now: datetime | None = None,
+) -> set[tuple[str, int, int]]:
+    """The (guest UUID lowercased, source id, destination id) of facts kept for a run: gathered at or
+    after ``gathered_since`` and fresh until ``now`` or later (``fresh_until``). Without copy-storage."""
+    now = now or timezone.now()
+    rows = PreflightFacts.objects.filter(
+        vm_uuid__in=list(guest_uuids), copy_storage=False, gathered__gte=gathered_since, fresh_until__gte=now,
+    ).values_list("vm_uuid", "source_id", "destination_id")
+    return {(str(u).lower(), s, d) for u, s, d in rows}
+
+
 def preflight_facts_forget(*, source: Host, destination: Host) -> int:
     """Forget every guest's facts between these two hosts (a migration between them failed): the next gathers in full."""
     deleted, _ = PreflightFacts.objects.filter(source=source, destination=destination).delete()

@@ -97,13 +97,17 @@ def test_estimate_and_measured_link():
     assert (bw, overhead, n) == (200.0, 2.0, 3)
 
 
-@pytest.mark.parametrize("action, facts_job_status, waits", [
-    (LIVE, "queued", True), (LIVE, "running", True), (IA.OFFLINE, "running", True),
-    (LIVE, "succeeded", False), (LIVE, "failed", False), (LIVE, None, False),  # ended however, or none: go
-    (IA.SHUTDOWN, "running", False), (START, "queued", False),  # power actions never wait for it
+@pytest.mark.parametrize("action, facts_job_status, facts_kept, waits", [
+    (LIVE, "queued", False, True), (LIVE, "running", False, True), (IA.OFFLINE, "running", False, True),
+    (LIVE, "succeeded", False, False), (LIVE, "failed", False, False), (LIVE, None, False, False),  # ended: go
+    (IA.SHUTDOWN, "running", False, False), (START, "queued", False, False),  # power actions never wait for it
+    # Its own facts kept for the run already (the plan's, or its source's gather ended): it goes.
+    (LIVE, "queued", True, False), (LIVE, "running", True, False), (IA.OFFLINE, "running", True, False),
+    (LIVE, "succeeded", True, False),
 ])
-def test_waits_for_facts(action, facts_job_status, waits):
-    assert decisions.waits_for_facts(action=action, facts_job_status=facts_job_status) is waits
+def test_waits_for_facts(action, facts_job_status, facts_kept, waits):
+    assert decisions.waits_for_facts(action=action, facts_job_status=facts_job_status,
+                                     facts_kept=facts_kept) is waits
 
 
 @pytest.mark.parametrize("moves, kept, needed", [

@@ -113,8 +113,8 @@ def test_a_failed_item_is_retried_once_elsewhere(evac, world, monkeypatch, djang
 
 def test_pause_stops_new_items_and_resume_continues(evac, world, django_capture_on_commit_callbacks, check_hosts_for_run):
     ev = services.evacuation_enter(host=evac["a"], actor=SYSTEM, plan=_plan(evac))  # nothing ran yet
-    check_hosts_for_run(ev)
     services.evacuation_pause(evacuation=ev, actor=SYSTEM)
+    check_hosts_for_run(ev)  # its end advances the queue: paused, nothing starts
     with django_capture_on_commit_callbacks(execute=True):
         pass
     from maintenance.queue import evacuation_advance

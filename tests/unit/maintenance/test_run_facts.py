@@ -59,3 +59,29 @@ def test_facts_the_plan_gathered_moments_ago_are_kept_for_the_run(evac, world, d
     ev.refresh_from_db()
     assert ev.facts_job.result["kept"] == 3 and ev.facts_job.result["gathered"] == 0
     assert {i.migration.summary["check"]["mode"] for i in _moves(ev)} == {"re-check"}
+
+
+def test_moves_the_plan_checked_start_at_once_the_others_wait_for_the_check(evac, world):
+    from maintenance.queue import evacuation_advance
+
+    checked = planning.evacuation_plan(host=evac["a"], check_hosts=True)
+    ev = services.evacuation_enter(host=evac["a"], actor=SYSTEM, plan=checked, concurrency=2)  # nothing committed
+    assert ev.facts_job is not None and ev.facts_job.status == JobStatusChoices.QUEUED
+    evacuation_advance(ev.pk)  # the check of the hosts has not run: the plan's facts are kept for the run
+    assert ev.items.filter(status=IS.RUNNING).count() == 2
+    for item in ev.items.filter(status=IS.RUNNING).select_related("migration"):
+        assert item.migration is not None and item.action in (IA.LIVE, IA.OFFLINE)
+
+
+def test_without_the_plans_facts_moves_wait_until_their_sources_check_ends(evac, world, check_hosts_for_run):
+    from maintenance.queue import evacuation_advance
+
+    unchecked = planning.evacuation_plan(host=evac["a"], check_hosts=False)
+    ev = services.evacuation_enter(host=evac["a"], actor=SYSTEM, plan=unchecked, concurrency=2)
+    evacuation_advance(ev.pk)
+    assert ev.items.filter(status=IS.RUNNING).count() == 0  # waiting for the check
+    check_hosts_for_run(ev)  # the queue is advanced as soon as kvm-a's moves are checked, before the job ends
+    ev.refresh_from_db()
+    assert ev.items.filter(status=IS.RUNNING).count() == 2
+    assert any("Checked the moves from kvm-a; they may start" in line["msg"] for line in ev.facts_job.log)
+    assert ev.facts_job.result["moves"] == 3 and ev.facts_job.result["gathered"] == 3
