@@ -1,6 +1,6 @@
 """How long a full inventory refresh of every lab host takes, against bare libvirt in the same run.
 
-    sudo .venv/bin/python bench/lab_refresh.py [--guests-per-host 12] [--runs 5] [--workers 3]
+    sudo .venv/bin/python bench/lab_refresh.py [--guests-per-host 12] [--runs 5] [--workers 3] [--profile]
 
 The portal runs as in production (bench/evacuation.py's set-up: a private redis-server, W real
 RQ workers and a temporary SQLite database, all under a temporary directory and stopped by PID
@@ -11,7 +11,9 @@ are onboarded and given heartbeat guests of the bench's own until each runs
   until every host's refresh job has ended, the workers running hosts side by side;
 - bare: what a refresh has to learn, asked of libvirt directly over the same qemu+ssh URIs,
   one thread per host: a new connection, every domain with its XML, and the bulk stats call.
-Prints the medians, the worst run and the ratio portal / bare. Goal: the portal's full refresh
+Prints the medians, the worst run, the ratio portal / bare and, from the last portal run's job
+logs, where each host's refresh spent its time; --profile also runs one host's refresh in this
+process under cProfile. Goal: the portal's full refresh
 <= 2 s. Brings the lab up if it is down (and takes it down again); a running lab is reused and
 left up.
 """
@@ -78,7 +80,20 @@ class Bench(evacuation.Bench):
         failed = list(ours.exclude(status=JobStatusChoices.SUCCEEDED).values_list("error", flat=True))
         if failed:
             raise SystemExit(f"a refresh failed: {failed}")
+        self.last_jobs = list(ours.order_by("pk"))
         return wall
+
+    def timeline(self) -> None:
+        """Where the last portal refresh's time went, job by job: waiting for a worker, then each logged step."""
+        from datetime import datetime
+
+        for job in self.last_jobs:
+            marks = [("queued", job.created), ("picked up", job.started)]
+            marks += [(line["msg"][:48], datetime.fromisoformat(line["t"])) for line in job.log]
+            marks.append(("ended", job.ended))
+            steps = [f"{label} +{(at - marks[i][1]).total_seconds():.2f} s"
+                     for i, (label, at) in enumerate(marks[1:]) if at and marks[i][1]]
+            print(f"  job {job.pk}: " + "; ".join(steps))
 
     def bare_refresh(self) -> float:
         import libvirt
@@ -128,12 +143,35 @@ class Bench(evacuation.Bench):
         print(f"full refresh, portal: median {p:.2f} s, worst {max(portal):.2f} s (goal <= {GOAL_S:g} s)")
         print(f"same facts from bare libvirt: median {b:.2f} s, worst {max(bare):.2f} s")
         print(f"ratio portal / bare: {p / b:.2f}")
+        print("the last portal refresh, step by step (each step's time since the one before):")
+        self.timeline()
+        if self.args.profile:
+            self.profile_one()
+
+    def profile_one(self) -> None:
+        """One host's refresh run in this process under cProfile: the 20 costliest calls, cumulative."""
+        import cProfile
+        import pstats
+
+        from core.actors import Actor
+        from hosts import services as host_services
+        from hosts.jobs import refresh_host_job
+        from hosts.models import Host
+
+        host = Host.objects.order_by("name").first()
+        job = host_services.host_refresh_request(host=host, actor=Actor.system(), enqueue=False)
+        profiler = cProfile.Profile()
+        t0 = time.perf_counter()
+        profiler.runcall(refresh_host_job, job.pk, host.pk)
+        print(f"\none refresh of {host.name} in this process: {time.perf_counter() - t0:.2f} s")
+        pstats.Stats(profiler).sort_stats("cumulative").print_stats(20)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--guests-per-host", type=int, default=12)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--workers", type=int, default=3)
+    parser.add_argument("--profile", action="store_true", help="also profile one host's refresh in this process")
     args = parser.parse_args()
     if not 0 <= args.guests_per_host <= 40 or not 1 <= args.runs <= 50 or not 1 <= args.workers <= 8:
         parser.error("--guests-per-host 0-40, --runs 1-50, --workers 1-8")
