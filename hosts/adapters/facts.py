@@ -13,8 +13,8 @@ import secrets
 import shlex
 from dataclasses import dataclass
 
-from .batch import Step, run_step
-from .errors import CommandFailed
+from .batch import MAX_COMMANDS, Step, run_step, run_steps
+from .errors import AdapterError, CommandFailed
 from .ssh import CommandResult, SSHSession
 
 # Filesystems libvirt treats as shared between hosts (its virFileIsSharedFS
@@ -103,26 +103,42 @@ def parse_findmnt(output: str) -> StorageLocation | None:
     )
 
 
+def _findmnt_step(probe: str) -> Step:
+    """Which filesystem holds ``probe``: its StorageLocation, or None when findmnt finds nothing there."""
+    def parse(out: CommandResult) -> StorageLocation | None:
+        _raise_unless(out, allowed=(0, 1))  # 1: nothing found for that path
+        return parse_findmnt(out.stdout) if out.exit_status == 0 else None
+    return Step(["findmnt", "-n", "-o", "FSTYPE,TARGET", "-T", probe], parse)
+
+
 def storage_kind(session: SSHSession, paths: list[str]) -> dict[str, StorageLocation]:
     """Which filesystem holds each path, and whether it is shared storage.
 
     A path that does not exist yet (a disk image about to be copied, say) is
     judged by its nearest existing parent directory; a path findmnt cannot
-    place at all is left out of the result.
+    place at all is left out of the result. Every path is asked in one exec
+    (batched), and the parents of the paths not found in the next one.
     """
     result: dict[str, StorageLocation] = {}
-    for path in paths:
-        probe = posixpath.normpath(path) if path else "/"
-        for _ in range(_MAX_PARENT_LOOKUPS):
-            out = session.run(["findmnt", "-n", "-o", "FSTYPE,TARGET", "-T", probe], check=False)
-            _raise_unless(out, allowed=(0, 1))  # 1: nothing found for that path
-            location = parse_findmnt(out.stdout) if out.exit_status == 0 else None
-            if location is not None:
-                result[path] = location
-                break
-            if probe == "/":
-                break
-            probe = posixpath.dirname(probe) or "/"
+    pending = {path: posixpath.normpath(path) if path else "/" for path in paths}
+    for _ in range(_MAX_PARENT_LOOKUPS):
+        if not pending:
+            break
+        probes = sorted(set(pending.values()))
+        found: dict[str, StorageLocation | None] = {}
+        for start in range(0, len(probes), MAX_COMMANDS):
+            chunk = probes[start:start + MAX_COMMANDS]
+            for probe, value in zip(chunk, run_steps(session, [_findmnt_step(p) for p in chunk])):
+                if isinstance(value, AdapterError):
+                    raise value
+                found[probe] = value
+        still: dict[str, str] = {}
+        for path, probe in pending.items():
+            if found[probe] is not None:
+                result[path] = found[probe]
+            elif probe != "/":
+                still[path] = posixpath.dirname(probe) or "/"
+        pending = still
     return result
 
 

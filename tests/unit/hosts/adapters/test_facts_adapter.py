@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+import shlex
 
 import pytest
 
-from hosts.adapters import facts
+from hosts.adapters import batch, facts
 from hosts.adapters.errors import CommandFailed
 from hosts.adapters.ssh import CommandResult, SSHSession, SSHTarget
 
@@ -38,6 +39,15 @@ class FakeSession:
         self.calls: list[list[str]] = []
 
     def run(self, argv, *, timeout=30.0, check=True, stdin=None):
+        if argv[:3] == ["sh", "-c", batch.BATCH_SH]:  # $0, nonce, bound, then (argv, stdin) pairs
+            nonce, pairs = argv[4], argv[6:]
+            inner = [shlex.split(pairs[i]) for i in range(0, len(pairs), 2)]
+            self.calls.append(("batch", inner))
+            results = [CommandResult(argv=a, exit_status=self.answers.get(tuple(a), (1, ""))[0],
+                                     stdout=self.answers.get(tuple(a), (1, ""))[1], stderr="", duration_s=0.0)
+                       for a in inner]
+            return CommandResult(argv=argv, exit_status=0, stdout=batch.format_answers(nonce, results), stderr="",
+                                 duration_s=0.0)
         self.calls.append(argv)
         status, stdout = self.answers.get(tuple(argv), (1, ""))
         if check and status:
@@ -84,7 +94,7 @@ def test_parse_findmnt(output, expected):
     assert facts.parse_findmnt(output) == expected
 
 
-def test_storage_kind_runs_findmnt_per_path_and_walks_up_for_missing_paths():
+def test_storage_kind_asks_every_path_in_one_exec_and_walks_up_for_missing_paths():
     session = FakeSession(
         {
             findmnt("/var/lib/libvirt/images/a.qcow2"): (0, "nfs4   /var/lib/libvirt/images\n"),
@@ -97,11 +107,19 @@ def test_storage_kind_runs_findmnt_per_path_and_walks_up_for_missing_paths():
         "/srv/new/dir/b.qcow2": facts.StorageLocation("ext4", "/", False),
     }
     assert session.calls == [
-        list(findmnt("/var/lib/libvirt/images/a.qcow2")),
-        list(findmnt("/srv/new/dir/b.qcow2")),
-        list(findmnt("/srv/new/dir")),
+        ("batch", [list(findmnt("/srv/new/dir/b.qcow2")), list(findmnt("/var/lib/libvirt/images/a.qcow2"))]),
+        list(findmnt("/srv/new/dir")),  # one path left: asked alone
         list(findmnt("/srv/new")),
     ]
+
+
+def test_storage_kind_asks_a_directory_shared_by_many_disks_once_and_any_number_of_paths_in_few_execs():
+    paths = [f"/var/lib/libvirt/images/g{i}.qcow2" for i in range(150)] + ["/var/lib/libvirt/images/g0.qcow2"]
+    session = FakeSession({findmnt(p): (0, "nfs4 /var/lib/libvirt/images\n") for p in paths})
+    result = facts.storage_kind(session, paths)
+    assert len(result) == 150 and all(loc.shared for loc in result.values())
+    sizes = [len(call[1]) for call in session.calls]
+    assert sizes == [64, 64, 22]  # batches of at most batch.MAX_COMMANDS, each path once
 
 
 def test_storage_kind_raises_when_findmnt_itself_fails():
