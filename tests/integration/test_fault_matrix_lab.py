@@ -182,10 +182,10 @@ def own_database(db_path: Path):
         connections["default"] = theirs
 
 
-@pytest.fixture(scope="module")
-def portal(lab, django_db_blocker, tmp_path_factory):
-    """The test process and the worker share one SQLite file, made by the module itself."""
-    workdir = tmp_path_factory.mktemp("fault-matrix")
+@contextlib.contextmanager
+def running_portal(lab, django_db_blocker, workdir: Path):
+    """A Portal on ``workdir`` with its database, Redis and worker, the lab hosts onboarded, and the test
+    process pointed at the same database and Redis; everything put back afterwards."""
     p = Portal(workdir, workdir / "portal.sqlite3")
     saved_queues = {k: dict(v) for k, v in django_rq.settings.QUEUES.items()}
     saved_inline = settings.VMPORTAL_JOBS_INLINE
@@ -198,14 +198,21 @@ def portal(lab, django_db_blocker, tmp_path_factory):
         with django_db_blocker.unblock(), own_database(p.db_path):
             p.start_worker()
             p.hosts = {entry["name"]: onboard_lab_host(entry, actor=SYSTEM)[0] for entry in lab["hosts"]}
-            REPORT.parent.mkdir(exist_ok=True)
-            REPORT.write_text("fault matrix: row | settle time (fault or return -> record terminal and true) | outcome\n")
             yield p
     finally:
         p.close()
         settings.VMPORTAL_JOBS_INLINE = saved_inline
         for name, q in saved_queues.items():
             django_rq.settings.QUEUES[name].update(q)
+
+
+@pytest.fixture(scope="module")
+def portal(lab, django_db_blocker, tmp_path_factory):
+    """The test process and the worker share one SQLite file, made by the module itself."""
+    with running_portal(lab, django_db_blocker, tmp_path_factory.mktemp("fault-matrix")) as p:
+        REPORT.parent.mkdir(exist_ok=True)
+        REPORT.write_text("fault matrix: row | settle time (fault or return -> record terminal and true) | outcome\n")
+        yield p
 
 
 # --- one row ---------------------------------------------------------------------------

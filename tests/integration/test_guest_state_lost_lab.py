@@ -16,9 +16,7 @@ import os
 import signal
 import time
 
-import django_rq.settings
 import pytest
-from django.conf import settings
 
 from guest_state import services
 from guest_state.choices import RESTORE_ACTIVE, SAVED_STATE_ACTIVE
@@ -27,11 +25,10 @@ from guest_state.choices import SavedStateStatusChoices as SS
 from guest_state.models import SavedState, StateRestore
 from hosts.adapters import libvirt as lv
 from hosts.adapters import migration as mg
-from hosts.management.commands.lab_onboard import onboard_lab_host
 from hosts.models import GuestLease
 from lab.heartbeat import report
 from lab_support import SYSTEM, heartbeat_guest, sh, vm_row, wait_counter, where
-from tests.integration.test_fault_matrix_lab import Portal, own_database
+from tests.integration.test_fault_matrix_lab import running_portal
 from tests.waiting import wait_until
 
 SETTLE_S = 10  # issue #18: a dead job is settled within 10 s
@@ -43,25 +40,10 @@ pytestmark = [pytest.mark.lab, pytest.mark.timeout(600)]
 @pytest.fixture(scope="module")
 def portal(lab, django_db_blocker, tmp_path_factory):
     """The test process and the worker share one SQLite file, made by the module itself."""
-    workdir = tmp_path_factory.mktemp("state-lost")
-    p = Portal(workdir, workdir / "portal.sqlite3")
-    saved_queues = {k: dict(v) for k, v in django_rq.settings.QUEUES.items()}
-    saved_inline = settings.VMPORTAL_JOBS_INLINE
     try:
-        p.migrate_database()
-        p.start_redis()
-        for q in django_rq.settings.QUEUES.values():
-            q["URL"] = p.env["REDIS_URL"]
-        settings.VMPORTAL_JOBS_INLINE = False
-        with django_db_blocker.unblock(), own_database(p.db_path):
-            p.start_worker()
-            p.hosts = {entry["name"]: onboard_lab_host(entry, actor=SYSTEM)[0] for entry in lab["hosts"]}
+        with running_portal(lab, django_db_blocker, tmp_path_factory.mktemp("state-lost")) as p:
             yield p
     finally:
-        p.close()
-        settings.VMPORTAL_JOBS_INLINE = saved_inline
-        for name, q in saved_queues.items():
-            django_rq.settings.QUEUES[name].update(q)
         for entry in lab["hosts"][:1]:
             sh(entry, ["rm", "-rf", SAVE_DIR])
 
