@@ -100,6 +100,7 @@ def job_enqueue(
     actor: Actor,
     queue: str = "default",
     enqueue: bool = True,
+    variant: str = "",
 ) -> Job:
     """Create a queued Job row and enqueue func(job.pk, *args) once the transaction commits.
 
@@ -109,10 +110,12 @@ def job_enqueue(
     commands that wait for the result, with no worker). Such a row has no RQ job id: it never
     reaches a queue, so RQ not knowing it (``rq_job_state``) says nothing about who runs it —
     with an id, the sweeps took a running ``vm_migrate --wait`` for a job its worker lost.
+    ``variant`` names a lighter variant of the kind (kept on the row, e.g. for coalescing).
     """
     job_function(func)  # a wrong path fails here, in the request, not later in a worker
     job = Job.objects.create(
         kind=kind,
+        variant=variant,
         target_type=target._meta.model_name if target is not None else "",
         target_id=str(target.pk) if target is not None else "",
         target_label=str(target)[:255] if target is not None else "",

@@ -12,6 +12,9 @@ class Job(models.Model):
     """One background job. The row, not RQ, is the source of truth for its state and log."""
 
     kind = models.CharField(max_length=64)
+    # A variant of the kind the job was asked as, when it does less than the kind's whole work
+    # (e.g. "routine": a periodic refresh that may keep facts read recently); "" for the whole.
+    variant = models.CharField(max_length=32, blank=True)
     target_type = models.CharField(max_length=32, blank=True)
     target_id = models.CharField(max_length=64, blank=True)
     target_label = models.CharField(max_length=255, blank=True)

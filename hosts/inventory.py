@@ -7,8 +7,15 @@ message and a hint; they are recorded on the host and re-raised so the job fails
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+from django.conf import settings
+from django.utils import timezone
 
 from core.actors import Actor
 from core.choices import JobLogLevelChoices
@@ -18,10 +25,10 @@ from hosts.adapters import libvirt as libvirt_adapter
 from hosts.adapters import stats as stats_adapter
 from hosts.adapters.errors import AdapterError, CommandFailed, CommandTimeout, HostKeyMismatch
 
-from . import access, lifecycle_services, services
+from . import access, lifecycle_services, probe_rules, services
 from .access import require_trusted
-from .choices import VMActionChoices, VMStateChoices
-from .models import Host, HostChange, VirtualMachine
+from .choices import DiskStorageChoices, VMActionChoices, VMStateChoices
+from .models import Host, HostChange, HostFacts, VirtualDisk, VirtualMachine
 
 logger = logging.getLogger(__name__)
 
@@ -65,35 +72,101 @@ def _disk_paths(domains: list[libvirt_adapter.DomainInfo]) -> list[str]:
     return sorted(paths)
 
 
-def refresh_host(*, host_id: int, ctx: JobContext) -> dict:
-    """Gather facts and guests of one host and store them; mark it unreachable on failure."""
+def refresh_host(*, host_id: int, ctx: JobContext, full: bool = True) -> dict:
+    """Gather facts and guests of one host and store them; mark it unreachable on failure.
+
+    The SSH login runs beside the libvirt reads (they need nothing of each other; the login also
+    checks the host's pinned key, every time), then one SSH exec asks os-release and where every
+    disk lives (``facts.probe_host``) — unless ``full`` is False and what is recorded is recent and
+    places every disk (``probe_rules.probe_due``): the periodic refresh.
+    """
     host = Host.all_objects.get(pk=host_id)
     require_trusted(host)
     uri = host.effective_libvirt_uri
+    probed_at = HostFacts.objects.filter(host=host).values_list("probed_at", flat=True).first()
     try:
         with access.open_session(host) as session:
-            ctx.log(f"Connecting to {host.ssh_user}@{host.address}:{host.ssh_port} over SSH")
-            os_release = _read_os_release(session.ssh, ctx)
-            ctx.progress(20)
-            ctx.log(f"Connecting to libvirt at {uri}")
-            facts = libvirt_adapter.get_host_facts(session.libvirt)
-            ctx.progress(50)
-            domains = libvirt_adapter.list_domains(session.libvirt, definitions=True)
-            stats = _read_load(session.libvirt, ctx)
-            ctx.log(f"{facts.hostname}: {facts.hypervisor} {facts.hypervisor_version}, {len(domains)} guest(s)")
-            ctx.progress(70)
-            storage = _storage_of_paths(session.ssh, _disk_paths(domains), ctx)
+            ctx.log(f"Connecting to {host.ssh_user}@{host.address}:{host.ssh_port} over SSH "
+                    f"and to libvirt at {uri}")
+            with _logged_in_beside(session) as ssh_login:
+                try:
+                    facts = libvirt_adapter.get_host_facts(session.libvirt)
+                    ctx.progress(30)
+                    domains = libvirt_adapter.list_domains(session.libvirt, definitions=True)
+                    stats = _read_load(session.libvirt, ctx)
+                except AdapterError:
+                    # The SSH login's own failure (a changed host key, say) is the one to tell.
+                    raise ssh_login.exception() or sys.exc_info()[1] from None
+                ctx.log(f"{facts.hostname}: {facts.hypervisor} {facts.hypervisor_version}, "
+                        f"{len(domains)} guest(s)")
+                ctx.progress(60)
+                # Nothing read is kept until the login has checked the host's pinned key.
+                ssh = ssh_login.result()
+            paths = _disk_paths(domains)
+            placed = _recorded_placements(host)
+            now = timezone.now()
+            reason = probe_rules.probe_due(
+                full=full, paths=paths, placed=placed, probed_at=probed_at, now=now,
+                max_age=timedelta(seconds=settings.VMPORTAL_HOST_PROBE_SECONDS),
+            )
+            if reason is None:
+                os_release, storage, probed = None, {path: placed[path] for path in paths}, None
+            else:
+                (os_release, storage), probed = _probe(ssh, paths, ctx), now
     except AdapterError as exc:
         _record_failure(host, exc, ctx)
         raise
     summary = services.host_inventory_save(
         host=host, facts=facts, os_release=os_release, domains=domains, storage=storage, stats=stats,
-        actor=Actor.system(),
+        probed_at=probed, actor=Actor.system(),
     )
-    ctx.log(f"Saved {summary['vms']} guest(s): {summary['added']} new, {summary['removed']} gone")
+    kept = ("" if probed is not None else
+            f"; os-release and where the disks live as read at {timezone.localtime(probed_at):%H:%M:%S}")
+    ctx.log(f"Saved {summary['vms']} guest(s): {summary['added']} new, {summary['removed']} gone{kept}")
     if stats is not None:
         services.host_load_record(host=host, stats=stats)
     return {"host": host.name, **summary}
+
+
+def _recorded_placements(host: Host) -> dict[str, facts_adapter.StorageLocation]:
+    """Where the host's disk files were found to live, as recorded (shared or local only)."""
+    rows = VirtualDisk.objects.filter(
+        vm__host=host, storage__in=(DiskStorageChoices.SHARED, DiskStorageChoices.LOCAL),
+    ).values_list("source", "storage", "storage_fstype", "storage_mountpoint")
+    return {
+        source: facts_adapter.StorageLocation(fstype=fstype, mountpoint=mountpoint,
+                                              shared=storage == DiskStorageChoices.SHARED)
+        for source, storage, fstype, mountpoint in rows
+        if source
+    }
+
+
+@contextlib.contextmanager
+def _logged_in_beside(session):
+    """The session's SSH login, started in a thread of its own: ``.result()`` is the logged-in session.
+
+    The credentials are read (and decrypted) here first, so the thread touches no database.
+    Leaving the block waits for the login, so the session closes what it opened.
+    """
+    session.ssh_target
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ssh-login") as pool:
+        yield pool.submit(lambda: session.ssh)
+
+
+def _probe(ssh, paths: list[str], ctx: JobContext):
+    # A host without os-release, or whose findmnt fails, still refreshes: without those facts.
+    try:
+        probe = facts_adapter.probe_host(ssh, paths)
+    except (CommandFailed, CommandTimeout) as exc:
+        ctx.log(f"Could not read os-release nor tell shared from local storage: {exc.message}",
+                level=JobLogLevelChoices.WARNING)
+        return None, {}
+    if probe.os_release_error is not None:
+        ctx.log(f"Could not read os-release: {probe.os_release_error.message}", level=JobLogLevelChoices.WARNING)
+    if probe.storage_error is not None and paths:
+        ctx.log(f"Could not tell shared from local storage: {probe.storage_error.message}",
+                level=JobLogLevelChoices.WARNING)
+    return probe.os_release, probe.storage
 
 
 def _read_load(conn, ctx: JobContext):
@@ -112,16 +185,6 @@ def _read_os_release(session, ctx: JobContext):
     except (CommandFailed, CommandTimeout) as exc:
         ctx.log(f"Could not read os-release: {exc.message}", level=JobLogLevelChoices.WARNING)
         return None
-
-
-def _storage_of_paths(session, paths: list[str], ctx: JobContext) -> dict:
-    if not paths:
-        return {}
-    try:
-        return facts_adapter.storage_kind(session, paths)
-    except (CommandFailed, CommandTimeout) as exc:
-        ctx.log(f"Could not tell shared from local storage: {exc.message}", level=JobLogLevelChoices.WARNING)
-        return {}
 
 
 _ADAPTER_CALLS = {

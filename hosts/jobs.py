@@ -11,8 +11,8 @@ def fetch_host_key_job(job_id: int, host_id: int) -> None:
     run_job(job_id, lambda ctx: inventory.fetch_host_key(host_id=host_id, ctx=ctx))
 
 
-def refresh_host_job(job_id: int, host_id: int) -> None:
-    run_job(job_id, lambda ctx: inventory.refresh_host(host_id=host_id, ctx=ctx))
+def refresh_host_job(job_id: int, host_id: int, full: bool = True) -> None:
+    run_job(job_id, lambda ctx: inventory.refresh_host(host_id=host_id, full=full, ctx=ctx))
 
 
 def host_change_read_key_job(job_id: int, change_id: int) -> None:
@@ -41,6 +41,6 @@ def inventory_refresh_all() -> int:
     leases.leases_reclaim()
     queued = 0
     for host in Host.objects.all():
-        if services.host_refresh_request(host=host, actor=Actor.system()) is not None:
+        if services.host_refresh_request(host=host, actor=Actor.system(), full=False) is not None:
             queued += 1
     return queued

@@ -178,6 +178,8 @@ class HostFacts(models.Model):
     memory_free_kib = models.PositiveBigIntegerField(default=0)
     cpus = models.PositiveIntegerField(default=0)
     gathered_at = models.DateTimeField(default=timezone.now)
+    # When os-release and the disks' placement were last read on the host (hosts.probe_rules).
+    probed_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return f"facts of {self.host_id}"
@@ -220,7 +222,7 @@ class VirtualMachine(models.Model):
     superseded_at = models.DateTimeField(null=True, blank=True)
     superseded_note = models.CharField(max_length=255, blank=True)
     first_seen = models.DateTimeField(default=timezone.now)
-    updated = models.DateTimeField(default=timezone.now)
+    updated = models.DateTimeField(default=timezone.now)  # when a refresh or an event last saw the guest
 
     # A domain XML is a few KiB; this bounds what a hostile or odd host can make us store per guest.
     MAX_DEFINITION_CHARS = 256 * 1024

@@ -18,7 +18,7 @@ from core import broadcast
 from core.actors import Actor
 from core.audit import audit_record, audit_record_now
 from core.choices import AuditResultChoices, JobStatusChoices
-from core.encryption import encrypt_secret
+from core.encryption import SecretUnreadable, decrypt_secret, encrypt_secret
 from core.errors import ServiceRefused
 from core.jobs import job_enqueue
 from core.models import Job
@@ -205,15 +205,20 @@ def _enqueue_fetch_host_key(host: Host, *, actor: Actor) -> Job:
     )
 
 
-def _enqueue_refresh(host: Host, *, actor: Actor, enqueue: bool = True) -> Job:
+# A refresh that keeps the os-release and disk placement read recently (hosts.probe_rules).
+ROUTINE_REFRESH = "routine"
+
+
+def _enqueue_refresh(host: Host, *, actor: Actor, enqueue: bool = True, full: bool = True) -> Job:
     return job_enqueue(
         kind=HostJobKindChoices.REFRESH,
         func="hosts.jobs.refresh_host_job",
-        args=(host.pk,),
+        args=(host.pk, full),
         target=host,
         timeout_s=REFRESH_TIMEOUT_S,
         actor=actor,
         enqueue=enqueue,
+        variant="" if full else ROUTINE_REFRESH,
     )
 
 
@@ -285,10 +290,13 @@ def _refuse(*, actor: Actor, action: str, target, parameters: dict, message: str
 
 
 @transaction.atomic
-def host_refresh_request(*, host: Host, actor: Actor, enqueue: bool = True) -> Job | None:
+def host_refresh_request(*, host: Host, actor: Actor, enqueue: bool = True, full: bool = True) -> Job | None:
     """Queue a refresh of the host's facts and guests; reuse one already waiting in the queue.
 
     enqueue=False creates the job for the caller to run at once (hosts.jobs.refresh_host_job).
+    full=False (the periodic refresh, the watcher's after events: a "routine" job) keeps the
+    recorded os-release and disk placement while they are recent (``hosts.probe_rules``); a full
+    request reuses only a waiting full job, a routine one reuses either.
     Returns None for a host the portal may not connect to (host key not trusted or mismatched).
     """
     if not host.is_connectable:
@@ -299,10 +307,11 @@ def host_refresh_request(*, host: Host, actor: Actor, enqueue: bool = True) -> J
             target_type="host",
             target_id=str(host.pk),
             status=JobStatusChoices.QUEUED,
-        ).first()
+        )
+        waiting = (waiting if not full else waiting.filter(variant="")).first()
         if waiting is not None:
             return waiting
-    return _enqueue_refresh(host, actor=actor, enqueue=enqueue)
+    return _enqueue_refresh(host, actor=actor, enqueue=enqueue, full=full)
 
 
 def _storage_of(disk, storage: dict[str, StorageLocation]) -> tuple[str, str, str]:
@@ -351,13 +360,77 @@ def _vm_fields(info: DomainInfo) -> dict:
     }
 
 
-def _save_vm(host: Host, info: DomainInfo) -> VirtualMachine:
-    vm, _ = VirtualMachine.objects.update_or_create(host=host, uuid=info.uuid, defaults=_vm_fields(info))
-    vm.nics.all().delete()
-    VirtualNic.objects.bulk_create(
-        VirtualNic(vm=vm, mac=nic.mac, type=nic.type, source=nic.source, model=nic.model) for nic in info.nics
-    )
-    return vm
+def _vm_changes(vm: VirtualMachine, info: DomainInfo) -> dict:
+    """The fields of a recorded guest that differ from what the host said (the definition compared
+    in clear: each encryption of the same text differs)."""
+    wanted = _vm_fields(info)
+    wanted.pop("updated")
+    definition = {key: wanted.pop(key) for key in ("definition_encrypted", "definition_at") if key in wanted}
+    changes = {key: value for key, value in wanted.items() if getattr(vm, key) != value}
+    if definition:  # read this time: stored again only if it differs (or is now too large to keep)
+        kept = info.definition_xml if definition["definition_encrypted"] else ""
+        if _stored_definition(vm) != kept:
+            changes.update(definition)
+    return changes
+
+
+def _stored_definition(vm: VirtualMachine) -> str | None:
+    if not vm.definition_encrypted:
+        return ""
+    try:
+        return decrypt_secret(vm.definition_encrypted)
+    except SecretUnreadable:
+        return None  # stored with a key no longer configured: store it again with the current one
+
+
+def _nic_rows(info: DomainInfo) -> list[tuple[str, str, str, str]]:
+    return sorted((nic.mac, nic.type, nic.source, nic.model) for nic in info.nics)
+
+
+def _save_vms(host: Host, domains: list[DomainInfo]) -> tuple[dict[str, VirtualMachine], dict]:
+    """The host's guests in a few statements: one read of their rows and one of their NICs, then
+    only the rows that changed (bulk create, bulk update; a guest's NICs replaced only when they
+    differ), and one statement that stamps every guest seen (``updated``: when a refresh or an
+    event last saw it; the recovery sweep reads it). Returns the guests by UUID and counts.
+    """
+    recorded = {str(vm.uuid): vm for vm in VirtualMachine.objects.filter(host=host)}
+    nics: dict[int, list] = {}
+    for vm_id, *nic in (VirtualNic.objects.filter(vm__host=host)
+                        .values_list("vm_id", "mac", "type", "source", "model")):
+        nics.setdefault(vm_id, []).append(tuple(nic))
+    now = timezone.now()
+    create: list[VirtualMachine] = []
+    update: list[VirtualMachine] = []
+    fields: set[str] = set()
+    for info in domains:
+        vm = recorded.get(str(info.uuid))
+        if vm is None:
+            create.append(VirtualMachine(host=host, uuid=info.uuid, **{**_vm_fields(info), "updated": now}))
+            continue
+        changes = _vm_changes(vm, info)
+        vm.updated = now
+        if changes:
+            for key, value in changes.items():
+                setattr(vm, key, value)
+            fields.update(changes)
+            update.append(vm)
+    created = VirtualMachine.objects.bulk_create(create, batch_size=500)
+    if update:
+        VirtualMachine.objects.bulk_update(update, sorted(fields), batch_size=500)
+    seen = [vm.pk for uuid, vm in recorded.items() if uuid in {str(info.uuid) for info in domains}]
+    if seen:
+        VirtualMachine.objects.filter(pk__in=seen).update(updated=now)
+    saved = {**recorded, **{str(vm.uuid): vm for vm in created}}
+    renic = [(saved[str(info.uuid)], info) for info in domains
+             if sorted(nics.get(saved[str(info.uuid)].pk, [])) != _nic_rows(info)]
+    if renic:
+        VirtualNic.objects.filter(vm__in=[vm.pk for vm, _ in renic]).delete()
+        VirtualNic.objects.bulk_create(
+            [VirtualNic(vm=vm, mac=nic.mac, type=nic.type, source=nic.source, model=nic.model)
+             for vm, info in renic for nic in info.nics], batch_size=500)
+    wanted = {str(info.uuid) for info in domains}
+    return ({uuid: vm for uuid, vm in saved.items() if uuid in wanted},
+            {"created": len(created), "updated": len(update), "nics_replaced": len(renic)})
 
 
 _DISK_FIELDS = ("device", "source_type", "source", "protocol", "format", "readonly", "shareable", "storage",
@@ -434,10 +507,13 @@ def host_inventory_save(
     domains: list[DomainInfo],
     storage: dict[str, StorageLocation],
     stats: HostStats | None = None,
+    probed_at=None,
     actor: Actor,
 ) -> dict:
     """Store what a refresh read: facts, guests (added, changed, gone), their disks with the sizes
     the refresh's bulk stats gave (``stats``; None: sizes kept as recorded), host reachable.
+    ``probed_at``: when os-release and ``storage`` were read on the host (None: not this time,
+    ``storage`` then holds the placements recorded before).
 
     Returns counts {"vms": n, "added": a, "removed": r}.
     """
@@ -466,20 +542,16 @@ def host_inventory_save(
             "memory_free_kib": facts.memory_free_kib,
             "cpus": facts.cpus,
             "gathered_at": now,
+            **({"probed_at": probed_at} if probed_at is not None else {}),
             **os_fields,
         },
     )
-    states_before = dict(host.vms.values_list("uuid", "state"))
+    states_before = {str(uuid): state for uuid, state in host.vms.values_list("uuid", "state")}
     known = set(states_before)
-    seen = set()
-    changed_states = {}
-    saved: dict[str, VirtualMachine] = {}
-    for info in domains:
-        vm = _save_vm(host, info)
-        saved[str(info.uuid)] = vm
-        seen.add(vm.uuid)
-        if states_before.get(vm.uuid) != vm.state:
-            changed_states[vm.pk] = (vm.state, vm.get_state_display())
+    saved, vms = _save_vms(host, domains)
+    seen = set(saved)
+    changed_states = {vm.pk: (vm.state, vm.get_state_display()) for uuid, vm in saved.items()
+                      if states_before.get(uuid) != vm.state}
     gone = known - seen
     if gone:
         host.vms.filter(uuid__in=gone).delete()
@@ -488,8 +560,9 @@ def host_inventory_save(
     # vm.state for the guests whose state the refresh found changed, host.status for the host.
     broadcast.inventory_changed(host_id=host.pk, host_status=(host.status, host.get_status_display()),
                                 guests=changed_states)
-    logger.debug("%s: disk rows created %d, updated %d, deleted %d", host.name, disks["created"], disks["updated"],
-                 disks["deleted"])
+    logger.debug("%s: guest rows created %d, updated %d, NICs replaced for %d; disk rows created %d, updated %d, "
+                 "deleted %d", host.name, vms["created"], vms["updated"], vms["nics_replaced"], disks["created"],
+                 disks["updated"], disks["deleted"])
     return {"vms": len(seen), "added": len(seen - known), "removed": len(gone)}
 
 

@@ -178,7 +178,8 @@ class HostEventWatch:
             self.pending.pop(host_id)
             host = Host.objects.filter(pk=host_id).first()
             if host is not None:
-                services.host_refresh_request(host=host, actor=self.actor)
+                # Routine: a new disk path is read on the host, known ones keep their placement.
+                services.host_refresh_request(host=host, actor=self.actor, full=False)
         return due
 
     def step(self, timeout: float) -> None:

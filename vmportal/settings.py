@@ -38,6 +38,9 @@ Environment variables (all optional in development, see each one below):
                             (at once on logout or a role change), default 5
   VMPORTAL_INVENTORY_REFRESH_SECONDS  period of the full inventory refresh (queued by
                             `manage.py watch_hosts`), default 300
+  VMPORTAL_HOST_PROBE_SECONDS  the periodic refresh reads a host's os-release and where its
+                            disks live (one SSH command) at most this often, and whenever a disk
+                            path is new; a Refresh someone asks for always does; default 1800
   VMPORTAL_MAX_OUTGOING / VMPORTAL_MAX_INCOMING  migrations running at once out of / into one
                             host, default 2 each; more wait queued for a free slot
   VMPORTAL_MIGRATION_MAX_SECONDS  longest a migration without a completion timeout may run
@@ -278,6 +281,9 @@ VMPORTAL_JOBS_INLINE = False
 VMPORTAL_SUPERVISOR_STATE = os.environ.get("VMPORTAL_SUPERVISOR_STATE", str(VAR_DIR / "supervisor.json"))
 
 VMPORTAL_INVENTORY_REFRESH_SECONDS = int(os.environ.get("VMPORTAL_INVENTORY_REFRESH_SECONDS", "300"))
+# The periodic refresh asks a host for its os-release and disk placement at most this often
+# (and whenever a disk path is new); a refresh someone asks for always does (hosts.probe_rules).
+VMPORTAL_HOST_PROBE_SECONDS = min(max(int(os.environ.get("VMPORTAL_HOST_PROBE_SECONDS", "1800")), 0), 7 * 86400)
 
 # Migrations (migrations_app).
 VMPORTAL_MAX_OUTGOING = int(os.environ.get("VMPORTAL_MAX_OUTGOING", "2"))

@@ -11,6 +11,7 @@ import posixpath
 import re
 import secrets
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .batch import MAX_COMMANDS, Step, run_step, run_steps
@@ -76,12 +77,19 @@ def parse_os_release(text: str) -> OsRelease:
     )
 
 
+def _os_release_step(path: str = "/etc/os-release") -> Step:
+    def parse(out: CommandResult) -> OsRelease:
+        _raise_unless(out, allowed=(0,))
+        return parse_os_release(out.stdout)
+    return Step(["cat", path], parse)
+
+
 def read_os_release(session: SSHSession) -> OsRelease:
     """The host's /etc/os-release (falling back to /usr/lib/os-release)."""
-    result = session.run(["cat", "/etc/os-release"], check=False)
-    if result.exit_status != 0:
-        result = session.run(["cat", "/usr/lib/os-release"])
-    return parse_os_release(result.stdout)
+    try:
+        return run_step(session, _os_release_step())
+    except CommandFailed:
+        return run_step(session, _os_release_step("/usr/lib/os-release"))
 
 
 def _unescape_findmnt(text: str) -> str:
@@ -111,27 +119,138 @@ def _findmnt_step(probe: str) -> Step:
     return Step(["findmnt", "-n", "-o", "FSTYPE,TARGET", "-T", probe], parse)
 
 
+@dataclass(frozen=True)
+class HostProbe:
+    """What ``probe_host`` learnt: each part, or the adapter error that part ended with."""
+
+    os_release: OsRelease | None
+    os_release_error: AdapterError | None
+    storage: dict[str, StorageLocation]
+    storage_error: AdapterError | None
+
+
 def storage_kind(session: SSHSession, paths: list[str]) -> dict[str, StorageLocation]:
     """Which filesystem holds each path, and whether it is shared storage.
 
     A path that does not exist yet (a disk image about to be copied, say) is
-    judged by its nearest existing parent directory; a path findmnt cannot
-    place at all is left out of the result. Every path is asked in one exec
-    (batched), and the parents of the paths not found in the next one.
+    judged by its nearest existing parent directory; a path that cannot be
+    placed at all is left out of the result. One exec: the host's mount table
+    and every path's canonical form (``placement_steps``); a host whose tools
+    cannot say (no ``realpath -m``) is asked path by path with ``findmnt -T``.
     """
+    probe = _probe(session, paths, first=[])
+    if probe.storage_error is not None:
+        raise probe.storage_error
+    return probe.storage
+
+
+def probe_host(session: SSHSession, paths: list[str]) -> HostProbe:
+    """os-release and ``storage_kind(paths)`` in ONE exec: what an inventory refresh asks over SSH.
+
+    A further exec only for what the first could not settle: /usr/lib/os-release on a host
+    without /etc/os-release, or paths its tools could not place. A part that fails is given
+    as its error beside the other part's answer; errors of the exec itself (the host
+    unreachable, a timeout) propagate.
+    """
+    return _probe(session, paths, first=[_os_release_step()])
+
+
+def _probe(session: SSHSession, paths: list[str], *, first: list[Step]) -> HostProbe:
+    steps = first + (placement_steps(paths) if paths else [])
+    values = run_steps(session, steps) if steps else []
+    release = values[0] if first else None
+    storage: dict[str, StorageLocation] = {}
+    storage_error: AdapterError | None = None
+    if paths:
+        table, canonical = values[len(first):]
+        if any(v is None or isinstance(v, AdapterError) for v in (table, canonical)):
+            # No realpath -m (or its answer could not be trusted): ask findmnt path by path.
+            storage, _, storage_error = _storage_rounds(session, paths)
+        else:
+            storage = place_paths(table, canonical)
+    if isinstance(release, CommandFailed):
+        try:
+            release = run_step(session, _os_release_step("/usr/lib/os-release"))
+        except CommandFailed as exc:
+            release = exc
+    if isinstance(release, AdapterError):
+        return HostProbe(None, release, storage, storage_error)
+    return HostProbe(release, None, storage, storage_error)
+
+
+def parse_mount_table(output: str) -> list[tuple[str, str]]:
+    """``findmnt -rn -o TARGET,FSTYPE`` lines as (mountpoint, fstype), in mount order."""
+    table = []
+    for line in output.splitlines():
+        target, _, fstype = line.strip().partition(" ")
+        if target and fstype:
+            table.append((_unescape_findmnt(target), fstype.strip()))
+    return table
+
+
+def place_paths(table: list[tuple[str, str]], canonical: dict[str, str]) -> dict[str, StorageLocation]:
+    """Each path's filesystem, from the mount table and the path's canonical form (pure).
+
+    The mountpoint holding a path is the longest one it lies under; of several mounts on the
+    same point the last one mounted (the one on top) — findmnt -T's own answer. A path under
+    no mountpoint is left out.
+    """
+    placed: dict[str, StorageLocation] = {}
+    for path, real in canonical.items():
+        best: tuple[str, str] | None = None
+        for mountpoint, fstype in table:
+            inside = mountpoint == "/" or real == mountpoint or real.startswith(mountpoint.rstrip("/") + "/")
+            if inside and (best is None or len(mountpoint) >= len(best[0])):
+                best = (mountpoint, fstype)
+        if best is not None:
+            placed[path] = StorageLocation(fstype=best[1], mountpoint=best[0],
+                                           shared=best[1].lower() in SHARED_FILESYSTEMS)
+    return placed
+
+
+def placement_steps(paths: list[str]) -> list[Step]:
+    """The two commands ``place_paths`` needs: the mount table and ``realpath -m`` of every path.
+
+    The realpath step's value is {path: canonical}, or None when its answer does not name
+    every path (a path it could not resolve): then nothing of it is trusted.
+    """
+    def parse_table(out: CommandResult) -> list[tuple[str, str]] | None:
+        _raise_unless(out, allowed=(0,))
+        return None if out.truncated else parse_mount_table(out.stdout)
+
+    def parse_real(out: CommandResult) -> dict[str, str] | None:
+        _raise_unless(out, allowed=(0,))
+        answers = out.stdout.split("\0")
+        if answers and answers[-1] == "":
+            answers.pop()
+        if len(answers) != len(paths) or out.truncated:
+            return None
+        return dict(zip(paths, answers))
+
+    return [Step(["findmnt", "-rn", "-o", "TARGET,FSTYPE"], parse_table),
+            Step(["realpath", "-mz", "--", *paths], parse_real)]
+
+
+def _storage_rounds(session: SSHSession, paths: list[str], first: Sequence[Step] = ()):
+    """storage_kind's rounds, with ``first`` asked in the first exec: (storage, first's values, error)."""
     result: dict[str, StorageLocation] = {}
     pending = {path: posixpath.normpath(path) if path else "/" for path in paths}
+    extra: list[Step] = list(first)
+    extra_values: list = []
     for _ in range(_MAX_PARENT_LOOKUPS):
-        if not pending:
+        if not pending and not extra:
             break
         probes = sorted(set(pending.values()))
-        found: dict[str, StorageLocation | None] = {}
-        for start in range(0, len(probes), MAX_COMMANDS):
-            chunk = probes[start:start + MAX_COMMANDS]
-            for probe, value in zip(chunk, run_steps(session, [_findmnt_step(p) for p in chunk])):
-                if isinstance(value, AdapterError):
-                    raise value
-                found[probe] = value
+        steps = extra + [_findmnt_step(p) for p in probes]
+        values: list = []
+        for start in range(0, len(steps), MAX_COMMANDS):
+            values += run_steps(session, steps[start:start + MAX_COMMANDS])
+        extra_values += values[:len(extra)]
+        found = dict(zip(probes, values[len(extra):]))
+        extra = []
+        error = next((v for v in found.values() if isinstance(v, AdapterError)), None)
+        if error is not None:
+            return result, extra_values, error
         still: dict[str, str] = {}
         for path, probe in pending.items():
             if found[probe] is not None:
@@ -139,7 +258,7 @@ def storage_kind(session: SSHSession, paths: list[str]) -> dict[str, StorageLoca
             elif probe != "/":
                 still[path] = posixpath.dirname(probe) or "/"
         pending = still
-    return result
+    return result, extra_values, None
 
 
 def parse_getent_ahosts(output: str) -> list[str]:

@@ -122,6 +122,9 @@ class Shell:
                 if fields and not fields[0].startswith("#") and len(fields) > 1 and fields[1] == target:
                     return ok(argv, line + "\n")
             return fail(argv)
+        if args == ["-rn", "-o", "TARGET,FSTYPE"]:  # the whole mount table, in mount order
+            table = [("/", "ext4")] + [(m, fstype) for m, (fstype, _source) in self.mounts.items()]
+            return ok(argv, "".join(f"{m.replace(' ', chr(92) + 'x20')} {fstype}\n" for m, fstype in table))
         if "-T" in args:  # findmnt -n -o FSTYPE,TARGET -T PATH: the filesystem holding PATH
             path = args[args.index("-T") + 1]
             holding = [m for m in self.mounts if path == m or path.startswith(m.rstrip("/") + "/")]
@@ -134,6 +137,12 @@ class Shell:
             fstype, source = self.mounts[target]
             return ok(argv, f"{fstype} {source}\n")
         return fail(argv)
+
+    def _cmd_realpath(self, argv, args, stdin):  # realpath -mz -- PATH...: no symlinks in the model
+        paths = args[args.index("--") + 1:]
+        if any(not p for p in paths):
+            return fail(argv, "realpath: '': No such file or directory")
+        return ok(argv, "".join(posixpath.normpath(p) + "\0" for p in paths))
 
     def _cmd_ls(self, argv, args, stdin):
         path = args[-1]

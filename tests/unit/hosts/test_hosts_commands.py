@@ -144,3 +144,24 @@ def test_vm_list_json_streams_valid_json_in_chunks(trusted_host, capsys, monkeyp
     VirtualMachine.objects.all().delete()
     call_command("vm_list", "--json")
     assert json.loads(capsys.readouterr().out) == []
+
+
+def test_vm_list_json_gives_each_guests_disks_and_sizes(trusted_host, capsys):
+    from hosts.models import VirtualDisk
+
+    web = trusted_host.vms.get(name="web-1")
+    VirtualDisk.objects.filter(vm=web).update(capacity_bytes=20 * 2**30, allocation_bytes=3 * 2**30)
+    VirtualDisk.objects.create(vm=web, target="vdb", device="disk", source_type="file", source="/data/web-1-b.qcow2",
+                               capacity_bytes=2**30, allocation_bytes=2**20)
+    VirtualDisk.objects.create(vm=web, target="sda", device="cdrom", source_type="file", source="/iso/d.iso",
+                               capacity_bytes=2**29, allocation_bytes=2**29)
+    call_command("vm_list", "--json")
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    web_row, db_row = rows["web-1"], rows["db-1"]
+    assert [d["target"] for d in web_row["disks"]] == ["sda", "vda", "vdb"]
+    assert web_row["disk_capacity_bytes"] == 21 * 2**30  # the cdrom is not a data disk
+    assert web_row["disk_allocation_bytes"] == 3 * 2**30 + 2**20
+    assert web_row["disks"][1] == {"target": "vda", "device": "disk", "source": "/var/lib/libvirt/images/web-1.img",
+                                   "storage": "local", "capacity_bytes": 20 * 2**30, "allocation_bytes": 3 * 2**30}
+    # never sized: said as unknown, not as zero
+    assert db_row["disks"][0]["capacity_bytes"] is None and db_row["disk_capacity_bytes"] is None

@@ -6,8 +6,8 @@ from core.actors import Actor
 from core.choices import AuditResultChoices, JobStatusChoices
 from core.models import AuditEvent, Job
 from hosts import inventory, services
-from hosts.choices import HostStatusChoices
-from hosts.models import Host, VirtualMachine
+from hosts.choices import DiskStorageChoices, HostStatusChoices
+from hosts.models import Host, VirtualDisk, VirtualMachine
 from tests.fakes.fleet import make_host_key
 
 pytestmark = pytest.mark.django_db
@@ -110,3 +110,70 @@ def test_action_on_vanished_guest_fails(trusted_host, fleet, django_capture_on_c
     job = act(vm, "destroy", django_capture_on_commit_callbacks)
     assert job.status == JobStatusChoices.FAILED and "Domain not found" in job.error
     assert job.error_hint  # DomainNotFound's hint: refresh the inventory
+
+
+def periodic_refresh(capture):
+    from hosts.jobs import inventory_refresh_all
+
+    with capture(execute=True):
+        inventory_refresh_all()
+    return Job.objects.filter(kind="host.refresh").latest("pk")
+
+
+def test_periodic_refresh_keeps_a_recent_probe(trusted_host, fleet, django_capture_on_commit_callbacks):
+    hv = fleet[trusted_host.address]
+    probed_at = trusted_host.facts.probed_at
+    assert probed_at is not None
+    storage = dict(VirtualDisk.objects.filter(vm__host=trusted_host).values_list("source", "storage"))
+    assert set(storage.values()) == {DiskStorageChoices.LOCAL}
+    execs, logins = hv.execs, len(hv.commands)
+
+    job = periodic_refresh(django_capture_on_commit_callbacks)
+    assert job.status == JobStatusChoices.SUCCEEDED
+    assert hv.execs == execs and len(hv.commands) == logins  # no command ran on the host
+    assert "as read at" in job.log[-1]["msg"]
+    trusted_host.facts.refresh_from_db()
+    assert trusted_host.facts.probed_at == probed_at
+    assert trusted_host.facts.os_pretty_name == "Debian GNU/Linux 12 (bookworm)"
+    assert dict(VirtualDisk.objects.filter(vm__host=trusted_host).values_list("source", "storage")) == storage
+
+
+def test_periodic_refresh_still_checks_the_pinned_key(trusted_host, fleet, django_capture_on_commit_callbacks):
+    fleet[trusted_host.address].host_key = make_host_key()
+    job = periodic_refresh(django_capture_on_commit_callbacks)
+    trusted_host.refresh_from_db()
+    assert job.status == JobStatusChoices.FAILED and "does not match the pinned key" in job.error
+    assert trusted_host.status == HostStatusChoices.KEY_MISMATCH
+
+
+@pytest.mark.parametrize("why", ["old", "new disk", "asked for"])
+def test_refresh_asks_the_host_again(why, trusted_host, fleet, settings, django_capture_on_commit_callbacks):
+    from tests.fakes.fleet import make_domain
+
+    hv = fleet[trusted_host.address]
+    execs = hv.execs
+    if why == "old":
+        settings.VMPORTAL_HOST_PROBE_SECONDS = 0
+        job = periodic_refresh(django_capture_on_commit_callbacks)
+    elif why == "new disk":
+        added = make_domain("new-1")
+        hv.domains[added.uuid] = added
+        job = periodic_refresh(django_capture_on_commit_callbacks)
+    else:
+        job = refresh(trusted_host, django_capture_on_commit_callbacks)
+    assert job.status == JobStatusChoices.SUCCEEDED
+    assert hv.execs == execs + 1  # one exec: os-release and every disk's placement
+    assert "as read at" not in job.log[-1]["msg"]
+    assert not VirtualDisk.objects.filter(vm__host=trusted_host, storage=DiskStorageChoices.UNKNOWN).exists()
+
+
+def test_a_requested_refresh_does_not_reuse_a_waiting_routine_one(trusted_host, settings):
+    settings.VMPORTAL_JOBS_INLINE = False  # on_commit callbacks are not run here: the jobs stay queued
+    routine = services.host_refresh_request(host=trusted_host, actor=Actor.system(), full=False)
+    assert routine.variant == "routine"
+    assert services.host_refresh_request(host=trusted_host, actor=Actor.system(), full=False) == routine
+    asked = services.host_refresh_request(host=trusted_host, actor=Actor.system())
+    assert asked != routine and asked.variant == ""
+    # a full one waiting serves both
+    assert services.host_refresh_request(host=trusted_host, actor=Actor.system()) == asked
+    assert services.host_refresh_request(host=trusted_host, actor=Actor.system(), full=False) in (routine, asked)

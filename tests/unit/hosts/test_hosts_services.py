@@ -164,3 +164,49 @@ def test_vm_action_refused_when_host_key_mismatched(trusted_host):
     vm = VirtualMachine.objects.get(name="web-1")
     with pytest.raises(services.ServiceRefused):
         services.vm_action_request(vm=vm, action="destroy", actor=Actor.system())
+
+
+def _writes(queries, table):
+    return [q["sql"] for q in queries if q["sql"].split(" ", 1)[0] in ("INSERT", "UPDATE", "DELETE")
+            and f'"{table}"' in q["sql"]]
+
+
+def test_a_refresh_that_changes_nothing_writes_no_guest_or_nic_row(trusted_host, fleet):
+    from dataclasses import replace
+
+    from django.db import connection as db
+    from django.test.utils import CaptureQueriesContext
+
+    from hosts.models import VirtualNic
+
+    hv = fleet[trusted_host.address]
+    domains = [replace(d, definition_xml=f"<domain><name>{d.name}</name></domain>") for d in hv.domains.values()]
+    services.host_inventory_save(host=trusted_host, facts=hv.facts, os_release=None, domains=domains, storage={},
+                                 actor=Actor.system())
+    stored = dict(VirtualMachine.objects.values_list("name", "definition_encrypted"))
+    nic_ids = set(VirtualNic.objects.values_list("pk", flat=True))
+    before = dict(VirtualMachine.objects.values_list("name", "updated"))
+
+    with CaptureQueriesContext(db) as queries:
+        services.host_inventory_save(host=trusted_host, facts=hv.facts, os_release=None, domains=domains,
+                                     storage={}, actor=Actor.system())
+    guest_writes = _writes(queries.captured_queries, "hosts_virtualmachine")
+    assert len(guest_writes) == 1 and '"updated"' in guest_writes[0]  # only "seen now", one statement
+    assert _writes(queries.captured_queries, "hosts_virtualnic") == []
+    assert dict(VirtualMachine.objects.values_list("name", "definition_encrypted")) == stored  # not re-encrypted
+    assert set(VirtualNic.objects.values_list("pk", flat=True)) == nic_ids
+    after = dict(VirtualMachine.objects.values_list("name", "updated"))
+    assert all(after[name] > before[name] for name in before)
+
+    # what changed is written: a new name, a NIC's network, a new definition
+    web = next(d for d in domains if d.name == "web-1")
+    nic = replace(web.nics[0], source="lan2")
+    changed = replace(web, name="web-1-renamed", nics=[nic], definition_xml="<domain><name>web-1-renamed</name></domain>")
+    rest = [d for d in domains if d is not web]
+    services.host_inventory_save(host=trusted_host, facts=hv.facts, os_release=None, domains=[changed, *rest],
+                                 storage={}, actor=Actor.system())
+    vm = VirtualMachine.objects.get(uuid=web.uuid)
+    assert vm.name == "web-1-renamed" and list(vm.nics.values_list("source", flat=True)) == ["lan2"]
+    assert decrypt_secret(vm.definition_encrypted) == changed.definition_xml
+    other = VirtualMachine.objects.get(name="db-1")
+    assert other.definition_encrypted == stored["db-1"]

@@ -94,9 +94,61 @@ def test_parse_findmnt(output, expected):
     assert facts.parse_findmnt(output) == expected
 
 
-def test_storage_kind_asks_every_path_in_one_exec_and_walks_up_for_missing_paths():
+MOUNTS = ("/ ext4\n/proc proc\n/var/lib/libvirt/images nfs4\n/srv/my\\x20images xfs\n"
+          "/var/lib/libvirt/images fuse.glusterfs\n")
+TABLE = ("findmnt", "-rn", "-o", "TARGET,FSTYPE")
+
+
+def realpath(*paths: str) -> tuple[str, ...]:
+    return ("realpath", "-mz", "--", *paths)
+
+
+def test_parse_mount_table_unescapes_and_keeps_mount_order():
+    assert facts.parse_mount_table(MOUNTS + "\n") == [
+        ("/", "ext4"), ("/proc", "proc"), ("/var/lib/libvirt/images", "nfs4"), ("/srv/my images", "xfs"),
+        ("/var/lib/libvirt/images", "fuse.glusterfs"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("real", "expected"),
+    [
+        ("/var/lib/libvirt/images/a.qcow2", facts.StorageLocation("fuse.glusterfs", "/var/lib/libvirt/images", True)),
+        ("/var/lib/libvirt/images", facts.StorageLocation("fuse.glusterfs", "/var/lib/libvirt/images", True)),
+        ("/var/lib/libvirt/imagesX/a.qcow2", facts.StorageLocation("ext4", "/", False)),  # a prefix, not a parent
+        ("/srv/my images/not/yet.qcow2", facts.StorageLocation("xfs", "/srv/my images", False)),
+        ("/proc/self", facts.StorageLocation("proc", "/proc", False)),
+        ("/", facts.StorageLocation("ext4", "/", False)),
+    ],
+)
+def test_place_paths_takes_the_longest_mountpoint_and_the_top_mount_of_a_stack(real, expected):
+    # The same mountpoint twice: the later mount (glusterfs, on top) holds the path, as findmnt -T says.
+    table = facts.parse_mount_table(MOUNTS)
+    assert facts.place_paths(table, {"/link/to/it": real}) == {"/link/to/it": expected}
+
+
+def test_place_paths_leaves_out_a_path_under_no_mountpoint():
+    assert facts.place_paths([("/srv", "xfs")], {"/etc/hosts": "/etc/hosts"}) == {}
+
+
+def test_storage_kind_is_one_exec_whatever_the_number_of_paths():
+    paths = [f"/var/lib/libvirt/images/g{i}.qcow2" for i in range(150)] + ["/srv/new/dir/b.qcow2"]
+    session = FakeSession({TABLE: (0, MOUNTS), realpath(*paths): (0, "".join(p + "\0" for p in paths))})
+    result = facts.storage_kind(session, paths)
+    assert len(result) == 151 and result["/srv/new/dir/b.qcow2"] == facts.StorageLocation("ext4", "/", False)
+    assert all(result[p].shared for p in paths[:150])
+    assert session.calls == [("batch", [list(TABLE), list(realpath(*paths))])]
+
+
+def test_storage_kind_follows_what_realpath_resolved():
+    session = FakeSession({TABLE: (0, MOUNTS), realpath("/images/a.qcow2"): (0, "/var/lib/libvirt/images/a.qcow2\0")})
+    assert facts.storage_kind(session, ["/images/a.qcow2"])["/images/a.qcow2"].shared
+
+
+def test_storage_kind_without_realpath_asks_findmnt_path_by_path_and_walks_up_for_missing_paths():
     session = FakeSession(
         {
+            TABLE: (0, MOUNTS),  # realpath: not found (1) — nothing of its answer is trusted
             findmnt("/var/lib/libvirt/images/a.qcow2"): (0, "nfs4   /var/lib/libvirt/images\n"),
             findmnt("/srv/new"): (0, "ext4 /\n"),
         }
@@ -106,26 +158,59 @@ def test_storage_kind_asks_every_path_in_one_exec_and_walks_up_for_missing_paths
         "/var/lib/libvirt/images/a.qcow2": facts.StorageLocation("nfs4", "/var/lib/libvirt/images", True),
         "/srv/new/dir/b.qcow2": facts.StorageLocation("ext4", "/", False),
     }
-    assert session.calls == [
+    assert session.calls[1:] == [
         ("batch", [list(findmnt("/srv/new/dir/b.qcow2")), list(findmnt("/var/lib/libvirt/images/a.qcow2"))]),
         list(findmnt("/srv/new/dir")),  # one path left: asked alone
         list(findmnt("/srv/new")),
     ]
 
 
-def test_storage_kind_asks_a_directory_shared_by_many_disks_once_and_any_number_of_paths_in_few_execs():
-    paths = [f"/var/lib/libvirt/images/g{i}.qcow2" for i in range(150)] + ["/var/lib/libvirt/images/g0.qcow2"]
-    session = FakeSession({findmnt(p): (0, "nfs4 /var/lib/libvirt/images\n") for p in paths})
-    result = facts.storage_kind(session, paths)
-    assert len(result) == 150 and all(loc.shared for loc in result.values())
-    sizes = [len(call[1]) for call in session.calls]
-    assert sizes == [64, 64, 22]  # batches of at most batch.MAX_COMMANDS, each path once
+def test_storage_kind_distrusts_a_realpath_answer_that_misses_a_path():
+    session = FakeSession({TABLE: (0, MOUNTS), realpath("/a", "/b"): (0, "/a\0"),
+                           findmnt("/a"): (0, "ext4 /\n"), findmnt("/b"): (0, "nfs4 /b\n")})
+    assert facts.storage_kind(session, ["/a", "/b"])["/b"].shared
 
 
 def test_storage_kind_raises_when_findmnt_itself_fails():
     session = FakeSession({findmnt("/x"): (127, "")})
     with pytest.raises(CommandFailed):
         facts.storage_kind(session, ["/x"])
+
+
+def test_probe_host_asks_os_release_and_every_path_in_one_exec():
+    paths = ["/var/lib/libvirt/images/a.qcow2", "/srv/b.qcow2"]
+    session = FakeSession({
+        ("cat", "/etc/os-release"): (0, DEBIAN_OS_RELEASE),
+        TABLE: (0, MOUNTS), realpath(*paths): (0, "".join(p + "\0" for p in paths)),
+    })
+    probe = facts.probe_host(session, paths)
+    assert probe.os_release.id == "debian" and probe.os_release_error is None
+    assert probe.storage == {
+        "/var/lib/libvirt/images/a.qcow2": facts.StorageLocation("fuse.glusterfs", "/var/lib/libvirt/images", True),
+        "/srv/b.qcow2": facts.StorageLocation("ext4", "/", False),
+    }
+    assert probe.storage_error is None
+    assert session.calls == [("batch", [["cat", "/etc/os-release"], list(TABLE), list(realpath(*paths))])]
+
+
+def test_probe_host_without_disks_is_one_command_and_falls_back_to_usr_lib():
+    session = FakeSession({("cat", "/usr/lib/os-release"): (0, DEBIAN_OS_RELEASE)})
+    probe = facts.probe_host(session, [])
+    assert probe.os_release.id == "debian" and probe.storage == {}
+    assert session.calls == [["cat", "/etc/os-release"], ["cat", "/usr/lib/os-release"]]
+
+
+def test_probe_host_gives_each_part_its_own_error():
+    # neither realpath nor findmnt on the host: the storage part fails, os-release still comes back.
+    session = FakeSession({("cat", "/etc/os-release"): (0, DEBIAN_OS_RELEASE), findmnt("/x"): (127, "")})
+    probe = facts.probe_host(session, ["/x"])
+    assert probe.os_release.id == "debian"
+    assert isinstance(probe.storage_error, CommandFailed) and probe.storage == {}
+    # no os-release anywhere: the storage part still comes back.
+    session = FakeSession({TABLE: (0, MOUNTS), realpath("/x"): (0, "/x\0")})
+    probe = facts.probe_host(session, ["/x"])
+    assert probe.os_release is None and isinstance(probe.os_release_error, CommandFailed)
+    assert probe.storage == {"/x": facts.StorageLocation("ext4", "/", False)}
 
 
 def test_resolve_names_uses_getent_on_the_host(monkeypatch):
