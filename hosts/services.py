@@ -334,9 +334,9 @@ def _definition_fields(info: DomainInfo) -> dict:
     return {"definition_encrypted": encrypt_secret(info.definition_xml), "definition_at": timezone.now()}
 
 
-def _vm_fields(info: DomainInfo) -> dict:
+def _vm_fields(info: DomainInfo, *, definition: bool = True) -> dict:
     return {
-        **_definition_fields(info),
+        **(_definition_fields(info) if definition else {}),
         "name": info.name,
         "state": info.state if info.state in VMStateChoices.values else VMStateChoices.NOSTATE,
         "state_reason": info.reason,
@@ -363,14 +363,13 @@ def _vm_fields(info: DomainInfo) -> dict:
 def _vm_changes(vm: VirtualMachine, info: DomainInfo) -> dict:
     """The fields of a recorded guest that differ from what the host said (the definition compared
     in clear: each encryption of the same text differs)."""
-    wanted = _vm_fields(info)
+    wanted = _vm_fields(info, definition=False)
     wanted.pop("updated")
-    definition = {key: wanted.pop(key) for key in ("definition_encrypted", "definition_at") if key in wanted}
     changes = {key: value for key, value in wanted.items() if getattr(vm, key) != value}
-    if definition:  # read this time: stored again only if it differs (or is now too large to keep)
-        kept = info.definition_xml if definition["definition_encrypted"] else ""
+    if info.definition_xml:  # read this time: encrypted and stored again only if it differs (or is too large)
+        kept = info.definition_xml if len(info.definition_xml) <= VirtualMachine.MAX_DEFINITION_CHARS else ""
         if _stored_definition(vm) != kept:
-            changes.update(definition)
+            changes.update(_definition_fields(info))
     return changes
 
 
@@ -393,6 +392,7 @@ def _save_vms(host: Host, domains: list[DomainInfo]) -> tuple[dict[str, VirtualM
     differ), and one statement that stamps every guest seen (``updated``: when a refresh or an
     event last saw it; the recovery sweep reads it). Returns the guests by UUID and counts.
     """
+    wanted = {str(info.uuid) for info in domains}
     recorded = {str(vm.uuid): vm for vm in VirtualMachine.objects.filter(host=host)}
     nics: dict[int, list] = {}
     for vm_id, *nic in (VirtualNic.objects.filter(vm__host=host)
@@ -417,7 +417,7 @@ def _save_vms(host: Host, domains: list[DomainInfo]) -> tuple[dict[str, VirtualM
     created = VirtualMachine.objects.bulk_create(create, batch_size=500)
     if update:
         VirtualMachine.objects.bulk_update(update, sorted(fields), batch_size=500)
-    seen = [vm.pk for uuid, vm in recorded.items() if uuid in {str(info.uuid) for info in domains}]
+    seen = [vm.pk for uuid, vm in recorded.items() if uuid in wanted]
     if seen:
         VirtualMachine.objects.filter(pk__in=seen).update(updated=now)
     saved = {**recorded, **{str(vm.uuid): vm for vm in created}}
@@ -428,7 +428,6 @@ def _save_vms(host: Host, domains: list[DomainInfo]) -> tuple[dict[str, VirtualM
         VirtualNic.objects.bulk_create(
             [VirtualNic(vm=vm, mac=nic.mac, type=nic.type, source=nic.source, model=nic.model)
              for vm, info in renic for nic in info.nics], batch_size=500)
-    wanted = {str(info.uuid) for info in domains}
     return ({uuid: vm for uuid, vm in saved.items() if uuid in wanted},
             {"created": len(created), "updated": len(update), "nics_replaced": len(renic)})
 
