@@ -136,8 +136,12 @@ def test_inventory_updates_live_when_a_host_is_added_elsewhere(page, portal):
     other.fill("#id_ssh_port", "9")
     other.click("button:has-text('Add host')")
     expect(page.locator("#hosts-table")).to_contain_text("added-live", timeout=10000)
-    # The trust page reloads itself when its key-scan job ends; Chromium can leave a page.close()
-    # that races that reload's commit unanswered for good (microsoft/playwright#42068). Leaving
-    # for a blank page first means nothing of the portal's is left to navigate.
+    # The trust page reloads itself when its key-scan job ends (nothing answers on port 9, so the
+    # scan fails). Leave only once that reload has committed: a navigation started before it is
+    # interrupted by it, and Chromium can leave a page.close() racing its commit unanswered for good
+    # (microsoft/playwright#42068).
+    expect(other.locator(".alert-error")).to_contain_text("Could not read the host key", timeout=20000)
+    expect(other.locator("[data-reload-on-finish]")).to_have_count(0)
+    other.wait_for_load_state("load")
     other.goto("about:blank")
     other.close()
