@@ -3,7 +3,10 @@
 Restoring a memory state whose disks moved on since the save corrupts the guest (its page
 cache and the filesystem disagree), so every disk must be present and unchanged, or the admin
 confirms it changed. The destination must see the state file and the disks (the same host, or
-shared storage), run the same or a newer QEMU, and support the machine type of the save.
+shared storage), run the same or a newer QEMU, and support the machine type of the save. On
+another host only disks that were on shared (or network) storage at the save count as "the
+same disk": a local path there is another file. And the guest must run nowhere: a second copy
+started from the state would write the same disks as the one still running.
 """
 
 from __future__ import annotations
@@ -18,6 +21,11 @@ class DiskAtSave:
     path: str
     size: int
     mtime_ns: int
+    storage: str = ""  # hosts' DiskStorageChoices at the save ("" on records made before it was kept)
+
+
+# Storage that another host sees as the very same disk.
+SHARED_STORAGE = frozenset({"shared", "network"})
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,10 @@ class RestoreFacts:
     disks_at_save: tuple[DiskAtSave, ...]
     disks_now: tuple[DiskNow, ...]
     changed_disks_confirmed: bool = False
+    saved_on: str = ""  # the host the state was saved on
+    guest: str = ""
+    active_on: tuple[str, ...] = ()  # hosts that run (or pause) a guest with the state's UUID now
+    unanswered: tuple[str, ...] = ()  # hosts that might and did not answer
 
 
 @dataclass(frozen=True)
@@ -75,11 +87,26 @@ def restore_verdict(facts: RestoreFacts) -> Verdict:
     if facts.machine_at_save and facts.machine_at_save not in facts.machines_here:
         problems.append(f"Machine type {facts.machine_at_save} is not supported here: choose a host whose "
                         "QEMU offers it.")
+    guest = facts.guest or "The guest"
+    for host in facts.active_on:
+        problems.append(f"{guest} is running on {host} now: a restore would start a second copy of it on the "
+                        f"same disks. Shut it down on {host} first (its disks then changed since the save, "
+                        "which the restore asks you to confirm), or keep it and delete this state.")
+    for host in facts.unanswered:
+        problems.append(f"{host} did not answer, so it may still run {facts.guest or 'the guest'}: restore once "
+                        f"{host} answers, or, if {host} is dead, recover its guests from its page.")
     now = {disk.path: disk for disk in facts.disks_now}
     changed: list[str] = []
     for disk in facts.disks_at_save:
         seen = now.get(disk.path)
-        if seen is None or not seen.present:
+        if not facts.same_host and disk.storage not in SHARED_STORAGE:
+            origin = facts.saved_on or "its host"
+            where = (f"{origin}'s local storage" if disk.storage == "local"
+                     else f"storage of {origin} not known to be shared")
+            problems.append(f"Disk {disk.path} was on {where} when the state was saved: another host sees "
+                            f"another file there. Restore on {origin}, or move the disk to shared storage "
+                            "and save again.")
+        elif seen is None or not seen.present:
             problems.append(f"Disk {disk.path} is not there: restore where the guest's disks are (shared storage).")
         elif (seen.size, seen.mtime_ns) != (disk.size, disk.mtime_ns):
             changed.append(disk.path)

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import posixpath
+import shlex
 
+from django.db import transaction
+
+from core.actors import Actor
+from core.choices import JobLogLevelChoices
 from core.errors import PortalError
 from core.jobs import JobContext
 from hosts import access
 from hosts.adapters import libvirt as lv
 from hosts import services as host_services
-from hosts.models import HostFacts, VirtualDisk, VirtualMachine
+from hosts.adapters import migration as migration_adapter
+from hosts.models import Host, HostFacts, VirtualDisk, VirtualMachine
 
 from . import services
 from .choices import RestoreStatusChoices as RS
@@ -31,12 +37,13 @@ def file_sha256(ssh, path: str) -> str:
 
 
 def disks_at_save(ssh, vm_id: int | None) -> list[dict]:
-    """Size and mtime of each writable file disk of the guest, as a restore later compares them."""
+    """Size, mtime and storage (shared, local…) of each writable file disk of the guest, as a
+    restore later compares them (another host may restore only from shared disks)."""
     disks = []
     for disk in VirtualDisk.objects.filter(vm_id=vm_id, readonly=False, source_type="file"):
         seen = file_stat(ssh, disk.source)
         if seen is not None:
-            disks.append({"path": disk.source, "size": seen[0], "mtime_ns": seen[1]})
+            disks.append({"path": disk.source, "size": seen[0], "mtime_ns": seen[1], "storage": disk.storage})
     return disks
 
 
@@ -78,15 +85,56 @@ def restore_path(restore: StateRestore) -> str:
     return state.path
 
 
+# libvirt states in which a guest runs (or holds its disks open): a restore must not start a second copy.
+ACTIVE_STATES = frozenset({"running", "blocked", "paused", "shutdown", "pmsuspended"})
+
+
+def hosts_to_ask(state: SavedState, destination: Host) -> list[Host]:
+    """Besides the destination, the hosts that may run the guest: the one it was saved on and any
+    the inventory shows it on."""
+    ids = set(VirtualMachine.objects.filter(uuid=state.vm_uuid).exclude(host=destination)
+              .values_list("host_id", flat=True))
+    if state.host_id != destination.pk:
+        ids.add(state.host_id)
+    return list(Host.objects.filter(pk__in=ids).order_by("name"))
+
+
+def guest_elsewhere(uuid: str, hosts: list[Host]) -> tuple[list[str], list[str], dict[int, bool]]:
+    """Ask each host about the guest: (hosts it is active on, hosts that did not answer, and for
+    each host that answered whether it keeps a shut-off definition of it)."""
+    active, unanswered, defined = [], [], {}
+    for host in hosts:
+        if not host.is_connectable:
+            unanswered.append(host.name)
+            continue
+        try:
+            with access.open_session(host) as session:
+                found = migration_adapter.domain_presence(session.libvirt, uuid)
+        except PortalError:
+            unanswered.append(host.name)
+            continue
+        if found.exists and found.state in ACTIVE_STATES:
+            active.append(host.name)
+        defined[host.pk] = found.exists and found.persistent and found.state not in ACTIVE_STATES
+    return active, unanswered, defined
+
+
 def run_restore(*, restore_id: int, ctx: JobContext) -> None:
-    restore = StateRestore.objects.select_related("state", "host").get(pk=restore_id)
+    restore = StateRestore.objects.select_related("state", "host", "state__host").get(pk=restore_id)
     state = restore.state
     StateRestore.objects.filter(pk=restore.pk, status=RS.QUEUED).update(status=RS.RUNNING)
     path = restore_path(restore)
     facts = HostFacts.objects.filter(host=restore.host).first()
+    uuid = str(state.vm_uuid)
+    elsewhere = hosts_to_ask(state, restore.host)
+    notes: list[str] = []
     try:
+        active_on, unanswered, defined = guest_elsewhere(uuid, elsewhere)
         with access.open_session(restore.host) as session:
             ctx.log(f"Checking {restore.host.name} for {path}")
+            here = migration_adapter.domain_presence(session.libvirt, uuid)
+            if here.exists and here.state in ACTIVE_STATES:
+                active_on.insert(0, restore.host.name)
             file_now = file_stat(session.ssh, path)
             file_seen = file_now is not None and file_now[0] == state.size and file_sha256(session.ssh, path) == state.sha256
             ctx.progress(40)
@@ -100,7 +148,8 @@ def run_restore(*, restore_id: int, ctx: JobContext) -> None:
                 qemu_at_save=state.qemu_version, qemu_here=facts.hypervisor_version if facts else "",
                 machine_at_save=state.machine_type, machines_here=tuple(facts.machine_types if facts else ()),
                 disks_at_save=tuple(DiskAtSave(**d) for d in state.disks), disks_now=tuple(disks_now),
-                changed_disks_confirmed=restore.changed_disks_confirmed,
+                changed_disks_confirmed=restore.changed_disks_confirmed, saved_on=state.host.name,
+                guest=state.vm_name, active_on=tuple(active_on), unanswered=tuple(unanswered),
             ))
             if not verdict.ok:
                 services.restore_finish(restore=restore, ok=False, error=" ".join(verdict.problems),
@@ -108,11 +157,55 @@ def run_restore(*, restore_id: int, ctx: JobContext) -> None:
                 return
             ctx.progress(60)
             restore_from_file(session, path, paused=restore.paused, bypass_cache=state.bypass_cache)
+            ctx.progress(80)
+            if restore.host_id != state.host_id:
+                notes = make_this_its_home(session, restore, uuid, [h for h in elsewhere if defined.get(h.pk)], ctx)
             ctx.progress(100)
     except PortalError as exc:
         services.restore_finish(restore=restore, ok=False, error=str(exc))
         raise
-    services.restore_finish(restore=restore, ok=True)
+    services.restore_finish(restore=restore, ok=True, error=" ".join(notes))
+    if restore.host_id != state.host_id:
+        follow_restored_guest(restore, elsewhere)
+
+
+def make_this_its_home(session, restore: StateRestore, uuid: str, keeping: list[Host], ctx: JobContext) -> list[str]:
+    """After a restore on another host: define the guest there (its persistent definition as the
+    host it was saved on kept it, else as restored) and remove the shut-off definitions other
+    hosts keep, so it has exactly one home, as a migration with --persistent --undefinesource
+    leaves it. A definition that cannot be removed is said, with the command that removes it."""
+    xml = None
+    for host in keeping:
+        try:
+            with access.open_session(host) as other:
+                xml = xml or lv.inactive_xml(other.libvirt, uuid)
+        except PortalError:
+            continue
+    lv.define_domain(session.libvirt, xml or lv.inactive_xml(session.libvirt, uuid))
+    ctx.log(f"{restore.state.vm_name} is defined on {restore.host.name}")
+    notes = []
+    for host in keeping:
+        try:
+            with access.open_session(host) as other:
+                if migration_adapter.domain_presence(other.libvirt, uuid).state not in ACTIVE_STATES:
+                    lv.undefine_domain(other.libvirt, uuid)
+                    ctx.log(f"Its shut-off definition on {host.name} is removed")
+                    continue
+        except PortalError as exc:
+            ctx.log(f"Could not remove its definition on {host.name}: {exc}", level=JobLogLevelChoices.WARNING)
+        notes.append(f"The shut-off definition on {host.name} is left: remove it there "
+                     f"({shlex.join(['virsh', 'undefine', '--keep-nvram', uuid])}) so the guest is not started twice.")
+    return notes
+
+
+def follow_restored_guest(restore: StateRestore, elsewhere: list[Host]) -> None:
+    """The inventory follows a guest restored on another host: its row moves there (what points
+    at it keeps pointing at the guest) and every host concerned is refreshed (queued)."""
+    with transaction.atomic():
+        host_services.vm_relocate(vm_uuid=restore.state.vm_uuid, source=restore.state.host, destination=restore.host)
+    for host in (restore.host, *elsewhere):
+        if host.is_connectable:
+            host_services.host_refresh_request(host=host, actor=Actor.system())
 
 
 def run_managed_save(*, vm_id: int, remove: bool, ctx: JobContext) -> dict:

@@ -16,6 +16,7 @@ import pytest
 from guest_state import jobs, services
 from guest_state.choices import RestoreStatusChoices as RS, SavedStateStatusChoices as SS
 from hosts.adapters import libvirt as lv
+from hosts.models import VirtualMachine
 from lab import hosts as lab_hosts
 from lab.heartbeat import report
 from lab_support import SYSTEM, lab_share, onboarded, ready_share, run_knob, sh, unique, vm_row, wait_counter  # noqa: F401 - fixtures by name
@@ -98,16 +99,29 @@ def test_restore_on_another_host_from_an_nfs_share(lab, lab_share):
         state.refresh_from_db()
         assert state.status == SS.SAVED, state.error
         at_save = report(name).last_counter
-        # The source keeps a shut-off definition; undefine it so the guest runs in one place only.
+        assert state.disks and all(d["storage"] == "shared" for d in state.disks), state.disks
+        # Started again where it was saved, the guest must not get a second copy on labh2.
         with lv.open_connection(src_lab["libvirt_uri"]) as conn:
-            lv.undefine_domain(conn, made["uuid"])
+            lv.start_domain(conn, made["uuid"])
+        refused = restore(state, host=dst)
+        assert refused.status == RS.FAILED and f"is running on {src_lab['name']} now" in refused.error, refused.error
+        with lv.open_connection(dst_lab["libvirt_uri"]) as conn:
+            assert made["uuid"] not in {d.uuid for d in lv.list_domains(conn)}
+        with lv.open_connection(src_lab["libvirt_uri"]) as conn:
+            lv.destroy_domain(conn, made["uuid"])
+        # Its boot wrote the disk: the restore asks for that to be confirmed, then goes on from memory.
         since = time.time()
-        record = restore(state, host=dst)
+        record = restore(state, host=dst, changed_disks_confirmed=True)
         assert record.status == RS.SUCCEEDED, record.error
         wait_counter(name, at_least=at_save + 3, since=since)
         assert report(name, since=since).first_counter in (at_save + 1, at_save + 2)
+        # One home: running and defined on labh2, the shut-off definition on labh1 removed.
         with lv.open_connection(dst_lab["libvirt_uri"]) as conn:
-            assert lv.get_domain(conn, made["uuid"]).state == "running"
+            there = lv.get_domain(conn, made["uuid"])
+            assert (there.state, there.persistent) == ("running", True)
+        with lv.open_connection(src_lab["libvirt_uri"]) as conn:
+            assert made["uuid"] not in {d.uuid for d in lv.list_domains(conn)}
+        assert VirtualMachine.objects.get(uuid=made["uuid"]).host == dst
     finally:
         lab_hosts.remove_guest(name, delete_disks=True)
 

@@ -4,12 +4,15 @@ import pytest
 
 from guest_state.compat import DiskAtSave, DiskNow, RestoreFacts, parse_version, restore_verdict
 
-DISK = DiskAtSave(path="/shared/linux.qcow2", size=16 << 20, mtime_ns=1000)
+DISK = DiskAtSave(path="/shared/linux.qcow2", size=16 << 20, mtime_ns=1000, storage="shared")
 SAME = DiskNow(path=DISK.path, present=True, size=DISK.size, mtime_ns=DISK.mtime_ns)
 BASE = RestoreFacts(
     same_host=True, file_seen=True, qemu_at_save="7.2.0", qemu_here="7.2.0", machine_at_save="pc-i440fx-7.2",
     machines_here=("pc-i440fx-7.2", "pc-q35-7.2"), disks_at_save=(DISK,), disks_now=(SAME,),
+    saved_on="kvm-a", guest="linux",
 )
+LOCAL = dataclasses.replace(DISK, storage="local")
+OLD_RECORD = dataclasses.replace(DISK, storage="")
 
 
 @pytest.mark.parametrize(
@@ -28,6 +31,17 @@ BASE = RestoreFacts(
         ({"disks_now": (dataclasses.replace(SAME, size=1),)}, False, "changed since the save"),
         ({"disks_now": (dataclasses.replace(SAME, mtime_ns=2000),), "changed_disks_confirmed": True}, True, ""),
         ({"disks_at_save": (), "disks_now": ()}, True, ""),
+        # Another host sees the same disk only on shared (or network) storage.
+        ({"same_host": False, "disks_at_save": (dataclasses.replace(DISK, storage="network"),)}, True, ""),
+        ({"same_host": False, "disks_at_save": (LOCAL,)}, False, "was on kvm-a's local storage"),
+        ({"same_host": False, "disks_at_save": (OLD_RECORD,)}, False, "not known to be shared"),
+        ({"disks_at_save": (LOCAL,)}, True, ""),
+        # A second copy of a guest that runs somewhere, or may: never.
+        ({"active_on": ("kvm-b",)}, False, "linux is running on kvm-b now"),
+        ({"same_host": False, "active_on": ("kvm-a",)}, False, "second copy"),
+        ({"same_host": False, "unanswered": ("kvm-a",)}, False, "kvm-a did not answer"),
+        ({"disks_now": (dataclasses.replace(SAME, mtime_ns=2000),), "changed_disks_confirmed": True,
+          "active_on": ("kvm-a",)}, False, "Shut it down on kvm-a first"),
     ],
 )
 def test_restore_verdict(changes, ok, words):

@@ -27,7 +27,7 @@ def guest(fleet):
     host = make_host("kvm-a")
     HostFacts.objects.create(host=host, hypervisor_version="7.2.0", machine_types=["pc", "pc-i440fx-7.2"])
     vm = make_vm(host, "web-1")
-    VirtualDisk.objects.create(vm=vm, target="vda", source_type="file", source=DISK)
+    VirtualDisk.objects.create(vm=vm, target="vda", source_type="file", source=DISK, storage="shared")
     fake = fleet.adopt(host, fleet.guest_of(vm))
     fake.script("stat -L -c '%s %Y' -- /var/lib/vmportal-save/web-1", ok([], "4096 1700000000\n"))
     fake.script(f"stat -L -c '%s %Y' -- {DISK}", ok([], "16777216 1700000000\n"))
@@ -89,7 +89,7 @@ def test_save_then_restore_on_the_same_host(guest):
     _host, vm, fake = guest
     state = saved(guest)
     assert (state.status, state.size, state.sha256, state.qemu_version) == (SS.SAVED, 4096, SHA, "7.2.0")
-    assert state.disks == [{"path": DISK, "size": 16777216, "mtime_ns": 1700000000 * 10**9}]
+    assert state.disks == [{"path": DISK, "size": 16777216, "mtime_ns": 1700000000 * 10**9, "storage": "shared"}]
     assert fake.domains[str(vm.uuid)].state == "shutoff"
     assert not GuestLease.objects.exists()
     restore = services.restore_request(state=state, paused=True, actor=SYSTEM, enqueue=False)
@@ -140,3 +140,85 @@ def test_cli_save_and_restore_wait(guest):
     assert fake.domains[str(vm.uuid)].state == "running"
     with pytest.raises(CommandError, match="No saved state"):
         call_command("vm_restore", "999999")
+
+
+# --- Restore on another host: the guest must run nowhere, its disks must have been shared -----
+
+@pytest.fixture
+def onto_share(guest, fleet):
+    """web-1 saved onto a share kvm-a exports and kvm-b mounts; kvm-b sees the file and the disk."""
+    from storage.choices import ShareStatusChoices
+    from storage.models import Share
+
+    host, vm, fake = guest
+    other = make_host("kvm-b")
+    HostFacts.objects.create(host=other, hypervisor_version="8.0.0", machine_types=["pc-i440fx-7.2"])
+    fake_b = fleet.adopt(other)
+    share = Share.objects.create(server=host, export_path="/srv/states", mount_path="/mnt/states",
+                                 status=ShareStatusChoices.READY)
+    share.clients.add(other)
+    state = services.save_request(vm=vm, share=share, actor=SYSTEM, enqueue=False)
+    name = state.path.rsplit("/", 1)[1]
+    fake.script(f"stat -L -c '%s %Y' -- {state.path}", ok([], "4096 1700000000\n"))
+    fake.script(f"sha256sum -- {state.path}", ok([], f"{SHA}  file\n"))
+    runner.run_save(state_id=state.pk, ctx=ctx_of(state))
+    state.refresh_from_db()
+    assert state.status == SS.SAVED, state.error
+    seen_at = f"/mnt/states/{name}"
+    fake_b.state_files[seen_at] = fake.state_files[state.path]
+    fake_b.script(f"stat -L -c '%s %Y' -- {seen_at}", ok([], "4096 1700000000\n"))
+    fake_b.script(f"sha256sum -- {seen_at}", ok([], f"{SHA}  file\n"))
+    fake_b.script(f"stat -L -c '%s %Y' -- {DISK}", ok([], "16777216 1700000000\n"))
+    return state, other, fake, fake_b
+
+
+def restored(state, host):
+    restore = services.restore_request(state=state, host=host, actor=SYSTEM, enqueue=False)
+    runner.run_restore(restore_id=restore.pk, ctx=ctx_of(restore))
+    restore.refresh_from_db()
+    return restore
+
+
+def test_restore_on_another_host_makes_it_the_guest_s_only_home(onto_share):
+    state, other, fake, fake_b = onto_share
+    uuid = str(state.vm_uuid)
+    assert fake.domains[uuid].state == "shutoff" and fake.domains[uuid].persistent
+    restore = restored(state, other)
+    assert restore.status == RS.SUCCEEDED, restore.error
+    assert restore.error == ""
+    # Running and defined on kvm-b; the shut-off definition on kvm-a is gone: one home, as a migration leaves it.
+    assert (fake_b.domains[uuid].state, fake_b.domains[uuid].persistent) == ("running", True)
+    assert uuid not in fake.domains
+    # The inventory row followed it (what points at it keeps pointing at the guest).
+    assert state.vm.__class__.objects.get(uuid=uuid).host == other
+    assert not GuestLease.objects.exists()
+
+
+def test_restore_elsewhere_is_refused_while_the_guest_runs_where_it_was_saved(onto_share):
+    state, other, fake, fake_b = onto_share
+    uuid = str(state.vm_uuid)
+    fake.set_state(uuid, "running", "booted")  # started again from its disk after the save
+    restore = restored(state, other)
+    assert restore.status == RS.FAILED
+    assert "web-1 is running on kvm-a now" in restore.error and "second copy" in restore.error
+    assert ("restore", f"/mnt/states/{state.path.rsplit('/', 1)[1]}") not in fake_b.calls
+    assert uuid not in fake_b.domains
+
+
+def test_restore_elsewhere_is_refused_while_the_saving_host_does_not_answer(onto_share):
+    state, other, fake, fake_b = onto_share
+    fake.reachable = False
+    restore = restored(state, other)
+    assert restore.status == RS.FAILED
+    assert "kvm-a did not answer" in restore.error and "recover its guests" in restore.error
+    assert str(state.vm_uuid) not in fake_b.domains
+
+
+def test_restore_elsewhere_is_refused_for_a_disk_that_was_local_at_the_save(onto_share):
+    state, other, fake, fake_b = onto_share
+    state.disks = [{**state.disks[0], "storage": "local"}]
+    state.save(update_fields=["disks"])
+    restore = restored(state, other)
+    assert restore.status == RS.FAILED
+    assert f"Disk {DISK} was on kvm-a's local storage" in restore.error
+    assert str(state.vm_uuid) not in fake_b.domains

@@ -61,7 +61,7 @@ def guest(fleet):
     host = make_host("kvm-a")
     HostFacts.objects.create(host=host, hypervisor_version="7.2.0", machine_types=["pc"])
     vm = make_vm(host, "web-1")
-    VirtualDisk.objects.create(vm=vm, target="vda", source_type="file", source=DISK)
+    VirtualDisk.objects.create(vm=vm, target="vda", source_type="file", source=DISK, storage="shared")
     fake = fleet.adopt(host, fleet.guest_of(vm))
     return host, vm, fake, Files(fake)
 
@@ -96,7 +96,7 @@ def test_killed_after_libvirt_saved_is_recorded_saved_with_the_runners_figures(
     horse_dies(state.job_id, django_capture_on_commit_callbacks)
     state.refresh_from_db()
     assert (state.status, state.size, state.sha256, state.error) == (SS.SAVED, 150_000_000, SHA, "")
-    assert state.disks == [{"path": DISK, "size": 16777216, "mtime_ns": 1700000000 * 10**9}]
+    assert state.disks == [{"path": DISK, "size": 16777216, "mtime_ns": 1700000000 * 10**9, "storage": "shared"}]
     assert not GuestLease.objects.exists()
     audit = outcome_audit()
     assert audit.result == "ok"
