@@ -15,6 +15,7 @@ from hosts import access
 from hosts.adapters import libvirt as lv
 from hosts import services as host_services
 from hosts.adapters import migration as migration_adapter
+from hosts.choices import VM_ACTIVE_STATES
 from hosts.models import Host, HostFacts, VirtualDisk, VirtualMachine
 
 from . import services
@@ -85,10 +86,6 @@ def restore_path(restore: StateRestore) -> str:
     return state.path
 
 
-# libvirt states in which a guest runs (or holds its disks open): a restore must not start a second copy.
-ACTIVE_STATES = frozenset({"running", "blocked", "paused", "shutdown", "pmsuspended"})
-
-
 def hosts_to_ask(state: SavedState, destination: Host) -> list[Host]:
     """Besides the destination, the hosts that may run the guest: the one it was saved on and any
     the inventory shows it on."""
@@ -113,9 +110,9 @@ def guest_elsewhere(uuid: str, hosts: list[Host]) -> tuple[list[str], list[str],
         except PortalError:
             unanswered.append(host.name)
             continue
-        if found.exists and found.state in ACTIVE_STATES:
+        if found.exists and found.state in VM_ACTIVE_STATES:
             active.append(host.name)
-        defined[host.pk] = found.exists and found.persistent and found.state not in ACTIVE_STATES
+        defined[host.pk] = found.exists and found.persistent and found.state not in VM_ACTIVE_STATES
     return active, unanswered, defined
 
 
@@ -133,7 +130,7 @@ def run_restore(*, restore_id: int, ctx: JobContext) -> None:
         with access.open_session(restore.host) as session:
             ctx.log(f"Checking {restore.host.name} for {path}")
             here = migration_adapter.domain_presence(session.libvirt, uuid)
-            if here.exists and here.state in ACTIVE_STATES:
+            if here.exists and here.state in VM_ACTIVE_STATES:
                 active_on.insert(0, restore.host.name)
             file_now = file_stat(session.ssh, path)
             file_seen = file_now is not None and file_now[0] == state.size and file_sha256(session.ssh, path) == state.sha256
@@ -187,7 +184,7 @@ def make_this_its_home(session, restore: StateRestore, uuid: str, keeping: list[
     for host in keeping:
         try:
             with access.open_session(host) as other:
-                if migration_adapter.domain_presence(other.libvirt, uuid).state not in ACTIVE_STATES:
+                if migration_adapter.domain_presence(other.libvirt, uuid).state not in VM_ACTIVE_STATES:
                     lv.undefine_domain(other.libvirt, uuid)
                     ctx.log(f"Its shut-off definition on {host.name} is removed")
                     continue

@@ -17,6 +17,7 @@ from hosts.choices import VM_ACTIVE_STATES
 from hosts.inventory import refresh_host
 
 from . import services
+from .decisions import StartFacts, start_verdict
 from .models import HostRecovery, RecoveryItem
 
 logger = logging.getLogger(__name__)
@@ -83,19 +84,22 @@ def run_item(*, item_id: int, ctx: JobContext) -> None:
         ctx.log("The item was settled before it started.")
         return
     uuid = str(item.vm_uuid)
+    dead = item.recovery.host
     try:
+        ctx.log(f"Is {dead.name} still silent?")
+        answer = _answers(dead, "libvirt") or _answers(dead, "ssh")
         with access.open_session(item.destination) as session:
             ctx.log(f"Checking {item.destination.name} for {item.vm_name}")
             there = mg.domain_presence(session.libvirt, uuid)
-            if there.exists and there.state in VM_ACTIVE_STATES:
-                services.item_finish(item=item, ok=False,
-                                     error=f"{item.vm_name} already runs on {item.destination.name}; nothing was changed.")
+            problems = [] if answer else [p for p in (_disk_in_use(session.ssh, path) for path in item.disks) if p]
+            refusal = start_verdict(StartFacts(
+                guest=item.vm_name, dead_host=dead.name, destination=item.destination.name,
+                dead_host_answer=answer, on_destination=there.state if there.exists else None,
+                disk_problems=tuple(problems),
+            ))
+            if refusal:
+                services.item_finish(item=item, ok=False, error=refusal)
                 return
-            for path in item.disks:
-                problem = _disk_in_use(session.ssh, path)
-                if problem:
-                    services.item_finish(item=item, ok=False, error=f"{item.vm_name} was not started: {problem}")
-                    return
             ctx.progress(30)
             ctx.log(f"Defining {item.vm_name} on {item.destination.name} from its last known definition")
             lv.define_domain(session.libvirt, decrypt_secret(item.definition_encrypted))

@@ -167,3 +167,24 @@ def test_the_plan_keeps_the_destination_within_its_budget(dead):
     assert "python manage.py host_capacity kvm-b" in left["db-1"]
     HostBudget.objects.filter(host=dead["b"]).update(guest_memory_mib=None)  # back to the default: room again
     assert [(m.name, m.destination) for m in services.plan_for(dead["a"]).moves] == [("db-1", "kvm-b")]
+
+
+def test_a_host_that_answers_again_before_a_guest_starts_stops_that_start(dead, monkeypatch):
+    """The check proved kvm-a gone; it answers again before db-1's start: db-1 is not started."""
+    from recovery import runner
+
+    real_check = runner.run_check
+
+    def check_then_host_returns(**kwargs):
+        result = real_check(**kwargs)
+        dead["fa"].reachable = True  # power came back between the check and the item
+        return result
+
+    monkeypatch.setattr(runner, "run_check", check_then_host_returns)
+    recovery = jobs.run_inline(services.recovery_request(host=dead["a"], fencing_confirmed=True, actor=SYSTEM,
+                                                         enqueue=False))
+    item = recovery.items.get()
+    assert recovery.status == RS.FAILED and item.status == IS.FAILED
+    assert "kvm-a answered again before db-1 was started" in item.error, item.error
+    assert dead["db"].uuid not in dead["fb"].domains and ("define", dead["db"].uuid) not in dead["fb"].calls
+    assert not GuestLease.objects.exists()
