@@ -37,6 +37,7 @@ class GuestStateJobKindChoices(models.TextChoices):
     RESTORE = "guest.restore", "Restore guest state"
     SAVE_SETTLE = "guest.save_settle", "Settle a save whose job died"
     RESTORE_SETTLE = "guest.restore_settle", "Settle a restore whose job died"
+    JOB_SETTLE = "guest.job_settle", "Settle a managed save or a deletion whose job died"
     MANAGED_SAVE = "guest.managed_save", "Managed save of a guest"
     MANAGED_SAVE_REMOVE = "guest.managed_save_remove", "Discard a guest's managed save"
     STATE_DELETE = "guest.state_delete", "Delete a saved state file"

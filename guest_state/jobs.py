@@ -21,6 +21,10 @@ def restore_settle_job(job_id: int, restore_id: int, reason: str = "") -> None:
     run_job(job_id, lambda ctx: reconciler.settle_restore(restore_id=restore_id, reason=reason, ctx=ctx))
 
 
+def job_settle_job(job_id: int, lost_job_id: int, reason: str = "") -> None:
+    run_job(job_id, lambda ctx: reconciler.settle_lost_job(lost_job_id=lost_job_id, reason=reason, ctx=ctx))
+
+
 def managed_save_job(job_id: int, vm_id: int, remove: bool = False) -> None:
     run_job(job_id, lambda ctx: runner.run_managed_save(vm_id=vm_id, remove=remove, ctx=ctx))
 

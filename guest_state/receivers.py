@@ -2,8 +2,9 @@
 
 A snapshot's record ends as failed or the revert/deletion is audited as failed, the guest's
 lease is released, and a check with libvirt is queued so the card shows what libvirt really
-has. A save's or restore's record is handed to the reconciler, whose settle job asks the host
-what really happened (guest_state.reconciler)."""
+has. A save's or restore's record, and a managed save or a state file's deletion (whose job is
+their only record), is handed to the reconciler, whose settle job asks the host what really
+happened (guest_state.reconciler)."""
 
 from django.dispatch import receiver
 
@@ -14,7 +15,7 @@ from core.signals import job_lost
 from . import snapshot_services as services
 from .choices import GuestStateJobKindChoices as K
 from .models import GuestSnapshot
-from .reconciler import states_job_lost
+from .reconciler import other_job_lost, states_job_lost
 
 _SNAPSHOT_KINDS = (K.SNAPSHOT_CREATE, K.SNAPSHOT_REVERT, K.SNAPSHOT_DELETE)
 
@@ -44,3 +45,5 @@ def _on_job_lost(sender, *, job_id: int, kind: str, reason: str, **kwargs) -> No
         snapshot_job_lost(job_id=job_id, reason=reason)
     elif kind in (K.SAVE, K.RESTORE):
         states_job_lost(job_id=job_id, reason=reason)
+    elif kind in (K.MANAGED_SAVE, K.MANAGED_SAVE_REMOVE, K.STATE_DELETE):
+        other_job_lost(job_id=job_id, reason=reason)

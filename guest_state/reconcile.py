@@ -160,3 +160,44 @@ def restore_outcome(*, host: str, started: bool, guest: GuestOnHost, lost_for_s:
         return Settlement(RESTORED, f"The restore happened: the guest is {guest.describe()} on {host}.")
     return Settlement(FAILED, f"The restore did not happen: the guest is {guest.describe()} on {host}. "
                               "The saved state is still usable.")
+
+
+# --- Managed saves and state-file deletions whose job died ------------------------------------
+# Their job (a core Job) holds the guest's lease and has no record of its own: what is settled is
+# the audit row saying what happened, and the inventory's view of the guest (its state, whether
+# it has a managed save) or the saved state's record (deleted or not).
+
+DONE, NOT_DONE = "done", "not_done"
+
+
+def managed_save_outcome(*, host: str, remove: bool, guest: GuestOnHost, has_image: bool | None) -> Settlement:
+    """What became of a managed save (or, ``remove``, the discarding of one) on ``host``.
+
+    ``has_image``: libvirt's hasManagedSaveImage now (None: not known, the host did not answer)."""
+    if not guest.reachable or has_image is None:
+        return Settlement(WAIT, f"{host} did not answer, so what happened is not known; the host's next "
+                                "refresh shows the guest's state and whether it has a managed save")
+    busy = guest.busy()
+    if busy:
+        return Settlement(WAIT, f"libvirt on {host} is still {busy}; its next refresh shows how it ended")
+    seen = f"the guest is {guest.describe()} on {host}, " + ("with" if has_image else "without") + " a managed save"
+    if remove:
+        if has_image:
+            return Settlement(NOT_DONE, f"The managed save was not discarded: {seen}. Discard it again if wanted.")
+        return Settlement(DONE, f"The managed save was discarded: {seen}.")
+    if has_image and not guest.present:
+        return Settlement(DONE, f"The managed save happened: {seen}; its next start resumes it.")
+    if guest.present:
+        return Settlement(NOT_DONE, f"The managed save did not happen: {seen}.")
+    return Settlement(NOT_DONE, f"Needs attention: {seen}; its memory state is lost. Start it from its disk.",
+                      attention=True)
+
+
+def state_delete_outcome(*, host: str, path: str, file_present: bool | None) -> Settlement:
+    """What became of deleting the state file ``path`` on ``host`` (``file_present`` None: not known)."""
+    if file_present is None:
+        return Settlement(WAIT, f"{host} did not answer, so whether {path} is gone is not known; the state is "
+                                "kept as saved (a restore checks the file first). Delete it again once the host answers")
+    if file_present:
+        return Settlement(NOT_DONE, f"{path} is still on {host}: the state was not deleted. Delete it again.")
+    return Settlement(DONE, f"{path} is gone from {host}: the state is deleted.")

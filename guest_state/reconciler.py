@@ -1,4 +1,4 @@
-"""Saves and restores whose job died: find them, ask the host, settle the record.
+"""Saves, restores, managed saves and state deletions whose job died: find them, ask the host, settle the record.
 
 Finding is cheap (database and Redis only): ``states_job_lost()`` runs at once when RQ reports
 that a save's or restore's job died (core.signals.job_lost, see receivers.py), and
@@ -8,6 +8,12 @@ asks the host (the guest's state there, a libvirt job on it, the state file's he
 what ``reconcile.save_outcome`` / ``restore_outcome`` make of it — releasing the guest's lease
 and writing the audit row in the transaction that ends the record. A host that does not answer
 is not guessed at: the record stays active (the guest held) and says so; the sweep asks again.
+
+A managed save or a state file's deletion has no record but its job (which held the guest's
+lease): when it is lost, ``other_job_lost`` queues a settle job that asks the host (the guest's
+state and managed-save image; whether the file is there), updates what the inventory shows, and
+writes the outcome's audit row — saying "not known" when the host does not answer (its next
+refresh shows the truth; a restore checks a state file before using it).
 """
 
 from __future__ import annotations
@@ -21,14 +27,26 @@ from django.utils import timezone
 
 from core.choices import JobLogLevelChoices
 from core.jobs import JobContext, rq_job_state
+from core.models import AuditEvent, Job
 from hosts import access
+from hosts import services as host_services
+from hosts.adapters import libvirt as lv
 from hosts.adapters import migration as presence_adapter
 from hosts.adapters.errors import AdapterError
+from hosts.models import VirtualMachine
 
 from . import runner, services
-from .choices import RESTORE_ACTIVE, SAVED_STATE_ACTIVE, RestoreStatusChoices as RS
+from .choices import (
+    RESTORE_ACTIVE,
+    SAVED_STATE_ACTIVE,
+    GuestStateAuditActionChoices as A,
+    GuestStateJobKindChoices as K,
+    RestoreStatusChoices as RS,
+    SavedStateStatusChoices as SS,
+)
 from .models import SavedState, StateRestore
 from .reconcile import (
+    DONE,
     FAILED,
     MAGIC_LEN,
     RESTORED,
@@ -37,9 +55,11 @@ from .reconcile import (
     GuestOnHost,
     Settlement,
     StateFile,
+    managed_save_outcome,
     orphan_reason,
     restore_outcome,
     save_outcome,
+    state_delete_outcome,
 )
 
 logger = logging.getLogger(__name__)
@@ -205,3 +225,93 @@ def _ask_restore_host(restore: StateRestore, ctx: JobContext) -> GuestOnHost:
     except AdapterError as exc:
         ctx.log(f"{restore.host.name}: {exc.message}", level=JobLogLevelChoices.WARNING)
         return GuestOnHost(reachable=False)
+
+
+# --- Managed saves and state-file deletions whose job died -------------------------------------
+
+
+def other_job_lost(*, job_id: int, reason: str) -> bool:
+    """The worker lost a managed-save or state-deletion job: queue asking its host what happened."""
+    job = Job.objects.filter(pk=job_id).first()
+    return job is not None and services.job_settle_request(job=job, reason=f"the worker lost its job #{job_id} ({reason})")
+
+
+def _outcome_recorded(job: Job, action: str) -> bool:
+    """The request wrote one audit row naming the job; a second is its outcome (the job ended it
+    before it was lost, or a settle job did)."""
+    return AuditEvent.objects.filter(job=job, action=action).count() > 1
+
+
+def settle_lost_job(*, lost_job_id: int, reason: str = "", ctx: JobContext) -> dict:
+    """Ask the host what became of the managed save or deletion job ``lost_job_id`` and record it."""
+    lost = Job.objects.get(pk=lost_job_id)
+    if lost.kind in (K.MANAGED_SAVE, K.MANAGED_SAVE_REMOVE):
+        return _settle_managed_save(lost, reason, ctx)
+    if lost.kind == K.STATE_DELETE:
+        return _settle_state_delete(lost, reason, ctx)
+    ctx.log(f"Job #{lost.pk} ({lost.kind}) is not one this settles")
+    return {"settled": False}
+
+
+def _target(model, job: Job):
+    return model.objects.select_related("host").filter(pk=int(job.target_id)).first() if job.target_id.isdigit() else None
+
+
+def _settle_managed_save(lost: Job, reason: str, ctx: JobContext) -> dict:
+    remove = lost.kind == K.MANAGED_SAVE_REMOVE
+    action = A.MANAGED_SAVE_REMOVE if remove else A.MANAGED_SAVE
+    vm = _target(VirtualMachine, lost)
+    if vm is None or _outcome_recorded(lost, action):
+        ctx.log(f"Job #{lost.pk}'s outcome is recorded already (or its guest is gone); nothing to settle")
+        return {"settled": False}
+    ctx.log(f"Settling job #{lost.pk} of {vm.name}: {reason}")
+    uuid = str(vm.uuid)
+    guest, has_image, info = GuestOnHost(reachable=False), None, None
+    try:
+        with access.open_session(vm.host) as session:
+            asked = time.monotonic()
+            while True:
+                guest = guest_on(session, uuid)
+                has_image = lv.saved_state(session.libvirt, uuid).managed_save if guest.exists else False
+                settlement = managed_save_outcome(host=vm.host.name, remove=remove, guest=guest, has_image=has_image)
+                if settlement.outcome != WAIT or time.monotonic() - asked > JOB_END_WAIT_S:
+                    break
+                time.sleep(ASK_AGAIN_S)  # libvirt still saves the guest: look again shortly
+            info = lv.get_domain(session.libvirt, uuid) if guest.exists else None
+    except AdapterError as exc:
+        ctx.log(f"{vm.host.name}: {exc.message}", level=JobLogLevelChoices.WARNING)
+        guest, has_image = GuestOnHost(reachable=False), None
+        settlement = managed_save_outcome(host=vm.host.name, remove=remove, guest=guest, has_image=None)
+    ctx.log(settlement.why, level=JobLogLevelChoices.INFO if settlement.outcome == DONE else JobLogLevelChoices.WARNING)
+    if info is not None:
+        host_services.vm_state_save(vm=vm, info=info)
+    if has_image is not None:
+        VirtualMachine.objects.filter(pk=vm.pk).update(managed_save=has_image)
+    ok = settlement.outcome == DONE
+    services.managed_save_finish(
+        vm=vm, job=lost, remove=remove, ok=ok, error="" if ok else f"{reason[:1].upper()}{reason[1:]}. {settlement.why}",
+        settled={**_facts(guest), "managed_save": has_image, "reason": reason, "outcome": settlement.outcome,
+                 "why": settlement.why})
+    return {"settled": True, "outcome": settlement.outcome, "why": settlement.why}
+
+
+def _settle_state_delete(lost: Job, reason: str, ctx: JobContext) -> dict:
+    state = _target(SavedState, lost)
+    if state is None or state.status == SS.DELETED or _outcome_recorded(lost, A.STATE_DELETE):
+        ctx.log(f"Job #{lost.pk}'s outcome is recorded already; nothing to settle")
+        return {"settled": False}
+    ctx.log(f"Settling the deletion of {state.path}: {reason}")
+    try:
+        with access.open_session(state.host) as session:
+            present = runner.file_stat(session.ssh, state.path) is not None
+    except AdapterError as exc:
+        ctx.log(f"{state.host.name}: {exc.message}", level=JobLogLevelChoices.WARNING)
+        present = None
+    settlement = state_delete_outcome(host=state.host.name, path=state.path, file_present=present)
+    ctx.log(settlement.why, level=JobLogLevelChoices.INFO if settlement.outcome == DONE else JobLogLevelChoices.WARNING)
+    ok = settlement.outcome == DONE
+    services.state_deleted(state=state, job=lost, ok=ok,
+                           error="" if ok else f"{reason[:1].upper()}{reason[1:]}. {settlement.why}",
+                           settled={"file_present": present, "reason": reason, "outcome": settlement.outcome,
+                                    "why": settlement.why})
+    return {"settled": True, "outcome": settlement.outcome, "why": settlement.why}

@@ -205,6 +205,16 @@ def follow_restored_guest(restore: StateRestore, elsewhere: list[Host]) -> None:
             host_services.host_refresh_request(host=host, actor=Actor.system())
 
 
+def managed_save_on_host(session, uuid: str, *, remove: bool) -> None:
+    """libvirt's managed save of the guest, or the discarding of it (the fault worker's hold point)."""
+    (lv.managed_save_remove if remove else lv.managed_save)(session.libvirt, uuid)
+
+
+def delete_state_file(session, path: str) -> None:
+    """Remove a state file on the host (the fault worker's hold point)."""
+    session.ssh.run(["rm", "-f", "--", path])
+
+
 def run_managed_save(*, vm_id: int, remove: bool, ctx: JobContext) -> dict:
     """libvirt's managed save (or discarding it); the guest's row follows at once."""
     vm = VirtualMachine.objects.select_related("host").get(pk=vm_id)
@@ -212,7 +222,7 @@ def run_managed_save(*, vm_id: int, remove: bool, ctx: JobContext) -> dict:
     try:
         with access.open_session(vm.host) as session:
             ctx.log(("Discarding the managed save of " if remove else "Managed save of ") + f"{vm.name} on {vm.host.name}")
-            (lv.managed_save_remove if remove else lv.managed_save)(session.libvirt, uuid)
+            managed_save_on_host(session, uuid, remove=remove)
             has_image = lv.saved_state(session.libvirt, uuid).managed_save
             info = lv.get_domain(session.libvirt, uuid)
     except PortalError as exc:
@@ -230,7 +240,7 @@ def run_state_delete(*, state_id: int, ctx: JobContext) -> None:
     try:
         with access.open_session(state.host) as session:
             ctx.log(f"Deleting {state.path} on {state.host.name}")
-            session.ssh.run(["rm", "-f", "--", state.path])
+            delete_state_file(session, state.path)
     except PortalError as exc:
         services.state_deleted(state=state, job=ctx.job, ok=False, error=str(exc))
         raise

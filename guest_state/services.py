@@ -12,6 +12,7 @@ from core.actors import Actor
 from core.audit import audit_record
 from core.choices import AuditResultChoices
 from core.jobs import active_job, job_enqueue
+from core.models import Job
 from hosts import leases
 from hosts.choices import GuestLeaseKindChoices, VMStateChoices
 from hosts.models import Host, VirtualMachine
@@ -35,6 +36,7 @@ STATE_DELETE_JOB = "guest_state.jobs.state_delete_job"
 RESTORE_JOB = "guest_state.jobs.restore_job"
 SAVE_SETTLE_JOB = "guest_state.jobs.save_settle_job"
 RESTORE_SETTLE_JOB = "guest_state.jobs.restore_settle_job"
+JOB_SETTLE_JOB = "guest_state.jobs.job_settle_job"
 # Writing a guest's memory (and hashing it) takes seconds per GiB; a generous bound.
 JOB_TIMEOUT_S = 1800
 MAX_NOTE_CHARS = 500
@@ -253,13 +255,20 @@ def managed_save_request(*, vm: VirtualMachine, remove: bool = False, confirmed:
 
 
 @transaction.atomic
-def managed_save_finish(*, vm: VirtualMachine, job, remove: bool, ok: bool, error: str = "") -> None:
+def managed_save_finish(*, vm: VirtualMachine, job, remove: bool, ok: bool, error: str = "",
+                        settled: dict | None = None) -> None:
+    """End a managed save (or its discarding): the job's lease released, the outcome audited.
+    ``settled``: the facts a settle job read on the host after the job was lost (its ``why`` said)."""
     leases.lease_release(owner=job)
     what = "discarding the managed save of" if remove else "managed save of"
+    if settled is not None:
+        message = f"{what.capitalize()} {vm.name}, settled after its job was lost: {settled['why']}"
+    else:
+        message = f"{what.capitalize()} {vm.name}: " + ("done." if ok else f"failed: {error}")
     audit_record(actor=Actor.system(), action=A.MANAGED_SAVE_REMOVE if remove else A.MANAGED_SAVE,
                  result=AuditResultChoices.OK if ok else AuditResultChoices.FAILED, target=vm, job=job,
-                 parameters={"vm_uuid": str(vm.uuid), "error": error},
-                 message=f"{what.capitalize()} {vm.name}: " + ("done." if ok else f"failed: {error}"))
+                 parameters={"vm_uuid": str(vm.uuid), "error": error, **({"settled": settled} if settled else {})},
+                 message=message)
 
 
 # --- Deleting a state file ------------------------------------------------------------------------
@@ -292,10 +301,28 @@ def state_delete_request(*, state: SavedState, confirmed: bool, actor: Actor, en
 
 
 @transaction.atomic
-def state_deleted(*, state: SavedState, job, ok: bool, error: str = "") -> None:
+def state_deleted(*, state: SavedState, job, ok: bool, error: str = "", settled: dict | None = None) -> None:
+    """End a state file's deletion (``settled``: as for ``managed_save_finish``)."""
     if ok:
         SavedState.objects.filter(pk=state.pk).update(status=SS.DELETED)
+    if settled is not None:
+        message = f"Deletion of {state.path} on {state.host.name}, settled after its job was lost: {settled['why']}"
+    else:
+        message = f"{state.path} deleted on {state.host.name}." if ok else f"Deleting {state.path} failed: {error}"
     audit_record(actor=Actor.system(), action=A.STATE_DELETE,
                  result=AuditResultChoices.OK if ok else AuditResultChoices.FAILED, target=state, job=job,
-                 parameters={"path": state.path, "error": error},
-                 message=(f"{state.path} deleted on {state.host.name}." if ok else f"Deleting {state.path} failed: {error}"))
+                 parameters={"path": state.path, "error": error, **({"settled": settled} if settled else {})},
+                 message=message)
+
+
+# --- Managed saves and deletions whose job died (guest_state.reconciler) ------------------------
+
+
+def job_settle_request(*, job: Job, reason: str) -> bool:
+    """Queue a job that asks the host what became of the managed save or state deletion ``job``
+    ran before it was lost, and records it. False when one is queued or running already."""
+    if active_job(kind=K.JOB_SETTLE, target=job) is not None:
+        return False
+    job_enqueue(kind=K.JOB_SETTLE, func=JOB_SETTLE_JOB, args=(job.pk, reason[:500]), target=job,
+                timeout_s=120, actor=Actor.system())
+    return True

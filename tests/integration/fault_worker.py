@@ -49,9 +49,11 @@ def hold(point: str) -> None:
 
 # In guest_state.runner: before libvirt is asked to save the guest; after libvirt saved it (the
 # guest is stopped, the file whole) and before the disks, checksum and record are written; after
-# libvirt restored the guest and before the record is written.
+# libvirt restored the guest and before the record is written; after libvirt's managed save and
+# after a state file was removed, before either is recorded.
 STATE_POINTS = {"save-start": ("save_to_file", "before"), "save-written": ("save_to_file", "after"),
-                "restore-written": ("restore_from_file", "after")}
+                "restore-written": ("restore_from_file", "after"), "managed-saved": ("managed_save_on_host", "after"),
+                "state-deleted": ("delete_state_file", "after")}
 
 
 def held(point: str, function):

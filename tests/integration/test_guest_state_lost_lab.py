@@ -7,7 +7,8 @@ file's real checksum, and the guest's lease is released.
 Rows: killed before libvirt was asked to save (the guest runs on, the save failed); killed while
 libvirt writes the file (libvirtd finishes without its client: whichever way it went, the record
 says it); killed after libvirt saved, before the record was written (saved, with the SHA-256 the
-host computes); killed after libvirt restored the guest (restored, heartbeats again).
+host computes); killed after libvirt restored the guest (restored, heartbeats again); a managed
+save and a state file's deletion killed after the host did them (recorded done, from the host).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import time
 
 import pytest
 
+from core.models import AuditEvent
 from guest_state import services
 from guest_state.choices import RESTORE_ACTIVE, SAVED_STATE_ACTIVE
 from guest_state.choices import RestoreStatusChoices as RS
@@ -151,4 +153,50 @@ def test_killed_after_libvirt_saved_is_saved_and_a_restore_killed_after_libvirt_
         assert report(name, since=since).first_counter in (at_save + 1, at_save + 2)  # from the saved memory
         assert StateRestore.objects.get(pk=restore.pk).state.status == SS.SAVED
         assert_released(domain_uuid)
+        assert took < SETTLE_S
+
+
+def outcome_audited(portal, job_id: int, action: str, what: str, t0: float) -> tuple[AuditEvent, float]:
+    """The settle job's audit row for the lost job ``job_id`` (the request wrote the first)."""
+    try:
+        wait_until(lambda: AuditEvent.objects.filter(job_id=job_id, action=action).count() > 1,
+                   timeout=60, interval=0.1, what=f"{what}: outcome audited")
+    except TimeoutError as exc:
+        raise AssertionError(f"{exc}\n--- worker log ---\n{portal.worker_log_tail()}") from exc
+    took = time.monotonic() - t0
+    audit = AuditEvent.objects.filter(job_id=job_id, action=action).order_by("pk").last()
+    print(f"\n{what} | {took:.1f} s | {audit.result}: {audit.message}")
+    return audit, took
+
+
+def test_a_managed_save_and_a_state_deletion_killed_after_the_host_did_them_are_recorded_done(portal, lab):
+    lab_host = lab["hosts"][0]
+    with heartbeat_guest(lab_host, prefix="sl") as (name, domain_uuid):
+        vm = vm_row(portal.hosts[lab_host["name"]], domain_uuid)
+        with portal.held_at("managed-saved") as horse_at:
+            job = services.managed_save_request(vm=vm, actor=SYSTEM)
+            t0 = kill(horse_at())
+        audit, took = outcome_audited(portal, job.pk, "guest.managed_save", "kill -9 / after libvirt's managed save", t0)
+        assert audit.result == "ok" and "The managed save happened" in audit.message, audit.message
+        assert audit.parameters["settled"]["managed_save"] is True
+        vm.refresh_from_db()
+        assert (vm.state, vm.managed_save) == ("shutoff", True)
+        with lv.open_connection(lab_host["libvirt_uri"]) as conn:
+            assert lv.saved_state(conn, domain_uuid).managed_save
+            lv.start_domain(conn, domain_uuid)  # resumes from the managed save
+        assert where(lab["hosts"], domain_uuid) == {lab_host["name"]: "running"}
+        assert_released(domain_uuid)
+        assert took < SETTLE_S
+
+        state = request_save(portal, lab_host, domain_uuid, "to be deleted")
+        wait_until(lambda: SavedState.objects.filter(pk=state.pk, status=SS.SAVED).exists(), timeout=60,
+                   interval=0.1, what="the save")
+        state.refresh_from_db()
+        with portal.held_at("state-deleted") as horse_at:
+            job = services.state_delete_request(state=state, confirmed=True, actor=SYSTEM)
+            t0 = kill(horse_at())
+        audit, took = outcome_audited(portal, job.pk, "guest.state_delete", "kill -9 / after the file was removed", t0)
+        state.refresh_from_db()
+        assert (audit.result, state.status) == ("ok", SS.DELETED), audit.message
+        assert file_sha256(lab_host, state.path) is None
         assert took < SETTLE_S

@@ -243,3 +243,79 @@ def test_killed_before_libvirt_restored_is_failed_and_the_state_stays_usable(
     assert fake.domains[str(vm.uuid)].state == "shutoff"
     assert not GuestLease.objects.exists()
 
+
+
+# --- A managed save or a state deletion whose job died: its job is its only record -----------
+
+def managed_saving(vm, remove=False):
+    job = services.managed_save_request(vm=vm, remove=remove, confirmed=remove, actor=SYSTEM, enqueue=False)
+    Job.objects.filter(pk=job.pk).update(status=JobStatusChoices.RUNNING, started=timezone.now())
+    return job
+
+
+def test_a_managed_save_killed_after_libvirt_did_it_is_recorded_done(guest, django_capture_on_commit_callbacks):
+    _host, vm, fake, _files = guest
+    job = managed_saving(vm)
+    fleet_conn(fake).lookupByUUIDString(str(vm.uuid)).managedSave(0)  # libvirtd finished it without its client
+    horse_dies(job.pk, django_capture_on_commit_callbacks)
+    vm.refresh_from_db()
+    assert (vm.state, vm.managed_save) == ("shutoff", True)
+    audit = AuditEvent.objects.filter(action="guest.managed_save", job_id=job.pk).order_by("pk").last()
+    assert audit.result == "ok" and "settled after its job was lost" in audit.message
+    assert audit.parameters["settled"]["outcome"] == "done"
+    assert not GuestLease.objects.exists()
+    assert Job.objects.get(kind=K.JOB_SETTLE).status == JobStatusChoices.SUCCEEDED
+
+
+def test_a_managed_save_killed_before_libvirt_acted_is_recorded_not_done(guest, django_capture_on_commit_callbacks):
+    _host, vm, fake, _files = guest
+    job = managed_saving(vm)
+    horse_dies(job.pk, django_capture_on_commit_callbacks)
+    vm.refresh_from_db()
+    assert (vm.state, vm.managed_save) == ("running", False)
+    audit = AuditEvent.objects.filter(action="guest.managed_save", job_id=job.pk).order_by("pk").last()
+    assert audit.result == "failed" and "did not happen" in audit.message and "worker lost its job" in audit.parameters["error"]
+    assert not GuestLease.objects.exists()
+
+
+def test_a_managed_save_whose_host_does_not_answer_is_recorded_not_known(guest, django_capture_on_commit_callbacks):
+    _host, vm, fake, _files = guest
+    job = managed_saving(vm)
+    fake.reachable = False
+    horse_dies(job.pk, django_capture_on_commit_callbacks)
+    audit = AuditEvent.objects.filter(action="guest.managed_save", job_id=job.pk).order_by("pk").last()
+    assert audit.result == "failed" and "not known" in audit.message
+    assert not GuestLease.objects.exists()
+
+
+def test_a_lost_job_whose_outcome_was_recorded_is_not_settled_twice(guest, django_capture_on_commit_callbacks):
+    _host, vm, fake, _files = guest
+    job = managed_saving(vm)
+    from guest_state import runner as state_runner
+    from core.jobs import JobContext as Ctx
+
+    state_runner.run_managed_save(vm_id=vm.pk, remove=False, ctx=Ctx(job))  # done and audited, then the horse died
+    horse_dies(job.pk, django_capture_on_commit_callbacks)
+    assert AuditEvent.objects.filter(action="guest.managed_save", job_id=job.pk).count() == 2
+
+
+@pytest.mark.parametrize("removed, ok, status, words", [
+    (True, "ok", SS.DELETED, "is gone from kvm-a"),
+    (False, "failed", SS.SAVED, "is still on kvm-a"),
+])
+def test_a_state_deletion_killed_midway_is_settled_from_the_file(guest, django_capture_on_commit_callbacks,
+                                                                  removed, ok, status, words):
+    _host, vm, fake, files = guest
+    state = saving(vm)
+    files.files[state.path] = (150_000_000, MAGIC_COMPLETE)
+    services.save_finish(state=state, ok=True, size=150_000_000, sha256=SHA)
+    state.refresh_from_db()
+    job = services.state_delete_request(state=state, confirmed=True, actor=SYSTEM, enqueue=False)
+    Job.objects.filter(pk=job.pk).update(status=JobStatusChoices.RUNNING, started=timezone.now())
+    if removed:
+        files.files.pop(state.path)  # rm ran, then the horse died
+    horse_dies(job.pk, django_capture_on_commit_callbacks)
+    state.refresh_from_db()
+    assert state.status == status
+    audit = AuditEvent.objects.filter(action="guest.state_delete", job_id=job.pk).order_by("pk").last()
+    assert audit.result == ok and words in audit.message

@@ -5,17 +5,21 @@ from __future__ import annotations
 import pytest
 
 from guest_state.reconcile import (
+    DONE,
     FAILED,
     MAGIC_COMPLETE,
     MAGIC_PARTIAL,
+    NOT_DONE,
     RESTORED,
     SAVED,
     WAIT,
     GuestOnHost,
     StateFile,
+    managed_save_outcome,
     orphan_reason,
     restore_outcome,
     save_outcome,
+    state_delete_outcome,
 )
 
 RUNNING = GuestOnHost(reachable=True, exists=True, state="running", reason="booted")
@@ -118,3 +122,33 @@ def test_restore_outcome(started, guest, outcome, words):
 def test_orphan_reason(job_id, status, error, rq_state, words):
     found = orphan_reason(job_id=job_id, job_status=status, job_error=error, rq_state=rq_state)
     assert found == words if words is None else words in found
+
+
+# --- Managed saves and deletions whose job died ---------------------------------------------
+
+
+@pytest.mark.parametrize("remove, guest, has_image, outcome, words", [
+    (False, GuestOnHost(reachable=True, exists=True, state="shutoff", reason="saved"), True, DONE, "happened"),
+    (False, GuestOnHost(reachable=True, exists=True, state="running", reason="booted"), False, NOT_DONE, "did not happen"),
+    (False, GuestOnHost(reachable=True, exists=True, state="paused", reason="saving"), False, WAIT, "still saving it"),
+    (False, GuestOnHost(reachable=True, exists=True, state="shutoff", reason="destroyed"), False, NOT_DONE,
+     "memory state is lost"),
+    (False, GuestOnHost(reachable=False), None, WAIT, "did not answer"),
+    (False, GuestOnHost(reachable=True, exists=True, state="running"), None, WAIT, "not known"),
+    (True, GuestOnHost(reachable=True, exists=True, state="shutoff", reason="saved"), False, DONE, "was discarded"),
+    (True, GuestOnHost(reachable=True, exists=True, state="shutoff", reason="saved"), True, NOT_DONE,
+     "was not discarded"),
+    (True, GuestOnHost(reachable=False), None, WAIT, "next refresh"),
+])
+def test_managed_save_outcome(remove, guest, has_image, outcome, words):
+    settled = managed_save_outcome(host="kvm-a", remove=remove, guest=guest, has_image=has_image)
+    assert settled.outcome == outcome and words in settled.why, settled.why
+    assert settled.attention is (words == "memory state is lost")
+
+
+@pytest.mark.parametrize("present, outcome, words", [
+    (False, DONE, "is gone from kvm-a"), (True, NOT_DONE, "still on kvm-a"), (None, WAIT, "kept as saved"),
+])
+def test_state_delete_outcome(present, outcome, words):
+    settled = state_delete_outcome(host="kvm-a", path="/s/web.state", file_present=present)
+    assert settled.outcome == outcome and words in settled.why
