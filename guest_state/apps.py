@@ -9,6 +9,13 @@ def reconcile_states() -> None:
     states_reconcile()
 
 
+def check_snapshots() -> None:
+    """Compare snapshot records with libvirt's lists when they were last compared long ago."""
+    from .snapshot_services import snapshots_check_due
+
+    snapshots_check_due(older_than_s=settings.VMPORTAL_GUEST_SNAPSHOT_RECONCILE_SECONDS)
+
+
 class GuestStateConfig(AppConfig):
     """Save a guest's state to a file, restore it (same host or one that sees the file and disks)."""
 
@@ -23,4 +30,8 @@ class GuestStateConfig(AppConfig):
         registry.register_periodic(
             "guest_state.reconcile", reconcile_states,
             every_s=lambda: settings.VMPORTAL_GUEST_STATE_RECONCILE_SECONDS,
+        )
+        registry.register_periodic(
+            "guest_state.snapshots", check_snapshots,
+            every_s=lambda: settings.VMPORTAL_GUEST_SNAPSHOT_RECONCILE_SECONDS,
         )

@@ -8,19 +8,20 @@ libvirt's own description of the guest.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone as dt_timezone
+from datetime import datetime, timedelta, timezone as dt_timezone
 from typing import NoReturn
 
 from django.db import IntegrityError, transaction
+from django.db.models import F, Min, Q
 from django.utils import timezone
 
 from core.actors import Actor
 from core.audit import audit_record
 from core.choices import AuditResultChoices
-from core.jobs import job_enqueue
+from core.jobs import active_job, job_enqueue
 from hosts import leases
 from hosts.adapters.libvirt import SnapshotInfo
-from hosts.choices import GuestLeaseKindChoices
+from hosts.choices import GuestLeaseKindChoices, HostStatusChoices
 from hosts.models import Host, VirtualMachine
 from migrations_app.services.refusals import refuse
 
@@ -206,6 +207,31 @@ def snapshot_check_request(*, vm: VirtualMachine, actor: Actor, enqueue: bool = 
     """Ask a job to compare the guest's snapshot records with libvirt's list (no lease: it reads)."""
     return job_enqueue(kind=K.SNAPSHOT_CHECK, func=CHECK_JOB, args=(vm.pk,), target=vm, timeout_s=120, actor=actor,
                        enqueue=enqueue)
+
+
+# Guests whose snapshots one sweep asks libvirt about, at most (the longest unchecked first).
+SWEEP_GUESTS = 200
+
+
+def snapshots_check_due(*, older_than_s: int, limit: int = SWEEP_GUESTS, now: datetime | None = None) -> int:
+    """Periodic: queue a check with libvirt for each guest whose snapshot records on its current
+    host were last compared longer than ``older_than_s`` ago, so a snapshot deleted (or taken)
+    behind the portal's back shows without anyone clicking Check. Skips a guest whose host is not
+    answering (its check would only wait for it) or whose check is queued already. Returns how many were queued."""
+    now = now or timezone.now()
+    due = (GuestSnapshot.objects.filter(status=S.PRESENT, vm__isnull=False, host_id=F("vm__host_id"),
+                                        vm__superseded_at__isnull=True)
+           .filter(Q(checked__isnull=True) | Q(checked__lt=now - timedelta(seconds=older_than_s)))
+           .values("vm_id").annotate(oldest=Min("checked")).order_by(F("oldest").asc(nulls_first=True))[:limit])
+    vm_ids = [row["vm_id"] for row in due]
+    queued = 0
+    for vm in VirtualMachine.objects.filter(pk__in=vm_ids).select_related("host"):
+        answering = vm.host.is_connectable and vm.host.status == HostStatusChoices.REACHABLE
+        if not answering or active_job(kind=K.SNAPSHOT_CHECK, target=vm) is not None:
+            continue
+        snapshot_check_request(vm=vm, actor=Actor.system())
+        queued += 1
+    return queued
 
 
 @transaction.atomic

@@ -303,6 +303,10 @@ VMPORTAL_STORAGE_RECONCILE_SECONDS = 10
 # after how long one whose host still does not answer says it needs an admin (the guest stays held).
 VMPORTAL_GUEST_STATE_RECONCILE_SECONDS = 10
 VMPORTAL_GUEST_STATE_ATTENTION_SECONDS = int(os.environ.get("VMPORTAL_GUEST_STATE_ATTENTION_SECONDS", "300"))
+# How often `watch_hosts` compares snapshot records with libvirt's lists (a guest's records are
+# asked about once they were last compared longer ago than this; 60 s to a day).
+VMPORTAL_GUEST_SNAPSHOT_RECONCILE_SECONDS = min(max(
+    int(os.environ.get("VMPORTAL_GUEST_SNAPSHOT_RECONCILE_SECONDS", "300")), 60), 86400)
 
 # Host maintenance (maintenance): the rolling evacuation queue advances the moment an item's
 # migration or power job ends; this sweep settles and continues what a dead worker left behind.

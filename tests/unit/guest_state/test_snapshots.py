@@ -173,6 +173,41 @@ def test_a_snapshot_deleted_with_virsh_is_marked_gone_and_one_taken_with_virsh_r
     assert AuditEvent.objects.filter(action="guest.snapshot_delete", parameters__already_gone=True).exists()
 
 
+def test_the_sweep_checks_guests_whose_records_were_compared_long_ago_once(guest, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from guest_state.apps import check_snapshots
+
+    host, vm, fake = guest
+    snap = take(vm)
+    assert snap.status == S.PRESENT and snap.checked is not None
+    # Just compared: nothing is due.
+    assert services.snapshots_check_due(older_than_s=300) == 0
+    GuestSnapshot.objects.filter(pk=snap.pk).update(checked=timezone.now() - timedelta(seconds=301))
+    other = make_vm(host, "web-2")  # a guest without snapshot records is never asked about
+    assert services.snapshots_check_due(older_than_s=300) == 1
+    job = Job.objects.get(kind="guest.snapshot_check")
+    assert job.target_id == str(vm.pk) and job.target_id != str(other.pk)
+    assert services.snapshots_check_due(older_than_s=300) == 0  # its check is queued already: not twice
+    # The check it queued runs: a snapshot deleted behind the portal's back shows as gone.
+    del fake.snapshots[str(vm.uuid)]["clean"]
+    jobs.snapshot_check_job(job.pk, vm.pk)
+    snap.refresh_from_db()
+    assert snap.status == S.MISSING
+    # A guest whose host cannot be contacted is left for later; the periodic entry point reads the setting.
+    GuestSnapshot.objects.filter(pk=snap.pk).update(status=S.PRESENT, checked=timezone.now() - timedelta(days=1))
+    host.status = "unreachable"
+    host.save(update_fields=["status"])
+    assert services.snapshots_check_due(older_than_s=300) == 0
+    host.status = "reachable"
+    host.save(update_fields=["status"])
+    settings.VMPORTAL_GUEST_SNAPSHOT_RECONCILE_SECONDS = 300
+    check_snapshots()
+    assert Job.objects.filter(kind="guest.snapshot_check", status=JobStatusChoices.QUEUED).count() == 1
+
+
 def test_revert_refused_by_the_job_when_libvirt_lost_it_meanwhile(guest):
     _host, vm, fake = guest
     snap = take(vm)
