@@ -61,3 +61,20 @@ def test_confirmed_recovery_lands_on_its_page(admin_client, dead, django_capture
     assert response.status_code == 302 and response["Location"] == recovery.get_absolute_url()
     page = admin_client.get(recovery.get_absolute_url()).content.decode()
     assert "db-&lt;1&gt;" in page and "hb-1" in page and 'http-equiv="refresh"' in page
+
+
+@pytest.mark.parametrize("role, button", [("admin", True), ("operator", False), ("viewer", False)])
+def test_a_refused_recovery_offers_check_again_to_admins(request, dead, role, button):
+    from recovery.choices import RecoveryStatusChoices as RS
+
+    host, _ = dead
+    recovery = HostRecovery.objects.create(host=host, status=RS.REFUSED, error="kvm-<a> answered over SSH just now.",
+                                           fencing_statement="I have made sure it is off")
+    client = request.getfixturevalue(f"{role}_client")
+    response = client.get(recovery.get_absolute_url())
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert 'id="check-again"' in page and "kvm-&lt;a&gt; answered over SSH" in page
+    assert (f'href="{reverse("recovery:plan", args=[host.pk])}">Check again' in page) is button
+    running = HostRecovery.objects.create(host=host, status=RS.RUNNING, fencing_statement="x")
+    assert 'id="check-again"' not in client.get(running.get_absolute_url()).content.decode()
