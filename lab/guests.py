@@ -117,6 +117,10 @@ def domain_xml(spec: GuestSpec, disk: Path) -> str:
         os_extra = linux_guest.os_xml()
     else:
         os_extra = "<boot dev='hd'/>"
+    # The Linux guest answers the guest agent's protocol; libvirt connects to the channel itself.
+    agent_channel = ("<channel type='unix'><source mode='bind'/>"
+                     "<target type='virtio' name='org.qemu.guest_agent.0'/></channel>"
+                     if spec.kind.startswith("linux") else "")
     return f"""<domain type={quoteattr(spec.domain_type)}>
   <name>{escape(spec.name)}</name>
   <uuid>{spec.uuid}</uuid>
@@ -147,6 +151,7 @@ def domain_xml(spec: GuestSpec, disk: Path) -> str:
       </source>
       <target port='0'/>
     </serial>
+    {agent_channel}
     <memballoon model='none'/>
   </devices>
 </domain>

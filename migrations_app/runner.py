@@ -32,6 +32,7 @@ from core.choices import AuditResultChoices, JobLogLevelChoices
 from core.errors import PortalError
 from core.jobs import JobContext
 from hosts import access
+from hosts.adapters import agent as agent_adapter
 from hosts.adapters import migration as migration_adapter
 from hosts.adapters.errors import AdapterError, DomainNotFound, MigrationAborted
 from hosts.adapters.libvirt import is_ssh_uri
@@ -39,7 +40,7 @@ from hosts.adapters.libvirt import is_ssh_uri
 from . import policy, recheck, states
 from .choices import FollowUpStatusChoices as F, MigrationAuditActionChoices as A, MigrationStatusChoices as S
 from .gather import gather_pair
-from .heartbeat import GuestHeartbeat, probe_guest
+from .heartbeat import GuestHeartbeat, agent_figures, probe_guest
 from .models import Migration
 from .options import MigrationOptions, TimeoutAction, from_dict, libvirt_flags, libvirt_params
 from .payloads import ADAPTIVE_STEP_KEY, sample_payload
@@ -96,6 +97,11 @@ class _MigrateCall:
     error: AdapterError | None = None
     crash: BaseException | None = None
     done: threading.Event = field(default_factory=threading.Event)
+    guest_agent: dict | None = None  # what the guest-agent probe saw (heartbeat.agent_figures)
+
+
+# After libvirt returns, how long the agent probe waits for the guest to answer on the destination.
+AGENT_SETTLE_S = 3.0
 
 
 class Sampler:
@@ -382,6 +388,7 @@ def _run(migration: Migration, ctx: JobContext, on_progress: ProgressCallback | 
         summary["expected_downtime_ms"] = summary.get("downtime_ms")
         summary["downtime_ms"] = None
     summary["samples"] = sampler.samples
+    summary["guest_agent"] = call.guest_agent
     if sampler.adaptive_steps:
         summary["adaptive_steps"] = sampler.adaptive_steps
     summary["wall_time_s"] = round(wall_s, 3)
@@ -539,6 +546,8 @@ def _migrate_while_sampling(
         finally:
             call.done.set()
 
+    # Read before the call: on the connection that carries it, libvirt answers only once it returned.
+    channel = agent_adapter.agent_channel(src_conn, guest_uuid) if options.live else None
     started = time.monotonic()
     called = timezone.now()
     thread = threading.Thread(target=migrate, name=f"migrate-{migration.pk}", daemon=True)
@@ -554,6 +563,7 @@ def _migrate_while_sampling(
              level=JobLogLevelChoices.WARNING)
         sample_conn = src_conn
     sampler = Sampler(migration, options, sample_conn, ctx, on_progress, started)
+    probe = _start_agent_probe(channel, guest_uuid, source, destination)
     try:
         while not call.done.wait(interval):
             sampler.tick()
@@ -562,12 +572,38 @@ def _migrate_while_sampling(
         if not call.done.is_set() and not sampler.abort_sent:
             sampler.abort("The job was interrupted")
         call.done.wait(MIGRATE_THREAD_JOIN_S)
+        if probe is not None:
+            probe.stop(join_s=0)
         raise
     thread.join(MIGRATE_THREAD_JOIN_S)
     wall_s = time.monotonic() - started
+    call.guest_agent = _stop_agent_probe(probe, channel, moved=call.error is None)
+    if call.guest_agent.get("measured"):
+        _log(ctx, f"Guest agent: longest unanswered gap {call.guest_agent['max_gap_ms']} ms "
+                  f"({call.guest_agent['answers']['source']} answers on {migration.source.name}, "
+                  f"{call.guest_agent['answers']['destination']} on {migration.destination.name})")
     if call.crash is not None:
         raise call.crash
     return call, sampler, wall_s
+
+
+def _start_agent_probe(channel, guest_uuid: str, source, destination):
+    """Ping the guest's agent on both hosts while it moves, when it has an agent channel (a live
+    migration only), each on a further connection of its session, opened in the probe's thread."""
+    if channel is None or not channel.present:
+        return None
+    openers = {"source": source.open_libvirt, "destination": destination.open_libvirt}
+    return agent_adapter.PauseProbe(openers, guest_uuid).start()
+
+
+def _stop_agent_probe(probe, channel, *, moved: bool) -> dict:
+    """Let the guest answer once on the destination (or AGENT_SETTLE_S pass), then stop and judge."""
+    if probe is None:
+        return agent_figures(None, channel=channel, moved=moved)
+    returned = time.monotonic()
+    while moved and not probe.answered_since("destination", returned) and time.monotonic() - returned < AGENT_SETTLE_S:
+        time.sleep(0.02)
+    return agent_figures(probe.stop(), channel=channel, moved=moved)
 
 
 def run_follow_up(*, migration_id: int, ctx: JobContext) -> dict:
