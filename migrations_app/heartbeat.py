@@ -66,18 +66,23 @@ NO_CHANNEL = ("The guest has no guest-agent channel (org.qemu.guest_agent.0), so
               "measured: add the channel to its definition and run qemu-guest-agent in it.")
 
 
-def agent_figures(pause: AgentPause | None, *, channel: AgentChannel | None, moved: bool) -> dict:
+def agent_figures(pause: AgentPause | None, *, channel: AgentChannel | None, moved: bool,
+                  errors: dict | None = None) -> dict:
     """What the guest-agent probe measured, for the migration's summary (pure).
 
-    Measured only when the agent answered before the switch-over (on the source) and, when the
-    guest moved, after it (on the destination): otherwise the longest gap says nothing of the pause.
+    ``pause`` None: no probe ran (an offline migration). ``channel`` None: the probe could not
+    read the guest's definition (``errors`` says why). Measured only when the agent answered
+    before the switch-over (on the source) and, when the guest moved, after it (on the
+    destination): otherwise the longest gap says nothing of the pause.
     """
-    if channel is None:
+    if pause is None:
         return {"measured": False, "why": "Not probed: an offline migration has no running guest to ask."}
+    if channel is None:
+        detail = "; ".join(f"{host}: {error}" for host, error in (errors or {}).items())
+        return {"measured": False, "why": "The guest-agent probe could not read the guest's definition on the "
+                                          "source" + (f" ({detail})" if detail else "") + "."}
     if not channel.present:
         return {"measured": False, "why": NO_CHANNEL}
-    if pause is None:
-        return {"measured": False, "why": "The guest-agent probe did not run."}
     answers = {"source": len(pause.answers.get("source", ())), "destination": len(pause.answers.get("destination", ()))}
     if not answers["source"]:
         return {"measured": False, "answers": answers,

@@ -351,6 +351,10 @@ def _run(migration: Migration, ctx: JobContext, on_progress: ProgressCallback | 
                    error=message, hint=exc.hint)
         raise MigrationNotCompleted(message, hint=exc.hint) from exc
     with stack:
+        # The guest-agent probe starts now, beside the check, so the source answers before the switch-over.
+        probe = _start_agent_probe(options, str(migration.vm_uuid), *sessions)
+        if probe is not None:
+            stack.callback(probe.stop, join_s=0)
         guest, check = _check(migration, options, sessions, ctx)
         if guest is None:
             return {"status": migration.status}
@@ -366,7 +370,7 @@ def _run(migration: Migration, ctx: JobContext, on_progress: ProgressCallback | 
         asked = (f"Migrating {migration.vm_name} {'live' if options.live else 'offline'} ({mode}) to "
                  f"{destination.name} — flags {flags:#x}, parameters {params or '{}'}")
         call, sampler, wall_s = _migrate_while_sampling(migration, options, ctx, on_progress, flags, params,
-                                                        dest_uri, sessions, asked=asked)
+                                                        dest_uri, sessions, asked=asked, probe=probe)
 
         libvirt_aborted = isinstance(call.error, MigrationAborted)
         if call.error is not None:
@@ -519,7 +523,7 @@ def _recheck(migration: Migration, pair, guest, sessions, ctx: JobContext):
 
 def _migrate_while_sampling(
     migration: Migration, options: MigrationOptions, ctx: JobContext, on_progress: ProgressCallback | None,
-    flags: int, params: dict, dest_uri: str, sessions, *, asked: str,
+    flags: int, params: dict, dest_uri: str, sessions, *, asked: str, probe=None,
 ) -> tuple[_MigrateCall, Sampler, float]:
     """libvirt's migrate call in a thread; sampling and steering in this one until it returns.
 
@@ -546,8 +550,6 @@ def _migrate_while_sampling(
         finally:
             call.done.set()
 
-    # Read before the call: on the connection that carries it, libvirt answers only once it returned.
-    channel = agent_adapter.agent_channel(src_conn, guest_uuid) if options.live else None
     started = time.monotonic()
     called = timezone.now()
     thread = threading.Thread(target=migrate, name=f"migrate-{migration.pk}", daemon=True)
@@ -563,7 +565,6 @@ def _migrate_while_sampling(
              level=JobLogLevelChoices.WARNING)
         sample_conn = src_conn
     sampler = Sampler(migration, options, sample_conn, ctx, on_progress, started)
-    probe = _start_agent_probe(channel, guest_uuid, source, destination)
     try:
         while not call.done.wait(interval):
             sampler.tick()
@@ -577,7 +578,7 @@ def _migrate_while_sampling(
         raise
     thread.join(MIGRATE_THREAD_JOIN_S)
     wall_s = time.monotonic() - started
-    call.guest_agent = _stop_agent_probe(probe, channel, moved=call.error is None)
+    call.guest_agent = _stop_agent_probe(probe, moved=call.error is None)
     if call.guest_agent.get("measured"):
         _log(ctx, f"Guest agent: longest unanswered gap {call.guest_agent['max_gap_ms']} ms "
                   f"({call.guest_agent['answers']['source']} answers on {migration.source.name}, "
@@ -587,23 +588,27 @@ def _migrate_while_sampling(
     return call, sampler, wall_s
 
 
-def _start_agent_probe(channel, guest_uuid: str, source, destination):
-    """Ping the guest's agent on both hosts while it moves, when it has an agent channel (a live
-    migration only), each on a further connection of its session, opened in the probe's thread."""
-    if channel is None or not channel.present:
+def _start_agent_probe(options: MigrationOptions, guest_uuid: str, source, destination):
+    """For a live migration: ping the guest's agent on both hosts while it moves, each on a further
+    connection of its session, opened in the probe's threads (on the connection carrying the
+    migrate call libvirt answers only once it returned); the source's thread first reads whether
+    the guest has an agent channel at all."""
+    if not options.live:
         return None
     openers = {"source": source.open_libvirt, "destination": destination.open_libvirt}
     return agent_adapter.PauseProbe(openers, guest_uuid).start()
 
 
-def _stop_agent_probe(probe, channel, *, moved: bool) -> dict:
+def _stop_agent_probe(probe, *, moved: bool) -> dict:
     """Let the guest answer once on the destination (or AGENT_SETTLE_S pass), then stop and judge."""
     if probe is None:
-        return agent_figures(None, channel=channel, moved=moved)
+        return agent_figures(None, channel=None, moved=moved)
     returned = time.monotonic()
-    while moved and not probe.answered_since("destination", returned) and time.monotonic() - returned < AGENT_SETTLE_S:
+    while (moved and probe.channel is not None and probe.channel.present
+           and not probe.answered_since("destination", returned) and time.monotonic() - returned < AGENT_SETTLE_S):
         time.sleep(0.02)
-    return agent_figures(probe.stop(), channel=channel, moved=moved)
+    pause = probe.stop()
+    return agent_figures(pause, channel=probe.channel, moved=moved, errors=probe.errors)
 
 
 def run_follow_up(*, migration_id: int, ctx: JobContext) -> dict:

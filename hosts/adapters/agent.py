@@ -105,16 +105,23 @@ class PauseProbe:
 
     ``openers``: host label -> a callable opening that host's libvirt connection for the probe
     (called in the probe's thread, so opening it does not delay the caller; a failure leaves
-    that host without answers, said in ``errors``)."""
+    that host without answers, said in ``errors``). The ``channel_from`` host's thread first
+    reads the guest's definition: without an agent channel (``channel``) nothing is pinged.
+    Start it early — before the migrate call — so the source answers before the switch-over.
+    """
 
     def __init__(self, openers: Mapping[str, Callable[[], libvirt.virConnect]], domain_uuid: str, *,
-                 interval_s: float = DEFAULT_INTERVAL_S, timeout_s: int = PING_TIMEOUT_S, clock=time.monotonic):
+                 channel_from: str = "source", interval_s: float = DEFAULT_INTERVAL_S,
+                 timeout_s: int = PING_TIMEOUT_S, clock=time.monotonic):
         self._openers = dict(openers)
         self._uuid = domain_uuid
+        self._channel_from = channel_from
         self._interval = interval_s
         self._timeout = timeout_s
         self._clock = clock
         self._stop = threading.Event()
+        self._channel_read = threading.Event()
+        self.channel: AgentChannel | None = None  # None: not read (yet, or the connection failed)
         self._answers: dict[str, list[float]] = {name: [] for name in self._openers}
         self.errors: dict[str, str] = {}
         self._threads: list[threading.Thread] = []
@@ -129,10 +136,24 @@ class PauseProbe:
         return self
 
     def _run(self, name: str, opener: Callable[[], libvirt.virConnect]) -> None:
+        reads_channel = name == self._channel_from
+        if not reads_channel:  # the other hosts connect only once the guest is known to have an agent
+            while not self._channel_read.wait(0.05):
+                if self._stop.is_set():
+                    return
+            if self.channel is None or not self.channel.present:
+                return
         try:
             conn = opener()
+            if reads_channel:
+                self.channel = agent_channel(conn, self._uuid)
         except Exception as exc:  # noqa: BLE001 - whatever the opener raises, this host is not probed
             self.errors[name] = str(getattr(exc, "message", exc))
+            return
+        finally:
+            if reads_channel:
+                self._channel_read.set()
+        if self.channel is None or not self.channel.present:
             return
         while not self._stop.is_set():
             asked = self._clock()

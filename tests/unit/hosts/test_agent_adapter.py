@@ -47,6 +47,7 @@ def test_the_probe_measures_the_pause_across_both_hosts(monkeypatch):
         return here
 
     monkeypatch.setattr(agent, "ping", fake_ping)
+    monkeypatch.setattr(agent, "agent_channel", lambda conn, uuid: agent.AgentChannel(present=True))
     probe = agent.PauseProbe({"source": lambda: "source", "destination": lambda: "destination"}, "u",
                              interval_s=0.01).start()
     time.sleep(0.2)
@@ -77,13 +78,27 @@ def test_agent_figures(answers, moved, measured, words):
 
 
 def test_agent_figures_without_a_channel_say_so_plainly():
-    assert agent_figures(None, channel=agent.AgentChannel(present=False), moved=True) == {"measured": False,
-                                                                                           "why": NO_CHANNEL}
+    assert agent_figures(agent.AgentPause(), channel=agent.AgentChannel(present=False), moved=True) == {
+        "measured": False, "why": NO_CHANNEL}
     assert "offline" in agent_figures(None, channel=None, moved=True)["why"]
+    assert "could not read the guest's definition on the source (source: refused)" in agent_figures(
+        agent.AgentPause(), channel=None, moved=True, errors={"source": "refused"})["why"]
+
+
+def test_without_a_channel_nothing_is_pinged_and_the_destination_is_never_opened(monkeypatch):
+    pinged, opened = [], []
+    monkeypatch.setattr(agent, "ping", lambda conn, uuid, *, timeout_s: pinged.append(conn) or True)
+    monkeypatch.setattr(agent, "agent_channel", lambda conn, uuid: agent.AgentChannel(present=False))
+    probe = agent.PauseProbe({"source": lambda: opened.append("source") or "s",
+                              "destination": lambda: opened.append("destination") or "d"}, "u").start()
+    time.sleep(0.15)
+    pause = probe.stop()
+    assert (pinged, opened, pause.count, probe.channel.present) == ([], ["source"], 0, False)
 
 
 def test_a_host_the_probe_cannot_connect_to_has_no_answers_and_says_why(monkeypatch):
     monkeypatch.setattr(agent, "ping", lambda conn, uuid, *, timeout_s: True)
+    monkeypatch.setattr(agent, "agent_channel", lambda conn, uuid: agent.AgentChannel(present=True))
 
     def refuse():
         raise OSError("connection refused")
