@@ -10,6 +10,7 @@ import pytest
 
 from hosts.adapters import agent
 from migrations_app.heartbeat import NO_CHANNEL, agent_figures
+from tests.waiting import wait_until
 
 CHANNEL = ("<domain><devices><channel type='unix'><source mode='bind'/>"
            "<target type='virtio' name='org.qemu.guest_agent.0' state='{state}'/></channel></devices></domain>")
@@ -50,13 +51,18 @@ def test_the_probe_measures_the_pause_across_both_hosts(monkeypatch):
     monkeypatch.setattr(agent, "agent_channel", lambda conn, uuid: agent.AgentChannel(present=True))
     probe = agent.PauseProbe({"source": lambda: "source", "destination": lambda: "destination"}, "u",
                              interval_s=0.01).start()
-    time.sleep(0.2)
+    wait_until(lambda: probe.answered_since("source", time.monotonic() - 0.005), timeout=5, interval=0.01,
+               what="answers on the source")
+    time.sleep(0.1)  # more answers there
     with lock:
         where["host"] = None  # the switch-over: nobody answers
-    time.sleep(0.3)
+    time.sleep(0.3)  # the pause the probe is to measure
     with lock:
         where["host"] = "destination"
-    time.sleep(0.2)
+    moved = time.monotonic()
+    wait_until(lambda: probe.answered_since("destination", moved), timeout=5, interval=0.01,
+               what="answers on the destination")
+    time.sleep(0.1)  # more answers there
     pause = probe.stop()
     assert pause.answered_on("source") and pause.answered_on("destination")
     assert 0.25 <= pause.max_gap_s < 0.6, pause.max_gap_s
@@ -91,8 +97,8 @@ def test_without_a_channel_nothing_is_pinged_and_the_destination_is_never_opened
     monkeypatch.setattr(agent, "agent_channel", lambda conn, uuid: agent.AgentChannel(present=False))
     probe = agent.PauseProbe({"source": lambda: opened.append("source") or "s",
                               "destination": lambda: opened.append("destination") or "d"}, "u").start()
-    time.sleep(0.15)
-    pause = probe.stop()
+    wait_until(lambda: probe.channel is not None, timeout=5, interval=0.01, what="the channel read")
+    pause = probe.stop()  # joins both threads: the destination's saw no channel and never connected
     assert (pinged, opened, pause.count, probe.channel.present) == ([], ["source"], 0, False)
 
 
@@ -104,7 +110,8 @@ def test_a_host_the_probe_cannot_connect_to_has_no_answers_and_says_why(monkeypa
         raise OSError("connection refused")
 
     probe = agent.PauseProbe({"source": lambda: "c", "destination": refuse}, "u", interval_s=0.01).start()
-    time.sleep(0.05)
+    wait_until(lambda: probe.answered_since("source", 0.0) and "destination" in probe.errors, timeout=5,
+               interval=0.01, what="an answer on the source and the destination's error")
     pause = probe.stop()
     assert pause.answered_on("source") and not pause.answered_on("destination")
     assert probe.errors == {"destination": "connection refused"}
