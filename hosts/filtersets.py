@@ -8,6 +8,8 @@ says why (never a 500).
 
 from __future__ import annotations
 
+import re
+
 import django_filters
 from django import forms
 from django.db.models import Case, Count, Exists, F, IntegerField, OuterRef, Q, QuerySet, Subquery, Value, When
@@ -94,6 +96,9 @@ class HostFilterSet(django_filters.FilterSet):
         return queryset.filter(in_maintenance=value == "yes")
 
 
+UUID_PREFIX = re.compile(r"[0-9a-fA-F-]+")
+
+
 class GuestFilterSet(django_filters.FilterSet):
     q = django_filters.CharFilter(method="filter_text", max_length=100, label="Guest name or UUID")
     state = django_filters.ChoiceFilter(choices=VMStateChoices.choices, label="State", empty_label="Any")
@@ -111,7 +116,12 @@ class GuestFilterSet(django_filters.FilterSet):
 
     def filter_text(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
         value = value.strip()
-        return queryset.filter(Q(name__icontains=value) | Q(uuid__istartswith=value.lower()))
+        text = Q(name__icontains=value)
+        # A UUID's beginning only when the text could be one: hex digits and dashes. A name
+        # search then compares one column per row, not two.
+        if UUID_PREFIX.fullmatch(value):
+            text |= Q(uuid__istartswith=value.lower())
+        return queryset.filter(text)
 
     def filter_local_disks(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
         local = Exists(VirtualDisk.objects.filter(vm=OuterRef("pk"), storage=DiskStorageChoices.LOCAL))

@@ -216,6 +216,40 @@ def test_vm_list_with_as_lists_only_the_guests_of_the_users_hosts(teams, capsys)
         call_command("vm_list", "--as", "nobody")
 
 
+def test_vm_list_json_gives_every_guest_exactly_its_own_disks_across_chunks_and_scopes(teams, capsys, monkeypatch):
+    """The disks are merged from a second stream in the guests' order: same names on several
+    hosts, guests without disks between guests with several, several chunks, and a user who sees
+    only some hosts — each guest still gets exactly its own disks, in target order."""
+    import json
+
+    from hosts.management.commands import vm_list
+    from hosts.models import VirtualDisk
+
+    monkeypatch.setattr(vm_list, "CHUNK", 2)
+    expected = {}
+    for host_name in ("kvm-a", "kvm-a2", "kvm-b"):
+        host = teams[host_name]
+        for i, name in enumerate(("app", "bare", "db")):  # the same names on every host
+            vm = VirtualMachine.objects.create(host=host, uuid=uuid.uuid4(), name=name, state="running")
+            targets = [] if name == "bare" else ["vdb", "vda"][: i % 2 + 1 + (host_name == "kvm-b")]
+            for target in targets:
+                VirtualDisk.objects.create(vm=vm, target=target, device="disk", source_type="file",
+                                           source=f"/img/{host_name}-{name}-{target}.qcow2", capacity_bytes=2**30)
+            expected[(host_name, name)] = sorted(f"/img/{host_name}-{name}-{t}.qcow2" for t in targets)
+        expected[(host_name, f"guest-{host_name}")] = []
+
+    call_command("vm_list", "--json")
+    rows = json.loads(capsys.readouterr().out)
+    assert {(r["host"], r["name"]): [d["source"] for d in r["disks"]] for r in rows} == expected
+    assert [(r["host"], r["name"]) for r in rows] == sorted(expected)
+    assert all(r["disk_capacity_bytes"] == (len(r["disks"]) * 2**30 if r["disks"] else None) for r in rows)
+
+    call_command("vm_list", "--json", "--as", "ann")
+    rows = json.loads(capsys.readouterr().out)
+    assert {(r["host"], r["name"]): [d["source"] for d in r["disks"]] for r in rows} == {
+        key: disks for key, disks in expected.items() if key[0] != "kvm-b"}
+
+
 def test_hosts_for_is_the_one_answer(teams):
     assert set(hosts_for(teams["ann"], RoleChoices.OPERATOR).values_list("name", flat=True)) == {"kvm-a", "kvm-a2"}
     assert not hosts_for(teams["ann"], RoleChoices.ADMIN).exists()
