@@ -16,6 +16,11 @@ without the test-time template instrumentation):
 - ``manage.py vm_list --json`` to /dev/null: time, and the peak of what it allocates (tracemalloc).
 Goals (issue 16), at 500 hosts × 40 guests: first page ≤ 150 ms and ≤ 300 KB, filtered search
 ≤ 150 ms, host page ≤ 50 ms with constant queries, vm_list --json ≤ 1 s.
+
+Measured (``--sizes 20,20000 --runs 10``, load 0.1 at the start, one round), at 20,000 guests
+on 501 hosts, after vs before: first page 59.8 ms (p95 65.2) and 66 KB vs 7,562 ms and 8,154 KB;
+search (state + text) 90.7 ms (p95 99.9); host page 35.3 ms (p95 48.4), 19 queries at 20 and at
+20,000 guests; vm_list --json 713 ms vs 2,017 ms, peak 4.4 vs 112.3 MiB.
 """
 
 from __future__ import annotations
