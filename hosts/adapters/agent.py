@@ -161,6 +161,9 @@ class PauseProbe:
                 self._answers[name].append(self._clock())
             self._stop.wait(max(0.0, self._interval - (self._clock() - asked)))
 
+    def answer_count(self, name: str) -> int:
+        return len(self._answers.get(name) or [])
+
     def answered_since(self, name: str, since: float) -> bool:
         times = self._answers.get(name) or []
         return bool(times) and times[-1] >= since
