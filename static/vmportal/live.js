@@ -4,7 +4,9 @@
  *   region shows, patch what the event says at once (a guest's state badge
  *   [data-live-vm-state=<id>], a host's status badge [data-live-host-status=<id>]), then
  *   re-fetch the partial URL (the rows on screen, server-rendered, already escaped) and swap it
- *   in, at most once per 250 ms (the summaries and actions follow from the new states).
+ *   in, at most once per 250 ms (the summaries and actions follow from the new states). Rows
+ *   fetched while newer events came in may have been rendered before them: they take those
+ *   events' patches again once swapped in, and one more fetch follows.
  *   [data-live-host-id] limits this to events about that host; a list says which hosts its rows
  *   show with [data-live-shown-hosts]. A hidden page (a background tab) does not fetch: it
  *   fetches once when it is shown again.
@@ -99,21 +101,31 @@
     var inFlight = false;
     var again = false;
     var stale = false;  // an event came while the page was hidden: fetch when it is shown
+    // The events that came while a fetch was under way: its rows may have been rendered before
+    // them, so once swapped in they take these patches again (a badge never goes back to an
+    // older state), and one more fetch follows.
+    var sinceFetch = [];
     function refresh() {
       timer = null;
       if (document.hidden) { stale = true; return; }
       if (inFlight) { again = true; return; }
       inFlight = true;
+      sinceFetch = [];
       window.fetch(region.dataset.livePartial, { credentials: "same-origin" })
         .then(function (response) {
           // Gone, or logged out (redirected to the login page): let the full page show why.
           if (response.status === 404 || response.redirected) { window.location.reload(); return null; }
           return response.ok ? response.text() : null;
         })
-        .then(function (html) { if (html !== null && html !== undefined) region.innerHTML = html; })
+        .then(function (html) {
+          if (html === null || html === undefined) return;
+          region.innerHTML = html;
+          sinceFetch.forEach(function (message) { patch(region, message); });
+        })
         .catch(function () { /* offline: the next event or reconnect catches up */ })
         .then(function () {
           inFlight = false;
+          sinceFetch = [];
           if (again) { again = false; schedule(); }
         });
     }
@@ -128,6 +140,7 @@
       // between the render and the connect, so the region asks for what it shows now.
       if (!concerns(region, message)) return;
       patch(region, message);
+      if (inFlight) { sinceFetch.push(message); again = true; }
       schedule();
     });
   }

@@ -71,3 +71,61 @@ def test_an_event_refreshes_only_pages_that_show_its_host(page, portal, screensh
     wait_until(pumping(page, lambda: len(fetches) == 3), timeout=15, what="the refresh after vm.state")
     page.screenshot(path=str(screenshots / "inventory_scale.png"))
     assert not errors, errors
+
+
+# Records every change of one guest's state badge, whatever re-drew it (a patch or a swap).
+BADGE_CHANGES = """vmId => {
+  const text = () => { const b = document.querySelector(`#vms-table [data-live-vm-state="${vmId}"]`); return b ? b.textContent.trim() : null; };
+  window.__badge = [text()];
+  new MutationObserver(() => { const now = text(); if (now !== window.__badge[window.__badge.length - 1]) window.__badge.push(now); })
+    .observe(document.body, {subtree: true, childList: true, characterData: true});
+}"""
+
+
+def set_state(portal, vm_id: int, state: str) -> None:
+    portal.manage("shell", "-c", "from hosts.models import VirtualMachine as V; from core import broadcast; "
+                  f"vm = V.objects.get(pk={vm_id}); vm.state = {state!r}; vm.save(); broadcast.vm_state(vm)")
+
+
+def test_rows_fetched_before_a_newer_event_do_not_take_the_badge_back(page, portal):
+    """Paused, then Running again while the page's fetch for the pause is still under way: the
+    rows that fetch brings (rendered Paused) must not put the badge back to Paused, and one
+    more fetch follows."""
+    subprocess.run([sys.executable, "bench/synthetic_inventory.py", "--hosts", "1", "--guests-per-host", "1",
+                    "--prefix", "race"], cwd=PROJECT, env=portal.env, check=True, capture_output=True)
+    vm_id = json.loads(portal.manage(
+        "shell", "-c", "from hosts.models import VirtualMachine as V; "
+        "vm = V.objects.get(host__name='race-0000'); vm.name = 'race-guest'; vm.state = 'running'; vm.save(); "
+        "print(vm.pk)").stdout.strip().splitlines()[-1])
+    errors = console_errors(page)
+    login(page, portal)
+    held, fetches = [], []
+
+    def hold_partial(route):
+        fetches.append(route.request.url)
+        if len(fetches) == 2:  # the fetch after the pause: rendered now (Paused), answered later
+            held.append((route, route.fetch()))
+        else:
+            route.continue_()
+
+    page.goto("/hosts/?q=race-guest")
+    badge = page.locator(f'#vms-table [data-live-vm-state="{vm_id}"]')
+    expect(badge).to_have_text("Running")
+    page.evaluate(BADGE_CHANGES, vm_id)
+    page.route("**/hosts/partials/inventory/**", hold_partial)
+    expect(page.locator("#live-indicator")).to_have_attribute("data-state", "live")
+    # The socket's first state fetches the rows once; the pause's fetch is the one held.
+    wait_until(pumping(page, lambda: len(fetches) >= 1), timeout=15, what="the first refresh")
+    set_state(portal, vm_id, "paused")
+    expect(badge).to_have_text("Paused")
+    wait_until(pumping(page, lambda: len(held) == 1), timeout=15, what="the refresh after the pause")
+    set_state(portal, vm_id, "running")
+    expect(badge).to_have_text("Running")  # patched from the event while the fetch is under way
+    route, stale = held[0]
+    assert "Paused" in stale.text()
+    route.fulfill(response=stale)
+    # The stale rows are swapped in and take the newer event again; one more fetch follows.
+    wait_until(pumping(page, lambda: len(fetches) == 3), timeout=15, what="the fetch after the stale one")
+    expect(badge).to_have_text("Running")
+    assert page.evaluate("window.__badge") == ["Running", "Paused", "Running"]
+    assert not errors, errors
