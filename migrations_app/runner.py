@@ -204,6 +204,18 @@ class Sampler:
         if self.on_progress is not None:
             self.on_progress(payload)
 
+    def record_completed(self, stats: dict, elapsed_s: float) -> None:
+        """libvirt's figures of the finished job as the last sample, so the chart ends where the
+        transfer did: with nothing left to send. A job shorter than one sampling interval is
+        seen active by no tick; this is then its only sample."""
+        payload = sample_payload(int(elapsed_s * 1000), stats, warning=self.warning or None)
+        records.migration_sample_add(
+            migration=self.migration, elapsed_ms=int(elapsed_s * 1000), stats=compact_stats(stats), payload=payload
+        )
+        self.samples += 1
+        if self.on_progress is not None:
+            self.on_progress(payload)
+
     def _act(self, done: str, call, *args) -> bool:
         try:
             call(self.conn, self.uuid, *args)
@@ -383,6 +395,8 @@ def _run(migration: Migration, ctx: JobContext, on_progress: ProgressCallback | 
         _log(ctx, outcome.reason)
         status = states.status_for_outcome(outcome.status, aborted=libvirt_aborted or sampler.abort_sent)
         final = completed_stats(migration, on_destination=status == S.SUCCEEDED, sessions=sessions)
+        if final and status == S.SUCCEEDED:
+            sampler.record_completed(final, wall_s)
 
     summary = policy.summarize(sampler.infos, final if final else None)
     if summary.get("total_time_s") is None:

@@ -52,6 +52,8 @@ def test_live_migration_succeeds_records_figures_and_the_inventory_follows(two_h
     assert migration.samples.count() >= 3
     first = migration.samples.first()
     assert first.stats["memory_total"] == 64 * MIB and first.stats["type"] == 2
+    kinds = list(migration.samples.order_by("pk").values_list("stats__type", flat=True))
+    assert set(kinds[:-1]) == {2} and kinds[-1] == 3  # the ticks' samples, then the completed job's figures
     assert "gone from kvm-a" in migration.outcome
     assert [v["check"] for v in migration.verdicts][0] == "reachability"
     # Flags as chosen (live, p2p, persist, undefine source), sent to the destination's URI.
@@ -69,6 +71,16 @@ def test_live_migration_succeeds_records_figures_and_the_inventory_follows(two_h
     assert migration.job.status == JobStatusChoices.SUCCEEDED and migration.job.queue_name == "migrations"
     assert audit_actions(migration) == ["migration.request", "migration.start", "migration.outcome"]
     assert migration.started and migration.migration_started and migration.ended
+
+
+def test_the_completed_jobs_figures_are_the_last_sample_even_of_a_job_no_tick_saw(world, migrate):
+    """A job shorter than one sampling interval (the lab's small guests on a quiet machine) is seen
+    active by no tick: the chart still gets libvirt's figures of the finished job."""
+    world.jobs.steps = 0
+    migration = migrate()
+    assert migration.status == S.SUCCEEDED
+    assert list(migration.samples.values_list("stats__type", "stats__data_processed")) == [(3, 80 * MIB)]
+    assert migration.summary["samples"] == 1
 
 
 def test_job_timeout_is_longer_than_the_migration(migrate):
