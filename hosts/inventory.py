@@ -92,6 +92,7 @@ def refresh_host(*, host_id: int, ctx: JobContext, full: bool = True) -> dict:
                 try:
                     facts = libvirt_adapter.get_host_facts(session.libvirt)
                     ctx.progress(30)
+                    read_at = timezone.now()  # a guest's state an event recorded after this is newer than ours
                     domains = libvirt_adapter.list_domains(session.libvirt, definitions=True)
                     stats = _read_load(session.libvirt, ctx)
                 except AdapterError:
@@ -118,7 +119,7 @@ def refresh_host(*, host_id: int, ctx: JobContext, full: bool = True) -> dict:
         raise
     summary = services.host_inventory_save(
         host=host, facts=facts, os_release=os_release, domains=domains, storage=storage, stats=stats,
-        probed_at=probed, actor=Actor.system(),
+        probed_at=probed, read_at=read_at, actor=Actor.system(),
     )
     kept = ("" if probed is not None else
             f"; os-release and where the disks live as read at {timezone.localtime(probed_at):%H:%M:%S}")

@@ -11,6 +11,7 @@ migration's own record and its refresh of both hosts tell that story).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 
 @dataclass(frozen=True)
@@ -42,3 +43,13 @@ def state_after_event(event: str, detail: str) -> ObservedState | None:
     if event == "pmsuspended":
         return ObservedState("pmsuspended", "unknown")
     return None  # defined, undefined, shutdown (begun), unknown events
+
+
+def read_is_newer(*, read_at: datetime, state_at: datetime | None) -> bool:
+    """May a refresh that read the host at ``read_at`` write a guest's state recorded as of ``state_at``?
+
+    Not when the recorded state is newer: with several workers, a refresh that read libvirt
+    before a lifecycle event arrived can save after the event's state was written, and must not
+    put the older state back (its debounced follow-up refresh reads the host again).
+    """
+    return state_at is None or read_at >= state_at

@@ -223,6 +223,9 @@ class VirtualMachine(models.Model):
     superseded_note = models.CharField(max_length=255, blank=True)
     first_seen = models.DateTimeField(default=timezone.now)
     updated = models.DateTimeField(default=timezone.now)  # when a refresh or an event last saw the guest
+    # When the recorded state was true: the read of the refresh that wrote it, or the arrival of the
+    # lifecycle event that did. A refresh that read the host before it keeps it (live_state.read_is_newer).
+    state_at = models.DateTimeField(null=True, blank=True)
 
     # A domain XML is a few KiB; this bounds what a hostile or odd host can make us store per guest.
     MAX_DEFINITION_CHARS = 256 * 1024

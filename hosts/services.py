@@ -27,7 +27,7 @@ from hosts.adapters.libvirt import DomainInfo, HostFacts as AdapterHostFacts
 from hosts.adapters.ssh import HostKeyInfo, generate_keypair
 from hosts.adapters.stats import HostStats
 
-from . import disk_sizes, leases, load, load_store
+from . import disk_sizes, leases, live_state, load, load_store
 from .choices import (
     DiskStorageChoices,
     GuestLeaseKindChoices,
@@ -386,14 +386,18 @@ def _nic_rows(info: DomainInfo) -> list[tuple[str, str, str, str]]:
     return sorted((nic.mac, nic.type, nic.source, nic.model) for nic in info.nics)
 
 
-def _save_vms(host: Host, domains: list[DomainInfo]) -> tuple[dict[str, VirtualMachine], dict]:
+def _save_vms(host: Host, domains: list[DomainInfo], *, read_at) -> tuple[dict[str, VirtualMachine], dict]:
     """The host's guests in a few statements: one read of their rows and one of their NICs, then
     only the rows that changed (bulk create, bulk update; a guest's NICs replaced only when they
     differ), and one statement that stamps every guest seen (``updated``: when a refresh or an
     event last saw it; the recovery sweep reads it). Returns the guests by UUID and counts.
+
+    A guest's state is written only when the host was read (``read_at``) after the recorded
+    state was true (``live_state.read_is_newer``): the rows are read locked, so an event
+    either wrote before this read or waits for this transaction and writes after it.
     """
     wanted = {str(info.uuid) for info in domains}
-    recorded = {str(vm.uuid): vm for vm in VirtualMachine.objects.filter(host=host)}
+    recorded = {str(vm.uuid): vm for vm in VirtualMachine.objects.select_for_update().filter(host=host)}
     nics: dict[int, list] = {}
     for vm_id, *nic in (VirtualNic.objects.filter(vm__host=host)
                         .values_list("vm_id", "mac", "type", "source", "model")):
@@ -405,9 +409,16 @@ def _save_vms(host: Host, domains: list[DomainInfo]) -> tuple[dict[str, VirtualM
     for info in domains:
         vm = recorded.get(str(info.uuid))
         if vm is None:
-            create.append(VirtualMachine(host=host, uuid=info.uuid, **{**_vm_fields(info), "updated": now}))
+            create.append(VirtualMachine(host=host, uuid=info.uuid,
+                                         **{**_vm_fields(info), "updated": now, "state_at": read_at}))
             continue
         changes = _vm_changes(vm, info)
+        if "state" in changes or "state_reason" in changes:
+            if live_state.read_is_newer(read_at=read_at, state_at=vm.state_at):
+                changes["state_at"] = read_at
+            else:
+                changes.pop("state", None)
+                changes.pop("state_reason", None)
         vm.updated = now
         if changes:
             for key, value in changes.items():
@@ -507,12 +518,14 @@ def host_inventory_save(
     storage: dict[str, StorageLocation],
     stats: HostStats | None = None,
     probed_at=None,
+    read_at=None,
     actor: Actor,
 ) -> dict:
     """Store what a refresh read: facts, guests (added, changed, gone), their disks with the sizes
     the refresh's bulk stats gave (``stats``; None: sizes kept as recorded), host reachable.
     ``probed_at``: when os-release and ``storage`` were read on the host (None: not this time,
-    ``storage`` then holds the placements recorded before).
+    ``storage`` then holds the placements recorded before). ``read_at``: when the guests were
+    read (None: now); a guest's state recorded as of later (a lifecycle event's) is kept.
 
     Returns counts {"vms": n, "added": a, "removed": r}.
     """
@@ -547,7 +560,7 @@ def host_inventory_save(
     )
     states_before = {str(uuid): state for uuid, state in host.vms.values_list("uuid", "state")}
     known = set(states_before)
-    saved, vms = _save_vms(host, domains)
+    saved, vms = _save_vms(host, domains, read_at=read_at or now)
     seen = set(saved)
     changed_states = {vm.pk: (vm.state, vm.get_state_display()) for uuid, vm in saved.items()
                       if states_before.get(uuid) != vm.state}
@@ -668,7 +681,8 @@ def vm_state_save(*, vm: VirtualMachine, info: DomainInfo) -> VirtualMachine:
     fields = ["state", "state_reason", "libvirt_id", "updated"] + (["managed_save"] if info.definition_xml else [])
     for field_name in fields:
         setattr(vm, field_name, _vm_fields(info)[field_name])
-    vm.save(update_fields=fields)
+    vm.state_at = vm.updated
+    vm.save(update_fields=[*fields, "state_at"])
     broadcast.vm_state(vm)
     return vm
 
@@ -692,7 +706,8 @@ def vm_state_observed(*, host: Host, domain_uuid: str, state: str, reason: str) 
     if vm is None or (vm.state, vm.state_reason) == (state, reason):
         return None
     vm.state, vm.state_reason, vm.updated = state, reason, timezone.now()
-    vm.save(update_fields=["state", "state_reason", "updated"])
+    vm.state_at = vm.updated
+    vm.save(update_fields=["state", "state_reason", "updated", "state_at"])
     broadcast.vm_state(vm)
     return vm
 

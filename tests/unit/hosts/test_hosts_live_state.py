@@ -1,11 +1,14 @@
 """A lifecycle event shows the guest's new state at once; the debounced refresh still follows."""
 
+from datetime import datetime, timedelta, timezone as dt_timezone
+
 import pytest
+from django.utils import timezone
 
 from core import broadcast
 from hosts.adapters.libvirt import _EVENTS
 from hosts.choices import VMStateChoices
-from hosts.live_state import ObservedState, state_after_event
+from hosts.live_state import ObservedState, read_is_newer, state_after_event
 from hosts.models import VirtualMachine
 from hosts.services import vm_state_observed
 
@@ -99,3 +102,51 @@ def test_a_long_reason_is_cut_to_the_field(trusted_host, sent):
     vm_state_observed(host=trusted_host, domain_uuid=str(vm.uuid), state="shutoff", reason="r" * 500)
     vm.refresh_from_db()
     assert vm.state == "shutoff" and len(vm.state_reason) == VirtualMachine._meta.get_field("state_reason").max_length
+
+
+T = datetime(2026, 12, 4, 10, 0, tzinfo=dt_timezone.utc)
+S = timedelta(seconds=1)
+
+
+@pytest.mark.parametrize(("read_at", "state_at", "newer"), [
+    (T, None, True),  # nothing recorded of when: the refresh writes
+    (T, T - S, True),
+    (T, T, True),  # the same instant: the read wins (it read everything, the event one thing)
+    (T - S, T, False),  # the host was read before the event arrived: the event's state stays
+    (T - 3600 * S, T, False),
+])
+def test_a_refresh_writes_a_state_only_if_it_read_the_host_after_it_was_recorded(read_at, state_at, newer):
+    assert read_is_newer(read_at=read_at, state_at=state_at) is newer
+
+
+@pytest.mark.django_db
+def test_a_refresh_that_read_the_host_before_an_event_does_not_put_the_older_state_back(
+        trusted_host, fleet, sent, monkeypatch):
+    from dataclasses import replace
+
+    from core.actors import Actor
+    from hosts.services import host_inventory_save
+
+    changed_guests = []
+    monkeypatch.setattr(broadcast, "inventory_changed", lambda **kw: changed_guests.append(kw.get("guests") or {}))
+    hv = fleet[trusted_host.address]
+    vm = web_1(trusted_host)
+    read_before = timezone.now()  # the refresh reads the host: web-1 still runs ...
+    domains = list(hv.domains.values())
+    vm_state_observed(host=trusted_host, domain_uuid=str(vm.uuid), state="paused", reason="user")  # ... then pauses
+    vm.refresh_from_db()
+    assert vm.state_at is not None and vm.state_at >= read_before
+
+    # The refresh saves after the event: its other findings are written, web-1's older state is not.
+    renamed = [replace(d, name="web-1b") if str(d.uuid) == str(vm.uuid) else d for d in domains]
+    host_inventory_save(host=trusted_host, facts=hv.facts, os_release=None, domains=renamed, storage={},
+                        read_at=read_before, actor=Actor.system())
+    vm.refresh_from_db()
+    assert (vm.name, vm.state, vm.state_reason) == ("web-1b", "paused", "user")
+    assert vm.pk not in changed_guests[-1]  # no page is told of a state change that did not happen
+
+    # A refresh that read the host after the event writes what it read.
+    host_inventory_save(host=trusted_host, facts=hv.facts, os_release=None, domains=renamed, storage={},
+                        read_at=timezone.now(), actor=Actor.system())
+    vm.refresh_from_db()
+    assert vm.state == "running" and changed_guests[-1][vm.pk][0] == "running"
