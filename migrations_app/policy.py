@@ -471,10 +471,16 @@ def summarize(samples: Sequence[JobInfo], final_stats: Mapping[str, object] | Jo
     """What the finished job page shows: times, downtime, bytes moved, passes, rates.
 
     ``final_stats`` are the completed job's stats (``jobStats(VIR_DOMAIN_JOB_STATS_COMPLETED)``);
-    where they lack a number the last poll is used.
+    where they lack a number the last poll is used — except the downtime: a running job's
+    "downtime" is libvirt's estimate of it, so only a completed job's is ``downtime_ms``; without
+    one (libvirt kept no figures, as after a post-copy switch here) the last estimate is
+    ``expected_downtime_ms`` and the downtime stays unknown.
     """
     final = final_stats if isinstance(final_stats, JobInfo) else JobInfo.from_stats(final_stats)
     last = samples[-1] if samples else JobInfo()
+    downtime = final.downtime_ms if final.type == JobType.COMPLETED else None
+    estimate = None if downtime is not None else (final.downtime_ms if final.downtime_ms is not None
+                                                   else last.downtime_ms)
 
     def pick(name: str) -> int | None:
         value = getattr(final, name)
@@ -488,7 +494,8 @@ def summarize(samples: Sequence[JobInfo], final_stats: Mapping[str, object] | Jo
     return {
         "result": final.type.name.lower() if final_stats is not None else last.type.name.lower(),
         "total_time_s": elapsed_ms / 1000 if elapsed_ms is not None else None,
-        "downtime_ms": pick("downtime_ms"),
+        "downtime_ms": downtime,
+        "expected_downtime_ms": estimate,
         "setup_time_ms": pick("setup_time_ms"),
         "data_transferred_bytes": data,
         "memory_transferred_bytes": pick("memory_processed"),

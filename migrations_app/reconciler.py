@@ -196,7 +196,7 @@ def reconcile_migration(*, migration_id: int, reason: str = "", ctx: JobContext)
         final = whereabouts.completed_stats(migration, on_destination=status == S.SUCCEEDED)
         summary = policy.summarize(infos, final or None) if (infos or final) else {}
         if status != S.SUCCEEDED:
-            summary["expected_downtime_ms"] = summary.get("downtime_ms")
+            summary["expected_downtime_ms"] = summary.get("downtime_ms") or summary.get("expected_downtime_ms")
             summary["downtime_ms"] = None
         summary["samples"] = len(infos)
     error = migration.error or (f"Reconciled: {reason}" if reason else "")

@@ -403,7 +403,7 @@ def _run(migration: Migration, ctx: JobContext, on_progress: ProgressCallback | 
         summary["total_time_s"] = round(wall_s, 3)
     if status != S.SUCCEEDED:
         # No switch-over happened: libvirt's "downtime" of a cancelled or failed job is its estimate.
-        summary["expected_downtime_ms"] = summary.get("downtime_ms")
+        summary["expected_downtime_ms"] = summary.get("downtime_ms") or summary.get("expected_downtime_ms")
         summary["downtime_ms"] = None
     summary["samples"] = sampler.samples
     summary["guest_agent"] = call.guest_agent

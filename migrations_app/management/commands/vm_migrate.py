@@ -77,6 +77,8 @@ def outcome_dict(migration: Migration) -> dict:
         "repair": migration.repair,
         "total_time_ms": migration.total_time_ms,
         "downtime_ms": migration.downtime_ms,
+        # libvirt's estimate when it kept no figure of the switch-over (or none happened)
+        "expected_downtime_ms": (migration.summary or {}).get("expected_downtime_ms"),
         "setup_time_ms": migration.setup_time_ms,
         "data_transferred_bytes": migration.data_transferred_bytes,
         "heartbeat": (

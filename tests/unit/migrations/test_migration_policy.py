@@ -287,6 +287,7 @@ def test_summarize_uses_completed_stats():
         "result": "completed",
         "total_time_s": 20.0,
         "downtime_ms": 48,
+        "expected_downtime_ms": None,
         "setup_time_ms": 12,
         "data_transferred_bytes": 2000 * MIB,
         "memory_transferred_bytes": 1500 * MIB,
@@ -307,6 +308,22 @@ def test_summarize_falls_back_to_last_poll():
     assert summary["data_transferred_bytes"] == 10
     assert summary["downtime_ms"] is None
     assert summary["iterations"] == 2
+
+
+@pytest.mark.parametrize(("last_poll", "final", "downtime", "expected"), [
+    # A completed job's downtime is the switch-over's; the polls' estimates are not kept beside it.
+    ({"type": 2, "downtime": 2000}, {"type": 3, "downtime": 40}, 40, None),
+    # libvirt kept no completed figures (after a post-copy switch): the last poll's "downtime" is
+    # its estimate, never recorded as the guest's downtime.
+    ({"type": 2, "downtime": 2085}, None, None, 2085),
+    ({"type": 2, "downtime": 2085}, {"type": 3, "time_elapsed": 7000}, None, 2085),
+    # A cancelled or failed job's downtime is an estimate too (no switch-over happened).
+    ({"type": 2, "downtime": 300}, {"type": 5, "downtime": 310}, None, 310),
+    ({"type": 2}, None, None, None),
+])
+def test_only_a_completed_jobs_downtime_is_the_downtime(last_poll, final, downtime, expected):
+    summary = summarize([JobInfo.from_stats(last_poll)], final)
+    assert (summary["downtime_ms"], summary["expected_downtime_ms"]) == (downtime, expected)
 
 
 def test_summarize_failed_job_keeps_error():

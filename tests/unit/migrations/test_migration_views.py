@@ -239,6 +239,22 @@ def test_migration_partials_and_list(two_hosts, world, viewer_client, django_cap
     assert samples and {"t", "pct", "bps", "dirty_bps", "data_remaining", "iteration"} <= set(samples[0])
 
 
+def test_a_downtime_libvirt_did_not_report_is_shown_as_its_estimate_not_as_a_figure(
+        two_hosts, world, viewer_client, django_capture_on_commit_callbacks):
+    src, dst, vm = two_hosts
+    with django_capture_on_commit_callbacks(execute=True):
+        migration = live.migration_request(vm=vm, destination=dst, options=MigrationOptions(), actor=Actor.system())
+    part = reverse("migrations_app:migration_part", args=[migration.pk, "head"])
+    Migration.objects.filter(pk=migration.pk).update(downtime_ms=None,
+                                                     summary={**migration.summary, "expected_downtime_ms": 2085})
+    head = viewer_client.get(part).content.decode()
+    downtime = head.split('id="result-downtime">')[1].split("</dd>")[0]
+    assert "not reported" in downtime and "last estimate" in downtime and "2085" not in downtime.split("<span")[0]
+    Migration.objects.filter(pk=migration.pk).update(status=S.FAILED)
+    downtime = viewer_client.get(part).content.decode().split('id="result-downtime">')[1].split("</dd>")[0]
+    assert "none" in downtime and "no switch-over happened" in downtime
+
+
 def test_host_maintenance_toggle(two_hosts, operator_client, viewer_client):
     src, dst, vm = two_hosts
     url = reverse("hosts:host_maintenance", args=[dst.pk])
