@@ -8,6 +8,7 @@ are kept in buckets: 5-minute points for 7 days, then rolled into hourly points 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -82,6 +83,7 @@ class Counters:
     cpu_busy_ns: int
     cpu_total_ns: int
     vcpu_ns: Mapping[str, int]
+    vcpu_delay_ns: Mapping[str, int] = dataclasses.field(default_factory=dict)  # where libvirt reports it
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,9 @@ def sample(stats: HostStats, before: Counters | None, *, now: datetime) -> Sampl
         host={"memory_used_kib": node.memory_used_kib, "memory_free_kib": node.memory_free_kib, "cpu_pct": cpu},
         guests=guests,
         counters=Counters(now, node.cpu_busy_ns, node.cpu_total_ns,
-                          {d.uuid: d.vcpu_time_ns for d in stats.domains if d.state in ("running", "paused")}),
+                          {d.uuid: d.vcpu_time_ns for d in stats.domains if d.state in ("running", "paused")},
+                          {d.uuid: d.vcpu_delay_ns for d in stats.domains
+                           if d.state in ("running", "paused") and d.vcpu_delay_ns is not None}),
     )
 
 

@@ -364,6 +364,7 @@ class LoadCounters(models.Model):
     cpu_busy_ns = models.PositiveBigIntegerField()
     cpu_total_ns = models.PositiveBigIntegerField()
     vcpu_ns = models.JSONField(default=dict)  # guest uuid -> cumulative vCPU ns
+    vcpu_delay_ns = models.JSONField(default=dict)  # guest uuid -> cumulative ns its vCPUs waited for a host CPU
 
 
 class HostChange(models.Model):

@@ -811,8 +811,9 @@ def host_load_record(*, host: Host, stats: HostStats, now=None) -> load.Sample:
     c = measured.counters
     LoadCounters.objects.bulk_create(
         [LoadCounters(host=host, at=c.at, cpu_busy_ns=c.cpu_busy_ns, cpu_total_ns=c.cpu_total_ns,
-                      vcpu_ns=dict(c.vcpu_ns))],
-        update_conflicts=True, unique_fields=["host"], update_fields=["at", "cpu_busy_ns", "cpu_total_ns", "vcpu_ns"],
+                      vcpu_ns=dict(c.vcpu_ns), vcpu_delay_ns=dict(c.vcpu_delay_ns))],
+        update_conflicts=True, unique_fields=["host"],
+        update_fields=["at", "cpu_busy_ns", "cpu_total_ns", "vcpu_ns", "vcpu_delay_ns"],
     )
     return measured
 

@@ -37,7 +37,7 @@ from hosts.adapters import migration as migration_adapter
 from hosts.adapters.errors import AdapterError, DomainNotFound, MigrationAborted
 from hosts.adapters.libvirt import is_ssh_uri
 
-from . import policy, recheck, states
+from . import neighbours, policy, recheck, states
 from .choices import FollowUpStatusChoices as F, MigrationAuditActionChoices as A, MigrationStatusChoices as S
 from .gather import gather_pair
 from .heartbeat import GuestHeartbeat, agent_figures, probe_guest
@@ -98,6 +98,7 @@ class _MigrateCall:
     crash: BaseException | None = None
     done: threading.Event = field(default_factory=threading.Event)
     guest_agent: dict | None = None  # what the guest-agent probe saw (heartbeat.agent_figures)
+    neighbours: dict | None = None  # the destination's other guests meanwhile (neighbours.Watch.figures)
 
 
 # After libvirt returns, how long the agent probe waits for the guest to answer on the destination.
@@ -407,6 +408,8 @@ def _run(migration: Migration, ctx: JobContext, on_progress: ProgressCallback | 
         summary["downtime_ms"] = None
     summary["samples"] = sampler.samples
     summary["guest_agent"] = call.guest_agent
+    if call.neighbours is not None:
+        summary["neighbours"] = call.neighbours
     if sampler.adaptive_steps:
         summary["adaptive_steps"] = sampler.adaptive_steps
     summary["wall_time_s"] = round(wall_s, 3)
@@ -570,6 +573,10 @@ def _migrate_while_sampling(
     thread.start()
     records.migration_libvirt_called(migration=migration, at=called)
     _log(ctx, asked)
+    # The destination's other guests, read now and once libvirt returned (live migrations only).
+    watch = neighbours.Watch(migration.destination, destination, guest_uuid) if options.live else None
+    if watch is not None:
+        watch.begin()
     # The sampler reads job statistics from this thread while migrate() blocks in the other one, on a
     # connection of its own opened once the call is made (libvirt's own connection would do, if need be).
     try:
@@ -592,6 +599,10 @@ def _migrate_while_sampling(
         raise
     thread.join(MIGRATE_THREAD_JOIN_S)
     wall_s = time.monotonic() - started
+    if watch is not None:
+        call.neighbours = watch.figures()
+        if call.neighbours.get("measured"):
+            _log(ctx, call.neighbours["verdict"])
     call.guest_agent = _stop_agent_probe(probe, moved=call.error is None)
     if call.guest_agent.get("measured"):
         _log(ctx, f"Guest agent: longest unanswered gap {call.guest_agent['max_gap_ms']} ms "

@@ -45,3 +45,9 @@ def mib(value) -> str:
     if not isinstance(value, (int, float)):
         return "—"
     return f"{value / 2**20:.1f} MiB"
+
+
+@register.filter
+def pct_h(value) -> str:
+    """12.34 → "12.3 %"; None → "—"."""
+    return f"{value:.1f} %" if isinstance(value, (int, float)) else "—"

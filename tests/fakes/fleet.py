@@ -154,6 +154,7 @@ class FleetHost(Shell):
     reverted: list = dataclasses.field(default_factory=list)  # (uuid, snapshot name) per revert
     cpu_times: dict = dataclasses.field(default_factory=lambda: {"kernel": 0, "user": 0, "idle": 0, "iowait": 0})  # ns
     vcpu_times: dict = dataclasses.field(default_factory=dict)  # uuid -> cumulative vCPU ns
+    vcpu_delays: dict = dataclasses.field(default_factory=dict)  # uuid -> cumulative vCPU wait ns (none: not reported)
     block_sizes: dict = dataclasses.field(default_factory=dict)  # (uuid, target) -> (capacity, allocation, physical)
     networks: set = dataclasses.field(default_factory=lambda: {"default"})
     cpu_compare: object = "identical"  # "identical" | "superset" | "incompatible" | a libvirtError

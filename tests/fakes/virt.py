@@ -445,9 +445,13 @@ class FakeConnect:
         for dom in self.listAllDomains():
             info = dom.info
             values = {"state.state": dom.state()[0], "state.reason": dom.state()[1]}
+            if flags & libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_RUNNING and values["state.state"] != 1:
+                continue
             if dom.isActive():
                 values["vcpu.current"] = values["vcpu.maximum"] = info.vcpus
                 values["vcpu.0.time"] = self.host.vcpu_times.get(dom.UUIDString(), 0)
+                if dom.UUIDString() in self.host.vcpu_delays:
+                    values["vcpu.0.delay"] = self.host.vcpu_delays[dom.UUIDString()]
                 values["balloon.current"] = values["balloon.maximum"] = info.memory_kib
             values["block.count"] = len(info.disks)
             for i, disk in enumerate(info.disks):

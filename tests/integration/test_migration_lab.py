@@ -78,6 +78,15 @@ def test_live_migration_through_the_portal_and_back(portal):
         assert migration.heartbeat_beats >= 10
         # A guest without an agent channel: the guest-seen pause is not measured, and the record says why.
         assert migration.summary["guest_agent"] == {"measured": False, "why": NO_CHANNEL}
+        # The destination's other running guests (as libvirt lists them), each with its CPU use and
+        # steal while the guest arrived; the moved guest is not among them.
+        seen = migration.summary["neighbours"]
+        with lv.open_connection(dst_lab["libvirt_uri"]) as conn:
+            others = {d.name() for d in conn.listAllDomains(16)} - {name}  # VIR_CONNECT_LIST_DOMAINS_RUNNING
+        print("neighbours:", seen)
+        assert seen["measured"] is True and {g["name"] for g in seen["guests"]} == others, (seen, others)
+        assert all(g["cpu_during_pct"] is not None and g["steal_during_pct"] is not None for g in seen["guests"])
+        assert seen["before_s"] is not None  # the inventory's refresh of the destination came shortly before
         # The inventory follows the guest: same row, now on the destination.
         moved = VirtualMachine.objects.get(uuid=domain_uuid)
         assert moved.pk == vm.pk and moved.host_id == dst.pk and moved.state == "running"

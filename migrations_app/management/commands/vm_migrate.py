@@ -86,6 +86,7 @@ def outcome_dict(migration: Migration) -> dict:
              "beats": migration.heartbeat_beats}
             if migration.heartbeat_gap_s is not None else None
         ),
+        "neighbours": (migration.summary or {}).get("neighbours"),  # the destination's other guests meanwhile
         "samples": migration.samples.count(),
         "verdicts": migration.verdicts,
         "follow_up": migration.follow_up,

@@ -83,6 +83,55 @@ def test_the_completed_jobs_figures_are_the_last_sample_even_of_a_job_no_tick_sa
     assert migration.summary["samples"] == 1
 
 
+def test_the_destinations_other_guests_are_measured_while_the_guest_arrives(two_hosts, world, migrate):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from hosts.models import LoadCounters
+
+    src, dst, vm = two_hosts
+    ns = 1_000_000_000
+    other = make_domain("db-2")
+    kvm_b = world["kvm-b"]
+    kvm_b.domains[other.uuid] = other
+    kvm_b.vcpu_times[other.uuid], kvm_b.vcpu_delays[other.uuid] = 30 * ns, 0
+    # Its last refresh, 30 s ago: 3 s of CPU since (10 %), no steal.
+    LoadCounters.objects.create(host=dst, at=timezone.now() - timedelta(seconds=30), cpu_busy_ns=0, cpu_total_ns=0,
+                                vcpu_ns={other.uuid: 27 * ns}, vcpu_delay_ns={other.uuid: 0})
+    world.jobs.steps = 20
+
+    def arriving(step: int) -> None:  # while the guest arrives, db-2 waits for a host CPU all the time
+        kvm_b.vcpu_delays[other.uuid] += int(world.jobs.step_s * ns)
+
+    world.jobs.on_step = arriving
+    migration = migrate()
+    assert migration.status == S.SUCCEEDED
+    seen = migration.summary["neighbours"]
+    assert seen["measured"] is True and [g["name"] for g in seen["guests"]] == ["db-2"]  # not web-1 itself
+    db = seen["guests"][0]
+    assert db["cpu_before_pct"] == pytest.approx(10.0, abs=0.5) and db["steal_before_pct"] < 1  # the first step may count
+    assert db["cpu_during_pct"] == 0.0 and db["steal_during_pct"] > 50 and db["slowed"] is True
+    assert "1 of 1 other guest(s) on kvm-b were slowed" in seen["verdict"]
+    assert seen["verdict"] in [line["msg"] for line in migration.job.log]
+
+
+def test_a_destination_whose_guests_cannot_be_read_does_not_stop_the_migration(two_hosts, world, migrate,
+                                                                              monkeypatch):
+    from hosts.adapters import stats
+    from hosts.adapters.errors import AdapterError
+
+    def broken(conn):
+        raise AdapterError("reading the guests' CPU counters: this libvirt cannot")
+
+    monkeypatch.setattr(stats, "running_guests_cpu", broken)
+    migration = migrate()
+    assert migration.status == S.SUCCEEDED
+    assert migration.summary["neighbours"] == {
+        "measured": False, "why": "The destination's guests could not be read: reading the guests' CPU counters: "
+                                  "this libvirt cannot"}
+
+
 def test_job_timeout_is_longer_than_the_migration(migrate):
     migration = migrate(MigrationOptions(completion_timeout_s=120, timeout_action="force-complete", allow_postcopy=True))
     assert migration.job.timeout_s == 120 + policy.FORCE_COMPLETE_GRACE_S + policy.MIGRATION_JOB_MARGIN_S
