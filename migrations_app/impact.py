@@ -19,6 +19,9 @@ MIN_WINDOW_S = 0.2
 # Steal rising by this many points, or CPU use halving from at least MIN_BUSY_PCT: slowed.
 STEAL_RISE_PCT = 10.0
 MIN_BUSY_PCT = 5.0
+# What one migration's record keeps of a host with many guests: the slowed ones first, then the
+# ones that waited most for a CPU (the count of all is kept beside them).
+MAX_KEPT = 50
 
 
 @dataclass(frozen=True)
@@ -105,7 +108,8 @@ def verdict(rows: list[Neighbour], *, host: str) -> str:
 
 
 def summary(rows: list[Neighbour], *, host: str, before_s: float | None, during_s: float) -> dict:
-    """What the migration's record keeps (JSON)."""
+    """What the migration's record keeps (JSON): at most MAX_KEPT guests, the most affected first."""
+    kept = sorted(rows, key=lambda r: (not r.slowed, -(r.steal_during_pct or 0.0), r.name))[:MAX_KEPT]
     return {
         "measured": True,
         "host": host,
@@ -113,7 +117,8 @@ def summary(rows: list[Neighbour], *, host: str, before_s: float | None, during_
         "during_s": round(during_s, 2),
         "verdict": verdict(rows, host=host),
         "slowed": sum(r.slowed for r in rows),
+        "total": len(rows),
         "guests": [{"uuid": r.uuid, "name": r.name, "cpu_before_pct": r.cpu_before_pct,
                     "cpu_during_pct": r.cpu_during_pct, "steal_before_pct": r.steal_before_pct,
-                    "steal_during_pct": r.steal_during_pct, "slowed": r.slowed} for r in rows],
+                    "steal_during_pct": r.steal_during_pct, "slowed": r.slowed} for r in kept],
     }

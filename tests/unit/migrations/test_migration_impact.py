@@ -71,6 +71,19 @@ def test_the_record_keeps_figures_per_guest():
     rows = impact.neighbours(before=reading(0, a=("db", 1, 0, 0)), start=reading(60, a=("db", 1, 6, 0)),
                              end=reading(62, a=("db", 1, 6.2, 0.8)), moving="m")
     kept = impact.summary(rows, host="labh1", before_s=60.0, during_s=2.0)
-    assert kept["measured"] is True and kept["slowed"] == 1 and kept["before_s"] == 60.0
+    assert kept["measured"] is True and kept["slowed"] == 1 and kept["before_s"] == 60.0 and kept["total"] == 1
     assert kept["guests"] == [{"uuid": "a", "name": "db", "cpu_before_pct": 10.0, "cpu_during_pct": 10.0,
                                "steal_before_pct": 0.0, "steal_during_pct": 40.0, "slowed": True}]
+
+
+def test_a_host_with_many_guests_keeps_the_most_affected_and_counts_them_all():
+    many = [Neighbour(uuid=f"u{i}", name=f"g{i:03d}", cpu_before_pct=1.0, cpu_during_pct=1.0,
+                      steal_before_pct=0.0, steal_during_pct=float(i % 7)) for i in range(300)]
+    many.append(Neighbour(uuid="s", name="zz-slowed", cpu_before_pct=50.0, cpu_during_pct=5.0,
+                          steal_before_pct=None, steal_during_pct=None))
+    kept = impact.summary(many, host="labh1", before_s=None, during_s=2.0)
+    assert kept["total"] == 301 and kept["slowed"] == 1 and len(kept["guests"]) == impact.MAX_KEPT
+    assert kept["guests"][0]["name"] == "zz-slowed"  # slowed first
+    assert [g["steal_during_pct"] for g in kept["guests"][1:]] == sorted(
+        (g["steal_during_pct"] for g in kept["guests"][1:]), reverse=True)
+    assert kept["guests"][1]["steal_during_pct"] == 6.0

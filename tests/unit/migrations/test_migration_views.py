@@ -255,6 +255,28 @@ def test_a_downtime_libvirt_did_not_report_is_shown_as_its_estimate_not_as_a_fig
     assert "none" in downtime and "no switch-over happened" in downtime
 
 
+def test_the_destinations_other_guests_are_shown_escaped_with_their_verdict(
+        two_hosts, world, viewer_client, django_capture_on_commit_callbacks):
+    from migrations_app import impact
+
+    src, dst, vm = two_hosts
+    with django_capture_on_commit_callbacks(execute=True):
+        migration = live.migration_request(vm=vm, destination=dst, options=MigrationOptions(), actor=Actor.system())
+    rows = [impact.Neighbour(uuid="u1", name="<img src=x onerror=alert(1)>", cpu_before_pct=60.0, cpu_during_pct=10.0,
+                             steal_before_pct=1.0, steal_during_pct=2.0)]
+    seen = impact.summary(rows, host=dst.name, before_s=42.0, during_s=1.5)
+    Migration.objects.filter(pk=migration.pk).update(summary={**migration.summary, "neighbours": seen})
+    head = viewer_client.get(reverse("migrations_app:migration_part", args=[migration.pk, "head"])).content.decode()
+    block = head.split('id="result-neighbours">')[1].split("</div>")[0]
+    assert "<img" not in block and "&lt;img src=x onerror=alert(1)&gt;" in block
+    assert "1 of 1 other guest(s) on kvm-b were slowed" in block and "alert alert-warn" in block
+    assert "60.0 %" in block and "10.0 %" in block and "42.0 s" in block
+    Migration.objects.filter(pk=migration.pk).update(
+        summary={**migration.summary, "neighbours": {"measured": False, "why": "no <b>answer</b>"}})
+    head = viewer_client.get(reverse("migrations_app:migration_part", args=[migration.pk, "head"])).content.decode()
+    assert "Not measured: no &lt;b&gt;answer&lt;/b&gt;" in head
+
+
 def test_host_maintenance_toggle(two_hosts, operator_client, viewer_client):
     src, dst, vm = two_hosts
     url = reverse("hosts:host_maintenance", args=[dst.pk])
