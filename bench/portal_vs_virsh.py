@@ -217,6 +217,11 @@ class PortalVsVirsh(Bench):
                       f"check {m.summary.get('check', {}).get('mode')}, "
                       f"downtime {m.downtime_ms} ms (libvirt's last estimate {m.summary.get('expected_downtime_ms')} ms), "
                       f"heartbeat gap {m.heartbeat_gap_s} s, steps {m.summary.get('adaptive_steps')}")
+                seen = m.summary.get("neighbours") or {}
+                print(f"    the destination's other guests: {seen.get('verdict') or seen.get('why')}")
+                for g in seen.get("guests", []):
+                    print(f"      {g['name']}: CPU {g['cpu_before_pct']} % -> {g['cpu_during_pct']} %, "
+                          f"steal {g['steal_before_pct']} % -> {g['steal_during_pct']} %")
                 rows.append((label, wall, m.downtime_ms, m.status == MS.SUCCEEDED))
                 self.wait_jobs_idle()
                 if m.status == MS.SUCCEEDED:
