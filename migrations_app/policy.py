@@ -467,18 +467,21 @@ def downtime_for_elapsed(
 # Summary
 
 
-def summarize(samples: Sequence[JobInfo], final_stats: Mapping[str, object] | JobInfo | None) -> dict[str, object]:
+def summarize(samples: Sequence[JobInfo], final_stats: Mapping[str, object] | JobInfo | None, *,
+              switched_over: bool = True) -> dict[str, object]:
     """What the finished job page shows: times, downtime, bytes moved, passes, rates.
 
     ``final_stats`` are the completed job's stats (``jobStats(VIR_DOMAIN_JOB_STATS_COMPLETED)``);
     where they lack a number the last poll is used — except the downtime: a running job's
     "downtime" is libvirt's estimate of it, so only a completed job's is ``downtime_ms``; without
     one (libvirt kept no figures, as after a post-copy switch here) the last estimate is
-    ``expected_downtime_ms`` and the downtime stays unknown.
+    ``expected_downtime_ms`` and the downtime stays unknown. Without a switch-over
+    (``switched_over`` False: the guest did not end up on the destination) any downtime
+    libvirt gives is an estimate too.
     """
     final = final_stats if isinstance(final_stats, JobInfo) else JobInfo.from_stats(final_stats)
     last = samples[-1] if samples else JobInfo()
-    downtime = final.downtime_ms if final.type == JobType.COMPLETED else None
+    downtime = final.downtime_ms if final.type == JobType.COMPLETED and switched_over else None
     estimate = None if downtime is not None else (final.downtime_ms if final.downtime_ms is not None
                                                    else last.downtime_ms)
 

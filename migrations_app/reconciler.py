@@ -194,10 +194,8 @@ def reconcile_migration(*, migration_id: int, reason: str = "", ctx: JobContext)
     if not summary:
         infos = [policy.JobInfo.from_stats(s) for s in migration.samples.values_list("stats", flat=True)]
         final = whereabouts.completed_stats(migration, on_destination=status == S.SUCCEEDED)
-        summary = policy.summarize(infos, final or None) if (infos or final) else {}
-        if status != S.SUCCEEDED:
-            summary["expected_downtime_ms"] = summary.get("downtime_ms") or summary.get("expected_downtime_ms")
-            summary["downtime_ms"] = None
+        summary = (policy.summarize(infos, final or None, switched_over=status == S.SUCCEEDED)
+                   if (infos or final) else {})
         summary["samples"] = len(infos)
     error = migration.error or (f"Reconciled: {reason}" if reason else "")
     whereabouts.record_end(

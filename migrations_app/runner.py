@@ -399,13 +399,9 @@ def _run(migration: Migration, ctx: JobContext, on_progress: ProgressCallback | 
         if final and status == S.SUCCEEDED:
             sampler.record_completed(final, wall_s)
 
-    summary = policy.summarize(sampler.infos, final if final else None)
+    summary = policy.summarize(sampler.infos, final if final else None, switched_over=status == S.SUCCEEDED)
     if summary.get("total_time_s") is None:
         summary["total_time_s"] = round(wall_s, 3)
-    if status != S.SUCCEEDED:
-        # No switch-over happened: libvirt's "downtime" of a cancelled or failed job is its estimate.
-        summary["expected_downtime_ms"] = summary.get("downtime_ms") or summary.get("expected_downtime_ms")
-        summary["downtime_ms"] = None
     summary["samples"] = sampler.samples
     summary["guest_agent"] = call.guest_agent
     if call.neighbours is not None:

@@ -326,6 +326,11 @@ def test_only_a_completed_jobs_downtime_is_the_downtime(last_poll, final, downti
     assert (summary["downtime_ms"], summary["expected_downtime_ms"]) == (downtime, expected)
 
 
+def test_without_a_switch_over_a_completed_jobs_downtime_is_an_estimate_too():
+    summary = summarize([], {"type": 3, "downtime": 40}, switched_over=False)
+    assert (summary["downtime_ms"], summary["expected_downtime_ms"]) == (None, 40)
+
+
 def test_summarize_failed_job_keeps_error():
     summary = summarize([], {"type": 4, "errmsg": "operation aborted: migration out job: canceled by client"})
     assert summary["result"] == "failed"
