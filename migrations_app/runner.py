@@ -192,28 +192,27 @@ class Sampler:
         self.infos.append(info)
         warning = policy.convergence_warning(self.infos, self.options) or ""
         self.last_stats = stats
-        payload = sample_payload(int(elapsed * 1000), stats, warning=warning or None, forecast=self._forecast())
-        records.migration_sample_add(
-            migration=self.migration, elapsed_ms=int(elapsed * 1000), stats=compact_stats(stats), payload=payload
-        )
-        self.samples += 1
+        self._store(elapsed, compact_stats(stats),
+                    sample_payload(int(elapsed * 1000), stats, warning=warning or None, forecast=self._forecast()))
         if warning != self.warning:
             self.warning = warning
             records.migration_heartbeat(migration=self.migration, warning=warning)
             if warning:
                 _log(self.ctx, warning, level=JobLogLevelChoices.WARNING)
-        if self.on_progress is not None:
-            self.on_progress(payload)
 
     def record_completed(self, stats: dict, elapsed_s: float) -> None:
         """libvirt's figures of the finished job as the last sample, so the chart ends where the
         transfer did: with nothing left to send. A job shorter than one sampling interval is
         seen active by no tick; this is then its only sample."""
-        payload = sample_payload(int(elapsed_s * 1000), stats, warning=self.warning or None)
-        records.migration_sample_add(
-            migration=self.migration, elapsed_ms=int(elapsed_s * 1000), stats=compact_stats(stats), payload=payload
-        )
-        self.samples += 1
+        self._store(elapsed_s, compact_stats(stats),
+                    sample_payload(int(elapsed_s * 1000), stats, warning=self.warning or None))
+
+    def _store(self, elapsed_s: float, kept: dict, payload: dict, *, counted: bool = True) -> None:
+        """One sample stored and sent to the page (and the caller's progress callback)."""
+        records.migration_sample_add(migration=self.migration, elapsed_ms=int(elapsed_s * 1000), stats=kept,
+                                     payload=payload)
+        if counted:
+            self.samples += 1
         if self.on_progress is not None:
             self.on_progress(payload)
 
@@ -254,12 +253,9 @@ class Sampler:
     def _mark_step(self, code: int, elapsed: float) -> None:
         """A sample where the adaptive policy acted (the last stats read, with the step's mark), for the chart."""
         kept = {**compact_stats(self.last_stats), ADAPTIVE_STEP_KEY: code}
-        payload = sample_payload(int(elapsed * 1000), {**self.last_stats, **kept}, warning=self.warning or None,
-                                 forecast=self._forecast())
-        records.migration_sample_add(migration=self.migration, elapsed_ms=int(elapsed * 1000), stats=kept,
-                                     payload=payload)
-        if self.on_progress is not None:
-            self.on_progress(payload)
+        self._store(elapsed, kept, sample_payload(int(elapsed * 1000), {**self.last_stats, **kept},
+                                                  warning=self.warning or None, forecast=self._forecast()),
+                    counted=False)
 
     def abort(self, why: str) -> None:
         self.abort_sent = True
