@@ -8,8 +8,7 @@ are kept in buckets: 5-minute points for 7 days, then rolled into hourly points 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from hosts.adapters.stats import HostStats, cpu_use_percent, vcpu_use_percent
@@ -83,7 +82,7 @@ class Counters:
     cpu_busy_ns: int
     cpu_total_ns: int
     vcpu_ns: Mapping[str, int]
-    vcpu_delay_ns: Mapping[str, int] = dataclasses.field(default_factory=dict)  # where libvirt reports it
+    vcpu_delay_ns: Mapping[str, int] = field(default_factory=dict)  # where libvirt reports it
 
 
 @dataclass(frozen=True)

@@ -77,13 +77,21 @@ def _window(a: Reading | None, b: Reading, uuid: str) -> tuple[float | None, flo
     return (_share(x.vcpu_ns, y.vcpu_ns, seconds, y.vcpus), _share(x.delay_ns, y.delay_ns, seconds, y.vcpus))
 
 
+def before_window_s(before: Reading | None, start: Reading) -> float | None:
+    """How long the "before" window is, or None when ``before`` cannot stand for it (none, or not
+    MIN_WINDOW_S to MAX_BEFORE_S before ``start``)."""
+    if before is None or not MIN_WINDOW_S <= start.at_s - before.at_s <= MAX_BEFORE_S:
+        return None
+    return start.at_s - before.at_s
+
+
 def neighbours(*, before: Reading | None, start: Reading, end: Reading, moving: str) -> list[Neighbour]:
     """The destination's other guests running at both ``start`` and ``end``, by name.
 
-    ``before`` (the last refresh's counters) is used when it lies MIN_WINDOW_S to MAX_BEFORE_S
-    before ``start``; the guest that moved (``moving``) is never its own neighbour.
+    ``before`` (the last refresh's counters) is used when ``before_window_s`` allows it; the
+    guest that moved (``moving``) is never its own neighbour.
     """
-    if before is not None and not MIN_WINDOW_S <= start.at_s - before.at_s <= MAX_BEFORE_S:
+    if before_window_s(before, start) is None:
         before = None
     rows = []
     for uuid in sorted(set(start.guests) & set(end.guests) - {moving}, key=lambda u: (end.guests[u].name, u)):

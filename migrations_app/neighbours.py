@@ -20,10 +20,9 @@ from . import impact
 def read(session) -> impact.Reading:
     """The running guests of the session's host now (raises AdapterError)."""
     found = stats_adapter.running_guests_cpu(session.libvirt)
-    at = time.time()
-    return impact.Reading(at_s=at, guests={
+    return impact.Reading(at_s=time.time(), guests={
         d.uuid: impact.Counters(name=d.name, vcpus=d.vcpus, vcpu_ns=d.vcpu_time_ns, delay_ns=d.vcpu_delay_ns)
-        for d in found.domains
+        for d in found
     })
 
 
@@ -64,7 +63,5 @@ class Watch:
         if self.start is None or end is None:
             return {"measured": False, "why": f"The destination's guests could not be read: {self.error}"}
         rows = impact.neighbours(before=self.earlier, start=self.start, end=end, moving=self.moving)
-        before_s = self.start.at_s - self.earlier.at_s if self.earlier is not None else None
-        if before_s is not None and not impact.MIN_WINDOW_S <= before_s <= impact.MAX_BEFORE_S:
-            before_s = None
-        return impact.summary(rows, host=self.host.name, before_s=before_s, during_s=end.at_s - self.start.at_s)
+        return impact.summary(rows, host=self.host.name, before_s=impact.before_window_s(self.earlier, self.start),
+                              during_s=end.at_s - self.start.at_s)

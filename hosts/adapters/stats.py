@@ -144,15 +144,7 @@ def host_stats(conn) -> HostStats:
     return HostStats(node=node, domains=domains, monotonic_s=time.monotonic())
 
 
-@dataclass(frozen=True)
-class GuestsCpu:
-    """The running guests' counters of one host at one moment (``running_guests_cpu``)."""
-
-    domains: tuple[DomainStats, ...]
-    monotonic_s: float
-
-
-def running_guests_cpu(conn) -> GuestsCpu:
+def running_guests_cpu(conn) -> tuple[DomainStats, ...]:
     """The running guests' vCPU counters (time used, time waiting for a host CPU) in one bulk call,
     without the node's figures or the disks: cheap enough to read around a migration."""
     try:
@@ -163,7 +155,7 @@ def running_guests_cpu(conn) -> GuestsCpu:
         domains = tuple(sorted((_domain(dom, values) for dom, values in found), key=lambda d: d.name))
     except libvirt.libvirtError as exc:
         raise translate_error(exc, action="reading the guests' CPU counters") from exc
-    return GuestsCpu(domains=domains, monotonic_s=time.monotonic())
+    return domains
 
 
 def cpu_use_percent(before_busy: int, before_total: int, after_busy: int, after_total: int) -> float | None:
