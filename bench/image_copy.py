@@ -1,12 +1,19 @@
-"""How fast cold migration moves disk images: on one host (onto a share) and between hosts (relayed).
+"""How fast cold migration moves disk images: on one host, between hosts relayed, and between hosts directly.
 
-    .venv/bin/python bench/image_copy.py [--size-mib 512] [--runs 2] [--source labh1] [--destination labh2]
+    .venv/bin/python bench/image_copy.py [--size-mib 512] [--runs 3] [--source labh1] [--destination labh2]
 
-Writes a test image of random data on the source's local image directory, then times
-``copy_on_host`` (the source writes the copy itself, as onto a share it mounts) and
-``copy_between_hosts`` (bytes relayed through the portal over two SSH sessions), plus the
-SHA-256 verification cold migration runs on both sides. Removes every file it wrote.
-Needs a running lab (python -m lab up).
+Writes a test image of random data on the source's local image directory, then times, in
+turn within each run:
+
+- ``on-host``: ``copy_on_host``, the source writes the copy itself (as onto a share it mounts):
+  the local copy, the ideal;
+- ``relay``: ``copy_between_hosts``, the bytes relayed through the portal over two SSH sessions;
+- ``direct``: ``direct_copy.DirectRoute``, the source's own ssh streams to the destination
+  with a one-time key (timed with setting up and removing the key, as cold migration does);
+- ``sha256 (source)``: the verification cold migration runs on both sides.
+
+Prints each median and the direct and relayed copies as a share of the local one. Removes
+every file it wrote. Needs a running lab (python -m lab up).
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ BASE = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE))
 
 from bench.preflight_gather import lab_status, session  # noqa: E402
-from hosts.adapters import images  # noqa: E402
+from hosts.adapters import direct_copy, images  # noqa: E402
 
 IMAGES = "/var/lib/libvirt/images"
 
@@ -30,7 +37,7 @@ IMAGES = "/var/lib/libvirt/images"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=512)
-    parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--source", default="labh1")
     parser.add_argument("--destination", default="labh2")
     args = parser.parse_args()
@@ -39,7 +46,8 @@ def main() -> None:
     tag = uuid.uuid4().hex[:6]
     original = f"{IMAGES}/bench-{tag}.img"
     size = args.size_mib * 2**20
-    rows: dict[str, list[float]] = {"on-host": [], "relay": [], "sha256 (source)": []}
+    rows: dict[str, list[float]] = {"on-host": [], "relay": [], "direct": [], "direct, copy alone": [],
+                                    "sha256 (source)": []}
     with session(src_host) as src_session, session(dst_host) as dst_session:
         src, dst = src_session.ssh, dst_session.ssh
         src.run(["dd", "if=/dev/urandom", f"of={original}", "bs=4M", f"count={args.size_mib // 4}", "status=none"],
@@ -48,6 +56,7 @@ def main() -> None:
             for run in range(args.runs):
                 local_copy = f"{IMAGES}/bench-{tag}-copy{run}.img"
                 remote_copy = f"{IMAGES}/bench-{tag}-relay{run}.img"
+                direct_target = f"{IMAGES}/bench-{tag}-direct{run}.img"
                 try:
                     t = time.monotonic()
                     images.copy_on_host(src, original, local_copy, timeout=600)
@@ -56,19 +65,39 @@ def main() -> None:
                     images.copy_between_hosts(src, original, dst, remote_copy, timeout=600)
                     rows["relay"].append(time.monotonic() - t)
                     t = time.monotonic()
+                    route = direct_copy.DirectRoute(
+                        src, dst, endpoint=direct_copy.Endpoint(address=dst_host["address"], port=dst_host["ssh_port"],
+                                                                user=dst_host["ssh_user"],
+                                                                host_key=dst.target.pinned_host_key),
+                        writes=[(direct_target, [])], label=f"bench-{run}", lifetime_s=600)
+                    try:
+                        route.open()
+                        copied = route.copy(0, original, timeout=600)
+                    finally:
+                        problems = route.close()
+                    rows["direct"].append(time.monotonic() - t)
+                    rows["direct, copy alone"].append(copied.seconds)
+                    assert not problems, problems
+                    t = time.monotonic()
                     digest = images.sha256(src, original)
                     rows["sha256 (source)"].append(time.monotonic() - t)
                     assert images.sha256(dst, remote_copy) == digest, "relayed copy differs"
                     assert images.sha256(src, local_copy) == digest, "on-host copy differs"
+                    assert images.sha256(dst, direct_target) == digest, "direct copy differs"
                 finally:
                     images.remove_file(src, local_copy)
                     images.remove_file(dst, remote_copy)
+                    images.remove_file(dst, direct_target)
         finally:
             images.remove_file(src, original)
     print(f"{args.size_mib} MiB image, {args.runs} run(s), {args.source} → {args.destination}")
     for name, times in rows.items():
         best, median = min(times), statistics.median(times)
-        print(f"  {name:16s} median {median:6.2f} s  best {best:6.2f} s  = {args.size_mib / median:7.1f} MiB/s")
+        print(f"  {name:18s} median {median:6.2f} s  best {best:6.2f} s  = {args.size_mib / median:7.1f} MiB/s")
+    local = statistics.median(rows["on-host"])
+    for name in ("relay", "direct"):
+        print(f"  {name} / local: {local / statistics.median(rows[name]):5.0%} of the local copy's speed "
+              f"(goal for direct: >= 80 %)")
 
 
 if __name__ == "__main__":

@@ -200,8 +200,8 @@ def copy_on_host(
     if result.exit_status != 0:
         raise CopyFailed(
             f"Copying {source} to {destination} on {session.target.address} failed "
-            f"(exit {result.exit_status}): {_last_error_line(result.stderr)}",
-            hint=_copy_hint(result.stderr), target_existed=result.exit_status == FILE_EXISTS_EXIT,
+            f"(exit {result.exit_status}): {last_error_line(result.stderr)}",
+            hint=copy_hint(result.stderr), target_existed=result.exit_status == FILE_EXISTS_EXIT,
         )
     size = file_facts(session, destination)
     return CopyResult(bytes=size.size if size else 0, seconds=result.duration_s)
@@ -228,8 +228,8 @@ def copy_between_hosts(
         where = destination.target.address if failed is outcome.destination else source.target.address
         raise CopyFailed(
             f"Copying {source_path} ({source.target.address}) to {destination_path} ({destination.target.address}) "
-            f"failed on {where} (exit {failed.exit_status}): {_last_error_line(failed.stderr)}",
-            hint=_copy_hint(failed.stderr),
+            f"failed on {where} (exit {failed.exit_status}): {last_error_line(failed.stderr)}",
+            hint=copy_hint(failed.stderr),
             target_existed=failed is outcome.destination and failed.exit_status == FILE_EXISTS_EXIT,
         )
     return CopyResult(bytes=outcome.bytes, seconds=outcome.destination.duration_s)
@@ -264,13 +264,13 @@ def path_exists(session: SSHSession, path: str) -> bool:
     return session.run(["test", "-e", path], check=False, timeout=15.0).exit_status == 0
 
 
-def _last_error_line(stderr: str) -> str:
+def last_error_line(stderr: str) -> str:
     lines = [line.strip() for line in stderr.replace("\r", "\n").splitlines() if line.strip()]
     errors = [line for line in lines if not _DD_BYTES.search(line.encode()) and "records" not in line]
     return (errors or lines or ["no error output"])[-1][:300]
 
 
-def _copy_hint(stderr: str) -> str:
+def copy_hint(stderr: str) -> str:
     text = stderr.lower()
     if "no space left" in text:
         return "The destination is full: free space there or choose other storage."
@@ -284,6 +284,6 @@ def _copy_hint(stderr: str) -> str:
 
 __all__ = [
     "CopyFailed", "CopyResult", "FileFacts", "ImageFacts", "can_open", "can_write_dir",
-    "copy_between_hosts", "copy_on_host", "file_facts", "free_bytes", "image_facts", "parse_dd_progress",
+    "copy_between_hosts", "copy_hint", "copy_on_host", "last_error_line", "file_facts", "free_bytes", "image_facts", "parse_dd_progress",
     "parse_image_info", "parse_stat", "path_exists", "remove_file", "set_owner_mode", "sha256",
 ]
