@@ -130,4 +130,6 @@ class MigrationAuditActionChoices(models.TextChoices):
     COLD_OUTCOME = "migration.cold.outcome", "Cold migration ended"
     COLD_RECONCILED = "migration.cold.reconciled", "Cold migration reconciled"
     IMAGE_PERMISSIONS = "image.permissions", "Image permissions set"
+    COPY_KEY_AUTHORIZED = "image.copy_key.authorized", "One-time copy key authorized"
+    COPY_KEY_REMOVED = "image.copy_key.removed", "One-time copy key removed"
     IMAGE_PERMISSIONS_REQUEST = "image.permissions.request", "Image permissions repair requested"

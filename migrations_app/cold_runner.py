@@ -22,7 +22,7 @@ from core.choices import JobLogLevelChoices
 from core.errors import PortalError
 from core.jobs import JobContext
 from hosts import access
-from hosts.adapters import images, probes
+from hosts.adapters import direct_copy, images, probes
 from hosts.adapters import libvirt as lv
 from hosts.adapters.errors import AdapterError, DomainNotFound, HostUnreachable
 from hosts.adapters.ssh import SSHSession
@@ -41,6 +41,9 @@ PROGRESS_EVERY_S = 0.5
 START_WAIT_S = 30.0
 BOOT_HEARTBEAT_WAIT_S = 30.0  # a Linux guest's first beat comes a few seconds after "running"
 NVRAM_MODE = "0600"
+DIRECT_KEY_MARGIN_S = 300  # a one-time copy key outlives the copies' own timeouts by this much
+VIA_DIRECT = "direct"  # files[].via: cold.ROUTE_ON_HOST, cold.ROUTE_RELAY or this
+VIA_WORDS = {VIA_DIRECT: "host to host", cold.ROUTE_RELAY: "relayed through the portal", cold.ROUTE_ON_HOST: "on the host"}
 IMAGE_MODE = "0600"
 
 StepCallback = Callable[[ColdMigration, str], None]
@@ -121,6 +124,8 @@ class _Run:
         self.moves: list[cold.FileMove] = []
         self.sizes: dict[str, int] = {}
         self.verify_seconds: float | None = None
+        self.direct: direct_copy.DirectRoute | None = None
+        self.direct_index: dict[str, int] = {}
         self.since_start: float | None = None
 
     # ------------------------------------------------------------------ helpers
@@ -273,27 +278,32 @@ class _Run:
             self.log("Nothing to copy: the disks are already on the chosen storage")
             return
         self.step("copying", status=C.COPYING, phase=f"Copying {len(to_copy)} file(s)")
+        runas = {m.write_path: self._writer_runas(self._writer(m), posixpath.dirname(m.write_path)) for m in to_copy}
+        relayed = [m for m in to_copy if m.route == cold.ROUTE_RELAY]
+        if relayed:
+            self._open_direct(relayed, runas)
+        try:
+            self._copy_all(to_copy, runas)
+        finally:
+            self._close_direct()
+        if self.ctx is not None:
+            self.ctx.progress(90)
+
+    def _copy_all(self, to_copy: list[cold.FileMove], runas: dict[str, list[str]]) -> None:
         copy_seconds = verify_seconds = 0.0
         done_before = 0
-        files = list(c.files)
+        files = list(self.cold.files)
         for index, move in enumerate(to_copy, 1):
             writer = self._writer(move)
-            runas = self._writer_runas(writer, posixpath.dirname(move.write_path))
+            as_user = runas[move.write_path]
             size = self.sizes.get(move.source_path, 0)
             self.log(f"Copying {move.target} {move.source_path} → {writer.host.name}:{move.write_path} "
-                     f"({size / 2**20:.1f} MiB, {'relayed over SSH' if move.route == cold.ROUTE_RELAY else 'on ' + writer.host.name}"
-                     f"{', as ' + runas[2] if len(runas) > 2 else ''})")
+                     f"({size / 2**20:.1f} MiB, {self._how(move)}{', as ' + as_user[2] if len(as_user) > 2 else ''})")
             self.step("copy-file", phase=f"Copying {move.target} ({index}/{len(to_copy)})")
-            self.undo.created.append((writer, move.write_path, runas))
+            self.undo.created.append((writer, move.write_path, as_user))
             progress = self._progress_reporter(done_before)
             try:
-                if move.route == cold.ROUTE_ON_HOST:
-                    result = images.copy_on_host(writer.ssh, move.source_path, move.write_path, runas=runas,
-                                                 on_bytes=progress, timeout=self._copy_timeout(size))
-                else:
-                    result = images.copy_between_hosts(self.src.ssh, move.source_path, writer.ssh, move.write_path,
-                                                       runas=runas, on_bytes=progress,
-                                                       timeout=self._copy_timeout(size))
+                result, via = self._copy_one(move, writer, as_user, progress, timeout=self._copy_timeout(size))
             except images.CopyFailed as exc:
                 if exc.target_existed:
                     self.undo.created.pop()  # not ours: never remove it
@@ -301,10 +311,11 @@ class _Run:
             done_before += result.bytes
             copy_seconds += result.seconds
             progress(0)
-            self.log(f"Copied {result.bytes / 2**20:.1f} MiB in {result.seconds:.2f} s; verifying")
+            self.log(f"Copied {result.bytes / 2**20:.1f} MiB in {result.seconds:.2f} s "
+                     f"({result.bytes / 2**20 / max(result.seconds, 1e-3):.0f} MiB/s, {VIA_WORDS[via]}); verifying")
             verify_started = time.monotonic()
             source_sum = images.sha256(self.src.ssh, move.source_path, timeout=self._copy_timeout(size))
-            copy_sum = images.sha256(writer.ssh, move.write_path, runas=runas, timeout=self._copy_timeout(size))
+            copy_sum = images.sha256(writer.ssh, move.write_path, runas=as_user, timeout=self._copy_timeout(size))
             verify_seconds += time.monotonic() - verify_started
             if source_sum != copy_sum:
                 raise ColdFailed(f"The copy of {move.source_path} does not match it (SHA-256 {copy_sum[:12]}… "
@@ -313,12 +324,72 @@ class _Run:
             perm = self._ensure_qemu_can_open(move)
             for entry in files:
                 if entry["target"] == move.target and entry["kind"] == move.kind:
-                    entry.update(sha256=source_sum, verified=True, copied_bytes=result.bytes, perm=perm)
+                    entry.update(sha256=source_sum, verified=True, copied_bytes=result.bytes, perm=perm, via=via,
+                                 mib_per_s=round(result.bytes / 2**20 / max(result.seconds, 1e-3)))
             self.log(f"{move.target}: SHA-256 {source_sum[:16]}… matches on both sides")
         self.verify_seconds = verify_seconds
         self.step("copied", reached="copied", files=files, bytes_done=done_before, copy_seconds=copy_seconds)
-        if self.ctx is not None:
-            self.ctx.progress(90)
+
+    def _how(self, move: cold.FileMove) -> str:
+        if move.route == cold.ROUTE_ON_HOST:
+            return f"on {self._writer(move).host.name}"
+        if self.direct is not None:
+            return f"streamed from {self.cold.source.name} to {self.cold.destination.name} with a one-time key"
+        return "relayed through the portal"
+
+    def _copy_one(self, move: cold.FileMove, writer: _Side, runas: list[str], progress: Callable[[int], None], *,
+                  timeout: float) -> tuple[images.CopyResult, str]:
+        """One file by its route; a direct copy that cannot start (nothing written) falls back to the relay."""
+        if move.route == cold.ROUTE_ON_HOST:
+            return images.copy_on_host(writer.ssh, move.source_path, move.write_path, runas=runas,
+                                       on_bytes=progress, timeout=timeout), cold.ROUTE_ON_HOST
+        if self.direct is not None:
+            try:
+                return self.direct.copy(self.direct_index[move.write_path], move.source_path, on_bytes=progress,
+                                        timeout=timeout), VIA_DIRECT
+            except direct_copy.DirectUnavailable as exc:
+                self.log(f"{exc.message}. Relaying through the portal instead.", JobLogLevelChoices.WARNING)
+                self._close_direct()
+        return images.copy_between_hosts(self.src.ssh, move.source_path, writer.ssh, move.write_path, runas=runas,
+                                         on_bytes=progress, timeout=timeout), cold.ROUTE_RELAY
+
+    def _open_direct(self, moves: list[cold.FileMove], runas: dict[str, list[str]]) -> None:
+        """A one-time key for streaming ``moves`` from the source's ssh to the destination's sshd, if it can be had."""
+        c = self.cold
+        if not settings.VMPORTAL_COLD_COPY_DIRECT:
+            self.log("Relaying the copies through the portal (VMPORTAL_COLD_COPY_DIRECT=0)")
+            return
+        d = c.destination
+        lifetime = DIRECT_KEY_MARGIN_S + sum(self._copy_timeout(self.sizes.get(m.source_path, 0)) for m in moves)
+        try:
+            route = direct_copy.DirectRoute(
+                self.src.ssh, self.dst.ssh,
+                endpoint=direct_copy.Endpoint(address=d.address, port=d.ssh_port, user=d.ssh_user, host_key=d.host_key),
+                writes=[(m.write_path, runas[m.write_path]) for m in moves], label=f"cold-{c.pk}",
+                lifetime_s=lifetime,
+            )
+            grant = route.open()
+        except (AdapterError, ValueError) as exc:
+            reason = exc.message if isinstance(exc, AdapterError) else f"the destination's pinned key: {exc}"
+            self.log(f"Cannot stream from {c.source.name} to {d.name} directly ({reason}). "
+                     "Relaying through the portal instead (slower).", JobLogLevelChoices.WARNING)
+            return
+        self.direct = route
+        self.direct_index = {path: i for i, (path, _) in enumerate(route.writes)}
+        cold_services.cold_copy_key_authorized(cold=c, grant=grant.to_json(), files=[m.write_path for m in moves])
+        self.log(f"One-time key {grant.fingerprint} authorized on {d.name} for {len(moves)} file(s), from "
+                 f"{grant.from_address} only, until {grant.expires} ({d.name}'s time)")
+
+    def _close_direct(self) -> None:
+        route, self.direct = self.direct, None
+        if route is None:
+            return
+        problems = route.close()
+        cold_services.cold_copy_key_removed(cold=self.cold, problems=problems)
+        for problem in problems:
+            self.log(problem, JobLogLevelChoices.ERROR)
+        if not problems:
+            self.log(f"One-time key removed from {self.cold.destination.name}")
 
     def _copy_timeout(self, size: int) -> float:
         return 120.0 + 3 * size / policy.COLD_COPY_MIN_BYTES_PER_S
@@ -467,6 +538,7 @@ class _Run:
             "bytes": c.bytes_total,
             "copy_seconds": c.copy_seconds,
             "copy_mib_per_s": (c.bytes_total / 2**20 / c.copy_seconds) if c.copy_seconds else None,
+            "copied_via": sorted({f.get("via") for f in c.files if f.get("via")}),
             "verify_seconds": self.verify_seconds,
             "originals_removed": removed,
             "originals_kept": kept,
@@ -644,6 +716,8 @@ def reconcile_cold_migration(*, cold_id: int, reason: str, ctx: JobContext | Non
     if not record.is_active:
         return {"status": record.status, "reconciled": False}
     _log(ctx, f"Reconciling cold migration #{record.pk} ({record.status}): {reason}")
+    if record.copy_grant:
+        _remove_leftover_key(record, ctx)
     where = _where(record)
     decision = cold.settle(where, same_host=record.same_host)
     _log(ctx, f"Found: {where}; decision: {decision}")
@@ -689,6 +763,25 @@ def reconcile_cold_migration(*, cold_id: int, reason: str, ctx: JobContext | Non
                          action=A.COLD_RECONCILED)
     run._refresh_inventory()
     return {"status": status.value, "reconciled": True}
+
+
+def _remove_leftover_key(record: ColdMigration, ctx: JobContext | None) -> None:
+    """The one-time copy key (and the source's private half) a dead worker left: removed, and audited."""
+    grant = direct_copy.Grant.from_json(record.copy_grant)
+    problems = []
+    for host, remove in (
+        (record.destination, lambda ssh: direct_copy.revoke(ssh, keys_file=grant.keys_file, tag=grant.tag,
+                                                            work_dir=grant.work_dir)),
+        (record.source, lambda ssh: grant.source_dir and direct_copy.cleanup_source(ssh, source_dir=grant.source_dir)),
+    ):
+        try:
+            with access.open_session(host) as session:
+                remove(session.ssh)
+        except AdapterError as exc:
+            problems.append(f"{host.name}: {exc.message}")
+    cold_services.cold_copy_key_removed(cold=record, problems=problems, by_reconciler=True)
+    _log(ctx, f"One-time copy key {grant.fingerprint}: " + ("; ".join(problems) if problems else "removed"),
+         level=JobLogLevelChoices.ERROR if problems else JobLogLevelChoices.INFO)
 
 
 def _exists(host: Host, path: str) -> bool:

@@ -294,6 +294,9 @@ class ColdMigration(models.Model):
     error = models.TextField(blank=True)
     error_hint = models.TextField(blank=True)
     rollback = models.JSONField(default=list, blank=True)  # what was undone, step by step
+    # The one-time key a direct host-to-host copy placed (direct_copy.Grant.to_json()) until it is removed again:
+    # whoever finds it set on an orphaned record (the reconciler) removes it.
+    copy_grant = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["-created", "-pk"]

@@ -472,6 +472,8 @@ class DirectRoute:
                     future.result()
                 except AdapterError as exc:
                     problems.append(exc.message)
+                except Exception as exc:  # noqa: BLE001 — a lost connection must not hide the other half
+                    problems.append(f"{type(exc).__name__}: {exc}")
         return problems
 
 

@@ -172,6 +172,44 @@ def cold_permissions_set(*, cold: ColdMigration, host: Host, path: str, before: 
 
 
 @transaction.atomic
+def cold_copy_key_authorized(*, cold: ColdMigration, grant: dict, files: list[str]) -> None:
+    """Record (and audit) the one-time key a direct copy placed on the destination, before it is used."""
+    cold.copy_grant = grant
+    cold.save(update_fields=["copy_grant"])
+    audit_record(
+        actor=Actor.system(), action=A.COPY_KEY_AUTHORIZED, result=AuditResultChoices.OK, target=cold,
+        parameters={"source": cold.source.name, "destination": cold.destination.name, "files": files,
+                    "keys_file": grant.get("keys_file", ""), "tag": grant.get("tag", ""),
+                    "fingerprint": grant.get("fingerprint", ""), "from": grant.get("from", ""),
+                    "expires": grant.get("expires", "")},
+        message=(f"One-time key {grant.get('fingerprint', '')} authorized in {grant.get('keys_file', '')} on "
+                 f"{cold.destination.name}, from {cold.source.name} only, to write {len(files)} copy(ies)."),
+        job=cold.job,
+    )
+
+
+@transaction.atomic
+def cold_copy_key_removed(*, cold: ColdMigration, problems: list[str], by_reconciler: bool = False) -> None:
+    """Record that the one-time key is gone (or audit what stayed, and keep the grant to retry)."""
+    grant = cold.copy_grant or {}
+    if not problems:
+        cold.copy_grant = {}
+        cold.save(update_fields=["copy_grant"])
+    where = f"{grant.get('keys_file', '')} on {cold.destination.name}"
+    audit_record(
+        actor=Actor.system(), action=A.COPY_KEY_REMOVED,
+        result=AuditResultChoices.FAILED if problems else AuditResultChoices.OK, target=cold,
+        parameters={"tag": grant.get("tag", ""), "keys_file": grant.get("keys_file", ""),
+                    "fingerprint": grant.get("fingerprint", ""), "problems": problems,
+                    "by_reconciler": by_reconciler},
+        message=(f"One-time key {grant.get('fingerprint', '')} removed from {where}." if not problems else
+                 f"The one-time key {grant.get('fingerprint', '')} may remain in {where}: {'; '.join(problems)} "
+                 f"(it expires at {grant.get('expires', '?')} there, destination's time)."),
+        job=cold.job,
+    )
+
+
+@transaction.atomic
 def cold_finish(
     *,
     cold: ColdMigration,
