@@ -312,7 +312,7 @@ class _Run:
             copy_seconds += result.seconds
             progress(0)
             self.log(f"Copied {result.bytes / 2**20:.1f} MiB in {result.seconds:.2f} s "
-                     f"({result.bytes / 2**20 / max(result.seconds, 1e-3):.0f} MiB/s, {VIA_WORDS[via]}); verifying")
+                     f"({_shown_rate(result.bytes, result.seconds)} MiB/s, {VIA_WORDS[via]}); verifying")
             verify_started = time.monotonic()
             source_sum = images.sha256(self.src.ssh, move.source_path, timeout=self._copy_timeout(size))
             copy_sum = images.sha256(writer.ssh, move.write_path, runas=as_user, timeout=self._copy_timeout(size))
@@ -325,7 +325,7 @@ class _Run:
             for entry in files:
                 if entry["target"] == move.target and entry["kind"] == move.kind:
                     entry.update(sha256=source_sum, verified=True, copied_bytes=result.bytes, perm=perm, via=via,
-                                 mib_per_s=round(result.bytes / 2**20 / max(result.seconds, 1e-3)))
+                                 mib_per_s=_shown_rate(result.bytes, result.seconds))
             self.log(f"{move.target}: SHA-256 {source_sum[:16]}… matches on both sides")
         self.verify_seconds = verify_seconds
         self.step("copied", reached="copied", files=files, bytes_done=done_before, copy_seconds=copy_seconds)
@@ -378,7 +378,7 @@ class _Run:
         self.direct_index = {path: i for i, (path, _) in enumerate(route.writes)}
         cold_services.cold_copy_key_authorized(cold=c, grant=grant.to_json(), files=[m.write_path for m in moves])
         self.log(f"One-time key {grant.fingerprint} authorized on {d.name} for {len(moves)} file(s), from "
-                 f"{grant.from_address} only, until {grant.expires} ({d.name}'s time)")
+                 f"{grant.from_address} only, until {_shown_expiry(grant.expires)} ({d.name}'s time)")
 
     def _close_direct(self) -> None:
         route, self.direct = self.direct, None
@@ -817,7 +817,22 @@ def _remove_copy(host: Host, path: str, runas: list[str]) -> None:
             raise AdapterError(f"{path} is still there")
 
 
+def _shown_rate(nbytes: int, seconds: float) -> float:
+    """MiB/s as the files table shows it: whole numbers, one decimal below 10 (a small disk is not 0 MiB/s)."""
+    rate = nbytes / 2**20 / max(seconds, 1e-3)
+    return round(rate, 1) if rate < 10 else round(rate)
+
+
+
+def _shown_expiry(stamp: str) -> str:
+    """The key's expiry (sshd's YYYYMMDDHHMMSS) as the log shows it: 2026-12-04 12:38:42."""
+    if len(stamp) == 14 and stamp.isdigit():
+        return f"{stamp[:4]}-{stamp[4:6]}-{stamp[6:8]} {stamp[8:10]}:{stamp[10:12]}:{stamp[12:]}"
+    return stamp
+
+
 __all__ = [
     "ColdFailed", "ColdNotCompleted", "ProgressCallback", "StepCallback", "reconcile_cold_migration",
     "run_cold_migration",
 ]
+

@@ -12,6 +12,7 @@ Guests get unique "vmp-cold-" names and are removed afterwards wherever they are
 from __future__ import annotations
 
 import contextlib
+import subprocess
 import time
 import uuid
 
@@ -249,3 +250,134 @@ def test_a_hostile_guest_name_and_disk_path_stay_literal_through_a_cold_migratio
         assert not any(tmp_path.iterdir())
     finally:
         lab_hosts.remove_guest(name, delete_disks=True)
+
+
+# --------------------------------------------------------------------------- host to host with a one-time key
+
+
+def key_lines(host: dict, keys_file: str, tag: str) -> list[str]:
+    found = sh(host, ["grep", "-F", "--", tag, keys_file])
+    return found.stdout.splitlines()
+
+
+def ssh_with_the_key(src_lab: dict, dst_lab: dict, grant: dict, request: str) -> subprocess.CompletedProcess:
+    """What anyone on the source holding the one-time key could do with it."""
+    d = grant["source_dir"]
+    return sh(src_lab, ["ssh", "-F", "/dev/null", "-i", f"{d}/key", "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
+                        "-o", f"UserKnownHostsFile={d}/known_hosts", "-o", "HostKeyAlias=vmportal-destination",
+                        "-o", "StrictHostKeyChecking=yes", "root@" + dst_lab["address"], request])
+
+
+def audit_actions(record: ColdMigration) -> list[tuple[str, str]]:
+    return [(e.action, e.result) for e in AuditEvent.objects.filter(target_id=str(record.pk)).order_by("pk")
+            if e.action.startswith("image.copy_key")]
+
+
+def test_a_cold_move_streams_host_to_host_with_a_key_that_can_only_write_its_copies(lab, onboarded):
+    src_lab, dst_lab = lab["hosts"][0], lab["hosts"][1]
+    src, dst = onboarded[src_lab["name"]], onboarded[dst_lab["name"]]
+    with linux_guest_shut_off(src_lab, min_counter=1) as (name, domain_uuid, _last):
+        original_sum = sha256_on(src_lab, disk_of(src_lab, domain_uuid))
+        record = cold_services.cold_migration_request(vm=vm_row(src, domain_uuid), destination=dst, actor=SYSTEM,
+                                                      run_by_worker=False)
+        seen = {}
+
+        def on_step(cold_record, step):
+            if step == "copy-file" and not seen:
+                grant = ColdMigration.objects.get(pk=cold_record.pk).copy_grant
+                seen["grant"] = grant
+                seen["lines"] = key_lines(dst_lab, grant["keys_file"], grant["tag"])
+                # The key opens nothing but "write N": no shell, no other file, nothing from elsewhere.
+                seen["shell"] = ssh_with_the_key(src_lab, dst_lab, grant, "cat /etc/shadow")
+                seen["other"] = ssh_with_the_key(src_lab, dst_lab, grant, "write 1")
+
+        from core.jobs import run_job
+
+        run_job(record.job_id, lambda ctx: run_cold_migration(cold_id=record.pk, ctx=ctx, on_step=on_step))
+        record.refresh_from_db()
+        assert record.status == C.SUCCEEDED, (record.error, record.outcome)
+        grant = seen["grant"]
+        line, = seen["lines"]
+        assert line.startswith(f'restrict,from="{src_lab["address"]}",expiry-time="{grant["expires"]}",command="sh ')
+        for attempt in (seen["shell"], seen["other"]):
+            assert attempt.returncode == 126 and "only writes the copies of one migration" in attempt.stderr, attempt
+            assert "root:" not in attempt.stdout
+        # Every copied file went host to host, verified, and the key is gone from both hosts.
+        copied = [f for f in record.files if f.get("copied_bytes")]
+        assert copied and all(f["via"] == "direct" and f["verified"] for f in copied), record.files
+        assert record.summary["copied_via"] == ["direct"]
+        assert sha256_on(dst_lab, copied[0]["write_path"]) == original_sum
+        assert key_lines(dst_lab, grant["keys_file"], grant["tag"]) == []
+        assert sh(dst_lab, ["test", "-e", grant["work_dir"]]).returncode != 0
+        assert sh(src_lab, ["test", "-e", grant["source_dir"]]).returncode != 0
+        assert record.copy_grant == {}
+        assert audit_actions(record) == [("image.copy_key.authorized", "ok"), ("image.copy_key.removed", "ok")]
+        assert where(lab["hosts"], domain_uuid) == {dst_lab["name"]: "shutoff"}
+
+
+@pytest.mark.parametrize("how", ["setting off", "key refused"])
+def test_a_cold_move_relays_through_the_portal_when_it_cannot_go_host_to_host(lab, onboarded, settings, monkeypatch,
+                                                                              how):
+    from hosts.adapters import direct_copy
+
+    src_lab, dst_lab = lab["hosts"][0], lab["hosts"][1]
+    src, dst = onboarded[src_lab["name"]], onboarded[dst_lab["name"]]
+    if how == "setting off":
+        settings.VMPORTAL_COLD_COPY_DIRECT = False
+    else:  # the source's ssh fails before the destination runs anything (as a refused key does)
+        monkeypatch.setattr(direct_copy, "CIPHERS", "no-such-cipher")
+    with linux_guest_shut_off(src_lab, min_counter=1) as (name, domain_uuid, _last):
+        record = cold_services.cold_migration_request(vm=vm_row(src, domain_uuid), destination=dst, actor=SYSTEM,
+                                                      run_by_worker=False)
+        from core.jobs import run_job
+
+        run_job(record.job_id, lambda ctx: run_cold_migration(cold_id=record.pk, ctx=ctx))
+        record.refresh_from_db()
+        assert record.status == C.SUCCEEDED, (record.error, record.outcome)
+        copied = [f for f in record.files if f.get("copied_bytes")]
+        assert copied and all(f["via"] == "relay" and f["verified"] for f in copied), record.files
+        assert record.copy_grant == {}
+        if how == "setting off":
+            assert audit_actions(record) == []
+        else:
+            assert audit_actions(record) == [("image.copy_key.authorized", "ok"), ("image.copy_key.removed", "ok")]
+            tag = AuditEvent.objects.get(action="image.copy_key.authorized", target_id=str(record.pk)).parameters
+            assert key_lines(dst_lab, tag["keys_file"], tag["tag"]) == []
+            log = "\n".join(entry["msg"] for entry in record.job.log)
+            assert "Relaying through the portal instead" in log, log
+        assert where(lab["hosts"], domain_uuid) == {dst_lab["name"]: "shutoff"}
+
+
+def test_the_reconciler_removes_a_one_time_key_a_dead_worker_left(lab, onboarded, monkeypatch):
+    from migrations_app import cold_runner
+
+    src_lab, dst_lab = lab["hosts"][0], lab["hosts"][1]
+    src, dst = onboarded[src_lab["name"]], onboarded[dst_lab["name"]]
+    # The worker dies during the copy: nothing of its own clean-up runs.
+    monkeypatch.setattr(cold_runner._Run, "_close_direct", lambda self: None)
+    with linux_guest_shut_off(src_lab, min_counter=1) as (name, domain_uuid, _last):
+        record = cold_services.cold_migration_request(vm=vm_row(src, domain_uuid), destination=dst, actor=SYSTEM,
+                                                      run_by_worker=False)
+
+        def on_step(cold_record, step):
+            if step == "copied":
+                raise WorkerKilled(step)
+
+        from core.jobs import run_job
+
+        with pytest.raises(WorkerKilled):
+            run_job(record.job_id, lambda ctx: run_cold_migration(cold_id=record.pk, ctx=ctx, on_step=on_step))
+        record.refresh_from_db()
+        grant = record.copy_grant
+        assert grant and len(key_lines(dst_lab, grant["keys_file"], grant["tag"])) == 1
+        assert sh(src_lab, ["test", "-e", f"{grant['source_dir']}/key"]).returncode == 0
+        reconcile_cold_migration(cold_id=record.pk, reason="test: worker killed", ctx=None)
+        record.refresh_from_db()
+        assert record.status == C.FAILED, (record.status, record.outcome, record.rollback)
+        assert record.copy_grant == {}
+        assert key_lines(dst_lab, grant["keys_file"], grant["tag"]) == []
+        assert sh(src_lab, ["test", "-e", grant["source_dir"]]).returncode != 0
+        assert sh(dst_lab, ["test", "-e", grant["work_dir"]]).returncode != 0
+        removed = AuditEvent.objects.get(action="image.copy_key.removed", target_id=str(record.pk))
+        assert removed.result == "ok" and removed.parameters["by_reconciler"] is True
+        assert where(lab["hosts"], domain_uuid) == {src_lab["name"]: "shutoff"}
