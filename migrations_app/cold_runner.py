@@ -823,7 +823,6 @@ def _shown_rate(nbytes: int, seconds: float) -> float:
     return round(rate, 1) if rate < 10 else round(rate)
 
 
-
 def _shown_expiry(stamp: str) -> str:
     """The key's expiry (sshd's YYYYMMDDHHMMSS) as the log shows it: 2026-12-04 12:38:42."""
     if len(stamp) == 14 and stamp.isdigit():
@@ -835,4 +834,3 @@ __all__ = [
     "ColdFailed", "ColdNotCompleted", "ProgressCallback", "StepCallback", "reconcile_cold_migration",
     "run_cold_migration",
 ]
-
