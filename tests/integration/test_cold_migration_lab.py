@@ -378,6 +378,8 @@ def test_the_reconciler_removes_a_one_time_key_a_dead_worker_left(lab, onboarded
         assert key_lines(dst_lab, grant["keys_file"], grant["tag"]) == []
         assert sh(src_lab, ["test", "-e", grant["source_dir"]]).returncode != 0
         assert sh(dst_lab, ["test", "-e", grant["work_dir"]]).returncode != 0
+        copy = record.files[0]["write_path"]
+        assert sh(dst_lab, ["test", "-e", copy]).returncode != 0  # the streamed copy was removed too
         removed = AuditEvent.objects.get(action="image.copy_key.removed", target_id=str(record.pk))
         assert removed.result == "ok" and removed.parameters["by_reconciler"] is True
         assert where(lab["hosts"], domain_uuid) == {src_lab["name"]: "shutoff"}

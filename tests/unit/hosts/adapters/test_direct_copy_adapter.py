@@ -303,6 +303,45 @@ def test_a_direct_route_opens_copies_and_closes():
 
 
 @pytest.mark.parametrize(
+    "address, expected",
+    [("192.0.2.1", "192.0.2.1"), ("2001:db8::1", "2001:db8::1"), ("labh1.example", None), ("", None),
+     ("192.0.2.1; rm -rf /", None)],
+)
+def test_predicted_from_is_the_source_address_only_when_it_is_an_ip(address, expected):
+    assert dc.predicted_from(address) == expected
+
+
+@pytest.mark.parametrize(
+    "source_address, leaves_from, discovered_for",
+    [
+        ("192.0.2.1", "192.0.2.1", ["192.0.2.1"]),  # asked while the source got ready: once
+        ("192.0.2.1", "198.51.100.5", ["192.0.2.1", "198.51.100.5"]),  # the guess was wrong: asked again
+        ("src.example", "198.51.100.5", ["198.51.100.5"]),  # nothing to guess: asked after
+    ],
+)
+def test_the_destination_is_asked_about_the_address_the_source_really_leaves_from(
+        source_address, leaves_from, discovered_for):
+    source, destination, route = hosts(source={"prepare": ok(f"dir {SRC_DIR}\nfrom {leaves_from}\n")})
+    source.target.address = source_address
+    grant = route.open()
+    discovers = [argv for argv, _ in destination.calls if argv[3] == "discover"]
+    assert [argv[5] for argv in discovers] == discovered_for
+    authorize_argv = next(argv for argv, _ in destination.calls if argv[3] == "authorize")
+    assert authorize_argv[5] == leaves_from and grant.from_address == leaves_from
+    route.close()
+
+
+def test_a_source_that_is_not_ready_is_cleaned_up_even_when_the_destination_fails_meanwhile():
+    def lost(argv):
+        raise AdapterError("connection to 192.0.2.2 lost")
+
+    source, destination, route = hosts(destination={"discover": lost})
+    with pytest.raises(AdapterError, match="connection to 192.0.2.2 lost"):
+        route.open()
+    assert source.ran() == ["prepare", "cleanup"] and "authorize" not in destination.ran()
+
+
+@pytest.mark.parametrize(
     "overrides, message",
     [
         ({"source": {"prepare": ok(stderr="no ssh client on this host (install openssh-client)", status=3)}},
