@@ -361,15 +361,18 @@ class _Run:
             return
         d = c.destination
         lifetime = DIRECT_KEY_MARGIN_S + sum(self._copy_timeout(self.sizes.get(m.source_path, 0)) for m in moves)
+        route = direct_copy.DirectRoute(
+            self.src.ssh, self.dst.ssh,
+            endpoint=direct_copy.Endpoint(address=d.address, port=d.ssh_port, user=d.ssh_user, host_key=d.host_key),
+            writes=[(m.write_path, runas[m.write_path]) for m in moves], label=f"cold-{c.pk}",
+            lifetime_s=lifetime,
+        )
         try:
-            route = direct_copy.DirectRoute(
-                self.src.ssh, self.dst.ssh,
-                endpoint=direct_copy.Endpoint(address=d.address, port=d.ssh_port, user=d.ssh_user, host_key=d.host_key),
-                writes=[(m.write_path, runas[m.write_path]) for m in moves], label=f"cold-{c.pk}",
-                lifetime_s=lifetime,
-            )
-            grant = route.open()
+            grant = route.open(before_authorize=lambda g: cold_services.cold_copy_key_authorizing(
+                cold=c, grant=g.to_json()))
         except (AdapterError, ValueError) as exc:
+            if c.copy_grant:  # the key's line may have been written: say whether the undo removed it
+                cold_services.cold_copy_key_removed(cold=c, problems=route.open_problems)
             reason = exc.message if isinstance(exc, AdapterError) else f"the destination's pinned key: {exc}"
             self.log(f"Cannot stream from {c.source.name} to {d.name} directly ({reason}). "
                      "Relaying through the portal instead (slower).", JobLogLevelChoices.WARNING)

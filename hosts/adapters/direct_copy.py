@@ -122,13 +122,16 @@ printf 'dir %s\nexpires %s\n' "$dir" "$expiry"
 """
 
 # On the destination: the key's line (or every line whose comment starts with the tag) removed,
-# and the forced command's directory.
+# and the forced command's directory: the one given, and the one the line itself names (so a
+# caller that died before it learned the directory still removes it).
 REVOKE_SH = r"""
 set -u
 file=$1; tag=$2; dir=$3
 [ -z "$dir" ] || rm -rf -- "$dir"
 [ -f "$file" ] || exit 0
 grep -qF -- " $tag" "$file" || exit 0
+grep -F -- " $tag" "$file" | sed -n 's|.*,command="sh \(/tmp/vmportal-copy\.[A-Za-z0-9]\{10\}\)/run" .*|\1|p' |
+    while read -r named; do rm -rf -- "$named"; done
 exec 9<"$(dirname -- "$file")"
 flock -w 20 9 || { echo "the keys file's directory stayed locked" >&2; exit 1; }
 tmp=$(mktemp -- "$file.vmportal.XXXXXX") || exit 1
@@ -370,18 +373,26 @@ class DirectRoute:
         self._source_dir: str | None = None
         self._work_dir = ""
         self._keys_file: str | None = None
+        self.open_problems: list[str] = []
 
     # ---------------------------------------------------------------- set up
-    def open(self) -> Grant:
-        """Place the keys; DirectUnavailable (all undone) if that fails. The first ``copy`` proves they work."""
+    def open(self, *, before_authorize: Callable[[Grant], None] | None = None) -> Grant:
+        """Place the keys; DirectUnavailable (all undone) if that fails. The first ``copy`` proves they work.
+
+        ``before_authorize`` is given what removing the key takes (keys file, tag, source
+        directory; not yet the forced command's directory or the expiry) before the key's line
+        is written, so a caller that records it can always find the key again, also after it
+        died midway. If it raises, no line is written. After a failed ``open``,
+        ``open_problems`` holds what its undo could not remove (empty: nothing was left).
+        """
         try:
-            self.grant = self._open()
+            self.grant = self._open(before_authorize)
             return self.grant
         except BaseException:
-            self.close()
+            self.open_problems = self.close()
             raise
 
-    def _open(self) -> Grant:
+    def _open(self, before_authorize: Callable[[Grant], None] | None) -> Grant:
         ep = self.endpoint
         private_pem, public = generate_keypair(self.tag)
         key_type, key_b64 = public.split()[:2]
@@ -405,7 +416,12 @@ class DirectRoute:
                                         f"({fields.get('from', '')!r})") from exc
             early = discovering.result() if discovering is not None else None
         discovered = early if early is not None and guess == from_address else self._discover(from_address)
-        self._keys_file = keys_file(parse_sshd_facts(discovered.stdout, discovered.stderr), user=ep.user)
+        keys = keys_file(parse_sshd_facts(discovered.stdout, discovered.stderr), user=ep.user)
+        fingerprint = HostKeyInfo.from_openssh(public).fingerprint
+        if before_authorize is not None:
+            before_authorize(Grant(keys_file=keys, tag=self.tag, work_dir="", source_dir=self._source_dir,
+                                   from_address=from_address, fingerprint=fingerprint, expires=""))
+        self._keys_file = keys  # from here on close() removes the line, whatever the authorizing did
         authorized = self.destination.run(
             ["bash", "-c", AUTHORIZE_SH, "authorize", self._keys_file, from_address, f"{key_type} {key_b64}",
              self.tag, str(self.lifetime_s)],
@@ -418,7 +434,7 @@ class DirectRoute:
                                     f"{last_error_line(authorized.stderr)}")
         return Grant(keys_file=self._keys_file, tag=self.tag, work_dir=self._work_dir,
                      source_dir=self._source_dir, from_address=from_address,
-                     fingerprint=HostKeyInfo.from_openssh(public).fingerprint, expires=fields.get("expires", ""))
+                     fingerprint=fingerprint, expires=fields.get("expires", ""))
 
     def _discover(self, from_address: str) -> CommandResult:
         return self.destination.run(["sh", "-c", DISCOVER_SH, "discover", self.endpoint.user, from_address],

@@ -172,6 +172,17 @@ def cold_permissions_set(*, cold: ColdMigration, host: Host, path: str, before: 
 
 
 @transaction.atomic
+def cold_copy_key_authorizing(*, cold: ColdMigration, grant: dict) -> None:
+    """Record where the one-time key is about to be placed, so it can be removed even if the worker dies now.
+
+    Not audited by itself: ``cold_copy_key_authorized`` (placed) or ``cold_copy_key_removed``
+    (its undo) follows, or the reconciler's removal when the worker died.
+    """
+    cold.copy_grant = grant
+    cold.save(update_fields=["copy_grant"])
+
+
+@transaction.atomic
 def cold_copy_key_authorized(*, cold: ColdMigration, grant: dict, files: list[str]) -> None:
     """Record (and audit) the one-time key a direct copy placed on the destination, before it is used."""
     cold.copy_grant = grant

@@ -383,3 +383,37 @@ def test_the_reconciler_removes_a_one_time_key_a_dead_worker_left(lab, onboarded
         removed = AuditEvent.objects.get(action="image.copy_key.removed", target_id=str(record.pk))
         assert removed.result == "ok" and removed.parameters["by_reconciler"] is True
         assert where(lab["hosts"], domain_uuid) == {src_lab["name"]: "shutoff"}
+
+
+def test_the_reconciler_finds_a_key_whose_worker_died_before_recording_it_as_placed(lab, onboarded, monkeypatch):
+    src_lab, dst_lab = lab["hosts"][0], lab["hosts"][1]
+    src, dst = onboarded[src_lab["name"]], onboarded[dst_lab["name"]]
+
+    def killed(**kwargs):  # the key's line is written; the worker dies before it says so
+        raise WorkerKilled("authorized")
+
+    monkeypatch.setattr(cold_services, "cold_copy_key_authorized", killed)
+    with linux_guest_shut_off(src_lab, min_counter=1) as (name, domain_uuid, _last):
+        record = cold_services.cold_migration_request(vm=vm_row(src, domain_uuid), destination=dst, actor=SYSTEM,
+                                                      run_by_worker=False)
+        from core.jobs import run_job
+
+        with pytest.raises(WorkerKilled):
+            run_job(record.job_id, lambda ctx: run_cold_migration(cold_id=record.pk, ctx=ctx))
+        record.refresh_from_db()
+        grant = record.copy_grant
+        assert grant["work_dir"] == "" and grant["source_dir"]  # recorded before the line, not after
+        lines = key_lines(dst_lab, grant["keys_file"], grant["tag"])
+        assert len(lines) == 1
+        work_dir = lines[0].split('command="sh ', 1)[1].split("/run", 1)[0]
+        assert sh(dst_lab, ["test", "-d", work_dir]).returncode == 0
+        reconcile_cold_migration(cold_id=record.pk, reason="test: worker killed", ctx=None)
+        record.refresh_from_db()
+        assert record.status == C.FAILED, (record.status, record.outcome, record.rollback)
+        assert record.copy_grant == {}
+        assert key_lines(dst_lab, grant["keys_file"], grant["tag"]) == []
+        assert sh(dst_lab, ["test", "-e", work_dir]).returncode != 0  # found from the key's own line
+        assert sh(src_lab, ["test", "-e", grant["source_dir"]]).returncode != 0
+        removed = AuditEvent.objects.get(action="image.copy_key.removed", target_id=str(record.pk))
+        assert removed.result == "ok" and removed.parameters["by_reconciler"] is True
+        assert where(lab["hosts"], domain_uuid) == {src_lab["name"]: "shutoff"}

@@ -210,6 +210,29 @@ def test_authorize_appends_one_restricted_line_and_revoke_removes_only_it(tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["authorized_keys"]
 
 
+def test_revoke_removes_the_directory_the_line_names_when_the_caller_never_learned_it(tmp_path):
+    keys = tmp_path / "authorized_keys"
+    mine, other = "vmportal-copy-cold-4-dddddddd", "vmportal-copy-cold-5-eeeeeeee"
+    got_mine, got_other = authorize(keys, mine), authorize(keys, other)
+    try:
+        done = run_script(dc.REVOKE_SH, str(keys), mine, "")  # the worker died before it heard the directory
+        assert done.returncode == 0, done.stderr
+        assert not Path(got_mine["dir"]).exists() and Path(got_other["dir"], "run").exists()
+        assert [line.rsplit(" ", 1)[1] for line in keys.read_text().splitlines()] == [other]
+    finally:
+        run_script(dc.REVOKE_SH, str(keys), other, got_other["dir"])
+    assert keys.read_text() == "" and not Path(got_other["dir"]).exists()
+
+
+def test_revoke_removes_only_directories_of_the_copy_pattern_named_in_the_line(tmp_path):
+    keys, victim = tmp_path / "authorized_keys", tmp_path / "victim"
+    victim.mkdir()
+    tag = "vmportal-copy-cold-6-ffffffff"
+    keys.write_text(f'restrict,command="sh {victim}/run" ssh-ed25519 AAAA {tag}\n')
+    assert run_script(dc.REVOKE_SH, str(keys), tag, "").returncode == 0
+    assert victim.is_dir() and keys.read_text() == ""
+
+
 def test_authorize_creates_a_missing_keys_file_and_refuses_a_symlink(tmp_path):
     keys = tmp_path / "new dir" / "authorized_keys"
     tag = "vmportal-copy-cold-3-cccccccc"
@@ -300,6 +323,41 @@ def test_a_direct_route_opens_copies_and_closes():
     assert destination.calls[-1][0][4:] == ["/root/.ssh/authorized_keys", route.tag, DST_DIR]
     assert route.close() == []  # twice is harmless: nothing more is run
     assert len(destination.calls) == 3 and len(source.calls) == 3
+
+
+def test_what_removing_the_key_takes_is_handed_over_before_the_line_is_written():
+    source, destination, route = hosts()
+    handed = []
+
+    def record(grant):
+        assert "authorize" not in destination.ran()
+        handed.append(grant)
+
+    grant = route.open(before_authorize=record)
+    assert [(g.keys_file, g.tag, g.source_dir, g.from_address, g.work_dir) for g in handed] == [
+        ("/root/.ssh/authorized_keys", route.tag, SRC_DIR, "192.0.2.1", "")]
+    assert handed[0].fingerprint == grant.fingerprint
+    route.close()
+
+
+def test_a_caller_that_cannot_record_the_key_gets_no_key():
+    source, destination, route = hosts()
+
+    def record(grant):
+        raise RuntimeError("database is gone")
+
+    with pytest.raises(RuntimeError):
+        route.open(before_authorize=record)
+    assert "authorize" not in destination.ran() and "revoke" not in destination.ran()
+    assert source.ran() == ["prepare", "cleanup"] and route.open_problems == []
+
+
+def test_a_failed_open_says_what_its_undo_could_not_remove():
+    source, destination, route = hosts(destination={
+        "authorize": ok(stderr="timed out", status=5), "revoke": ok(stderr="keys file is read-only", status=1)})
+    with pytest.raises(dc.DirectUnavailable):
+        route.open(before_authorize=lambda grant: None)
+    assert len(route.open_problems) == 1 and "keys file is read-only" in route.open_problems[0]
 
 
 @pytest.mark.parametrize(
