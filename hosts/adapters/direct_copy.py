@@ -415,7 +415,7 @@ class DirectRoute:
                 raise DirectUnavailable(f"the source's address towards {ep.address} is unclear "
                                         f"({fields.get('from', '')!r})") from exc
             early = discovering.result() if discovering is not None else None
-        discovered = early if early is not None and guess == from_address else self._discover(from_address)
+        discovered = early if guess == from_address else self._discover(from_address)
         keys = keys_file(parse_sshd_facts(discovered.stdout, discovered.stderr), user=ep.user)
         fingerprint = HostKeyInfo.from_openssh(public).fingerprint
         if before_authorize is not None:
